@@ -1,0 +1,123 @@
+//! Invariants I1–I3 (DESIGN.md section 5) as checks over a volume's state:
+//!
+//! * **I1** every volume keeps at least one committed unlock path — a slot keyward did not just
+//!   create and not yet commit;
+//! * **I2** keyward never modifies an unmanaged slot (nor another tool's token): a property of a
+//!   transition, checked by comparing the states before and after;
+//! * **I3** every keyward token points at an existing slot, every keyward slot has exactly one
+//!   token, and no token is left mid-operation.
+
+use std::fmt;
+
+use crate::ids::{SlotId, TokenId};
+use crate::model::{SlotOwner, TokenEntry, VolumeState};
+use crate::token::TokenState;
+
+/// One broken invariant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Violation {
+    /// I1: no committed unlock path remains.
+    NoCommittedPath,
+    /// I2: an unmanaged slot changed or disappeared.
+    UnmanagedSlotChanged(SlotId),
+    /// I2: another tool's token (or a malformed one) changed or disappeared.
+    ForeignTokenChanged(TokenId),
+    /// I3: a keyward token owns no existing slot.
+    OrphanToken(TokenId),
+    /// I3: a slot is claimed by more than one token, one of them keyward's.
+    SlotClaimedTwice(SlotId),
+    /// I3: a token was left in a transitional state.
+    Unfinished(TokenId),
+}
+
+impl Violation {
+    /// `I1`, `I2` or `I3`.
+    pub fn invariant(&self) -> &'static str {
+        match self {
+            Violation::NoCommittedPath => "I1",
+            Violation::UnmanagedSlotChanged(_) | Violation::ForeignTokenChanged(_) => "I2",
+            Violation::OrphanToken(_)
+            | Violation::SlotClaimedTwice(_)
+            | Violation::Unfinished(_) => "I3",
+        }
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = self.invariant();
+        match self {
+            Violation::NoCommittedPath => write!(f, "{i}: no committed unlock path"),
+            Violation::UnmanagedSlotChanged(s) => write!(f, "{i}: unmanaged keyslot {s} changed"),
+            Violation::ForeignTokenChanged(t) => write!(f, "{i}: foreign token {t} changed"),
+            Violation::OrphanToken(t) => write!(f, "{i}: keyward token {t} owns no keyslot"),
+            Violation::SlotClaimedTwice(s) => write!(f, "{i}: keyslot {s} has several tokens"),
+            Violation::Unfinished(t) => write!(f, "{i}: keyward token {t} is mid-operation"),
+        }
+    }
+}
+
+/// The slots that count as working unlock paths for I1: unmanaged ones, and keyward's own
+/// whose token is committed (not pending).
+pub fn committed_paths(state: &VolumeState) -> Vec<SlotId> {
+    state
+        .slots
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| match state.owner_of(*id) {
+            SlotOwner::Unmanaged => true,
+            SlotOwner::Managed(t) => state
+                .keyward_token(t)
+                .is_some_and(|t| t.state != TokenState::Pending),
+            SlotOwner::Transitional(_) => false,
+        })
+        .collect()
+}
+
+/// I1 and I3 over one state.
+pub fn check_state(state: &VolumeState) -> Vec<Violation> {
+    let mut v = Vec::new();
+    if committed_paths(state).is_empty() {
+        v.push(Violation::NoCommittedPath);
+    }
+    for (id, t) in state.keyward_tokens() {
+        if t.state.is_transitional() {
+            v.push(Violation::Unfinished(id));
+        }
+        match t.keyslot {
+            Some(s) if state.slot(s).is_some() => {
+                if state.owner_of(s) == SlotOwner::Unmanaged {
+                    v.push(Violation::SlotClaimedTwice(s));
+                }
+            }
+            Some(_) | None => {
+                if !matches!(t.state, TokenState::Adding { .. }) {
+                    v.push(Violation::OrphanToken(id));
+                }
+            }
+        }
+    }
+    v
+}
+
+/// I2 for a transition, plus I1 and I3 on the state after it.
+pub fn check_transition(before: &VolumeState, after: &VolumeState) -> Vec<Violation> {
+    let mut v = Vec::new();
+    for s in &before.slots {
+        if before.owner_of(s.id) == SlotOwner::Unmanaged
+            && after.slot(s.id).map(|a| &a.fingerprint) != Some(&s.fingerprint)
+        {
+            v.push(Violation::UnmanagedSlotChanged(s.id));
+        }
+    }
+    for t in &before.tokens {
+        if matches!(t, TokenEntry::Foreign { .. } | TokenEntry::Malformed { .. })
+            && !after.tokens.contains(t)
+        {
+            v.push(Violation::ForeignTokenChanged(t.id()));
+        }
+    }
+    v.extend(check_state(after));
+    v
+}

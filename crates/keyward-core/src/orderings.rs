@@ -1,0 +1,379 @@
+//! The orderings of DESIGN.md section 5, written once over a small set of keyslot primitives
+//! ([`SlotBackend`]) and shared by the LUKS2 backend and the in-memory fake, so the property
+//! tests exercise the very code that changes real headers.
+//!
+//! Every multi-step change first writes its intent into the keyward token (the header is its
+//! own journal), so a crash at any step leaves a state that [`UnlockStore::reconcile`] finishes
+//! or undoes without guessing. Each step boundary is a named failpoint.
+
+use std::time::SystemTime;
+
+use crate::error::{Refusal, StoreError};
+use crate::ids::{SlotId, TokenId, MAX_SLOTS};
+use crate::invariants::{check_transition, committed_paths};
+use crate::kdf::KdfClass;
+use crate::model::{SlotOwner, VolumeState};
+use crate::secret::Secret;
+use crate::store::{GrantRequest, ReconcileAction, UnlockStore};
+use crate::token::{KeywardToken, Role, TokenState};
+
+/// The primitives a slot-and-token platform (LUKS2) offers. Implementations do one header
+/// change per call, never interpret tokens beyond refusing to rewrite non-keyward ones, and
+/// retry internally on transient contention.
+pub trait SlotBackend {
+    /// Held for the duration of one composite operation.
+    type Guard;
+    /// Take the per-volume advisory lock.
+    fn lock(&mut self) -> Result<Self::Guard, StoreError>;
+    /// The clock (injected, so the core stays deterministic).
+    fn now(&self) -> SystemTime;
+    /// Read the header.
+    fn read(&mut self) -> Result<VolumeState, StoreError>;
+    /// Add keyslot `slot` for `secret`, unlocking the volume key with `authority`.
+    fn add_slot(
+        &mut self,
+        slot: SlotId,
+        authority: &Secret,
+        secret: &Secret,
+        kdf: KdfClass,
+    ) -> Result<(), StoreError>;
+    /// Does `secret` open `slot`?
+    fn test_slot(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError>;
+    /// Destroy keyslot `slot`.
+    fn destroy_slot(&mut self, slot: SlotId) -> Result<(), StoreError>;
+    /// Add a keyward token; returns its id.
+    fn add_token(&mut self, token: &KeywardToken) -> Result<TokenId, StoreError>;
+    /// Replace keyward token `id`. Must refuse if `id` is not a keyward token.
+    fn replace_token(&mut self, id: TokenId, token: &KeywardToken) -> Result<(), StoreError>;
+    /// Remove keyward token `id`. Must refuse if `id` is not a keyward token.
+    fn remove_token(&mut self, id: TokenId) -> Result<(), StoreError>;
+    /// A named step boundary. Test builds make it fail or kill the process; production: no-op.
+    fn failpoint(&mut self, _name: &'static str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// [`UnlockStore`] for any [`SlotBackend`].
+#[derive(Debug)]
+pub struct SlotStore<B> {
+    backend: B,
+}
+
+impl<B: SlotBackend> SlotStore<B> {
+    /// Wrap a backend.
+    pub fn new(backend: B) -> Self {
+        SlotStore { backend }
+    }
+
+    /// The backend (tests inspect it).
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// The backend, mutably.
+    pub fn backend_mut(&mut self) -> &mut B {
+        &mut self.backend
+    }
+
+    /// Read, reconciling first if a previous operation was interrupted. Caller holds the lock.
+    fn stable_state(&mut self) -> Result<VolumeState, StoreError> {
+        let state = self.backend.read()?;
+        let actions = reconcile_locked(&mut self.backend, &state)?;
+        if actions.is_empty() {
+            Ok(state)
+        } else {
+            self.backend.read()
+        }
+    }
+
+    fn check_after(&mut self, before: &VolumeState) -> Result<(), StoreError> {
+        let after = self.backend.read()?;
+        let violations = check_transition(before, &after);
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            let text: Vec<String> = violations.iter().map(ToString::to_string).collect();
+            Err(StoreError::InvariantViolated(text.join("; ")))
+        }
+    }
+
+    fn kdf_of(&mut self, tid: TokenId) -> Result<KdfClass, StoreError> {
+        let state = self.backend.read()?;
+        state
+            .keyward_token(tid)
+            .map(|t| t.role.kdf_class())
+            .ok_or(StoreError::NotKeywardToken(tid))
+    }
+
+    /// Add `next` and prove it opens; on failure undo the slot and restore `fallback`
+    /// (or remove the token when there is none) so nothing is left behind.
+    fn add_verified(
+        &mut self,
+        tid: TokenId,
+        next: SlotId,
+        authority: &Secret,
+        secret: &Secret,
+        fallback: Option<&KeywardToken>,
+        step: [&'static str; 2],
+    ) -> Result<(), StoreError> {
+        let kdf = self.kdf_of(tid)?;
+        let added = self.backend.add_slot(next, authority, secret, kdf);
+        let result = added.and_then(|()| {
+            self.backend.failpoint(step[0])?;
+            if self.backend.test_slot(next, secret)? {
+                self.backend.failpoint(step[1])
+            } else {
+                Err(StoreError::Backend(format!(
+                    "new keyslot {next} did not open with its secret"
+                )))
+            }
+        });
+        if let Err(e) = result {
+            if matches!(e, StoreError::Failpoint(_)) {
+                return Err(e);
+            }
+            let state = self.backend.read()?;
+            if state.slot(next).is_some() {
+                self.backend.destroy_slot(next)?;
+            }
+            match fallback {
+                Some(t) => self.backend.replace_token(tid, t)?,
+                None => self.backend.remove_token(tid)?,
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+/// Keyward picks the highest free slot: `cryptsetup luksAddKey` and `systemd-cryptenroll`
+/// pick the lowest, so a slot number keyward announced in a token and another tool's new slot
+/// almost never coincide (see docs/ARCHITECTURE.md).
+fn pick_slot(state: &VolumeState) -> Result<SlotId, StoreError> {
+    (0..u32::from(MAX_SLOTS))
+        .rev()
+        .filter_map(|n| SlotId::new(n).ok())
+        .find(|id| {
+            state.slot(*id).is_none()
+                && !state
+                    .keyward_tokens()
+                    .any(|(_, t)| t.claimed_slots().any(|s| s == *id))
+        })
+        .ok_or(StoreError::NoFreeSlot)
+}
+
+fn existing_holder(state: &VolumeState, req: &GrantRequest) -> Option<SlotId> {
+    state.keyward_tokens().find_map(|(_, t)| {
+        let same = match (&t.role, &req.role) {
+            (Role::User { name: a, .. }, Role::User { name: b, .. }) => a == b,
+            (Role::Service, Role::Service) | (Role::Recovery, Role::Recovery) => {
+                !req.pending && t.state == TokenState::Active
+            }
+            _ => false,
+        };
+        if same {
+            t.keyslot
+        } else {
+            None
+        }
+    })
+}
+
+impl<B: SlotBackend> UnlockStore for SlotStore<B> {
+    fn state(&mut self) -> Result<VolumeState, StoreError> {
+        self.backend.read()
+    }
+
+    fn grant(
+        &mut self,
+        req: &GrantRequest,
+        authority: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, StoreError> {
+        let _guard = self.backend.lock()?;
+        let before = self.stable_state()?;
+        if let Some(slot) = existing_holder(&before, req) {
+            return Err(Refusal::AlreadyHolds(slot).into());
+        }
+        let next = pick_slot(&before)?;
+        let mut token = KeywardToken::new(req.role.clone(), self.backend.now(), req.granted_by);
+        token.state = TokenState::Adding { next };
+        let tid = self.backend.add_token(&token)?;
+        self.backend.failpoint("grant.intent-written")?;
+        let steps = ["grant.slot-added", "grant.verified"];
+        self.add_verified(tid, next, authority, secret, None, steps)?;
+        token.keyslot = Some(next);
+        token.state = if req.pending {
+            TokenState::Pending
+        } else {
+            TokenState::Active
+        };
+        self.backend.replace_token(tid, &token)?;
+        self.backend.failpoint("grant.committed")?;
+        self.check_after(&before)?;
+        Ok(next)
+    }
+
+    fn rekey(
+        &mut self,
+        slot: SlotId,
+        authority: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, StoreError> {
+        let _guard = self.backend.lock()?;
+        let before = self.stable_state()?;
+        let (tid, current) = managed(&before, slot)?;
+        if current.state != TokenState::Active {
+            return Err(Refusal::InTransition(slot).into());
+        }
+        let next = pick_slot(&before)?;
+        let mut token = current.clone();
+        token.state = TokenState::Rekeying { next };
+        self.backend.replace_token(tid, &token)?;
+        self.backend.failpoint("rekey.intent-written")?;
+        let steps = ["rekey.slot-added", "rekey.verified"];
+        self.add_verified(tid, next, authority, secret, Some(&current), steps)?;
+        token.keyslot = Some(next);
+        token.state = TokenState::Retiring { retire: slot };
+        self.backend.replace_token(tid, &token)?;
+        self.backend.failpoint("rekey.token-moved")?;
+        self.backend.destroy_slot(slot)?;
+        self.backend.failpoint("rekey.old-destroyed")?;
+        token.state = TokenState::Active;
+        self.backend.replace_token(tid, &token)?;
+        self.check_after(&before)?;
+        Ok(next)
+    }
+
+    fn revoke(&mut self, slot: SlotId) -> Result<(), StoreError> {
+        let _guard = self.backend.lock()?;
+        let before = self.stable_state()?;
+        let (tid, _) = managed(&before, slot)?;
+        if !committed_paths(&before).iter().any(|s| *s != slot) {
+            return Err(Refusal::WouldLockOut(slot).into());
+        }
+        self.backend.destroy_slot(slot)?;
+        self.backend.failpoint("revoke.slot-destroyed")?;
+        self.backend.remove_token(tid)?;
+        self.check_after(&before)
+    }
+
+    fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {
+        if self.backend.read()?.slot(slot).is_none() {
+            return Err(StoreError::NoSuchSlot(slot));
+        }
+        self.backend.test_slot(slot, secret)
+    }
+
+    fn clean_orphan_tokens(&mut self) -> Result<Vec<TokenId>, StoreError> {
+        Ok(self
+            .reconcile()?
+            .into_iter()
+            .filter_map(|a| match a {
+                ReconcileAction::RemovedOrphan { token } => Some(token),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn reconcile(&mut self) -> Result<Vec<ReconcileAction>, StoreError> {
+        let _guard = self.backend.lock()?;
+        let state = self.backend.read()?;
+        reconcile_locked(&mut self.backend, &state)
+    }
+}
+
+fn managed(state: &VolumeState, slot: SlotId) -> Result<(TokenId, KeywardToken), StoreError> {
+    if state.slot(slot).is_none() {
+        return Err(StoreError::NoSuchSlot(slot));
+    }
+    match state.owner_of(slot) {
+        SlotOwner::Managed(_) => state
+            .managed_token(slot)
+            .map(|(id, t)| (id, t.clone()))
+            .ok_or(StoreError::NoSuchSlot(slot)),
+        SlotOwner::Transitional(_) => Err(Refusal::InTransition(slot).into()),
+        SlotOwner::Unmanaged => Err(Refusal::Unmanaged(slot).into()),
+    }
+}
+
+/// Destroy `slot` if it exists and is exactly what keyward would have made for `token`;
+/// otherwise leave it alone. Returns what happened to it.
+fn destroy_if_ours<B: SlotBackend>(
+    b: &mut B,
+    state: &VolumeState,
+    tid: TokenId,
+    token: &KeywardToken,
+    slot: SlotId,
+    actions: &mut Vec<ReconcileAction>,
+) -> Result<Option<SlotId>, StoreError> {
+    let Some(info) = state.slot(slot) else {
+        return Ok(None);
+    };
+    let ours = state.owner_of(slot) == SlotOwner::Transitional(tid)
+        && kdf_matches(&info.kdf, token.role.kdf_class());
+    if ours {
+        b.destroy_slot(slot)?;
+        Ok(Some(slot))
+    } else {
+        actions.push(ReconcileAction::LeftForeignSlot { slot });
+        Ok(None)
+    }
+}
+
+/// Keyward makes pbkdf2-sha512 slots for random keys and argon2id (or, with
+/// `danger_fast_kdf`, pbkdf2-sha512) slots for passphrases.
+fn kdf_matches(kdf: &str, class: KdfClass) -> bool {
+    match class {
+        KdfClass::RandomKey => kdf == "pbkdf2-sha512",
+        KdfClass::Passphrase => kdf == "argon2id" || kdf == "pbkdf2-sha512",
+    }
+}
+
+fn reconcile_locked<B: SlotBackend>(
+    b: &mut B,
+    state: &VolumeState,
+) -> Result<Vec<ReconcileAction>, StoreError> {
+    let mut actions = Vec::new();
+    for (tid, token) in state.keyward_tokens() {
+        let orphan = token.keyslot.is_none_or(|s| state.slot(s).is_none());
+        match token.state {
+            TokenState::Adding { next } => {
+                let slot = destroy_if_ours(b, state, tid, token, next, &mut actions)?;
+                b.remove_token(tid)?;
+                actions.push(ReconcileAction::UndidGrant { token: tid, slot });
+            }
+            TokenState::Rekeying { next } => {
+                let slot = destroy_if_ours(b, state, tid, token, next, &mut actions)?;
+                finish(b, tid, token, orphan)?;
+                actions.push(ReconcileAction::UndidRekey { token: tid, slot });
+            }
+            TokenState::Retiring { retire } => {
+                let slot = destroy_if_ours(b, state, tid, token, retire, &mut actions)?;
+                finish(b, tid, token, orphan)?;
+                actions.push(ReconcileAction::FinishedRekey { token: tid, slot });
+            }
+            TokenState::Active | TokenState::Pending if orphan => {
+                b.remove_token(tid)?;
+                actions.push(ReconcileAction::RemovedOrphan { token: tid });
+            }
+            TokenState::Active | TokenState::Pending => {}
+        }
+    }
+    Ok(actions)
+}
+
+/// Return a rekeyed token to `active` on its own slot, or drop it if that slot is gone.
+fn finish<B: SlotBackend>(
+    b: &mut B,
+    tid: TokenId,
+    token: &KeywardToken,
+    orphan: bool,
+) -> Result<(), StoreError> {
+    if orphan {
+        return b.remove_token(tid);
+    }
+    let mut t = token.clone();
+    t.state = TokenState::Active;
+    b.replace_token(tid, &t)
+}

@@ -1,0 +1,95 @@
+//! `UnlockStore`: what keyward needs from a platform's unlock rights. LUKS2 implements it
+//! through the generic slot orderings in [`crate::orderings`]; macOS (Secure Token) will
+//! implement it directly.
+
+use crate::error::StoreError;
+use crate::ids::{SlotId, TokenId};
+use crate::model::VolumeState;
+use crate::secret::Secret;
+use crate::token::{GrantedBy, Role};
+
+/// What to grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRequest {
+    /// Whose right it is.
+    pub role: Role,
+    /// How the authority secret relates to the volume.
+    pub granted_by: GrantedBy,
+    /// Leave the new right `pending` (uncommitted) instead of `active`: a recovery key awaiting
+    /// its escrow receipt, or a rotated service secret not yet committed.
+    pub pending: bool,
+}
+
+/// Something reconcile did to bring a volume back to a stable state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReconcileAction {
+    /// An interrupted grant was undone: its half-made slot (if any) destroyed, its token removed.
+    UndidGrant {
+        /// The token removed.
+        token: TokenId,
+        /// The slot destroyed, if it had been created.
+        slot: Option<SlotId>,
+    },
+    /// An interrupted rekey was undone: the holder keeps the old slot.
+    UndidRekey {
+        /// The token restored to active.
+        token: TokenId,
+        /// The new slot destroyed, if it had been created.
+        slot: Option<SlotId>,
+    },
+    /// A rekey that had verified and moved its token was finished: the old slot destroyed.
+    FinishedRekey {
+        /// The token made active.
+        token: TokenId,
+        /// The old slot destroyed, if it still existed.
+        slot: Option<SlotId>,
+    },
+    /// A keyward token whose slot no longer exists was removed.
+    RemovedOrphan {
+        /// The token removed.
+        token: TokenId,
+    },
+    /// A slot named by a transitional token did not look like keyward's work (wrong KDF), so it
+    /// was left alone and the token's claim dropped.
+    LeftForeignSlot {
+        /// The slot left untouched.
+        slot: SlotId,
+    },
+}
+
+/// A platform's store of unlock rights on one volume.
+pub trait UnlockStore {
+    /// Read the holders (no lock, no change).
+    fn state(&mut self) -> Result<VolumeState, StoreError>;
+
+    /// Add a right for `secret`, opened by `authority` (a secret any current slot accepts).
+    /// Ordering: intent → add slot → verify → commit. Returns the new slot.
+    fn grant(
+        &mut self,
+        req: &GrantRequest,
+        authority: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, StoreError>;
+
+    /// Move a managed slot to `secret`, opened by `authority`. Never in place: add new slot,
+    /// verify, move the token, kill the old slot. Returns the new slot.
+    fn rekey(
+        &mut self,
+        slot: SlotId,
+        authority: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, StoreError>;
+
+    /// Remove a managed slot; refused if it is unmanaged (I2) or the last committed path (I1).
+    fn revoke(&mut self, slot: SlotId) -> Result<(), StoreError>;
+
+    /// Does `secret` open `slot`?
+    fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError>;
+
+    /// Remove keyward tokens whose slot no longer exists.
+    fn clean_orphan_tokens(&mut self) -> Result<Vec<TokenId>, StoreError>;
+
+    /// Finish or undo whatever an interrupted operation left behind, and clean orphans.
+    fn reconcile(&mut self) -> Result<Vec<ReconcileAction>, StoreError>;
+}

@@ -1,0 +1,268 @@
+//! Property tests: random sequences of operations — including crashes at every named
+//! failpoint followed by reconcile — on the in-memory backend never violate I1–I3, never touch
+//! an unmanaged slot or a foreign token, and every committed holder's secret keeps opening its
+//! slot.
+
+use std::collections::BTreeMap;
+
+use keyward_core::fake::MemoryBackend;
+use keyward_core::invariants::{check_state, check_transition};
+use keyward_core::orderings::SlotStore;
+use keyward_core::store::GrantRequest;
+use keyward_core::token::GrantedBy;
+use keyward_core::{
+    Refusal, Role, Secret, SlotId, SlotOwner, StoreError, Uid, UnlockStore, UserName,
+};
+use proptest::prelude::*;
+
+const FAILPOINTS: &[&str] = &[
+    "grant.intent-written",
+    "grant.slot-added",
+    "grant.verified",
+    "grant.committed",
+    "rekey.intent-written",
+    "rekey.slot-added",
+    "rekey.verified",
+    "rekey.token-moved",
+    "rekey.old-destroyed",
+    "revoke.slot-destroyed",
+];
+
+#[derive(Debug, Clone)]
+enum Op {
+    GrantUser(u8),
+    GrantService,
+    GrantWithWrongAuthority(u8),
+    Rekey(u8),
+    Revoke(u8),
+    ForeignAdd,
+    Crash(usize, Box<Op>),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let base = prop_oneof![
+        (0u8..6).prop_map(Op::GrantUser),
+        Just(Op::GrantService),
+        (0u8..6).prop_map(Op::GrantWithWrongAuthority),
+        (0u8..32).prop_map(Op::Rekey),
+        (0u8..32).prop_map(Op::Revoke),
+        Just(Op::ForeignAdd),
+    ];
+    base.prop_flat_map(|o| {
+        prop_oneof![
+            3 => Just(o.clone()),
+            1 => (0..FAILPOINTS.len()).prop_map(move |f| Op::Crash(f, Box::new(o.clone()))),
+        ]
+    })
+}
+
+fn secret(tag: &str, n: u32) -> Secret {
+    Secret::from_string(format!("{tag}-{n}"))
+}
+
+fn user(n: u8) -> Role {
+    Role::User {
+        name: UserName::parse(&format!("user{n}")).expect("valid"),
+        uid: Uid::new(1000 + u32::from(n)).expect("valid"),
+    }
+}
+
+struct World {
+    store: SlotStore<MemoryBackend>,
+    /// What keyward or another tool set each slot to: the model the real header must match.
+    expected: BTreeMap<SlotId, Secret>,
+    counter: u32,
+}
+
+impl World {
+    fn authority(&self) -> Secret {
+        // Slot 0 is the installer's passphrase; it always exists (keyward never touches it).
+        secret("install", 0)
+    }
+
+    fn apply(&mut self, op: &Op) -> Result<(), StoreError> {
+        self.counter += 1;
+        let n = self.counter;
+        let grant = |role: Role| GrantRequest {
+            role,
+            granted_by: GrantedBy::Service,
+            pending: false,
+        };
+        match op {
+            Op::GrantUser(u) => {
+                let s = secret("user", n);
+                let slot = self.store.grant(&grant(user(*u)), &self.authority(), &s)?;
+                self.expected.insert(slot, s);
+            }
+            Op::GrantService => {
+                let s = secret("service", n);
+                let slot = self
+                    .store
+                    .grant(&grant(Role::Service), &self.authority(), &s)?;
+                self.expected.insert(slot, s);
+            }
+            Op::GrantWithWrongAuthority(u) => {
+                let r = self
+                    .store
+                    .grant(&grant(user(*u)), &secret("wrong", n), &secret("x", n));
+                match r {
+                    Err(StoreError::Failpoint(_)) => return r.map(drop),
+                    Err(StoreError::AuthenticationFailed | StoreError::Refused(_)) => {}
+                    other => panic!("wrong authority gave {other:?}"),
+                }
+            }
+            Op::Rekey(s) => {
+                let slot = SlotId::new(u32::from(*s)).expect("in range");
+                let new = secret("rekey", n);
+                let to = self.store.rekey(slot, &self.authority(), &new)?;
+                self.expected.remove(&slot);
+                self.expected.insert(to, new);
+            }
+            Op::Revoke(s) => {
+                let slot = SlotId::new(u32::from(*s)).expect("in range");
+                self.store.revoke(slot)?;
+                self.expected.remove(&slot);
+            }
+            Op::ForeignAdd => {
+                let s = secret("foreign", n);
+                if let Some(slot) = self.store.backend_mut().insert_unmanaged(None, &s) {
+                    self.expected.insert(slot, s);
+                }
+            }
+            Op::Crash(f, inner) => {
+                self.store.backend_mut().fail_at(FAILPOINTS[*f]);
+                let r = self.apply(inner);
+                // A crash between steps: the process is gone; the next run reconciles.
+                let crashed = matches!(r, Err(StoreError::Failpoint(_)));
+                self.store.backend_mut().fail_at("never");
+                self.store.reconcile().expect("reconcile succeeds");
+                if crashed {
+                    self.resync_after_crash();
+                    return Ok(());
+                }
+                return r;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a crash the model cannot know which way reconcile went; re-derive it from what
+    /// reconcile left, checking that each surviving slot opens with a secret we issued.
+    fn resync_after_crash(&mut self) {
+        let state = self.store.state().expect("read");
+        let mut issued: Vec<Secret> = self.expected.values().map(Secret::duplicate).collect();
+        for k in ["user", "service", "rekey"] {
+            issued.push(secret(k, self.counter));
+            issued.push(secret(k, self.counter - 1));
+        }
+        let mut fresh = BTreeMap::new();
+        for s in &state.slots {
+            let found = issued
+                .iter()
+                .find(|c| self.store.verify(s.id, c).unwrap_or(false))
+                .map(Secret::duplicate);
+            let found =
+                found.unwrap_or_else(|| panic!("slot {} opens with no issued secret", s.id));
+            fresh.insert(s.id, found);
+        }
+        self.expected = fresh;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_operations_keep_invariants(ops in proptest::collection::vec(op(), 1..40)) {
+        let install = secret("install", 0);
+        let mut backend = MemoryBackend::formatted(&install);
+        let foreign_slot = backend.insert_unmanaged(None, &secret("foreign", 0)).expect("room");
+        backend.insert_foreign_token("systemd-recovery", foreign_slot).expect("room");
+        let mut w = World { store: SlotStore::new(backend), expected: BTreeMap::new(), counter: 0 };
+        w.expected.insert(SlotId::new(0).expect("0"), install);
+        w.expected.insert(foreign_slot, secret("foreign", 0));
+
+        for op in &ops {
+            let before = w.store.state().expect("read");
+            match w.apply(op) {
+                Ok(()) => {}
+                Err(StoreError::Refused(Refusal::Unmanaged(s))) => {
+                    prop_assert_eq!(before.owner_of(s), SlotOwner::Unmanaged);
+                }
+                Err(StoreError::Refused(_) | StoreError::NoSuchSlot(_) | StoreError::NoFreeSlot
+                    | StoreError::AuthenticationFailed | StoreError::TokenAreaFull) => {}
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+            let after = w.store.state().expect("read");
+            let v = check_transition(&before, &after);
+            prop_assert!(v.is_empty(), "{:?} after {:?}", v, op);
+            prop_assert!(check_state(&after).is_empty());
+            // Every slot opens with exactly the secret the model says.
+            prop_assert_eq!(after.slots.len(), w.expected.len());
+            for (slot, s) in &w.expected {
+                prop_assert!(w.store.verify(*slot, s).expect("verify"), "slot {} drifted", slot);
+            }
+        }
+    }
+}
+
+#[test]
+fn every_failpoint_is_reachable() {
+    let install = secret("install", 0);
+    let mut store = SlotStore::new(MemoryBackend::formatted(&install));
+    let req = GrantRequest {
+        role: user(1),
+        granted_by: GrantedBy::Service,
+        pending: false,
+    };
+    let slot = store.grant(&req, &install, &secret("a", 1)).expect("grant");
+    let slot = store.rekey(slot, &install, &secret("a", 2)).expect("rekey");
+    store.revoke(slot).expect("revoke");
+    let trace = &store.backend().trace;
+    for f in FAILPOINTS {
+        assert!(trace.contains(f), "{f} never passed");
+    }
+}
+
+#[test]
+fn revoke_refuses_last_committed_path_and_unmanaged_slots() {
+    let install = secret("install", 0);
+    let mut store = SlotStore::new(MemoryBackend::formatted(&install));
+    let zero = SlotId::new(0).expect("0");
+    assert!(matches!(
+        store.revoke(zero),
+        Err(StoreError::Refused(Refusal::Unmanaged(_)))
+    ));
+    let req = GrantRequest {
+        role: Role::Service,
+        granted_by: GrantedBy::Passphrase,
+        pending: false,
+    };
+    let svc = store
+        .grant(&req, &install, &secret("svc", 1))
+        .expect("grant");
+    // Another tool removes the installer's slot: the service slot is now the only path.
+    keyward_core::orderings::SlotBackend::destroy_slot(store.backend_mut(), zero).expect("kill");
+    assert!(matches!(
+        store.revoke(svc),
+        Err(StoreError::Refused(Refusal::WouldLockOut(_)))
+    ));
+    assert!(store.verify(svc, &secret("svc", 1)).expect("verify"));
+}
+
+#[test]
+fn token_area_full_leaves_nothing_behind() {
+    let install = secret("install", 0);
+    let mut backend = MemoryBackend::formatted(&install);
+    backend.set_max_tokens(0);
+    let mut store = SlotStore::new(backend);
+    let before = store.state().expect("read");
+    let req = GrantRequest {
+        role: user(1),
+        granted_by: GrantedBy::Service,
+        pending: false,
+    };
+    let r = store.grant(&req, &install, &secret("a", 1));
+    assert!(matches!(r, Err(StoreError::TokenAreaFull)), "{r:?}");
+    assert_eq!(store.state().expect("read"), before);
+}
