@@ -1,1 +1,24 @@
-//! placeholder
+//! keyward-luks: keyward's [`UnlockStore`](keyward_core::UnlockStore) on LUKS2 block devices
+//! and image files. The only crate that links libcryptsetup. It owns the mapping from
+//! keyward's slot primitives to libcryptsetup calls, the per-volume lock, and format detection;
+//! the orderings themselves live in `keyward_core::orderings`.
+
+mod backend;
+mod lock;
+pub mod probe;
+pub mod random;
+
+use std::path::Path;
+
+pub use backend::LuksBackend;
+use keyward_core::kdf::KdfPolicy;
+use keyward_core::orderings::SlotStore;
+use keyward_core::StoreError;
+
+/// A LUKS2 volume managed by keyward.
+pub type LuksStore = SlotStore<LuksBackend>;
+
+/// Open `device` (which must hold a loadable LUKS2 header), locking through `lock_path`.
+pub fn open(device: &Path, lock_path: &Path, kdf: KdfPolicy) -> Result<LuksStore, StoreError> {
+    Ok(SlotStore::new(LuksBackend::open(device, lock_path, kdf)?))
+}

@@ -1,0 +1,180 @@
+//! `keyward-luks-tool`: a low-level developer tool that runs keyward's LUKS2 orderings directly
+//! on a device or image file, without the helper. Secrets are read from stdin, one per line
+//! (authority first, then the new secret) — never from argv. Output is JSON on stdout.
+//!
+//! ```text
+//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE status
+//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE grant-user NAME UID   # stdin: authority, passphrase
+//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE grant-service         # stdin: authority; prints nothing secret
+//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE rekey SLOT            # stdin: authority, new passphrase
+//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE revoke SLOT
+//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE verify SLOT           # stdin: secret
+//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE reconcile
+//! ```
+//! Exit codes follow the keyward CLI contract: 0 ok, 1 error, 2 usage, 3 authentication
+//! failed, 4 refused by a safety rule, 6 busy.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::ExitCode;
+
+use keyward_core::kdf::KdfPolicy;
+use keyward_core::store::GrantRequest;
+use keyward_core::token::GrantedBy;
+use keyward_core::{Role, Secret, SlotId, StoreError, Uid, UnlockStore, UserName};
+use serde_json::json;
+use zeroize::Zeroizing;
+
+fn main() -> ExitCode {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let fast = args.first().is_some_and(|a| a == "--danger-fast-kdf");
+    if fast {
+        args.remove(0);
+    }
+    match run(&args, fast) {
+        Ok(out) => {
+            println!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(Failure::Usage(m)) => {
+            eprintln!("keyward-luks-tool: {m}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Store(e)) => {
+            eprintln!("keyward-luks-tool: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+fn exit_code(e: &StoreError) -> u8 {
+    match e {
+        StoreError::AuthenticationFailed => 3,
+        StoreError::Refused(_) => 4,
+        StoreError::Busy => 6,
+        _ => 1,
+    }
+}
+
+fn usage(m: &str) -> Failure {
+    Failure::Usage(m.to_owned())
+}
+
+fn read_secret(lines: &mut impl BufRead) -> Result<Secret, Failure> {
+    let mut buf = Zeroizing::new(Vec::new());
+    lines
+        .read_until(b'\n', &mut buf)
+        .map_err(|e| usage(&format!("reading stdin: {e}")))?;
+    if buf.is_empty() {
+        return Err(usage("expected a secret on stdin"));
+    }
+    Ok(Secret::from_line(buf))
+}
+
+fn slot_arg(a: Option<&String>) -> Result<SlotId, Failure> {
+    let a = a.ok_or_else(|| usage("missing SLOT"))?;
+    SlotId::parse(a).map_err(|e| usage(&e.to_string()))
+}
+
+fn run(args: &[String], fast: bool) -> Result<serde_json::Value, Failure> {
+    let [device, lock, op, rest @ ..] = args else {
+        return Err(usage(
+            "usage: keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE OP [ARGS]",
+        ));
+    };
+    let kdf = KdfPolicy {
+        danger_fast_kdf: fast,
+        ..KdfPolicy::default()
+    };
+    let mut store = keyward_luks::open(Path::new(device), Path::new(lock), kdf)?;
+    let stdin = std::io::stdin();
+    let mut input = stdin.lock();
+    let grant = |role| GrantRequest {
+        role,
+        granted_by: GrantedBy::Service,
+        pending: false,
+    };
+    Ok(match op.as_str() {
+        "status" => status_json(&store.state()?),
+        "grant-user" => {
+            let [name, uid] = rest else {
+                return Err(usage("grant-user NAME UID"));
+            };
+            let name = UserName::parse(name).map_err(|e| usage(&e.to_string()))?;
+            let uid: u32 = uid.parse().map_err(|_| usage("UID must be a number"))?;
+            let uid = Uid::new(uid).map_err(|e| usage(&e.to_string()))?;
+            let authority = read_secret(&mut input)?;
+            let secret = read_secret(&mut input)?;
+            let slot = store.grant(&grant(Role::User { name, uid }), &authority, &secret)?;
+            json!({ "slot": slot.get() })
+        }
+        "grant-service" => {
+            let authority = read_secret(&mut input)?;
+            let secret = read_secret(&mut input)?;
+            let mut req = grant(Role::Service);
+            req.granted_by = GrantedBy::Passphrase;
+            let slot = store.grant(&req, &authority, &secret)?;
+            json!({ "slot": slot.get() })
+        }
+        "rekey" => {
+            let slot = slot_arg(rest.first())?;
+            let authority = read_secret(&mut input)?;
+            let secret = read_secret(&mut input)?;
+            json!({ "slot": store.rekey(slot, &authority, &secret)?.get() })
+        }
+        "revoke" => {
+            store.revoke(slot_arg(rest.first())?)?;
+            json!({ "revoked": true })
+        }
+        "verify" => {
+            let slot = slot_arg(rest.first())?;
+            let secret = read_secret(&mut input)?;
+            json!({ "opens": store.verify(slot, &secret)? })
+        }
+        "reconcile" => {
+            json!({ "actions": store.reconcile()?.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>() })
+        }
+        other => {
+            return Err(usage(&format!(
+                "unknown operation {}",
+                keyward_core::quote(other)
+            )))
+        }
+    })
+}
+
+fn status_json(state: &keyward_core::VolumeState) -> serde_json::Value {
+    let holders: Vec<_> = state
+        .holders()
+        .into_iter()
+        .map(|h| {
+            let mut v = json!({
+                "slot": h.slot.get(),
+                "role": h.role.label(),
+                "kdf": h.kdf,
+                "state": h.state.map(|s| if s.is_transitional() { "in-progress" } else if s == keyward_core::TokenState::Pending { "pending" } else { "active" }),
+            });
+            if let keyward_core::HolderRole::User { name, uid } = &h.role {
+                v["user"] = json!(name.as_str());
+                v["uid"] = json!(uid.get());
+            }
+            v
+        })
+        .collect();
+    let violations: Vec<String> = keyward_core::invariants::check_state(state)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    json!({ "holders": holders, "violations": violations })
+}

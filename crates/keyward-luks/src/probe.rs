@@ -1,0 +1,163 @@
+//! Identify what a device holds before libcryptsetup touches it, so a non-LUKS file, a LUKS1
+//! volume and a damaged LUKS2 header each get their own clear error, and a damaged header is
+//! never written to.
+//!
+//! libcryptsetup's `crypt_load` silently rewrites a LUKS2 header whose primary or secondary
+//! copy is damaged (or older than the other). keyward refuses such a header instead: it checks
+//! both copies' magic, checksum and sequence id itself, and leaves the repair to an admin
+//! running `cryptsetup repair`, who can see what is being restored.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use keyward_core::StoreError;
+use sha2::{Digest, Sha256};
+
+/// LUKS magic at offset 0 (both versions).
+const MAGIC: &[u8; 6] = b"LUKS\xba\xbe";
+/// Magic of the LUKS2 secondary header.
+const MAGIC_2ND: &[u8; 6] = b"SKUL\xba\xbe";
+/// Offsets in the LUKS2 binary header.
+const CSUM_ALG: std::ops::Range<usize> = 72..104;
+const CSUM: std::ops::Range<usize> = 448..512;
+/// Valid LUKS2 metadata sizes: 16 KiB to 4 MiB, powers of two.
+const MAX_HDR: u64 = 4 << 20;
+
+/// What the first bytes of a device say it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// LUKS version 2, with its header sequence id.
+    Luks2 {
+        /// Incremented by every metadata write; used to detect concurrent writers.
+        seqid: u64,
+    },
+    /// LUKS version 1.
+    Luks1,
+    /// Anything else.
+    Other,
+}
+
+/// Identify the device; for LUKS2, also require both header copies intact and in step.
+pub fn probe(device: &Path) -> Result<Format, StoreError> {
+    let mut f = open(device)?;
+    let mut head = [0u8; 24];
+    let filled = read_up_to(&mut f, &mut head, device)?;
+    let format = classify(&head[..filled]);
+    if let Format::Luks2 { seqid } = format {
+        check_both_copies(&mut f, &head, seqid)
+            .map_err(|why| StoreError::CorruptHeader(format!("{} ({why})", shown(device))))?;
+    }
+    Ok(format)
+}
+
+/// Read the first bytes of the header only (cheap; used to notice a concurrent writer).
+pub fn seqid(device: &Path) -> Option<u64> {
+    let mut f = open(device).ok()?;
+    let mut head = [0u8; 24];
+    let n = read_up_to(&mut f, &mut head, device).ok()?;
+    match classify(&head[..n]) {
+        Format::Luks2 { seqid } => Some(seqid),
+        Format::Luks1 | Format::Other => None,
+    }
+}
+
+fn open(device: &Path) -> Result<File, StoreError> {
+    File::options()
+        .read(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NOCTTY)
+        .open(device)
+        .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", shown(device))))
+}
+
+fn read_up_to(f: &mut File, buf: &mut [u8], device: &Path) -> Result<usize, StoreError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                return Err(StoreError::Backend(format!(
+                    "cannot read {}: {e}",
+                    shown(device)
+                )))
+            }
+        }
+    }
+    Ok(filled)
+}
+
+fn check_both_copies(f: &mut File, head: &[u8; 24], seqid: u64) -> Result<(), String> {
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&head[8..16]);
+    let hdr_size = u64::from_be_bytes(size);
+    if !(16384..=MAX_HDR).contains(&hdr_size) || !hdr_size.is_power_of_two() {
+        return Err(format!("implausible metadata size {hdr_size}"));
+    }
+    let len = usize::try_from(hdr_size).map_err(|_| "metadata size overflows".to_owned())?;
+    for (copy, offset, magic) in [("primary", 0, MAGIC), ("secondary", hdr_size, MAGIC_2ND)] {
+        let mut area = vec![0u8; len];
+        f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+        f.read_exact(&mut area)
+            .map_err(|_| format!("{copy} header copy is truncated"))?;
+        if &area[..6] != magic {
+            return Err(format!("{copy} header copy has no LUKS2 magic"));
+        }
+        if classify(&[MAGIC.as_slice(), &area[6..24]].concat()) != (Format::Luks2 { seqid }) {
+            return Err(format!("{copy} header copy is out of step with the other"));
+        }
+        let alg = &area[CSUM_ALG];
+        let alg = &alg[..alg.iter().position(|b| *b == 0).unwrap_or(alg.len())];
+        if alg != b"sha256" {
+            return Err("unsupported header checksum algorithm".to_owned());
+        }
+        let stored: Vec<u8> = area[CSUM][..32].to_vec();
+        area[CSUM].fill(0);
+        if Sha256::digest(&area).as_slice() != stored.as_slice() {
+            return Err(format!("{copy} header copy fails its checksum"));
+        }
+    }
+    Ok(())
+}
+
+/// Pure classification of a header prefix.
+pub fn classify(head: &[u8]) -> Format {
+    if head.len() < 8 || &head[..6] != MAGIC {
+        return Format::Other;
+    }
+    match u16::from_be_bytes([head[6], head[7]]) {
+        1 => Format::Luks1,
+        2 if head.len() >= 24 => {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&head[16..24]);
+            Format::Luks2 {
+                seqid: u64::from_be_bytes(seq),
+            }
+        }
+        _ => Format::Other,
+    }
+}
+
+/// A device path quoted for messages.
+pub fn shown(device: &Path) -> String {
+    keyward_core::quote(&device.to_string_lossy())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        assert_eq!(classify(b""), Format::Other);
+        assert_eq!(classify(b"LUKS\xba\xbe\x00\x01"), Format::Luks1);
+        let mut h = b"LUKS\xba\xbe\x00\x02".to_vec();
+        h.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0x40, 0]);
+        h.extend_from_slice(&7u64.to_be_bytes());
+        assert_eq!(classify(&h), Format::Luks2 { seqid: 7 });
+        assert_eq!(classify(b"LUKS\xba\xbe\x00\x03"), Format::Other);
+        assert_eq!(classify(&[0u8; 4096]), Format::Other);
+    }
+}
