@@ -45,9 +45,31 @@ pub fn probe(device: &Path) -> Result<Format, StoreError> {
     let mut head = [0u8; 24];
     let filled = read_up_to(&mut f, &mut head, device)?;
     let format = classify(&head[..filled]);
-    if let Format::Luks2 { seqid } = format {
-        check_both_copies(&mut f, &head, seqid)
-            .map_err(|why| StoreError::CorruptHeader(format!("{} ({why})", shown(device))))?;
+    if let Format::Luks2 { .. } = format {
+        // A writer updates the two copies one after the other, so a reader can catch them out
+        // of step for a moment: only a mismatch that persists is damage.
+        let mut delay = std::time::Duration::from_millis(10);
+        let mut attempt = 0;
+        loop {
+            let mut head = [0u8; 24];
+            f.seek(SeekFrom::Start(0)).map_err(|e| StoreError::Backend(e.to_string()))?;
+            let n = read_up_to(&mut f, &mut head, device)?;
+            let result = match classify(&head[..n]) {
+                Format::Luks2 { seqid } => check_both_copies(&mut f, &head, seqid),
+                Format::Luks1 | Format::Other => Err("header changed while reading".to_owned()),
+            };
+            match result {
+                Ok(()) => return Ok(classify(&head)),
+                Err(_) if attempt < 5 => {
+                    attempt += 1;
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                Err(why) => {
+                    return Err(StoreError::CorruptHeader(format!("{} ({why})", shown(device))))
+                }
+            }
+        }
     }
     Ok(format)
 }

@@ -94,6 +94,11 @@ impl Image {
 
     /// `cryptsetup luksAddKey` of `new`, unlocked by the install passphrase; returns the slot.
     pub fn add_key_with_cryptsetup(&self, new: &str) -> SlotId {
+        self.try_add_key_with_cryptsetup(new).unwrap_or_else(|e| panic!("luksAddKey: {e}"))
+    }
+
+    /// Like [`Self::add_key_with_cryptsetup`], but returns cryptsetup's complaint on failure.
+    pub fn try_add_key_with_cryptsetup(&self, new: &str) -> Result<SlotId, String> {
         let before = self.slot_ids();
         let keyfile = self.dir.path().join("install.key");
         std::fs::write(&keyfile, INSTALL_PASS).unwrap();
@@ -114,12 +119,16 @@ impl Image {
             new.as_bytes(),
         );
         std::fs::remove_file(&keyfile).unwrap();
-        assert!(
-            out.status.success(),
-            "luksAddKey: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.new_slot(&before)
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+        }
+        // The slot that opens with `new` (other writers may have added slots meanwhile).
+        let after = self.slot_ids();
+        after
+            .into_iter()
+            .filter(|s| !before.contains(s))
+            .find(|s| self.opens(*s, new.as_bytes()))
+            .ok_or_else(|| "no new slot opens with the new key".to_owned())
     }
 
     /// `systemd-cryptenroll --recovery-key`, unlocked by the install passphrase (given through
