@@ -60,6 +60,10 @@ pub enum StoreError {
     /// No slot accepted the secret offered as authority (exit code 3 at the CLI).
     #[error("authentication failed: the passphrase does not open any keyslot")]
     AuthenticationFailed,
+    /// The service secret was offered, but the volume has no active service slot yet
+    /// (bootstrap first).
+    #[error("the volume has no service slot; run `keyward bootstrap` first")]
+    NoServiceSlot,
     /// A safety rule refused the operation; nothing was changed.
     #[error("refused: {0}")]
     Refused(Refusal),

@@ -156,10 +156,14 @@ impl SlotBackend for MemoryBackend {
         &mut self,
         slot: SlotId,
         authority: &Secret,
+        authority_slot: Option<SlotId>,
         secret: &Secret,
         kdf: KdfClass,
     ) -> Result<(), StoreError> {
-        if !self.slots.values().any(|s| s.secret.ct_eq(authority)) {
+        let opens = |(id, s): (&SlotId, &FakeSlot)| {
+            authority_slot.is_none_or(|a| a == *id) && s.secret.ct_eq(authority)
+        };
+        if !self.slots.iter().any(opens) {
             return Err(StoreError::AuthenticationFailed);
         }
         if self.slots.contains_key(&slot) {

@@ -24,7 +24,7 @@ pub use error::{InputError, Refusal, StoreError};
 pub use ids::{SlotId, TokenId, Uid, UserName, VolumeName};
 pub use model::{Holder, HolderRole, SlotInfo, SlotOwner, TokenEntry, VolumeState};
 pub use secret::Secret;
-pub use store::{GrantRequest, UnlockStore};
+pub use store::{Authority, GrantRequest, UnlockStore};
 pub use token::{KeywardToken, Role, TokenState};
 
 /// Quote a caller-supplied string for a message or log line: control characters, quotes and

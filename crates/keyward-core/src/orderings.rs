@@ -14,7 +14,7 @@ use crate::invariants::{check_transition, committed_paths};
 use crate::kdf::KdfClass;
 use crate::model::{SlotOwner, VolumeState};
 use crate::secret::Secret;
-use crate::store::{GrantRequest, ReconcileAction, UnlockStore};
+use crate::store::{Authority, GrantRequest, ReconcileAction, UnlockStore};
 use crate::token::{KeywardToken, Role, TokenState};
 
 /// The primitives a slot-and-token platform (LUKS2) offers. Implementations do one header
@@ -29,11 +29,13 @@ pub trait SlotBackend {
     fn now(&self) -> SystemTime;
     /// Read the header.
     fn read(&mut self) -> Result<VolumeState, StoreError>;
-    /// Add keyslot `slot` for `secret`, unlocking the volume key with `authority`.
+    /// Add keyslot `slot` for `secret`, unlocking the volume key with `authority` — from
+    /// `authority_slot` only, when given, else from whichever slot accepts it.
     fn add_slot(
         &mut self,
         slot: SlotId,
         authority: &Secret,
+        authority_slot: Option<SlotId>,
         secret: &Secret,
         kdf: KdfClass,
     ) -> Result<(), StoreError>;
@@ -97,27 +99,21 @@ impl<B: SlotBackend> SlotStore<B> {
         }
     }
 
-    fn kdf_of(&mut self, tid: TokenId) -> Result<KdfClass, StoreError> {
-        let state = self.backend.read()?;
-        state
-            .keyward_token(tid)
-            .map(|t| t.role.kdf_class())
-            .ok_or(StoreError::NotKeywardToken(tid))
-    }
-
     /// Add `next` and prove it opens; on failure undo the slot and restore `fallback`
     /// (or remove the token when there is none) so nothing is left behind.
     fn add_verified(
         &mut self,
-        tid: TokenId,
+        (tid, token): (TokenId, &KeywardToken),
         next: SlotId,
-        authority: &Secret,
+        authority: (&Secret, Option<SlotId>),
         secret: &Secret,
         fallback: Option<&KeywardToken>,
         step: [&'static str; 2],
     ) -> Result<(), StoreError> {
-        let kdf = self.kdf_of(tid)?;
-        let added = self.backend.add_slot(next, authority, secret, kdf);
+        let kdf = token.role.kdf_class();
+        let added = self
+            .backend
+            .add_slot(next, authority.0, authority.1, secret, kdf);
         let result = added.and_then(|()| {
             self.backend.failpoint(step[0])?;
             if self.backend.test_slot(next, secret)? {
@@ -162,6 +158,22 @@ fn pick_slot(state: &VolumeState) -> Result<SlotId, StoreError> {
         .ok_or(StoreError::NoFreeSlot)
 }
 
+/// The secret and the one slot to try it on (`None`: any slot).
+fn authority_slot<'a>(
+    state: &VolumeState,
+    authority: Authority<'a>,
+) -> Result<(&'a Secret, Option<SlotId>), StoreError> {
+    match authority {
+        Authority::Holder(s) => Ok((s, None)),
+        Authority::Service(s) => state
+            .keyward_tokens()
+            .find(|(_, t)| t.role == Role::Service && t.state == TokenState::Active)
+            .and_then(|(_, t)| t.keyslot)
+            .map(|slot| (s, Some(slot)))
+            .ok_or(StoreError::NoServiceSlot),
+    }
+}
+
 fn existing_holder(state: &VolumeState, req: &GrantRequest) -> Option<SlotId> {
     state.keyward_tokens().find_map(|(_, t)| {
         let same = match (&t.role, &req.role) {
@@ -187,7 +199,7 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
     fn grant(
         &mut self,
         req: &GrantRequest,
-        authority: &Secret,
+        authority: Authority<'_>,
         secret: &Secret,
     ) -> Result<SlotId, StoreError> {
         let _guard = self.backend.lock()?;
@@ -195,13 +207,15 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         if let Some(slot) = existing_holder(&before, req) {
             return Err(Refusal::AlreadyHolds(slot).into());
         }
+        let auth = authority_slot(&before, authority)?;
         let next = pick_slot(&before)?;
-        let mut token = KeywardToken::new(req.role.clone(), self.backend.now(), req.granted_by);
+        let now = self.backend.now();
+        let mut token = KeywardToken::new(req.role.clone(), now, authority.granted_by());
         token.state = TokenState::Adding { next };
         let tid = self.backend.add_token(&token)?;
         self.backend.failpoint("grant.intent-written")?;
         let steps = ["grant.slot-added", "grant.verified"];
-        self.add_verified(tid, next, authority, secret, None, steps)?;
+        self.add_verified((tid, &token), next, auth, secret, None, steps)?;
         token.keyslot = Some(next);
         token.state = if req.pending {
             TokenState::Pending
@@ -217,7 +231,7 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
     fn rekey(
         &mut self,
         slot: SlotId,
-        authority: &Secret,
+        authority: Authority<'_>,
         secret: &Secret,
     ) -> Result<SlotId, StoreError> {
         let _guard = self.backend.lock()?;
@@ -226,13 +240,14 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         if current.state != TokenState::Active {
             return Err(Refusal::InTransition(slot).into());
         }
+        let auth = authority_slot(&before, authority)?;
         let next = pick_slot(&before)?;
         let mut token = current.clone();
         token.state = TokenState::Rekeying { next };
         self.backend.replace_token(tid, &token)?;
         self.backend.failpoint("rekey.intent-written")?;
         let steps = ["rekey.slot-added", "rekey.verified"];
-        self.add_verified(tid, next, authority, secret, Some(&current), steps)?;
+        self.add_verified((tid, &token), next, auth, secret, Some(&current), steps)?;
         token.keyslot = Some(next);
         token.state = TokenState::Retiring { retire: slot };
         self.backend.replace_token(tid, &token)?;

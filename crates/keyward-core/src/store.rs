@@ -8,13 +8,40 @@ use crate::model::VolumeState;
 use crate::secret::Secret;
 use crate::token::{GrantedBy, Role};
 
+/// The secret that proves the right to add a slot: keyward's own service secret (the chain
+/// of trust) or a current holder's passphrase (bootstrap).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Authority<'a> {
+    /// The service secret: only the active service slot is tried, so a grant costs one cheap
+    /// KDF run instead of trying every (argon2id) slot in turn.
+    Service(&'a Secret),
+    /// A current holder's passphrase: every slot may be tried, as cryptsetup does.
+    Holder(&'a Secret),
+}
+
+impl Authority<'_> {
+    /// The secret.
+    pub fn secret(&self) -> &Secret {
+        match self {
+            Authority::Service(s) | Authority::Holder(s) => s,
+        }
+    }
+
+    /// What the new token records about how it was granted.
+    pub fn granted_by(&self) -> GrantedBy {
+        match self {
+            Authority::Service(_) => GrantedBy::Service,
+            Authority::Holder(_) => GrantedBy::Passphrase,
+        }
+    }
+}
+
 /// What to grant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrantRequest {
     /// Whose right it is.
     pub role: Role,
-    /// How the authority secret relates to the volume.
-    pub granted_by: GrantedBy,
     /// Leave the new right `pending` (uncommitted) instead of `active`: a recovery key awaiting
     /// its escrow receipt, or a rotated service secret not yet committed.
     pub pending: bool,
@@ -63,12 +90,12 @@ pub trait UnlockStore {
     /// Read the holders (no lock, no change).
     fn state(&mut self) -> Result<VolumeState, StoreError>;
 
-    /// Add a right for `secret`, opened by `authority` (a secret any current slot accepts).
+    /// Add a right for `secret`, opened by `authority`.
     /// Ordering: intent → add slot → verify → commit. Returns the new slot.
     fn grant(
         &mut self,
         req: &GrantRequest,
-        authority: &Secret,
+        authority: Authority<'_>,
         secret: &Secret,
     ) -> Result<SlotId, StoreError>;
 
@@ -77,7 +104,7 @@ pub trait UnlockStore {
     fn rekey(
         &mut self,
         slot: SlotId,
-        authority: &Secret,
+        authority: Authority<'_>,
         secret: &Secret,
     ) -> Result<SlotId, StoreError>;
 

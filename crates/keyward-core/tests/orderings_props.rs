@@ -9,9 +9,8 @@ use keyward_core::fake::MemoryBackend;
 use keyward_core::invariants::{check_state, check_transition};
 use keyward_core::orderings::SlotStore;
 use keyward_core::store::GrantRequest;
-use keyward_core::token::GrantedBy;
 use keyward_core::{
-    Refusal, Role, Secret, SlotId, SlotOwner, StoreError, Uid, UnlockStore, UserName,
+    Authority, Refusal, Role, Secret, SlotId, SlotOwner, StoreError, Uid, UnlockStore, UserName,
 };
 use proptest::prelude::*;
 
@@ -31,6 +30,7 @@ const FAILPOINTS: &[&str] = &[
 #[derive(Debug, Clone)]
 enum Op {
     GrantUser(u8),
+    GrantUserViaService(u8),
     GrantService,
     GrantWithWrongAuthority(u8),
     Rekey(u8),
@@ -42,6 +42,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     let base = prop_oneof![
         (0u8..6).prop_map(Op::GrantUser),
+        (0u8..6).prop_map(Op::GrantUserViaService),
         Just(Op::GrantService),
         (0u8..6).prop_map(Op::GrantWithWrongAuthority),
         (0u8..32).prop_map(Op::Rekey),
@@ -72,6 +73,8 @@ struct World {
     /// What keyward or another tool set each slot to: the model the real header must match.
     expected: BTreeMap<SlotId, Secret>,
     counter: u32,
+    /// The counter value the current service secret was made with.
+    service_n: u32,
 }
 
 impl World {
@@ -85,26 +88,38 @@ impl World {
         let n = self.counter;
         let grant = |role: Role| GrantRequest {
             role,
-            granted_by: GrantedBy::Service,
             pending: false,
         };
+        let install = self.authority();
+        let service = secret("service", self.service_n);
         match op {
             Op::GrantUser(u) => {
                 let s = secret("user", n);
-                let slot = self.store.grant(&grant(user(*u)), &self.authority(), &s)?;
+                let slot = self
+                    .store
+                    .grant(&grant(user(*u)), Authority::Holder(&install), &s)?;
+                self.expected.insert(slot, s);
+            }
+            Op::GrantUserViaService(u) => {
+                let s = secret("user", n);
+                let slot = self
+                    .store
+                    .grant(&grant(user(*u)), Authority::Service(&service), &s)?;
                 self.expected.insert(slot, s);
             }
             Op::GrantService => {
                 let s = secret("service", n);
-                let slot = self
-                    .store
-                    .grant(&grant(Role::Service), &self.authority(), &s)?;
+                let slot =
+                    self.store
+                        .grant(&grant(Role::Service), Authority::Holder(&install), &s)?;
+                self.service_n = n;
                 self.expected.insert(slot, s);
             }
             Op::GrantWithWrongAuthority(u) => {
-                let r = self
-                    .store
-                    .grant(&grant(user(*u)), &secret("wrong", n), &secret("x", n));
+                let wrong = secret("wrong", n);
+                let r =
+                    self.store
+                        .grant(&grant(user(*u)), Authority::Holder(&wrong), &secret("x", n));
                 match r {
                     Err(StoreError::Failpoint(_)) => return r.map(drop),
                     Err(StoreError::AuthenticationFailed | StoreError::Refused(_)) => {}
@@ -114,7 +129,7 @@ impl World {
             Op::Rekey(s) => {
                 let slot = SlotId::new(u32::from(*s)).expect("in range");
                 let new = secret("rekey", n);
-                let to = self.store.rekey(slot, &self.authority(), &new)?;
+                let to = self.store.rekey(slot, Authority::Holder(&install), &new)?;
                 self.expected.remove(&slot);
                 self.expected.insert(to, new);
             }
@@ -178,7 +193,7 @@ proptest! {
         let mut backend = MemoryBackend::formatted(&install);
         let foreign_slot = backend.insert_unmanaged(None, &secret("foreign", 0)).expect("room");
         backend.insert_foreign_token("systemd-recovery", foreign_slot).expect("room");
-        let mut w = World { store: SlotStore::new(backend), expected: BTreeMap::new(), counter: 0 };
+        let mut w = World { store: SlotStore::new(backend), expected: BTreeMap::new(), counter: 0, service_n: 0 };
         w.expected.insert(SlotId::new(0).expect("0"), install);
         w.expected.insert(foreign_slot, secret("foreign", 0));
 
@@ -190,6 +205,7 @@ proptest! {
                     prop_assert_eq!(before.owner_of(s), SlotOwner::Unmanaged);
                 }
                 Err(StoreError::Refused(_) | StoreError::NoSuchSlot(_) | StoreError::NoFreeSlot
+                    | StoreError::NoServiceSlot
                     | StoreError::AuthenticationFailed | StoreError::TokenAreaFull) => {}
                 Err(e) => prop_assert!(false, "unexpected error {e}"),
             }
@@ -212,11 +228,11 @@ fn every_failpoint_is_reachable() {
     let mut store = SlotStore::new(MemoryBackend::formatted(&install));
     let req = GrantRequest {
         role: user(1),
-        granted_by: GrantedBy::Service,
         pending: false,
     };
-    let slot = store.grant(&req, &install, &secret("a", 1)).expect("grant");
-    let slot = store.rekey(slot, &install, &secret("a", 2)).expect("rekey");
+    let auth = Authority::Holder(&install);
+    let slot = store.grant(&req, auth, &secret("a", 1)).expect("grant");
+    let slot = store.rekey(slot, auth, &secret("a", 2)).expect("rekey");
     store.revoke(slot).expect("revoke");
     let trace = &store.backend().trace;
     for f in FAILPOINTS {
@@ -235,11 +251,10 @@ fn revoke_refuses_last_committed_path_and_unmanaged_slots() {
     ));
     let req = GrantRequest {
         role: Role::Service,
-        granted_by: GrantedBy::Passphrase,
         pending: false,
     };
     let svc = store
-        .grant(&req, &install, &secret("svc", 1))
+        .grant(&req, Authority::Holder(&install), &secret("svc", 1))
         .expect("grant");
     // Another tool removes the installer's slot: the service slot is now the only path.
     keyward_core::orderings::SlotBackend::destroy_slot(store.backend_mut(), zero).expect("kill");
@@ -259,10 +274,9 @@ fn token_area_full_leaves_nothing_behind() {
     let before = store.state().expect("read");
     let req = GrantRequest {
         role: user(1),
-        granted_by: GrantedBy::Service,
         pending: false,
     };
-    let r = store.grant(&req, &install, &secret("a", 1));
+    let r = store.grant(&req, Authority::Holder(&install), &secret("a", 1));
     assert!(matches!(r, Err(StoreError::TokenAreaFull)), "{r:?}");
     assert_eq!(store.state().expect("read"), before);
 }

@@ -1,18 +1,17 @@
-//! [`SlotBackend`] over libcryptsetup: one header change per call, each on a freshly loaded
-//! context so it always acts on the current header, each retried a bounded number of times when
-//! another writer got there first.
+//! [`SlotBackend`] over libcryptsetup: one header change per call, each on a context that
+//! matches the header on disk (reloaded and re-checked whenever its sequence id moved), each
+//! retried a bounded number of times when another writer got there first.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use keyward_core::kdf::{KdfClass, KdfParams, KdfPolicy};
+use keyward_core::kdf::{KdfClass, KdfPolicy};
 use keyward_core::orderings::SlotBackend;
 use keyward_core::{KeywardToken, Secret, SlotId, StoreError, TokenId, VolumeState};
-use libcryptsetup_rs::consts::flags::{CryptActivate, CryptPbkdf};
-use libcryptsetup_rs::consts::vals::{CryptKdf, EncryptionFormat, LuksType};
-use libcryptsetup_rs::{
-    CryptDevice, CryptInit, CryptPbkdfType, CryptSettingsHandle, LibcryptErr, TokenInput,
-};
+use libcryptsetup_rs::consts::flags::{CryptActivate, CryptVolumeKey};
+use libcryptsetup_rs::consts::vals::EncryptionFormat;
+use libcryptsetup_rs::{CryptDevice, CryptInit, Either, LibcryptErr, TokenInput};
+use zeroize::Zeroizing;
 
 use crate::lock::VolumeLock;
 use crate::probe::{probe, shown, Format};
@@ -26,18 +25,36 @@ pub struct LuksBackend {
     device: PathBuf,
     lock_path: PathBuf,
     kdf: KdfPolicy,
+    cache: Option<Loaded>,
+}
+
+/// A loaded context and the on-disk sequence id it matches. Reused while the header's
+/// sequence id is unchanged, so one operation loads and checks the header once rather than at
+/// every step; any other writer bumps the id and forces a fresh, fully checked load.
+struct Loaded {
+    seqid: u64,
+    dev: CryptDevice,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("seqid", &self.seqid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl LuksBackend {
     /// Check that `device` is a loadable LUKS2 volume and prepare to manage it. `lock_path`
     /// is the per-volume advisory lock file (created if absent).
     pub fn open(device: &Path, lock_path: &Path, kdf: KdfPolicy) -> Result<Self, StoreError> {
-        let backend = LuksBackend {
+        let mut backend = LuksBackend {
             device: device.to_owned(),
             lock_path: lock_path.to_owned(),
             kdf,
+            cache: None,
         };
-        backend.context()?;
+        backend.ctx()?;
         Ok(backend)
     }
 
@@ -46,9 +63,28 @@ impl LuksBackend {
         &self.device
     }
 
-    fn context(&self) -> Result<CryptDevice, StoreError> {
-        match probe(&self.device)? {
-            Format::Luks2 { .. } => {}
+    fn seqid(&self) -> Option<u64> {
+        crate::probe::seqid(&self.device)
+    }
+
+    /// The loaded context, reloaded (and re-checked) if the header changed on disk.
+    fn ctx(&mut self) -> Result<&mut CryptDevice, StoreError> {
+        let on_disk = self.seqid();
+        let stale = on_disk.is_none() || self.cache.as_ref().map(|c| c.seqid) != on_disk;
+        if stale {
+            self.cache = None;
+            self.cache = Some(self.load()?);
+        }
+        match &mut self.cache {
+            Some(c) => Ok(&mut c.dev),
+            None => Err(StoreError::Backend("no loaded header".into())),
+        }
+    }
+
+    /// Check both header copies, then load the header with libcryptsetup.
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let seqid = match probe(&self.device)? {
+            Format::Luks2 { seqid } => seqid,
             Format::Luks1 => {
                 return Err(StoreError::UnsupportedFormat {
                     device: shown(&self.device),
@@ -56,42 +92,46 @@ impl LuksBackend {
                 })
             }
             Format::Other => return Err(StoreError::NotLuks(shown(&self.device))),
-        }
+        };
         let mut dev = CryptInit::init(&self.device).map_err(|e| self.error("open", &e))?;
         dev.context_handle()
             .load::<()>(Some(EncryptionFormat::Luks2), None)
             .map_err(|_| StoreError::CorruptHeader(shown(&self.device)))?;
-        Ok(dev)
+        Ok(Loaded { seqid, dev })
     }
 
-    fn seqid(&self) -> Option<u64> {
-        crate::probe::seqid(&self.device)
-    }
-
-    /// Run one header change on a fresh context; retry when the header moved under us
-    /// (libcryptsetup refuses a "concurrent LUKS2 metadata update" with EINVAL) or the
-    /// device is busy.
+    /// Run one header change; retry on a fresh load when the header moved under us
+    /// (libcryptsetup refuses a "concurrent LUKS2 metadata update" with EINVAL) or the device
+    /// is busy.
     fn write<T>(
-        &self,
+        &mut self,
         what: &str,
-        mut op: impl FnMut(&mut CryptDevice) -> Result<T, LibcryptErr>,
+        mut op: impl FnMut(&mut CryptDevice, &KdfPolicy) -> Result<T, LibcryptErr>,
     ) -> Result<T, StoreError> {
         let mut delay = Duration::from_millis(5);
+        let policy = self.kdf;
         for attempt in 1..=ATTEMPTS {
             let before = self.seqid();
-            let mut dev = self.context()?;
-            match op(&mut dev) {
-                Ok(v) => return Ok(v),
+            let result = op(self.ctx()?, &policy);
+            let after = self.seqid();
+            match result {
+                Ok(v) => {
+                    // The context now holds what we wrote; remember the id it wrote.
+                    if let (Some(c), Some(seqid)) = (&mut self.cache, after) {
+                        c.seqid = seqid;
+                    }
+                    return Ok(v);
+                }
                 Err(e) => {
+                    self.cache = None;
                     let errno = errno(&e);
-                    let moved = errno == Some(libc::EINVAL) && self.seqid() != before;
+                    let moved = errno == Some(libc::EINVAL) && after != before;
                     let busy = matches!(errno, Some(libc::EBUSY | libc::EAGAIN));
-                    if !(moved || busy) || attempt == ATTEMPTS {
-                        return Err(if moved || busy {
-                            StoreError::Busy
-                        } else {
-                            self.error(what, &e)
-                        });
+                    if !(moved || busy) {
+                        return Err(self.error(what, &e));
+                    }
+                    if attempt == ATTEMPTS {
+                        return Err(StoreError::Busy);
                     }
                 }
             }
@@ -108,57 +148,24 @@ impl LuksBackend {
             _ => StoreError::Backend(format!("{what} on {}: {e}", shown(&self.device))),
         }
     }
-
-    fn keyward_token_at(&self, dev: &mut CryptDevice, id: TokenId) -> Result<(), LibcryptErr> {
-        let v = dev.token_handle().json_get(id.get())?;
-        if KeywardToken::is_keyward_type(&v) {
-            Ok(())
-        } else {
-            Err(LibcryptErr::Other(format!(
-                "token {id} is not a keyward token"
-            )))
-        }
-    }
-
-    fn set_pbkdf(
-        &self,
-        settings: &mut CryptSettingsHandle<'_>,
-        class: KdfClass,
-    ) -> Result<(), LibcryptErr> {
-        let params = match self.kdf.params(class) {
-            KdfParams::Pbkdf2Sha512 { iterations } => CryptPbkdfType {
-                type_: CryptKdf::Pbkdf2,
-                hash: Some("sha512".to_owned()),
-                time_ms: 0,
-                iterations,
-                max_memory_kb: 0,
-                parallel_threads: 0,
-                flags: CryptPbkdf::NO_BENCHMARK,
-            },
-            KdfParams::Argon2id {
-                time_ms,
-                max_memory_kib,
-            } => {
-                let mut d = CryptSettingsHandle::get_pbkdf_default(&LuksType::Luks2)?;
-                d.type_ = CryptKdf::Argon2Id;
-                if let Some(t) = time_ms {
-                    d.time_ms = t;
-                }
-                if let Some(m) = max_memory_kib {
-                    d.max_memory_kb = m;
-                }
-                d
-            }
-            _ => return Err(LibcryptErr::Other("unsupported KDF parameters".into())),
-        };
-        settings.set_pbkdf_type(&params)
-    }
 }
 
 fn errno(e: &LibcryptErr) -> Option<i32> {
     match e {
         LibcryptErr::IOError(io) => io.raw_os_error(),
         _ => None,
+    }
+}
+
+/// Refuse to rewrite or remove a token that is not keyward's (I2, defence in depth).
+fn ensure_keyward_token(dev: &mut CryptDevice, id: TokenId) -> Result<(), LibcryptErr> {
+    let v = dev.token_handle().json_get(id.get())?;
+    if KeywardToken::is_keyward_type(&v) {
+        Ok(())
+    } else {
+        Err(LibcryptErr::Other(format!(
+            "token {id} is not a keyward token"
+        )))
     }
 }
 
@@ -174,11 +181,8 @@ impl SlotBackend for LuksBackend {
     }
 
     fn read(&mut self) -> Result<VolumeState, StoreError> {
-        let mut dev = self.context()?;
-        let meta = dev
-            .status_handle()
-            .dump_json()
-            .map_err(|_| StoreError::CorruptHeader(shown(&self.device)))?;
+        let meta = self.ctx()?.status_handle().dump_json();
+        let meta = meta.map_err(|_| StoreError::CorruptHeader(shown(&self.device)))?;
         VolumeState::from_luks2_json(&meta).map_err(|e| StoreError::Backend(e.to_string()))
     }
 
@@ -186,20 +190,40 @@ impl SlotBackend for LuksBackend {
         &mut self,
         slot: SlotId,
         authority: &Secret,
+        authority_slot: Option<SlotId>,
         secret: &Secret,
         kdf: KdfClass,
     ) -> Result<(), StoreError> {
-        self.write("add keyslot", |dev| {
-            self.set_pbkdf(&mut dev.settings_handle(), kdf)?;
+        self.write("add keyslot", |dev, policy| {
+            crate::kdf::apply(dev, policy, kdf)?;
+            let Some(from) = authority_slot else {
+                return dev
+                    .keyslot_handle()
+                    .add_by_passphrase(Some(slot.get()), authority.expose(), secret.expose())
+                    .map(drop);
+            };
+            // One KDF run on the named slot instead of trying every slot in turn (each may be
+            // a seconds-long argon2id). The volume key lives only in this zeroized buffer.
+            let size = usize::try_from(dev.status_handle().get_volume_key_size())
+                .map_err(|_| LibcryptErr::InvalidConversion)?;
+            let mut vk = Zeroizing::new(vec![0u8; size]);
+            let (_, len) =
+                dev.volume_key_handle()
+                    .get(Some(from.get()), &mut vk, Some(authority.expose()))?;
+            vk.truncate(len);
             dev.keyslot_handle()
-                .add_by_passphrase(Some(slot.get()), authority.expose(), secret.expose())
+                .add_by_key(
+                    Some(slot.get()),
+                    Some(Either::Left(&vk)),
+                    secret.expose(),
+                    CryptVolumeKey::empty(),
+                )
                 .map(drop)
         })
     }
 
     fn test_slot(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {
-        let mut dev = self.context()?;
-        let r = dev.activate_handle().activate_by_passphrase(
+        let r = self.ctx()?.activate_handle().activate_by_passphrase(
             None,
             Some(slot.get()),
             secret.expose(),
@@ -213,7 +237,7 @@ impl SlotBackend for LuksBackend {
     }
 
     fn destroy_slot(&mut self, slot: SlotId) -> Result<(), StoreError> {
-        self.write("destroy keyslot", |dev| {
+        self.write("destroy keyslot", |dev, _| {
             dev.keyslot_handle().destroy(slot.get())
         })
     }
@@ -221,7 +245,7 @@ impl SlotBackend for LuksBackend {
     fn add_token(&mut self, token: &KeywardToken) -> Result<TokenId, StoreError> {
         let json = token.to_json();
         let id = self
-            .write("add token", |dev| {
+            .write("add token", |dev, _| {
                 dev.token_handle().json_set(TokenInput::AddToken(&json))
             })
             .map_err(|e| match e {
@@ -234,8 +258,8 @@ impl SlotBackend for LuksBackend {
 
     fn replace_token(&mut self, id: TokenId, token: &KeywardToken) -> Result<(), StoreError> {
         let json = token.to_json();
-        self.write("replace token", |dev| {
-            self.keyward_token_at(dev, id)?;
+        self.write("replace token", |dev, _| {
+            ensure_keyward_token(dev, id)?;
             dev.token_handle()
                 .json_set(TokenInput::ReplaceToken(id.get(), &json))
                 .map(drop)
@@ -243,8 +267,8 @@ impl SlotBackend for LuksBackend {
     }
 
     fn remove_token(&mut self, id: TokenId) -> Result<(), StoreError> {
-        self.write("remove token", |dev| {
-            self.keyward_token_at(dev, id)?;
+        self.write("remove token", |dev, _| {
+            ensure_keyward_token(dev, id)?;
             dev.token_handle()
                 .json_set(TokenInput::RemoveToken(id.get()))
                 .map(drop)

@@ -4,6 +4,7 @@
 //! the orderings themselves live in `keyward_core::orderings`.
 
 mod backend;
+mod kdf;
 mod lock;
 pub mod probe;
 pub mod random;

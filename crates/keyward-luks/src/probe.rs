@@ -52,7 +52,8 @@ pub fn probe(device: &Path) -> Result<Format, StoreError> {
         let mut attempt = 0;
         loop {
             let mut head = [0u8; 24];
-            f.seek(SeekFrom::Start(0)).map_err(|e| StoreError::Backend(e.to_string()))?;
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
             let n = read_up_to(&mut f, &mut head, device)?;
             let result = match classify(&head[..n]) {
                 Format::Luks2 { seqid } => check_both_copies(&mut f, &head, seqid),
@@ -66,7 +67,10 @@ pub fn probe(device: &Path) -> Result<Format, StoreError> {
                     delay *= 2;
                 }
                 Err(why) => {
-                    return Err(StoreError::CorruptHeader(format!("{} ({why})", shown(device))))
+                    return Err(StoreError::CorruptHeader(format!(
+                        "{} ({why})",
+                        shown(device)
+                    )))
                 }
             }
         }

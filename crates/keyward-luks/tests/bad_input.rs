@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::*;
 use keyward_core::store::GrantRequest;
-use keyward_core::token::GrantedBy;
+use keyward_core::Authority;
 use keyward_core::{Role, StoreError, Uid, UnlockStore, UserName};
 
 fn grant_alice() -> GrantRequest {
@@ -18,7 +18,6 @@ fn grant_alice() -> GrantRequest {
             name: UserName::parse("alice").unwrap(),
             uid: Uid::new(1001).unwrap(),
         },
-        granted_by: GrantedBy::Passphrase,
         pending: false,
     }
 }
@@ -28,7 +27,8 @@ fn wrong_passphrase_is_authentication_failed_and_changes_nothing() {
     let img = Image::luks2();
     let before = img.metadata();
     let mut store = img.store();
-    let r = store.grant(&grant_alice(), &secret("not the passphrase"), &secret("pw"));
+    let wrong = secret("not the passphrase");
+    let r = store.grant(&grant_alice(), Authority::Holder(&wrong), &secret("pw"));
     assert!(matches!(r, Err(StoreError::AuthenticationFailed)), "{r:?}");
     assert_eq!(img.metadata(), before);
 }
@@ -101,7 +101,11 @@ fn full_keyslot_table_is_a_clean_error() {
     }
     let before = img.metadata();
     let mut store = img.store();
-    let r = store.grant(&grant_alice(), &secret(INSTALL_PASS), &secret("pw"));
+    let r = store.grant(
+        &grant_alice(),
+        Authority::Holder(&secret(INSTALL_PASS)),
+        &secret("pw"),
+    );
     assert!(matches!(r, Err(StoreError::NoFreeSlot)), "{r:?}");
     assert_eq!(img.metadata(), before);
 }
@@ -125,7 +129,11 @@ fn full_token_area_is_a_clean_error() {
     }
     let before = img.metadata();
     let mut store = img.store();
-    let r = store.grant(&grant_alice(), &secret(INSTALL_PASS), &secret("pw"));
+    let r = store.grant(
+        &grant_alice(),
+        Authority::Holder(&secret(INSTALL_PASS)),
+        &secret("pw"),
+    );
     assert!(matches!(r, Err(StoreError::TokenAreaFull)), "{r:?}");
     assert_eq!(img.metadata(), before);
 }
@@ -137,7 +145,11 @@ fn planted_lock_symlink_is_refused() {
     std::fs::write(&target, b"precious").unwrap();
     std::os::unix::fs::symlink(&target, &img.lock).unwrap();
     let mut store = img.store();
-    let r = store.grant(&grant_alice(), &secret(INSTALL_PASS), &secret("pw"));
+    let r = store.grant(
+        &grant_alice(),
+        Authority::Holder(&secret(INSTALL_PASS)),
+        &secret("pw"),
+    );
     assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
     assert_eq!(std::fs::read(&target).unwrap(), b"precious");
 }

@@ -19,7 +19,7 @@ fn eight_processes_grant_at_once() {
     let children: Vec<_> = (0..8)
         .map(|i| {
             let mut child = Command::new(tool)
-                .arg("--danger-fast-kdf")
+                .args(["--danger-fast-kdf", "--holder"])
                 .arg(&img.path)
                 .arg(&img.lock)
                 .args(["grant-user", &format!("user{i}"), &(2000 + i).to_string()])
@@ -30,7 +30,12 @@ fn eight_processes_grant_at_once() {
                 .unwrap();
             use std::io::Write;
             let input = format!("{INSTALL_PASS}\npass {i}\n");
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .unwrap();
             (i, child)
         })
         .collect();
@@ -40,11 +45,15 @@ fn eight_processes_grant_at_once() {
         match out.status.code() {
             Some(0) => {
                 let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                let slot = SlotId::new(u32::try_from(v["slot"].as_u64().unwrap()).unwrap()).unwrap();
+                let slot =
+                    SlotId::new(u32::try_from(v["slot"].as_u64().unwrap()).unwrap()).unwrap();
                 granted.push((i, slot));
             }
             Some(6) => {} // busy: a clean, typed refusal
-            other => panic!("child {i} exited {other:?}: {}", String::from_utf8_lossy(&out.stderr)),
+            other => panic!(
+                "child {i} exited {other:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
         }
     }
     // With the per-volume lock, none should even need to give up.
@@ -70,7 +79,7 @@ fn external_writer_during_keyward_writes_is_survived() {
     let mut keyward = Vec::new();
     for i in 0..4 {
         let mut child = Command::new(tool)
-            .arg("--danger-fast-kdf")
+            .args(["--danger-fast-kdf", "--holder"])
             .arg(&img.path)
             .arg(&img.lock)
             .args(["grant-user", &format!("kw{i}"), &(3000 + i).to_string()])
@@ -80,7 +89,12 @@ fn external_writer_during_keyward_writes_is_survived() {
             .spawn()
             .unwrap();
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(format!("{INSTALL_PASS}\nkw {i}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{INSTALL_PASS}\nkw {i}\n").as_bytes())
+            .unwrap();
         keyward.push((i, child));
     }
     // Stock cryptsetup itself gives up with "concurrent LUKS2 metadata update" when keyward
@@ -96,7 +110,11 @@ fn external_writer_during_keyward_writes_is_survived() {
     for (i, child) in keyward {
         let out = child.wait_with_output().unwrap();
         let code = out.status.code();
-        assert!(matches!(code, Some(0 | 6)), "kw{i}: {code:?} {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            matches!(code, Some(0 | 6)),
+            "kw{i}: {code:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if code == Some(0) {
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
             let slot = SlotId::new(u32::try_from(v["slot"].as_u64().unwrap()).unwrap()).unwrap();

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use common::*;
 use keyward_core::invariants::check_state;
 use keyward_core::store::GrantRequest;
-use keyward_core::token::GrantedBy;
+use keyward_core::Authority;
 use keyward_core::{HolderRole, Role, SlotId, Uid, UnlockStore, UserName};
 
 const CASES: &[(&str, &str)] = &[
@@ -31,7 +31,10 @@ const CASES: &[(&str, &str)] = &[
 ];
 
 fn user(name: &str, uid: u32) -> Role {
-    Role::User { name: UserName::parse(name).unwrap(), uid: Uid::new(uid).unwrap() }
+    Role::User {
+        name: UserName::parse(name).unwrap(),
+        uid: Uid::new(uid).unwrap(),
+    }
 }
 
 fn user_slots(store: &mut keyward_luks::LuksStore, name: &str) -> Vec<SlotId> {
@@ -54,18 +57,35 @@ fn sigkill_at_every_failpoint_then_reconcile() {
         img.add_key_with_cryptsetup("an admin's key");
         let mut store = img.store();
         let service = keyward_luks::random::service_secret().unwrap();
-        let req = |role, by| GrantRequest { role, granted_by: by, pending: false };
+        let req = |role| GrantRequest {
+            role,
+            pending: false,
+        };
         let svc = store
-            .grant(&req(Role::Service, GrantedBy::Passphrase), &secret(INSTALL_PASS), &service)
+            .grant(
+                &req(Role::Service),
+                Authority::Holder(&secret(INSTALL_PASS)),
+                &service,
+            )
             .unwrap();
         let alice = store
-            .grant(&req(user("alice", 1001), GrantedBy::Service), &service, &secret("alice old"))
+            .grant(
+                &req(user("alice", 1001)),
+                Authority::Service(&service),
+                &secret("alice old"),
+            )
             .unwrap();
         let untouched = img.unmanaged_snapshot();
 
         let (args, input): (Vec<String>, String) = match *op {
-            "grant" => (vec!["grant-user".into(), "bob".into(), "1002".into()], "bob pass\n".into()),
-            "rekey" => (vec!["rekey".into(), alice.to_string()], "alice new\n".into()),
+            "grant" => (
+                vec!["grant-user".into(), "bob".into(), "1002".into()],
+                "bob pass\n".into(),
+            ),
+            "rekey" => (
+                vec!["rekey".into(), alice.to_string()],
+                "alice new\n".into(),
+            ),
             _ => (vec!["revoke".into(), alice.to_string()], String::new()),
         };
         let mut child = Command::new(env!("CARGO_BIN_EXE_keyward-luks-tool"))
@@ -84,13 +104,21 @@ fn sigkill_at_every_failpoint_then_reconcile() {
         stdin.write_all(format!("\n{input}").as_bytes()).unwrap();
         drop(stdin);
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.signal(), Some(9), "{failpoint}: not killed: {out:?}");
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "{failpoint}: not killed: {out:?}"
+        );
         exercised += 1;
 
         store.reconcile().unwrap();
         let state = store.state().unwrap();
         assert_eq!(check_state(&state), vec![], "{failpoint}");
-        assert_eq!(img.unmanaged_snapshot(), untouched, "{failpoint}: unmanaged slot changed");
+        assert_eq!(
+            img.unmanaged_snapshot(),
+            untouched,
+            "{failpoint}: unmanaged slot changed"
+        );
         if !img.opens(svc, service.expose()) {
             lockouts += 1;
         }
@@ -98,13 +126,19 @@ fn sigkill_at_every_failpoint_then_reconcile() {
         // slot was being revoked, in which case it is gone.
         let slots = user_slots(&mut store, "alice");
         if *op == "revoke" {
-            assert!(slots.is_empty(), "{failpoint}: revoke must complete forward");
+            assert!(
+                slots.is_empty(),
+                "{failpoint}: revoke must complete forward"
+            );
         } else {
             assert_eq!(slots.len(), 1, "{failpoint}: alice has {slots:?}");
             let s = slots[0];
             let old = img.opens(s, b"alice old");
             let new = img.opens(s, b"alice new");
-            assert!(old ^ new, "{failpoint}: alice's slot opens with old={old} new={new}");
+            assert!(
+                old ^ new,
+                "{failpoint}: alice's slot opens with old={old} new={new}"
+            );
         }
         // Bob either got a working slot or nothing at all.
         for s in user_slots(&mut store, "bob") {

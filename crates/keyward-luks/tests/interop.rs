@@ -8,7 +8,7 @@ mod common;
 use common::*;
 use keyward_core::invariants::check_state;
 use keyward_core::store::GrantRequest;
-use keyward_core::token::GrantedBy;
+use keyward_core::Authority;
 use keyward_core::{
     recovery_key, HolderRole, Refusal, Role, SlotId, StoreError, Uid, UnlockStore, UserName,
 };
@@ -20,10 +20,9 @@ fn alice() -> Role {
     }
 }
 
-fn req(role: Role, by: GrantedBy) -> GrantRequest {
+fn req(role: Role) -> GrantRequest {
     GrantRequest {
         role,
-        granted_by: by,
         pending: false,
     }
 }
@@ -55,8 +54,8 @@ fn grant_rekey_revoke_against_stock_tools() {
     let service = keyward_luks::random::service_secret().unwrap();
     let svc = store
         .grant(
-            &req(Role::Service, GrantedBy::Passphrase),
-            &secret(INSTALL_PASS),
+            &req(Role::Service),
+            Authority::Holder(&secret(INSTALL_PASS)),
             &service,
         )
         .unwrap();
@@ -67,22 +66,24 @@ fn grant_rekey_revoke_against_stock_tools() {
     // Grant: alice's slot, opened by the service secret.
     let a1 = store
         .grant(
-            &req(alice(), GrantedBy::Service),
-            &service,
+            &req(alice()),
+            Authority::Service(&service),
             &secret("alice one"),
         )
         .unwrap();
     assert!(img.opens(a1, b"alice one"));
     check(&mut store);
     let dup = store.grant(
-        &req(alice(), GrantedBy::Service),
-        &service,
+        &req(alice()),
+        Authority::Service(&service),
         &secret("again"),
     );
     assert!(matches!(dup, Err(StoreError::Refused(Refusal::AlreadyHolds(s))) if s == a1));
 
     // Rekey: new passphrase opens, old does not, old slot gone.
-    let a2 = store.rekey(a1, &service, &secret("alice two")).unwrap();
+    let a2 = store
+        .rekey(a1, Authority::Service(&service), &secret("alice two"))
+        .unwrap();
     assert_ne!(a1, a2);
     assert!(img.opens(a2, b"alice two"));
     assert!(!img.opens(a2, b"alice one"));
@@ -104,7 +105,7 @@ fn grant_rekey_revoke_against_stock_tools() {
             Err(StoreError::Refused(Refusal::Unmanaged(_)))
         ));
         assert!(matches!(
-            store.rekey(s, &service, &secret("x")),
+            store.rekey(s, Authority::Service(&service), &secret("x")),
             Err(StoreError::Refused(Refusal::Unmanaged(_)))
         ));
     }
@@ -125,9 +126,11 @@ fn keyward_recovery_keys_open_like_systemd_ones() {
     let img = Image::luks2();
     let mut store = img.store();
     let key = keyward_luks::random::recovery_key().unwrap();
-    let mut r = req(Role::Recovery, GrantedBy::Passphrase);
+    let mut r = req(Role::Recovery);
     r.pending = true;
-    let slot = store.grant(&r, &secret(INSTALL_PASS), &key).unwrap();
+    let slot = store
+        .grant(&r, Authority::Holder(&secret(INSTALL_PASS)), &key)
+        .unwrap();
     // The printed form is the passphrase, exactly as systemd-cryptenroll enrolls its keys.
     assert!(img.opens(slot, key.expose()));
     // Typed without dashes, in capitals, it normalises back to the same passphrase.
@@ -161,8 +164,8 @@ fn passphrases_get_argon2id_by_default() {
     let mut store = keyward_luks::open(&img.path, &img.lock, policy).unwrap();
     let slot = store
         .grant(
-            &req(alice(), GrantedBy::Passphrase),
-            &secret(INSTALL_PASS),
+            &req(alice()),
+            Authority::Holder(&secret(INSTALL_PASS)),
             &secret("pw"),
         )
         .unwrap();
@@ -180,8 +183,8 @@ fn orphan_tokens_left_by_other_tools_are_cleaned() {
     let mut store = img.store();
     let slot = store
         .grant(
-            &req(alice(), GrantedBy::Passphrase),
-            &secret(INSTALL_PASS),
+            &req(alice()),
+            Authority::Holder(&secret(INSTALL_PASS)),
             &secret("pw"),
         )
         .unwrap();

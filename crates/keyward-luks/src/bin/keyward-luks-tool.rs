@@ -3,14 +3,16 @@
 //! (authority first, then the new secret) — never from argv. Output is JSON on stdout.
 //!
 //! ```text
-//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE status
-//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE grant-user NAME UID   # stdin: authority, passphrase
-//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE grant-service         # stdin: authority; prints nothing secret
-//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE rekey SLOT            # stdin: authority, new passphrase
-//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE revoke SLOT
-//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE verify SLOT           # stdin: secret
-//! keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE reconcile
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE status
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE grant-user NAME UID   # stdin: authority, passphrase
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE grant-service         # stdin: holder passphrase, service secret
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE rekey SLOT            # stdin: authority, new passphrase
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE revoke SLOT
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE verify SLOT           # stdin: secret
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE reconcile
 //! ```
+//! The authority is the service secret, unless `--holder` says it is a current holder's
+//! passphrase. `--danger-fast-kdf` uses PBKDF2 for passphrases (tests only).
 //! Exit codes follow the keyward CLI contract: 0 ok, 1 error, 2 usage, 3 authentication
 //! failed, 4 refused by a safety rule, 6 busy.
 
@@ -20,18 +22,22 @@ use std::process::ExitCode;
 
 use keyward_core::kdf::KdfPolicy;
 use keyward_core::store::GrantRequest;
-use keyward_core::token::GrantedBy;
-use keyward_core::{Role, Secret, SlotId, StoreError, Uid, UnlockStore, UserName};
+use keyward_core::{Authority, Role, Secret, SlotId, StoreError, Uid, UnlockStore, UserName};
 use serde_json::json;
 use zeroize::Zeroizing;
 
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
-    let fast = args.first().is_some_and(|a| a == "--danger-fast-kdf");
-    if fast {
+    let mut flags = Flags::default();
+    while let Some(a) = args.first() {
+        match a.as_str() {
+            "--danger-fast-kdf" => flags.fast = true,
+            "--holder" => flags.holder = true,
+            _ => break,
+        }
         args.remove(0);
     }
-    match run(&args, fast) {
+    match run(&args, flags) {
         Ok(out) => {
             println!("{out}");
             ExitCode::SUCCESS
@@ -45,6 +51,12 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Flags {
+    fast: bool,
+    holder: bool,
 }
 
 enum Failure {
@@ -87,14 +99,14 @@ fn slot_arg(a: Option<&String>) -> Result<SlotId, Failure> {
     SlotId::parse(a).map_err(|e| usage(&e.to_string()))
 }
 
-fn run(args: &[String], fast: bool) -> Result<serde_json::Value, Failure> {
+fn run(args: &[String], flags: Flags) -> Result<serde_json::Value, Failure> {
     let [device, lock, op, rest @ ..] = args else {
         return Err(usage(
             "usage: keyward-luks-tool [--danger-fast-kdf] DEVICE LOCKFILE OP [ARGS]",
         ));
     };
     let kdf = KdfPolicy {
-        danger_fast_kdf: fast,
+        danger_fast_kdf: flags.fast,
         ..KdfPolicy::default()
     };
     let mut store = keyward_luks::open(Path::new(device), Path::new(lock), kdf)?;
@@ -102,8 +114,14 @@ fn run(args: &[String], fast: bool) -> Result<serde_json::Value, Failure> {
     let mut input = stdin.lock();
     let grant = |role| GrantRequest {
         role,
-        granted_by: GrantedBy::Service,
         pending: false,
+    };
+    let authority = |s| {
+        if flags.holder {
+            Authority::Holder(s)
+        } else {
+            Authority::Service(s)
+        }
     };
     Ok(match op.as_str() {
         "status" => status_json(&store.state()?),
@@ -114,24 +132,22 @@ fn run(args: &[String], fast: bool) -> Result<serde_json::Value, Failure> {
             let name = UserName::parse(name).map_err(|e| usage(&e.to_string()))?;
             let uid: u32 = uid.parse().map_err(|_| usage("UID must be a number"))?;
             let uid = Uid::new(uid).map_err(|e| usage(&e.to_string()))?;
-            let authority = read_secret(&mut input)?;
+            let auth = read_secret(&mut input)?;
             let secret = read_secret(&mut input)?;
-            let slot = store.grant(&grant(Role::User { name, uid }), &authority, &secret)?;
+            let slot = store.grant(&grant(Role::User { name, uid }), authority(&auth), &secret)?;
             json!({ "slot": slot.get() })
         }
         "grant-service" => {
-            let authority = read_secret(&mut input)?;
+            let auth = read_secret(&mut input)?;
             let secret = read_secret(&mut input)?;
-            let mut req = grant(Role::Service);
-            req.granted_by = GrantedBy::Passphrase;
-            let slot = store.grant(&req, &authority, &secret)?;
+            let slot = store.grant(&grant(Role::Service), Authority::Holder(&auth), &secret)?;
             json!({ "slot": slot.get() })
         }
         "rekey" => {
             let slot = slot_arg(rest.first())?;
-            let authority = read_secret(&mut input)?;
+            let auth = read_secret(&mut input)?;
             let secret = read_secret(&mut input)?;
-            json!({ "slot": store.rekey(slot, &authority, &secret)?.get() })
+            json!({ "slot": store.rekey(slot, authority(&auth), &secret)?.get() })
         }
         "revoke" => {
             store.revoke(slot_arg(rest.first())?)?;

@@ -94,7 +94,8 @@ impl Image {
 
     /// `cryptsetup luksAddKey` of `new`, unlocked by the install passphrase; returns the slot.
     pub fn add_key_with_cryptsetup(&self, new: &str) -> SlotId {
-        self.try_add_key_with_cryptsetup(new).unwrap_or_else(|e| panic!("luksAddKey: {e}"))
+        self.try_add_key_with_cryptsetup(new)
+            .unwrap_or_else(|e| panic!("luksAddKey: {e}"))
     }
 
     /// Like [`Self::add_key_with_cryptsetup`], but returns cryptsetup's complaint on failure.
