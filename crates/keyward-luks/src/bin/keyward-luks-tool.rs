@@ -3,7 +3,8 @@
 //! (authority first, then the new secret) — never from argv. Output is JSON on stdout.
 //!
 //! ```text
-//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE status
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE status              # JSON
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE table               # the same, for people
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE grant-user NAME UID   # stdin: authority, passphrase
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE grant-service         # stdin: holder passphrase, service secret
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE rekey SLOT            # stdin: authority, new passphrase
@@ -12,7 +13,8 @@
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE reconcile
 //! ```
 //! The authority is the service secret, unless `--holder` says it is a current holder's
-//! passphrase. `--danger-fast-kdf` uses PBKDF2 for passphrases (tests only).
+//! passphrase. `--danger-fast-kdf` uses PBKDF2 for passphrases (tests only);
+//! `--argon2-time-ms N` and `--argon2-memory-kib N` override the argon2id defaults.
 //! Exit codes follow the keyward CLI contract: 0 ok, 1 error, 2 usage, 3 authentication
 //! failed, 4 refused by a safety rule, 6 busy.
 
@@ -29,17 +31,27 @@ use zeroize::Zeroizing;
 fn main() -> ExitCode {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let mut flags = Flags::default();
-    while let Some(a) = args.first() {
+    while let Some(a) = args.first().cloned() {
+        let number = |args: &mut Vec<String>| -> Option<u32> {
+            args.remove(0);
+            args.first().and_then(|n| n.parse().ok())
+        };
         match a.as_str() {
             "--danger-fast-kdf" => flags.fast = true,
             "--holder" => flags.holder = true,
+            "--argon2-time-ms" => flags.argon2_time_ms = number(&mut args),
+            "--argon2-memory-kib" => flags.argon2_memory_kib = number(&mut args),
             _ => break,
         }
-        args.remove(0);
+        if !args.is_empty() {
+            args.remove(0);
+        }
     }
     match run(&args, flags) {
         Ok(out) => {
-            println!("{out}");
+            if !out.is_null() {
+                println!("{out}");
+            }
             ExitCode::SUCCESS
         }
         Err(Failure::Usage(m)) => {
@@ -57,6 +69,8 @@ fn main() -> ExitCode {
 struct Flags {
     fast: bool,
     holder: bool,
+    argon2_time_ms: Option<u32>,
+    argon2_memory_kib: Option<u32>,
 }
 
 enum Failure {
@@ -107,7 +121,8 @@ fn run(args: &[String], flags: Flags) -> Result<serde_json::Value, Failure> {
     };
     let kdf = KdfPolicy {
         danger_fast_kdf: flags.fast,
-        ..KdfPolicy::default()
+        argon2_time_ms: flags.argon2_time_ms,
+        argon2_max_memory_kib: flags.argon2_memory_kib,
     };
     let mut store = keyward_luks::open(Path::new(device), Path::new(lock), kdf)?;
     let stdin = std::io::stdin();
@@ -125,6 +140,10 @@ fn run(args: &[String], flags: Flags) -> Result<serde_json::Value, Failure> {
     };
     Ok(match op.as_str() {
         "status" => status_json(&store.state()?),
+        "table" => {
+            print!("{}", status_table(&store.state()?));
+            return Ok(serde_json::Value::Null);
+        }
         "grant-user" => {
             let [name, uid] = rest else {
                 return Err(usage("grant-user NAME UID"));
@@ -193,4 +212,35 @@ fn status_json(state: &keyward_core::VolumeState) -> serde_json::Value {
         .map(ToString::to_string)
         .collect();
     json!({ "holders": holders, "violations": violations })
+}
+
+fn status_table(state: &keyward_core::VolumeState) -> String {
+    let mut out = format!(
+        "{:<5} {:<10} {:<12} {:<14} {}\n",
+        "SLOT", "ROLE", "HOLDER", "KDF", "STATE"
+    );
+    for h in state.holders() {
+        let who = match &h.role {
+            keyward_core::HolderRole::User { name, uid } => format!("{name} ({uid})"),
+            _ => "-".to_owned(),
+        };
+        let st = match h.state {
+            None => "not keyward's: never touched",
+            Some(s) if s.is_transitional() => "in progress",
+            Some(keyward_core::TokenState::Pending) => "pending",
+            Some(_) => "active",
+        };
+        let line = format!(
+            "{:<5} {:<10} {:<12} {:<14} {st}\n",
+            h.slot,
+            h.role.label(),
+            who,
+            h.kdf
+        );
+        out.push_str(&line);
+    }
+    for v in keyward_core::invariants::check_state(state) {
+        out.push_str(&format!("warning: {v}\n"));
+    }
+    out
 }
