@@ -280,3 +280,79 @@ fn token_area_full_leaves_nothing_behind() {
     assert!(matches!(r, Err(StoreError::TokenAreaFull)), "{r:?}");
     assert_eq!(store.state().expect("read"), before);
 }
+
+#[test]
+fn service_authority_opens_only_the_service_slot() {
+    let install = secret("install", 0);
+    let mut store = SlotStore::new(MemoryBackend::formatted(&install));
+    let req = |role| GrantRequest {
+        role,
+        pending: false,
+    };
+    // No service slot yet: the service secret cannot be used at all.
+    let r = store.grant(&req(user(1)), Authority::Service(&install), &secret("a", 1));
+    assert!(matches!(r, Err(StoreError::NoServiceSlot)), "{r:?}");
+    let svc = secret("svc", 1);
+    store
+        .grant(&req(Role::Service), Authority::Holder(&install), &svc)
+        .expect("bootstrap");
+    // The installer's passphrase opens slot 0, but is not the service secret: refused.
+    let r = store.grant(&req(user(1)), Authority::Service(&install), &secret("a", 1));
+    assert!(matches!(r, Err(StoreError::AuthenticationFailed)), "{r:?}");
+    let slot = store
+        .grant(&req(user(1)), Authority::Service(&svc), &secret("a", 1))
+        .expect("grant via service");
+    let state = store.state().expect("read");
+    let (_, token) = state.managed_token(slot).expect("managed");
+    assert_eq!(token.granted_by, keyward_core::token::GrantedBy::Service);
+}
+
+fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        "[a-z0-9\"\\\\/ .-]{0,12}".prop_map(Value::String),
+        prop_oneof![
+            Just("keyward"),
+            Just("keyslots"),
+            Just("31"),
+            Just("user"),
+            Just("active"),
+            Just("adding")
+        ]
+        .prop_map(|s| Value::String(s.to_owned())),
+    ];
+    leaf.prop_recursive(4, 48, 6, |inner| {
+        let key = prop_oneof![
+            Just("type".to_owned()),
+            Just("keyslots".to_owned()),
+            Just("tokens".to_owned()),
+            Just("kdf".to_owned()),
+            Just("role".to_owned()),
+            Just("state".to_owned()),
+            Just("next_keyslot".to_owned()),
+            "[0-9]{1,2}",
+        ];
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::btree_map(key, inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// Hostile header JSON never panics the parsers; whatever parses satisfies the checkers
+    /// without panicking either.
+    #[test]
+    fn parsers_never_panic(v in arbitrary_json()) {
+        let _ = keyward_core::KeywardToken::from_json(&v);
+        if let Ok(state) = keyward_core::VolumeState::from_luks2_json(&v) {
+            let _ = state.holders();
+            let _ = check_state(&state);
+            let _ = state.free_slot();
+        }
+    }
+}
