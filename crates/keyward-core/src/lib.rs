@@ -9,6 +9,7 @@
 
 pub mod catalog;
 pub mod error;
+#[cfg(feature = "fake")]
 pub mod fake;
 pub mod ids;
 pub mod invariants;
