@@ -105,8 +105,24 @@ impl fmt::Display for Uid {
 
 /// The name of a configured volume: `[a-z0-9_-]{1,32}`, not starting with `-`. The only way
 /// a request names a volume; devices are resolved from the root-owned config.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct VolumeName(String);
+
+impl TryFrom<String> for VolumeName {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, InputError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<VolumeName> for String {
+    fn from(v: VolumeName) -> String {
+        v.0
+    }
+}
 
 impl VolumeName {
     /// Parse a volume name.
@@ -137,8 +153,24 @@ impl fmt::Display for VolumeName {
 /// A login name as shadow-utils accepts it by default (`NAME_REGEX`): starts with a lowercase
 /// letter or `_`, then lowercase letters, digits, `_`, `-`, optionally ending in `$`; at most
 /// 32 bytes. Anything else (paths, options, spaces, control characters) is refused.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "String", into = "String")]
 pub struct UserName(String);
+
+impl TryFrom<String> for UserName {
+    type Error = InputError;
+    fn try_from(s: String) -> Result<Self, InputError> {
+        Self::parse(&s)
+    }
+}
+
+impl From<UserName> for String {
+    fn from(v: UserName) -> String {
+        v.0
+    }
+}
 
 impl UserName {
     /// Parse a user name.

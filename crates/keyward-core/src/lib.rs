@@ -7,12 +7,16 @@
 //! (`SlotBackend`), so everything here is unit- and property-tested without root.
 #![forbid(unsafe_code)]
 
+pub mod access;
+pub mod audit;
 pub mod catalog;
+pub mod config;
 pub mod error;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod ids;
 pub mod invariants;
+pub mod ipc;
 pub mod kdf;
 pub mod model;
 pub mod orderings;

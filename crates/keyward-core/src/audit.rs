@@ -1,0 +1,210 @@
+//! The audit trail's format: one JSON object per line, each naming the SHA-256 of the line
+//! before it, so that a changed, removed, inserted or reordered record breaks the chain at the
+//! first bad line. A separate head (sequence number and hash of the last line, kept root-only
+//! by the helper and mirrored to syslog) catches a truncated tail. Pure: the file I/O is in
+//! keyward-sys. Records never hold secrets, and JSON escapes every control character.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// `prev` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// One answered request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// 1-based position in the log.
+    pub seq: u64,
+    /// RFC 3339 UTC time.
+    pub time: String,
+    /// SHA-256 (hex) of the previous line, or [`GENESIS`].
+    pub prev: String,
+    /// `admin`, `agent`, or `refused` (no class).
+    pub caller: String,
+    /// Peer uid from the kernel.
+    pub uid: u32,
+    /// Peer pid from the kernel.
+    pub pid: i32,
+    /// Catalog operation name, or what was refused (`connect`, `frame`, …).
+    pub op: String,
+    /// Volume named, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<String>,
+    /// User named, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// `ok`, or `error:<code>: <message>`.
+    pub result: String,
+}
+
+/// The last record's position and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Head {
+    /// Number of records.
+    pub seq: u64,
+    /// SHA-256 (hex) of the last line.
+    pub hash: String,
+}
+
+impl Default for Head {
+    fn default() -> Self {
+        Head {
+            seq: 0,
+            hash: GENESIS.to_owned(),
+        }
+    }
+}
+
+/// Hex SHA-256 of one line (without its newline).
+pub fn line_hash(line: &str) -> String {
+    Sha256::digest(line.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Record {
+    /// Serialize as one line (no newline), chained after `head`; returns the new head.
+    pub fn chain(mut self, head: &Head) -> (String, Head) {
+        self.seq = head.seq + 1;
+        self.prev = head.hash.clone();
+        // A struct of strings and integers always serializes.
+        let line = serde_json::to_string(&self).unwrap_or_default();
+        let next = Head {
+            seq: self.seq,
+            hash: line_hash(&line),
+        };
+        (line, next)
+    }
+}
+
+/// Where verification failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// Line `n` (1-based) is not a valid record.
+    #[error("line {0}: not a valid audit record")]
+    Malformed(usize),
+    /// Line `n` does not follow the line before it (changed, removed, inserted, reordered).
+    #[error("line {0}: does not follow the line before it (a record was changed, removed, inserted or reordered)")]
+    Broken(usize),
+    /// The log ends before the recorded head (records removed from the end) or after it.
+    #[error("the log has {found} records but the head says {expected}: records were removed from or added to the end")]
+    Truncated {
+        /// Records found.
+        found: u64,
+        /// Records the head names.
+        expected: u64,
+    },
+    /// The last line's hash is not the head's (the last record was changed).
+    #[error("line {0}: the last record does not match the recorded head")]
+    HeadMismatch(usize),
+}
+
+/// Verify a whole log against its head. Returns the parsed records.
+pub fn verify<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    head: Option<&Head>,
+) -> Result<Vec<Record>, ChainError> {
+    let mut current = Head::default();
+    let mut records = Vec::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        let n = i + 1;
+        let r: Record = serde_json::from_str(line).map_err(|_| ChainError::Malformed(n))?;
+        if r.prev != current.hash || r.seq != current.seq + 1 {
+            return Err(ChainError::Broken(n));
+        }
+        current = Head {
+            seq: r.seq,
+            hash: line_hash(line),
+        };
+        records.push(r);
+    }
+    if let Some(h) = head {
+        if h.seq != current.seq {
+            return Err(ChainError::Truncated {
+                found: current.seq,
+                expected: h.seq,
+            });
+        }
+        if h.hash != current.hash {
+            return Err(ChainError::HeadMismatch(records.len()));
+        }
+    }
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(op: &str, user: Option<&str>) -> Record {
+        Record {
+            seq: 0,
+            time: "2026-11-22T10:00:00Z".into(),
+            prev: String::new(),
+            caller: "admin".into(),
+            uid: 0,
+            pid: 42,
+            op: op.into(),
+            volume: Some("root".into()),
+            user: user.map(Into::into),
+            result: "ok".into(),
+        }
+    }
+
+    fn log(n: usize) -> (Vec<String>, Head) {
+        let mut head = Head::default();
+        let mut lines = Vec::new();
+        for i in 0..n {
+            let (line, h) = rec("grant", Some(&format!("u{i}"))).chain(&head);
+            lines.push(line);
+            head = h;
+        }
+        (lines, head)
+    }
+
+    #[test]
+    fn intact_log_verifies() {
+        let (lines, head) = log(5);
+        let r = verify(lines.iter().map(String::as_str), Some(&head)).expect("intact");
+        assert_eq!(r.len(), 5);
+    }
+
+    #[test]
+    fn tampering_names_the_first_bad_line() {
+        let (lines, head) = log(5);
+        let check = |l: &[String]| verify(l.iter().map(String::as_str), Some(&head));
+        let mut changed = lines.clone();
+        changed[1] = changed[1].replace("u1", "u9");
+        assert_eq!(check(&changed), Err(ChainError::Broken(3)));
+        let mut removed = lines.clone();
+        removed.remove(2);
+        assert_eq!(check(&removed), Err(ChainError::Broken(3)));
+        let mut swapped = lines.clone();
+        swapped.swap(1, 2);
+        assert_eq!(check(&swapped), Err(ChainError::Broken(2)));
+        let truncated = lines[..4].to_vec();
+        assert!(matches!(
+            check(&truncated),
+            Err(ChainError::Truncated {
+                found: 4,
+                expected: 5
+            })
+        ));
+        let mut last = lines.clone();
+        last[4] = last[4].replace("u4", "u8");
+        assert_eq!(check(&last), Err(ChainError::HeadMismatch(5)));
+        let mut garbage = lines;
+        garbage[0] = "not json".into();
+        assert_eq!(check(&garbage), Err(ChainError::Malformed(1)));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        let (line, _) = rec("grant", Some("a\nb\u{1b}[2J")).chain(&Head::default());
+        assert!(!line.contains('\n') && !line.contains('\u{1b}'));
+    }
+}

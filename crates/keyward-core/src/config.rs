@@ -1,0 +1,265 @@
+//! `keyward.toml` (DESIGN.md section 7): parsed strictly (unknown keys are errors), with every
+//! derived path computed here so that the helper, agent and CLI agree on them. Pure: the caller
+//! reads the file (and checks its owner and mode) and hands over the text.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ids::{UserName, VolumeName};
+use crate::kdf::KdfPolicy;
+
+/// The default config file.
+pub const DEFAULT_PATH: &str = "/etc/keyward/keyward.toml";
+
+/// A configured volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// The name requests use.
+    pub name: VolumeName,
+    /// Block device or image file.
+    pub device: PathBuf,
+}
+
+/// Which users get unlock rights at login.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Members of this group are managed.
+    pub managed_group: Option<String>,
+    /// These users are managed too.
+    pub managed_users: Vec<UserName>,
+    /// Revoke the slots of users who left the managed set.
+    pub revoke_unmanaged: bool,
+    /// Recovery key rotation interval.
+    pub recovery_rotation_days: u32,
+    /// Service secret rotation interval.
+    pub service_rotation_days: u32,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The service account the agent runs as.
+    pub service_user: UserName,
+    /// Root-only helper state (service secrets, pending keys, journal).
+    pub state_dir: PathBuf,
+    /// The agent's own state.
+    pub agent_state_dir: PathBuf,
+    /// Sockets.
+    pub runtime_dir: PathBuf,
+    /// The audit log's directory.
+    pub log_dir: PathBuf,
+    /// KDF policy.
+    pub kdf: KdfPolicy,
+    /// Volumes, by name.
+    pub volumes: Vec<Volume>,
+    /// Login policy.
+    pub policy: Policy,
+    /// Agent verification interval in seconds.
+    pub verify_interval_secs: u64,
+}
+
+/// Why a config was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    service_user: Option<String>,
+    state_dir: Option<PathBuf>,
+    agent_state_dir: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    verify_interval_secs: Option<u64>,
+    #[serde(default)]
+    kdf: RawKdf,
+    #[serde(default)]
+    volume: Vec<RawVolume>,
+    #[serde(default)]
+    policy: RawPolicy,
+    /// Parsed by the escrow issue; accepted (and ignored) here so configs stay forward-valid.
+    #[serde(default)]
+    escrow: Option<toml::Table>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawKdf {
+    #[serde(default)]
+    danger_fast_kdf: bool,
+    argon2_time_ms: Option<u32>,
+    argon2_memory_kib: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVolume {
+    name: String,
+    device: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    managed_group: Option<String>,
+    #[serde(default)]
+    managed_users: Vec<String>,
+    #[serde(default)]
+    revoke_unmanaged: bool,
+    recovery_rotation_days: Option<u32>,
+    service_rotation_days: Option<u32>,
+}
+
+fn absolute(p: Option<PathBuf>, default: &str, key: &str) -> Result<PathBuf, ConfigError> {
+    let p = p.unwrap_or_else(|| PathBuf::from(default));
+    let clean = p.is_absolute()
+        && !p.components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::ParentDir | std::path::Component::CurDir
+            )
+        });
+    if clean {
+        Ok(p)
+    } else {
+        Err(ConfigError(format!(
+            "{key} must be an absolute path without '.' or '..'"
+        )))
+    }
+}
+
+impl Config {
+    /// Parse the file's text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError(e.message().to_owned()))?;
+        let _ = raw.escrow;
+        let mut names = BTreeSet::new();
+        let mut volumes = Vec::new();
+        for v in raw.volume {
+            let name = VolumeName::parse(&v.name).map_err(|e| ConfigError(e.to_string()))?;
+            if !names.insert(name.clone()) {
+                return Err(ConfigError(format!("volume {name} is configured twice")));
+            }
+            let device = absolute(Some(v.device), "", "volume.device")?;
+            volumes.push(Volume { name, device });
+        }
+        if volumes.is_empty() {
+            return Err(ConfigError("at least one [[volume]] is required".into()));
+        }
+        let user = |s: &str| UserName::parse(s).map_err(|e| ConfigError(e.to_string()));
+        let managed_users = raw
+            .policy
+            .managed_users
+            .iter()
+            .map(|u| user(u))
+            .collect::<Result<_, _>>()?;
+        let managed_group = match raw.policy.managed_group {
+            Some(g) => Some(user(&g)?.as_str().to_owned()),
+            None => Some("keyward-users".to_owned()),
+        };
+        Ok(Config {
+            service_user: user(raw.service_user.as_deref().unwrap_or("_keyward"))?,
+            state_dir: absolute(raw.state_dir, "/var/lib/keyward", "state_dir")?,
+            agent_state_dir: absolute(
+                raw.agent_state_dir,
+                "/var/lib/keyward-agent",
+                "agent_state_dir",
+            )?,
+            runtime_dir: absolute(raw.runtime_dir, "/run/keyward", "runtime_dir")?,
+            log_dir: absolute(raw.log_dir, "/var/log/keyward", "log_dir")?,
+            kdf: KdfPolicy {
+                danger_fast_kdf: raw.kdf.danger_fast_kdf,
+                argon2_time_ms: raw.kdf.argon2_time_ms,
+                argon2_max_memory_kib: raw.kdf.argon2_memory_kib,
+            },
+            volumes,
+            policy: Policy {
+                managed_group,
+                managed_users,
+                revoke_unmanaged: raw.policy.revoke_unmanaged,
+                recovery_rotation_days: raw.policy.recovery_rotation_days.unwrap_or(90),
+                service_rotation_days: raw.policy.service_rotation_days.unwrap_or(30),
+            },
+            verify_interval_secs: raw.verify_interval_secs.unwrap_or(3600).max(1),
+        })
+    }
+
+    /// The volume with this name.
+    pub fn volume(&self, name: &VolumeName) -> Option<&Volume> {
+        self.volumes.iter().find(|v| &v.name == name)
+    }
+
+    /// The helper's socket.
+    pub fn helper_socket(&self) -> PathBuf {
+        self.runtime_dir.join("helper.sock")
+    }
+
+    /// The per-volume advisory lock (root-only state).
+    pub fn lock_path(&self, v: &VolumeName) -> PathBuf {
+        self.state_dir.join("locks").join(format!("{v}.lock"))
+    }
+
+    /// The service secret of a volume (root-only state).
+    pub fn service_secret_path(&self, v: &VolumeName) -> PathBuf {
+        self.state_dir.join("service").join(v.as_str())
+    }
+
+    /// The audit log.
+    pub fn audit_log(&self) -> PathBuf {
+        self.log_dir.join("audit.jsonl")
+    }
+
+    /// True if `p` lies inside one of keyward's own directories.
+    pub fn owns_path(&self, p: &Path) -> bool {
+        [
+            &self.state_dir,
+            &self.agent_state_dir,
+            &self.runtime_dir,
+            &self.log_dir,
+        ]
+        .iter()
+        .any(|d| p.starts_with(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn design_example_parses_with_defaults() {
+        let c = Config::parse(
+            "[[volume]]\nname = \"root\"\ndevice = \"/dev/nvme0n1p3\"\n[policy]\nmanaged_users = [\"alice\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.service_user.as_str(), "_keyward");
+        assert_eq!(c.helper_socket(), PathBuf::from("/run/keyward/helper.sock"));
+        assert_eq!(c.policy.managed_group.as_deref(), Some("keyward-users"));
+        assert_eq!(c.policy.recovery_rotation_days, 90);
+        assert!(!c.kdf.danger_fast_kdf);
+        let root = VolumeName::parse("root").expect("valid");
+        assert_eq!(
+            c.service_secret_path(&root),
+            PathBuf::from("/var/lib/keyward/service/root")
+        );
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        for bad in [
+            "",                                                                  // no volume
+            "[[volume]]\nname = \"Root\"\ndevice = \"/dev/x\"\n",                // bad name
+            "[[volume]]\nname = \"a\"\ndevice = \"x\"\n",                        // relative device
+            "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n[[volume]]\nname = \"a\"\ndevice = \"/y\"\n",
+            "surprise = 1\n[[volume]]\nname = \"a\"\ndevice = \"/x\"\n",          // unknown key
+            "state_dir = \"/var/../etc\"\n[[volume]]\nname = \"a\"\ndevice = \"/x\"\n",
+            "service_user = \"-root\"\n[[volume]]\nname = \"a\"\ndevice = \"/x\"\n",
+            "[kdf]\nfast = true\n[[volume]]\nname = \"a\"\ndevice = \"/x\"\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+}

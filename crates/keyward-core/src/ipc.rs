@@ -1,0 +1,408 @@
+//! The helper protocol (DESIGN.md section 6): length-prefixed frames (u32 big-endian, at most
+//! 64 KiB) carrying postcard-encoded messages from one closed request enum. Decoding is a pure
+//! function here, fuzzed; names are parsed into their newtypes while decoding, so a request
+//! with `../x` as a user never reaches a handler.
+//!
+//! This module is the one place secrets are serialized: [`WireSecret`] exists only inside a
+//! frame and becomes a [`Secret`] as soon as it is decoded.
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use crate::catalog::Operation;
+use crate::ids::{UserName, VolumeName};
+use crate::secret::Secret;
+
+/// The protocol version a hello carries.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// The largest frame payload either side accepts.
+pub const MAX_FRAME: usize = 64 * 1024;
+
+/// A secret in transit. Zeroized on drop; no `Debug` of contents.
+#[derive(Serialize, Deserialize, PartialEq, Eq)]
+pub struct WireSecret(Vec<u8>);
+
+impl WireSecret {
+    /// Wrap a secret for sending.
+    pub fn from_secret(s: &Secret) -> Self {
+        WireSecret(s.expose().to_vec())
+    }
+
+    /// Unwrap on receipt.
+    pub fn into_secret(mut self) -> Secret {
+        Secret::from_vec(std::mem::take(&mut self.0))
+    }
+}
+
+impl Drop for WireSecret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl std::fmt::Debug for WireSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WireSecret([REDACTED])")
+    }
+}
+
+/// Everything a client may ask the helper. Closed: an unknown variant does not decode.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Request {
+    /// First frame of every connection.
+    Hello {
+        /// The client's protocol version.
+        version: u16,
+    },
+    /// Holders of one volume, or of all.
+    Status {
+        /// `None`: every configured volume.
+        volume: Option<VolumeName>,
+    },
+    /// Create the service slot, proving a current holder's passphrase.
+    Bootstrap {
+        /// The volume.
+        volume: VolumeName,
+        /// A passphrase that opens an existing slot.
+        passphrase: WireSecret,
+    },
+    /// Give a user a slot for their passphrase, opened by the service secret.
+    Grant {
+        /// The volume.
+        volume: VolumeName,
+        /// The user (must exist on the system).
+        user: UserName,
+        /// The user's passphrase.
+        passphrase: WireSecret,
+    },
+    /// Remove a user's keyward slot.
+    Revoke {
+        /// The volume.
+        volume: VolumeName,
+        /// The user.
+        user: UserName,
+    },
+    /// Prove the secrets the helper holds still open their slots.
+    Verify {
+        /// `None`: every configured volume.
+        volume: Option<VolumeName>,
+    },
+}
+
+impl Request {
+    /// The catalog operation this request performs (`None` for the hello).
+    pub fn operation(&self) -> Option<Operation> {
+        Some(match self {
+            Request::Hello { .. } => return None,
+            Request::Status { .. } => Operation::Status,
+            Request::Bootstrap { .. } => Operation::Bootstrap,
+            Request::Grant { .. } => Operation::Grant,
+            Request::Revoke { .. } => Operation::Revoke,
+            Request::Verify { .. } => Operation::Verify,
+        })
+    }
+
+    /// The volume named, for the audit trail.
+    pub fn volume(&self) -> Option<&VolumeName> {
+        match self {
+            Request::Status { volume } | Request::Verify { volume } => volume.as_ref(),
+            Request::Bootstrap { volume, .. }
+            | Request::Grant { volume, .. }
+            | Request::Revoke { volume, .. } => Some(volume),
+            Request::Hello { .. } => None,
+        }
+    }
+
+    /// The user named, for the audit trail.
+    pub fn user(&self) -> Option<&UserName> {
+        match self {
+            Request::Grant { user, .. } | Request::Revoke { user, .. } => Some(user),
+            _ => None,
+        }
+    }
+}
+
+/// Error classes; each maps to one CLI exit code (DESIGN.md section 8).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// Any other failure (exit 1).
+    Failed,
+    /// Malformed or unknown request (exit 2).
+    Usage,
+    /// Wrong passphrase (exit 3).
+    AuthenticationFailed,
+    /// A safety rule or the caller's class refused it (exit 4).
+    Refused,
+    /// The helper cannot serve now (exit 5).
+    Unavailable,
+    /// The volume is busy (exit 6).
+    Busy,
+}
+
+impl ErrorCode {
+    /// The CLI exit code.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorCode::Failed => 1,
+            ErrorCode::Usage => 2,
+            ErrorCode::AuthenticationFailed => 3,
+            ErrorCode::Refused => 4,
+            ErrorCode::Unavailable => 5,
+            ErrorCode::Busy => 6,
+        }
+    }
+}
+
+/// One unlock right, as reported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HolderReport {
+    /// Keyslot.
+    pub slot: u32,
+    /// `user`, `service`, `recovery`, `unmanaged`.
+    pub role: String,
+    /// Login name, for user slots.
+    pub user: Option<String>,
+    /// Uid, for user slots.
+    pub uid: Option<u32>,
+    /// KDF.
+    pub kdf: String,
+    /// `active`, `pending`, `in-progress`, or `unmanaged`.
+    pub state: String,
+}
+
+/// One volume, as reported.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VolumeReport {
+    /// Volume name.
+    pub volume: String,
+    /// Its holders (empty if it could not be read).
+    pub holders: Vec<HolderReport>,
+    /// Broken invariants, in words.
+    pub violations: Vec<String>,
+    /// Why the volume could not be read, if it could not.
+    pub error: Option<String>,
+}
+
+/// The outcome of verifying one volume's service secret.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Volume name.
+    pub volume: String,
+    /// `ok`, `drift` (the secret no longer opens its slot), `missing` (no service slot or
+    /// no secret), or `error`.
+    pub service: String,
+    /// Detail for anything but `ok`.
+    pub detail: Option<String>,
+}
+
+/// A successful reply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// Answer to a hello.
+    Hello {
+        /// The helper's protocol version.
+        version: u16,
+    },
+    /// Holders.
+    Status(Vec<VolumeReport>),
+    /// Bootstrap result: the service slot, and whether it was created now.
+    Bootstrapped {
+        /// The service slot.
+        slot: u32,
+        /// False if a working service slot already existed.
+        created: bool,
+    },
+    /// A slot was granted.
+    Granted {
+        /// The new slot.
+        slot: u32,
+    },
+    /// A slot was revoked.
+    Revoked {
+        /// The removed slot.
+        slot: u32,
+    },
+    /// Verification results.
+    Verified(Vec<VerifyReport>),
+}
+
+/// The helper's answer to one request.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Response {
+    /// Done.
+    Ok(Reply),
+    /// Not done; nothing secret in the message.
+    Error {
+        /// The class of error.
+        code: ErrorCode,
+        /// What went wrong, quoted and safe to show.
+        message: String,
+    },
+}
+
+/// Why a frame was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Length prefix of zero or above [`MAX_FRAME`].
+    #[error("frame length {0} is outside 1..=65536")]
+    BadLength(u32),
+    /// The payload does not decode as a message.
+    #[error("malformed message")]
+    Malformed,
+    /// The payload decodes but has bytes left over.
+    #[error("trailing bytes after the message")]
+    Trailing,
+}
+
+/// Validate a length prefix.
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameError> {
+    let n = u32::from_be_bytes(prefix);
+    let len = usize::try_from(n).map_err(|_| FrameError::BadLength(n))?;
+    if len == 0 || len > MAX_FRAME {
+        return Err(FrameError::BadLength(n));
+    }
+    Ok(len)
+}
+
+fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
+    let (v, rest) = postcard::take_from_bytes(payload).map_err(|_| FrameError::Malformed)?;
+    if rest.is_empty() {
+        Ok(v)
+    } else {
+        Err(FrameError::Trailing)
+    }
+}
+
+/// Decode a request payload (after the length prefix). Pure; fuzzed.
+pub fn decode_request(payload: &[u8]) -> Result<Request, FrameError> {
+    decode(payload)
+}
+
+/// Decode a response payload.
+pub fn decode_response(payload: &[u8]) -> Result<Response, FrameError> {
+    decode(payload)
+}
+
+/// Encode a message as a complete frame (prefix + payload). Fails only for a message larger
+/// than [`MAX_FRAME`], which the caller reports.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    let payload = postcard::to_allocvec(msg).map_err(|_| FrameError::Malformed)?;
+    let n = u32::try_from(payload.len()).map_err(|_| FrameError::BadLength(u32::MAX))?;
+    if payload.len() > MAX_FRAME {
+        return Err(FrameError::BadLength(n));
+    }
+    let mut out = Vec::with_capacity(4 + payload.len());
+    out.extend_from_slice(&n.to_be_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn roundtrip(r: &Request) -> Request {
+        let f = encode_frame(r).expect("encodes");
+        let len = frame_len([f[0], f[1], f[2], f[3]]).expect("len");
+        decode_request(&f[4..4 + len]).expect("decodes")
+    }
+
+    #[test]
+    fn requests_roundtrip() {
+        let v = VolumeName::parse("root").expect("valid");
+        let u = UserName::parse("alice").expect("valid");
+        let reqs = [
+            Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            Request::Status { volume: None },
+            Request::Grant {
+                volume: v.clone(),
+                user: u.clone(),
+                passphrase: WireSecret::from_secret(&Secret::copy_from(b"pw")),
+            },
+            Request::Revoke { volume: v, user: u },
+        ];
+        for r in &reqs {
+            assert_eq!(&roundtrip(r), r);
+        }
+    }
+
+    #[test]
+    fn hostile_names_do_not_decode() {
+        // Hand-encode a Revoke with a user name the newtype refuses.
+        #[derive(Serialize)]
+        enum Raw {
+            _Hello {
+                version: u16,
+            },
+            _Status {
+                volume: Option<String>,
+            },
+            _Bootstrap {
+                volume: String,
+                passphrase: Vec<u8>,
+            },
+            _Grant {
+                volume: String,
+                user: String,
+                passphrase: Vec<u8>,
+            },
+            Revoke {
+                volume: String,
+                user: String,
+            },
+        }
+        for (vol, user) in [
+            ("root", "../etc"),
+            ("root", "-r"),
+            ("../x", "alice"),
+            ("root", "a\nb"),
+        ] {
+            let bytes = postcard::to_allocvec(&Raw::Revoke {
+                volume: vol.into(),
+                user: user.into(),
+            })
+            .expect("encodes");
+            assert_eq!(
+                decode_request(&bytes),
+                Err(FrameError::Malformed),
+                "{vol:?} {user:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lengths() {
+        assert!(frame_len([0, 0, 0, 0]).is_err());
+        assert!(frame_len([0, 1, 0, 1]).is_err());
+        assert_eq!(frame_len([0, 1, 0, 0]), Ok(MAX_FRAME));
+        assert!(frame_len([0xff; 4]).is_err());
+        assert_eq!(decode_request(&[0xff]), Err(FrameError::Malformed));
+        let mut f = encode_frame(&Request::Status { volume: None }).expect("encodes");
+        f.push(0);
+        assert_eq!(decode_request(&f[4..]), Err(FrameError::Trailing));
+    }
+
+    #[test]
+    fn secrets_are_not_debug_printed() {
+        let r = Request::Bootstrap {
+            volume: VolumeName::parse("root").expect("valid"),
+            passphrase: WireSecret::from_secret(&Secret::copy_from(b"hunter2")),
+        };
+        assert!(!format!("{r:?}").contains("hunter2"));
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_request(&bytes);
+            let _ = decode_response(&bytes);
+        }
+    }
+}
