@@ -1,0 +1,58 @@
+//! One request to the helper: connect, hello, request, response.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use keyward_core::ipc::{self, Reply, Request, Response};
+
+use crate::Failure;
+
+/// Long enough for an argon2id grant at LUKS2 defaults on a slow machine.
+const TIMEOUT: Duration = Duration::from_secs(300);
+
+fn unavailable(e: impl std::fmt::Display) -> Failure {
+    Failure::new(5, format!("the keyward helper is unavailable: {e}"))
+}
+
+fn exchange(stream: &mut UnixStream, req: &Request) -> Result<Response, Failure> {
+    let frame = ipc::encode_frame(req).map_err(|e| Failure::new(2, e.to_string()))?;
+    stream.write_all(&frame).map_err(unavailable)?;
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix).map_err(unavailable)?;
+    let len = ipc::frame_len(prefix).map_err(unavailable)?;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).map_err(unavailable)?;
+    ipc::decode_response(&payload).map_err(unavailable)
+}
+
+/// Send `req` and return the reply, or the helper's error as a [`Failure`] with its exit code.
+pub fn call(socket: &Path, req: Request) -> Result<Reply, Failure> {
+    let mut stream = UnixStream::connect(socket).map_err(unavailable)?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(unavailable)?;
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .map_err(unavailable)?;
+    match exchange(
+        &mut stream,
+        &Request::Hello {
+            version: ipc::PROTOCOL_VERSION,
+        },
+    )? {
+        Response::Ok(Reply::Hello { .. }) => {}
+        Response::Ok(other) => return Err(unexpected(&other)),
+        Response::Error { code, message } => return Err(Failure::new(code.exit_code(), message)),
+    }
+    match exchange(&mut stream, &req)? {
+        Response::Ok(reply) => Ok(reply),
+        Response::Error { code, message } => Err(Failure::new(code.exit_code(), message)),
+    }
+}
+
+/// A reply of the wrong kind (a helper of another version).
+pub fn unexpected(r: &Reply) -> Failure {
+    Failure::new(1, format!("unexpected reply from the helper: {r:?}"))
+}

@@ -1,0 +1,226 @@
+//! `keyward`: the administrator's command line (DESIGN.md section 8). Everything that touches a
+//! volume goes through the root helper; secrets are read from a no-echo prompt or one line of
+//! stdin, never from argv. Data goes to stdout, diagnostics to stderr; exit codes: 0 ok,
+//! 1 error, 2 usage, 3 authentication failed, 4 refused by a safety rule, 5 helper unavailable,
+//! 6 volume busy.
+
+mod audit_cmd;
+mod client;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use keyward_core::config::{Config, DEFAULT_PATH};
+use keyward_core::ipc::{Reply, Request, WireSecret};
+use keyward_core::{Secret, UserName, VolumeName};
+
+/// keyward keeps encrypted disks unlockable by exactly the right people.
+#[derive(Parser, Debug)]
+#[command(name = "keyward", version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "KEYWARD_CONFIG", default_value = DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Prove a current holder's passphrase and create the service slot (no-op if one works).
+    Bootstrap {
+        /// Volume name from the configuration.
+        #[arg(value_parser = parse_volume)]
+        volume: VolumeName,
+        /// Read the passphrase from one line of stdin instead of prompting.
+        #[arg(long)]
+        passphrase_stdin: bool,
+    },
+    /// List holders: user, service, recovery, unmanaged.
+    Status {
+        /// Only this volume.
+        #[arg(value_parser = parse_volume)]
+        volume: Option<VolumeName>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give USER a slot for USER's passphrase, opened by the service secret.
+    Grant {
+        /// Volume name.
+        #[arg(value_parser = parse_volume)]
+        volume: VolumeName,
+        /// Login name.
+        #[arg(value_parser = parse_user)]
+        user: UserName,
+        /// Read the passphrase from one line of stdin instead of prompting.
+        #[arg(long)]
+        passphrase_stdin: bool,
+    },
+    /// Remove USER's keyward slot (refused if it is the last way in).
+    Revoke {
+        /// Volume name.
+        #[arg(value_parser = parse_volume)]
+        volume: VolumeName,
+        /// Login name.
+        #[arg(value_parser = parse_user)]
+        user: UserName,
+    },
+    /// Prove every secret the helper holds still opens its slot.
+    Verify {
+        /// Only this volume.
+        #[arg(value_parser = parse_volume)]
+        volume: Option<VolumeName>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show or verify the audit chain.
+    Audit {
+        /// Verify the hash chain and name the first bad line.
+        #[arg(long)]
+        verify: bool,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_volume(s: &str) -> Result<VolumeName, String> {
+    VolumeName::parse(s).map_err(|e| e.to_string())
+}
+
+fn parse_user(s: &str) -> Result<UserName, String> {
+    UserName::parse(s).map_err(|e| e.to_string())
+}
+
+/// A failure with its exit code; the message is already safe to print.
+#[derive(Debug)]
+pub struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("keyward: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
+    let text = keyward_sys::safe_fs::read_trusted_config(path)
+        .map_err(|e| Failure::new(1, format!("config: {e}")))?;
+    Config::parse(&text).map_err(|e| Failure::new(1, e.to_string()))
+}
+
+fn read_passphrase(from_stdin: bool, prompt: &str) -> Result<Secret, Failure> {
+    if from_stdin {
+        let mut line = zeroize::Zeroizing::new(Vec::new());
+        std::io::BufRead::read_until(&mut std::io::stdin().lock(), b'\n', &mut line)
+            .map_err(|e| Failure::new(1, format!("reading stdin: {e}")))?;
+        if line.is_empty() {
+            return Err(Failure::new(2, "expected the passphrase on stdin"));
+        }
+        return Ok(Secret::from_line(line));
+    }
+    let typed = rpassword::prompt_password(prompt).map_err(|e| {
+        Failure::new(
+            2,
+            format!("cannot prompt for a passphrase ({e}); use --passphrase-stdin"),
+        )
+    })?;
+    Ok(Secret::from_string(typed))
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let config = load_config(&cli.config)?;
+    let call = |req: Request| client::call(&config.helper_socket(), req);
+    match cli.command {
+        Command::Status { volume, json } => match call(Request::Status { volume })? {
+            Reply::Status(v) => output::status(&v, json),
+            other => Err(client::unexpected(&other)),
+        },
+        Command::Verify { volume, json } => match call(Request::Verify { volume })? {
+            Reply::Verified(v) => output::verify(&v, json),
+            other => Err(client::unexpected(&other)),
+        },
+        Command::Bootstrap {
+            volume,
+            passphrase_stdin,
+        } => {
+            let pass = read_passphrase(
+                passphrase_stdin,
+                &format!("Passphrase of a current holder of {volume}: "),
+            )?;
+            let req = Request::Bootstrap {
+                volume: volume.clone(),
+                passphrase: WireSecret::from_secret(&pass),
+            };
+            drop(pass);
+            match call(req)? {
+                Reply::Bootstrapped {
+                    slot,
+                    created: true,
+                } => {
+                    println!("{volume}: created the service slot (keyslot {slot})");
+                    Ok(())
+                }
+                Reply::Bootstrapped {
+                    slot,
+                    created: false,
+                } => {
+                    println!("{volume}: already bootstrapped: service slot {slot} works; nothing changed");
+                    Ok(())
+                }
+                other => Err(client::unexpected(&other)),
+            }
+        }
+        Command::Grant {
+            volume,
+            user,
+            passphrase_stdin,
+        } => {
+            let pass = read_passphrase(passphrase_stdin, &format!("Passphrase for {user}: "))?;
+            let req = Request::Grant {
+                volume: volume.clone(),
+                user: user.clone(),
+                passphrase: WireSecret::from_secret(&pass),
+            };
+            drop(pass);
+            match call(req)? {
+                Reply::Granted { slot } => {
+                    println!("{volume}: granted {user} keyslot {slot}");
+                    Ok(())
+                }
+                other => Err(client::unexpected(&other)),
+            }
+        }
+        Command::Revoke { volume, user } => match call(Request::Revoke {
+            volume: volume.clone(),
+            user: user.clone(),
+        })? {
+            Reply::Revoked { slot } => {
+                println!("{volume}: revoked {user} (keyslot {slot})");
+                Ok(())
+            }
+            other => Err(client::unexpected(&other)),
+        },
+        Command::Audit { verify, json } => audit_cmd::run(&config, verify, json),
+    }
+}

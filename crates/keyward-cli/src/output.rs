@@ -1,0 +1,63 @@
+//! Printing replies for people (tables) and programs (`--json`, a stable shape).
+
+use keyward_core::ipc::{VerifyReport, VolumeReport};
+use serde_json::json;
+
+use crate::Failure;
+
+fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
+    let text = serde_json::to_string_pretty(v).map_err(|e| Failure::new(1, e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+/// `keyward status`.
+pub fn status(volumes: &[VolumeReport], json: bool) -> Result<(), Failure> {
+    if json {
+        return print_json(&json!({ "volumes": volumes }));
+    }
+    for v in volumes {
+        println!("{}:", v.volume);
+        if let Some(e) = &v.error {
+            println!("  cannot read: {e}");
+            continue;
+        }
+        println!(
+            "  {:<5} {:<10} {:<20} {:<14} STATE",
+            "SLOT", "ROLE", "HOLDER", "KDF"
+        );
+        for h in &v.holders {
+            let who = match (&h.user, h.uid) {
+                (Some(u), Some(uid)) => format!("{u} ({uid})"),
+                _ => "-".into(),
+            };
+            println!(
+                "  {:<5} {:<10} {:<20} {:<14} {}",
+                h.slot, h.role, who, h.kdf, h.state
+            );
+        }
+        for w in &v.violations {
+            println!("  warning: {w}");
+        }
+    }
+    Ok(())
+}
+
+/// `keyward verify`: exits 1 if any volume drifted or could not be checked.
+pub fn verify(reports: &[VerifyReport], json: bool) -> Result<(), Failure> {
+    if json {
+        print_json(&json!({ "volumes": reports }))?;
+    } else {
+        for r in reports {
+            match &r.detail {
+                Some(d) => println!("{}: service secret {}: {d}", r.volume, r.service),
+                None => println!("{}: service secret {}", r.volume, r.service),
+            }
+        }
+    }
+    if reports.iter().all(|r| r.service == "ok") {
+        Ok(())
+    } else {
+        Err(Failure::new(1, "verification found problems"))
+    }
+}

@@ -1,0 +1,100 @@
+//! keyward-helper: the root half of keyward. Synchronous, no network, a closed catalog of
+//! operations, and callers classified by the kernel's peer credentials (DESIGN.md section 2).
+//!
+//! ```text
+//! keyward-helper [--config FILE]     (or KEYWARD_CONFIG; default /etc/keyward/keyward.toml)
+//! ```
+//! It takes its socket from systemd (`LISTEN_FDS`) or binds `runtime_dir/helper.sock` itself.
+
+mod ops;
+mod server;
+mod service_secret;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use keyward_core::config::{Config, DEFAULT_PATH};
+use keyward_sys::{audit_file::AuditLog, hardening, listen, safe_fs, users};
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyward-helper: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_path() -> Result<PathBuf, String> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next(), args.next()) {
+        (None, ..) => Ok(std::env::var_os("KEYWARD_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))),
+        (Some("--config"), Some(p), None) => Ok(PathBuf::from(p)),
+        _ => Err("usage: keyward-helper [--config FILE]".into()),
+    }
+}
+
+fn run() -> Result<(), String> {
+    let path = config_path()?;
+    if hardening::effective_uid() != 0 {
+        return Err("must run as root".into());
+    }
+    hardening::make_undumpable().map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    if let Err(e) = hardening::lock_memory() {
+        eprintln!("keyward-helper: warning: cannot lock memory ({e}); secrets may reach swap");
+    }
+    let listener_from_systemd =
+        listen::from_systemd().map_err(|e| format!("socket activation: {e}"))?;
+    let text = safe_fs::read_trusted_config(&path).map_err(|e| format!("config: {e}"))?;
+    let config = Config::parse(&text).map_err(|e| e.to_string())?;
+    if config.kdf.danger_fast_kdf {
+        eprintln!("keyward-helper: WARNING: danger_fast_kdf is set: passphrase slots get PBKDF2 x1000. Tests only!");
+    }
+    let service = users::user(&config.service_user)
+        .map_err(|e| format!("looking up {}: {e}", config.service_user))?
+        .ok_or_else(|| {
+            format!(
+                "service user {} does not exist (run `keyward install`)",
+                config.service_user
+            )
+        })?;
+
+    let dir = |p: &std::path::Path, gid: u32, mode: u32| {
+        safe_fs::ensure_dir(p, 0, gid, mode).map_err(|e| format!("directory: {e}"))
+    };
+    dir(&config.state_dir, 0, 0o700)?;
+    dir(&config.state_dir.join("service"), 0, 0o700)?;
+    dir(&config.state_dir.join("locks"), 0, 0o700)?;
+    dir(&config.log_dir, 0, 0o750)?;
+    let (mut audit, discontinuity) = AuditLog::open(&config.audit_log(), &config.state_dir)
+        .map_err(|e| format!("audit log: {e}"))?;
+    if let Some(why) = discontinuity {
+        eprintln!("keyward-helper: WARNING: {why}");
+        audit
+            .append(server::record_for_event("audit-discontinuity", &why))
+            .map_err(|e| format!("audit log: {e}"))?;
+    }
+    let listener = match listener_from_systemd {
+        Some(l) => l,
+        None => {
+            dir(&config.runtime_dir, service.gid, 0o750)?;
+            listen::bind(&config.helper_socket(), service.gid)
+                .map_err(|e| format!("socket: {e}"))?
+        }
+    };
+    eprintln!(
+        "keyward-helper: serving {}",
+        config.helper_socket().display()
+    );
+    let ctx = Arc::new(server::Ctx {
+        config,
+        service_uid: service.uid,
+        audit: Mutex::new(audit),
+    });
+    server::serve(&listener, &ctx);
+    Ok(())
+}

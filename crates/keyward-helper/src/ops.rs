@@ -1,0 +1,294 @@
+//! The catalog's helper-side operations. Each takes typed, already-validated input (names were
+//! parsed while decoding), resolves the volume from the root-owned config, and answers with a
+//! response that never contains a secret.
+
+use keyward_core::config::{Config, Volume};
+use keyward_core::ipc::{
+    ErrorCode, HolderReport, Reply, Request, Response, VerifyReport, VolumeReport,
+};
+use keyward_core::store::GrantRequest;
+use keyward_core::token::{Role, TokenState};
+use keyward_core::{
+    invariants, Authority, HolderRole, Secret, SlotId, StoreError, UnlockStore, UserName,
+    VolumeName,
+};
+use keyward_luks::LuksStore;
+
+use crate::server::Ctx;
+use crate::service_secret;
+
+/// Run one request.
+pub fn dispatch(ctx: &Ctx, request: Request) -> Response {
+    let c = &ctx.config;
+    let result = match request {
+        Request::Status { volume } => volumes(c, volume.as_ref())
+            .map(|vs| Reply::Status(vs.iter().map(|v| status(c, v)).collect())),
+        Request::Verify { volume } => volumes(c, volume.as_ref())
+            .map(|vs| Reply::Verified(vs.iter().map(|v| verify(c, v)).collect())),
+        Request::Bootstrap { volume, passphrase } => {
+            bootstrap(c, &volume, &passphrase.into_secret())
+        }
+        Request::Grant {
+            volume,
+            user,
+            passphrase,
+        } => grant(c, &volume, &user, &passphrase.into_secret()),
+        Request::Revoke { volume, user } => revoke(c, &volume, &user),
+        Request::Hello { .. } => Err(failure(ErrorCode::Usage, "unexpected hello")),
+        _ => Err(failure(
+            ErrorCode::Usage,
+            "operation not supported by this helper",
+        )),
+    };
+    match result {
+        Ok(reply) => Response::Ok(reply),
+        Err(e) => e,
+    }
+}
+
+fn failure(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn store_failure(e: StoreError) -> Response {
+    let code = match e {
+        StoreError::AuthenticationFailed => ErrorCode::AuthenticationFailed,
+        StoreError::Refused(_) => ErrorCode::Refused,
+        StoreError::Busy => ErrorCode::Busy,
+        _ => ErrorCode::Failed,
+    };
+    failure(code, e.to_string())
+}
+
+fn volumes<'a>(c: &'a Config, name: Option<&VolumeName>) -> Result<Vec<&'a Volume>, Response> {
+    match name {
+        None => Ok(c.volumes.iter().collect()),
+        Some(n) => c.volume(n).map(|v| vec![v]).ok_or_else(|| {
+            failure(
+                ErrorCode::Usage,
+                format!("no volume named {n} in the configuration"),
+            )
+        }),
+    }
+}
+
+fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
+    keyward_luks::open(&v.device, &c.lock_path(&v.name), c.kdf).map_err(store_failure)
+}
+
+fn status(c: &Config, v: &Volume) -> VolumeReport {
+    let mut report = VolumeReport {
+        volume: v.name.to_string(),
+        holders: vec![],
+        violations: vec![],
+        error: None,
+    };
+    let state = open(c, v).and_then(|mut s| s.state().map_err(store_failure));
+    match state {
+        Ok(state) => {
+            report.violations = invariants::check_state(&state)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            report.holders = state
+                .holders()
+                .into_iter()
+                .map(|h| {
+                    let (user, uid) = match &h.role {
+                        HolderRole::User { name, uid } => (Some(name.to_string()), Some(uid.get())),
+                        _ => (None, None),
+                    };
+                    let state = match h.state {
+                        None => "unmanaged",
+                        Some(s) if s.is_transitional() => "in-progress",
+                        Some(TokenState::Pending) => "pending",
+                        Some(_) => "active",
+                    };
+                    HolderReport {
+                        slot: h.slot.get(),
+                        role: h.role.label().into(),
+                        user,
+                        uid,
+                        kdf: h.kdf,
+                        state: state.into(),
+                    }
+                })
+                .collect();
+        }
+        Err(Response::Error { message, .. }) => report.error = Some(message),
+        Err(Response::Ok(_)) => {}
+    }
+    report
+}
+
+/// The active service slot, if any.
+fn service_slot(store: &mut LuksStore) -> Result<Option<SlotId>, Response> {
+    let state = store.state().map_err(store_failure)?;
+    let slot = state
+        .keyward_tokens()
+        .find(|(_, t)| t.role == Role::Service && t.state == TokenState::Active)
+        .and_then(|(_, t)| t.keyslot);
+    Ok(slot)
+}
+
+/// The stored service secret that opens `slot`, promoting a `.next` left by an interrupted
+/// bootstrap if that is the one that works.
+fn working_secret(
+    c: &Config,
+    v: &Volume,
+    store: &mut LuksStore,
+    slot: SlotId,
+) -> Result<Option<Secret>, Response> {
+    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
+    if let Some(s) = service_secret::load(c, &v.name).map_err(io)? {
+        if store.verify(slot, &s).map_err(store_failure)? {
+            return Ok(Some(s));
+        }
+    }
+    if let Some(s) = service_secret::load_next(c, &v.name).map_err(io)? {
+        if store.verify(slot, &s).map_err(store_failure)? {
+            service_secret::promote_next(c, &v.name).map_err(io)?;
+            return Ok(Some(s));
+        }
+    }
+    Ok(None)
+}
+
+fn verify(c: &Config, v: &Volume) -> VerifyReport {
+    let mut r = VerifyReport {
+        volume: v.name.to_string(),
+        service: "ok".into(),
+        detail: None,
+    };
+    let outcome = open(c, v).and_then(|mut store| {
+        let Some(slot) = service_slot(&mut store)? else {
+            return Ok((
+                "missing",
+                Some("no service slot: run `keyward bootstrap`".to_owned()),
+            ));
+        };
+        Ok(match working_secret(c, v, &mut store, slot)? {
+            Some(_) => ("ok", None),
+            None => (
+                "drift",
+                Some(format!(
+                    "the stored service secret does not open service slot {slot}"
+                )),
+            ),
+        })
+    });
+    match outcome {
+        Ok((s, d)) => {
+            r.service = s.into();
+            r.detail = d;
+        }
+        Err(Response::Error { message, .. }) => {
+            r.service = "error".into();
+            r.detail = Some(message);
+        }
+        Err(Response::Ok(_)) => {}
+    }
+    r
+}
+
+fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, Response> {
+    c.volume(name).ok_or_else(|| {
+        failure(
+            ErrorCode::Usage,
+            format!("no volume named {name} in the configuration"),
+        )
+    })
+}
+
+fn bootstrap(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    let mut store = open(c, v)?;
+    if let Some(slot) = service_slot(&mut store)? {
+        return match working_secret(c, v, &mut store, slot)? {
+            Some(_) => Ok(Reply::Bootstrapped { slot: slot.get(), created: false }),
+            None => Err(failure(
+                ErrorCode::Refused,
+                format!("service slot {slot} exists but no stored secret opens it; keyward will not replace it blindly"),
+            )),
+        };
+    }
+    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
+    let secret = keyward_luks::random::service_secret().map_err(store_failure)?;
+    // The secret is durable before the slot that needs it exists.
+    service_secret::store_next(c, name, &secret).map_err(io)?;
+    let req = GrantRequest {
+        role: Role::Service,
+        pending: false,
+    };
+    match store.grant(&req, Authority::Holder(passphrase), &secret) {
+        Ok(slot) => {
+            service_secret::promote_next(c, name).map_err(io)?;
+            Ok(Reply::Bootstrapped {
+                slot: slot.get(),
+                created: true,
+            })
+        }
+        Err(e) => {
+            service_secret::discard_next(c, name).map_err(io)?;
+            Err(store_failure(e))
+        }
+    }
+}
+
+fn grant(
+    c: &Config,
+    name: &VolumeName,
+    user: &UserName,
+    passphrase: &Secret,
+) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    let account = keyward_sys::users::user(user)
+        .map_err(|e| failure(ErrorCode::Failed, format!("looking up {user}: {e}")))?
+        .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
+    let mut store = open(c, v)?;
+    let slot = service_slot(&mut store)?.ok_or_else(|| {
+        failure(
+            ErrorCode::Failed,
+            format!("volume {name} has no service slot: run `keyward bootstrap {name}`"),
+        )
+    })?;
+    let service = working_secret(c, v, &mut store, slot)?.ok_or_else(|| {
+        failure(
+            ErrorCode::Failed,
+            format!("the stored service secret does not open service slot {slot}"),
+        )
+    })?;
+    let req = GrantRequest {
+        role: Role::User {
+            name: user.clone(),
+            uid: account.uid,
+        },
+        pending: false,
+    };
+    let new = store
+        .grant(&req, Authority::Service(&service), passphrase)
+        .map_err(store_failure)?;
+    Ok(Reply::Granted { slot: new.get() })
+}
+
+fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    let mut store = open(c, v)?;
+    let state = store.state().map_err(store_failure)?;
+    let slot = state
+        .holders()
+        .into_iter()
+        .find(|h| matches!(&h.role, HolderRole::User { name: n, .. } if n == user))
+        .map(|h| h.slot)
+        .ok_or_else(|| {
+            failure(
+                ErrorCode::Failed,
+                format!("{user} holds no keyward slot on {name}"),
+            )
+        })?;
+    store.revoke(slot).map_err(store_failure)?;
+    Ok(Reply::Revoked { slot: slot.get() })
+}

@@ -1,0 +1,335 @@
+//! Accepting connections, classifying each caller once by its kernel credentials, framing,
+//! the allow-list check, and the audit record for every request answered or refused.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keyward_core::access::{permits, CallerClass};
+use keyward_core::audit::Record;
+use keyward_core::config::Config;
+use keyward_core::ipc::{self, ErrorCode, FrameError, Reply, Request, Response};
+use keyward_core::{Uid, UserName, VolumeName};
+use keyward_sys::audit_file::{now_rfc3339, AuditLog};
+use keyward_sys::peer::{self, Peer};
+
+/// At most this many connections are served at once; more are closed unread.
+const MAX_CONNECTIONS: usize = 16;
+/// A client that sends nothing for this long is dropped.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The root-owned configuration.
+    pub config: Config,
+    /// The service user: connections from it are the agent class.
+    pub service_uid: Uid,
+    /// The audit log (appends are serialized).
+    pub audit: Mutex<AuditLog>,
+}
+
+/// Accept forever.
+pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("keyward-helper: accept: {e}");
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            let peer = peer::credentials(&stream).ok();
+            audit(
+                ctx,
+                None,
+                peer,
+                "connect",
+                Named::default(),
+                "error:refused: too many connections",
+            );
+            continue;
+        }
+        let (ctx, active) = (Arc::clone(ctx), Arc::clone(&active));
+        let spawned = std::thread::Builder::new()
+            .name("conn".into())
+            .spawn(move || {
+                handle(stream, &ctx);
+                active.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            eprintln!("keyward-helper: cannot start a connection thread: {e}");
+        }
+    }
+}
+
+/// An audit record for something that is not a request (start-up events).
+pub fn record_for_event(op: &str, detail: &str) -> Record {
+    Record {
+        seq: 0,
+        time: now_rfc3339(),
+        prev: String::new(),
+        caller: "helper".into(),
+        uid: 0,
+        pid: i32::try_from(std::process::id()).unwrap_or(0),
+        op: op.into(),
+        volume: None,
+        user: None,
+        result: format!("error:failed: {detail}"),
+    }
+}
+
+/// The volume and user a request named, for its audit record.
+#[derive(Clone, Copy, Default)]
+struct Named<'a> {
+    volume: Option<&'a VolumeName>,
+    user: Option<&'a UserName>,
+}
+
+impl<'a> From<&'a Request> for Named<'a> {
+    fn from(r: &'a Request) -> Self {
+        Named {
+            volume: r.volume(),
+            user: r.user(),
+        }
+    }
+}
+
+fn audit(
+    ctx: &Ctx,
+    class: Option<CallerClass>,
+    peer: Option<Peer>,
+    op: &str,
+    named: Named<'_>,
+    result: &str,
+) {
+    let record = Record {
+        seq: 0,
+        time: now_rfc3339(),
+        prev: String::new(),
+        caller: class.map_or("refused", CallerClass::label).into(),
+        uid: peer.map_or(u32::MAX, |p| p.uid.get()),
+        pid: peer.map_or(0, |p| p.pid),
+        op: op.into(),
+        volume: named.volume.map(|v| v.as_str().to_owned()),
+        user: named.user.map(|u| u.as_str().to_owned()),
+        result: result.into(),
+    };
+    let appended = match ctx.audit.lock() {
+        Ok(mut log) => log.append(record),
+        Err(poisoned) => poisoned.into_inner().append(record),
+    };
+    if let Err(e) = appended {
+        eprintln!("keyward-helper: audit log: {e}");
+    }
+}
+
+fn result_text(r: &Response) -> String {
+    match r {
+        Response::Ok(_) => "ok".into(),
+        Response::Error { code, message } => format!("error:{code:?}: {message}"),
+    }
+}
+
+/// Why a connection ended early.
+enum Fault {
+    Closed,
+    Frame(FrameError),
+    Io(std::io::Error),
+}
+
+fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, Fault> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match stream.read(&mut prefix[got..]) {
+            Ok(0) if got == 0 => return Err(Fault::Closed),
+            Ok(0) => return Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Fault::Io(e)),
+        }
+    }
+    let len = ipc::frame_len(prefix).map_err(Fault::Frame)?;
+    let mut payload = vec![0u8; len];
+    stream.read_exact(&mut payload).map_err(Fault::Io)?;
+    Ok(payload)
+}
+
+fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
+    let frame = ipc::encode_frame(r).map_err(|e| std::io::Error::other(e.to_string()))?;
+    stream.write_all(&frame)
+}
+
+fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}
+
+fn handle(mut stream: UnixStream, ctx: &Ctx) {
+    let peer = match peer::credentials(&stream) {
+        Ok(p) => p,
+        Err(e) => {
+            audit(
+                ctx,
+                None,
+                None,
+                "connect",
+                Named::default(),
+                &format!("error:refused: no peer credentials: {e}"),
+            );
+            return;
+        }
+    };
+    let Some(class) = CallerClass::of(peer.uid, Some(ctx.service_uid)) else {
+        // Closed before a single byte of payload is read.
+        audit(
+            ctx,
+            None,
+            Some(peer),
+            "connect",
+            Named::default(),
+            "error:refused: caller is neither root nor the service user",
+        );
+        return;
+    };
+    let timeouts = stream
+        .set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)));
+    if timeouts.is_err() {
+        return;
+    }
+    let mut greeted = false;
+    loop {
+        let payload = match read_frame(&mut stream) {
+            Ok(p) => p,
+            Err(Fault::Closed) => return,
+            Err(fault) => {
+                let why = match fault {
+                    Fault::Frame(e) => e.to_string(),
+                    Fault::Io(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        "client too slow".to_owned()
+                    }
+                    Fault::Io(e) => format!("read: {e}"),
+                    Fault::Closed => String::new(),
+                };
+                audit(
+                    ctx,
+                    Some(class),
+                    Some(peer),
+                    "frame",
+                    Named::default(),
+                    &format!("error:Usage: {why}"),
+                );
+                let _ = send(&mut stream, &error(ErrorCode::Usage, why));
+                return;
+            }
+        };
+        let request = match ipc::decode_request(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                audit(
+                    ctx,
+                    Some(class),
+                    Some(peer),
+                    "frame",
+                    Named::default(),
+                    &format!("error:Usage: {e}"),
+                );
+                let _ = send(&mut stream, &error(ErrorCode::Usage, e.to_string()));
+                return;
+            }
+        };
+        let op = match (&request, greeted) {
+            (Request::Hello { version }, false) if *version == ipc::PROTOCOL_VERSION => {
+                greeted = true;
+                let hello = Response::Ok(Reply::Hello {
+                    version: ipc::PROTOCOL_VERSION,
+                });
+                if send(&mut stream, &hello).is_err() {
+                    return;
+                }
+                continue;
+            }
+            (Request::Hello { version }, false) => {
+                let msg = format!(
+                    "protocol version {version} is not supported (need {})",
+                    ipc::PROTOCOL_VERSION
+                );
+                audit(
+                    ctx,
+                    Some(class),
+                    Some(peer),
+                    "hello",
+                    Named::default(),
+                    &format!("error:Usage: {msg}"),
+                );
+                let _ = send(&mut stream, &error(ErrorCode::Usage, msg));
+                return;
+            }
+            (_, false) | (Request::Hello { .. }, true) => {
+                let msg = "the first frame must be the only hello";
+                audit(
+                    ctx,
+                    Some(class),
+                    Some(peer),
+                    "hello",
+                    Named::from(&request),
+                    &format!("error:Usage: {msg}"),
+                );
+                let _ = send(&mut stream, &error(ErrorCode::Usage, msg));
+                return;
+            }
+            (r, true) => match r.operation() {
+                Some(op) => op,
+                None => return,
+            },
+        };
+        if !permits(class, op) {
+            let msg = format!(
+                "{} is not allowed for the {} class",
+                op.name(),
+                class.label()
+            );
+            audit(
+                ctx,
+                Some(class),
+                Some(peer),
+                op.name(),
+                Named::from(&request),
+                &format!("error:Refused: {msg}"),
+            );
+            let _ = send(&mut stream, &error(ErrorCode::Refused, msg));
+            return;
+        }
+        let (volume, user) = (request.volume().cloned(), request.user().cloned());
+        let response = crate::ops::dispatch(ctx, request);
+        let named = Named {
+            volume: volume.as_ref(),
+            user: user.as_ref(),
+        };
+        audit(
+            ctx,
+            Some(class),
+            Some(peer),
+            op.name(),
+            named,
+            &result_text(&response),
+        );
+        if send(&mut stream, &response).is_err() {
+            return;
+        }
+    }
+}

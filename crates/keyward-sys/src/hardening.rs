@@ -1,0 +1,21 @@
+//! Process hardening for the processes that hold secrets.
+
+/// No core dumps and no ptrace by other processes of the same uid (`PR_SET_DUMPABLE 0`).
+pub fn make_undumpable() -> std::io::Result<()> {
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// Keep every page of the process out of swap, including pages allocated later, locking each
+/// only when first touched (`MCL_ONFAULT`), so libcryptsetup's transient argon2id buffers are
+/// locked while in use and released after, rather than reserved up front.
+pub fn lock_memory() -> std::io::Result<()> {
+    use rustix::mm::MlockAllFlags;
+    rustix::mm::mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)?;
+    Ok(())
+}
+
+/// The effective uid of this process.
+pub fn effective_uid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}

@@ -1,0 +1,31 @@
+//! Users and groups through NSS (`getpwnam_r`, `getgrnam_r`).
+
+use keyward_core::{Uid, UserName};
+
+/// A user's uid and primary gid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Account {
+    /// uid.
+    pub uid: Uid,
+    /// Primary gid.
+    pub gid: u32,
+}
+
+/// Look a user up by name; `Ok(None)` if there is no such user.
+pub fn user(name: &UserName) -> std::io::Result<Option<Account>> {
+    let u = nix::unistd::User::from_name(name.as_str()).map_err(std::io::Error::from)?;
+    Ok(match u {
+        Some(u) => Some(Account {
+            uid: Uid::new(u.uid.as_raw())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?,
+            gid: u.gid.as_raw(),
+        }),
+        None => None,
+    })
+}
+
+/// A group's gid and members; `Ok(None)` if there is no such group.
+pub fn group(name: &str) -> std::io::Result<Option<(u32, Vec<String>)>> {
+    let g = nix::unistd::Group::from_name(name).map_err(std::io::Error::from)?;
+    Ok(g.map(|g| (g.gid.as_raw(), g.mem)))
+}
