@@ -1,0 +1,239 @@
+//! A whole isolated keyward instance in a temp directory: a LUKS2 image made by stock
+//! cryptsetup, a root-owned config, the real helper process, and the real CLI run as root or as
+//! other uids. The service user is `nobody`, so no account has to be created.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const INSTALL_PASS: &str = "installer passphrase 7f3a";
+pub const NOBODY: u32 = 65534;
+
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo test --workspace`",
+        p.display()
+    );
+    p
+}
+
+pub struct Instance {
+    pub root: tempfile::TempDir,
+    pub image: PathBuf,
+    pub config: PathBuf,
+    pub helper: Option<Child>,
+    pub helper_log: PathBuf,
+}
+
+impl Instance {
+    /// Files and config only; call [`Instance::start`] to run the helper.
+    pub fn prepare() -> Self {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let image = root.path().join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(32 << 20)
+            .unwrap();
+        let out = run(
+            Command::new("cryptsetup")
+                .args([
+                    "luksFormat",
+                    "--batch-mode",
+                    "--type",
+                    "luks2",
+                    "--pbkdf",
+                    "pbkdf2",
+                ])
+                .args(["--pbkdf-force-iterations", "1000"])
+                .arg(&image)
+                .args(["--key-file", "-"]),
+            INSTALL_PASS.as_bytes(),
+        );
+        assert!(out.status.success());
+        let r = root.path().display().to_string();
+        let config = root.path().join("keyward.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "service_user = \"nobody\"\nstate_dir = \"{r}/state\"\nagent_state_dir = \"{r}/agent\"\n\
+                 runtime_dir = \"{r}/run\"\nlog_dir = \"{r}/log\"\n[kdf]\ndanger_fast_kdf = true\n\
+                 [[volume]]\nname = \"data\"\ndevice = \"{}\"\n",
+                image.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let helper_log = root.path().join("helper.stderr");
+        Instance {
+            root,
+            image,
+            config,
+            helper: None,
+            helper_log,
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path("run/helper.sock")
+    }
+
+    /// Start the helper and wait for its socket; returns false if it exited instead.
+    pub fn try_start(&mut self) -> bool {
+        let log = std::fs::File::create(&self.helper_log).unwrap();
+        let mut child = Command::new(bin("keyward-helper"))
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("KEYWARD_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.socket().exists() {
+                self.helper = Some(child);
+                return true;
+            }
+            if child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        panic!(
+            "helper did not start: {}",
+            std::fs::read_to_string(&self.helper_log).unwrap_or_default()
+        );
+    }
+
+    pub fn start(mut self) -> Self {
+        assert!(self.try_start(), "helper exited: {}", self.helper_stderr());
+        self
+    }
+
+    pub fn helper_stderr(&self) -> String {
+        std::fs::read_to_string(&self.helper_log).unwrap_or_default()
+    }
+
+    pub fn helper_pid(&self) -> u32 {
+        self.helper.as_ref().unwrap().id()
+    }
+
+    pub fn helper_alive(&mut self) -> bool {
+        self.helper
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+
+    /// Run `keyward ARGS` as `uid` (root if None) with `stdin`. Other uids run through
+    /// `setpriv --clear-groups`, so no supplementary group of root's leaks into the test.
+    pub fn keyward_as(&self, uid: Option<u32>, args: &[&str], stdin: &[u8]) -> Output {
+        let mut cmd = match uid {
+            Some(u) => {
+                let mut c = Command::new("setpriv");
+                c.arg(format!("--reuid={u}"))
+                    .arg(format!("--regid={u}"))
+                    .arg("--clear-groups");
+                c.arg(bin("keyward"));
+                c
+            }
+            None => Command::new(bin("keyward")),
+        };
+        cmd.arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env_remove("KEYWARD_CONFIG");
+        run(&mut cmd, stdin)
+    }
+
+    pub fn keyward(&self, args: &[&str], stdin: &[u8]) -> Output {
+        self.keyward_as(None, args, stdin)
+    }
+
+    pub fn bootstrap(&self) {
+        let out = self.keyward(
+            &["bootstrap", "data", "--passphrase-stdin"],
+            format!("{INSTALL_PASS}\n").as_bytes(),
+        );
+        assert!(
+            out.status.success(),
+            "bootstrap: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn audit_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.path("log/audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// `cryptsetup open --test-passphrase --key-slot N`.
+    pub fn opens(&self, slot: u64, pass: &[u8]) -> bool {
+        run(
+            Command::new("cryptsetup")
+                .args(["open", "--test-passphrase", "--key-slot", &slot.to_string()])
+                .arg(&self.image)
+                .args(["--key-file", "-"]),
+            pass,
+        )
+        .status
+        .success()
+    }
+
+    pub fn metadata(&self) -> serde_json::Value {
+        let out = Command::new("cryptsetup")
+            .args(["luksDump", "--dump-json-metadata"])
+            .arg(&self.image)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.helper.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = child.stdin.take().unwrap().write_all(stdin);
+    child.wait_with_output().unwrap()
+}
+
+pub fn code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}

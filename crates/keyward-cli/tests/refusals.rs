@@ -1,0 +1,255 @@
+//! The helper refuses what it must, audits it, and stays up: callers of an unrelated uid, the
+//! agent asking for an admin-only operation, unknown opcodes, truncated, oversized, slow and
+//! garbage frames, a wrong protocol version, and hostile names.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use common::*;
+use keyward_core::ipc::{self, Request};
+
+fn connect(inst: &Instance) -> UnixStream {
+    let s = UnixStream::connect(inst.socket()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s
+}
+
+fn hello(s: &mut UnixStream) {
+    s.write_all(
+        &ipc::encode_frame(&Request::Hello {
+            version: ipc::PROTOCOL_VERSION,
+        })
+        .unwrap(),
+    )
+    .unwrap();
+    let mut prefix = [0u8; 4];
+    s.read_exact(&mut prefix).unwrap();
+    let mut body = vec![0u8; ipc::frame_len(prefix).unwrap()];
+    s.read_exact(&mut body).unwrap();
+}
+
+/// Read until the helper closes; returns the decoded error response, if one came.
+fn response_then_close(s: &mut UnixStream) -> Option<ipc::Response> {
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    if all.len() < 4 {
+        return None;
+    }
+    let len = ipc::frame_len([all[0], all[1], all[2], all[3]]).ok()?;
+    ipc::decode_response(all.get(4..4 + len)?).ok()
+}
+
+fn is_error(r: Option<ipc::Response>, want: ipc::ErrorCode) -> bool {
+    matches!(r, Some(ipc::Response::Error { code, .. }) if code == want)
+}
+
+fn still_serves(inst: &mut Instance) {
+    assert!(inst.helper_alive(), "helper died: {}", inst.helper_stderr());
+    assert_eq!(code(&inst.keyward(&["status"], b"")), Some(0));
+}
+
+#[test]
+fn agent_class_may_look_but_not_change() {
+    let mut inst = Instance::prepare().start();
+    inst.bootstrap();
+    // The agent (the service user) may read status and verify…
+    let out = inst.keyward_as(Some(NOBODY), &["status", "--json"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    // …but not grant or revoke: refused (exit 4) and audited as the agent class.
+    let out = inst.keyward_as(
+        Some(NOBODY),
+        &["grant", "data", "daemon", "--passphrase-stdin"],
+        b"pw\n",
+    );
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    let out = inst.keyward_as(Some(NOBODY), &["revoke", "data", "daemon"], b"");
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    let refused: Vec<_> = inst
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("\"caller\":\"agent\"") && l.contains("Refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(refused[0].contains(&format!("\"uid\":{NOBODY}")));
+    still_serves(&mut inst);
+}
+
+#[test]
+fn unrelated_uid_is_closed_before_reading() {
+    let mut inst = Instance::prepare().start();
+    // The socket's own permissions already keep other users out…
+    let out = inst.keyward_as(Some(12345), &["status"], b"");
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    // …and if they were loosened by mistake, the peer-credential check still closes the door.
+    chmod(&inst.path("run"), 0o755);
+    chmod(&inst.socket(), 0o666);
+    let out = inst.keyward_as(Some(12345), &["status"], b"");
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    let lines = inst.audit_lines();
+    let last = lines.last().unwrap();
+    assert!(
+        last.contains("\"caller\":\"refused\"") && last.contains("\"uid\":12345"),
+        "{last}"
+    );
+    assert!(last.contains("\"op\":\"connect\""));
+    still_serves(&mut inst);
+}
+
+#[test]
+fn malformed_frames_are_refused_and_the_helper_stays_up() {
+    let mut inst = Instance::prepare().start();
+    let before = inst.audit_lines().len();
+
+    // Unknown opcode (variant 99 of the request enum) after a good hello.
+    let mut s = connect(&inst);
+    hello(&mut s);
+    s.write_all(&[0, 0, 0, 1, 99]).unwrap();
+    assert!(is_error(response_then_close(&mut s), ipc::ErrorCode::Usage));
+
+    // Garbage instead of a hello.
+    let mut s = connect(&inst);
+    s.write_all(&[0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x00])
+        .unwrap();
+    assert!(is_error(response_then_close(&mut s), ipc::ErrorCode::Usage));
+
+    // Oversized length prefix: refused without reading the payload.
+    let mut s = connect(&inst);
+    s.write_all(&(ipc::MAX_FRAME as u32 + 1).to_be_bytes())
+        .unwrap();
+    assert!(is_error(response_then_close(&mut s), ipc::ErrorCode::Usage));
+
+    // Zero length.
+    let mut s = connect(&inst);
+    s.write_all(&[0, 0, 0, 0]).unwrap();
+    assert!(is_error(response_then_close(&mut s), ipc::ErrorCode::Usage));
+
+    // Wrong protocol version.
+    let mut s = connect(&inst);
+    s.write_all(&ipc::encode_frame(&Request::Hello { version: 999 }).unwrap())
+        .unwrap();
+    assert!(is_error(response_then_close(&mut s), ipc::ErrorCode::Usage));
+
+    // A request before the hello.
+    let mut s = connect(&inst);
+    s.write_all(&ipc::encode_frame(&Request::Status { volume: None }).unwrap())
+        .unwrap();
+    assert!(is_error(response_then_close(&mut s), ipc::ErrorCode::Usage));
+
+    // Truncated frame: the prefix promises 100 bytes, 3 arrive, then the client hangs up.
+    let mut s = connect(&inst);
+    s.write_all(&[0, 0, 0, 100, 1, 2, 3]).unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let _ = response_then_close(&mut s);
+
+    // A slow client (sends half a prefix, then nothing) is dropped by the read timeout.
+    let mut s = connect(&inst);
+    s.write_all(&[0, 0]).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf); // returns when the helper closes
+    still_serves(&mut inst);
+
+    let lines = inst.audit_lines();
+    let frames = lines[before..]
+        .iter()
+        .filter(|l| l.contains("\"op\":\"frame\"") || l.contains("\"op\":\"hello\""))
+        .count();
+    assert!(
+        frames >= 7,
+        "every refusal is audited: {:#?}",
+        &lines[before..]
+    );
+}
+
+#[test]
+fn hostile_names_never_reach_a_handler() {
+    let mut inst = Instance::prepare().start();
+    inst.bootstrap();
+    let before = inst.metadata();
+    let long = "a".repeat(4096);
+    // Through the CLI: refused while parsing arguments (exit 2), before any connection.
+    let audit_before = inst.audit_lines().len();
+    for bad in [
+        "../etc/passwd",
+        "-rf",
+        "--",
+        "a b",
+        "a\nb",
+        "Δ",
+        &long,
+        "root/x",
+    ] {
+        let out = inst.keyward(&["revoke", "data", "--", bad], b"");
+        assert_eq!(code(&out), Some(2), "{bad:?}: {}", stderr(&out));
+        let out = inst.keyward(&["status", "--", bad], b"");
+        assert_eq!(code(&out), Some(2), "{bad:?}");
+    }
+    assert_eq!(
+        inst.audit_lines().len(),
+        audit_before,
+        "nothing reached the helper"
+    );
+
+    // Straight onto the socket: names the newtypes refuse do not even decode.
+    #[derive(serde::Serialize)]
+    enum Raw {
+        _Hello {
+            version: u16,
+        },
+        _Status {
+            volume: Option<String>,
+        },
+        _Bootstrap {
+            volume: String,
+            passphrase: Vec<u8>,
+        },
+        Grant {
+            volume: String,
+            user: String,
+            passphrase: Vec<u8>,
+        },
+        Revoke {
+            volume: String,
+            user: String,
+        },
+    }
+    let cases = [
+        Raw::Revoke {
+            volume: "data".into(),
+            user: "../../etc/shadow".into(),
+        },
+        Raw::Revoke {
+            volume: "data".into(),
+            user: "-o".into(),
+        },
+        Raw::Revoke {
+            volume: "data".into(),
+            user: "a\0b".into(),
+        },
+        Raw::Revoke {
+            volume: "../data".into(),
+            user: "daemon".into(),
+        },
+        Raw::Grant {
+            volume: "data".into(),
+            user: long.clone(),
+            passphrase: b"x".to_vec(),
+        },
+        Raw::Grant {
+            volume: "data".into(),
+            user: "daemon\n".into(),
+            passphrase: b"x".to_vec(),
+        },
+    ];
+    for raw in cases {
+        let mut s = connect(&inst);
+        hello(&mut s);
+        s.write_all(&ipc::encode_frame(&raw).unwrap()).unwrap();
+        assert!(is_error(response_then_close(&mut s), ipc::ErrorCode::Usage));
+    }
+    assert_eq!(inst.metadata(), before, "no header change");
+    still_serves(&mut inst);
+}
