@@ -90,6 +90,8 @@ impl Instance {
     }
 
     /// Start the helper and wait for its socket; returns false if it exited instead.
+    // The child is kept in `self.helper` and reaped in `Drop`.
+    #[allow(clippy::zombie_processes)]
     pub fn try_start(&mut self) -> bool {
         let log = std::fs::File::create(&self.helper_log).unwrap();
         let mut child = Command::new(bin("keyward-helper"))
@@ -108,6 +110,7 @@ impl Instance {
                 return true;
             }
             if child.try_wait().unwrap().is_some() {
+                let _ = child.wait();
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));
