@@ -105,7 +105,9 @@ impl Instance {
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if self.socket().exists() {
+            let is_socket = std::fs::symlink_metadata(self.socket())
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+            if is_socket {
                 self.helper = Some(child);
                 return true;
             }
