@@ -5,7 +5,6 @@
 //! 6 volume busy.
 
 mod audit_cmd;
-mod client;
 mod output;
 
 use std::path::PathBuf;
@@ -15,6 +14,7 @@ use clap::{Parser, Subcommand};
 use keyward_core::config::{Config, DEFAULT_PATH};
 use keyward_core::ipc::{Reply, Request, WireSecret};
 use keyward_core::{Secret, UserName, VolumeName};
+use keyward_sys::helper_client as client;
 
 /// keyward keeps encrypted disks unlockable by exactly the right people.
 #[derive(Parser, Debug)]
@@ -103,6 +103,15 @@ pub struct Failure {
     message: String,
 }
 
+impl From<client::CallError> for Failure {
+    fn from(e: client::CallError) -> Self {
+        Failure {
+            code: e.code,
+            message: e.message,
+        }
+    }
+}
+
 impl Failure {
     fn new(code: u8, message: impl Into<String>) -> Self {
         Failure {
@@ -154,11 +163,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Status { volume, json } => match call(Request::Status { volume })? {
             Reply::Status(v) => output::status(&v, json),
-            other => Err(client::unexpected(&other)),
+            other => Err(client::unexpected(&other).into()),
         },
         Command::Verify { volume, json } => match call(Request::Verify { volume })? {
             Reply::Verified(v) => output::verify(&v, json),
-            other => Err(client::unexpected(&other)),
+            other => Err(client::unexpected(&other).into()),
         },
         Command::Bootstrap {
             volume,
@@ -188,7 +197,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("{volume}: already bootstrapped: service slot {slot} works; nothing changed");
                     Ok(())
                 }
-                other => Err(client::unexpected(&other)),
+                other => Err(client::unexpected(&other).into()),
             }
         }
         Command::Grant {
@@ -208,7 +217,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     println!("{volume}: granted {user} keyslot {slot}");
                     Ok(())
                 }
-                other => Err(client::unexpected(&other)),
+                other => Err(client::unexpected(&other).into()),
             }
         }
         Command::Revoke { volume, user } => match call(Request::Revoke {
@@ -219,7 +228,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 println!("{volume}: revoked {user} (keyslot {slot})");
                 Ok(())
             }
-            other => Err(client::unexpected(&other)),
+            other => Err(client::unexpected(&other).into()),
         },
         Command::Audit { verify, json } => audit_cmd::run(&config, verify, json),
     }

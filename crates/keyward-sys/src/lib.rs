@@ -5,6 +5,7 @@
 
 pub mod audit_file;
 pub mod hardening;
+pub mod helper_client;
 pub mod listen;
 pub mod peer;
 pub mod safe_fs;

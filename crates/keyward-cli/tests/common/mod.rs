@@ -64,7 +64,7 @@ impl Instance {
             &config,
             format!(
                 "service_user = \"nobody\"\nstate_dir = \"{r}/state\"\nagent_state_dir = \"{r}/agent\"\n\
-                 runtime_dir = \"{r}/run\"\nlog_dir = \"{r}/log\"\n[kdf]\ndanger_fast_kdf = true\n\
+                 runtime_dir = \"{r}/run\"\nlog_dir = \"{r}/log\"\nverify_interval_secs = 1\n[kdf]\ndanger_fast_kdf = true\n\
                  [[volume]]\nname = \"data\"\ndevice = \"{}\"\n",
                 image.display()
             ),

@@ -1,4 +1,4 @@
-//! One request to the helper: connect, hello, request, response.
+//! One request to the helper: connect, hello, request, response. Used by the CLI and the agent.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -7,17 +7,37 @@ use std::time::Duration;
 
 use keyward_core::ipc::{self, Reply, Request, Response};
 
-use crate::Failure;
+/// A failed call: the CLI exit code that goes with it, and a message safe to print.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallError {
+    /// Exit code per the CLI contract (5: helper unavailable).
+    pub code: u8,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+fn failure(code: u8, message: impl Into<String>) -> CallError {
+    CallError {
+        code,
+        message: message.into(),
+    }
+}
 
 /// Long enough for an argon2id grant at LUKS2 defaults on a slow machine.
 const TIMEOUT: Duration = Duration::from_secs(300);
 
-fn unavailable(e: impl std::fmt::Display) -> Failure {
-    Failure::new(5, format!("the keyward helper is unavailable: {e}"))
+fn unavailable(e: impl std::fmt::Display) -> CallError {
+    failure(5, format!("the keyward helper is unavailable: {e}"))
 }
 
-fn exchange(stream: &mut UnixStream, req: &Request) -> Result<Response, Failure> {
-    let frame = ipc::encode_frame(req).map_err(|e| Failure::new(2, e.to_string()))?;
+fn exchange(stream: &mut UnixStream, req: &Request) -> Result<Response, CallError> {
+    let frame = ipc::encode_frame(req).map_err(|e| failure(2, e.to_string()))?;
     stream.write_all(&frame).map_err(unavailable)?;
     let mut prefix = [0u8; 4];
     stream.read_exact(&mut prefix).map_err(unavailable)?;
@@ -28,7 +48,7 @@ fn exchange(stream: &mut UnixStream, req: &Request) -> Result<Response, Failure>
 }
 
 /// Send `req` and return the reply, or the helper's error as a [`Failure`] with its exit code.
-pub fn call(socket: &Path, req: Request) -> Result<Reply, Failure> {
+pub fn call(socket: &Path, req: Request) -> Result<Reply, CallError> {
     let mut stream = UnixStream::connect(socket).map_err(unavailable)?;
     stream
         .set_read_timeout(Some(TIMEOUT))
@@ -44,15 +64,15 @@ pub fn call(socket: &Path, req: Request) -> Result<Reply, Failure> {
     )? {
         Response::Ok(Reply::Hello { .. }) => {}
         Response::Ok(other) => return Err(unexpected(&other)),
-        Response::Error { code, message } => return Err(Failure::new(code.exit_code(), message)),
+        Response::Error { code, message } => return Err(failure(code.exit_code(), message)),
     }
     match exchange(&mut stream, &req)? {
         Response::Ok(reply) => Ok(reply),
-        Response::Error { code, message } => Err(Failure::new(code.exit_code(), message)),
+        Response::Error { code, message } => Err(failure(code.exit_code(), message)),
     }
 }
 
 /// A reply of the wrong kind (a helper of another version).
-pub fn unexpected(r: &Reply) -> Failure {
-    Failure::new(1, format!("unexpected reply from the helper: {r:?}"))
+pub fn unexpected(r: &Reply) -> CallError {
+    failure(1, format!("unexpected reply from the helper: {r:?}"))
 }
