@@ -5,6 +5,7 @@
 //! 6 volume busy.
 
 mod audit_cmd;
+mod install;
 mod output;
 
 use std::path::PathBuf;
@@ -29,6 +30,22 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Create the service account, directories and systemd units (idempotent).
+    Install {
+        /// Where to write the systemd units.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
+    /// Remove keyward's slots (refused if a volume would be left without another way in),
+    /// then the account, directories and units.
+    Uninstall {
+        /// Confirm: uninstalling removes every unlock right keyward granted.
+        #[arg(long)]
+        yes: bool,
+        /// Where the systemd units were written.
+        #[arg(long, default_value = "/etc/systemd/system")]
+        unit_dir: PathBuf,
+    },
     /// Prove a current holder's passphrase and create the service slot (no-op if one works).
     Bootstrap {
         /// Volume name from the configuration.
@@ -231,5 +248,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             other => Err(client::unexpected(&other).into()),
         },
         Command::Audit { verify, json } => audit_cmd::run(&config, verify, json),
+        Command::Install { unit_dir } => install::install(&config, &unit_dir),
+        Command::Uninstall { yes: false, .. } => Err(Failure::new(
+            2,
+            "uninstall removes every unlock right keyward granted (users keep other ways in only if they have them); re-run with --yes",
+        )),
+        Command::Uninstall { yes: true, unit_dir } => install::uninstall(&config, &unit_dir),
     }
 }

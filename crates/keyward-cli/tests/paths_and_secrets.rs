@@ -11,6 +11,15 @@ use common::*;
 
 const DECOY: &[u8] = b"root:$y$j9T$decoy:19000:0:99999:7:::\n";
 
+/// The log directory as install makes it (root:adm 0750), so only the planted file is wrong.
+fn make_log_dir(inst: &Instance) {
+    let dir = inst.path("log");
+    std::fs::create_dir(&dir).unwrap();
+    let adm = keyward_sys::users::log_reader_gid().unwrap();
+    std::os::unix::fs::chown(&dir, Some(0), Some(adm)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+}
+
 fn mkfifo(p: &std::path::Path) {
     let out = std::process::Command::new("mkfifo")
         .arg(p)
@@ -25,8 +34,7 @@ fn audit_log_symlink_is_refused_and_its_target_untouched() {
     let mut inst = Instance::prepare();
     let decoy = inst.path("shadow");
     std::fs::write(&decoy, DECOY).unwrap();
-    std::fs::create_dir(inst.path("log")).unwrap();
-    std::fs::set_permissions(inst.path("log"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    make_log_dir(&inst);
     symlink(&decoy, inst.path("log/audit.jsonl")).unwrap();
     assert!(!inst.try_start(), "helper must refuse to start");
     assert!(
@@ -41,8 +49,7 @@ fn audit_log_symlink_is_refused_and_its_target_untouched() {
 fn audit_log_fifo_or_agent_owned_file_is_refused() {
     for plant in ["fifo", "agent-owned"] {
         let mut inst = Instance::prepare();
-        std::fs::create_dir(inst.path("log")).unwrap();
-        std::fs::set_permissions(inst.path("log"), std::fs::Permissions::from_mode(0o750)).unwrap();
+        make_log_dir(&inst);
         let p = inst.path("log/audit.jsonl");
         if plant == "fifo" {
             mkfifo(&p);

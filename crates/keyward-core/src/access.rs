@@ -51,6 +51,7 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::Revoke
                 | Operation::Verify
                 | Operation::CleanOrphanTokens
+                | Operation::Uninstall
         ),
         // The agent may look and check; it can neither add nor remove an unlock right.
         CallerClass::Agent => matches!(op, Operation::Status | Operation::Verify),

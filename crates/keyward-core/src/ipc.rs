@@ -88,6 +88,14 @@ pub enum Request {
         /// `None`: every configured volume.
         volume: Option<VolumeName>,
     },
+    /// Uninstall: remove every keyward slot of a volume and forget its service secret —
+    /// refused, with nothing removed, unless a slot keyward does not manage remains.
+    Release {
+        /// The volume.
+        volume: VolumeName,
+        /// Only check whether release would be allowed.
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -100,6 +108,7 @@ impl Request {
             Request::Grant { .. } => Operation::Grant,
             Request::Revoke { .. } => Operation::Revoke,
             Request::Verify { .. } => Operation::Verify,
+            Request::Release { .. } => Operation::Uninstall,
         })
     }
 
@@ -109,7 +118,8 @@ impl Request {
             Request::Status { volume } | Request::Verify { volume } => volume.as_ref(),
             Request::Bootstrap { volume, .. }
             | Request::Grant { volume, .. }
-            | Request::Revoke { volume, .. } => Some(volume),
+            | Request::Revoke { volume, .. }
+            | Request::Release { volume, .. } => Some(volume),
             Request::Hello { .. } => None,
         }
     }
@@ -227,6 +237,11 @@ pub enum Reply {
     },
     /// Verification results.
     Verified(Vec<VerifyReport>),
+    /// The keyward slots released (or, on a dry run, that would be).
+    Released {
+        /// Keyslots.
+        slots: Vec<u32>,
+    },
 }
 
 /// The helper's answer to one request.

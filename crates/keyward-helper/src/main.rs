@@ -64,14 +64,18 @@ fn run() -> Result<(), String> {
         })?;
 
     let dir = |p: &std::path::Path, gid: u32, mode: u32| {
-        safe_fs::ensure_dir(p, 0, gid, mode).map_err(|e| format!("directory: {e}"))
+        safe_fs::ensure_dir(p, 0, gid, mode)
+            .map(drop)
+            .map_err(|e| format!("directory: {e}"))
     };
     dir(&config.state_dir, 0, 0o700)?;
     dir(&config.state_dir.join("service"), 0, 0o700)?;
     dir(&config.state_dir.join("locks"), 0, 0o700)?;
-    dir(&config.log_dir, 0, 0o750)?;
-    let (mut audit, discontinuity) = AuditLog::open(&config.audit_log(), &config.state_dir)
-        .map_err(|e| format!("audit log: {e}"))?;
+    let log_gid = users::log_reader_gid().map_err(|e| format!("looking up group adm: {e}"))?;
+    dir(&config.log_dir, log_gid, 0o750)?;
+    let (mut audit, discontinuity) =
+        AuditLog::open(&config.audit_log(), &config.state_dir, log_gid)
+            .map_err(|e| format!("audit log: {e}"))?;
     if let Some(why) = discontinuity {
         eprintln!("keyward-helper: WARNING: {why}");
         audit

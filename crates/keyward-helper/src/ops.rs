@@ -34,6 +34,7 @@ pub fn dispatch(ctx: &Ctx, request: Request) -> Response {
             passphrase,
         } => grant(c, &volume, &user, &passphrase.into_secret()),
         Request::Revoke { volume, user } => revoke(c, &volume, &user),
+        Request::Release { volume, dry_run } => release(c, &volume, dry_run),
         Request::Hello { .. } => Err(failure(ErrorCode::Usage, "unexpected hello")),
         _ => Err(failure(
             ErrorCode::Usage,
@@ -291,4 +292,44 @@ fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, Respo
         })?;
     store.revoke(slot).map_err(store_failure)?;
     Ok(Reply::Revoked { slot: slot.get() })
+}
+
+/// Uninstall one volume: every keyward slot goes (users and recovery first, the service slot
+/// last), but only if a slot keyward does not manage remains as a way in (I1); otherwise
+/// nothing is removed.
+fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    let mut store = open(c, v)?;
+    if !dry_run {
+        store.reconcile().map_err(store_failure)?;
+    }
+    let state = store.state().map_err(store_failure)?;
+    let mut ours: Vec<(bool, SlotId)> = state
+        .holders()
+        .into_iter()
+        .filter(|h| h.token.is_some())
+        .map(|h| (h.role == HolderRole::Service, h.slot))
+        .collect();
+    ours.sort();
+    let others = invariants::committed_paths(&state)
+        .into_iter()
+        .filter(|s| !ours.iter().any(|(_, o)| o == s))
+        .count();
+    if others == 0 && !ours.is_empty() {
+        return Err(failure(
+            ErrorCode::Refused,
+            format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first"),
+        ));
+    }
+    let slots: Vec<u32> = ours.iter().map(|(_, s)| s.get()).collect();
+    if dry_run {
+        return Ok(Reply::Released { slots });
+    }
+    for (_, slot) in &ours {
+        store.revoke(*slot).map_err(store_failure)?;
+    }
+    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
+    service_secret::discard_next(c, name).map_err(io)?;
+    service_secret::forget(c, name).map_err(io)?;
+    Ok(Reply::Released { slots })
 }

@@ -30,6 +30,14 @@ pub fn promote_next(config: &Config, v: &VolumeName) -> std::io::Result<()> {
     safe_fs::rename_durable(&dir(config), &format!("{v}.next"), v.as_str())
 }
 
+/// Forget the current secret (its slot is gone).
+pub fn forget(config: &Config, v: &VolumeName) -> std::io::Result<()> {
+    match std::fs::remove_file(config.service_secret_path(v)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Drop `<volume>.next` (its slot was never made).
 pub fn discard_next(config: &Config, v: &VolumeName) -> std::io::Result<()> {
     match std::fs::remove_file(dir(config).join(format!("{v}.next"))) {

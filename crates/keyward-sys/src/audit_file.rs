@@ -30,12 +30,19 @@ pub fn read_head(state_dir: &Path) -> std::io::Result<Option<Head>> {
 impl AuditLog {
     /// Open (or create, 0640) the log at `path`; the head lives in `state_dir`. If the log and
     /// the recorded head disagree, the first record appended says so, so the evidence survives.
-    pub fn open(path: &Path, state_dir: &Path) -> std::io::Result<(Self, Option<String>)> {
+    pub fn open(
+        path: &Path,
+        state_dir: &Path,
+        reader_gid: u32,
+    ) -> std::io::Result<(Self, Option<String>)> {
         let expect = Expect {
             uid: 0,
             forbidden_mode: 0o137,
         };
         let file = safe_fs::open_append(path, expect, 0o640)?;
+        // root:adm 0640: log readers may read it; nobody but root may write it.
+        let gid = rustix::fs::Gid::from_raw(reader_gid);
+        rustix::fs::fchown(&file, Some(rustix::fs::Uid::ROOT), Some(gid))?;
         let text = std::fs::read_to_string(path)?;
         let found = match text.lines().last() {
             Some(last) => {

@@ -160,15 +160,15 @@ pub fn rename_durable(dir: &Path, from: &str, to: &str) -> std::io::Result<()> {
 }
 
 /// Make sure `path` is a real directory (not a link) owned by `uid:gid` with exactly `mode`;
-/// create it if absent. An existing directory with another owner, or looser permissions, is
-/// refused rather than repaired: something else put it there.
-pub fn ensure_dir(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<()> {
+/// create it if absent (returns true then). An existing directory with another owner, or
+/// looser permissions, is refused rather than repaired: something else put it there.
+pub fn ensure_dir(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result<bool> {
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::DirBuilder::new().mode(0o700).create(path)?;
             std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-            Ok(())
+            Ok(true)
         }
         Err(e) => Err(e),
         Ok(m) => {
@@ -187,7 +187,7 @@ pub fn ensure_dir(path: &Path, uid: u32, gid: u32, mode: u32) -> std::io::Result
                     &format!("mode {:o} is looser than {mode:o}", m.mode() & 0o7777),
                 ));
             }
-            Ok(())
+            Ok(false)
         }
     }
 }

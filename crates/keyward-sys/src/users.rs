@@ -24,6 +24,11 @@ pub fn user(name: &UserName) -> std::io::Result<Option<Account>> {
     })
 }
 
+/// The group that may read the audit log: `adm` (Debian's log readers), or root's group.
+pub fn log_reader_gid() -> std::io::Result<u32> {
+    Ok(group("adm")?.map_or(0, |(gid, _)| gid))
+}
+
 /// A group's gid and members; `Ok(None)` if there is no such group.
 pub fn group(name: &str) -> std::io::Result<Option<(u32, Vec<String>)>> {
     let g = nix::unistd::Group::from_name(name).map_err(std::io::Error::from)?;
