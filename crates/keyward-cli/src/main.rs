@@ -19,7 +19,11 @@ use keyward_sys::helper_client as client;
 
 /// keyward keeps encrypted disks unlockable by exactly the right people.
 #[derive(Parser, Debug)]
-#[command(name = "keyward", version, about)]
+#[command(
+    name = "keyward",
+    version,
+    about = "keyward keeps encrypted disks unlockable by exactly the right people, and never locked out"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, env = "KEYWARD_CONFIG", default_value = DEFAULT_PATH)]
@@ -93,6 +97,12 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Print the man page or a shell completion script (for packaging).
+    #[command(hide = true)]
+    Generate {
+        /// `man`, `bash`, `zsh` or `fish`.
+        what: String,
     },
     /// Show or verify the audit chain.
     Audit {
@@ -174,7 +184,29 @@ fn read_passphrase(from_stdin: bool, prompt: &str) -> Result<Secret, Failure> {
     Ok(Secret::from_string(typed))
 }
 
+fn generate(what: &str) -> Result<(), Failure> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = std::io::stdout();
+    let shell = match what {
+        "man" => {
+            return clap_mangen::Man::new(cmd)
+                .render(&mut out)
+                .map_err(|e| Failure::new(1, e.to_string()))
+        }
+        "bash" => clap_complete::Shell::Bash,
+        "zsh" => clap_complete::Shell::Zsh,
+        "fish" => clap_complete::Shell::Fish,
+        other => return Err(Failure::new(2, format!("cannot generate {}", keyward_core::quote(other)))),
+    };
+    clap_complete::generate(shell, &mut cmd, "keyward", &mut out);
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Generate { what } = &cli.command {
+        return generate(what);
+    }
     let config = load_config(&cli.config)?;
     let call = |req: Request| client::call(&config.helper_socket(), req);
     match cli.command {
@@ -254,5 +286,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             "uninstall removes every unlock right keyward granted (users keep other ways in only if they have them); re-run with --yes",
         )),
         Command::Uninstall { yes: true, unit_dir } => install::uninstall(&config, &unit_dir),
+        Command::Generate { .. } => Ok(()),
     }
 }
