@@ -28,6 +28,12 @@ const UNITS: &[(&str, &str)] = &[
     ),
 ];
 
+/// Recreates `/run/keyward` (root:_keyward 0750) at every boot, before the socket is bound.
+const TMPFILES: (&str, &str) = (
+    "keyward.conf",
+    include_str!("../../../dist/tmpfiles.d/keyward.conf"),
+);
+
 fn io(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::new(1, format!("{what}: {e}"))
 }
@@ -48,7 +54,7 @@ fn run_tool(cmd: &mut Command) -> Result<(), Failure> {
 }
 
 /// `keyward install`.
-pub fn install(config: &Config, unit_dir: &Path) -> Result<(), Failure> {
+pub fn install(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Result<(), Failure> {
     let mut changed = Vec::new();
     let name = &config.service_user;
     let account = match users::user(name).map_err(io("user lookup"))? {
@@ -83,11 +89,15 @@ pub fn install(config: &Config, unit_dir: &Path) -> Result<(), Failure> {
             changed.push(format!("created {} ({uid}:{gid} {mode:o})", path.display()));
         }
     }
-    std::fs::create_dir_all(unit_dir).map_err(io("unit directory"))?;
-    for (file, text) in UNITS {
-        let path = unit_dir.join(file);
+    let files = UNITS
+        .iter()
+        .map(|u| (unit_dir, u))
+        .chain([(tmpfiles_dir, &TMPFILES)]);
+    for (dir, (file, text)) in files {
+        std::fs::create_dir_all(dir).map_err(io("unit directory"))?;
+        let path = dir.join(file);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
-            safe_fs::write_atomic(unit_dir, file, text.as_bytes(), 0o644).map_err(io("unit"))?;
+            safe_fs::write_atomic(dir, file, text.as_bytes(), 0o644).map_err(io("unit"))?;
             changed.push(format!("wrote {}", path.display()));
         }
     }
@@ -103,7 +113,7 @@ pub fn install(config: &Config, unit_dir: &Path) -> Result<(), Failure> {
 }
 
 /// `keyward uninstall --yes`.
-pub fn uninstall(config: &Config, unit_dir: &Path) -> Result<(), Failure> {
+pub fn uninstall(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Result<(), Failure> {
     // First make sure every volume can give up keyward's slots; only then touch anything.
     let socket = config.helper_socket();
     for v in &config.volumes {
@@ -133,8 +143,12 @@ pub fn uninstall(config: &Config, unit_dir: &Path) -> Result<(), Failure> {
             other => return Err(client::unexpected(&other).into()),
         }
     }
-    for (file, _) in UNITS {
-        let p = unit_dir.join(file);
+    let files = UNITS
+        .iter()
+        .map(|u| (unit_dir, u))
+        .chain([(tmpfiles_dir, &TMPFILES)]);
+    for (dir, (file, _)) in files {
+        let p = dir.join(file);
         if std::fs::symlink_metadata(&p).is_ok() {
             std::fs::remove_file(&p).map_err(io("unit"))?;
             println!("removed {}", p.display());

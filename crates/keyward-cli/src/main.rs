@@ -39,6 +39,9 @@ enum Command {
         /// Where to write the systemd units.
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
+        /// Where to write the tmpfiles.d snippet for /run/keyward.
+        #[arg(long, default_value = "/etc/tmpfiles.d")]
+        tmpfiles_dir: PathBuf,
     },
     /// Remove keyward's slots (refused if a volume would be left without another way in),
     /// then the account, directories and units.
@@ -49,6 +52,9 @@ enum Command {
         /// Where the systemd units were written.
         #[arg(long, default_value = "/etc/systemd/system")]
         unit_dir: PathBuf,
+        /// Where the tmpfiles.d snippet was written.
+        #[arg(long, default_value = "/etc/tmpfiles.d")]
+        tmpfiles_dir: PathBuf,
     },
     /// Prove a current holder's passphrase and create the service slot (no-op if one works).
     Bootstrap {
@@ -197,7 +203,12 @@ fn generate(what: &str) -> Result<(), Failure> {
         "bash" => clap_complete::Shell::Bash,
         "zsh" => clap_complete::Shell::Zsh,
         "fish" => clap_complete::Shell::Fish,
-        other => return Err(Failure::new(2, format!("cannot generate {}", keyward_core::quote(other)))),
+        other => {
+            return Err(Failure::new(
+                2,
+                format!("cannot generate {}", keyward_core::quote(other)),
+            ))
+        }
     };
     clap_complete::generate(shell, &mut cmd, "keyward", &mut out);
     Ok(())
@@ -280,12 +291,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             other => Err(client::unexpected(&other).into()),
         },
         Command::Audit { verify, json } => audit_cmd::run(&config, verify, json),
-        Command::Install { unit_dir } => install::install(&config, &unit_dir),
+        Command::Install { unit_dir, tmpfiles_dir } => {
+            install::install(&config, &unit_dir, &tmpfiles_dir)
+        }
         Command::Uninstall { yes: false, .. } => Err(Failure::new(
             2,
             "uninstall removes every unlock right keyward granted (users keep other ways in only if they have them); re-run with --yes",
         )),
-        Command::Uninstall { yes: true, unit_dir } => install::uninstall(&config, &unit_dir),
+        Command::Uninstall { yes: true, unit_dir, tmpfiles_dir } => {
+            install::uninstall(&config, &unit_dir, &tmpfiles_dir)
+        }
         Command::Generate { .. } => Ok(()),
     }
 }

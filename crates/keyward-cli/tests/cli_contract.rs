@@ -9,13 +9,26 @@ use std::process::Command;
 use common::bin;
 
 fn keyward(args: &[&str]) -> std::process::Output {
-    Command::new(bin("keyward")).args(args).env_remove("KEYWARD_CONFIG").output().unwrap()
+    Command::new(bin("keyward"))
+        .args(args)
+        .env_remove("KEYWARD_CONFIG")
+        .output()
+        .unwrap()
 }
 
 #[test]
 fn every_contract_command_exists() {
     let help = String::from_utf8(keyward(&["--help"]).stdout).unwrap();
-    for c in ["install", "uninstall", "bootstrap", "status", "grant", "revoke", "verify", "audit"] {
+    for c in [
+        "install",
+        "uninstall",
+        "bootstrap",
+        "status",
+        "grant",
+        "revoke",
+        "verify",
+        "audit",
+    ] {
         assert!(help.contains(&format!("  {c} ")), "{c} missing from --help");
     }
     assert!(!help.contains("generate"), "packaging helper stays hidden");
@@ -40,7 +53,10 @@ fn man_page_and_completions_are_generated() {
     for shell in ["bash", "zsh", "fish"] {
         let out = keyward(&["generate", shell]);
         assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("bootstrap"), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("bootstrap"),
+            "{shell}"
+        );
     }
     assert_eq!(keyward(&["generate", "powershell"]).status.code(), Some(2));
 }

@@ -30,7 +30,7 @@ kw install > install2.out
 getent passwd _keyward > passwd.out
 getent shadow _keyward | cut -d: -f2 > shadowpw.out
 stat -c '%n %U %G %a' state run log agent > stat.out
-ls /etc/systemd/system > units.out
+ls /etc/systemd/system /etc/tmpfiles.d > units.out
 
 start_helper
 printf '%s\n' "$INSTALL_PASS" | kw bootstrap data --passphrase-stdin > bootstrap.out
@@ -43,7 +43,7 @@ stop_helper
 cryptsetup luksDump --dump-json-metadata disk.img > after-uninstall.json
 diff -r --no-dereference -x 'passwd-' -x 'shadow-' -x 'group-' -x 'gshadow-' etc-pristine /etc > etc.diff || true
 ls -d state run log agent > leftover.out 2>/dev/null || true
-(ls /etc/systemd/system | grep keyward || true) > units-after.out
+(ls /etc/systemd/system /etc/tmpfiles.d | grep keyward || true) > units-after.out
 
 # Refusal: keyward's slots are the only way in.
 kw install > reinstall.out
@@ -112,6 +112,7 @@ fn install_uninstall_in_a_private_namespace() {
         "{stat}"
     );
     assert!(read("units.out").contains("keyward-helper.socket"));
+    assert!(read("units.out").contains("keyward.conf"));
 
     // Idempotent.
     assert!(read("install1.out").contains("created system user"));
