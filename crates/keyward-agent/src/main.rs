@@ -7,13 +7,12 @@
 //! keywardd [--config FILE]     (or KEYWARD_CONFIG; default /etc/keyward/keyward.toml)
 //! ```
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use keyward_core::config::{Config, DEFAULT_PATH};
+use keyward_core::config::Config;
 use keyward_core::ipc::{Reply, Request};
-use keyward_sys::{hardening, helper_client, safe_fs, users};
+use keyward_sys::{daemon, hardening, helper_client, users};
 
 fn main() -> ExitCode {
     match start() {
@@ -25,17 +24,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn config_path() -> Result<PathBuf, String> {
-    let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next(), args.next()) {
-        (None, ..) => Ok(std::env::var_os("KEYWARD_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))),
-        (Some("--config"), Some(p), None) => Ok(PathBuf::from(p)),
-        _ => Err("usage: keywardd [--config FILE]".into()),
-    }
-}
-
 fn start() -> Result<(), String> {
     if hardening::effective_uid() == 0 {
         return Err(
@@ -44,9 +32,12 @@ fn start() -> Result<(), String> {
         );
     }
     hardening::make_undumpable().map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
-    let path = config_path()?;
-    let text = safe_fs::read_trusted_config(&path).map_err(|e| format!("config: {e}"))?;
-    let config = Config::parse(&text).map_err(|e| e.to_string())?;
+    let path = daemon::config_path(
+        "keywardd",
+        std::env::args().skip(1),
+        std::env::var_os("KEYWARD_CONFIG"),
+    )?;
+    let config = daemon::load_config(&path)?;
     match users::user(&config.service_user) {
         Ok(Some(a)) if a.uid.get() == hardening::effective_uid() => {}
         Ok(_) => eprintln!(

@@ -11,7 +11,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -117,19 +117,7 @@ fn main() {
         verdict(speedup >= 100.0)
     );
 
-    let mut agent = Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
-        .arg(bin("keywardd"))
-        .arg("--config")
-        .arg(&inst.config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut agent = inst.spawn_agent(&inst.path("agent.stderr"));
     // Let the agent make its first check, then watch both idle.
     std::thread::sleep(Duration::from_secs(1));
     let (hp, ap) = (inst.helper_pid(), agent.id());

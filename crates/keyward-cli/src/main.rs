@@ -166,9 +166,7 @@ fn main() -> ExitCode {
 }
 
 fn load_config(path: &std::path::Path) -> Result<Config, Failure> {
-    let text = keyward_sys::safe_fs::read_trusted_config(path)
-        .map_err(|e| Failure::new(1, format!("config: {e}")))?;
-    Config::parse(&text).map_err(|e| Failure::new(1, e.to_string()))
+    keyward_sys::daemon::load_config(path).map_err(|e| Failure::new(1, e))
 }
 
 fn read_passphrase(from_stdin: bool, prompt: &str) -> Result<Secret, Failure> {

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::Read;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -27,19 +27,7 @@ fn agent_verifies_on_schedule_and_reports_drift() {
     let inst = Instance::prepare().start();
     inst.bootstrap();
     let log = inst.path("agent.stderr");
-    let mut agent = Command::new("setpriv")
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".into(),
-        ])
-        .arg(bin("keywardd"))
-        .arg("--config")
-        .arg(&inst.config)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut agent = inst.spawn_agent(&log);
     let wait_for = |needle: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {

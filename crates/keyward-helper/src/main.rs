@@ -10,12 +10,10 @@ mod ops;
 mod server;
 mod service_secret;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
-use keyward_core::config::{Config, DEFAULT_PATH};
-use keyward_sys::{audit_file::AuditLog, hardening, listen, safe_fs, users};
+use keyward_sys::{audit_file::AuditLog, daemon, hardening, listen, safe_fs, users};
 
 fn main() -> ExitCode {
     match run() {
@@ -27,19 +25,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn config_path() -> Result<PathBuf, String> {
-    let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next(), args.next()) {
-        (None, ..) => Ok(std::env::var_os("KEYWARD_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))),
-        (Some("--config"), Some(p), None) => Ok(PathBuf::from(p)),
-        _ => Err("usage: keyward-helper [--config FILE]".into()),
-    }
-}
-
 fn run() -> Result<(), String> {
-    let path = config_path()?;
+    let path = daemon::config_path(
+        "keyward-helper",
+        std::env::args().skip(1),
+        std::env::var_os("KEYWARD_CONFIG"),
+    )?;
     if hardening::effective_uid() != 0 {
         return Err("must run as root".into());
     }
@@ -49,8 +40,7 @@ fn run() -> Result<(), String> {
     }
     let listener_from_systemd =
         listen::from_systemd().map_err(|e| format!("socket activation: {e}"))?;
-    let text = safe_fs::read_trusted_config(&path).map_err(|e| format!("config: {e}"))?;
-    let config = Config::parse(&text).map_err(|e| e.to_string())?;
+    let config = daemon::load_config(&path)?;
     if config.kdf.danger_fast_kdf {
         eprintln!("keyward-helper: WARNING: danger_fast_kdf is set: passphrase slots get PBKDF2 x1000. Tests only!");
     }

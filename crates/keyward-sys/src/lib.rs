@@ -4,6 +4,7 @@
 //! decide what an owner or mode must be.
 
 pub mod audit_file;
+pub mod daemon;
 pub mod hardening;
 pub mod helper_client;
 pub mod listen;

@@ -129,6 +129,23 @@ impl Instance {
         self
     }
 
+    /// Start keywardd as the service user (`nobody` here), its stderr to `log`.
+    pub fn spawn_agent(&self, log: &Path) -> Child {
+        Command::new("setpriv")
+            .args([
+                format!("--reuid={NOBODY}"),
+                format!("--regid={NOBODY}"),
+                "--clear-groups".into(),
+            ])
+            .arg(bin("keywardd"))
+            .arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap()
+    }
+
     pub fn helper_stderr(&self) -> String {
         std::fs::read_to_string(&self.helper_log).unwrap_or_default()
     }
