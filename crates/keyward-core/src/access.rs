@@ -52,6 +52,8 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::Verify
                 | Operation::CleanOrphanTokens
                 | Operation::Uninstall
+                | Operation::LoginCapture
+                | Operation::PasswordChange
         ),
         // The agent may look and check; it can neither add nor remove an unlock right.
         CallerClass::Agent => matches!(op, Operation::Status | Operation::Verify),

@@ -88,6 +88,22 @@ pub enum Request {
         /// `None`: every configured volume.
         volume: Option<VolumeName>,
     },
+    /// A login PAM accepted: grant or heal the user's slots (queued; answered at once).
+    LoginCapture {
+        /// The user who logged in.
+        user: UserName,
+        /// The password PAM checked.
+        password: WireSecret,
+    },
+    /// A password change PAM made: move the user's slots to the new password (queued).
+    PasswordChange {
+        /// The user.
+        user: UserName,
+        /// The new password.
+        new: WireSecret,
+        /// The old password, when the change was not a root reset.
+        old: Option<WireSecret>,
+    },
     /// Uninstall: remove every keyward slot of a volume and forget its service secret —
     /// refused, with nothing removed, unless a slot keyward does not manage remains.
     Release {
@@ -109,6 +125,8 @@ impl Request {
             Request::Revoke { .. } => Operation::Revoke,
             Request::Verify { .. } => Operation::Verify,
             Request::Release { .. } => Operation::Uninstall,
+            Request::LoginCapture { .. } => Operation::LoginCapture,
+            Request::PasswordChange { .. } => Operation::PasswordChange,
         })
     }
 
@@ -120,14 +138,19 @@ impl Request {
             | Request::Grant { volume, .. }
             | Request::Revoke { volume, .. }
             | Request::Release { volume, .. } => Some(volume),
-            Request::Hello { .. } => None,
+            Request::Hello { .. }
+            | Request::LoginCapture { .. }
+            | Request::PasswordChange { .. } => None,
         }
     }
 
     /// The user named, for the audit trail.
     pub fn user(&self) -> Option<&UserName> {
         match self {
-            Request::Grant { user, .. } | Request::Revoke { user, .. } => Some(user),
+            Request::Grant { user, .. }
+            | Request::Revoke { user, .. }
+            | Request::LoginCapture { user, .. }
+            | Request::PasswordChange { user, .. } => Some(user),
             _ => None,
         }
     }
@@ -237,6 +260,8 @@ pub enum Reply {
     },
     /// Verification results.
     Verified(Vec<VerifyReport>),
+    /// A PAM event was queued; the work happens off the request path.
+    Queued,
     /// The keyward slots released (or, on a dry run, that would be).
     Released {
         /// Keyslots.

@@ -20,6 +20,7 @@ pub mod ipc;
 pub mod kdf;
 pub mod model;
 pub mod orderings;
+pub mod policy;
 pub mod recovery_key;
 pub mod secret;
 pub mod store;

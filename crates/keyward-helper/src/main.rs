@@ -6,6 +6,7 @@
 //! ```
 //! It takes its socket from systemd (`LISTEN_FDS`) or binds `runtime_dir/helper.sock` itself.
 
+mod jobs;
 mod ops;
 mod server;
 mod service_secret;
@@ -84,10 +85,12 @@ fn run() -> Result<(), String> {
         "keyward-helper: serving {}",
         config.helper_socket().display()
     );
+    let jobs = jobs::Jobs::new()?;
     let ctx = Arc::new(server::Ctx {
         config,
         service_uid: service.uid,
         audit: Mutex::new(audit),
+        jobs,
     });
     server::serve(&listener, &ctx);
     Ok(())

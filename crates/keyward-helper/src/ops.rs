@@ -14,11 +14,14 @@ use keyward_core::{
 };
 use keyward_luks::LuksStore;
 
+use std::sync::Arc;
+
+use crate::jobs::{self, Job};
 use crate::server::Ctx;
 use crate::service_secret;
 
 /// Run one request.
-pub fn dispatch(ctx: &Ctx, request: Request) -> Response {
+pub fn dispatch(ctx: &Arc<Ctx>, request: Request) -> Response {
     let c = &ctx.config;
     let result = match request {
         Request::Status { volume } => volumes(c, volume.as_ref())
@@ -35,6 +38,22 @@ pub fn dispatch(ctx: &Ctx, request: Request) -> Response {
         } => grant(c, &volume, &user, &passphrase.into_secret()),
         Request::Revoke { volume, user } => revoke(c, &volume, &user),
         Request::Release { volume, dry_run } => release(c, &volume, dry_run),
+        Request::LoginCapture { user, password } => {
+            jobs::submit(ctx, user, Job::Login(password.into_secret()));
+            Ok(Reply::Queued)
+        }
+        Request::PasswordChange { user, new, old } => {
+            // The old password is not needed: the service secret opens the way. Drop it now.
+            drop(old);
+            jobs::submit(
+                ctx,
+                user,
+                Job::Change {
+                    new: new.into_secret(),
+                },
+            );
+            Ok(Reply::Queued)
+        }
         Request::Hello { .. } => Err(failure(ErrorCode::Usage, "unexpected hello")),
         _ => Err(failure(
             ErrorCode::Usage,
@@ -76,7 +95,7 @@ fn volumes<'a>(c: &'a Config, name: Option<&VolumeName>) -> Result<Vec<&'a Volum
     }
 }
 
-fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
+pub(crate) fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
     keyward_luks::open(&v.device, &c.lock_path(&v.name), c.kdf).map_err(store_failure)
 }
 
@@ -126,7 +145,7 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
 }
 
 /// The active service slot, if any.
-fn service_slot(store: &mut LuksStore) -> Result<Option<SlotId>, Response> {
+pub(crate) fn service_slot(store: &mut LuksStore) -> Result<Option<SlotId>, Response> {
     let state = store.state().map_err(store_failure)?;
     let slot = state
         .keyward_tokens()
@@ -137,7 +156,7 @@ fn service_slot(store: &mut LuksStore) -> Result<Option<SlotId>, Response> {
 
 /// The stored service secret that opens `slot`, promoting a `.next` left by an interrupted
 /// bootstrap if that is the one that works.
-fn working_secret(
+pub(crate) fn working_secret(
     c: &Config,
     v: &Volume,
     store: &mut LuksStore,

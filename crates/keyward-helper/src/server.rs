@@ -29,6 +29,8 @@ pub struct Ctx {
     pub service_uid: Uid,
     /// The audit log (appends are serialized).
     pub audit: Mutex<AuditLog>,
+    /// PAM events waiting or running.
+    pub jobs: crate::jobs::Jobs,
 }
 
 /// Accept forever.
@@ -173,7 +175,7 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     }
 }
 
-fn handle(mut stream: UnixStream, ctx: &Ctx) {
+fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>) {
     let peer = match peer::credentials(&stream) {
         Ok(p) => p,
         Err(e) => {

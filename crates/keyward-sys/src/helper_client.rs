@@ -47,14 +47,19 @@ fn exchange(stream: &mut UnixStream, req: &Request) -> Result<Response, CallErro
     ipc::decode_response(&payload).map_err(unavailable)
 }
 
-/// Send `req` and return the reply, or the helper's error as a [`Failure`] with its exit code.
+/// Send `req` and return the reply, or the helper's error with its exit code.
 pub fn call(socket: &Path, req: Request) -> Result<Reply, CallError> {
+    call_within(socket, req, TIMEOUT)
+}
+
+/// Like [`call`], giving up when any single read or write takes longer than `timeout`.
+pub fn call_within(socket: &Path, req: Request, timeout: Duration) -> Result<Reply, CallError> {
     let mut stream = UnixStream::connect(socket).map_err(unavailable)?;
     stream
-        .set_read_timeout(Some(TIMEOUT))
+        .set_read_timeout(Some(timeout))
         .map_err(unavailable)?;
     stream
-        .set_write_timeout(Some(TIMEOUT))
+        .set_write_timeout(Some(timeout))
         .map_err(unavailable)?;
     match exchange(
         &mut stream,

@@ -10,4 +10,6 @@ pub mod helper_client;
 pub mod listen;
 pub mod peer;
 pub mod safe_fs;
+pub mod shadow;
+pub mod syslog;
 pub mod users;

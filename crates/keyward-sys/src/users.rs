@@ -34,3 +34,11 @@ pub fn group(name: &str) -> std::io::Result<Option<(u32, Vec<String>)>> {
     let g = nix::unistd::Group::from_name(name).map_err(std::io::Error::from)?;
     Ok(g.map(|g| (g.gid.as_raw(), g.mem)))
 }
+
+/// Is the user (with primary group `primary_gid`) a member of `group`?
+pub fn is_member(user: &UserName, primary_gid: u32, group: &str) -> std::io::Result<bool> {
+    Ok(match self::group(group)? {
+        Some((gid, members)) => gid == primary_gid || members.iter().any(|m| m == user.as_str()),
+        None => false,
+    })
+}

@@ -1,0 +1,96 @@
+//! Who is a managed user (DESIGN.md section 7, `[policy]`): members of the managed group
+//! and/or an explicit list — never root, never a system account. Pure: the caller looks the
+//! account and its groups up.
+
+use crate::config::Policy;
+use crate::ids::{Uid, UserName};
+
+/// Accounts below this uid are system accounts (Debian's `UID_MIN`).
+pub const FIRST_HUMAN_UID: u32 = 1000;
+/// `nobody` and friends at the top of the range are not people either.
+pub const LAST_HUMAN_UID: u32 = 59999;
+
+/// Why a user is or is not managed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// Listed in `managed_users`.
+    Listed,
+    /// A member of `managed_group`.
+    GroupMember,
+    /// Root is never managed.
+    Root,
+    /// A system account (uid outside the human range).
+    SystemAccount,
+    /// Neither listed nor a member.
+    NotManaged,
+}
+
+impl Decision {
+    /// True if the user gets unlock rights at login.
+    pub fn is_managed(&self) -> bool {
+        matches!(self, Decision::Listed | Decision::GroupMember)
+    }
+}
+
+/// Decide for `user` (uid `uid`, member of `groups`, primary group included).
+pub fn decide(policy: &Policy, user: &UserName, uid: Uid, groups: &[String]) -> Decision {
+    if uid.get() == 0 {
+        return Decision::Root;
+    }
+    if !(FIRST_HUMAN_UID..=LAST_HUMAN_UID).contains(&uid.get()) {
+        return Decision::SystemAccount;
+    }
+    if policy.managed_users.contains(user) {
+        return Decision::Listed;
+    }
+    match &policy.managed_group {
+        Some(g) if groups.iter().any(|m| m == g) => Decision::GroupMember,
+        _ => Decision::NotManaged,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(users: &[&str]) -> Policy {
+        Policy {
+            managed_group: Some("keyward-users".into()),
+            managed_users: users
+                .iter()
+                .map(|u| UserName::parse(u).expect("valid"))
+                .collect(),
+            revoke_unmanaged: false,
+            recovery_rotation_days: 90,
+            service_rotation_days: 30,
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let u = |s: &str| UserName::parse(s).expect("valid");
+        let uid = |n| Uid::new(n).expect("valid");
+        let p = policy(&["bob"]);
+        let groups = vec!["keyward-users".to_owned()];
+        assert_eq!(
+            decide(&p, &u("alice"), uid(1001), &groups),
+            Decision::GroupMember
+        );
+        assert_eq!(decide(&p, &u("bob"), uid(1002), &[]), Decision::Listed);
+        assert_eq!(
+            decide(&p, &u("carol"), uid(1003), &[]),
+            Decision::NotManaged
+        );
+        assert_eq!(decide(&p, &u("root"), uid(0), &groups), Decision::Root);
+        assert_eq!(
+            decide(&p, &u("bob"), uid(999), &groups),
+            Decision::SystemAccount
+        );
+        assert_eq!(
+            decide(&p, &u("nobody"), uid(65534), &groups),
+            Decision::SystemAccount
+        );
+        assert!(!Decision::Root.is_managed());
+    }
+}

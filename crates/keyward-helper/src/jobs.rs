@@ -1,0 +1,277 @@
+//! PAM events, handled off the request path: the helper answers the PAM module at once and a
+//! worker thread per user does the work — one job per user at a time, later events folding
+//! into the pending one. A login grants a missing slot or heals one the password no longer
+//! opens; a password change moves the user's slots to the new password via the service secret.
+//!
+//! A login by a user whose slot already works costs no KDF run: the helper remembers, per slot,
+//! a keyed digest of the password that last opened it (in memory only, keyed by a secret drawn
+//! at start, so nothing on disk or in a core dump helps an attacker), and compares digests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use keyward_core::audit::Record;
+use keyward_core::config::Volume;
+use keyward_core::policy;
+use keyward_core::store::GrantRequest;
+use keyward_core::token::Role;
+use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
+use keyward_sys::audit_file::now_rfc3339;
+use keyward_sys::{shadow, users};
+use sha2::{Digest, Sha256};
+
+use crate::ops;
+use crate::server::Ctx;
+
+/// Where pam_unix keeps the hashes.
+const SHADOW: &str = "/etc/shadow";
+
+/// One PAM event.
+#[derive(Debug)]
+pub enum Job {
+    /// A login with this password.
+    Login(Secret),
+    /// A password change to `new`.
+    Change {
+        /// The new password.
+        new: Secret,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    running: bool,
+    next: Option<Job>,
+}
+
+/// The queue and the verification memory.
+#[derive(Debug)]
+pub struct Jobs {
+    queue: Mutex<HashMap<UserName, Pending>>,
+    verified: Mutex<HashMap<(VolumeName, SlotId), [u8; 32]>>,
+    key: Secret,
+}
+
+impl Jobs {
+    /// An empty queue with a fresh digest key.
+    pub fn new() -> Result<Self, String> {
+        let key = keyward_luks::random::service_secret().map_err(|e| e.to_string())?;
+        Ok(Jobs {
+            queue: Mutex::default(),
+            verified: Mutex::default(),
+            key,
+        })
+    }
+
+    fn digest(&self, password: &Secret) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key.expose());
+        h.update(password.expose());
+        h.finalize().into()
+    }
+
+    fn remember(&self, v: &VolumeName, slot: SlotId, password: &Secret) {
+        let d = self.digest(password);
+        lock(&self.verified).insert((v.clone(), slot), d);
+    }
+
+    fn recently_verified(&self, v: &VolumeName, slot: SlotId, password: &Secret) -> bool {
+        let d = self.digest(password);
+        lock(&self.verified)
+            .get(&(v.clone(), slot))
+            .is_some_and(|known| known == &d)
+    }
+
+    fn forget(&self, v: &VolumeName, slot: SlotId) {
+        lock(&self.verified).remove(&(v.clone(), slot));
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Queue a job for `user`, starting a worker if none runs for them.
+pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job) {
+    let mut queue = lock(&ctx.jobs.queue);
+    let entry = queue.entry(user.clone()).or_default();
+    // A pending password change is not displaced by a login; otherwise the newest event wins.
+    let keep_change =
+        matches!(entry.next, Some(Job::Change { .. })) && matches!(job, Job::Login(_));
+    if !keep_change {
+        entry.next = Some(job);
+    }
+    if entry.running {
+        return;
+    }
+    entry.running = true;
+    drop(queue);
+    let ctx = Arc::clone(ctx);
+    let spawned = std::thread::Builder::new()
+        .name("job".into())
+        .spawn(move || work(&ctx, &user));
+    if let Err(e) = spawned {
+        eprintln!("keyward-helper: cannot start a job thread: {e}");
+    }
+}
+
+fn work(ctx: &Arc<Ctx>, user: &UserName) {
+    loop {
+        let job = {
+            let mut queue = lock(&ctx.jobs.queue);
+            match queue.get_mut(user).and_then(|p| p.next.take()) {
+                Some(j) => j,
+                None => {
+                    queue.remove(user);
+                    return;
+                }
+            }
+        };
+        let (op, result) = match job {
+            Job::Login(password) => ("login-capture", login(ctx, user, &password, false)),
+            Job::Change { new } => ("password-change", login(ctx, user, &new, true)),
+        };
+        let record = Record {
+            seq: 0,
+            time: now_rfc3339(),
+            prev: String::new(),
+            caller: "helper".into(),
+            uid: 0,
+            pid: i32::try_from(std::process::id()).unwrap_or(0),
+            op: op.into(),
+            volume: None,
+            user: Some(user.to_string()),
+            result: match result {
+                Ok(done) => format!("ok: {done}"),
+                Err(why) => format!("error:Refused: {why}"),
+            },
+        };
+        if let Err(e) = lock(&ctx.audit).append(record) {
+            eprintln!("keyward-helper: audit log: {e}");
+        }
+    }
+}
+
+/// The account, if it is managed; otherwise why not.
+fn managed_account(ctx: &Ctx, user: &UserName) -> Result<Uid, String> {
+    let account = users::user(user)
+        .map_err(|e| format!("user lookup: {e}"))?
+        .ok_or("no such user")?;
+    let group = ctx.config.policy.managed_group.as_deref();
+    let member = match group {
+        Some(g) => {
+            users::is_member(user, account.gid, g).map_err(|e| format!("group lookup: {e}"))?
+        }
+        None => false,
+    };
+    let groups: Vec<String> = group
+        .filter(|_| member)
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    let decision = policy::decide(&ctx.config.policy, user, account.uid, &groups);
+    if decision.is_managed() {
+        Ok(account.uid)
+    } else {
+        Err(format!("not managed ({decision:?})"))
+    }
+}
+
+/// The password must be the one the system accepts now. After a change, pam_unix may write the
+/// new hash a moment after this job starts, so a change waits for it briefly.
+fn check_shadow(user: &UserName, password: &Secret, after_change: bool) -> Result<(), String> {
+    let tries = if after_change { 20 } else { 1 };
+    for attempt in 0..tries {
+        let hash = shadow::hash_of(std::path::Path::new(SHADOW), user)
+            .map_err(|e| format!("shadow: {e}"))?;
+        if hash.is_some_and(|h| shadow::matches(password, &h)) {
+            return Ok(());
+        }
+        if attempt + 1 < tries {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    Err("the password does not match the user's /etc/shadow entry; nothing enrolled".into())
+}
+
+fn login(
+    ctx: &Ctx,
+    user: &UserName,
+    password: &Secret,
+    after_change: bool,
+) -> Result<String, String> {
+    let uid = managed_account(ctx, user)?;
+    check_shadow(user, password, after_change)?;
+    let done: Vec<String> = ctx
+        .config
+        .volumes
+        .iter()
+        .map(|v| match on_volume(ctx, v, user, uid, password) {
+            Ok(s) => format!("{}: {s}", v.name),
+            Err(e) => format!("{}: failed: {e}", v.name),
+        })
+        .collect();
+    Ok(done.join("; "))
+}
+
+/// Grant, heal, or leave alone the user's slot on one volume.
+fn on_volume(
+    ctx: &Ctx,
+    v: &Volume,
+    user: &UserName,
+    uid: Uid,
+    password: &Secret,
+) -> Result<String, String> {
+    let c = &ctx.config;
+    let msg = |r: keyward_core::ipc::Response| match r {
+        keyward_core::ipc::Response::Error { message, .. } => message,
+        keyward_core::ipc::Response::Ok(_) => String::new(),
+    };
+    let mut store = ops::open(c, v).map_err(msg)?;
+    let state = store.state().map_err(|e| e.to_string())?;
+    let mine = state.holders().into_iter().find_map(|h| match h.role {
+        HolderRole::User { name, .. } if &name == user => Some(h.slot),
+        _ => None,
+    });
+    if let Some(slot) = mine {
+        if ctx.jobs.recently_verified(&v.name, slot, password) {
+            return Ok(format!("slot {slot} works (verified earlier)"));
+        }
+        if store.verify(slot, password).map_err(|e| e.to_string())? {
+            ctx.jobs.remember(&v.name, slot, password);
+            return Ok(format!("slot {slot} works"));
+        }
+    }
+    let service_slot = ops::service_slot(&mut store)
+        .map_err(msg)?
+        .ok_or("no service slot (run keyward bootstrap)")?;
+    let service = ops::working_secret(c, v, &mut store, service_slot)
+        .map_err(msg)?
+        .ok_or("the stored service secret does not open the service slot")?;
+    let authority = Authority::Service(&service);
+    match mine {
+        Some(old) => {
+            let new = store
+                .rekey(old, authority, password)
+                .map_err(|e| e.to_string())?;
+            ctx.jobs.forget(&v.name, old);
+            ctx.jobs.remember(&v.name, new, password);
+            Ok(format!("rekeyed slot {old} to slot {new}"))
+        }
+        None => {
+            let req = GrantRequest {
+                role: Role::User {
+                    name: user.clone(),
+                    uid,
+                },
+                pending: false,
+            };
+            let new = store
+                .grant(&req, authority, password)
+                .map_err(|e| e.to_string())?;
+            ctx.jobs.remember(&v.name, new, password);
+            Ok(format!("granted slot {new}"))
+        }
+    }
+}

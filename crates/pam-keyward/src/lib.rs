@@ -1,0 +1,106 @@
+//! `pam_keyward.so`: captures a login's password (auth phase, placed after pam_unix succeeded)
+//! and a password change (password phase, `PAM_UPDATE_AUTHTOK`) and hands them to the keyward
+//! helper over its socket, then returns `PAM_IGNORE`. It never blocks or fails a login or a
+//! password change: every entry point is inside `catch_unwind`, every helper call has a 200 ms
+//! budget, and every outcome — helper down, slow, refusing, a panic — is logged to syslog and
+//! ignored. It builds no path from the user name and sends no secret anywhere but the socket.
+//!
+//! Module arguments: `socket=PATH` (default `/run/keyward/helper.sock`).
+
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use keyward_core::ipc::{Request, WireSecret};
+use keyward_core::{Secret, UserName};
+use keyward_sys::{helper_client, syslog};
+use pam::constants::{PamFlag, PamResultCode};
+use pam::items::{AuthTok, OldAuthTok};
+use pam::module::{PamHandle, PamHooks};
+
+/// Linux-PAM's `PAM_UPDATE_AUTHTOK`: the second pass of a password change.
+const PAM_UPDATE_AUTHTOK: PamFlag = 0x2000;
+/// The longest the module waits on the helper for any single read or write.
+const BUDGET: Duration = Duration::from_millis(200);
+const IDENT: &str = "pam_keyward";
+
+struct Keyward;
+pam::pam_hooks!(Keyward);
+
+impl PamHooks for Keyward {
+    fn sm_authenticate(pamh: &mut PamHandle, args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        guarded("auth", || capture_login(pamh, &args));
+        PamResultCode::PAM_IGNORE
+    }
+
+    fn sm_setcred(_pamh: &mut PamHandle, _args: Vec<&CStr>, _flags: PamFlag) -> PamResultCode {
+        PamResultCode::PAM_IGNORE
+    }
+
+    fn sm_chauthtok(pamh: &mut PamHandle, args: Vec<&CStr>, flags: PamFlag) -> PamResultCode {
+        if flags & PAM_UPDATE_AUTHTOK != 0 {
+            guarded("password", || capture_change(pamh, &args));
+        }
+        PamResultCode::PAM_IGNORE
+    }
+}
+
+/// Run `f`, logging (never propagating) an error or a panic.
+fn guarded(phase: &str, f: impl FnOnce() -> Result<(), String>) {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => syslog::send(IDENT, 5, &format!("{phase}: ignored: {why}")),
+        Err(_) => syslog::send(
+            IDENT,
+            4,
+            &format!("{phase}: ignored after an internal error"),
+        ),
+    }
+}
+
+fn socket(args: &[&CStr]) -> PathBuf {
+    args.iter()
+        .filter_map(|a| a.to_str().ok())
+        .find_map(|a| a.strip_prefix("socket="))
+        .map_or_else(|| PathBuf::from("/run/keyward/helper.sock"), PathBuf::from)
+}
+
+fn user(pamh: &mut PamHandle) -> Result<UserName, String> {
+    let name = pamh.get_user(None).map_err(|e| format!("no user: {e:?}"))?;
+    // Parsed, never used raw: no path, argument or log line is built from an unchecked name.
+    UserName::parse(&name).map_err(|_| "user name is not one keyward manages".to_owned())
+}
+
+fn send(args: &[&CStr], req: Request) -> Result<(), String> {
+    helper_client::call_within(&socket(args), req, BUDGET)
+        .map(drop)
+        .map_err(|e| e.to_string())
+}
+
+fn capture_login(pamh: &mut PamHandle, args: &[&CStr]) -> Result<(), String> {
+    let user = user(pamh)?;
+    let password = match pamh.get_item::<AuthTok>() {
+        Ok(Some(t)) => Secret::copy_from(t.as_bytes()),
+        _ => return Err("no password in this conversation".into()),
+    };
+    let req = Request::LoginCapture {
+        user,
+        password: WireSecret::from_secret(&password),
+    };
+    drop(password);
+    send(args, req)
+}
+
+fn capture_change(pamh: &mut PamHandle, args: &[&CStr]) -> Result<(), String> {
+    let user = user(pamh)?;
+    let new = match pamh.get_item::<AuthTok>() {
+        Ok(Some(t)) => WireSecret::from_secret(&Secret::copy_from(t.as_bytes())),
+        _ => return Err("no new password in this conversation".into()),
+    };
+    let old = match pamh.get_item::<OldAuthTok>() {
+        Ok(Some(t)) => Some(WireSecret::from_secret(&Secret::copy_from(t.as_bytes()))),
+        _ => None,
+    };
+    send(args, Request::PasswordChange { user, new, old })
+}
