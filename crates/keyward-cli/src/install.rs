@@ -34,6 +34,64 @@ const TMPFILES: (&str, &str) = (
     include_str!("../../../dist/tmpfiles.d/keyward.conf"),
 );
 
+/// The pam-auth-update profile: pam_keyward.so in the Additional auth and password sections,
+/// reached only after pam_unix has succeeded.
+const PAM_PROFILE: &str = include_str!("../../../dist/pam-configs/keyward");
+const PAM_CONFIGS: &str = "/usr/share/pam-configs";
+
+fn pam_auth_update(args: &[&str]) -> Result<(), Failure> {
+    run_tool(
+        Command::new("pam-auth-update")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn pam_enabled() -> bool {
+    std::fs::read_to_string("/etc/pam.d/common-auth").is_ok_and(|t| t.contains("pam_keyward.so"))
+}
+
+/// Install and enable the PAM profile; returns what changed.
+fn install_pam(changed: &mut Vec<String>) -> Result<(), Failure> {
+    let dir = Path::new(PAM_CONFIGS);
+    if !dir.is_dir() || which("pam-auth-update").is_none() {
+        println!("warning: pam-auth-update not found; add pam_keyward.so to the PAM stack by hand");
+        return Ok(());
+    }
+    if std::fs::read_to_string(dir.join("keyward")).ok().as_deref() != Some(PAM_PROFILE) {
+        safe_fs::write_atomic(dir, "keyward", PAM_PROFILE.as_bytes(), 0o644)
+            .map_err(io("PAM profile"))?;
+        changed.push(format!("wrote {PAM_CONFIGS}/keyward"));
+    }
+    if !pam_enabled() {
+        pam_auth_update(&["--enable", "keyward"])?;
+        changed.push("enabled pam_keyward.so (pam-auth-update)".into());
+    }
+    Ok(())
+}
+
+/// Disable and remove the PAM profile; pam-auth-update rewrites /etc/pam.d as it was.
+fn uninstall_pam() -> Result<(), Failure> {
+    let profile = Path::new(PAM_CONFIGS).join("keyward");
+    if std::fs::symlink_metadata(&profile).is_err() {
+        return Ok(());
+    }
+    pam_auth_update(&["--package", "--remove", "keyward"])?;
+    std::fs::remove_file(&profile).map_err(io("PAM profile"))?;
+    println!("disabled and removed the PAM profile");
+    Ok(())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(tool))
+                .find(|c| c.is_file())
+        })
+        .unwrap_or(None)
+}
+
 fn io(what: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
     move |e| Failure::new(1, format!("{what}: {e}"))
 }
@@ -101,6 +159,7 @@ pub fn install(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Result<
             changed.push(format!("wrote {}", path.display()));
         }
     }
+    install_pam(&mut changed)?;
     if changed.is_empty() {
         println!("keyward is already installed; nothing changed");
     } else {
@@ -154,6 +213,7 @@ pub fn uninstall(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Resul
             println!("removed {}", p.display());
         }
     }
+    uninstall_pam()?;
     let account = users::user(&config.service_user).map_err(io("user lookup"))?;
     let owners: Vec<u32> = [Some(0), account.map(|a| a.uid.get())]
         .into_iter()

@@ -17,6 +17,9 @@ cd "$T"
 cp -a /etc etc-work
 cp -a /etc etc-pristine
 mount --bind etc-work /etc
+# pam-auth-update keeps its profiles and state outside /etc: private copies of those too.
+cp -a /usr/share/pam-configs pam-configs && mount --bind pam-configs /usr/share/pam-configs
+cp -a /var/lib/pam var-lib-pam && mount --bind var-lib-pam /var/lib/pam
 kw() { "$KW" --config "$CFG" "$@"; }
 start_helper() {
   "$HELPER" --config "$CFG" 2>>helper.err & echo $! > helper.pid
@@ -31,6 +34,7 @@ getent passwd _keyward > passwd.out
 getent shadow _keyward | cut -d: -f2 > shadowpw.out
 stat -c '%n %U %G %a' state run log agent > stat.out
 ls /etc/systemd/system /etc/tmpfiles.d > units.out
+grep -h pam_keyward /etc/pam.d/common-auth /etc/pam.d/common-password > pam-enabled.out || true
 
 start_helper
 printf '%s\n' "$INSTALL_PASS" | kw bootstrap data --passphrase-stdin > bootstrap.out
@@ -113,6 +117,12 @@ fn install_uninstall_in_a_private_namespace() {
     );
     assert!(read("units.out").contains("keyward-helper.socket"));
     assert!(read("units.out").contains("keyward.conf"));
+    let pam = read("pam-enabled.out");
+    assert_eq!(
+        pam.lines().count(),
+        2,
+        "pam_keyward in common-auth and common-password: {pam}"
+    );
 
     // Idempotent.
     assert!(read("install1.out").contains("created system user"));
