@@ -39,10 +39,17 @@ pub enum Job {
     },
 }
 
+/// Who handed the event over (the PAM module's process), for the audit record. The request
+/// itself is not audited on arrival: the job writes one record with its outcome, so a login
+/// costs the PAM stack no fsync.
+pub type Caller = keyward_sys::peer::Peer;
+
 #[derive(Debug, Default)]
 struct Pending {
     running: bool,
-    next: Option<Job>,
+    next: Option<(Job, Option<Caller>)>,
+    /// Events folded into `next` since the last record.
+    folded: u32,
 }
 
 /// The queue and the verification memory.
@@ -93,14 +100,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Queue a job for `user`, starting a worker if none runs for them.
-pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job) {
+pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job, caller: Caller) {
     let mut queue = lock(&ctx.jobs.queue);
     let entry = queue.entry(user.clone()).or_default();
     // A pending password change is not displaced by a login; otherwise the newest event wins.
     let keep_change =
-        matches!(entry.next, Some(Job::Change { .. })) && matches!(job, Job::Login(_));
+        matches!(entry.next, Some((Job::Change { .. }, _))) && matches!(job, Job::Login(_));
+    if entry.next.is_some() {
+        entry.folded += 1;
+    }
     if !keep_change {
-        entry.next = Some(job);
+        entry.next = Some((job, Some(caller)));
     }
     if entry.running {
         return;
@@ -118,10 +128,13 @@ pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job) {
 
 fn work(ctx: &Arc<Ctx>, user: &UserName) {
     loop {
-        let job = {
+        let (job, caller, folded) = {
             let mut queue = lock(&ctx.jobs.queue);
-            match queue.get_mut(user).and_then(|p| p.next.take()) {
-                Some(j) => j,
+            let Some(pending) = queue.get_mut(user) else {
+                return;
+            };
+            match pending.next.take() {
+                Some((j, c)) => (j, c, std::mem::take(&mut pending.folded)),
                 None => {
                     queue.remove(user);
                     return;
@@ -136,15 +149,16 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
             seq: 0,
             time: now_rfc3339(),
             prev: String::new(),
-            caller: "helper".into(),
-            uid: 0,
-            pid: i32::try_from(std::process::id()).unwrap_or(0),
+            caller: "admin".into(),
+            uid: caller.map_or(0, |c| c.uid.get()),
+            pid: caller.map_or(0, |c| c.pid),
             op: op.into(),
             volume: None,
             user: Some(user.to_string()),
-            result: match result {
-                Ok(done) => format!("ok: {done}"),
-                Err(why) => format!("error:Refused: {why}"),
+            result: match (result, folded) {
+                (Ok(done), 0) => format!("ok: {done}"),
+                (Ok(done), n) => format!("ok: {done} (and {n} earlier event(s) folded in)"),
+                (Err(why), _) => format!("error:Refused: {why}"),
             },
         };
         if let Err(e) = lock(&ctx.audit).append(record) {

@@ -21,7 +21,7 @@ use crate::server::Ctx;
 use crate::service_secret;
 
 /// Run one request.
-pub fn dispatch(ctx: &Arc<Ctx>, request: Request) -> Response {
+pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Response {
     let c = &ctx.config;
     let result = match request {
         Request::Status { volume } => volumes(c, volume.as_ref())
@@ -39,7 +39,7 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request) -> Response {
         Request::Revoke { volume, user } => revoke(c, &volume, &user),
         Request::Release { volume, dry_run } => release(c, &volume, dry_run),
         Request::LoginCapture { user, password } => {
-            jobs::submit(ctx, user, Job::Login(password.into_secret()));
+            jobs::submit(ctx, user, Job::Login(password.into_secret()), caller);
             Ok(Reply::Queued)
         }
         Request::PasswordChange { user, new, old } => {
@@ -51,6 +51,7 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request) -> Response {
                 Job::Change {
                     new: new.into_secret(),
                 },
+                caller,
             );
             Ok(Reply::Queued)
         }

@@ -317,19 +317,22 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>) {
             return;
         }
         let (volume, user) = (request.volume().cloned(), request.user().cloned());
-        let response = crate::ops::dispatch(ctx, request);
+        let response = crate::ops::dispatch(ctx, request, peer);
         let named = Named {
             volume: volume.as_ref(),
             user: user.as_ref(),
         };
-        audit(
-            ctx,
-            Some(class),
-            Some(peer),
-            op.name(),
-            named,
-            &result_text(&response),
-        );
+        // A queued PAM event is audited once, by its job, with its outcome.
+        if response != Response::Ok(Reply::Queued) {
+            audit(
+                ctx,
+                Some(class),
+                Some(peer),
+                op.name(),
+                named,
+                &result_text(&response),
+            );
+        }
         if send(&mut stream, &response).is_err() {
             return;
         }
