@@ -78,6 +78,17 @@ async fn run(config: Config) {
         match checked {
             Ok(Ok(Reply::Verified(reports))) => {
                 for r in reports {
+                    for u in r.users.iter().filter(|u| u.status != "managed") {
+                        let did = if u.revoked {
+                            "slot revoked"
+                        } else {
+                            "slot kept"
+                        };
+                        eprintln!(
+                            "keywardd: {}: user {} is {} ({did})",
+                            r.volume, u.user, u.status
+                        );
+                    }
                     match (r.service.as_str(), r.detail) {
                         ("ok", _) => eprintln!("keywardd: {}: service secret ok", r.volume),
                         (state, detail) => eprintln!(

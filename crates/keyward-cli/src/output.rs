@@ -53,9 +53,22 @@ pub fn verify(reports: &[VerifyReport], json: bool) -> Result<(), Failure> {
                 Some(d) => println!("{}: service secret {}: {d}", r.volume, r.service),
                 None => println!("{}: service secret {}", r.volume, r.service),
             }
+            for u in &r.users {
+                let action = if u.revoked { ": slot revoked" } else { "" };
+                let detail = u
+                    .detail
+                    .as_deref()
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                println!(
+                    "{}: user {} (keyslot {}): {}{action}{detail}",
+                    r.volume, u.user, u.slot, u.status
+                );
+            }
         }
     }
-    if reports.iter().all(|r| r.service == "ok") {
+    let users_ok = |r: &VerifyReport| r.users.iter().all(|u| u.status == "managed" || u.revoked);
+    if reports.iter().all(|r| r.service == "ok" && users_ok(r)) {
         Ok(())
     } else {
         Err(Failure::new(1, "verification found problems"))

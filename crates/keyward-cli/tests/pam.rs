@@ -110,7 +110,29 @@ wait_until user_slot_opens bob 'bob pass 1' && echo yes > bob.ok
 sleep 1
 kw status data --json | tr -d ' \n' | grep -o '"user":"bob"' | wc -l > bob-slots.out
 
-# 9. The helper is down: the login still succeeds.
+# 9. An admin's login bootstraps a volume that has no service slot yet (data2), from the login
+#    password, which opens the installer's slot there.
+groupadd keyward-admins
+useradd --no-create-home --groups keyward-admins dave
+printf 'dave:%s\n' "$INSTALL_PASS" | chpasswd
+kw status data2 --json | tr -d ' \n' | grep -c '"role":"service"' > data2-service-before.out || true
+printf '%s\n' "$INSTALL_PASS" | pamtester kwtest dave authenticate > /dev/null 2>&1
+wait_until audit_has 'login-capture.*dave.*bootstrapped service slot' && echo yes > admin-bootstrap.ok
+kw status data2 --json | tr -d ' \n' | grep -c '"role":"service"' > data2-service-after.out || true
+
+# 10. Users who leave the managed set, or are deleted, are reported by verify…
+gpasswd -d alice keyward-users > /dev/null
+userdel bob
+set +e; kw verify > verify1.out; echo $? > verify1.rc; set -e
+slot_of alice > alice-kept.out
+#     …and, with revoke_unmanaged = true, their slots are revoked.
+sed -i 's/^\[policy\]$/[policy]\nrevoke_unmanaged = true/' "$CFG"
+stop_helper; start_helper
+set +e; kw verify > verify2.out; echo $? > verify2.rc; set -e
+slot_of alice > alice-after-revoke.out
+kw verify > verify3.out; echo $? > verify3.rc
+
+# 11. The helper is down: the login still succeeds.
 stop_helper
 start=$(date +%s%N)
 set +e; printf '%s\n' "$PW3" | pamtester kwtest alice authenticate > down.out 2>&1; echo $? > down.rc; set -e
@@ -126,6 +148,35 @@ fn pam_login_and_password_changes() {
     let inst = Instance::prepare();
     let t = inst.root.path();
     let so = bin("libpam_keyward.so");
+    // A second volume, not yet bootstrapped, and an admin group allowed to bootstrap by login.
+    let disk2 = t.join("disk2.img");
+    std::fs::File::create(&disk2)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let out = run(
+        Command::new("cryptsetup")
+            .args([
+                "luksFormat",
+                "--batch-mode",
+                "--type",
+                "luks2",
+                "--pbkdf",
+                "pbkdf2",
+            ])
+            .args(["--pbkdf-force-iterations", "1000"])
+            .arg(&disk2)
+            .args(["--key-file", "-"]),
+        INSTALL_PASS.as_bytes(),
+    );
+    assert!(out.status.success());
+    let extra = format!(
+        "[[volume]]\nname = \"data2\"\ndevice = \"{}\"\n[policy]\nadmin_group = \"keyward-admins\"\n",
+        disk2.display()
+    );
+    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
+    cfg.push_str(&extra);
+    std::fs::write(&inst.config, cfg).unwrap();
     let (pw1, pw2, pw3) = ("first pässword 1", "second password 2", "reset by root 3");
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "bash", "-c", SCRIPT])
@@ -218,6 +269,28 @@ fn pam_login_and_password_changes() {
         "1",
         "two logins at once make one slot"
     );
+    assert_eq!(read("data2-service-before.out"), "0");
+    assert_eq!(read("admin-bootstrap.ok"), "yes", "{}", ctx());
+    assert_eq!(read("data2-service-after.out"), "1");
+    let v1 = read("verify1.out");
+    assert_eq!(read("verify1.rc"), "1", "verify flags users who left: {v1}");
+    assert!(
+        v1.contains("user alice") && v1.contains("not-managed"),
+        "{v1}"
+    );
+    assert!(v1.contains("user bob") && v1.contains("deleted"), "{v1}");
+    assert!(
+        !read("alice-kept.out").is_empty(),
+        "without revoke_unmanaged the slot stays"
+    );
+    let v2 = read("verify2.out");
+    assert!(
+        v2.contains("not-managed: slot revoked") && v2.contains("deleted: slot revoked"),
+        "{v2}\n{}",
+        ctx()
+    );
+    assert_eq!(read("alice-after-revoke.out"), "");
+    assert_eq!(read("verify3.rc"), "0", "{}", read("verify3.out"));
     assert_eq!(read("down.rc"), "0", "login succeeds with the helper down");
     println!("login with the helper down took {} ms", read("down-ms.out"));
 

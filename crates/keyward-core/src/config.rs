@@ -31,6 +31,9 @@ pub struct Policy {
     pub managed_users: Vec<UserName>,
     /// Revoke the slots of users who left the managed set.
     pub revoke_unmanaged: bool,
+    /// Members of this group may bootstrap a volume's service slot by logging in with a
+    /// password that opens an existing slot (off when absent).
+    pub admin_group: Option<String>,
     /// Recovery key rotation interval.
     pub recovery_rotation_days: u32,
     /// Service secret rotation interval.
@@ -109,6 +112,7 @@ struct RawPolicy {
     managed_users: Vec<String>,
     #[serde(default)]
     revoke_unmanaged: bool,
+    admin_group: Option<String>,
     recovery_rotation_days: Option<u32>,
     service_rotation_days: Option<u32>,
 }
@@ -180,6 +184,11 @@ impl Config {
                 managed_group,
                 managed_users,
                 revoke_unmanaged: raw.policy.revoke_unmanaged,
+                admin_group: raw
+                    .policy
+                    .admin_group
+                    .map(|g| user(&g).map(|u| u.as_str().to_owned()))
+                    .transpose()?,
                 recovery_rotation_days: raw.policy.recovery_rotation_days.unwrap_or(90),
                 service_rotation_days: raw.policy.service_rotation_days.unwrap_or(30),
             },

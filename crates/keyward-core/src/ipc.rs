@@ -228,6 +228,24 @@ pub struct VerifyReport {
     pub service: String,
     /// Detail for anything but `ok`.
     pub detail: Option<String>,
+    /// Every user slot, with whether its holder is still a managed user.
+    pub users: Vec<UserReport>,
+}
+
+/// A user slot found by verification.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UserReport {
+    /// Login name in the token.
+    pub user: String,
+    /// Keyslot.
+    pub slot: u32,
+    /// `managed`, `not-managed` (left the managed set), `deleted` (no such user now) or
+    /// `uid-changed` (the name now belongs to another uid).
+    pub status: String,
+    /// True if this run revoked the slot (`revoke_unmanaged = true`).
+    pub revoked: bool,
+    /// Why a revocation was not done, if it was attempted.
+    pub detail: Option<String>,
 }
 
 /// A successful reply.

@@ -62,6 +62,7 @@ mod tests {
                 .map(|u| UserName::parse(u).expect("valid"))
                 .collect(),
             revoke_unmanaged: false,
+            admin_group: None,
             recovery_rotation_days: 90,
             service_rotation_days: 30,
         }

@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use keyward_core::audit::Record;
 use keyward_core::config::Volume;
-use keyward_core::policy;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::Role;
 use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
 use keyward_sys::audit_file::now_rfc3339;
-use keyward_sys::{shadow, users};
+use keyward_sys::shadow;
 use sha2::{Digest, Sha256};
 
+use crate::accounts::{self, Standing};
 use crate::ops;
 use crate::server::Ctx;
 
@@ -167,31 +167,6 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
     }
 }
 
-/// The account, if it is managed; otherwise why not.
-fn managed_account(ctx: &Ctx, user: &UserName) -> Result<Uid, String> {
-    let account = users::user(user)
-        .map_err(|e| format!("user lookup: {e}"))?
-        .ok_or("no such user")?;
-    let group = ctx.config.policy.managed_group.as_deref();
-    let member = match group {
-        Some(g) => {
-            users::is_member(user, account.gid, g).map_err(|e| format!("group lookup: {e}"))?
-        }
-        None => false,
-    };
-    let groups: Vec<String> = group
-        .filter(|_| member)
-        .map(str::to_owned)
-        .into_iter()
-        .collect();
-    let decision = policy::decide(&ctx.config.policy, user, account.uid, &groups);
-    if decision.is_managed() {
-        Ok(account.uid)
-    } else {
-        Err(format!("not managed ({decision:?})"))
-    }
-}
-
 /// The password must be the one the system accepts now. After a change, pam_unix may write the
 /// new hash a moment after this job starts, so a change waits for it briefly.
 fn check_shadow(user: &UserName, password: &Secret, after_change: bool) -> Result<(), String> {
@@ -215,17 +190,47 @@ fn login(
     password: &Secret,
     after_change: bool,
 ) -> Result<String, String> {
-    let uid = managed_account(ctx, user)?;
+    let c = &ctx.config;
+    let admin = accounts::is_admin(c, user)?;
+    let uid = match accounts::standing(c, user, None)? {
+        Standing::Managed(uid) => Some(uid),
+        _ if admin => None,
+        other => return Err(format!("not managed ({})", other.label())),
+    };
     check_shadow(user, password, after_change)?;
-    let done: Vec<String> = ctx
-        .config
-        .volumes
-        .iter()
-        .map(|v| match on_volume(ctx, v, user, uid, password) {
-            Ok(s) => format!("{}: {s}", v.name),
-            Err(e) => format!("{}: failed: {e}", v.name),
-        })
-        .collect();
+    let mut done = Vec::new();
+    if admin && !after_change {
+        // An admin's login bootstraps any volume that has no service slot yet, from a password
+        // that opens an existing slot. The password is used once and not kept.
+        for v in &c.volumes {
+            match ops::bootstrap(c, &v.name, password) {
+                Ok(keyward_core::ipc::Reply::Bootstrapped {
+                    slot,
+                    created: true,
+                }) => {
+                    done.push(format!(
+                        "{}: bootstrapped service slot {slot} at an admin's login",
+                        v.name
+                    ));
+                }
+                Err(keyward_core::ipc::Response::Error { message, .. }) => {
+                    done.push(format!("{}: no bootstrap: {message}", v.name));
+                }
+                Ok(_) | Err(_) => {}
+            }
+        }
+    }
+    let Some(uid) = uid else {
+        return Ok(done.join("; "));
+    };
+    done.extend(
+        c.volumes
+            .iter()
+            .map(|v| match on_volume(ctx, v, user, uid, password) {
+                Ok(s) => format!("{}: {s}", v.name),
+                Err(e) => format!("{}: failed: {e}", v.name),
+            }),
+    );
     Ok(done.join("; "))
 }
 

@@ -6,6 +6,7 @@
 //! ```
 //! It takes its socket from systemd (`LISTEN_FDS`) or binds `runtime_dir/helper.sock` itself.
 
+mod accounts;
 mod jobs;
 mod ops;
 mod server;

@@ -4,7 +4,7 @@
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{
-    ErrorCode, HolderReport, Reply, Request, Response, VerifyReport, VolumeReport,
+    ErrorCode, HolderReport, Reply, Request, Response, UserReport, VerifyReport, VolumeReport,
 };
 use keyward_core::store::GrantRequest;
 use keyward_core::token::{Role, TokenState};
@@ -16,6 +16,7 @@ use keyward_luks::LuksStore;
 
 use std::sync::Arc;
 
+use crate::accounts;
 use crate::jobs::{self, Job};
 use crate::server::Ctx;
 use crate::service_secret;
@@ -183,6 +184,7 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
         volume: v.name.to_string(),
         service: "ok".into(),
         detail: None,
+        users: user_standing(c, v),
     };
     let outcome = open(c, v).and_then(|mut store| {
         let Some(slot) = service_slot(&mut store)? else {
@@ -215,6 +217,42 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
     r
 }
 
+/// Every user slot with its holder's standing; with `revoke_unmanaged`, the slots of users who
+/// are no longer managed are revoked (never the last way in: revoke checks I1).
+fn user_standing(c: &Config, v: &Volume) -> Vec<UserReport> {
+    let Ok(mut store) = open(c, v) else {
+        return Vec::new();
+    };
+    let Ok(state) = store.state() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for h in state.holders() {
+        let HolderRole::User { name, uid } = &h.role else {
+            continue;
+        };
+        let (status, why) = match accounts::standing(c, name, Some(*uid)) {
+            Ok(s) => (s.label(), None),
+            Err(e) => ("unknown", Some(e)),
+        };
+        let mut report = UserReport {
+            user: name.to_string(),
+            slot: h.slot.get(),
+            status: status.into(),
+            revoked: false,
+            detail: why,
+        };
+        if status != "managed" && status != "unknown" && c.policy.revoke_unmanaged {
+            match store.revoke(h.slot) {
+                Ok(()) => report.revoked = true,
+                Err(e) => report.detail = Some(e.to_string()),
+            }
+        }
+        out.push(report);
+    }
+    out
+}
+
 fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, Response> {
     c.volume(name).ok_or_else(|| {
         failure(
@@ -224,7 +262,11 @@ fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, Respon
     })
 }
 
-fn bootstrap(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<Reply, Response> {
+pub(crate) fn bootstrap(
+    c: &Config,
+    name: &VolumeName,
+    passphrase: &Secret,
+) -> Result<Reply, Response> {
     let v = configured(c, name)?;
     let mut store = open(c, v)?;
     if let Some(slot) = service_slot(&mut store)? {
