@@ -58,9 +58,15 @@ fn bootstrap_grant_status_revoke_audit() {
     assert!(inst.opens(svc["slot"].as_u64().unwrap(), &service));
     assert!(v["volumes"][0]["violations"].as_array().unwrap().is_empty());
 
-    // Verify: the stored secret still opens its slot.
+    // Verify: the stored secret still opens its slot. `daemon` is a system account, which the
+    // login policy never manages, so verify flags its (admin-granted) slot and exits 1.
     let out = inst.keyward(&["verify", "--json"], b"");
-    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["volumes"][0]["service"], "ok");
+    assert_eq!(v["volumes"][0]["users"][0]["user"], "daemon");
+    assert_eq!(v["volumes"][0]["users"][0]["status"], "not-managed");
+    assert_eq!(v["volumes"][0]["users"][0]["revoked"], false);
 
     // Unknown user, unknown volume, a user with no slot.
     assert_eq!(

@@ -1,7 +1,8 @@
 //! The real PAM stack (pam_unix, pamtester, chpasswd, real yescrypt hashes) with pam_keyward.so
 //! and the real helper, inside a private mount namespace whose /etc is a copy. A managed user's
 //! login gives them a slot that opens with their password (checked with stock cryptsetup); a
-//! password change by the user or a reset by root moves the slot to the new password; a wrong
+//! password change (pamtester, `passwd` run by the user on a terminal, `chpasswd` by root)
+//! moves the slot to the new password; a wrong
 //! password, an unmanaged user and hostile names enrol nothing; with the helper down, logins
 //! still succeed; two logins at once make one slot; the password never reaches disk or a log.
 #![allow(clippy::unwrap_used)]
@@ -69,10 +70,17 @@ printf '%s\n%s\n' "$PW2" "$PW2" | pamtester kwtest alice chauthtok > change.out 
 wait_until user_slot_opens alice "$PW2" && echo yes > change.ok
 s=$(slot_of alice); if opens "$s" "$PW1"; then echo yes > old-still-opens.out; fi
 
+# 2b. Alice runs passwd herself (setuid root, asks her current password, on a terminal).
+printf 'password optional %s socket=%s\n' "$SO" "$T/run/helper.sock" >> /etc/pam.d/passwd
+(sleep 1; printf '%s\n' "$PW2"; sleep 1; printf '%s\n' "$PW4"; sleep 1; printf '%s\n' "$PW4"; sleep 1) \
+  | setpriv --reuid=alice --regid=alice --init-groups script -qec passwd /dev/null > passwd-user.out 2>&1 || true
+wait_until user_slot_opens alice "$PW4" && echo yes > user-passwd.ok
+s=$(slot_of alice); if opens "$s" "$PW2"; then echo yes > old-pw2-still-opens.out; fi
+
 # 3. Root resets it with chpasswd (no old password anywhere).
 printf 'alice:%s\n' "$PW3" | chpasswd
 wait_until user_slot_opens alice "$PW3" && echo yes > reset.ok
-s=$(slot_of alice); if opens "$s" "$PW2"; then echo yes > old2-still-opens.out; fi
+s=$(slot_of alice); if opens "$s" "$PW4"; then echo yes > old2-still-opens.out; fi
 
 # 4. A wrong password: pam_unix refuses and the module is never reached.
 before=$(grep -c . log/audit.jsonl)
@@ -178,6 +186,7 @@ fn pam_login_and_password_changes() {
     cfg.push_str(&extra);
     std::fs::write(&inst.config, cfg).unwrap();
     let (pw1, pw2, pw3) = ("first pässword 1", "second password 2", "reset by root 3");
+    let pw4 = "Fourth, typed at passwd 4";
     let out = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "bash", "-c", SCRIPT])
         .env("T", t)
@@ -189,6 +198,7 @@ fn pam_login_and_password_changes() {
         .env("PW1", pw1)
         .env("PW2", pw2)
         .env("PW3", pw3)
+        .env("PW4", pw4)
         .output()
         .unwrap();
     let read = |f: &str| {
@@ -304,7 +314,7 @@ fn pam_login_and_password_changes() {
                 stack.push(p);
             } else if ft.is_file() && p != inst.image {
                 let bytes = std::fs::read(&p).unwrap();
-                for pw in [pw1, pw2, pw3] {
+                for pw in [pw1, pw2, pw3, pw4] {
                     let found = bytes.windows(pw.len()).any(|w| w == pw.as_bytes());
                     assert!(!found, "a password is in {}", p.display());
                 }
