@@ -48,6 +48,9 @@ pub enum Refusal {
     /// The holder already has an unlock right on this volume.
     #[error("this holder already has keyslot {0}")]
     AlreadyHolds(SlotId),
+    /// Only a pending slot can be committed.
+    #[error("keyslot {0} is not pending; there is nothing to commit")]
+    NotPending(SlotId),
     /// The slot is in the middle of an unfinished operation; reconcile first.
     #[error("keyslot {0} is in the middle of another operation")]
     InTransition(SlotId),

@@ -273,6 +273,18 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         self.check_after(&before)
     }
 
+    fn commit(&mut self, slot: SlotId) -> Result<(), StoreError> {
+        let _guard = self.backend.lock()?;
+        let before = self.stable_state()?;
+        let (tid, mut token) = managed(&before, slot)?;
+        if token.state != TokenState::Pending {
+            return Err(Refusal::NotPending(slot).into());
+        }
+        token.state = TokenState::Active;
+        self.backend.replace_token(tid, &token)?;
+        self.check_after(&before)
+    }
+
     fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {
         if self.backend.read()?.slot(slot).is_none() {
             return Err(StoreError::NoSuchSlot(slot));

@@ -111,6 +111,10 @@ pub trait UnlockStore {
     /// Remove a managed slot; refused if it is unmanaged (I2) or the last committed path (I1).
     fn revoke(&mut self, slot: SlotId) -> Result<(), StoreError>;
 
+    /// Commit a pending slot (a rotated secret or recovery key): it becomes a working unlock
+    /// path. One header write; the old slot, if any, is the caller's to revoke afterwards.
+    fn commit(&mut self, slot: SlotId) -> Result<(), StoreError>;
+
     /// Does `secret` open `slot`?
     fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError>;
 

@@ -32,6 +32,8 @@ enum Op {
     GrantUser(u8),
     GrantUserViaService(u8),
     GrantService,
+    GrantPendingRecovery,
+    Commit(u8),
     GrantWithWrongAuthority(u8),
     Rekey(u8),
     Revoke(u8),
@@ -44,6 +46,8 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6).prop_map(Op::GrantUser),
         (0u8..6).prop_map(Op::GrantUserViaService),
         Just(Op::GrantService),
+        Just(Op::GrantPendingRecovery),
+        (0u8..32).prop_map(Op::Commit),
         (0u8..6).prop_map(Op::GrantWithWrongAuthority),
         (0u8..32).prop_map(Op::Rekey),
         (0u8..32).prop_map(Op::Revoke),
@@ -115,6 +119,19 @@ impl World {
                 self.service_n = n;
                 self.expected.insert(slot, s);
             }
+            Op::GrantPendingRecovery => {
+                let s = secret("recovery", n);
+                let req = GrantRequest {
+                    role: Role::Recovery,
+                    pending: true,
+                };
+                let slot = self.store.grant(&req, Authority::Holder(&install), &s)?;
+                self.expected.insert(slot, s);
+            }
+            Op::Commit(s) => {
+                let slot = SlotId::new(u32::from(*s)).expect("in range");
+                self.store.commit(slot)?;
+            }
             Op::GrantWithWrongAuthority(u) => {
                 let wrong = secret("wrong", n);
                 let r =
@@ -166,7 +183,7 @@ impl World {
     fn resync_after_crash(&mut self) {
         let state = self.store.state().expect("read");
         let mut issued: Vec<Secret> = self.expected.values().map(Secret::duplicate).collect();
-        for k in ["user", "service", "rekey"] {
+        for k in ["user", "service", "rekey", "recovery"] {
             issued.push(secret(k, self.counter));
             issued.push(secret(k, self.counter - 1));
         }
