@@ -104,6 +104,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The service account's secret.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
     /// Print the man page or a shell completion script (for packaging).
     #[command(hide = true)]
     Generate {
@@ -118,6 +123,16 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ServiceAction {
+    /// Rotate the service secret: a new slot is added and committed before the old one goes.
+    Rotate {
+        /// Volume name.
+        #[arg(value_parser = parse_volume)]
+        volume: VolumeName,
     },
 }
 
@@ -300,5 +315,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             install::uninstall(&config, &unit_dir, &tmpfiles_dir)
         }
         Command::Generate { .. } => Ok(()),
+        Command::Service { action: ServiceAction::Rotate { volume } } => {
+            match call(Request::ServiceRotate { volume: volume.clone() })? {
+                Reply::ServiceRotated { old, new } => {
+                    println!("{volume}: service secret rotated (keyslot {old} -> {new})");
+                    Ok(())
+                }
+                other => Err(client::unexpected(&other).into()),
+            }
+        }
     }
 }

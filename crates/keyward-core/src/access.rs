@@ -54,6 +54,7 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::Uninstall
                 | Operation::LoginCapture
                 | Operation::PasswordChange
+                | Operation::ServiceRotate
         ),
         // The agent may look and check; it can neither add nor remove an unlock right.
         CallerClass::Agent => matches!(op, Operation::Status | Operation::Verify),

@@ -104,6 +104,11 @@ pub enum Request {
         /// The old password, when the change was not a root reset.
         old: Option<WireSecret>,
     },
+    /// Rotate the volume's service secret.
+    ServiceRotate {
+        /// The volume.
+        volume: VolumeName,
+    },
     /// Uninstall: remove every keyward slot of a volume and forget its service secret —
     /// refused, with nothing removed, unless a slot keyward does not manage remains.
     Release {
@@ -125,6 +130,7 @@ impl Request {
             Request::Revoke { .. } => Operation::Revoke,
             Request::Verify { .. } => Operation::Verify,
             Request::Release { .. } => Operation::Uninstall,
+            Request::ServiceRotate { .. } => Operation::ServiceRotate,
             Request::LoginCapture { .. } => Operation::LoginCapture,
             Request::PasswordChange { .. } => Operation::PasswordChange,
         })
@@ -137,7 +143,8 @@ impl Request {
             Request::Bootstrap { volume, .. }
             | Request::Grant { volume, .. }
             | Request::Revoke { volume, .. }
-            | Request::Release { volume, .. } => Some(volume),
+            | Request::Release { volume, .. }
+            | Request::ServiceRotate { volume } => Some(volume),
             Request::Hello { .. }
             | Request::LoginCapture { .. }
             | Request::PasswordChange { .. } => None,
@@ -280,6 +287,13 @@ pub enum Reply {
     Verified(Vec<VerifyReport>),
     /// A PAM event was queued; the work happens off the request path.
     Queued,
+    /// The service secret was rotated.
+    ServiceRotated {
+        /// The old service slot (now gone).
+        old: u32,
+        /// The new service slot.
+        new: u32,
+    },
     /// The keyward slots released (or, on a dry run, that would be).
     Released {
         /// Keyslots.

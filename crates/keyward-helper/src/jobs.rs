@@ -262,12 +262,7 @@ fn on_volume(
             return Ok(format!("slot {slot} works"));
         }
     }
-    let service_slot = ops::service_slot(&mut store)
-        .map_err(msg)?
-        .ok_or("no service slot (run keyward bootstrap)")?;
-    let service = ops::working_secret(c, v, &mut store, service_slot)
-        .map_err(msg)?
-        .ok_or("the stored service secret does not open the service slot")?;
+    let (_, service) = crate::service::working(c, v, &mut store).map_err(msg)?;
     let authority = Authority::Service(&service);
     match mine {
         Some(old) => {

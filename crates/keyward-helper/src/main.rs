@@ -10,6 +10,7 @@ mod accounts;
 mod jobs;
 mod ops;
 mod server;
+mod service;
 mod service_secret;
 
 use std::process::ExitCode;
@@ -86,6 +87,24 @@ fn run() -> Result<(), String> {
         "keyward-helper: serving {}",
         config.helper_socket().display()
     );
+    // Finish or undo whatever a crash interrupted, before serving anyone.
+    for v in &config.volumes {
+        let settled =
+            ops::open(&config, v).and_then(|mut store| service::settle(&config, v, &mut store));
+        match settled {
+            Ok(service::Settled::Drift(slot)) => {
+                eprintln!(
+                    "keyward-helper: {}: the stored service secret opens no service slot ({slot})",
+                    v.name
+                )
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!(
+                "keyward-helper: {}: start-up reconcile failed: {e:?}",
+                v.name
+            ),
+        }
+    }
     let jobs = jobs::Jobs::new()?;
     let ctx = Arc::new(server::Ctx {
         config,

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::accounts;
 use crate::jobs::{self, Job};
 use crate::server::Ctx;
+use crate::service::{self, Settled};
 use crate::service_secret;
 
 /// Run one request.
@@ -39,6 +40,7 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
         } => grant(c, &volume, &user, &passphrase.into_secret()),
         Request::Revoke { volume, user } => revoke(c, &volume, &user),
         Request::Release { volume, dry_run } => release(c, &volume, dry_run),
+        Request::ServiceRotate { volume } => service::rotate(c, &volume),
         Request::LoginCapture { user, password } => {
             jobs::submit(ctx, user, Job::Login(password.into_secret()), caller);
             Ok(Reply::Queued)
@@ -68,14 +70,14 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
     }
 }
 
-fn failure(code: ErrorCode, message: impl Into<String>) -> Response {
+pub(crate) fn failure(code: ErrorCode, message: impl Into<String>) -> Response {
     Response::Error {
         code,
         message: message.into(),
     }
 }
 
-fn store_failure(e: StoreError) -> Response {
+pub(crate) fn store_failure(e: StoreError) -> Response {
     let code = match e {
         StoreError::AuthenticationFailed => ErrorCode::AuthenticationFailed,
         StoreError::Refused(_) => ErrorCode::Refused,
@@ -146,39 +148,6 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
     report
 }
 
-/// The active service slot, if any.
-pub(crate) fn service_slot(store: &mut LuksStore) -> Result<Option<SlotId>, Response> {
-    let state = store.state().map_err(store_failure)?;
-    let slot = state
-        .keyward_tokens()
-        .find(|(_, t)| t.role == Role::Service && t.state == TokenState::Active)
-        .and_then(|(_, t)| t.keyslot);
-    Ok(slot)
-}
-
-/// The stored service secret that opens `slot`, promoting a `.next` left by an interrupted
-/// bootstrap if that is the one that works.
-pub(crate) fn working_secret(
-    c: &Config,
-    v: &Volume,
-    store: &mut LuksStore,
-    slot: SlotId,
-) -> Result<Option<Secret>, Response> {
-    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
-    if let Some(s) = service_secret::load(c, &v.name).map_err(io)? {
-        if store.verify(slot, &s).map_err(store_failure)? {
-            return Ok(Some(s));
-        }
-    }
-    if let Some(s) = service_secret::load_next(c, &v.name).map_err(io)? {
-        if store.verify(slot, &s).map_err(store_failure)? {
-            service_secret::promote_next(c, &v.name).map_err(io)?;
-            return Ok(Some(s));
-        }
-    }
-    Ok(None)
-}
-
 fn verify(c: &Config, v: &Volume) -> VerifyReport {
     let mut r = VerifyReport {
         volume: v.name.to_string(),
@@ -187,15 +156,13 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
         users: user_standing(c, v),
     };
     let outcome = open(c, v).and_then(|mut store| {
-        let Some(slot) = service_slot(&mut store)? else {
-            return Ok((
+        Ok(match service::settle(c, v, &mut store)? {
+            Settled::Working(..) => ("ok", None),
+            Settled::Missing => (
                 "missing",
                 Some("no service slot: run `keyward bootstrap`".to_owned()),
-            ));
-        };
-        Ok(match working_secret(c, v, &mut store, slot)? {
-            Some(_) => ("ok", None),
-            None => (
+            ),
+            Settled::Drift(slot) => (
                 "drift",
                 Some(format!(
                     "the stored service secret does not open service slot {slot}"
@@ -253,7 +220,7 @@ fn user_standing(c: &Config, v: &Volume) -> Vec<UserReport> {
     out
 }
 
-fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, Response> {
+pub(crate) fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, Response> {
     c.volume(name).ok_or_else(|| {
         failure(
             ErrorCode::Usage,
@@ -269,14 +236,15 @@ pub(crate) fn bootstrap(
 ) -> Result<Reply, Response> {
     let v = configured(c, name)?;
     let mut store = open(c, v)?;
-    if let Some(slot) = service_slot(&mut store)? {
-        return match working_secret(c, v, &mut store, slot)? {
-            Some(_) => Ok(Reply::Bootstrapped { slot: slot.get(), created: false }),
-            None => Err(failure(
+    match service::settle(c, v, &mut store)? {
+        Settled::Working(slot, _) => return Ok(Reply::Bootstrapped { slot: slot.get(), created: false }),
+        Settled::Drift(slot) => {
+            return Err(failure(
                 ErrorCode::Refused,
                 format!("service slot {slot} exists but no stored secret opens it; keyward will not replace it blindly"),
-            )),
-        };
+            ))
+        }
+        Settled::Missing => {}
     }
     let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
     let secret = keyward_luks::random::service_secret().map_err(store_failure)?;
@@ -312,18 +280,7 @@ fn grant(
         .map_err(|e| failure(ErrorCode::Failed, format!("looking up {user}: {e}")))?
         .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
     let mut store = open(c, v)?;
-    let slot = service_slot(&mut store)?.ok_or_else(|| {
-        failure(
-            ErrorCode::Failed,
-            format!("volume {name} has no service slot: run `keyward bootstrap {name}`"),
-        )
-    })?;
-    let service = working_secret(c, v, &mut store, slot)?.ok_or_else(|| {
-        failure(
-            ErrorCode::Failed,
-            format!("the stored service secret does not open service slot {slot}"),
-        )
-    })?;
+    let (_, service) = service::working(c, v, &mut store)?;
     let req = GrantRequest {
         role: Role::User {
             name: user.clone(),

@@ -30,6 +30,8 @@ pub struct Instance {
     pub config: PathBuf,
     pub helper: Option<Child>,
     pub helper_log: PathBuf,
+    /// Extra environment for the next helper start (failpoints).
+    pub helper_env: Vec<(String, String)>,
 }
 
 impl Instance {
@@ -78,6 +80,7 @@ impl Instance {
             config,
             helper: None,
             helper_log,
+            helper_env: Vec::new(),
         }
     }
 
@@ -93,8 +96,15 @@ impl Instance {
     // The child is kept in `self.helper` and reaped in `Drop`.
     #[allow(clippy::zombie_processes)]
     pub fn try_start(&mut self) -> bool {
-        let log = std::fs::File::create(&self.helper_log).unwrap();
+        // A killed helper leaves its socket behind; wait for the new one, not the old one.
+        let _ = std::fs::remove_file(self.socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.helper_log)
+            .unwrap();
         let mut child = Command::new(bin("keyward-helper"))
+            .envs(self.helper_env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&self.config)
             .env_remove("KEYWARD_CONFIG")
@@ -144,6 +154,31 @@ impl Instance {
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .unwrap()
+    }
+
+    /// Stop the helper (SIGKILL) and reap it.
+    pub fn stop_helper(&mut self) {
+        if let Some(mut c) = self.helper.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Wait for a helper that is expected to die by itself (a failpoint); true if it did.
+    pub fn helper_died(&mut self) -> bool {
+        let Some(mut c) = self.helper.take() else {
+            return true;
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if c.try_wait().unwrap().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
     }
 
     pub fn helper_stderr(&self) -> String {

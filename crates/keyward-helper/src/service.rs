@@ -1,0 +1,151 @@
+//! The service slot and its secret: finding the pair that works, finishing or undoing what an
+//! interrupted bootstrap or rotation left behind, and rotating the secret.
+//!
+//! Rotation (DESIGN.md section 5): generate → write `<volume>.next` (fsync) → add a *pending*
+//! service slot, opened by the current secret → verify (part of the grant) → rename `.next`
+//! over the current secret (fsync dir) → commit the new slot → revoke the old one. After a crash
+//! at any step, [`settle`] tests which stored secret opens which service slot and goes forward
+//! where a newer secret's slot exists, back where it does not; the volume always keeps a
+//! service slot whose secret is stored.
+
+use keyward_core::config::{Config, Volume};
+use keyward_core::ipc::{ErrorCode, Reply, Response};
+use keyward_core::store::GrantRequest;
+use keyward_core::token::{Role, TokenState};
+use keyward_core::{Authority, Secret, SlotId, UnlockStore, VolumeName};
+use keyward_luks::LuksStore;
+
+use crate::ops::{configured, failure, open, store_failure};
+use crate::service_secret;
+
+/// Where a volume's service secret stands.
+#[derive(Debug)]
+pub enum Settled {
+    /// This slot works with this stored secret.
+    Working(SlotId, Secret),
+    /// No service slot (bootstrap needed).
+    Missing,
+    /// Service slots exist, but no stored secret opens any of them.
+    Drift(SlotId),
+}
+
+fn io(e: std::io::Error) -> Response {
+    failure(ErrorCode::Failed, format!("service secret: {e}"))
+}
+
+/// A test build stops the process here when `KEYWARD_FAILPOINT` names this step.
+fn failpoint(name: &str) {
+    #[cfg(feature = "failpoints")]
+    if std::env::var_os("KEYWARD_FAILPOINT").is_some_and(|v| v == name) {
+        std::process::abort();
+    }
+    let _ = name;
+}
+
+/// Find the working service slot and secret, tidying up after an interrupted bootstrap or
+/// rotation: a pending slot the newest stored secret opens is committed, and service slots no
+/// stored secret opens are revoked (never the last way in: revoke checks I1).
+pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, Response> {
+    // First whatever an interrupted header operation left (grant, rekey, revoke).
+    store.reconcile().map_err(store_failure)?;
+    let state = store.state().map_err(store_failure)?;
+    let slots: Vec<(SlotId, TokenState)> = state
+        .keyward_tokens()
+        .filter(|(_, t)| t.role == Role::Service)
+        .filter_map(|(_, t)| t.keyslot.map(|s| (s, t.state)))
+        .collect();
+    if slots.is_empty() {
+        service_secret::discard_next(c, &v.name).map_err(io)?;
+        return Ok(Settled::Missing);
+    }
+    let mut opens = |secret: &Secret| -> Result<Option<(SlotId, TokenState)>, Response> {
+        for (s, st) in &slots {
+            if store.verify(*s, secret).map_err(store_failure)? {
+                return Ok(Some((*s, *st)));
+            }
+        }
+        Ok(None)
+    };
+    let current = service_secret::load(c, &v.name).map_err(io)?;
+    let next = service_secret::load_next(c, &v.name).map_err(io)?;
+    let by_current = match &current {
+        Some(s) => opens(s)?,
+        None => None,
+    };
+    let by_next = match &next {
+        Some(s) => opens(s)?,
+        None => None,
+    };
+    let (slot, state, secret) = match (by_next, next, by_current, current) {
+        // A newer secret whose slot exists: finish going forward.
+        (Some((s, st)), Some(n), _, _) => {
+            service_secret::promote_next(c, &v.name).map_err(io)?;
+            (s, st, n)
+        }
+        (_, _, Some((s, st)), Some(cur)) => {
+            service_secret::discard_next(c, &v.name).map_err(io)?;
+            (s, st, cur)
+        }
+        _ => return Ok(Settled::Drift(slots[0].0)),
+    };
+    if state == TokenState::Pending {
+        store.commit(slot).map_err(store_failure)?;
+    }
+    for (other, _) in slots.iter().filter(|(s, _)| *s != slot) {
+        store.revoke(*other).map_err(store_failure)?;
+    }
+    Ok(Settled::Working(slot, secret))
+}
+
+/// The working service slot and secret, or an error that says what to do.
+pub fn working(
+    c: &Config,
+    v: &Volume,
+    store: &mut LuksStore,
+) -> Result<(SlotId, Secret), Response> {
+    match settle(c, v, store)? {
+        Settled::Working(slot, s) => Ok((slot, s)),
+        Settled::Missing => Err(failure(
+            ErrorCode::Failed,
+            format!(
+                "volume {} has no service slot: run `keyward bootstrap {}`",
+                v.name, v.name
+            ),
+        )),
+        Settled::Drift(slot) => Err(failure(
+            ErrorCode::Failed,
+            format!("the stored service secret does not open service slot {slot}"),
+        )),
+    }
+}
+
+/// `keyward service rotate VOLUME`.
+pub fn rotate(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    let mut store = open(c, v)?;
+    let (old, current) = working(c, v, &mut store)?;
+    let new = keyward_luks::random::service_secret().map_err(store_failure)?;
+    service_secret::store_next(c, name, &new).map_err(io)?;
+    failpoint("service-rotate.next-written");
+    let req = GrantRequest {
+        role: Role::Service,
+        pending: true,
+    };
+    let slot = match store.grant(&req, Authority::Service(&current), &new) {
+        Ok(s) => s,
+        Err(e) => {
+            service_secret::discard_next(c, name).map_err(io)?;
+            return Err(store_failure(e));
+        }
+    };
+    failpoint("service-rotate.slot-added");
+    service_secret::promote_next(c, name).map_err(io)?;
+    failpoint("service-rotate.renamed");
+    store.commit(slot).map_err(store_failure)?;
+    failpoint("service-rotate.committed");
+    store.revoke(old).map_err(store_failure)?;
+    Ok(Reply::ServiceRotated {
+        old: old.get(),
+        new: slot.get(),
+    })
+}
