@@ -97,7 +97,11 @@ impl Instance {
     #[allow(clippy::zombie_processes)]
     pub fn try_start(&mut self) -> bool {
         // A killed helper leaves its socket behind; wait for the new one, not the old one.
-        let _ = std::fs::remove_file(self.socket());
+        let stale = std::fs::symlink_metadata(self.socket())
+            .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
+        if stale {
+            let _ = std::fs::remove_file(self.socket());
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
