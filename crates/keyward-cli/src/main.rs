@@ -104,6 +104,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The recovery key.
+    Recovery {
+        #[command(subcommand)]
+        action: RecoveryAction,
+    },
     /// The service account's secret.
     Service {
         #[command(subcommand)]
@@ -123,6 +128,29 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecoveryAction {
+    /// Rotate the recovery key. With --show (standalone, no escrow server): print the new key
+    /// once, and commit only after its last group is typed back; until then the old key works.
+    Rotate {
+        /// Volume name.
+        #[arg(value_parser = parse_volume)]
+        volume: VolumeName,
+        /// Show the key on this terminal (standalone mode).
+        #[arg(long)]
+        show: bool,
+        /// Read the confirming last group from stdin instead of the terminal.
+        #[arg(long)]
+        confirm_stdin: bool,
+    },
+    /// Drop a pending (uncommitted) recovery key; the current one stays valid.
+    Abort {
+        /// Volume name.
+        #[arg(value_parser = parse_volume)]
+        volume: VolumeName,
     },
 }
 
@@ -315,6 +343,26 @@ fn run(cli: Cli) -> Result<(), Failure> {
             install::uninstall(&config, &unit_dir, &tmpfiles_dir)
         }
         Command::Generate { .. } => Ok(()),
+        Command::Recovery { action: RecoveryAction::Rotate { show: false, .. } } => Err(Failure::new(
+            2,
+            "escrow to a server is not available yet; rotate standalone with --show, which prints the key once",
+        )),
+        Command::Recovery { action: RecoveryAction::Rotate { volume, show: true, confirm_stdin } } => {
+            rotate_recovery_standalone(&config, &volume, confirm_stdin)
+        }
+        Command::Recovery { action: RecoveryAction::Abort { volume } } => {
+            match call(Request::RecoveryAbort { volume: volume.clone() })? {
+                Reply::RecoveryAborted { slot: Some(s) } => {
+                    println!("{volume}: pending recovery key dropped (keyslot {s}); the current one stays valid");
+                    Ok(())
+                }
+                Reply::RecoveryAborted { slot: None } => {
+                    println!("{volume}: no pending recovery key");
+                    Ok(())
+                }
+                other => Err(client::unexpected(&other).into()),
+            }
+        }
         Command::Service { action: ServiceAction::Rotate { volume } } => {
             match call(Request::ServiceRotate { volume: volume.clone() })? {
                 Reply::ServiceRotated { old, new } => {
@@ -324,5 +372,53 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 other => Err(client::unexpected(&other).into()),
             }
         }
+    }
+}
+
+fn rotate_recovery_standalone(
+    config: &Config,
+    volume: &VolumeName,
+    confirm_stdin: bool,
+) -> Result<(), Failure> {
+    let socket = config.helper_socket();
+    let (slot, key) = match client::call(
+        &socket,
+        Request::RecoveryBegin {
+            volume: volume.clone(),
+        },
+    )? {
+        Reply::RecoveryPending { slot, key } => (slot, key.into_secret()),
+        other => return Err(client::unexpected(&other).into()),
+    };
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let shown = writeln!(out, "New recovery key for {volume} (keyslot {slot}). Store it now; keyward shows it only here:\n")
+            .and_then(|()| out.write_all(b"    "))
+            .and_then(|()| out.write_all(key.expose()))
+            .and_then(|()| out.write_all(b"\n\n"))
+            .and_then(|()| out.flush());
+        shown.map_err(|e| Failure::new(1, format!("cannot show the key: {e}")))?;
+    }
+    drop(key);
+    let typed = read_passphrase(
+        confirm_stdin,
+        "Type the key's last group to confirm you stored it: ",
+    )?;
+    let req = Request::RecoveryCommit {
+        volume: volume.clone(),
+        slot,
+        confirm: WireSecret::from_secret(&typed),
+    };
+    match client::call(&socket, req)? {
+        Reply::RecoveryCommitted { slot, retired } if retired.is_empty() => {
+            println!("{volume}: recovery key committed (keyslot {slot})");
+            Ok(())
+        }
+        Reply::RecoveryCommitted { slot, retired } => {
+            println!("{volume}: recovery key committed (keyslot {slot}); the previous key (keyslot {retired:?}) no longer works");
+            Ok(())
+        }
+        other => Err(client::unexpected(&other).into()),
     }
 }

@@ -137,3 +137,108 @@ fn crash_at_every_step_of_a_rotation() {
     println!("service rotation: {exercised} crash points exercised, {lockouts} lockouts");
     assert_eq!(lockouts, 0);
 }
+
+fn recovery_holders(inst: &Instance) -> Vec<serde_json::Value> {
+    let out = inst.keyward(&["status", "data", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["volumes"][0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] == "recovery")
+        .cloned()
+        .collect()
+}
+
+/// The key printed by `keyward recovery rotate --show`.
+fn shown_key(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|w| w.len() == 71 && w.matches('-').count() == 7)
+        .unwrap_or_else(|| panic!("no key in {}", String::from_utf8_lossy(&out.stdout)))
+        .to_owned()
+}
+
+#[test]
+fn standalone_recovery_rotation_commits_only_after_the_key_is_typed_back() {
+    let inst = Instance::prepare().start();
+    inst.bootstrap();
+    assert_eq!(
+        code(&inst.keyward(&["recovery", "rotate", "data"], b"")),
+        Some(2),
+        "escrow needs --show for now"
+    );
+
+    // A wrong confirmation: nothing committed; the key stays pending, and the run can be repeated.
+    let out = inst.keyward(
+        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+        b"wrong\n",
+    );
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    let k1 = shown_key(&out);
+    keyward_core::recovery_key::parse(k1.as_bytes()).unwrap();
+    let pending = recovery_holders(&inst);
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["state"], "pending");
+    let meta = std::fs::metadata(inst.path("state/pending/data")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+
+    // The same key again (idempotent), confirmed with its last group: committed.
+    let last = k1.rsplit('-').next().unwrap().to_uppercase();
+    let out = inst.keyward(
+        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+        format!(" {last} \n").as_bytes(),
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(shown_key(&out), k1);
+    let active = recovery_holders(&inst);
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0]["state"], "active");
+    let s1 = active[0]["slot"].as_u64().unwrap();
+    assert!(
+        inst.opens(s1, k1.as_bytes()),
+        "stock cryptsetup opens the committed key"
+    );
+    assert!(
+        !inst.path("state/pending/data").exists(),
+        "the pending copy is gone"
+    );
+
+    // Rotate again: the new key works, the old one opens nothing.
+    let out = inst.keyward(
+        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+        b"",
+    );
+    let k2 = shown_key(&out);
+    let last2 = k2.rsplit('-').next().unwrap().to_owned();
+    let out = inst.keyward(
+        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+        format!("{last2}\n").as_bytes(),
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let active = recovery_holders(&inst);
+    assert_eq!(active.len(), 1);
+    let s2 = active[0]["slot"].as_u64().unwrap();
+    assert!(inst.opens(s2, k2.as_bytes()));
+    assert!(!inst.opens(s1, k1.as_bytes()) && !inst.opens(s2, k1.as_bytes()));
+
+    // Abort: the pending key goes, the committed one stays.
+    let out = inst.keyward(
+        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+        b"no\n",
+    );
+    assert_eq!(code(&out), Some(4));
+    assert_eq!(recovery_holders(&inst).len(), 2);
+    let out = inst.keyward(&["recovery", "abort", "data"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let left = recovery_holders(&inst);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["slot"].as_u64().unwrap(), s2);
+    assert!(inst.opens(s2, k2.as_bytes()));
+    // The key never reached the audit log.
+    let audit = inst.audit_lines().join("\n");
+    assert!(!audit.contains(&k1) && !audit.contains(&k2));
+}

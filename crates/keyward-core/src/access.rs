@@ -55,6 +55,9 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::LoginCapture
                 | Operation::PasswordChange
                 | Operation::ServiceRotate
+                | Operation::RecoveryBegin
+                | Operation::RecoveryCommit
+                | Operation::RecoveryAbort
         ),
         // The agent may look and check; it can neither add nor remove an unlock right.
         CallerClass::Agent => matches!(op, Operation::Status | Operation::Verify),

@@ -104,6 +104,27 @@ pub enum Request {
         /// The old password, when the change was not a root reset.
         old: Option<WireSecret>,
     },
+    /// Standalone recovery rotation, step 1: make (or return the same) pending recovery key.
+    /// Admin only; the key goes to the admin's terminal once. Idempotent.
+    RecoveryBegin {
+        /// The volume.
+        volume: VolumeName,
+    },
+    /// Standalone recovery rotation, step 2: commit once the admin typed the key's last group
+    /// back; the previous recovery key stops working.
+    RecoveryCommit {
+        /// The volume.
+        volume: VolumeName,
+        /// The pending slot being committed.
+        slot: u32,
+        /// The last group of the key, as typed.
+        confirm: WireSecret,
+    },
+    /// Drop a pending recovery key; the current one stays valid.
+    RecoveryAbort {
+        /// The volume.
+        volume: VolumeName,
+    },
     /// Rotate the volume's service secret.
     ServiceRotate {
         /// The volume.
@@ -131,6 +152,9 @@ impl Request {
             Request::Verify { .. } => Operation::Verify,
             Request::Release { .. } => Operation::Uninstall,
             Request::ServiceRotate { .. } => Operation::ServiceRotate,
+            Request::RecoveryBegin { .. } => Operation::RecoveryBegin,
+            Request::RecoveryCommit { .. } => Operation::RecoveryCommit,
+            Request::RecoveryAbort { .. } => Operation::RecoveryAbort,
             Request::LoginCapture { .. } => Operation::LoginCapture,
             Request::PasswordChange { .. } => Operation::PasswordChange,
         })
@@ -144,7 +168,10 @@ impl Request {
             | Request::Grant { volume, .. }
             | Request::Revoke { volume, .. }
             | Request::Release { volume, .. }
-            | Request::ServiceRotate { volume } => Some(volume),
+            | Request::ServiceRotate { volume }
+            | Request::RecoveryBegin { volume }
+            | Request::RecoveryCommit { volume, .. }
+            | Request::RecoveryAbort { volume } => Some(volume),
             Request::Hello { .. }
             | Request::LoginCapture { .. }
             | Request::PasswordChange { .. } => None,
@@ -256,7 +283,7 @@ pub struct UserReport {
 }
 
 /// A successful reply.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Reply {
     /// Answer to a hello.
@@ -287,6 +314,25 @@ pub enum Reply {
     Verified(Vec<VerifyReport>),
     /// A PAM event was queued; the work happens off the request path.
     Queued,
+    /// A pending recovery key (standalone mode, admin only): show it once.
+    RecoveryPending {
+        /// Its slot.
+        slot: u32,
+        /// The key, in systemd's modhex form.
+        key: WireSecret,
+    },
+    /// The pending recovery key was committed; `retired` slots were revoked.
+    RecoveryCommitted {
+        /// The new recovery slot.
+        slot: u32,
+        /// Previous recovery slots, now gone.
+        retired: Vec<u32>,
+    },
+    /// The pending recovery key was dropped.
+    RecoveryAborted {
+        /// Its slot, if there was one.
+        slot: Option<u32>,
+    },
     /// The service secret was rotated.
     ServiceRotated {
         /// The old service slot (now gone).
@@ -302,7 +348,7 @@ pub enum Reply {
 }
 
 /// The helper's answer to one request.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum Response {
     /// Done.
     Ok(Reply),

@@ -59,6 +59,15 @@ pub fn parse(typed: &[u8]) -> Result<Secret, InputError> {
     Ok(format(&entropy))
 }
 
+/// A typed group, as an admin might enter it: surrounding whitespace ignored, lowercased.
+pub fn normalize_group(typed: &[u8]) -> Vec<u8> {
+    typed
+        .trim_ascii()
+        .iter()
+        .map(u8::to_ascii_lowercase)
+        .collect()
+}
+
 /// The last group, which standalone rotation asks the admin to type back.
 pub fn last_group(key: &Secret) -> &[u8] {
     let k = key.expose();

@@ -9,6 +9,7 @@
 mod accounts;
 mod jobs;
 mod ops;
+mod recovery;
 mod server;
 mod service;
 mod service_secret;

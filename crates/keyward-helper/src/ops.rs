@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::accounts;
 use crate::jobs::{self, Job};
+use crate::recovery;
 use crate::server::Ctx;
 use crate::service::{self, Settled};
 use crate::service_secret;
@@ -41,6 +42,13 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
         Request::Revoke { volume, user } => revoke(c, &volume, &user),
         Request::Release { volume, dry_run } => release(c, &volume, dry_run),
         Request::ServiceRotate { volume } => service::rotate(c, &volume),
+        Request::RecoveryBegin { volume } => recovery::begin(c, &volume),
+        Request::RecoveryCommit {
+            volume,
+            slot,
+            confirm,
+        } => recovery::commit(c, &volume, slot, &confirm.into_secret()),
+        Request::RecoveryAbort { volume } => recovery::abort(c, &volume),
         Request::LoginCapture { user, password } => {
             jobs::submit(ctx, user, Job::Login(password.into_secret()), caller);
             Ok(Reply::Queued)
