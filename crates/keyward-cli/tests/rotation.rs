@@ -242,3 +242,92 @@ fn standalone_recovery_rotation_commits_only_after_the_key_is_typed_back() {
     let audit = inst.audit_lines().join("\n");
     assert!(!audit.contains(&k1) && !audit.contains(&k2));
 }
+
+#[test]
+fn crash_at_every_step_of_a_recovery_rotation() {
+    // (failpoint, during begin?) — begin steps crash the `rotate --show` call before the key is
+    // shown; commit steps crash after the admin typed the group back.
+    const STEPS: &[(&str, bool)] = &[
+        ("recovery-begin.sealed", true),
+        ("grant.intent-written", true),
+        ("grant.slot-added", true),
+        ("grant.verified", true),
+        ("grant.committed", true),
+        ("recovery-commit.committed", false),
+        ("revoke.slot-destroyed", false),
+    ];
+    let (mut exercised, mut lockouts) = (0, 0);
+    for (step, in_begin) in STEPS {
+        let mut inst = Instance::prepare().start();
+        inst.bootstrap();
+        // A committed recovery key K1 to begin with.
+        let out = inst.keyward(
+            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+            b"",
+        );
+        let k1 = shown_key(&out);
+        let g1 = k1.rsplit('-').next().unwrap().to_owned();
+        let out = inst.keyward(
+            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+            format!("{g1}\n").as_bytes(),
+        );
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+
+        // Rotate to K2, with the helper dying at `step`.
+        let mut k2 = None;
+        if !in_begin {
+            let out = inst.keyward(
+                &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+                b"",
+            );
+            k2 = Some(shown_key(&out));
+        }
+        inst.stop_helper();
+        inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), (*step).into())];
+        assert!(inst.try_start());
+        let confirm = k2
+            .as_deref()
+            .map(|k| format!("{}\n", k.rsplit('-').next().unwrap()))
+            .unwrap_or_default();
+        let out = inst.keyward(
+            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+            confirm.as_bytes(),
+        );
+        assert_eq!(code(&out), Some(5), "{step}: {}", stderr(&out));
+        assert!(inst.helper_died(), "{step}");
+        exercised += 1;
+        inst.helper_env.clear();
+        assert!(inst.try_start());
+
+        // A key the admin holds still opens the disk: K1, or K2 once it was confirmed.
+        let holders = recovery_holders(&inst);
+        let works = |k: &str| {
+            holders.iter().any(|h| {
+                h["state"] == "active" && inst.opens(h["slot"].as_u64().unwrap(), k.as_bytes())
+            })
+        };
+        if !(works(&k1) || k2.as_deref().is_some_and(works)) {
+            lockouts += 1;
+        }
+        // And the rotation can be finished.
+        let out = inst.keyward(
+            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+            b"",
+        );
+        let k3 = shown_key(&out);
+        let g3 = k3.rsplit('-').next().unwrap().to_owned();
+        let out = inst.keyward(
+            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+            format!("{g3}\n").as_bytes(),
+        );
+        assert_eq!(code(&out), Some(0), "{step}: {}", stderr(&out));
+        let holders = recovery_holders(&inst);
+        assert_eq!(holders.len(), 1, "{step}: {holders:?}");
+        assert!(
+            inst.opens(holders[0]["slot"].as_u64().unwrap(), k3.as_bytes()),
+            "{step}"
+        );
+    }
+    println!("recovery rotation: {exercised} crash points exercised, {lockouts} lockouts");
+    assert_eq!(lockouts, 0);
+}

@@ -87,6 +87,7 @@ pub fn begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
     // Sealed root-only before the slot that needs it exists.
     safe_fs::ensure_dir(&dir(c), 0, 0, 0o700).map_err(io)?;
     safe_fs::write_atomic(&dir(c), name.as_str(), key.expose(), 0o600).map_err(io)?;
+    service::failpoint("recovery-begin.sealed");
     let req = GrantRequest {
         role: Role::Recovery,
         pending: true,
@@ -134,6 +135,7 @@ pub fn commit(
     }
     let old = recovery_slots(&mut store, TokenState::Active)?;
     store.commit(pending).map_err(store_failure)?;
+    service::failpoint("recovery-commit.committed");
     for s in &old {
         store.revoke(*s).map_err(store_failure)?;
     }

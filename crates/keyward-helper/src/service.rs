@@ -34,7 +34,7 @@ fn io(e: std::io::Error) -> Response {
 }
 
 /// A test build stops the process here when `KEYWARD_FAILPOINT` names this step.
-fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) {
     #[cfg(feature = "failpoints")]
     if std::env::var_os("KEYWARD_FAILPOINT").is_some_and(|v| v == name) {
         std::process::abort();
