@@ -158,26 +158,7 @@ fn pam_login_and_password_changes() {
     let so = bin("libpam_keyward.so");
     // A second volume, not yet bootstrapped, and an admin group allowed to bootstrap by login.
     let disk2 = t.join("disk2.img");
-    std::fs::File::create(&disk2)
-        .unwrap()
-        .set_len(32 << 20)
-        .unwrap();
-    let out = run(
-        Command::new("cryptsetup")
-            .args([
-                "luksFormat",
-                "--batch-mode",
-                "--type",
-                "luks2",
-                "--pbkdf",
-                "pbkdf2",
-            ])
-            .args(["--pbkdf-force-iterations", "1000"])
-            .arg(&disk2)
-            .args(["--key-file", "-"]),
-        INSTALL_PASS.as_bytes(),
-    );
-    assert!(out.status.success());
+    format_image(&disk2);
     let extra = format!(
         "[[volume]]\nname = \"data2\"\ndevice = \"{}\"\n[policy]\nadmin_group = \"keyward-admins\"\n",
         disk2.display()

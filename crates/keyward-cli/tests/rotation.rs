@@ -159,6 +159,27 @@ fn shown_key(out: &std::process::Output) -> String {
         .to_owned()
 }
 
+/// A full standalone rotation (show, then confirm); returns the new, committed key.
+fn rotate_recovery(inst: &Instance) -> String {
+    let out = inst.keyward(
+        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+        b"",
+    );
+    let key = shown_key(&out);
+    let group = key.rsplit('-').next().unwrap().to_owned();
+    let out = inst.keyward(
+        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
+        format!("{group}\n").as_bytes(),
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        shown_key(&out),
+        key,
+        "a repeated run shows the same pending key"
+    );
+    key
+}
+
 #[test]
 fn standalone_recovery_rotation_commits_only_after_the_key_is_typed_back() {
     let inst = Instance::prepare().start();
@@ -208,17 +229,7 @@ fn standalone_recovery_rotation_commits_only_after_the_key_is_typed_back() {
     );
 
     // Rotate again: the new key works, the old one opens nothing.
-    let out = inst.keyward(
-        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
-        b"",
-    );
-    let k2 = shown_key(&out);
-    let last2 = k2.rsplit('-').next().unwrap().to_owned();
-    let out = inst.keyward(
-        &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
-        format!("{last2}\n").as_bytes(),
-    );
-    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let k2 = rotate_recovery(&inst);
     let active = recovery_holders(&inst);
     assert_eq!(active.len(), 1);
     let s2 = active[0]["slot"].as_u64().unwrap();
@@ -261,17 +272,7 @@ fn crash_at_every_step_of_a_recovery_rotation() {
         let mut inst = Instance::prepare().start();
         inst.bootstrap();
         // A committed recovery key K1 to begin with.
-        let out = inst.keyward(
-            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
-            b"",
-        );
-        let k1 = shown_key(&out);
-        let g1 = k1.rsplit('-').next().unwrap().to_owned();
-        let out = inst.keyward(
-            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
-            format!("{g1}\n").as_bytes(),
-        );
-        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        let k1 = rotate_recovery(&inst);
 
         // Rotate to K2, with the helper dying at `step`.
         let mut k2 = None;
@@ -310,17 +311,7 @@ fn crash_at_every_step_of_a_recovery_rotation() {
             lockouts += 1;
         }
         // And the rotation can be finished.
-        let out = inst.keyward(
-            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
-            b"",
-        );
-        let k3 = shown_key(&out);
-        let g3 = k3.rsplit('-').next().unwrap().to_owned();
-        let out = inst.keyward(
-            &["recovery", "rotate", "data", "--show", "--confirm-stdin"],
-            format!("{g3}\n").as_bytes(),
-        );
-        assert_eq!(code(&out), Some(0), "{step}: {}", stderr(&out));
+        let k3 = rotate_recovery(&inst);
         let holders = recovery_holders(&inst);
         assert_eq!(holders.len(), 1, "{step}: {holders:?}");
         assert!(

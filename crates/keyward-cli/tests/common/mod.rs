@@ -40,26 +40,7 @@ impl Instance {
         let root = tempfile::tempdir().unwrap();
         std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let image = root.path().join("disk.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(32 << 20)
-            .unwrap();
-        let out = run(
-            Command::new("cryptsetup")
-                .args([
-                    "luksFormat",
-                    "--batch-mode",
-                    "--type",
-                    "luks2",
-                    "--pbkdf",
-                    "pbkdf2",
-                ])
-                .args(["--pbkdf-force-iterations", "1000"])
-                .arg(&image)
-                .args(["--key-file", "-"]),
-            INSTALL_PASS.as_bytes(),
-        );
-        assert!(out.status.success());
+        format_image(&image);
         let r = root.path().display().to_string();
         let config = root.path().join("keyward.toml");
         std::fs::write(
@@ -274,6 +255,35 @@ impl Drop for Instance {
             let _ = c.wait();
         }
     }
+}
+
+/// A 32 MiB LUKS2 image made by stock cryptsetup, slot 0 holding [`INSTALL_PASS`] (pbkdf2, so
+/// tests stay fast).
+pub fn format_image(image: &Path) {
+    std::fs::File::create(image)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
+    let out = run(
+        Command::new("cryptsetup")
+            .args([
+                "luksFormat",
+                "--batch-mode",
+                "--type",
+                "luks2",
+                "--pbkdf",
+                "pbkdf2",
+            ])
+            .args(["--pbkdf-force-iterations", "1000"])
+            .arg(image)
+            .args(["--key-file", "-"]),
+        INSTALL_PASS.as_bytes(),
+    );
+    assert!(
+        out.status.success(),
+        "luksFormat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
