@@ -218,7 +218,7 @@ fn read_passphrase(from_stdin: bool, prompt: &str) -> Result<Secret, Failure> {
         std::io::BufRead::read_until(&mut std::io::stdin().lock(), b'\n', &mut line)
             .map_err(|e| Failure::new(1, format!("reading stdin: {e}")))?;
         if line.is_empty() {
-            return Err(Failure::new(2, "expected the passphrase on stdin"));
+            return Err(Failure::new(2, "expected one line on stdin"));
         }
         return Ok(Secret::from_line(line));
     }
