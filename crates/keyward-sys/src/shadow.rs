@@ -88,9 +88,21 @@ mod tests {
     #[test]
     fn known_hashes() {
         // Made with `mkpasswd -m sha-512 -S saltsalt hunter2`-style settings via openssl.
+        // The password goes to openssl on stdin, as every secret does.
         let out = std::process::Command::new("openssl")
-            .args(["passwd", "-6", "-salt", "saltsalt", "hunter2"])
-            .output();
+            .args(["passwd", "-6", "-salt", "saltsalt", "-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child
+                    .stdin
+                    .take()
+                    .map(|mut i| i.write_all(b"hunter2\n"))
+                    .transpose()?;
+                child.wait_with_output()
+            });
         if let Some(out) = out.ok().filter(|o| o.status.success()) {
             let hash = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             assert!(matches(&Secret::copy_from(b"hunter2"), &hash));
