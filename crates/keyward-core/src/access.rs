@@ -57,10 +57,20 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::ServiceRotate
                 | Operation::RecoveryBegin
                 | Operation::RecoveryCommit
+                | Operation::RecoveryShow
+                | Operation::RecoveryConfirm
                 | Operation::RecoveryAbort
         ),
-        // The agent may look and check; it can neither add nor remove an unlock right.
-        CallerClass::Agent => matches!(op, Operation::Status | Operation::Verify),
+        // The agent may look and check, and carry a recovery rotation to the escrow server and
+        // back: it only ever sees ciphertext, and a commit needs the server's signed receipt.
+        // It can neither add nor remove anyone's unlock right.
+        CallerClass::Agent => matches!(
+            op,
+            Operation::Status
+                | Operation::Verify
+                | Operation::RecoveryBegin
+                | Operation::RecoveryCommit
+        ),
     }
 }
 
@@ -97,5 +107,10 @@ mod tests {
         for op in [Operation::Grant, Operation::Revoke, Operation::Bootstrap] {
             assert!(!permits(CallerClass::Agent, op));
         }
+        // The agent carries escrowed rotations, but never sees a plaintext recovery key.
+        assert!(permits(CallerClass::Agent, Operation::RecoveryBegin));
+        assert!(permits(CallerClass::Agent, Operation::RecoveryCommit));
+        assert!(!permits(CallerClass::Agent, Operation::RecoveryShow));
+        assert!(!permits(CallerClass::Agent, Operation::RecoveryConfirm));
     }
 }

@@ -94,6 +94,10 @@ catalog! {
     RecoveryBegin = "recovery-begin" => CredentialsRequired,
     /// Commit a recovery-key rotation on a signed escrow receipt.
     RecoveryCommit = "recovery-commit" => CredentialsRequired,
+    /// Standalone rotation: make a pending recovery key and show it to the admin.
+    RecoveryShow = "recovery-show" => CredentialsRequired,
+    /// Standalone rotation: commit after the admin typed the key's last group back.
+    RecoveryConfirm = "recovery-confirm" => CredentialsRequired,
     /// Rotate the service secret.
     ServiceRotate = "service-rotate" => CredentialsRequired,
 }

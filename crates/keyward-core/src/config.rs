@@ -61,6 +61,22 @@ pub struct Config {
     pub policy: Policy,
     /// Agent verification interval in seconds.
     pub verify_interval_secs: u64,
+    /// The escrow server; `None`: standalone (`keyward recovery rotate --show`).
+    pub escrow: Option<Escrow>,
+}
+
+/// `[escrow]`: where recovery keys are escrowed, and the keys that pin the server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escrow {
+    /// The server's URL (used by the agent).
+    pub url: String,
+    /// The server's age X25519 recipient (`age1…`): recovery keys are encrypted to it.
+    pub recipient: String,
+    /// The server's Ed25519 public key, base64: it signs receipts and commands.
+    pub server_signing_key: String,
+    /// This device's id at the server (written at enrollment).
+    pub device_id: Option<String>,
 }
 
 /// Why a config was rejected.
@@ -83,9 +99,8 @@ struct Raw {
     volume: Vec<RawVolume>,
     #[serde(default)]
     policy: RawPolicy,
-    /// Parsed by the escrow issue; accepted (and ignored) here so configs stay forward-valid.
     #[serde(default)]
-    escrow: Option<toml::Table>,
+    escrow: Option<Escrow>,
 }
 
 #[derive(Deserialize, Default)]
@@ -139,7 +154,6 @@ impl Config {
     /// Parse the file's text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let raw: Raw = toml::from_str(text).map_err(|e| ConfigError(e.message().to_owned()))?;
-        let _ = raw.escrow;
         let mut names = BTreeSet::new();
         let mut volumes = Vec::new();
         for v in raw.volume {
@@ -193,6 +207,7 @@ impl Config {
                 service_rotation_days: raw.policy.service_rotation_days.unwrap_or(30),
             },
             verify_interval_secs: raw.verify_interval_secs.unwrap_or(3600).max(1),
+            escrow: raw.escrow,
         })
     }
 

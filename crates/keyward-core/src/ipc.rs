@@ -120,6 +120,19 @@ pub enum Request {
         /// The last group of the key, as typed.
         confirm: WireSecret,
     },
+    /// Escrowed recovery rotation, step 1 (the agent): make (or return the same) pending key,
+    /// and hand over only its age ciphertext to the escrow server's recipient.
+    RecoveryEscrowBegin {
+        /// The volume.
+        volume: VolumeName,
+    },
+    /// Escrowed recovery rotation, step 2: commit on the server's signed receipt.
+    RecoveryEscrowCommit {
+        /// The volume.
+        volume: VolumeName,
+        /// The receipt, as the server signed it.
+        receipt: crate::escrow::Receipt,
+    },
     /// Drop a pending recovery key; the current one stays valid.
     RecoveryAbort {
         /// The volume.
@@ -152,8 +165,10 @@ impl Request {
             Request::Verify { .. } => Operation::Verify,
             Request::Release { .. } => Operation::Uninstall,
             Request::ServiceRotate { .. } => Operation::ServiceRotate,
-            Request::RecoveryBegin { .. } => Operation::RecoveryBegin,
-            Request::RecoveryCommit { .. } => Operation::RecoveryCommit,
+            Request::RecoveryBegin { .. } => Operation::RecoveryShow,
+            Request::RecoveryCommit { .. } => Operation::RecoveryConfirm,
+            Request::RecoveryEscrowBegin { .. } => Operation::RecoveryBegin,
+            Request::RecoveryEscrowCommit { .. } => Operation::RecoveryCommit,
             Request::RecoveryAbort { .. } => Operation::RecoveryAbort,
             Request::LoginCapture { .. } => Operation::LoginCapture,
             Request::PasswordChange { .. } => Operation::PasswordChange,
@@ -171,7 +186,9 @@ impl Request {
             | Request::ServiceRotate { volume }
             | Request::RecoveryBegin { volume }
             | Request::RecoveryCommit { volume, .. }
-            | Request::RecoveryAbort { volume } => Some(volume),
+            | Request::RecoveryAbort { volume }
+            | Request::RecoveryEscrowBegin { volume }
+            | Request::RecoveryEscrowCommit { volume, .. } => Some(volume),
             Request::Hello { .. }
             | Request::LoginCapture { .. }
             | Request::PasswordChange { .. } => None,
@@ -320,6 +337,17 @@ pub enum Reply {
         slot: u32,
         /// The key, in systemd's modhex form.
         key: WireSecret,
+    },
+    /// A pending recovery rotation, for the escrow server: ciphertext only.
+    RecoveryEscrow {
+        /// The pending slot.
+        slot: u32,
+        /// Names this rotation in the receipt.
+        rotation_id: String,
+        /// The key, age-encrypted to the server's recipient.
+        ciphertext: Vec<u8>,
+        /// Lowercase hex SHA-256 of `ciphertext`.
+        sha256: String,
     },
     /// The pending recovery key was committed; `retired` slots were revoked.
     RecoveryCommitted {

@@ -12,6 +12,7 @@ pub mod audit;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod escrow;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod ids;

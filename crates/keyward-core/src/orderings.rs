@@ -273,7 +273,11 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         self.check_after(&before)
     }
 
-    fn commit(&mut self, slot: SlotId) -> Result<(), StoreError> {
+    fn commit(
+        &mut self,
+        slot: SlotId,
+        escrow: Option<crate::token::EscrowRef>,
+    ) -> Result<(), StoreError> {
         let _guard = self.backend.lock()?;
         let before = self.stable_state()?;
         let (tid, mut token) = managed(&before, slot)?;
@@ -281,6 +285,9 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
             return Err(Refusal::NotPending(slot).into());
         }
         token.state = TokenState::Active;
+        if escrow.is_some() {
+            token.escrow = escrow;
+        }
         self.backend.replace_token(tid, &token)?;
         self.check_after(&before)
     }

@@ -112,8 +112,13 @@ pub trait UnlockStore {
     fn revoke(&mut self, slot: SlotId) -> Result<(), StoreError>;
 
     /// Commit a pending slot (a rotated secret or recovery key): it becomes a working unlock
-    /// path. One header write; the old slot, if any, is the caller's to revoke afterwards.
-    fn commit(&mut self, slot: SlotId) -> Result<(), StoreError>;
+    /// path, recording where a recovery key is escrowed. One header write; the old slot, if
+    /// any, is the caller's to revoke afterwards.
+    fn commit(
+        &mut self,
+        slot: SlotId,
+        escrow: Option<crate::token::EscrowRef>,
+    ) -> Result<(), StoreError>;
 
     /// Does `secret` open `slot`?
     fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError>;

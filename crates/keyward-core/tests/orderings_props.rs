@@ -130,7 +130,7 @@ impl World {
             }
             Op::Commit(s) => {
                 let slot = SlotId::new(u32::from(*s)).expect("in range");
-                self.store.commit(slot)?;
+                self.store.commit(slot, None)?;
             }
             Op::GrantWithWrongAuthority(u) => {
                 let wrong = secret("wrong", n);

@@ -49,6 +49,10 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
             confirm,
         } => recovery::commit(c, &volume, slot, &confirm.into_secret()),
         Request::RecoveryAbort { volume } => recovery::abort(c, &volume),
+        Request::RecoveryEscrowBegin { volume } => recovery::escrow_begin(c, &volume),
+        Request::RecoveryEscrowCommit { volume, receipt } => {
+            recovery::escrow_commit(c, &volume, &receipt)
+        }
         Request::LoginCapture { user, password } => {
             jobs::submit(ctx, user, Job::Login(password.into_secret()), caller);
             Ok(Reply::Queued)

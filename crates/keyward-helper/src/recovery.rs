@@ -1,16 +1,25 @@
-//! Standalone recovery-key rotation (no escrow server): the key is made and sealed root-only in
-//! `state_dir/pending/<volume>` *before* its slot exists, added as a `pending` recovery slot
-//! (never counted as a way in), shown once to the admin, and committed only when the admin
-//! types its last group back — then the previous recovery slot goes and the pending file is
-//! deleted. Until then the old key stays valid; abort drops only the pending slot.
+//! Recovery-key rotation. The key is made and sealed root-only in `state_dir/pending/<volume>`
+//! *before* its slot exists, added as a `pending` recovery slot (never counted as a way in),
+//! and committed only on proof that someone holds it:
+//!
+//! * **escrowed** — the agent gets only the key's age ciphertext to the escrow server's
+//!   recipient, and the commit needs the server's receipt, signed with its pinned Ed25519 key,
+//!   for this device, volume, rotation and ciphertext;
+//! * **standalone** (no server) — the key is shown once on the admin's terminal and committed
+//!   when the admin types its last group back.
+//!
+//! Then the previous recovery slots go and the pending files are deleted. Until then the old
+//! key stays valid; abort drops only the pending slot.
 
 use keyward_core::config::{Config, Volume};
+use keyward_core::escrow::Receipt;
 use keyward_core::ipc::{ErrorCode, Reply, Response, WireSecret};
 use keyward_core::store::GrantRequest;
-use keyward_core::token::{Role, TokenState};
+use keyward_core::token::{EscrowRef, Role, TokenState};
 use keyward_core::{recovery_key, Authority, Secret, SlotId, UnlockStore, VolumeName};
 use keyward_luks::LuksStore;
 use keyward_sys::safe_fs;
+use sha2::Digest;
 
 use crate::ops::{configured, failure, open, store_failure};
 use crate::service;
@@ -28,10 +37,60 @@ fn load_pending(c: &Config, v: &VolumeName) -> Result<Option<Secret>, Response> 
 }
 
 fn drop_pending(c: &Config, v: &VolumeName) -> Result<(), Response> {
-    match std::fs::remove_file(dir(c).join(v.as_str())) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(e)),
-        _ => Ok(()),
+    for name in [v.to_string(), format!("{v}.escrow")] {
+        match std::fs::remove_file(dir(c).join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
     }
+    Ok(())
+}
+
+/// What the escrow server is sent for a pending key (ciphertext only), kept root-only beside
+/// the key so a repeated begin returns the same rotation.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct EscrowMeta {
+    rotation_id: String,
+    ciphertext: Vec<u8>,
+    sha256: String,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, Response> {
+    let file = format!("{v}.escrow");
+    let stored = safe_fs::read_checked(&dir(c).join(&file), safe_fs::Expect::private(0), 1 << 20)
+        .map_err(io)?;
+    if let Some(meta) = stored.and_then(|b| serde_json::from_slice::<EscrowMeta>(&b).ok()) {
+        return Ok(meta);
+    }
+    let escrow = c
+        .escrow
+        .as_ref()
+        .ok_or_else(|| failure(ErrorCode::Failed, "no [escrow] server is configured"))?;
+    let recipient: age::x25519::Recipient = escrow
+        .recipient
+        .parse()
+        .map_err(|e| failure(ErrorCode::Failed, format!("[escrow] recipient: {e}")))?;
+    let ciphertext = age::encrypt(&recipient, key.expose()).map_err(|e| {
+        failure(
+            ErrorCode::Failed,
+            format!("encrypting to the escrow recipient: {e}"),
+        )
+    })?;
+    let sha256 = hex(&sha2::Sha256::digest(&ciphertext));
+    let id = keyward_luks::random::service_secret().map_err(store_failure)?;
+    let rotation_id = String::from_utf8_lossy(&id.expose()[..32]).into_owned();
+    let meta = EscrowMeta {
+        rotation_id,
+        ciphertext,
+        sha256,
+    };
+    let json = serde_json::to_vec(&meta).map_err(|e| failure(ErrorCode::Failed, e.to_string()))?;
+    safe_fs::write_atomic(&dir(c), &file, &json, 0o600).map_err(io)?;
+    Ok(meta)
 }
 
 /// Recovery slots by state.
@@ -72,19 +131,15 @@ fn settle_pending(
     }
 }
 
-/// Step 1 (idempotent): the pending key and its slot.
-pub fn begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
+/// The pending key (made now if there is none): sealed before its slot exists.
+fn pending_or_new(c: &Config, name: &VolumeName) -> Result<(SlotId, Secret), Response> {
     let v = configured(c, name)?;
     let mut store = open(c, v)?;
     let (_, service) = service::working(c, v, &mut store)?;
-    if let Some((slot, key)) = settle_pending(c, v, &mut store)? {
-        return Ok(Reply::RecoveryPending {
-            slot: slot.get(),
-            key: WireSecret::from_secret(&key),
-        });
+    if let Some(found) = settle_pending(c, v, &mut store)? {
+        return Ok(found);
     }
     let key = keyward_luks::random::recovery_key().map_err(store_failure)?;
-    // Sealed root-only before the slot that needs it exists.
     safe_fs::ensure_dir(&dir(c), 0, 0, 0o700).map_err(io)?;
     safe_fs::write_atomic(&dir(c), name.as_str(), key.expose(), 0o600).map_err(io)?;
     service::failpoint("recovery-begin.sealed");
@@ -92,20 +147,46 @@ pub fn begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
         role: Role::Recovery,
         pending: true,
     };
-    let slot = match store.grant(&req, Authority::Service(&service), &key) {
-        Ok(s) => s,
+    match store.grant(&req, Authority::Service(&service), &key) {
+        Ok(slot) => Ok((slot, key)),
         Err(e) => {
             drop_pending(c, name)?;
-            return Err(store_failure(e));
+            Err(store_failure(e))
         }
-    };
+    }
+}
+
+/// Commit `pending`, then revoke the recovery slots it replaces.
+fn commit_and_retire(
+    c: &Config,
+    name: &VolumeName,
+    store: &mut LuksStore,
+    pending: SlotId,
+    escrow: Option<EscrowRef>,
+) -> Result<Reply, Response> {
+    let old = recovery_slots(store, TokenState::Active)?;
+    store.commit(pending, escrow).map_err(store_failure)?;
+    service::failpoint("recovery-commit.committed");
+    for s in &old {
+        store.revoke(*s).map_err(store_failure)?;
+    }
+    drop_pending(c, name)?;
+    Ok(Reply::RecoveryCommitted {
+        slot: pending.get(),
+        retired: old.iter().map(|s| s.get()).collect(),
+    })
+}
+
+/// Standalone step 1 (idempotent): the pending key itself, for the admin's terminal.
+pub fn begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
+    let (slot, key) = pending_or_new(c, name)?;
     Ok(Reply::RecoveryPending {
         slot: slot.get(),
         key: WireSecret::from_secret(&key),
     })
 }
 
-/// Step 2: commit when the admin has typed the last group back.
+/// Standalone step 2: commit when the admin has typed the last group back.
 pub fn commit(
     c: &Config,
     name: &VolumeName,
@@ -126,24 +207,69 @@ pub fn commit(
             format!("the pending recovery key is in keyslot {pending}, not {slot}"),
         ));
     }
-    let typed = recovery_key::normalize_group(confirm.expose());
-    if !Secret::copy_from(recovery_key::last_group(&key)).ct_eq(&Secret::from_vec(typed)) {
+    let typed = Secret::from_vec(recovery_key::normalize_group(confirm.expose()));
+    if !Secret::copy_from(recovery_key::last_group(&key)).ct_eq(&typed) {
         return Err(failure(
             ErrorCode::Refused,
             "the typed group does not match the key's last group; nothing committed, the current recovery key stays valid",
         ));
     }
-    let old = recovery_slots(&mut store, TokenState::Active)?;
-    store.commit(pending).map_err(store_failure)?;
-    service::failpoint("recovery-commit.committed");
-    for s in &old {
-        store.revoke(*s).map_err(store_failure)?;
-    }
-    drop_pending(c, name)?;
-    Ok(Reply::RecoveryCommitted {
-        slot: pending.get(),
-        retired: old.iter().map(|s| s.get()).collect(),
+    commit_and_retire(c, name, &mut store, pending, None)
+}
+
+/// Escrowed step 1 (idempotent): only the ciphertext to the escrow server's recipient.
+pub fn escrow_begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
+    let (slot, key) = pending_or_new(c, name)?;
+    let meta = escrow_meta(c, name, &key)?;
+    Ok(Reply::RecoveryEscrow {
+        slot: slot.get(),
+        rotation_id: meta.rotation_id,
+        ciphertext: meta.ciphertext,
+        sha256: meta.sha256,
     })
+}
+
+/// Escrowed step 2: commit on a receipt the pinned server key signed for this device, volume,
+/// rotation and ciphertext; otherwise nothing changes and the current key stays valid.
+pub fn escrow_commit(c: &Config, name: &VolumeName, receipt: &Receipt) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    let escrow = c
+        .escrow
+        .as_ref()
+        .ok_or_else(|| failure(ErrorCode::Failed, "no [escrow] server is configured"))?;
+    let device = escrow.device_id.as_deref().ok_or_else(|| {
+        failure(
+            ErrorCode::Failed,
+            "this device is not enrolled (no [escrow] device_id)",
+        )
+    })?;
+    let mut store = open(c, v)?;
+    let Some((pending, key)) = settle_pending(c, v, &mut store)? else {
+        return Err(failure(
+            ErrorCode::Failed,
+            format!("{name} has no pending recovery key"),
+        ));
+    };
+    let meta = escrow_meta(c, name, &key)?;
+    receipt
+        .verify(
+            &escrow.server_signing_key,
+            device,
+            name,
+            &meta.rotation_id,
+            &meta.sha256,
+        )
+        .map_err(|e| {
+            failure(
+                ErrorCode::Refused,
+                format!("receipt refused: {e}; nothing committed"),
+            )
+        })?;
+    let escrowed = EscrowRef {
+        id: receipt.escrow_id.clone(),
+        sha256: meta.sha256,
+    };
+    commit_and_retire(c, name, &mut store, pending, Some(escrowed))
 }
 
 /// Drop the pending key and its slot.

@@ -89,7 +89,7 @@ pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, 
         _ => return Ok(Settled::Drift(slots[0].0)),
     };
     if state == TokenState::Pending {
-        store.commit(slot).map_err(store_failure)?;
+        store.commit(slot, None).map_err(store_failure)?;
     }
     for (other, _) in slots.iter().filter(|(s, _)| *s != slot) {
         store.revoke(*other).map_err(store_failure)?;
@@ -141,7 +141,7 @@ pub fn rotate(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
     failpoint("service-rotate.slot-added");
     service_secret::promote_next(c, name).map_err(io)?;
     failpoint("service-rotate.renamed");
-    store.commit(slot).map_err(store_failure)?;
+    store.commit(slot, None).map_err(store_failure)?;
     failpoint("service-rotate.committed");
     store.revoke(old).map_err(store_failure)?;
     Ok(Reply::ServiceRotated {
