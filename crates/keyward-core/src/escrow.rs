@@ -131,3 +131,22 @@ impl Receipt {
         Ok(())
     }
 }
+
+/// What a device signs for every request after enrollment: method, path, time, a single-use
+/// nonce and the body's digest, after a context line. The server refuses stale times and
+/// reused nonces, so a captured request cannot be replayed or redirected to another path.
+pub fn request_message(
+    method: &str,
+    path: &str,
+    timestamp: u64,
+    nonce: &str,
+    body: &[u8],
+) -> Vec<u8> {
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("keyward device request v1\n{method}\n{path}\n{timestamp}\n{nonce}\n{digest}\n")
+        .into_bytes()
+}

@@ -1,0 +1,232 @@
+//! The escrow round trip with the real server: `keyward-server init`, a single-use enrollment
+//! token, a device enrolled with its Ed25519 key, the helper's pending recovery key escrowed as
+//! age ciphertext by a signed request, the server's signed receipt committing the rotation in
+//! the helper, and `keyward-server key show` decrypting a key stock cryptsetup accepts. Replayed
+//! tokens and requests, unsigned and wrongly signed requests are refused.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use common::*;
+use ed25519_dalek::{Signer, SigningKey};
+use keyward_core::escrow::{request_message, Receipt};
+use keyward_core::ipc::{Reply, Request};
+use keyward_core::VolumeName;
+use keyward_sys::helper_client;
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn signed(key: &SigningKey, path: &str, body: &[u8], nonce: &str) -> Vec<(String, String)> {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = key.sign(&request_message("PUT", path, ts, nonce, body));
+    vec![
+        ("x-keyward-timestamp".into(), ts.to_string()),
+        ("x-keyward-nonce".into(), nonce.into()),
+        ("x-keyward-signature".into(), b64(&sig.to_bytes())),
+    ]
+}
+
+fn server(args: &[&str], state: &std::path::Path) -> std::process::Output {
+    Command::new(bin("keyward-server"))
+        .args(args)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn escrow_round_trip_with_the_real_server() {
+    let inst = Instance::prepare();
+    let state = inst.path("server");
+    let out = server(&["init"], &state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = String::from_utf8(out.stdout).unwrap();
+    let token = String::from_utf8(server(&["token", "create"], &state).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut srv = Command::new(bin("keyward-server"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&state)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(srv.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+
+    // Enrollment: the token works once.
+    let device = SigningKey::from_bytes(&[42u8; 32]);
+    let enroll = serde_json::json!({ "token": token, "device_key": b64(&device.verifying_key().to_bytes()) }).to_string();
+    let (status, body) = http(&addr, "POST", "/v1/enroll", &[], enroll.as_bytes());
+    assert_eq!(status, 200, "{body}");
+    let device_id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        http(&addr, "POST", "/v1/enroll", &[], enroll.as_bytes()).0,
+        401,
+        "token replay"
+    );
+
+    // The device's keyward: config pinned to this server.
+    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
+    cfg.push_str(&format!(
+        "[escrow]\nurl = \"http://{addr}\"\n{lines}device_id = \"{device_id}\"\n"
+    ));
+    std::fs::write(&inst.config, cfg).unwrap();
+    let inst = inst.start();
+    inst.bootstrap();
+    let volume = VolumeName::parse("data").unwrap();
+    let (slot, rotation_id, ciphertext, sha256) = match helper_client::call(
+        &inst.socket(),
+        Request::RecoveryEscrowBegin {
+            volume: volume.clone(),
+        },
+    )
+    .unwrap()
+    {
+        Reply::RecoveryEscrow {
+            slot,
+            rotation_id,
+            ciphertext,
+            sha256,
+        } => (slot, rotation_id, ciphertext, sha256),
+        other => panic!("{other:?}"),
+    };
+
+    // Upload, as the agent will: a signed PUT.
+    let path = format!("/v1/devices/{device_id}/escrow/data");
+    let body = serde_json::json!({ "rotation_id": rotation_id, "ciphertext": b64(&ciphertext), "sha256": sha256 }).to_string();
+    assert_eq!(
+        http(&addr, "PUT", &path, &[], body.as_bytes()).0,
+        401,
+        "unsigned"
+    );
+    let stranger = SigningKey::from_bytes(&[43u8; 32]);
+    assert_eq!(
+        http(
+            &addr,
+            "PUT",
+            &path,
+            &signed(&stranger, &path, body.as_bytes(), "nonce-stranger-01"),
+            body.as_bytes()
+        )
+        .0,
+        401
+    );
+    let headers = signed(&device, &path, body.as_bytes(), "nonce-0123456789ab");
+    let (status, receipt) = http(&addr, "PUT", &path, &headers, body.as_bytes());
+    assert_eq!(status, 200, "{receipt}");
+    assert_eq!(
+        http(&addr, "PUT", &path, &headers, body.as_bytes()).0,
+        401,
+        "request replay"
+    );
+    let other_path = format!("/v1/devices/{device_id}/escrow/other");
+    assert_eq!(
+        http(
+            &addr,
+            "PUT",
+            &other_path,
+            &signed(&device, &path, body.as_bytes(), "nonce-redirect-0001"),
+            body.as_bytes()
+        )
+        .0,
+        401,
+        "redirected"
+    );
+
+    // The server's receipt commits the rotation in the helper.
+    let receipt: Receipt = serde_json::from_str(&receipt).unwrap();
+    match helper_client::call(
+        &inst.socket(),
+        Request::RecoveryEscrowCommit { volume, receipt },
+    )
+    .unwrap()
+    {
+        Reply::RecoveryCommitted { slot: s, .. } => assert_eq!(s, slot),
+        other => panic!("{other:?}"),
+    }
+
+    // An admin retrieves the key at the server; stock cryptsetup accepts it.
+    let out = Command::new(bin("keyward-server"))
+        .args([
+            "key",
+            "show",
+            &device_id,
+            "data",
+            "--reason",
+            "laptop locked out, ticket 42",
+            "--state",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(inst.opens(u64::from(slot), key.as_bytes()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audited"));
+    assert!(
+        !server(
+            &["key", "show", &device_id, "data", "--reason", " "],
+            &state
+        )
+        .status
+        .success(),
+        "a reason is required"
+    );
+    let (status, doc) = http(&addr, "GET", "/v1/openapi.json", &[], b"");
+    assert_eq!(status, 200);
+    assert!(doc.contains("\"openapi\""));
+    let _ = srv.kill();
+    let _ = srv.wait();
+}

@@ -1,0 +1,269 @@
+//! The HTTP API: enrollment with a single-use token, and escrow of a recovery key's ciphertext
+//! by an enrolled device, answered with a receipt signed by the server's Ed25519 key. Every
+//! device request is signed by the device key, with a timestamp (±5 min) and a nonce the
+//! database refuses to see twice.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use base64::Engine;
+use ed25519_dalek::{Signature, Signer, VerifyingKey};
+use keyward_core::escrow::{request_message, Receipt};
+use keyward_core::VolumeName;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use sqlx::SqlitePool;
+
+use crate::identity::Identity;
+
+/// Shared by the handlers.
+pub struct AppState {
+    /// The database.
+    pub pool: SqlitePool,
+    /// The server identity.
+    pub identity: Identity,
+}
+
+/// The OpenAPI document, served at `/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// The router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/devices/{device}/escrow/{volume}", put(escrow))
+        .route(
+            "/v1/openapi.json",
+            get(|| async { ([("content-type", "application/json")], OPENAPI) }),
+        )
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+/// An error answer: a status and a message, never a secret.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad(msg: &str) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError(StatusCode::UNAUTHORIZED, msg.into())
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    eprintln!("keyward-server: {e}");
+    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn random_id(prefix: &str) -> Result<String, ApiError> {
+    let mut b = [0u8; 12];
+    getrandom::fill(&mut b).map_err(internal)?;
+    Ok(format!("{prefix}-{}", hex(&b)))
+}
+
+fn token_ok(s: &str, min: usize) -> bool {
+    (min..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Hex SHA-256 of an enrollment token (only the digest is stored).
+pub fn token_hash(token: &str) -> String {
+    hex(&sha2::Sha256::digest(token.trim().as_bytes()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollRequest {
+    token: String,
+    device_key: String,
+}
+
+#[derive(Serialize)]
+struct EnrollResponse {
+    device_id: String,
+}
+
+async fn enroll(
+    State(s): State<Arc<AppState>>,
+    body: Bytes,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let req: EnrollRequest =
+        serde_json::from_slice(&body).map_err(|_| bad("malformed enrollment request"))?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(req.device_key.trim())
+        .ok()
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+        .ok_or_else(|| bad("device_key is not a base64 Ed25519 public key"))?;
+    // Single use: the token is spent in the same statement that checks it.
+    let spent = sqlx::query("UPDATE tokens SET used = 1 WHERE hash = ? AND used = 0")
+        .bind(token_hash(&req.token))
+        .execute(&s.pool)
+        .await
+        .map_err(internal)?;
+    if spent.rows_affected() != 1 {
+        return Err(unauthorized("enrollment token unknown or already used"));
+    }
+    let device_id = random_id("dev")?;
+    let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
+    sqlx::query("INSERT INTO devices (id, key, created) VALUES (?, ?, ?)")
+        .bind(&device_id)
+        .bind(key_b64)
+        .bind(crate::db::now())
+        .execute(&s.pool)
+        .await
+        .map_err(internal)?;
+    Ok(Json(EnrollResponse { device_id }))
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("unsigned request"))
+}
+
+/// Check a device request's signature, time and nonce; the nonce is recorded.
+async fn authenticate(
+    s: &AppState,
+    device: &str,
+    method: &str,
+    path: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let ts: u64 = header(h, "x-keyward-timestamp")?
+        .parse()
+        .map_err(|_| unauthorized("bad timestamp"))?;
+    let nonce = header(h, "x-keyward-nonce")?;
+    if !token_ok(nonce, 16) {
+        return Err(unauthorized("bad nonce"));
+    }
+    let sig = base64::engine::general_purpose::STANDARD
+        .decode(header(h, "x-keyward-signature")?)
+        .ok()
+        .and_then(|b| <[u8; 64]>::try_from(b).ok())
+        .ok_or_else(|| unauthorized("bad signature"))?;
+    let row: Option<(String,)> = sqlx::query_as("SELECT key FROM devices WHERE id = ?")
+        .bind(device)
+        .fetch_optional(&s.pool)
+        .await
+        .map_err(internal)?;
+    let key = row
+        .and_then(|(k,)| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .and_then(|k| <[u8; 32]>::try_from(k).ok())
+        .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+        .ok_or_else(|| unauthorized("unknown device"))?;
+    let msg = request_message(method, path, ts, nonce, body);
+    key.verify_strict(&msg, &Signature::from_bytes(&sig))
+        .map_err(|_| unauthorized("bad signature"))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if now.abs_diff(ts) > 300 {
+        return Err(unauthorized("stale request"));
+    }
+    let fresh = sqlx::query("INSERT OR IGNORE INTO nonces (device, nonce) VALUES (?, ?)")
+        .bind(device)
+        .bind(nonce)
+        .execute(&s.pool)
+        .await
+        .map_err(internal)?;
+    if fresh.rows_affected() != 1 {
+        return Err(unauthorized("replayed request"));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EscrowRequest {
+    rotation_id: String,
+    ciphertext: String,
+    sha256: String,
+}
+
+async fn escrow(
+    State(s): State<Arc<AppState>>,
+    Path((device, volume)): Path<(String, String)>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Receipt>, ApiError> {
+    authenticate(&s, &device, "PUT", uri.path(), &headers, &body).await?;
+    let volume = VolumeName::parse(&volume).map_err(|_| bad("bad volume name"))?;
+    let req: EscrowRequest =
+        serde_json::from_slice(&body).map_err(|_| bad("malformed escrow request"))?;
+    if !token_ok(&req.rotation_id, 1) {
+        return Err(bad("bad rotation_id"));
+    }
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(&req.ciphertext)
+        .map_err(|_| bad("ciphertext is not base64"))?;
+    if hex(&sha2::Sha256::digest(&ciphertext)) != req.sha256 {
+        return Err(bad("sha256 does not match the ciphertext"));
+    }
+    // Idempotent: a retried upload of the same rotation gets the same receipt.
+    let existing: Option<(String, String)> = sqlx::query_as(
+        "SELECT id, sha256 FROM escrows WHERE device = ? AND volume = ? AND rotation_id = ?",
+    )
+    .bind(&device)
+    .bind(volume.as_str())
+    .bind(&req.rotation_id)
+    .fetch_optional(&s.pool)
+    .await
+    .map_err(internal)?;
+    let escrow_id = match existing {
+        Some((id, sha)) if sha == req.sha256 => id,
+        Some(_) => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                "this rotation was escrowed with another ciphertext".into(),
+            ))
+        }
+        None => {
+            let id = random_id("esc")?;
+            sqlx::query(
+                "INSERT INTO escrows (id, device, volume, rotation_id, sha256, ciphertext, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(&device)
+            .bind(volume.as_str())
+            .bind(&req.rotation_id)
+            .bind(&req.sha256)
+            .bind(&ciphertext)
+            .bind(crate::db::now())
+            .execute(&s.pool)
+            .await
+            .map_err(internal)?;
+            id
+        }
+    };
+    let msg = Receipt::message(&device, &volume, &req.rotation_id, &req.sha256, &escrow_id);
+    let signature = s.identity.signing.sign(&msg).to_bytes().to_vec();
+    Ok(Json(Receipt {
+        device,
+        volume,
+        rotation_id: req.rotation_id,
+        sha256: req.sha256,
+        escrow_id,
+        signature,
+    }))
+}
