@@ -31,8 +31,13 @@ pub fn status(volumes: &[VolumeReport], json: bool) -> Result<(), Failure> {
                 (Some(u), Some(uid)) => format!("{u} ({uid})"),
                 _ => "-".into(),
             };
+            let escrow = match (&h.escrow_id, h.role.as_str()) {
+                (Some(id), _) => format!(", escrowed as {id}"),
+                (None, "recovery") => ", not escrowed".to_owned(),
+                (None, _) => String::new(),
+            };
             println!(
-                "  {:<5} {:<10} {:<20} {:<14} {}",
+                "  {:<5} {:<10} {:<20} {:<14} {}{escrow}",
                 h.slot, h.role, who, h.kdf, h.state
             );
         }

@@ -193,6 +193,13 @@ fn escrow_round_trip_with_the_real_server() {
         other => panic!("{other:?}"),
     }
 
+    // Status shows where the key is escrowed.
+    let status = String::from_utf8(inst.keyward(&["status", "data"], b"").stdout).unwrap();
+    assert!(
+        status.contains("recovery") && status.contains("escrowed as esc-"),
+        "{status}"
+    );
+
     // An admin retrieves the key at the server; stock cryptsetup accepts it.
     let out = Command::new(bin("keyward-server"))
         .args([

@@ -254,6 +254,8 @@ pub struct HolderReport {
     pub kdf: String,
     /// `active`, `pending`, `in-progress`, or `unmanaged`.
     pub state: String,
+    /// For a recovery key: where it is escrowed (`None`: not escrowed, e.g. standalone).
+    pub escrow_id: Option<String>,
 }
 
 /// One volume, as reported.

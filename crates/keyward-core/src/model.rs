@@ -120,6 +120,8 @@ pub struct Holder {
     pub kdf: String,
     /// The keyward token, if any.
     pub token: Option<TokenId>,
+    /// For an escrowed recovery key: the escrow server's id for it.
+    pub escrow_id: Option<String>,
 }
 
 /// Everything keyward knows about one volume's header.
@@ -229,7 +231,7 @@ impl VolumeState {
         self.slots
             .iter()
             .map(|s| {
-                let (role, state, token) = match self.owner_of(s.id) {
+                let (role, state, token, escrow_id) = match self.owner_of(s.id) {
                     SlotOwner::Managed(id) | SlotOwner::Transitional(id) => {
                         let t = self.keyward_token(id);
                         let role = match t.map(|t| &t.role) {
@@ -241,9 +243,10 @@ impl VolumeState {
                             Some(Role::Recovery) => HolderRole::Recovery,
                             None => HolderRole::Unmanaged,
                         };
-                        (role, t.map(|t| t.state), Some(id))
+                        let escrow = t.and_then(|t| t.escrow.as_ref()).map(|e| e.id.clone());
+                        (role, t.map(|t| t.state), Some(id), escrow)
                     }
-                    SlotOwner::Unmanaged => (HolderRole::Unmanaged, None, None),
+                    SlotOwner::Unmanaged => (HolderRole::Unmanaged, None, None, None),
                 };
                 Holder {
                     slot: s.id,
@@ -251,6 +254,7 @@ impl VolumeState {
                     state,
                     kdf: s.kdf.clone(),
                     token,
+                    escrow_id,
                 }
             })
             .collect()

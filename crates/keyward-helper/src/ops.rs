@@ -150,6 +150,7 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
                         uid,
                         kdf: h.kdf,
                         state: state.into(),
+                        escrow_id: h.escrow_id,
                     }
                 })
                 .collect();
