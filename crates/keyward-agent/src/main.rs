@@ -7,6 +7,9 @@
 //! keywardd [--config FILE]     (or KEYWARD_CONFIG; default /etc/keyward/keyward.toml)
 //! ```
 
+mod control;
+mod escrow;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,6 +49,15 @@ fn start() -> Result<(), String> {
         ),
         Err(e) => eprintln!("keywardd: warning: looking up {}: {e}", config.service_user),
     }
+    // The control socket: root's CLI hands over enrollment tokens and rotation requests here.
+    let sock = config.agent_state_dir.join("agent.sock");
+    let listener =
+        keyward_sys::listen::bind_private(&sock).map_err(|e| format!("control socket: {e}"))?;
+    let control_config = config.clone();
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control::serve(listener, control_config))
+        .map_err(|e| format!("control thread: {e}"))?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .enable_io()

@@ -13,7 +13,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use keyward_core::config::{Config, DEFAULT_PATH};
-use keyward_core::ipc::{Reply, Request, WireSecret};
+use keyward_core::ipc::{AgentReply, AgentRequest, Reply, Request, WireSecret};
 use keyward_core::{Secret, UserName, VolumeName};
 use keyward_sys::helper_client as client;
 
@@ -103,6 +103,14 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Enroll this device with the escrow server (the token goes to the agent, never to a file).
+    Enroll {
+        /// The escrow server's URL.
+        url: String,
+        /// Read the single-use token from one line of stdin instead of prompting.
+        #[arg(long)]
+        token_stdin: bool,
     },
     /// The recovery key.
     Recovery {
@@ -343,10 +351,39 @@ fn run(cli: Cli) -> Result<(), Failure> {
             install::uninstall(&config, &unit_dir, &tmpfiles_dir)
         }
         Command::Generate { .. } => Ok(()),
-        Command::Recovery { action: RecoveryAction::Rotate { show: false, .. } } => Err(Failure::new(
-            2,
-            "escrow to a server is not available yet; rotate standalone with --show, which prints the key once",
-        )),
+        Command::Recovery { action: RecoveryAction::Rotate { volume, show: false, .. } } => {
+            if config.escrow.is_none() {
+                return Err(Failure::new(
+                    2,
+                    "no [escrow] server is configured; rotate standalone with --show, which prints the key once",
+                ));
+            }
+            let socket = config.agent_state_dir.join("agent.sock");
+            match client::call_agent(&socket, AgentRequest::RotateRecovery { volume: volume.clone() })? {
+                AgentReply::Rotated { slot, escrow_id } => {
+                    println!("{volume}: recovery key rotated (keyslot {slot}) and escrowed as {escrow_id}");
+                    Ok(())
+                }
+                other => Err(Failure::new(1, format!("unexpected reply from the agent: {other:?}"))),
+            }
+        }
+        Command::Enroll { url, token_stdin } => {
+            let token = read_passphrase(token_stdin, "Enrollment token: ")?;
+            let socket = config.agent_state_dir.join("agent.sock");
+            let req = AgentRequest::Enroll { url: url.clone(), token: WireSecret::from_secret(&token) };
+            drop(token);
+            let device_id = match client::call_agent(&socket, req)? {
+                AgentReply::Enrolled { device_id } => device_id,
+                other => return Err(Failure::new(1, format!("unexpected reply from the agent: {other:?}"))),
+            };
+            match call(Request::SetDevice { device_id: device_id.clone() })? {
+                Reply::DeviceSet => {
+                    println!("enrolled with {url} as device {device_id}");
+                    Ok(())
+                }
+                other => Err(client::unexpected(&other).into()),
+            }
+        }
         Command::Recovery { action: RecoveryAction::Rotate { volume, show: true, confirm_stdin } } => {
             rotate_recovery_standalone(&config, &volume, confirm_stdin)
         }

@@ -237,3 +237,146 @@ fn escrow_round_trip_with_the_real_server() {
     let _ = srv.kill();
     let _ = srv.wait();
 }
+
+fn start_server(state: &std::path::Path, listen: &str) -> (std::process::Child, String) {
+    let mut srv = Command::new(bin("keyward-server"))
+        .args(["serve", "--listen", listen, "--state"])
+        .arg(state)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(srv.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    (srv, addr)
+}
+
+fn recovery_lines(inst: &Instance) -> Vec<String> {
+    let status = String::from_utf8(inst.keyward(&["status", "data"], b"").stdout).unwrap();
+    status
+        .lines()
+        .filter(|l| l.contains("recovery"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_agent_enrolls_and_carries_rotations_to_the_server() {
+    let inst = Instance::prepare();
+    let state = inst.path("server");
+    let lines = String::from_utf8(server(&["init"], &state).stdout).unwrap();
+    let token = String::from_utf8(server(&["token", "create"], &state).stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (mut srv, addr) = start_server(&state, "127.0.0.1:0");
+    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
+    cfg.push_str(&format!("[escrow]\nurl = \"http://{addr}\"\n{lines}"));
+    std::fs::write(&inst.config, cfg).unwrap();
+    // The agent's own state directory, as install makes it.
+    let agent_dir = inst.path("agent");
+    std::fs::create_dir(&agent_dir).unwrap();
+    std::os::unix::fs::chown(&agent_dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    chmod(&agent_dir, 0o700);
+    let inst = inst.start();
+    inst.bootstrap();
+    let mut agent = inst.spawn_agent(&inst.path("agent.stderr"));
+    for _ in 0..200 {
+        if agent_dir.join("agent.sock").exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+
+    // Enrollment: the token goes CLI → agent over the agent's socket; the id to the helper.
+    let out = inst.keyward(
+        &["enroll", &format!("http://{addr}"), "--token-stdin"],
+        format!("{token}\n").as_bytes(),
+    );
+    assert_eq!(
+        code(&out),
+        Some(0),
+        "{}\n{}",
+        stderr(&out),
+        std::fs::read_to_string(inst.path("agent.stderr")).unwrap_or_default()
+    );
+    let again = inst.keyward(
+        &["enroll", &format!("http://{addr}"), "--token-stdin"],
+        format!("{token}\n").as_bytes(),
+    );
+    assert_eq!(
+        code(&again),
+        Some(4),
+        "a used token is refused: {}",
+        stderr(&again)
+    );
+    let key_file = std::fs::metadata(agent_dir.join("device.key")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&key_file), NOBODY);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key_file.permissions()) & 0o777,
+        0o600
+    );
+
+    // A rotation, escrowed through the agent.
+    let out = inst.keyward(&["recovery", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("escrowed as esc-"));
+    let first = recovery_lines(&inst);
+    assert_eq!(first.len(), 1);
+    assert!(first[0].contains("escrowed as esc-"), "{first:?}");
+
+    // The server goes down: the rotation stops short of committing; the old key stays.
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let out = inst.keyward(&["recovery", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stays valid"), "{}", stderr(&out));
+    let during = recovery_lines(&inst);
+    assert_eq!(during.len(), 2, "{during:?}");
+    assert!(
+        during
+            .iter()
+            .any(|l| l.contains("active") && l.contains("escrowed as")),
+        "{during:?}"
+    );
+    assert!(during.iter().any(|l| l.contains("pending")), "{during:?}");
+
+    // Back up: the same rotation resumes and commits; the old key goes.
+    let (mut srv, _) = start_server(&state, &addr);
+    let out = inst.keyward(&["recovery", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let after = recovery_lines(&inst);
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].contains("active") && after[0].contains("escrowed as"));
+
+    // And the admin gets it back from the server.
+    let enrolled: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(agent_dir.join("device.json")).unwrap()).unwrap();
+    let out = Command::new(bin("keyward-server"))
+        .args([
+            "key",
+            "show",
+            enrolled["device_id"].as_str().unwrap(),
+            "data",
+            "--reason",
+            "drill",
+            "--state",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let slot: u64 = after[0].split_whitespace().next().unwrap().parse().unwrap();
+    assert!(inst.opens(slot, key.as_bytes()));
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = srv.kill();
+    let _ = srv.wait();
+}

@@ -76,6 +76,8 @@ catalog! {
     Install = "install" => RootRequired,
     /// Remove keyward's slots (checked against I1), account, directories, units, PAM profile.
     Uninstall = "uninstall" => RootRequired,
+    /// Record the device id from enrollment in the helper's state.
+    SetDevice = "set-device" => RootRequired,
     /// Read or verify the audit chain.
     Audit = "audit" => RootRequired,
     /// Create the service slot from a current holder's passphrase.

@@ -138,6 +138,11 @@ pub enum Request {
         /// The volume.
         volume: VolumeName,
     },
+    /// Record the device id the escrow server gave this device at enrollment.
+    SetDevice {
+        /// The id (`[A-Za-z0-9_-]{1,64}`).
+        device_id: String,
+    },
     /// Rotate the volume's service secret.
     ServiceRotate {
         /// The volume.
@@ -165,6 +170,7 @@ impl Request {
             Request::Verify { .. } => Operation::Verify,
             Request::Release { .. } => Operation::Uninstall,
             Request::ServiceRotate { .. } => Operation::ServiceRotate,
+            Request::SetDevice { .. } => Operation::SetDevice,
             Request::RecoveryBegin { .. } => Operation::RecoveryShow,
             Request::RecoveryCommit { .. } => Operation::RecoveryConfirm,
             Request::RecoveryEscrowBegin { .. } => Operation::RecoveryBegin,
@@ -190,6 +196,7 @@ impl Request {
             | Request::RecoveryEscrowBegin { volume }
             | Request::RecoveryEscrowCommit { volume, .. } => Some(volume),
             Request::Hello { .. }
+            | Request::SetDevice { .. }
             | Request::LoginCapture { .. }
             | Request::PasswordChange { .. } => None,
         }
@@ -363,6 +370,8 @@ pub enum Reply {
         /// Its slot, if there was one.
         slot: Option<u32>,
     },
+    /// The device id was recorded.
+    DeviceSet,
     /// The service secret was rotated.
     ServiceRotated {
         /// The old service slot (now gone).
@@ -423,6 +432,76 @@ fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FrameError> {
     } else {
         Err(FrameError::Trailing)
     }
+}
+
+/// What root's CLI may ask the agent, over the agent's own control socket (root only).
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentRequest {
+    /// First frame.
+    Hello {
+        /// Protocol version.
+        version: u16,
+    },
+    /// Enroll with the escrow server at `url` using a single-use token.
+    Enroll {
+        /// The server's base URL.
+        url: String,
+        /// The enrollment token.
+        token: WireSecret,
+    },
+    /// Rotate a volume's recovery key now, escrowed: begin, upload, commit on the receipt.
+    RotateRecovery {
+        /// The volume.
+        volume: VolumeName,
+    },
+}
+
+/// The agent's replies.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AgentReply {
+    /// Answer to a hello.
+    Hello {
+        /// Protocol version.
+        version: u16,
+    },
+    /// Enrolled; the server's id for this device.
+    Enrolled {
+        /// Device id.
+        device_id: String,
+    },
+    /// The recovery key was rotated and escrowed.
+    Rotated {
+        /// The new recovery slot.
+        slot: u32,
+        /// The server's escrow id.
+        escrow_id: String,
+    },
+}
+
+/// The agent's answer.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum AgentResponse {
+    /// Done.
+    Ok(AgentReply),
+    /// Not done.
+    Error {
+        /// Class of error.
+        code: ErrorCode,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Decode an agent request payload.
+pub fn decode_agent_request(payload: &[u8]) -> Result<AgentRequest, FrameError> {
+    decode(payload)
+}
+
+/// Decode an agent response payload.
+pub fn decode_agent_response(payload: &[u8]) -> Result<AgentResponse, FrameError> {
+    decode(payload)
 }
 
 /// Decode a request payload (after the length prefix). Pure; fuzzed.

@@ -49,6 +49,7 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
             confirm,
         } => recovery::commit(c, &volume, slot, &confirm.into_secret()),
         Request::RecoveryAbort { volume } => recovery::abort(c, &volume),
+        Request::SetDevice { device_id } => recovery::set_device(c, &device_id),
         Request::RecoveryEscrowBegin { volume } => recovery::escrow_begin(c, &volume),
         Request::RecoveryEscrowCommit { volume, receipt } => {
             recovery::escrow_commit(c, &volume, &receipt)

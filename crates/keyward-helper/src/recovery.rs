@@ -237,12 +237,15 @@ pub fn escrow_commit(c: &Config, name: &VolumeName, receipt: &Receipt) -> Result
         .escrow
         .as_ref()
         .ok_or_else(|| failure(ErrorCode::Failed, "no [escrow] server is configured"))?;
-    let device = escrow.device_id.as_deref().ok_or_else(|| {
-        failure(
-            ErrorCode::Failed,
-            "this device is not enrolled (no [escrow] device_id)",
-        )
-    })?;
+    let device = device_id(c)?
+        .or_else(|| escrow.device_id.clone())
+        .ok_or_else(|| {
+            failure(
+                ErrorCode::Failed,
+                "this device is not enrolled (run `keyward enroll`)",
+            )
+        })?;
+    let device = device.as_str();
     let mut store = open(c, v)?;
     let Some((pending, key)) = settle_pending(c, v, &mut store)? else {
         return Err(failure(
@@ -270,6 +273,31 @@ pub fn escrow_commit(c: &Config, name: &VolumeName, receipt: &Receipt) -> Result
         sha256: meta.sha256,
     };
     commit_and_retire(c, name, &mut store, pending, Some(escrowed))
+}
+
+const DEVICE_FILE: &str = "device_id";
+
+/// The device id enrollment recorded (root-only state), if any.
+fn device_id(c: &Config) -> Result<Option<String>, Response> {
+    let path = c.state_dir.join(DEVICE_FILE);
+    let raw = safe_fs::read_checked(&path, safe_fs::Expect::private(0), 256).map_err(io)?;
+    Ok(raw.map(|b| String::from_utf8_lossy(&b).trim().to_owned()))
+}
+
+/// Record the device id the escrow server assigned (`keyward enroll`).
+pub fn set_device(c: &Config, id: &str) -> Result<Reply, Response> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !ok {
+        return Err(failure(
+            ErrorCode::Usage,
+            "device id must be 1-64 of A-Z, a-z, 0-9, '-' and '_'",
+        ));
+    }
+    safe_fs::write_atomic(&c.state_dir, DEVICE_FILE, id.as_bytes(), 0o600).map_err(io)?;
+    Ok(Reply::DeviceSet)
 }
 
 /// Drop the pending key and its slot.

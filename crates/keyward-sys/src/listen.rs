@@ -68,3 +68,27 @@ pub fn bind(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
     Ok(listener)
 }
+
+/// Bind a socket only this user may connect to (0600, owned by the caller); root still can.
+/// A stale socket of ours is replaced; anything else at the path is refused.
+pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
+    let me = crate::hardening::effective_uid();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() && m.uid() == me => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not our socket",
+                    keyward_core::quote(&path.to_string_lossy())
+                ),
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
+    let listener = UnixListener::bind(path);
+    rustix::process::umask(old);
+    listener
+}

@@ -1,0 +1,203 @@
+//! The agent's side of escrow: the device identity (an Ed25519 key made at enrollment, kept
+//! 0600 in the agent's own state directory), enrollment with a single-use token, and a
+//! recovery rotation carried from the helper to the server and back. The agent only ever holds
+//! the key's ciphertext; the helper commits only on the server's signed receipt.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use keyward_core::config::Config;
+use keyward_core::escrow::{request_message, Receipt};
+use keyward_core::ipc::{ErrorCode, Reply, Request};
+use keyward_core::{Secret, VolumeName};
+use keyward_sys::{helper_client, safe_fs};
+use zeroize::Zeroizing;
+
+const KEY_FILE: &str = "device.key";
+const ID_FILE: &str = "device.json";
+
+/// An error with the class the CLI maps to an exit code.
+pub type Failure = (ErrorCode, String);
+
+fn failed(e: impl std::fmt::Display) -> Failure {
+    (ErrorCode::Failed, e.to_string())
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(15)))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Enrollment {
+    url: String,
+    device_id: String,
+}
+
+fn state(c: &Config) -> PathBuf {
+    c.agent_state_dir.clone()
+}
+
+/// Enroll: make the device key, present the token, keep key and id. Returns the device id.
+pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> {
+    let url = url.trim_end_matches('/');
+    if !url.starts_with("http://") || !is_loopback(url) {
+        return Err((
+            ErrorCode::Usage,
+            "this version talks plain HTTP to a server on loopback only".into(),
+        ));
+    }
+    let mut seed = Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice()).map_err(failed)?;
+    let key = SigningKey::from_bytes(&seed);
+    let token = std::str::from_utf8(token.expose())
+        .map_err(|_| (ErrorCode::Usage, "token is not text".into()))?;
+    let body = serde_json::json!({ "token": token.trim(), "device_key": b64().encode(key.verifying_key().to_bytes()) });
+    let mut resp = http()
+        .post(format!("{url}/v1/enroll"))
+        .send(body.to_string())
+        .map_err(failed)?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(failed)?;
+    if status != 200 {
+        return Err((
+            ErrorCode::Refused,
+            format!("the server refused enrollment ({status}): {}", text.trim()),
+        ));
+    }
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(failed)?;
+    let device_id = v["device_id"]
+        .as_str()
+        .ok_or_else(|| failed("no device_id in the answer"))?
+        .to_owned();
+    let dir = state(c);
+    let encoded = Zeroizing::new(b64().encode(seed.as_slice()));
+    safe_fs::write_atomic(&dir, KEY_FILE, encoded.as_bytes(), 0o600).map_err(failed)?;
+    let id = serde_json::to_vec(&Enrollment {
+        url: url.to_owned(),
+        device_id: device_id.clone(),
+    })
+    .map_err(failed)?;
+    safe_fs::write_atomic(&dir, ID_FILE, &id, 0o600).map_err(failed)?;
+    Ok(device_id)
+}
+
+fn is_loopback(url: &str) -> bool {
+    let host = url
+        .trim_start_matches("http://")
+        .split(['/', ':'])
+        .next()
+        .unwrap_or("");
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+fn load(dir: &Path) -> Result<(SigningKey, Enrollment), Failure> {
+    let me = keyward_sys::hardening::effective_uid();
+    let not_enrolled = || {
+        (
+            ErrorCode::Failed,
+            "not enrolled: run `keyward enroll URL --token-stdin`".to_owned(),
+        )
+    };
+    let raw = safe_fs::read_checked(&dir.join(KEY_FILE), safe_fs::Expect::private(me), 256)
+        .map_err(failed)?
+        .ok_or_else(not_enrolled)?;
+    let raw = Zeroizing::new(raw);
+    let seed = Zeroizing::new(b64().decode(raw.as_slice()).map_err(failed)?);
+    let seed: [u8; 32] = seed
+        .as_slice()
+        .try_into()
+        .map_err(|_| failed("bad device key"))?;
+    let ids = safe_fs::read_checked(&dir.join(ID_FILE), safe_fs::Expect::private(me), 4096)
+        .map_err(failed)?
+        .ok_or_else(not_enrolled)?;
+    let enrollment: Enrollment = serde_json::from_slice(&ids).map_err(failed)?;
+    Ok((SigningKey::from_bytes(&seed), enrollment))
+}
+
+fn helper(c: &Config, req: Request) -> Result<Reply, Failure> {
+    helper_client::call(&c.helper_socket(), req).map_err(|e| {
+        let code = if e.code == 4 {
+            ErrorCode::Refused
+        } else {
+            ErrorCode::Failed
+        };
+        (code, e.message)
+    })
+}
+
+/// Rotate `volume`'s recovery key, escrowed. On any failure before the receipt, the pending key
+/// stays pending and the current one stays valid; running again resumes the same rotation.
+pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure> {
+    let (key, enrollment) = load(&state(c))?;
+    let (slot, rotation_id, ciphertext, sha256) = match helper(
+        c,
+        Request::RecoveryEscrowBegin {
+            volume: volume.clone(),
+        },
+    )? {
+        Reply::RecoveryEscrow {
+            slot,
+            rotation_id,
+            ciphertext,
+            sha256,
+        } => (slot, rotation_id, ciphertext, sha256),
+        other => return Err(failed(format!("unexpected reply {other:?}"))),
+    };
+    let path = format!("/v1/devices/{}/escrow/{volume}", enrollment.device_id);
+    let body = serde_json::json!({ "rotation_id": rotation_id, "ciphertext": b64().encode(&ciphertext), "sha256": sha256 })
+        .to_string();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(failed)?
+        .as_secs();
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(failed)?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let signature = key.sign(&request_message("PUT", &path, ts, &nonce, body.as_bytes()));
+    let mut resp = http()
+        .put(format!("{}{path}", enrollment.url))
+        .header("content-type", "application/json")
+        .header("x-keyward-timestamp", ts.to_string())
+        .header("x-keyward-nonce", nonce)
+        .header("x-keyward-signature", b64().encode(signature.to_bytes()))
+        .send(body)
+        .map_err(|e| {
+            (
+                ErrorCode::Unavailable,
+                format!("escrow server unreachable ({e}); the current recovery key stays valid"),
+            )
+        })?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(failed)?;
+    if status != 200 {
+        return Err((
+            ErrorCode::Failed,
+            format!("the escrow server answered {status}; the current recovery key stays valid"),
+        ));
+    }
+    let receipt: Receipt = serde_json::from_str(&text).map_err(failed)?;
+    let escrow_id = receipt.escrow_id.clone();
+    match helper(
+        c,
+        Request::RecoveryEscrowCommit {
+            volume: volume.clone(),
+            receipt,
+        },
+    )? {
+        Reply::RecoveryCommitted { .. } => Ok((slot, escrow_id)),
+        other => Err(failed(format!("unexpected reply {other:?}"))),
+    }
+}
