@@ -275,11 +275,7 @@ fn the_agent_enrolls_and_carries_rotations_to_the_server() {
     let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
     cfg.push_str(&format!("[escrow]\nurl = \"http://{addr}\"\n{lines}"));
     std::fs::write(&inst.config, cfg).unwrap();
-    // The agent's own state directory, as install makes it.
     let agent_dir = inst.path("agent");
-    std::fs::create_dir(&agent_dir).unwrap();
-    std::os::unix::fs::chown(&agent_dir, Some(NOBODY), Some(NOBODY)).unwrap();
-    chmod(&agent_dir, 0o700);
     let inst = inst.start();
     inst.bootstrap();
     let mut agent = inst.spawn_agent(&inst.path("agent.stderr"));

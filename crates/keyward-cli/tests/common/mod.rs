@@ -126,6 +126,13 @@ impl Instance {
 
     /// Start keywardd as the service user (`nobody` here), its stderr to `log`.
     pub fn spawn_agent(&self, log: &Path) -> Child {
+        // The agent's own state directory, as `keyward install` makes it.
+        let dir = self.path("agent");
+        if !dir.exists() {
+            std::fs::create_dir(&dir).unwrap();
+            std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).unwrap();
+            chmod(&dir, 0o700);
+        }
         Command::new("setpriv")
             .args([
                 format!("--reuid={NOBODY}"),
