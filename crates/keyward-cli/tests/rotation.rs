@@ -140,6 +140,13 @@ fn crash_at_every_step_of_a_rotation() {
 
 fn recovery_holders(inst: &Instance) -> Vec<serde_json::Value> {
     let out = inst.keyward(&["status", "data", "--json"], b"");
+    assert_eq!(
+        code(&out),
+        Some(0),
+        "status: {}\nhelper: {}",
+        stderr(&out),
+        inst.helper_stderr()
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["volumes"][0]["holders"]
         .as_array()

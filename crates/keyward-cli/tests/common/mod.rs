@@ -102,7 +102,16 @@ impl Instance {
         while Instant::now() < deadline {
             let is_socket = std::fs::symlink_metadata(self.socket())
                 .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()));
-            if is_socket {
+            // Ready means answering, not just bound: a helper finishes its start-up reconcile
+            // before it serves.
+            let answering = is_socket
+                && keyward_sys::helper_client::call_within(
+                    &self.socket(),
+                    keyward_core::ipc::Request::Status { volume: None },
+                    Duration::from_secs(30),
+                )
+                .map_or_else(|e| e.code != 5, |_| true);
+            if answering {
                 self.helper = Some(child);
                 return true;
             }
