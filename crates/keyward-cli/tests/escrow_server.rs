@@ -86,17 +86,7 @@ fn escrow_round_trip_with_the_real_server() {
         .unwrap()
         .trim()
         .to_owned();
-    let mut srv = Command::new(bin("keyward-server"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state"])
-        .arg(&state)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(srv.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
+    let (mut srv, addr) = start_server(&state, "127.0.0.1:0");
 
     // Enrollment: the token works once.
     let device = SigningKey::from_bytes(&[42u8; 32]);

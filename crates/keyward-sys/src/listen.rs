@@ -45,25 +45,7 @@ pub fn from_systemd() -> std::io::Result<Option<UnixListener>> {
 /// Bind `path` with mode `0o660` and group `gid`. A stale socket owned by root is replaced;
 /// anything else at the path is refused.
 pub fn bind(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() && m.uid() == 0 => std::fs::remove_file(path)?,
-        Ok(_) => {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                format!(
-                    "{} exists and is not keyward's socket",
-                    keyward_core::quote(&path.to_string_lossy())
-                ),
-            ))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    // Nobody may connect between bind and chmod: create it 0600, then widen to the group.
-    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o177));
-    let listener = UnixListener::bind(path);
-    rustix::process::umask(old);
-    let listener = listener?;
+    let listener = bind_owner_only(path, 0)?;
     std::os::unix::fs::chown(path, Some(0), Some(gid))?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o660))?;
     Ok(listener)
@@ -72,14 +54,19 @@ pub fn bind(path: &Path, gid: u32) -> std::io::Result<UnixListener> {
 /// Bind a socket only this user may connect to (0600, owned by the caller); root still can.
 /// A stale socket of ours is replaced; anything else at the path is refused.
 pub fn bind_private(path: &Path) -> std::io::Result<UnixListener> {
-    let me = crate::hardening::effective_uid();
+    bind_owner_only(path, crate::hardening::effective_uid())
+}
+
+/// Replace a stale socket owned by `owner` (refusing anything else at the path), then bind with
+/// mode 0600: nobody else can connect before the caller widens the mode, if it does.
+fn bind_owner_only(path: &Path, owner: u32) -> std::io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() && m.uid() == me => std::fs::remove_file(path)?,
+        Ok(m) if m.file_type().is_socket() && m.uid() == owner => std::fs::remove_file(path)?,
         Ok(_) => {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::AlreadyExists,
                 format!(
-                    "{} exists and is not our socket",
+                    "{} exists and is not keyward's socket",
                     keyward_core::quote(&path.to_string_lossy())
                 ),
             ))
