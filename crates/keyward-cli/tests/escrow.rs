@@ -68,22 +68,7 @@ fn escrowed_rotation_commits_only_on_a_genuine_receipt() {
     let socket = inst.socket();
     let volume = VolumeName::parse("data").unwrap();
 
-    let begin = || match helper_client::call(
-        &socket,
-        Request::RecoveryEscrowBegin {
-            volume: volume.clone(),
-        },
-    )
-    .unwrap()
-    {
-        Reply::RecoveryEscrow {
-            slot,
-            rotation_id,
-            ciphertext,
-            sha256,
-        } => (slot, rotation_id, ciphertext, sha256),
-        other => panic!("{other:?}"),
-    };
+    let begin = || escrow_begin(&socket);
     let (slot, rotation, ciphertext, sha) = begin();
     let digest: String = sha2::Sha256::digest(&ciphertext)
         .iter()

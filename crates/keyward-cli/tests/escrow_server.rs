@@ -62,6 +62,22 @@ fn signed(key: &SigningKey, path: &str, body: &[u8], nonce: &str) -> Vec<(String
     ]
 }
 
+/// `keyward-server key show DEVICE data --reason REASON`: the key, after checking it was audited.
+fn key_show(state: &std::path::Path, device: &str, reason: &str) -> String {
+    let out = Command::new(bin("keyward-server"))
+        .args(["key", "show", device, "data", "--reason", reason, "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("audited"));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 fn server(args: &[&str], state: &std::path::Path) -> std::process::Output {
     Command::new(bin("keyward-server"))
         .args(args)
@@ -112,22 +128,7 @@ fn escrow_round_trip_with_the_real_server() {
     let inst = inst.start();
     inst.bootstrap();
     let volume = VolumeName::parse("data").unwrap();
-    let (slot, rotation_id, ciphertext, sha256) = match helper_client::call(
-        &inst.socket(),
-        Request::RecoveryEscrowBegin {
-            volume: volume.clone(),
-        },
-    )
-    .unwrap()
-    {
-        Reply::RecoveryEscrow {
-            slot,
-            rotation_id,
-            ciphertext,
-            sha256,
-        } => (slot, rotation_id, ciphertext, sha256),
-        other => panic!("{other:?}"),
-    };
+    let (slot, rotation_id, ciphertext, sha256) = escrow_begin(&inst.socket());
 
     // Upload, as the agent will: a signed PUT.
     let path = format!("/v1/devices/{device_id}/escrow/data");
@@ -191,27 +192,8 @@ fn escrow_round_trip_with_the_real_server() {
     );
 
     // An admin retrieves the key at the server; stock cryptsetup accepts it.
-    let out = Command::new(bin("keyward-server"))
-        .args([
-            "key",
-            "show",
-            &device_id,
-            "data",
-            "--reason",
-            "laptop locked out, ticket 42",
-            "--state",
-        ])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key = key_show(&state, &device_id, "laptop locked out, ticket 42");
     assert!(inst.opens(u64::from(slot), key.as_bytes()));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("audited"));
     assert!(
         !server(
             &["key", "show", &device_id, "data", "--reason", " "],
@@ -340,25 +322,7 @@ fn the_agent_enrolls_and_carries_rotations_to_the_server() {
     // And the admin gets it back from the server.
     let enrolled: serde_json::Value =
         serde_json::from_slice(&std::fs::read(agent_dir.join("device.json")).unwrap()).unwrap();
-    let out = Command::new(bin("keyward-server"))
-        .args([
-            "key",
-            "show",
-            enrolled["device_id"].as_str().unwrap(),
-            "data",
-            "--reason",
-            "drill",
-            "--state",
-        ])
-        .arg(&state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key = key_show(&state, enrolled["device_id"].as_str().unwrap(), "drill");
     let slot: u64 = after[0].split_whitespace().next().unwrap().parse().unwrap();
     assert!(inst.opens(slot, key.as_bytes()));
     let _ = agent.kill();

@@ -117,16 +117,10 @@ fn main() -> ExitCode {
 
 fn ensure_state(dir: &Path) -> Result<(), String> {
     let uid = keyward_sys::hardening::effective_uid();
-    let gid = rustix_gid();
+    let gid = keyward_sys::hardening::effective_gid();
     keyward_sys::safe_fs::ensure_dir(dir, uid, gid, 0o700)
         .map(drop)
         .map_err(|e| format!("state: {e}"))
-}
-
-fn rustix_gid() -> u32 {
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::gid(&m))
-        .unwrap_or(0)
 }
 
 async fn run(cli: Cli) -> Result<(), String> {

@@ -19,3 +19,8 @@ pub fn lock_memory() -> std::io::Result<()> {
 pub fn effective_uid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
+
+/// The effective gid of this process.
+pub fn effective_gid() -> u32 {
+    rustix::process::getegid().as_raw()
+}

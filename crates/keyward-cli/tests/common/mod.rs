@@ -302,6 +302,22 @@ pub fn format_image(image: &Path) {
     );
 }
 
+/// `RecoveryEscrowBegin` on volume `data`: (slot, rotation id, ciphertext, sha256).
+pub fn escrow_begin(socket: &Path) -> (u32, String, Vec<u8>, String) {
+    use keyward_core::ipc::{Reply, Request};
+    let volume = keyward_core::VolumeName::parse("data").unwrap();
+    match keyward_sys::helper_client::call(socket, Request::RecoveryEscrowBegin { volume }).unwrap()
+    {
+        Reply::RecoveryEscrow {
+            slot,
+            rotation_id,
+            ciphertext,
+            sha256,
+        } => (slot, rotation_id, ciphertext, sha256),
+        other => panic!("{other:?}"),
+    }
+}
+
 pub fn run(cmd: &mut Command, stdin: &[u8]) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
