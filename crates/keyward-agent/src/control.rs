@@ -1,5 +1,5 @@
 //! The agent's control socket (`agent_state_dir/agent.sock`, 0600): root's CLI hands the agent
-//! an enrollment token or asks for a rotation here — secrets never travel through a file. Only
+//! an enrollment token, asks for a rotation or wakes the escrow round here — secrets never travel through a file. Only
 //! root may talk to it (checked by `SO_PEERCRED`, besides the socket's mode).
 
 use std::io::{Read, Write};
@@ -10,13 +10,13 @@ use keyward_core::config::Config;
 use keyward_core::ipc::{self, AgentReply, AgentRequest, AgentResponse, ErrorCode};
 
 /// Serve forever (on its own thread).
-pub fn serve(listener: UnixListener, config: Config) {
+pub fn serve(listener: UnixListener, config: Config, wake: &tokio::sync::Notify) {
     for stream in listener.incoming().flatten() {
         let is_root = keyward_sys::peer::credentials(&stream).is_ok_and(|p| p.uid.get() == 0);
         if !is_root {
             continue;
         }
-        handle(stream, &config);
+        handle(stream, &config, wake);
     }
 }
 
@@ -28,7 +28,7 @@ fn read_frame(s: &mut UnixStream) -> Option<Vec<u8>> {
     Some(body)
 }
 
-fn handle(mut s: UnixStream, config: &Config) {
+fn handle(mut s: UnixStream, config: &Config, wake: &tokio::sync::Notify) {
     // Enrollment and rotation talk to the network; give them time.
     let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
     while let Some(frame) = read_frame(&mut s) {
@@ -49,6 +49,10 @@ fn handle(mut s: UnixStream, config: &Config) {
                     }
                     Err((code, message)) => AgentResponse::Error { code, message },
                 }
+            }
+            Ok(AgentRequest::CheckInNow) => {
+                wake.notify_one();
+                AgentResponse::Ok(AgentReply::Scheduled)
             }
             Ok(_) | Err(_) => AgentResponse::Error {
                 code: ErrorCode::Usage,

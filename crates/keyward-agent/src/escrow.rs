@@ -11,6 +11,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use keyward_core::config::Config;
 use keyward_core::escrow::{request_message, Receipt};
 use keyward_core::ipc::{ErrorCode, Reply, Request};
+use keyward_core::schedule::{CheckIn, CheckInReply};
 use keyward_core::{Secret, VolumeName};
 use keyward_sys::{helper_client, safe_fs};
 use zeroize::Zeroizing;
@@ -21,7 +22,7 @@ const ID_FILE: &str = "device.json";
 /// An error with the class the CLI maps to an exit code.
 pub type Failure = (ErrorCode, String);
 
-fn failed(e: impl std::fmt::Display) -> Failure {
+pub fn failed(e: impl std::fmt::Display) -> Failure {
     (ErrorCode::Failed, e.to_string())
 }
 
@@ -138,9 +139,76 @@ fn helper(c: &Config, req: Request) -> Result<Reply, Failure> {
     })
 }
 
+/// Send a request signed with the device key (timestamp, single-use nonce, body digest);
+/// the answer's body on 200.
+fn signed(
+    key: &SigningKey,
+    enrollment: &Enrollment,
+    method: &str,
+    path: &str,
+    body: String,
+) -> Result<String, Failure> {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(failed)?
+        .as_secs();
+    let mut nonce = [0u8; 16];
+    getrandom::fill(&mut nonce).map_err(failed)?;
+    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let signature = key.sign(&request_message(method, path, ts, &nonce, body.as_bytes()));
+    let url = format!("{}{path}", enrollment.url);
+    let request = match method {
+        "PUT" => http().put(url),
+        _ => http().post(url),
+    };
+    let mut resp = request
+        .header("content-type", "application/json")
+        .header("x-keyward-timestamp", ts.to_string())
+        .header("x-keyward-nonce", nonce)
+        .header("x-keyward-signature", b64().encode(signature.to_bytes()))
+        .send(body)
+        .map_err(|e| {
+            (
+                ErrorCode::Unavailable,
+                format!("escrow server unreachable ({e})"),
+            )
+        })?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().map_err(failed)?;
+    if status != 200 {
+        let code = if status >= 500 {
+            ErrorCode::Unavailable
+        } else {
+            ErrorCode::Failed
+        };
+        return Err((code, format!("the escrow server answered {status}")));
+    }
+    Ok(text)
+}
+
+/// Whether this agent has enrolled.
+pub fn enrolled(c: &Config) -> bool {
+    load(&state(c)).is_ok()
+}
+
+/// Report `report` to the server; its answer names the volumes to rotate after use.
+pub fn checkin(c: &Config, report: &CheckIn) -> Result<CheckInReply, Failure> {
+    let (key, enrollment) = load(&state(c))?;
+    let path = format!("/v1/devices/{}/checkin", enrollment.device_id);
+    let body = serde_json::to_string(report).map_err(failed)?;
+    let text = signed(&key, &enrollment, "POST", &path, body)?;
+    serde_json::from_str(&text).map_err(failed)
+}
+
+/// One rotation at a time: the CLI's (through the control socket) and the schedule's.
+static ROTATING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Rotate `volume`'s recovery key, escrowed. On any failure before the receipt, the pending key
 /// stays pending and the current one stays valid; running again resumes the same rotation.
 pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure> {
+    let _one = ROTATING
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (key, enrollment) = load(&state(c))?;
     let (slot, rotation_id, ciphertext, sha256) = match helper(
         c,
@@ -159,35 +227,8 @@ pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure>
     let path = format!("/v1/devices/{}/escrow/{volume}", enrollment.device_id);
     let body = serde_json::json!({ "rotation_id": rotation_id, "ciphertext": b64().encode(&ciphertext), "sha256": sha256 })
         .to_string();
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_err(failed)?
-        .as_secs();
-    let mut nonce = [0u8; 16];
-    getrandom::fill(&mut nonce).map_err(failed)?;
-    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
-    let signature = key.sign(&request_message("PUT", &path, ts, &nonce, body.as_bytes()));
-    let mut resp = http()
-        .put(format!("{}{path}", enrollment.url))
-        .header("content-type", "application/json")
-        .header("x-keyward-timestamp", ts.to_string())
-        .header("x-keyward-nonce", nonce)
-        .header("x-keyward-signature", b64().encode(signature.to_bytes()))
-        .send(body)
-        .map_err(|e| {
-            (
-                ErrorCode::Unavailable,
-                format!("escrow server unreachable ({e}); the current recovery key stays valid"),
-            )
-        })?;
-    let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(failed)?;
-    if status != 200 {
-        return Err((
-            ErrorCode::Failed,
-            format!("the escrow server answered {status}; the current recovery key stays valid"),
-        ));
-    }
+    let text = signed(&key, &enrollment, "PUT", &path, body)
+        .map_err(|(code, why)| (code, format!("{why}; the current recovery key stays valid")))?;
     let receipt: Receipt = serde_json::from_str(&text).map_err(failed)?;
     let escrow_id = receipt.escrow_id.clone();
     match helper(

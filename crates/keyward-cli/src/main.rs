@@ -377,12 +377,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 other => return Err(Failure::new(1, format!("unexpected reply from the agent: {other:?}"))),
             };
             match call(Request::SetDevice { device_id: device_id.clone() })? {
-                Reply::DeviceSet => {
-                    println!("enrolled with {url} as device {device_id}");
-                    Ok(())
-                }
-                other => Err(client::unexpected(&other).into()),
+                Reply::DeviceSet => {}
+                other => return Err(client::unexpected(&other).into()),
             }
+            println!("enrolled with {url} as device {device_id}");
+            // The agent escrows every volume's recovery key at its next round: make that now.
+            if let Err(e) = client::call_agent(&socket, AgentRequest::CheckInNow) {
+                eprintln!("keyward: warning: the agent will check in at its next interval ({})", e.message);
+            }
+            Ok(())
         }
         Command::Recovery { action: RecoveryAction::Rotate { volume, show: true, confirm_stdin } } => {
             rotate_recovery_standalone(&config, &volume, confirm_stdin)

@@ -36,8 +36,15 @@ pub fn status(volumes: &[VolumeReport], json: bool) -> Result<(), Failure> {
                 (None, "recovery") => ", not escrowed".to_owned(),
                 (None, _) => String::new(),
             };
+            let since = match (h.role.as_str(), h.created) {
+                ("recovery" | "service", Some(t)) => {
+                    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+                    format!(", since {}", humantime::format_rfc3339_seconds(at))
+                }
+                _ => String::new(),
+            };
             println!(
-                "  {:<5} {:<10} {:<20} {:<14} {}{escrow}",
+                "  {:<5} {:<10} {:<20} {:<14} {}{escrow}{since}",
                 h.slot, h.role, who, h.kdf, h.state
             );
         }

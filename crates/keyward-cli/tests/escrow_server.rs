@@ -7,11 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
 
 use base64::Engine;
+use common::escrow::*;
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use keyward_core::escrow::{request_message, Receipt};
@@ -62,47 +62,12 @@ fn signed(key: &SigningKey, path: &str, body: &[u8], nonce: &str) -> Vec<(String
     ]
 }
 
-/// `keyward-server key show DEVICE data --reason REASON`: the key, after checking it was audited.
-fn key_show(state: &std::path::Path, device: &str, reason: &str) -> String {
-    let out = Command::new(bin("keyward-server"))
-        .args(["key", "show", device, "data", "--reason", reason, "--state"])
-        .arg(state)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("audited"));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-fn server(args: &[&str], state: &std::path::Path) -> std::process::Output {
-    Command::new(bin("keyward-server"))
-        .args(args)
-        .arg("--state")
-        .arg(state)
-        .output()
-        .unwrap()
-}
-
 #[test]
 fn escrow_round_trip_with_the_real_server() {
     let inst = Instance::prepare();
-    let state = inst.path("server");
-    let out = server(&["init"], &state);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = String::from_utf8(out.stdout).unwrap();
-    let token = String::from_utf8(server(&["token", "create"], &state).stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let (mut srv, addr) = start_server(&state, "127.0.0.1:0");
+    let srv = Server::start(&inst);
+    let token = srv.token();
+    let addr = srv.addr.clone();
 
     // Enrollment: the token works once.
     let device = SigningKey::from_bytes(&[42u8; 32]);
@@ -120,11 +85,7 @@ fn escrow_round_trip_with_the_real_server() {
     );
 
     // The device's keyward: config pinned to this server.
-    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
-    cfg.push_str(&format!(
-        "[escrow]\nurl = \"http://{addr}\"\n{lines}device_id = \"{device_id}\"\n"
-    ));
-    std::fs::write(&inst.config, cfg).unwrap();
+    configure(&inst, &srv, &format!("device_id = \"{device_id}\"\n"));
     let inst = inst.start();
     inst.bootstrap();
     let volume = VolumeName::parse("data").unwrap();
@@ -192,12 +153,12 @@ fn escrow_round_trip_with_the_real_server() {
     );
 
     // An admin retrieves the key at the server; stock cryptsetup accepts it.
-    let key = key_show(&state, &device_id, "laptop locked out, ticket 42");
+    let key = srv.key_show(&device_id, "laptop locked out, ticket 42");
     assert!(inst.opens(u64::from(slot), key.as_bytes()));
     assert!(
-        !server(
+        !server_cmd(
             &["key", "show", &device_id, "data", "--reason", " "],
-            &state
+            &srv.state
         )
         .status
         .success(),
@@ -206,98 +167,46 @@ fn escrow_round_trip_with_the_real_server() {
     let (status, doc) = http(&addr, "GET", "/v1/openapi.json", &[], b"");
     assert_eq!(status, 200);
     assert!(doc.contains("\"openapi\""));
-    let _ = srv.kill();
-    let _ = srv.wait();
-}
-
-fn start_server(state: &std::path::Path, listen: &str) -> (std::process::Child, String) {
-    let mut srv = Command::new(bin("keyward-server"))
-        .args(["serve", "--listen", listen, "--state"])
-        .arg(state)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(srv.stderr.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr = first.trim().rsplit("http://").next().unwrap().to_owned();
-    (srv, addr)
-}
-
-fn recovery_lines(inst: &Instance) -> Vec<String> {
-    let status = String::from_utf8(inst.keyward(&["status", "data"], b"").stdout).unwrap();
-    status
-        .lines()
-        .filter(|l| l.contains("recovery"))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]
 fn the_agent_enrolls_and_carries_rotations_to_the_server() {
     let inst = Instance::prepare();
-    let state = inst.path("server");
-    let lines = String::from_utf8(server(&["init"], &state).stdout).unwrap();
-    let token = String::from_utf8(server(&["token", "create"], &state).stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let (mut srv, addr) = start_server(&state, "127.0.0.1:0");
-    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
-    cfg.push_str(&format!("[escrow]\nurl = \"http://{addr}\"\n{lines}"));
-    std::fs::write(&inst.config, cfg).unwrap();
-    let agent_dir = inst.path("agent");
+    let mut srv = Server::start(&inst);
+    configure(&inst, &srv, "");
     let inst = inst.start();
     inst.bootstrap();
-    let mut agent = inst.spawn_agent(&inst.path("agent.stderr"));
-    for _ in 0..200 {
-        if agent_dir.join("agent.sock").exists() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(25));
-    }
 
     // Enrollment: the token goes CLI → agent over the agent's socket; the id to the helper.
-    let out = inst.keyward(
-        &["enroll", &format!("http://{addr}"), "--token-stdin"],
-        format!("{token}\n").as_bytes(),
-    );
-    assert_eq!(
-        code(&out),
-        Some(0),
-        "{}\n{}",
-        stderr(&out),
-        std::fs::read_to_string(inst.path("agent.stderr")).unwrap_or_default()
-    );
+    let (mut agent, device) = enroll_agent(&inst, &srv);
     let again = inst.keyward(
-        &["enroll", &format!("http://{addr}"), "--token-stdin"],
-        format!("{token}\n").as_bytes(),
+        &["enroll", &srv.url(), "--token-stdin"],
+        b"0123456789abcdef0123456789abcdef\n",
     );
     assert_eq!(
         code(&again),
         Some(4),
-        "a used token is refused: {}",
+        "an unknown token is refused: {}",
         stderr(&again)
     );
-    let key_file = std::fs::metadata(agent_dir.join("device.key")).unwrap();
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&key_file), NOBODY);
+    let key_file = std::fs::metadata(inst.path("agent/device.key")).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&key_file.permissions()) & 0o777,
         0o600
     );
 
-    // A rotation, escrowed through the agent.
+    // Enrolled, the agent escrows a recovery key for the volume at once, by itself.
+    let (_, first) = wait_for(&inst, "the first escrowed key", || settled_key(&inst));
+
+    // A rotation asked for by an admin, escrowed through the agent.
     let out = inst.keyward(&["recovery", "rotate", "data"], b"");
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("escrowed as esc-"));
-    let first = recovery_lines(&inst);
-    assert_eq!(first.len(), 1);
-    assert!(first[0].contains("escrowed as esc-"), "{first:?}");
+    let (_, second) = settled_key(&inst).unwrap();
+    assert_ne!(first, second);
 
     // The server goes down: the rotation stops short of committing; the old key stays.
-    let _ = srv.kill();
-    let _ = srv.wait();
+    srv.stop();
     let out = inst.keyward(&["recovery", "rotate", "data"], b"");
     assert_eq!(code(&out), Some(5), "{}", stderr(&out));
     assert!(stderr(&out).contains("stays valid"), "{}", stderr(&out));
@@ -306,27 +215,21 @@ fn the_agent_enrolls_and_carries_rotations_to_the_server() {
     assert!(
         during
             .iter()
-            .any(|l| l.contains("active") && l.contains("escrowed as")),
+            .any(|l| l.contains("active") && l.contains(&second)),
         "{during:?}"
     );
     assert!(during.iter().any(|l| l.contains("pending")), "{during:?}");
 
     // Back up: the same rotation resumes and commits; the old key goes.
-    let (mut srv, _) = start_server(&state, &addr);
+    srv.resume();
     let out = inst.keyward(&["recovery", "rotate", "data"], b"");
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
-    let after = recovery_lines(&inst);
-    assert_eq!(after.len(), 1, "{after:?}");
-    assert!(after[0].contains("active") && after[0].contains("escrowed as"));
+    let (slot, third) = settled_key(&inst).unwrap();
+    assert_ne!(third, second);
 
     // And the admin gets it back from the server.
-    let enrolled: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(agent_dir.join("device.json")).unwrap()).unwrap();
-    let key = key_show(&state, enrolled["device_id"].as_str().unwrap(), "drill");
-    let slot: u64 = after[0].split_whitespace().next().unwrap().parse().unwrap();
+    let key = srv.key_show(&device, "drill");
     assert!(inst.opens(slot, key.as_bytes()));
     let _ = agent.kill();
     let _ = agent.wait();
-    let _ = srv.kill();
-    let _ = srv.wait();
 }

@@ -38,6 +38,9 @@ pub struct Policy {
     pub recovery_rotation_days: u32,
     /// Service secret rotation interval.
     pub service_rotation_days: u32,
+    /// A pending recovery key (begun, never committed) older than this is dropped, its slot
+    /// revoked; the previous key was valid all along.
+    pub pending_max_age_secs: u64,
 }
 
 /// The whole configuration.
@@ -77,6 +80,28 @@ pub struct Escrow {
     pub server_signing_key: String,
     /// This device's id at the server (written at enrollment).
     pub device_id: Option<String>,
+    /// How often the agent checks in (reports status, learns of keys to rotate after use).
+    #[serde(default = "default_checkin")]
+    pub checkin_interval_secs: u64,
+    /// The agent's first retry delay after a failed check-in or upload; it doubles on every
+    /// further failure, up to `retry_max_secs`.
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_secs: u64,
+    /// The longest retry delay.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+}
+
+fn default_checkin() -> u64 {
+    3600
+}
+
+fn default_retry_initial() -> u64 {
+    30
+}
+
+fn default_retry_max() -> u64 {
+    3600
 }
 
 /// Why a config was rejected.
@@ -130,6 +155,7 @@ struct RawPolicy {
     admin_group: Option<String>,
     recovery_rotation_days: Option<u32>,
     service_rotation_days: Option<u32>,
+    pending_max_age_secs: Option<u64>,
 }
 
 fn absolute(p: Option<PathBuf>, default: &str, key: &str) -> Result<PathBuf, ConfigError> {
@@ -205,9 +231,23 @@ impl Config {
                     .transpose()?,
                 recovery_rotation_days: raw.policy.recovery_rotation_days.unwrap_or(90),
                 service_rotation_days: raw.policy.service_rotation_days.unwrap_or(30),
+                pending_max_age_secs: raw.policy.pending_max_age_secs.unwrap_or(3 * 86_400),
             },
             verify_interval_secs: raw.verify_interval_secs.unwrap_or(3600).max(1),
-            escrow: raw.escrow,
+            escrow: match raw.escrow {
+                Some(e) if e.checkin_interval_secs == 0 || e.retry_initial_secs == 0 => {
+                    return Err(ConfigError(
+                        "escrow.checkin_interval_secs and escrow.retry_initial_secs must be at least 1"
+                            .into(),
+                    ))
+                }
+                Some(e) if e.retry_max_secs < e.retry_initial_secs => {
+                    return Err(ConfigError(
+                        "escrow.retry_max_secs must be at least escrow.retry_initial_secs".into(),
+                    ))
+                }
+                other => other,
+            },
         })
     }
 

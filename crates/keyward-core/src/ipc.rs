@@ -14,7 +14,7 @@ use crate::ids::{UserName, VolumeName};
 use crate::secret::Secret;
 
 /// The protocol version a hello carries.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The largest frame payload either side accepts.
 pub const MAX_FRAME: usize = 64 * 1024;
 
@@ -263,6 +263,8 @@ pub struct HolderReport {
     pub state: String,
     /// For a recovery key: where it is escrowed (`None`: not escrowed, e.g. standalone).
     pub escrow_id: Option<String>,
+    /// When keyward made the slot's token, in seconds since the Unix epoch.
+    pub created: Option<u64>,
 }
 
 /// One volume, as reported.
@@ -455,6 +457,9 @@ pub enum AgentRequest {
         /// The volume.
         volume: VolumeName,
     },
+    /// Run the escrow round (check in, rotate what is due) now rather than at the next
+    /// interval; sent after enrollment, once the helper knows the device id.
+    CheckInNow,
 }
 
 /// The agent's replies.
@@ -471,6 +476,8 @@ pub enum AgentReply {
         /// Device id.
         device_id: String,
     },
+    /// The escrow round was scheduled.
+    Scheduled,
     /// The recovery key was rotated and escrowed.
     Rotated {
         /// The new recovery slot.

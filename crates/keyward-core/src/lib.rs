@@ -23,6 +23,7 @@ pub mod model;
 pub mod orderings;
 pub mod policy;
 pub mod recovery_key;
+pub mod schedule;
 pub mod secret;
 pub mod store;
 pub mod token;

@@ -122,6 +122,8 @@ pub struct Holder {
     pub token: Option<TokenId>,
     /// For an escrowed recovery key: the escrow server's id for it.
     pub escrow_id: Option<String>,
+    /// When keyward made the slot's token (for a recovery key: when its rotation began).
+    pub created: Option<std::time::SystemTime>,
 }
 
 /// Everything keyward knows about one volume's header.
@@ -231,7 +233,7 @@ impl VolumeState {
         self.slots
             .iter()
             .map(|s| {
-                let (role, state, token, escrow_id) = match self.owner_of(s.id) {
+                let (role, state, token, escrow_id, created) = match self.owner_of(s.id) {
                     SlotOwner::Managed(id) | SlotOwner::Transitional(id) => {
                         let t = self.keyward_token(id);
                         let role = match t.map(|t| &t.role) {
@@ -244,9 +246,10 @@ impl VolumeState {
                             None => HolderRole::Unmanaged,
                         };
                         let escrow = t.and_then(|t| t.escrow.as_ref()).map(|e| e.id.clone());
-                        (role, t.map(|t| t.state), Some(id), escrow)
+                        let created = t.map(|t| t.created);
+                        (role, t.map(|t| t.state), Some(id), escrow, created)
                     }
-                    SlotOwner::Unmanaged => (HolderRole::Unmanaged, None, None, None),
+                    SlotOwner::Unmanaged => (HolderRole::Unmanaged, None, None, None, None),
                 };
                 Holder {
                     slot: s.id,
@@ -255,6 +258,7 @@ impl VolumeState {
                     kdf: s.kdf.clone(),
                     token,
                     escrow_id,
+                    created,
                 }
             })
             .collect()

@@ -65,6 +65,7 @@ mod tests {
             admin_group: None,
             recovery_rotation_days: 90,
             service_rotation_days: 30,
+            pending_max_age_secs: 3 * 86_400,
         }
     }
 

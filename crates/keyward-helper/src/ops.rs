@@ -152,6 +152,11 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
                         kdf: h.kdf,
                         state: state.into(),
                         escrow_id: h.escrow_id,
+                        created: h.created.and_then(|t| {
+                            t.duration_since(std::time::UNIX_EPOCH)
+                                .ok()
+                                .map(|d| d.as_secs())
+                        }),
                     }
                 })
                 .collect();

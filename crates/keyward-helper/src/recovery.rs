@@ -90,6 +90,7 @@ fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, R
     };
     let json = serde_json::to_vec(&meta).map_err(|e| failure(ErrorCode::Failed, e.to_string()))?;
     safe_fs::write_atomic(&dir(c), &file, &json, 0o600).map_err(io)?;
+    service::failpoint("recovery-escrow.sealed");
     Ok(meta)
 }
 
@@ -102,6 +103,36 @@ fn recovery_slots(store: &mut LuksStore, state: TokenState) -> Result<Vec<SlotId
         .collect())
 }
 
+/// Drop a pending rotation older than `[policy] pending_max_age_secs`: its slot is revoked and
+/// its key forgotten (the previous key was valid all along; the agent begins afresh). Part of
+/// the reconcile pass run at start-up and before every operation.
+pub(crate) fn expire_pending(
+    c: &Config,
+    v: &Volume,
+    store: &mut LuksStore,
+) -> Result<(), Response> {
+    let now = std::time::SystemTime::now();
+    let max = std::time::Duration::from_secs(c.policy.pending_max_age_secs);
+    let s = store.state().map_err(store_failure)?;
+    let stale: Vec<SlotId> = s
+        .keyward_tokens()
+        .filter(|(_, t)| t.role == Role::Recovery && t.state == TokenState::Pending)
+        .filter(|(_, t)| now.duration_since(t.created).is_ok_and(|age| age > max))
+        .filter_map(|(_, t)| t.keyslot)
+        .collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for slot in &stale {
+        store.revoke(*slot).map_err(store_failure)?;
+        eprintln!(
+            "keyward-helper: {}: pending recovery key in keyslot {slot} is older than {}s; revoked",
+            v.name, c.policy.pending_max_age_secs
+        );
+    }
+    drop_pending(c, &v.name)
+}
+
 /// The pending slot the stored pending key opens, revoking pending slots nobody holds a key
 /// for and forgetting a stored key whose slot never came to be.
 fn settle_pending(
@@ -109,6 +140,7 @@ fn settle_pending(
     v: &Volume,
     store: &mut LuksStore,
 ) -> Result<Option<(SlotId, Secret)>, Response> {
+    expire_pending(c, v, store)?;
     let key = load_pending(c, &v.name)?;
     let mut found = None;
     for slot in recovery_slots(store, TokenState::Pending)? {
@@ -170,6 +202,7 @@ fn commit_and_retire(
     for s in &old {
         store.revoke(*s).map_err(store_failure)?;
     }
+    service::failpoint("recovery-commit.retired");
     drop_pending(c, name)?;
     Ok(Reply::RecoveryCommitted {
         slot: pending.get(),

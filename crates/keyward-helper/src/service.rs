@@ -48,6 +48,7 @@ pub(crate) fn failpoint(name: &str) {
 pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, Response> {
     // First whatever an interrupted header operation left (grant, rekey, revoke).
     store.reconcile().map_err(store_failure)?;
+    crate::recovery::expire_pending(c, v, store)?;
     let state = store.state().map_err(store_failure)?;
     let slots: Vec<(SlotId, TokenState)> = state
         .keyward_tokens()

@@ -38,6 +38,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/enroll", post(enroll))
         .route("/v1/devices/{device}/escrow/{volume}", put(escrow))
         .route(
+            "/v1/devices/{device}/checkin",
+            post(crate::checkin::checkin),
+        )
+        .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
@@ -54,7 +58,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad(msg: &str) -> ApiError {
+pub(crate) fn bad(msg: &str) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg.into())
 }
 
@@ -62,7 +66,7 @@ fn unauthorized(msg: &str) -> ApiError {
     ApiError(StatusCode::UNAUTHORIZED, msg.into())
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
     eprintln!("keyward-server: {e}");
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
@@ -77,7 +81,7 @@ fn random_id(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}-{}", hex(&b)))
 }
 
-fn token_ok(s: &str, min: usize) -> bool {
+pub(crate) fn token_ok(s: &str, min: usize) -> bool {
     (min..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -140,7 +144,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
 }
 
 /// Check a device request's signature, time and nonce; the nonce is recorded.
-async fn authenticate(
+pub(crate) async fn authenticate(
     s: &AppState,
     device: &str,
     method: &str,

@@ -1,6 +1,6 @@
 //! The store: SQLite through sqlx (one migration, below). Devices, single-use enrollment
-//! tokens (kept as SHA-256 only), used request nonces, escrowed ciphertexts, and the audit of
-//! every key retrieval. Nonces live in the database, so several instances can share it.
+//! tokens (kept as SHA-256 only), used request nonces, escrowed ciphertexts, each device's latest
+//! check-in report, and the audit of every key retrieval. Nonces live in the database, so several instances can share it.
 
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use std::str::FromStr;
@@ -14,6 +14,7 @@ const SCHEMA: &[&str] = &[
      rotate_after_use INTEGER NOT NULL DEFAULT 0, UNIQUE (device, volume, rotation_id))",
     "CREATE TABLE IF NOT EXISTS audit (id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, \
      action TEXT NOT NULL, device TEXT, volume TEXT, reason TEXT)",
+    "CREATE TABLE IF NOT EXISTS checkins (device TEXT PRIMARY KEY, at TEXT NOT NULL, report TEXT NOT NULL)",
 ];
 
 /// Open (creating if needed) and migrate.

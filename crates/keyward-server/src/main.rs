@@ -4,11 +4,13 @@
 //! keyward-server init --state DIR                       identity (0600); prints the device config lines
 //! keyward-server token create --state DIR               a single-use enrollment token
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
+//! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
 //! keyward-server key show DEVICE VOLUME --reason TEXT --state DIR
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
 
 mod api;
+mod checkin;
 mod db;
 mod identity;
 
@@ -56,6 +58,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
     },
+    /// Enrolled devices.
+    Device {
+        #[command(subcommand)]
+        action: DeviceAction,
+    },
     /// Escrowed keys.
     Key {
         #[command(subcommand)]
@@ -65,8 +72,23 @@ enum Command {
 
 #[derive(Subcommand, Debug)]
 enum TokenAction {
-    /// Create a single-use enrollment token.
+    /// Create single-use enrollment tokens, printed one a line.
     Create {
+        #[command(flatten)]
+        at: Where,
+        /// How many tokens (for enrolling a fleet, or a load test, in one go).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        count: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceAction {
+    /// Every device with its last check-in and the escrow state of each volume.
+    List {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         at: Where,
     },
@@ -83,6 +105,9 @@ enum KeyAction {
         /// Why (recorded in the audit table).
         #[arg(long)]
         reason: String,
+        /// A particular escrow of that volume (default: the latest).
+        #[arg(long)]
+        escrow: Option<String>,
         #[command(flatten)]
         at: Where,
     },
@@ -134,18 +159,27 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Token {
-            action: TokenAction::Create { at },
+            action: TokenAction::Create { at, count },
         } => {
             let pool = db::open(&db_url(&at)).await?;
-            let mut raw = [0u8; 24];
-            getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
-            let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-            sqlx::query("INSERT INTO tokens (hash) VALUES (?)")
-                .bind(api::token_hash(&token))
-                .execute(&pool)
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("{token}");
+            // One transaction: one fsync for the lot, and no token is printed unless all are stored.
+            let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+            let mut tokens = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let mut raw = [0u8; 24];
+                getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
+                let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+                sqlx::query("INSERT INTO tokens (hash) VALUES (?)")
+                    .bind(api::token_hash(&token))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokens.push(token);
+            }
+            tx.commit().await.map_err(|e| e.to_string())?;
+            for token in tokens {
+                println!("{token}");
+            }
             Ok(())
         }
         Command::Serve { at, listen } => {
@@ -167,29 +201,42 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())
         }
+        Command::Device {
+            action: DeviceAction::List { json, at },
+        } => checkin::list(&db::open(&db_url(&at)).await?, json).await,
         Command::Key {
             action:
                 KeyAction::Show {
                     device,
                     volume,
                     reason,
+                    escrow,
                     at,
                 },
-        } => show_key(&at, &device, &volume, &reason).await,
+        } => show_key(&at, &device, &volume, &reason, escrow.as_deref()).await,
     }
 }
 
-async fn show_key(at: &Where, device: &str, volume: &str, reason: &str) -> Result<(), String> {
+async fn show_key(
+    at: &Where,
+    device: &str,
+    volume: &str,
+    reason: &str,
+    escrow: Option<&str>,
+) -> Result<(), String> {
     if reason.trim().is_empty() {
         return Err("--reason must say why the key is needed".into());
     }
     let identity = identity::Identity::load(&at.state)?;
     let pool = db::open(&db_url(at)).await?;
     let row: Option<(String, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, ciphertext FROM escrows WHERE device = ? AND volume = ? ORDER BY rowid DESC LIMIT 1",
+        "SELECT id, ciphertext FROM escrows WHERE device = ? AND volume = ? AND (? IS NULL OR id = ?) \
+         ORDER BY rowid DESC LIMIT 1",
     )
     .bind(device)
     .bind(volume)
+    .bind(escrow)
+    .bind(escrow)
     .fetch_optional(&pool)
     .await
     .map_err(|e| e.to_string())?;
@@ -219,5 +266,24 @@ async fn show_key(at: &Where, device: &str, volume: &str, reason: &str) -> Resul
         .and_then(|()| out.write_all(b"\n"))
         .map_err(|e| e.to_string())?;
     eprintln!("keyward-server: shown to {who}; audited; the device will rotate this key after use");
+    let reported = checkin::latest(&pool, device).await?.and_then(|(at, r)| {
+        r.volumes
+            .into_iter()
+            .find(|v| v.volume.as_str() == volume)
+            .map(|v| (at, v.escrow_id))
+    });
+    match reported {
+        Some((at, Some(active))) if active == id => {
+            eprintln!("keyward-server: the device reported this key ({id}) active at {at}")
+        }
+        Some((at, other)) => eprintln!(
+            "keyward-server: note: at its last check-in ({at}) the device reported {} active, not this key ({id}); \
+             if it does not open the disk, its rotation may not have been committed",
+            other.as_deref().unwrap_or("no escrowed key")
+        ),
+        None => eprintln!(
+            "keyward-server: note: the device has not reported this volume yet, so this key ({id}) is not confirmed active"
+        ),
+    }
     Ok(())
 }

@@ -145,10 +145,16 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io:
         .mode(mode)
         .custom_flags(libc_flags())
         .open(&tmp)?;
-    rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
+    let written = rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())
+        .map_err(std::io::Error::from)
+        .and_then(|()| f.write_all(bytes))
+        .and_then(|()| f.sync_all());
     drop(f);
+    if let Err(e) = written {
+        // A full disk leaves no half-written copy behind (it may hold part of a secret).
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(&tmp, dir.join(name))?;
     File::open(dir)?.sync_all()
 }

@@ -3,6 +3,8 @@
 //! other uids. The service user is `nobody`, so no account has to be created.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod escrow;
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,9 @@ pub struct Instance {
     pub helper_log: PathBuf,
     /// Extra environment for the next helper start (failpoints).
     pub helper_env: Vec<(String, String)>,
+    /// A command the helper is started through (its path and arguments follow), e.g. to give
+    /// it a private mount namespace.
+    pub helper_prefix: Vec<String>,
 }
 
 impl Instance {
@@ -62,6 +67,7 @@ impl Instance {
             helper: None,
             helper_log,
             helper_env: Vec::new(),
+            helper_prefix: Vec::new(),
         }
     }
 
@@ -88,7 +94,15 @@ impl Instance {
             .append(true)
             .open(&self.helper_log)
             .unwrap();
-        let mut child = Command::new(bin("keyward-helper"))
+        let mut cmd = match self.helper_prefix.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("keyward-helper"));
+                c
+            }
+            None => Command::new(bin("keyward-helper")),
+        };
+        let mut child = cmd
             .envs(self.helper_env.iter().map(|(k, v)| (k, v)))
             .arg("--config")
             .arg(&self.config)

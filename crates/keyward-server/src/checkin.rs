@@ -1,0 +1,152 @@
+//! Device check-in: a signed report of each volume's escrow state and service health, kept as
+//! the device's latest report, answered with the volumes whose active recovery key an admin
+//! has seen (rotate-after-use). Also the admin's view of those reports (`device list`).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use keyward_core::schedule::{CheckIn, CheckInReply};
+use sqlx::SqlitePool;
+
+use crate::api::{authenticate, bad, internal, token_ok, ApiError, AppState};
+
+/// At most this many volumes in one report.
+const MAX_VOLUMES: usize = 64;
+
+/// `POST /v1/devices/{device}/checkin`.
+pub async fn checkin(
+    State(s): State<Arc<AppState>>,
+    Path(device): Path<String>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CheckInReply>, ApiError> {
+    authenticate(&s, &device, "POST", uri.path(), &headers, &body).await?;
+    let report: CheckIn =
+        serde_json::from_slice(&body).map_err(|_| bad("malformed check-in report"))?;
+    if report.volumes.len() > MAX_VOLUMES {
+        return Err(bad("too many volumes"));
+    }
+    let mut rotate = Vec::new();
+    for v in &report.volumes {
+        let Some(id) = &v.escrow_id else { continue };
+        if !token_ok(id, 1) {
+            return Err(bad("bad escrow_id"));
+        }
+        let flagged: Option<(i64,)> = sqlx::query_as(
+            "SELECT rotate_after_use FROM escrows WHERE id = ? AND device = ? AND volume = ?",
+        )
+        .bind(id)
+        .bind(&device)
+        .bind(v.volume.as_str())
+        .fetch_optional(&s.pool)
+        .await
+        .map_err(internal)?;
+        if flagged.is_some_and(|(f,)| f != 0) {
+            rotate.push(v.volume.clone());
+        }
+    }
+    // Re-serialised from the parsed form: only known fields, checked types, are stored.
+    let stored = serde_json::to_string(&report).map_err(internal)?;
+    sqlx::query(
+        "INSERT INTO checkins (device, at, report) VALUES (?, ?, ?) \
+         ON CONFLICT (device) DO UPDATE SET at = excluded.at, report = excluded.report",
+    )
+    .bind(&device)
+    .bind(crate::db::now())
+    .bind(stored)
+    .execute(&s.pool)
+    .await
+    .map_err(internal)?;
+    Ok(Json(CheckInReply { rotate }))
+}
+
+/// A device's latest report, if it has checked in.
+pub async fn latest(pool: &SqlitePool, device: &str) -> Result<Option<(String, CheckIn)>, String> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT at, report FROM checkins WHERE device = ?")
+            .bind(device)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    row.map(|(at, text)| {
+        serde_json::from_str(&text)
+            .map(|r| (at, r))
+            .map_err(|e| e.to_string())
+    })
+    .transpose()
+}
+
+/// `keyward-server device list`: every device, its last check-in, and per volume the escrow
+/// state it reported and whether its key waits for rotation after use.
+pub async fn list(pool: &SqlitePool, json: bool) -> Result<(), String> {
+    let devices: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, created FROM devices ORDER BY created, id")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+    let mut all = Vec::new();
+    for (id, created) in devices {
+        let last = latest(pool, &id).await?;
+        let mut volumes = Vec::new();
+        for v in last
+            .as_ref()
+            .map(|(_, r)| r.volumes.as_slice())
+            .unwrap_or(&[])
+        {
+            let seen: Option<(i64,)> = sqlx::query_as(
+                "SELECT rotate_after_use FROM escrows WHERE id = ? AND device = ? AND volume = ?",
+            )
+            .bind(v.escrow_id.as_deref().unwrap_or(""))
+            .bind(&id)
+            .bind(v.volume.as_str())
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+            let mut entry = serde_json::to_value(v).map_err(|e| e.to_string())?;
+            entry["rotate_after_use"] = seen.is_some_and(|(f,)| f != 0).into();
+            volumes.push(entry);
+        }
+        all.push(serde_json::json!({
+            "device": id,
+            "enrolled": created,
+            "last_checkin": last.as_ref().map(|(at, _)| at.clone()),
+            "volumes": volumes,
+        }));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<28} {:<22} {:<8} {:<11} {:<30} SERVICE",
+        "DEVICE", "LAST CHECK-IN", "VOLUME", "RECOVERY", "ESCROW"
+    );
+    for d in &all {
+        let last = d["last_checkin"].as_str().unwrap_or("never");
+        let volumes = d["volumes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+        if volumes.is_empty() {
+            println!("{:<28} {last:<22}", d["device"].as_str().unwrap_or(""));
+        }
+        for v in volumes {
+            let mut escrow = v["escrow_id"].as_str().unwrap_or("-").to_owned();
+            if v["rotate_after_use"] == true {
+                escrow.push_str(" (seen; rotating)");
+            }
+            println!(
+                "{:<28} {last:<22} {:<8} {:<11} {escrow:<30} {}",
+                d["device"].as_str().unwrap_or(""),
+                v["volume"].as_str().unwrap_or(""),
+                v["recovery"].as_str().unwrap_or(""),
+                v["service"].as_str().unwrap_or(""),
+            );
+        }
+    }
+    Ok(())
+}
