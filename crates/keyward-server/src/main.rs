@@ -5,6 +5,7 @@
 //! keyward-server token create --state DIR               a single-use enrollment token
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
+//! keyward-server audit --state DIR                     every key retrieval: when, who, device, volume, why
 //! keyward-server key show DEVICE VOLUME --reason TEXT --state DIR
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
@@ -62,6 +63,11 @@ enum Command {
     Device {
         #[command(subcommand)]
         action: DeviceAction,
+    },
+    /// Every key retrieval: when, who, which device and volume, and why.
+    Audit {
+        #[command(flatten)]
+        at: Where,
     },
     /// Escrowed keys.
     Key {
@@ -204,6 +210,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Device {
             action: DeviceAction::List { json, at },
         } => checkin::list(&db::open(&db_url(&at)).await?, json).await,
+        Command::Audit { at } => audit(&at).await,
         Command::Key {
             action:
                 KeyAction::Show {
@@ -284,6 +291,32 @@ async fn show_key(
         None => eprintln!(
             "keyward-server: note: the device has not reported this volume yet, so this key ({id}) is not confirmed active"
         ),
+    }
+    Ok(())
+}
+
+async fn audit(at: &Where) -> Result<(), String> {
+    let pool = db::open(&db_url(at)).await?;
+    let rows: Vec<(
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    )> = sqlx::query_as("SELECT at, who, action, device, volume, reason FROM audit ORDER BY id")
+        .fetch_all(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    for (at, who, action, device, volume, reason) in rows {
+        let quoted = |s: Option<String>| keyward_core::quote(s.as_deref().unwrap_or(""));
+        println!(
+            "{at} {action} by {} device={} volume={} reason={}",
+            keyward_core::quote(&who),
+            quoted(device),
+            quoted(volume),
+            quoted(reason)
+        );
     }
     Ok(())
 }
