@@ -23,8 +23,14 @@ fn reported(srv: &Server, escrow_id: &str) -> Option<serde_json::Value> {
 
 #[test]
 fn the_agent_rotates_after_use_and_retries_while_the_server_is_away() {
+    for backend in backends() {
+        after_use_and_retries(&backend);
+    }
+}
+
+fn after_use_and_retries(backend: &Backend) {
     let inst = Instance::prepare();
-    let mut srv = Server::start(&inst);
+    let mut srv = Server::start_on(&inst, backend);
     configure(&inst, &srv, FAST);
     let inst = inst.start();
     inst.bootstrap();
@@ -66,9 +72,7 @@ fn the_agent_rotates_after_use_and_retries_while_the_server_is_away() {
 
     // The server answers 500 on every escrow (its database refuses the insert): the rotation
     // begins, its upload fails, and it stays pending beside the valid key until the fault goes.
-    srv.sql(
-        "CREATE TRIGGER fault BEFORE INSERT ON escrows BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
-    );
+    srv.fail_escrows();
     let key3 = srv.key_show(&device, "third drill");
     wait_for(&inst, "a 500 from the server", || {
         agent_log(&inst).contains("answered 500").then_some(())
@@ -82,7 +86,7 @@ fn the_agent_rotates_after_use_and_retries_while_the_server_is_away() {
         "{lines:?}"
     );
     assert!(inst.opens(slot3, key3.as_bytes()));
-    srv.sql("DROP TRIGGER fault;");
+    srv.heal();
     let (slot4, esc4) = wait_for(&inst, "rotation once the fault is gone", || {
         settled_key(&inst).filter(|(_, e)| *e != esc3)
     });

@@ -64,8 +64,14 @@ fn signed(key: &SigningKey, path: &str, body: &[u8], nonce: &str) -> Vec<(String
 
 #[test]
 fn escrow_round_trip_with_the_real_server() {
+    for backend in backends() {
+        round_trip(&backend);
+    }
+}
+
+fn round_trip(backend: &Backend) {
     let inst = Instance::prepare();
-    let srv = Server::start(&inst);
+    let srv = Server::start_on(&inst, backend);
     let token = srv.token();
     let addr = srv.addr.clone();
 
@@ -156,12 +162,9 @@ fn escrow_round_trip_with_the_real_server() {
     let key = srv.key_show(&device_id, "laptop locked out, ticket 42");
     assert!(inst.opens(u64::from(slot), key.as_bytes()));
     assert!(
-        !server_cmd(
-            &["key", "show", &device_id, "data", "--reason", " "],
-            &srv.state
-        )
-        .status
-        .success(),
+        !srv.cmd(&["key", "show", &device_id, "data", "--reason", " "])
+            .status
+            .success(),
         "a reason is required"
     );
     let (status, doc) = http(&addr, "GET", "/v1/openapi.json", &[], b"");
@@ -171,8 +174,14 @@ fn escrow_round_trip_with_the_real_server() {
 
 #[test]
 fn the_agent_enrolls_and_carries_rotations_to_the_server() {
+    for backend in backends() {
+        agent_round_trip(&backend);
+    }
+}
+
+fn agent_round_trip(backend: &Backend) {
     let inst = Instance::prepare();
-    let mut srv = Server::start(&inst);
+    let mut srv = Server::start_on(&inst, backend);
     configure(&inst, &srv, "");
     let inst = inst.start();
     inst.bootstrap();

@@ -17,17 +17,20 @@ use keyward_core::escrow::{request_message, Receipt};
 use keyward_core::VolumeName;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
-use sqlx::SqlitePool;
 
 use crate::identity::Identity;
+use crate::store::Store;
 
 /// Shared by the handlers.
 pub struct AppState {
     /// The database.
-    pub pool: SqlitePool,
+    pub store: Store,
     /// The server identity.
     pub identity: Identity,
 }
+
+/// How far a request's timestamp may be from the server's clock.
+pub const MAX_SKEW_SECS: u64 = 300;
 
 /// The OpenAPI document, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -116,24 +119,17 @@ async fn enroll(
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .and_then(|k| VerifyingKey::from_bytes(&k).ok())
         .ok_or_else(|| bad("device_key is not a base64 Ed25519 public key"))?;
-    // Single use: the token is spent in the same statement that checks it.
-    let spent = sqlx::query("UPDATE tokens SET used = 1 WHERE hash = ? AND used = 0")
-        .bind(token_hash(&req.token))
-        .execute(&s.pool)
-        .await
-        .map_err(internal)?;
-    if spent.rows_affected() != 1 {
-        return Err(unauthorized("enrollment token unknown or already used"));
-    }
+    // Single use: the token is spent in the transaction that enrolls the device.
     let device_id = random_id("dev")?;
     let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
-    sqlx::query("INSERT INTO devices (id, key, created) VALUES (?, ?, ?)")
-        .bind(&device_id)
-        .bind(key_b64)
-        .bind(crate::db::now())
-        .execute(&s.pool)
+    let enrolled = s
+        .store
+        .enroll(&token_hash(&req.token), &device_id, &key_b64)
         .await
         .map_err(internal)?;
+    if !enrolled {
+        return Err(unauthorized("enrollment token unknown or already used"));
+    }
     Ok(Json(EnrollResponse { device_id }))
 }
 
@@ -164,13 +160,12 @@ pub(crate) async fn authenticate(
         .ok()
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .ok_or_else(|| unauthorized("bad signature"))?;
-    let row: Option<(String,)> = sqlx::query_as("SELECT key FROM devices WHERE id = ?")
-        .bind(device)
-        .fetch_optional(&s.pool)
+    let key = s
+        .store
+        .device_key(device)
         .await
-        .map_err(internal)?;
-    let key = row
-        .and_then(|(k,)| base64::engine::general_purpose::STANDARD.decode(k).ok())
+        .map_err(internal)?
+        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .and_then(|k| VerifyingKey::from_bytes(&k).ok())
         .ok_or_else(|| unauthorized("unknown device"))?;
@@ -181,16 +176,15 @@ pub(crate) async fn authenticate(
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    if now.abs_diff(ts) > 300 {
+    if now.abs_diff(ts) > MAX_SKEW_SECS {
         return Err(unauthorized("stale request"));
     }
-    let fresh = sqlx::query("INSERT OR IGNORE INTO nonces (device, nonce) VALUES (?, ?)")
-        .bind(device)
-        .bind(nonce)
-        .execute(&s.pool)
+    let fresh = s
+        .store
+        .use_nonce(device, nonce, i64::try_from(ts).unwrap_or(i64::MAX))
         .await
         .map_err(internal)?;
-    if fresh.rows_affected() != 1 {
+    if !fresh {
         return Err(unauthorized("replayed request"));
     }
     Ok(())
@@ -224,17 +218,37 @@ async fn escrow(
     if hex(&sha2::Sha256::digest(&ciphertext)) != req.sha256 {
         return Err(bad("sha256 does not match the ciphertext"));
     }
-    // Idempotent: a retried upload of the same rotation gets the same receipt.
-    let existing: Option<(String, String)> = sqlx::query_as(
-        "SELECT id, sha256 FROM escrows WHERE device = ? AND volume = ? AND rotation_id = ?",
-    )
-    .bind(&device)
-    .bind(volume.as_str())
-    .bind(&req.rotation_id)
-    .fetch_optional(&s.pool)
-    .await
-    .map_err(internal)?;
-    let escrow_id = match existing {
+    // Idempotent: a retried upload of the same rotation gets the same receipt. Two instances
+    // racing on one rotation: one insert wins, the other reads the winner back.
+    let mut stored = s
+        .store
+        .rotation(&device, volume.as_str(), &req.rotation_id)
+        .await
+        .map_err(internal)?;
+    if stored.is_none() {
+        let id = random_id("esc")?;
+        let added = s
+            .store
+            .add_escrow(
+                &id,
+                &device,
+                volume.as_str(),
+                &req.rotation_id,
+                &req.sha256,
+                &ciphertext,
+            )
+            .await
+            .map_err(internal)?;
+        stored = if added {
+            Some((id, req.sha256.clone()))
+        } else {
+            s.store
+                .rotation(&device, volume.as_str(), &req.rotation_id)
+                .await
+                .map_err(internal)?
+        };
+    }
+    let escrow_id = match stored {
         Some((id, sha)) if sha == req.sha256 => id,
         Some(_) => {
             return Err(ApiError(
@@ -242,23 +256,7 @@ async fn escrow(
                 "this rotation was escrowed with another ciphertext".into(),
             ))
         }
-        None => {
-            let id = random_id("esc")?;
-            sqlx::query(
-                "INSERT INTO escrows (id, device, volume, rotation_id, sha256, ciphertext, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(&device)
-            .bind(volume.as_str())
-            .bind(&req.rotation_id)
-            .bind(&req.sha256)
-            .bind(&ciphertext)
-            .bind(crate::db::now())
-            .execute(&s.pool)
-            .await
-            .map_err(internal)?;
-            id
-        }
+        None => return Err(internal("escrow vanished after insert")),
     };
     let msg = Receipt::message(&device, &volume, &req.rotation_id, &req.sha256, &escrow_id);
     let signature = s.identity.signing.sign(&msg).to_bytes().to_vec();

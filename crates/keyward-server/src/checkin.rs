@@ -9,9 +9,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::Json;
 use keyward_core::schedule::{CheckIn, CheckInReply};
-use sqlx::SqlitePool;
 
 use crate::api::{authenticate, bad, internal, token_ok, ApiError, AppState};
+use crate::store::{Device, Store};
 
 /// At most this many volumes in one report.
 const MAX_VOLUMES: usize = 64;
@@ -36,83 +36,54 @@ pub async fn checkin(
         if !token_ok(id, 1) {
             return Err(bad("bad escrow_id"));
         }
-        let flagged: Option<(i64,)> = sqlx::query_as(
-            "SELECT rotate_after_use FROM escrows WHERE id = ? AND device = ? AND volume = ?",
-        )
-        .bind(id)
-        .bind(&device)
-        .bind(v.volume.as_str())
-        .fetch_optional(&s.pool)
-        .await
-        .map_err(internal)?;
-        if flagged.is_some_and(|(f,)| f != 0) {
+        if s.store
+            .seen(&device, v.volume.as_str(), id)
+            .await
+            .map_err(internal)?
+        {
             rotate.push(v.volume.clone());
         }
     }
     // Re-serialised from the parsed form: only known fields, checked types, are stored.
     let stored = serde_json::to_string(&report).map_err(internal)?;
-    sqlx::query(
-        "INSERT INTO checkins (device, at, report) VALUES (?, ?, ?) \
-         ON CONFLICT (device) DO UPDATE SET at = excluded.at, report = excluded.report",
-    )
-    .bind(&device)
-    .bind(crate::db::now())
-    .bind(stored)
-    .execute(&s.pool)
-    .await
-    .map_err(internal)?;
+    s.store.checkin(&device, &stored).await.map_err(internal)?;
     Ok(Json(CheckInReply { rotate }))
 }
 
+/// A device's latest report, parsed: (when, report).
+pub fn parse(d: &Device) -> Option<(String, CheckIn)> {
+    let (at, text) = d.checkin.as_ref()?;
+    serde_json::from_str(text).ok().map(|r| (at.clone(), r))
+}
+
 /// A device's latest report, if it has checked in.
-pub async fn latest(pool: &SqlitePool, device: &str) -> Result<Option<(String, CheckIn)>, String> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT at, report FROM checkins WHERE device = ?")
-            .bind(device)
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| e.to_string())?;
-    row.map(|(at, text)| {
-        serde_json::from_str(&text)
-            .map(|r| (at, r))
-            .map_err(|e| e.to_string())
-    })
-    .transpose()
+pub async fn latest(store: &Store, device: &str) -> Result<Option<(String, CheckIn)>, String> {
+    Ok(store.device(device).await?.as_ref().and_then(parse))
 }
 
 /// `keyward-server device list`: every device, its last check-in, and per volume the escrow
 /// state it reported and whether its key waits for rotation after use.
-pub async fn list(pool: &SqlitePool, json: bool) -> Result<(), String> {
-    let devices: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, created FROM devices ORDER BY created, id")
-            .fetch_all(pool)
-            .await
-            .map_err(|e| e.to_string())?;
+pub async fn list(store: &Store, json: bool) -> Result<(), String> {
     let mut all = Vec::new();
-    for (id, created) in devices {
-        let last = latest(pool, &id).await?;
+    for d in store.devices("", i64::MAX).await? {
+        let last = parse(&d);
         let mut volumes = Vec::new();
         for v in last
             .as_ref()
             .map(|(_, r)| r.volumes.as_slice())
             .unwrap_or(&[])
         {
-            let seen: Option<(i64,)> = sqlx::query_as(
-                "SELECT rotate_after_use FROM escrows WHERE id = ? AND device = ? AND volume = ?",
-            )
-            .bind(v.escrow_id.as_deref().unwrap_or(""))
-            .bind(&id)
-            .bind(v.volume.as_str())
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| e.to_string())?;
+            let seen = match &v.escrow_id {
+                Some(id) => store.seen(&d.id, v.volume.as_str(), id).await?,
+                None => false,
+            };
             let mut entry = serde_json::to_value(v).map_err(|e| e.to_string())?;
-            entry["rotate_after_use"] = seen.is_some_and(|(f,)| f != 0).into();
+            entry["rotate_after_use"] = seen.into();
             volumes.push(entry);
         }
         all.push(serde_json::json!({
-            "device": id,
-            "enrolled": created,
+            "device": d.id,
+            "enrolled": d.created,
             "last_checkin": last.as_ref().map(|(at, _)| at.clone()),
             "volumes": volumes,
         }));
@@ -129,7 +100,9 @@ pub async fn list(pool: &SqlitePool, json: bool) -> Result<(), String> {
         "DEVICE", "LAST CHECK-IN", "VOLUME", "RECOVERY", "ESCROW"
     );
     for d in &all {
-        let last = d["last_checkin"].as_str().unwrap_or("never");
+        let last = d["last_checkin"]
+            .as_str()
+            .map_or("never", |t| t.get(..19).unwrap_or(t));
         let volumes = d["volumes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         if volumes.is_empty() {
             println!("{:<28} {last:<22}", d["device"].as_str().unwrap_or(""));

@@ -12,8 +12,10 @@
 
 mod api;
 mod checkin;
-mod db;
 mod identity;
+mod keys;
+mod migrations;
+mod store;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -159,7 +161,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Init { at } => {
             ensure_state(&at.state)?;
             let id = identity::Identity::create(&at.state)?;
-            db::open(&db_url(&at)).await?;
+            store::Store::open(&db_url(&at)).await?;
             println!("# [escrow] lines for each device's /etc/keyward/keyward.toml:");
             print!("{}", id.public_config());
             Ok(())
@@ -167,22 +169,16 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Token {
             action: TokenAction::Create { at, count },
         } => {
-            let pool = db::open(&db_url(&at)).await?;
-            // One transaction: one fsync for the lot, and no token is printed unless all are stored.
-            let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+            let store = store::Store::open(&db_url(&at)).await?;
             let mut tokens = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 let mut raw = [0u8; 24];
                 getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
-                let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-                sqlx::query("INSERT INTO tokens (hash) VALUES (?)")
-                    .bind(api::token_hash(&token))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokens.push(token);
+                tokens.push(raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
             }
-            tx.commit().await.map_err(|e| e.to_string())?;
+            // One transaction: no token is printed unless all are stored.
+            let hashes: Vec<String> = tokens.iter().map(|t| api::token_hash(t)).collect();
+            store.add_tokens(&hashes).await?;
             for token in tokens {
                 println!("{token}");
             }
@@ -196,8 +192,9 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             let identity = identity::Identity::load(&at.state)?;
-            let pool = db::open(&db_url(&at)).await?;
-            let state = Arc::new(api::AppState { pool, identity });
+            let store = store::Store::open(&db_url(&at)).await?;
+            tokio::spawn(prune_nonces(store.clone()));
+            let state = Arc::new(api::AppState { store, identity });
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| e.to_string())?;
@@ -209,7 +206,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Device {
             action: DeviceAction::List { json, at },
-        } => checkin::list(&db::open(&db_url(&at)).await?, json).await,
+        } => checkin::list(&store::Store::open(&db_url(&at)).await?, json).await,
         Command::Audit { at } => audit(&at).await,
         Command::Key {
             action:
@@ -235,88 +232,48 @@ async fn show_key(
         return Err("--reason must say why the key is needed".into());
     }
     let identity = identity::Identity::load(&at.state)?;
-    let pool = db::open(&db_url(at)).await?;
-    let row: Option<(String, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, ciphertext FROM escrows WHERE device = ? AND volume = ? AND (? IS NULL OR id = ?) \
-         ORDER BY rowid DESC LIMIT 1",
-    )
-    .bind(device)
-    .bind(volume)
-    .bind(escrow)
-    .bind(escrow)
-    .fetch_optional(&pool)
-    .await
-    .map_err(|e| e.to_string())?;
-    let (id, ciphertext) = row.ok_or("no escrowed key for that device and volume")?;
-    let key = zeroize::Zeroizing::new(
-        age::decrypt(&identity.age, &ciphertext).map_err(|e| e.to_string())?,
-    );
+    let store = store::Store::open(&db_url(at)).await?;
     let who = std::env::var("SUDO_USER")
         .unwrap_or_else(|_| format!("uid {}", keyward_sys::hardening::effective_uid()));
-    sqlx::query("INSERT INTO audit (at, who, action, device, volume, reason) VALUES (?, ?, 'key-show', ?, ?, ?)")
-        .bind(db::now())
-        .bind(&who)
-        .bind(device)
-        .bind(volume)
-        .bind(reason)
-        .execute(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
-    sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = ?")
-        .bind(&id)
-        .execute(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    let revealed = keys::reveal(&store, &identity, device, volume, escrow, &who, reason).await?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_all(&key)
+    out.write_all(&revealed.key)
         .and_then(|()| out.write_all(b"\n"))
         .map_err(|e| e.to_string())?;
     eprintln!("keyward-server: shown to {who}; audited; the device will rotate this key after use");
-    let reported = checkin::latest(&pool, device).await?.and_then(|(at, r)| {
-        r.volumes
-            .into_iter()
-            .find(|v| v.volume.as_str() == volume)
-            .map(|v| (at, v.escrow_id))
-    });
-    match reported {
-        Some((at, Some(active))) if active == id => {
-            eprintln!("keyward-server: the device reported this key ({id}) active at {at}")
-        }
-        Some((at, other)) => eprintln!(
-            "keyward-server: note: at its last check-in ({at}) the device reported {} active, not this key ({id}); \
-             if it does not open the disk, its rotation may not have been committed",
-            other.as_deref().unwrap_or("no escrowed key")
-        ),
-        None => eprintln!(
-            "keyward-server: note: the device has not reported this volume yet, so this key ({id}) is not confirmed active"
-        ),
-    }
+    eprintln!("keyward-server: {}", revealed.standing);
     Ok(())
 }
 
 async fn audit(at: &Where) -> Result<(), String> {
-    let pool = db::open(&db_url(at)).await?;
-    let rows: Vec<(
-        String,
-        String,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    )> = sqlx::query_as("SELECT at, who, action, device, volume, reason FROM audit ORDER BY id")
-        .fetch_all(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
-    for (at, who, action, device, volume, reason) in rows {
+    let store = store::Store::open(&db_url(at)).await?;
+    for r in store.audit_trail(i64::MAX).await? {
         let quoted = |s: Option<String>| keyward_core::quote(s.as_deref().unwrap_or(""));
         println!(
-            "{at} {action} by {} device={} volume={} reason={}",
-            keyward_core::quote(&who),
-            quoted(device),
-            quoted(volume),
-            quoted(reason)
+            "{} {} by {} device={} volume={} reason={}",
+            r.at.get(..19).unwrap_or(&r.at),
+            r.action,
+            keyward_core::quote(&r.who),
+            quoted(r.device),
+            quoted(r.volume),
+            quoted(r.reason)
         );
     }
     Ok(())
+}
+
+/// Forget request nonces once their timestamps are too old to be accepted anyway.
+async fn prune_nonces(store: store::Store) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let before = i64::try_from(now.saturating_sub(api::MAX_SKEW_SECS * 2)).unwrap_or(0);
+        if let Err(e) = store.prune_nonces(before).await {
+            eprintln!("keyward-server: pruning nonces: {e}");
+        }
+    }
 }

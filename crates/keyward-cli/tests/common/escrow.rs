@@ -9,8 +9,42 @@ use std::time::{Duration, Instant};
 
 use super::{bin, chmod, code, stderr, Instance, NOBODY};
 
+/// Which database the server runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The embedded default: a file in the state directory.
+    Sqlite,
+    /// A fresh database on the test PostgreSQL server (`scripts/postgres`).
+    Postgres(String),
+}
+
+/// SQLite, and PostgreSQL when `KEYWARD_TEST_POSTGRES_URL` names a server (CI always does).
+pub fn backends() -> Vec<Backend> {
+    match std::env::var("KEYWARD_TEST_POSTGRES_URL") {
+        Ok(url) => vec![Backend::Sqlite, Backend::Postgres(url)],
+        Err(_) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the PostgreSQL tests: start one with scripts/postgres"
+            );
+            eprintln!("note: KEYWARD_TEST_POSTGRES_URL unset; PostgreSQL runs skipped (bash scripts/test runs them)");
+            vec![Backend::Sqlite]
+        }
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .args(["-v", "ON_ERROR_STOP=1", "-q", url, "-c", sql])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psql: {}", stderr(&out));
+}
+
 pub struct Server {
     pub state: PathBuf,
+    /// `--db` for every command (PostgreSQL); None: SQLite in the state directory.
+    pub db: Option<String>,
     /// The `[escrow]` lines `init` printed (recipient and signing key).
     pub lines: String,
     pub addr: String,
@@ -27,19 +61,47 @@ pub fn server_cmd(args: &[&str], state: &std::path::Path) -> Output {
 }
 
 impl Server {
-    /// Init and start on a free loopback port.
+    /// Init and start on a free loopback port, on SQLite.
     pub fn start(inst: &Instance) -> Self {
+        Self::start_on(inst, &Backend::Sqlite)
+    }
+
+    /// Init and start on a free loopback port, on `backend`.
+    pub fn start_on(inst: &Instance, backend: &Backend) -> Self {
         let state = inst.path("server");
-        let out = server_cmd(&["init"], &state);
-        assert!(out.status.success(), "{}", stderr(&out));
+        let db = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres(url) => {
+                let mut b = [0u8; 6];
+                getrandom::fill(&mut b).unwrap();
+                let name: String = b.iter().map(|x| format!("{x:02x}")).collect();
+                psql(url, &format!("CREATE DATABASE kw_{name}"));
+                let (base, _) = url.rsplit_once('/').unwrap();
+                Some(format!("{base}/kw_{name}"))
+            }
+        };
         let mut s = Server {
             state,
-            lines: String::from_utf8(out.stdout).unwrap(),
+            db,
+            lines: String::new(),
             addr: "127.0.0.1:0".into(),
             child: None,
         };
+        let out = s.cmd(&["init"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        s.lines = String::from_utf8(out.stdout).unwrap();
         s.resume();
         s
+    }
+
+    /// `keyward-server ARGS --state … [--db …]`.
+    pub fn cmd(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(bin("keyward-server"));
+        c.args(args).arg("--state").arg(&self.state);
+        if let Some(db) = &self.db {
+            c.args(["--db", db]);
+        }
+        c.output().unwrap()
     }
 
     pub fn url(&self) -> String {
@@ -50,12 +112,13 @@ impl Server {
     pub fn resume(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let mut child = Command::new(bin("keyward-server"))
-                .args(["serve", "--listen", &self.addr, "--state"])
-                .arg(&self.state)
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let mut cmd = Command::new(bin("keyward-server"));
+            cmd.args(["serve", "--listen", &self.addr, "--state"])
+                .arg(&self.state);
+            if let Some(db) = &self.db {
+                cmd.args(["--db", db]);
+            }
+            let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
             let mut first = String::new();
             let mut err = BufReader::new(child.stderr.take().unwrap());
             err.read_line(&mut first).unwrap();
@@ -82,17 +145,14 @@ impl Server {
 
     /// One single-use enrollment token.
     pub fn token(&self) -> String {
-        let out = server_cmd(&["token", "create"], &self.state);
+        let out = self.cmd(&["token", "create"]);
         assert!(out.status.success(), "{}", stderr(&out));
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     }
 
     /// `key show DEVICE data --reason REASON`: the key (checked to be audited).
     pub fn key_show(&self, device: &str, reason: &str) -> String {
-        let out = server_cmd(
-            &["key", "show", device, "data", "--reason", reason],
-            &self.state,
-        );
+        let out = self.cmd(&["key", "show", device, "data", "--reason", reason]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stderr(&out).contains("audited"), "{}", stderr(&out));
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
@@ -120,14 +180,35 @@ impl Server {
 
     /// `device list --json`.
     pub fn devices(&self) -> serde_json::Value {
-        let out = server_cmd(&["device", "list", "--json"], &self.state);
+        let out = self.cmd(&["device", "list", "--json"]);
         assert!(out.status.success(), "{}", stderr(&out));
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
-    /// Run SQL against the server's live database with the stock sqlite3 shell (fault
-    /// injection: a trigger makes the real server fail where a disk or database would).
-    pub fn sql(&self, statement: &str) {
+    /// Make the live database refuse every new escrow, as a failing disk or database would
+    /// (a trigger, with the stock `sqlite3` or `psql` client): the real server answers 500.
+    pub fn fail_escrows(&self) {
+        match &self.db {
+            None => self.sqlite(
+                "CREATE TRIGGER fault BEFORE INSERT ON escrows BEGIN SELECT RAISE(ABORT, 'injected fault'); END;",
+            ),
+            Some(url) => psql(
+                url,
+                "CREATE FUNCTION fault() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER fault BEFORE INSERT ON escrows FOR EACH ROW EXECUTE FUNCTION fault();",
+            ),
+        }
+    }
+
+    /// Undo [`Server::fail_escrows`].
+    pub fn heal(&self) {
+        match &self.db {
+            None => self.sqlite("DROP TRIGGER fault;"),
+            Some(url) => psql(url, "DROP TRIGGER fault ON escrows; DROP FUNCTION fault();"),
+        }
+    }
+
+    fn sqlite(&self, statement: &str) {
         let out = Command::new("sqlite3")
             .arg(self.state.join("keyward.db"))
             .arg(statement)

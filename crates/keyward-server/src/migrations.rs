@@ -1,0 +1,95 @@
+//! The schema, as one ordered list of migrations applied to SQLite and PostgreSQL alike. Each
+//! migration is the same tables in each dialect's DDL (they differ in auto-increment and blob
+//! types only); queries are written once in `store.rs`. Applied versions are recorded in
+//! `schema_version`, each migration in its own transaction; migrations only ever append.
+
+use sqlx::{AnyPool, Row};
+
+use crate::store::{Dialect, StoreError};
+
+/// One migration: its version and statements per dialect.
+struct Migration {
+    version: i64,
+    sqlite: &'static [&'static str],
+    postgres: &'static [&'static str],
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    sqlite: &[
+        "CREATE TABLE devices (id TEXT PRIMARY KEY, key TEXT NOT NULL, created TEXT NOT NULL)",
+        "CREATE TABLE tokens (hash TEXT PRIMARY KEY, used INTEGER NOT NULL DEFAULT 0)",
+        "CREATE TABLE nonces (device TEXT NOT NULL, nonce TEXT NOT NULL, ts INTEGER NOT NULL, \
+         PRIMARY KEY (device, nonce))",
+        "CREATE INDEX nonces_ts ON nonces (ts)",
+        "CREATE TABLE escrows (id TEXT PRIMARY KEY, device TEXT NOT NULL, volume TEXT NOT NULL, \
+         rotation_id TEXT NOT NULL, sha256 TEXT NOT NULL, ciphertext BLOB NOT NULL, created TEXT NOT NULL, \
+         rotate_after_use INTEGER NOT NULL DEFAULT 0, UNIQUE (device, volume, rotation_id))",
+        "CREATE INDEX escrows_latest ON escrows (device, volume, created)",
+        "CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, who TEXT NOT NULL, \
+         action TEXT NOT NULL, device TEXT, volume TEXT, reason TEXT)",
+        "CREATE TABLE checkins (device TEXT PRIMARY KEY, at TEXT NOT NULL, report TEXT NOT NULL)",
+    ],
+    postgres: &[
+        "CREATE TABLE devices (id TEXT PRIMARY KEY, key TEXT NOT NULL, created TEXT NOT NULL)",
+        "CREATE TABLE tokens (hash TEXT PRIMARY KEY, used BIGINT NOT NULL DEFAULT 0)",
+        "CREATE TABLE nonces (device TEXT NOT NULL, nonce TEXT NOT NULL, ts BIGINT NOT NULL, \
+         PRIMARY KEY (device, nonce))",
+        "CREATE INDEX nonces_ts ON nonces (ts)",
+        "CREATE TABLE escrows (id TEXT PRIMARY KEY, device TEXT NOT NULL, volume TEXT NOT NULL, \
+         rotation_id TEXT NOT NULL, sha256 TEXT NOT NULL, ciphertext BYTEA NOT NULL, created TEXT NOT NULL, \
+         rotate_after_use BIGINT NOT NULL DEFAULT 0, UNIQUE (device, volume, rotation_id))",
+        "CREATE INDEX escrows_latest ON escrows (device, volume, created)",
+        "CREATE TABLE audit (seq BIGSERIAL PRIMARY KEY, at TEXT NOT NULL, who TEXT NOT NULL, \
+         action TEXT NOT NULL, device TEXT, volume TEXT, reason TEXT)",
+        "CREATE TABLE checkins (device TEXT PRIMARY KEY, at TEXT NOT NULL, report TEXT NOT NULL)",
+    ],
+}];
+
+/// Apply every migration the database has not seen. Several instances starting at once are
+/// safe: each migration's version row is inserted in the migration's own transaction, so a
+/// second instance's attempt fails and it re-reads.
+pub async fn run(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
+    sqlx::query("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT PRIMARY KEY)")
+        .execute(pool)
+        .await?;
+    for m in MIGRATIONS {
+        let applied = sqlx::query("SELECT version FROM schema_version WHERE version = $1")
+            .bind(m.version)
+            .fetch_optional(pool)
+            .await?
+            .map(|r| r.try_get::<i64, _>("version"))
+            .transpose()?
+            .is_some();
+        if applied {
+            continue;
+        }
+        let statements = match dialect {
+            Dialect::Sqlite => m.sqlite,
+            Dialect::Postgres => m.postgres,
+        };
+        let attempt = async {
+            let mut tx = pool.begin().await?;
+            sqlx::query("INSERT INTO schema_version (version) VALUES ($1)")
+                .bind(m.version)
+                .execute(&mut *tx)
+                .await?;
+            for s in statements {
+                sqlx::query(s).execute(&mut *tx).await?;
+            }
+            tx.commit().await
+        };
+        if let Err(e) = attempt.await {
+            // Another instance may have applied it first.
+            let applied = sqlx::query("SELECT version FROM schema_version WHERE version = $1")
+                .bind(m.version)
+                .fetch_optional(pool)
+                .await?
+                .is_some();
+            if !applied {
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(())
+}

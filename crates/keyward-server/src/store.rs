@@ -1,0 +1,453 @@
+//! The store: every query the server makes, written once in SQL both SQLite and PostgreSQL
+//! accept (`$N` parameters, `ON CONFLICT`), run through sqlx's `Any` driver. SQLite (a file
+//! in the state directory, WAL, `synchronous=FULL`) is the default; PostgreSQL serves a fleet
+//! from several stateless instances. Nothing lives in process memory that another instance
+//! would need: single-use tokens, request nonces, sessions and login failures are rows.
+//! The dialects differ only in the schema's DDL (`migrations.rs`).
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
+
+use crate::migrations;
+
+/// Which database the URL named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Dialect {
+    /// `sqlite://…`
+    Sqlite,
+    /// `postgres://…`
+    Postgres,
+}
+
+/// A store error: a message for the log, never shown to a client.
+#[derive(Debug, thiserror::Error)]
+#[error("database: {0}")]
+pub struct StoreError(String);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<StoreError> for String {
+    fn from(e: StoreError) -> Self {
+        e.to_string()
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+/// An escrowed ciphertext.
+#[derive(Debug, Clone)]
+pub struct Escrow {
+    /// The server's id.
+    pub id: String,
+    /// The rotation it belongs to.
+    pub rotation_id: String,
+    /// Hex SHA-256 of the ciphertext.
+    pub sha256: String,
+    /// The age ciphertext.
+    pub ciphertext: Vec<u8>,
+    /// When it arrived (RFC 3339).
+    pub created: String,
+    /// An admin has seen it.
+    pub rotate_after_use: bool,
+}
+
+/// A device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Its id.
+    pub id: String,
+    /// When it enrolled.
+    pub created: String,
+    /// Its last check-in: when, and the report (JSON as stored).
+    pub checkin: Option<(String, String)>,
+}
+
+/// One audit record.
+#[derive(Debug, Clone)]
+pub struct AuditRecord {
+    /// When.
+    pub at: String,
+    /// Who.
+    pub who: String,
+    /// What.
+    pub action: String,
+    /// Which device.
+    pub device: Option<String>,
+    /// Which volume.
+    pub volume: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+fn escrow(r: &AnyRow) -> Result<Escrow> {
+    Ok(Escrow {
+        id: r.try_get("id")?,
+        rotation_id: r.try_get("rotation_id")?,
+        sha256: r.try_get("sha256")?,
+        ciphertext: r.try_get("ciphertext")?,
+        created: r.try_get("created")?,
+        rotate_after_use: r.try_get::<i64, _>("rotate_after_use")? != 0,
+    })
+}
+
+const ESCROW_COLUMNS: &str = "id, rotation_id, sha256, ciphertext, created, rotate_after_use";
+
+/// Now, RFC 3339 with nanoseconds (fixed width, so text order is time order).
+pub fn now() -> String {
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+}
+
+impl Store {
+    /// Connect (creating a SQLite file if needed) and bring the schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Dialect::Postgres
+        } else {
+            return Err(StoreError(
+                "the database URL must start with sqlite: or postgres:".into(),
+            ));
+        };
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
+            _ => url.to_owned(),
+        };
+        let mut options = AnyPoolOptions::new().max_connections(match dialect {
+            Dialect::Sqlite => 4,
+            Dialect::Postgres => 16,
+        });
+        if dialect == Dialect::Sqlite {
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    conn.execute(
+                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+                    )
+                    .await
+                    .map(drop)
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
+        let store = Store { pool, dialect };
+        migrations::run(&store.pool, dialect).await?;
+        Ok(store)
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Store enrollment tokens (their SHA-256 only), all or none.
+    pub async fn add_tokens(&self, hashes: &[String]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for h in hashes {
+            sqlx::query("INSERT INTO tokens (hash, used) VALUES ($1, 0)")
+                .bind(h)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Spend a token and enroll a device with it, in one transaction; false if the token was
+    /// unknown or already spent.
+    pub async fn enroll(&self, token_hash: &str, device: &str, key_b64: &str) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let spent = sqlx::query("UPDATE tokens SET used = 1 WHERE hash = $1 AND used = 0")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        if spent.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO devices (id, key, created) VALUES ($1, $2, $3)")
+            .bind(device)
+            .bind(key_b64)
+            .bind(now())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// A device's public key (base64), if it is enrolled.
+    pub async fn device_key(&self, device: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT key FROM devices WHERE id = $1")
+            .bind(device)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("key")).transpose()?)
+    }
+
+    /// Record a request nonce; false if the device used it before.
+    pub async fn use_nonce(&self, device: &str, nonce: &str, ts: i64) -> Result<bool> {
+        let fresh = sqlx::query(
+            "INSERT INTO nonces (device, nonce, ts) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(device)
+        .bind(nonce)
+        .bind(ts)
+        .execute(&self.pool)
+        .await?;
+        Ok(fresh.rows_affected() == 1)
+    }
+
+    /// Forget nonces older than `before` (Unix seconds): stale requests are refused by time.
+    pub async fn prune_nonces(&self, before: i64) -> Result<u64> {
+        let gone = sqlx::query("DELETE FROM nonces WHERE ts < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(gone.rows_affected())
+    }
+
+    /// The escrow of one rotation: (id, sha256).
+    pub async fn rotation(
+        &self,
+        device: &str,
+        volume: &str,
+        rotation_id: &str,
+    ) -> Result<Option<(String, String)>> {
+        let row = sqlx::query(
+            "SELECT id, sha256 FROM escrows WHERE device = $1 AND volume = $2 AND rotation_id = $3",
+        )
+        .bind(device)
+        .bind(volume)
+        .bind(rotation_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("sha256")?)))
+            .transpose()?)
+    }
+
+    /// Store an escrowed ciphertext. False if this rotation is already stored (a race with
+    /// another instance: the caller reads it back).
+    pub async fn add_escrow(
+        &self,
+        id: &str,
+        device: &str,
+        volume: &str,
+        rotation_id: &str,
+        sha256: &str,
+        ciphertext: &[u8],
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO escrows (id, device, volume, rotation_id, sha256, ciphertext, created, rotate_after_use) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(device)
+        .bind(volume)
+        .bind(rotation_id)
+        .bind(sha256)
+        .bind(ciphertext)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The latest escrow of a device's volume, or the one named.
+    pub async fn escrow(
+        &self,
+        device: &str,
+        volume: &str,
+        id: Option<&str>,
+    ) -> Result<Option<Escrow>> {
+        let sql = format!(
+            "SELECT {ESCROW_COLUMNS} FROM escrows WHERE device = $1 AND volume = $2 \
+             AND ($3 = '' OR id = $3) ORDER BY created DESC, id DESC LIMIT 1"
+        );
+        let row = sqlx::query(&sql)
+            .bind(device)
+            .bind(volume)
+            .bind(id.unwrap_or(""))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(escrow).transpose()
+    }
+
+    /// Every escrow of a device, newest first.
+    pub async fn escrows(&self, device: &str) -> Result<Vec<(String, Escrow)>> {
+        let sql = format!(
+            "SELECT volume, {ESCROW_COLUMNS} FROM escrows WHERE device = $1 ORDER BY created DESC, id DESC"
+        );
+        let rows = sqlx::query(&sql).bind(device).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("volume")?, escrow(r)?)))
+            .collect()
+    }
+
+    /// Whether an admin has seen this escrow (false if it is not the device's).
+    pub async fn seen(&self, device: &str, volume: &str, id: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT rotate_after_use FROM escrows WHERE id = $1 AND device = $2 AND volume = $3",
+        )
+        .bind(id)
+        .bind(device)
+        .bind(volume)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>("rotate_after_use")? != 0,
+            None => false,
+        })
+    }
+
+    /// Record a key retrieval and mark the key for rotation after use, together.
+    pub async fn reveal(&self, escrow_id: &str, record: &AuditRecord) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&record.at)
+        .bind(&record.who)
+        .bind(&record.action)
+        .bind(&record.device)
+        .bind(&record.volume)
+        .bind(&record.reason)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = $1")
+            .bind(escrow_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Append an audit record.
+    pub async fn audit(&self, record: &AuditRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&record.at)
+        .bind(&record.who)
+        .bind(&record.action)
+        .bind(&record.device)
+        .bind(&record.volume)
+        .bind(&record.reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The audit trail, oldest first, at most `limit` of the newest records.
+    pub async fn audit_trail(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT at, who, action, device, volume, reason FROM \
+             (SELECT * FROM audit ORDER BY seq DESC LIMIT $1) AS newest ORDER BY seq",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRecord {
+                    at: r.try_get("at")?,
+                    who: r.try_get("who")?,
+                    action: r.try_get("action")?,
+                    device: r.try_get("device")?,
+                    volume: r.try_get("volume")?,
+                    reason: r.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Keep a device's latest check-in report.
+    pub async fn checkin(&self, device: &str, report: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO checkins (device, at, report) VALUES ($1, $2, $3) \
+             ON CONFLICT (device) DO UPDATE SET at = excluded.at, report = excluded.report",
+        )
+        .bind(device)
+        .bind(now())
+        .bind(report)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Devices whose id contains `search` (all if empty), with their last check-in.
+    pub async fn devices(&self, search: &str, limit: i64) -> Result<Vec<Device>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.created, c.at, c.report FROM devices d \
+             LEFT JOIN checkins c ON c.device = d.id \
+             WHERE $1 = '' OR d.id LIKE $2 ESCAPE '\\' ORDER BY d.created, d.id LIMIT $3",
+        )
+        .bind(search)
+        .bind(format!("%{}%", like_escape(search)))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device).collect()
+    }
+
+    /// One device.
+    pub async fn device(&self, id: &str) -> Result<Option<Device>> {
+        let row = sqlx::query(
+            "SELECT d.id, d.created, c.at, c.report FROM devices d \
+             LEFT JOIN checkins c ON c.device = d.id WHERE d.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(device).transpose()
+    }
+
+    /// Counts for metrics: (devices, escrows, escrows waiting for rotation after use).
+    pub async fn counts(&self) -> Result<(i64, i64, i64)> {
+        let r = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM devices) AS d, (SELECT COUNT(*) FROM escrows) AS e, \
+             (SELECT COUNT(*) FROM escrows WHERE rotate_after_use = 1) AS s",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((r.try_get("d")?, r.try_get("e")?, r.try_get("s")?))
+    }
+
+    /// The pool, for the modules that own their own tables (admin accounts, sessions).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+}
+
+fn device(r: &AnyRow) -> Result<Device> {
+    let at: Option<String> = r.try_get("at")?;
+    let report: Option<String> = r.try_get("report")?;
+    Ok(Device {
+        id: r.try_get("id")?,
+        created: r.try_get("created")?,
+        checkin: at.zip(report),
+    })
+}
+
+/// Escape `%`, `_` and `\` for a LIKE pattern.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
