@@ -30,12 +30,39 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-fn http() -> ureq::Agent {
-    ureq::Agent::config_builder()
+/// The HTTP client: TLS through rustls, trusting only `[escrow] ca_file` when it is set
+/// (otherwise Mozilla's roots).
+fn http(c: &Config) -> Result<ureq::Agent, Failure> {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let roots = match c.escrow.as_ref().and_then(|e| e.ca_file.as_ref()) {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| failed(format!("[escrow] ca_file {}: {e}", path.display())))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(Ok(cert)),
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<Result<Vec<Certificate<'static>>, _>>()
+                .map_err(|e| failed(format!("[escrow] ca_file {}: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(failed(format!(
+                    "[escrow] ca_file {}: no certificate",
+                    path.display()
+                )));
+            }
+            RootCerts::Specific(std::sync::Arc::new(certs))
+        }
+        None => RootCerts::WebPki,
+    };
+    Ok(ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(15)))
         .http_status_as_error(false)
+        .https_only(false)
+        .tls_config(TlsConfig::builder().root_certs(roots).build())
         .build()
-        .into()
+        .into())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -51,10 +78,12 @@ fn state(c: &Config) -> PathBuf {
 /// Enroll: make the device key, present the token, keep key and id. Returns the device id.
 pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> {
     let url = url.trim_end_matches('/');
-    if !url.starts_with("http://") || !is_loopback(url) {
+    let plain_loopback = url.starts_with("http://") && is_loopback(url);
+    if !url.starts_with("https://") && !plain_loopback {
         return Err((
             ErrorCode::Usage,
-            "this version talks plain HTTP to a server on loopback only".into(),
+            "the escrow server's URL must be https:// (plain http:// only to a server on loopback)"
+                .into(),
         ));
     }
     let mut seed = Zeroizing::new([0u8; 32]);
@@ -63,7 +92,7 @@ pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> 
     let token = std::str::from_utf8(token.expose())
         .map_err(|_| (ErrorCode::Usage, "token is not text".into()))?;
     let body = serde_json::json!({ "token": token.trim(), "device_key": b64().encode(key.verifying_key().to_bytes()) });
-    let mut resp = http()
+    let mut resp = http(c)?
         .post(format!("{url}/v1/enroll"))
         .send(body.to_string())
         .map_err(failed)?;
@@ -142,6 +171,7 @@ fn helper(c: &Config, req: Request) -> Result<Reply, Failure> {
 /// Send a request signed with the device key (timestamp, single-use nonce, body digest);
 /// the answer's body on 200.
 fn signed(
+    c: &Config,
     key: &SigningKey,
     enrollment: &Enrollment,
     method: &str,
@@ -158,8 +188,8 @@ fn signed(
     let signature = key.sign(&request_message(method, path, ts, &nonce, body.as_bytes()));
     let url = format!("{}{path}", enrollment.url);
     let request = match method {
-        "PUT" => http().put(url),
-        _ => http().post(url),
+        "PUT" => http(c)?.put(url),
+        _ => http(c)?.post(url),
     };
     let mut resp = request
         .header("content-type", "application/json")
@@ -196,7 +226,7 @@ pub fn checkin(c: &Config, report: &CheckIn) -> Result<CheckInReply, Failure> {
     let (key, enrollment) = load(&state(c))?;
     let path = format!("/v1/devices/{}/checkin", enrollment.device_id);
     let body = serde_json::to_string(report).map_err(failed)?;
-    let text = signed(&key, &enrollment, "POST", &path, body)?;
+    let text = signed(c, &key, &enrollment, "POST", &path, body)?;
     serde_json::from_str(&text).map_err(failed)
 }
 
@@ -227,7 +257,7 @@ pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure>
     let path = format!("/v1/devices/{}/escrow/{volume}", enrollment.device_id);
     let body = serde_json::json!({ "rotation_id": rotation_id, "ciphertext": b64().encode(&ciphertext), "sha256": sha256 })
         .to_string();
-    let text = signed(&key, &enrollment, "PUT", &path, body)
+    let text = signed(c, &key, &enrollment, "PUT", &path, body)
         .map_err(|(code, why)| (code, format!("{why}; the current recovery key stays valid")))?;
     let receipt: Receipt = serde_json::from_str(&text).map_err(failed)?;
     let escrow_id = receipt.escrow_id.clone();

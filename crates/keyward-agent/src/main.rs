@@ -1,13 +1,15 @@
 //! keywardd: keyward's agent. It runs as the service user, never as root, and is the only
 //! process that talks to the network. On the verify interval it asks the helper to prove that
 //! every secret it holds still opens its slot, and logs drift; on the check-in interval (when
-//! enrolled) it reports to the escrow server and rotates recovery keys that are due, retrying
-//! with backoff while the server is away. Between rounds it sleeps: no polling.
+//! enrolled) it reports to the escrow server, relays the server's signed commands to the
+//! helper (which verifies them), and rotates recovery keys that are due, retrying with backoff
+//! while the server is away. Between rounds it sleeps: no polling.
 //!
 //! ```text
 //! keywardd [--config FILE]     (or KEYWARD_CONFIG; default /etc/keyward/keyward.toml)
 //! ```
 
+mod commands;
 mod control;
 mod escrow;
 mod schedule;

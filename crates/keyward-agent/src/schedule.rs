@@ -1,7 +1,9 @@
 //! The escrow round, run on the check-in interval: read every volume's holders from the
-//! helper, report them to the server, then rotate each recovery key that is due (a pending
-//! rotation to finish, a key an admin has seen, a volume without an escrowed key, or a key
-//! older than `recovery_rotation_days`), and report again if anything changed. The rules are
+//! helper, report them to the server, relay the signed commands in its answer to the helper
+//! (`commands.rs`), then rotate each recovery key that is due (a pending rotation to finish, a
+//! key an admin has seen, a volume without an escrowed key, or a key older than
+//! `recovery_rotation_days` — the server's signed override of it included), and report again
+//! if anything changed or a command's outcome waits to be reported. The rules are
 //! `keyward_core::schedule`; this file only moves data between the helper and the server.
 
 use std::collections::HashMap;
@@ -12,6 +14,7 @@ use keyward_core::schedule::{self, CheckIn, ServiceHealth, VolumeCheckIn};
 use keyward_core::VolumeName;
 use keyward_sys::helper_client;
 
+use crate::commands;
 use crate::escrow::{self, Failure};
 
 /// The service secret's health per volume, from the last verification.
@@ -54,24 +57,52 @@ fn report(reports: &[VolumeReport], health: &Health) -> Result<CheckIn, Failure>
             violations: u32::try_from(r.violations.len()).unwrap_or(u32::MAX),
         });
     }
-    Ok(CheckIn { volumes })
+    Ok(CheckIn {
+        volumes,
+        commands: Vec::new(),
+    })
+}
+
+/// Check in with `reports` and the command outcomes not yet reported; the server's answer.
+fn checkin(
+    c: &Config,
+    reports: &[VolumeReport],
+    health: &Health,
+) -> Result<schedule::CheckInReply, Failure> {
+    let mut body = report(reports, health)?;
+    body.commands = commands::to_report();
+    let answer = escrow::checkin(c, &body)?;
+    commands::reported(body.commands.len());
+    Ok(answer)
+}
+
+/// `recovery_rotation_days` in force: the helper applies the server's signed override (its
+/// state is root-only); `keyward.toml`'s value if the helper cannot say.
+fn rotation_days(c: &Config) -> u32 {
+    match helper_client::call(&c.helper_socket(), Request::Policy) {
+        Ok(Reply::Policy(p)) => p.recovery_rotation_days,
+        _ => c.policy.recovery_rotation_days,
+    }
 }
 
 /// One round. `Err` when the server could not be reached or a due rotation failed: the
 /// caller retries with backoff; every key that was valid stays valid.
 pub fn round(c: &Config, health: &Health) -> Result<(), Failure> {
     let reports = status(c)?;
-    let answer = escrow::checkin(c, &report(&reports, health)?)?;
-    let mut first_error = None;
-    let mut changed = false;
+    let answer = checkin(c, &reports, health)?;
+    let relayed = commands::relay(c, &answer.commands);
+    let mut first_error = relayed.error;
+    let mut changed = relayed.changed;
+    let days = rotation_days(c);
     for r in reports.iter().filter(|r| r.error.is_none()) {
         let flagged = answer.rotate.iter().any(|v| v.as_str() == r.volume);
-        let Some(why) =
-            schedule::recovery_due(&r.holders, now(), c.policy.recovery_rotation_days, flagged)
-        else {
+        let Some(why) = schedule::recovery_due(&r.holders, now(), days, flagged) else {
             continue;
         };
         let volume = VolumeName::parse(&r.volume).map_err(escrow::failed)?;
+        if relayed.rotated.contains(&volume) {
+            continue;
+        }
         match escrow::rotate(c, &volume) {
             Ok((slot, escrow_id)) => {
                 changed = true;
@@ -85,8 +116,8 @@ pub fn round(c: &Config, health: &Health) -> Result<(), Failure> {
             }
         }
     }
-    if changed {
-        escrow::checkin(c, &report(&status(c)?, health)?)?;
+    if changed || !commands::to_report().is_empty() {
+        checkin(c, &status(c)?, health)?;
     }
     first_error.map_or(Ok(()), Err)
 }

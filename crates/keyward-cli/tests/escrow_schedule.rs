@@ -218,3 +218,86 @@ fn a_full_disk_while_sealing_the_pending_key_leaves_the_old_key_alone() {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+fn slot_of_role(inst: &Instance, role: &str) -> Vec<u64> {
+    let out = inst.keyward(&["status", "data", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["volumes"][0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] == role)
+        .map(|h| h["slot"].as_u64().unwrap())
+        .collect()
+}
+
+#[test]
+fn commands_issued_at_the_server_run_at_the_next_check_in() {
+    for backend in backends() {
+        commands_round_trip(&backend);
+    }
+}
+
+fn commands_round_trip(backend: &Backend) {
+    let inst = Instance::prepare();
+    let srv = Server::start_on(&inst, backend);
+    configure(&inst, &srv, FAST);
+    let inst = inst.start();
+    inst.bootstrap();
+    let out = inst.keyward(
+        &["grant", "data", "daemon", "--passphrase-stdin"],
+        b"daemon pw\n",
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let (mut agent, device) = enroll_agent(&inst, &srv);
+    let (_, first) = wait_for(&inst, "the first escrowed key", || settled_key(&inst));
+    let service = slot_of_role(&inst, "service");
+    let daemon = slot_of_role(&inst, "user");
+
+    let issue = |args: &[&str]| {
+        let mut all = vec!["command"];
+        all.extend_from_slice(args);
+        let out = srv.cmd(&all);
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let ids = [
+        issue(&["rotate-service", &device, "data"]),
+        issue(&["revoke-user", &device, "data", "daemon"]),
+        issue(&["rotate-recovery", &device, "data"]),
+        issue(&["set-policy", &device, "--recovery-rotation-days", "30"]),
+    ];
+    let unknown = srv.cmd(&["command", "rotate-service", "dev-nobody", "data"]);
+    assert_ne!(code(&unknown), Some(0), "only enrolled devices");
+
+    let listed = wait_for(&inst, "every command reported done", || {
+        let out = srv.cmd(&["command", "list", &device, "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let all = v.as_array()?.clone();
+        ids.iter()
+            .all(|id| {
+                all.iter()
+                    .any(|c| c["id"] == *id && c["status"] != "pending")
+            })
+            .then_some(all)
+    });
+    for c in &listed {
+        assert_eq!(c["status"], "done", "{c}");
+    }
+    assert_ne!(slot_of_role(&inst, "service"), service);
+    assert!(slot_of_role(&inst, "user").is_empty());
+    assert!(!inst.opens(daemon[0], b"daemon pw"));
+    let (slot, now) = wait_for(&inst, "the rotated key", || {
+        settled_key(&inst).filter(|(_, e)| *e != first)
+    });
+    let key = srv.key_show(&device, "after the command");
+    assert!(inst.opens(slot, key.as_bytes()));
+    assert_ne!(now, first);
+    let verify = inst.keyward(&["verify", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(v["volumes"][0]["service"], "ok", "{v}");
+    let audit = String::from_utf8(srv.cmd(&["audit"]).stdout).unwrap();
+    assert!(audit.contains("command-revoke-user"), "{audit}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

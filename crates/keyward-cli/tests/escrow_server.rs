@@ -18,6 +18,7 @@ use keyward_core::escrow::{request_message, Receipt};
 use keyward_core::ipc::{Reply, Request};
 use keyward_core::VolumeName;
 use keyward_sys::helper_client;
+use sha2::Digest;
 
 fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
@@ -50,11 +51,21 @@ fn http(
 }
 
 fn signed(key: &SigningKey, path: &str, body: &[u8], nonce: &str) -> Vec<(String, String)> {
+    signed_as(key, "PUT", path, body, nonce)
+}
+
+fn signed_as(
+    key: &SigningKey,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    nonce: &str,
+) -> Vec<(String, String)> {
     let ts = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let sig = key.sign(&request_message("PUT", path, ts, nonce, body));
+    let sig = key.sign(&request_message(method, path, ts, nonce, body));
     vec![
         ("x-keyward-timestamp".into(), ts.to_string()),
         ("x-keyward-nonce".into(), nonce.into()),
@@ -170,6 +181,19 @@ fn round_trip(backend: &Backend) {
     let (status, doc) = http(&addr, "GET", "/v1/openapi.json", &[], b"");
     assert_eq!(status, 200);
     assert!(doc.contains("\"openapi\""));
+
+    // Metrics: this instance's counters and the fleet's gauges.
+    let (status, m) = http(&addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200);
+    for line in [
+        "keyward_devices 1",
+        "keyward_escrows 1",
+        "keyward_escrows_seen 1",
+        "keyward_http_requests_total{route=\"PUT /v1/devices/{device}/escrow/{volume}\",status=\"200\"} 1",
+        "keyward_http_requests_total{route=\"POST /v1/enroll\",status=\"401\"} 1",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} not in:\n{m}");
+    }
 }
 
 #[test]
@@ -241,4 +265,471 @@ fn agent_round_trip(backend: &Backend) {
     assert!(inst.opens(slot, key.as_bytes()));
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+#[test]
+fn a_backup_restores_into_either_database() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    configure(&inst, &srv, "");
+    let inst = inst.start();
+    inst.bootstrap();
+    let (mut agent, device) = enroll_agent(&inst, &srv);
+    let (slot, id) = wait_for(&inst, "the first escrowed key", || settled_key(&inst));
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    let file = inst.path("server.backup");
+    let pass = b"correct horse battery staple\n";
+    let short = srv.cmd_stdin(
+        &[
+            "backup",
+            "--out",
+            file.to_str().unwrap(),
+            "--passphrase-stdin",
+        ],
+        b"short\n",
+    );
+    assert_ne!(code(&short), Some(0), "a short passphrase is refused");
+    let out = srv.cmd_stdin(
+        &[
+            "backup",
+            "--out",
+            file.to_str().unwrap(),
+            "--passphrase-stdin",
+        ],
+        pass,
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600
+    );
+    let sealed = std::fs::read(&file).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1"), "encrypted");
+    assert!(!String::from_utf8_lossy(&sealed).contains(&device));
+    let again = srv.cmd_stdin(
+        &[
+            "backup",
+            "--out",
+            file.to_str().unwrap(),
+            "--passphrase-stdin",
+        ],
+        pass,
+    );
+    assert_ne!(code(&again), Some(0), "never overwrites");
+
+    for (i, target) in backends().iter().enumerate() {
+        let restored = Server::offline(inst.path(&format!("restored-{i}")), fresh_db(target));
+        let wrong = restored.cmd_stdin(
+            &[
+                "restore",
+                "--in",
+                file.to_str().unwrap(),
+                "--passphrase-stdin",
+            ],
+            b"wrong passphrase\n",
+        );
+        assert_ne!(code(&wrong), Some(0));
+        assert!(!restored.state.join("identity.json").exists());
+        let out = restored.cmd_stdin(
+            &[
+                "restore",
+                "--in",
+                file.to_str().unwrap(),
+                "--passphrase-stdin",
+            ],
+            pass,
+        );
+        assert_eq!(code(&out), Some(0), "{target:?}: {}", stderr(&out));
+        let key = restored.key_by_id(&device, &id).unwrap();
+        assert!(inst.opens(slot, key.as_bytes()), "{target:?}");
+        let audit = String::from_utf8(restored.cmd(&["audit"]).stdout).unwrap();
+        assert!(audit.contains("key-show"), "{audit}");
+        let twice = restored.cmd_stdin(
+            &[
+                "restore",
+                "--in",
+                file.to_str().unwrap(),
+                "--passphrase-stdin",
+            ],
+            pass,
+        );
+        assert_ne!(code(&twice), Some(0), "restores only into an empty place");
+    }
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it, made by stock openssl in `dir`:
+/// (ca.pem, server.pem, server.key).
+fn make_pki(
+    dir: &std::path::Path,
+    name: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |f: &str| dir.join(format!("{name}-{f}"));
+    let ok = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
+    };
+    let s = |p: std::path::PathBuf| p.display().to_string();
+    ok(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &s(p("ca.key")),
+        "-out",
+        &s(p("ca.pem")),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=keyward test CA",
+    ]);
+    ok(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &s(p("server.key")),
+        "-out",
+        &s(p("server.csr")),
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        p("ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .unwrap();
+    ok(&[
+        "x509",
+        "-req",
+        "-in",
+        &s(p("server.csr")),
+        "-CA",
+        &s(p("ca.pem")),
+        "-CAkey",
+        &s(p("ca.key")),
+        "-CAcreateserial",
+        "-out",
+        &s(p("server.pem")),
+        "-days",
+        "2",
+        "-extfile",
+        &s(p("ext")),
+    ]);
+    (p("ca.pem"), p("server.pem"), p("server.key"))
+}
+
+#[test]
+fn escrow_over_tls_to_a_pinned_ca() {
+    let inst = Instance::prepare();
+    let (ca, cert, key) = make_pki(inst.root.path(), "good");
+    let (other_ca, ..) = make_pki(inst.root.path(), "other");
+    let srv = Server::start_tls(&inst, cert, key);
+    assert!(srv.url().starts_with("https://127.0.0.1:"));
+
+    // Pinned to another CA: enrollment fails on the handshake and nothing is kept.
+    configure(
+        &inst,
+        &srv,
+        &format!("ca_file = \"{}\"\n", other_ca.display()),
+    );
+    let inst = inst.start();
+    inst.bootstrap();
+    let agent = inst.spawn_agent(&inst.path("agent.stderr"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !inst.path("agent/agent.sock").exists() {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let token = srv.token();
+    let out = inst.keyward(
+        &["enroll", &srv.url(), "--token-stdin"],
+        format!("{token}\n").as_bytes(),
+    );
+    assert_ne!(code(&out), Some(0));
+    assert!(
+        stderr(&out).contains("invalid peer certificate"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!inst.path("agent/device.key").exists());
+    let mut agent = agent;
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    // Pinned to the right CA: enrollment and escrow work over TLS.
+    let cfg = std::fs::read_to_string(&inst.config).unwrap();
+    std::fs::write(
+        &inst.config,
+        cfg.replace(&other_ca.display().to_string(), &ca.display().to_string()),
+    )
+    .unwrap();
+    let (mut agent, device) = enroll_agent(&inst, &srv);
+    let (slot, _) = wait_for(&inst, "a key escrowed over TLS", || settled_key(&inst));
+    let k = srv.key_show(&device, "tls drill");
+    assert!(inst.opens(slot, k.as_bytes()));
+    let _ = agent.kill();
+    let _ = agent.wait();
+
+    // Plain HTTP off loopback is refused.
+    let out = srv.cmd(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_ne!(code(&out), Some(0));
+    assert!(stderr(&out).contains("--tls-cert"), "{}", stderr(&out));
+}
+
+/// Enroll a device key at `addr` with a fresh token; its id.
+fn enroll_key(srv: &Server, addr: &str, key: &SigningKey) -> String {
+    let body = serde_json::json!({ "token": srv.token(), "device_key": b64(&key.verifying_key().to_bytes()) })
+        .to_string();
+    let (status, answer) = http(addr, "POST", "/v1/enroll", &[], body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn gauge(addr: &str, name: &str) -> String {
+    let (_, m) = http(addr, "GET", "/metrics", &[], b"");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+#[test]
+fn hostile_requests_get_clean_4xx_and_store_nothing() {
+    for backend in backends() {
+        hostile(&backend);
+    }
+}
+
+fn hostile(backend: &Backend) {
+    let inst = Instance::prepare();
+    let srv = Server::start_on(&inst, backend);
+    let addr = srv.addr.clone();
+    let device = SigningKey::from_bytes(&[7u8; 32]);
+    let id = enroll_key(&srv, &addr, &device);
+    let stranger = SigningKey::from_bytes(&[8u8; 32]);
+    let other_id = enroll_key(&srv, &addr, &stranger);
+    let good = |rotation: &str| {
+        let ct = b"age ciphertext stand-in";
+        let sha: String = sha2::Sha256::digest(ct)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        serde_json::json!({ "rotation_id": rotation, "ciphertext": b64(ct), "sha256": sha })
+            .to_string()
+    };
+    let mut n = 0u32;
+    let mut nonce = || {
+        n += 1;
+        format!("hostile-nonce-{n:08}")
+    };
+    let path = format!("/v1/devices/{id}/escrow/data");
+    let sqlish = "x'); DROP TABLE escrows; --";
+    let htmlish = "<script>alert(1)</script>";
+    let cases: Vec<(String, String, String, Vec<(String, String)>, Vec<u8>)> = vec![
+        // (what, method, path, headers, body)
+        (
+            "unenrolled device".into(),
+            "PUT".into(),
+            "/v1/devices/dev-000000000000000000000000/escrow/data".into(),
+            signed(
+                &device,
+                "/v1/devices/dev-000000000000000000000000/escrow/data",
+                good("r1").as_bytes(),
+                &nonce(),
+            ),
+            good("r1").into_bytes(),
+        ),
+        (
+            "another device's signature".into(),
+            "PUT".into(),
+            path.clone(),
+            signed(&stranger, &path, good("r2").as_bytes(), &nonce()),
+            good("r2").into_bytes(),
+        ),
+        (
+            "SQL-ish device id".into(),
+            "PUT".into(),
+            "/v1/devices/x%27%20OR%20%271%27%3D%271/escrow/data".into(),
+            signed(
+                &device,
+                "/v1/devices/x%27%20OR%20%271%27%3D%271/escrow/data",
+                good("r3").as_bytes(),
+                &nonce(),
+            ),
+            good("r3").into_bytes(),
+        ),
+        (
+            "HTML-ish volume".into(),
+            "PUT".into(),
+            format!("/v1/devices/{id}/escrow/%3Cscript%3E"),
+            signed(
+                &device,
+                &format!("/v1/devices/{id}/escrow/%3Cscript%3E"),
+                good("r4").as_bytes(),
+                &nonce(),
+            ),
+            good("r4").into_bytes(),
+        ),
+        (
+            "SQL-ish rotation id".into(),
+            "PUT".into(),
+            path.clone(),
+            signed(&device, &path, good(sqlish).as_bytes(), &nonce()),
+            good(sqlish).into_bytes(),
+        ),
+        (
+            "HTML-ish rotation id".into(),
+            "PUT".into(),
+            path.clone(),
+            signed(&device, &path, good(htmlish).as_bytes(), &nonce()),
+            good(htmlish).into_bytes(),
+        ),
+        (
+            "oversized body".into(),
+            "PUT".into(),
+            path.clone(),
+            vec![],
+            vec![b'x'; 100 * 1024],
+        ),
+        (
+            "not JSON".into(),
+            "PUT".into(),
+            path.clone(),
+            signed(&device, &path, b"{{{", &nonce()),
+            b"{{{".to_vec(),
+        ),
+        (
+            "HTML-ish nonce".into(),
+            "PUT".into(),
+            path.clone(),
+            signed(&device, &path, good("r5").as_bytes(), htmlish),
+            good("r5").into_bytes(),
+        ),
+        (
+            "SQL-ish enrollment token".into(),
+            "POST".into(),
+            "/v1/enroll".into(),
+            vec![],
+            serde_json::json!({ "token": sqlish, "device_key": b64(&[1u8; 32]) })
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "HTML-ish device key".into(),
+            "POST".into(),
+            "/v1/enroll".into(),
+            vec![],
+            serde_json::json!({ "token": "t", "device_key": htmlish })
+                .to_string()
+                .into_bytes(),
+        ),
+        (
+            "check-in for another device".into(),
+            "POST".into(),
+            format!("/v1/devices/{other_id}/checkin"),
+            signed_as(
+                &device,
+                "POST",
+                &format!("/v1/devices/{other_id}/checkin"),
+                b"{\"volumes\":[]}",
+                &nonce(),
+            ),
+            b"{\"volumes\":[]}".to_vec(),
+        ),
+        (
+            "check-in with an HTML-ish volume".into(),
+            "POST".into(),
+            format!("/v1/devices/{id}/checkin"),
+            signed_as(
+                &device,
+                "POST",
+                &format!("/v1/devices/{id}/checkin"),
+                htmlish_checkin().as_bytes(),
+                &nonce(),
+            ),
+            htmlish_checkin().into_bytes(),
+        ),
+    ];
+    for (what, method, path, headers, body) in &cases {
+        let (status, answer) = http(&addr, method, path, headers, body);
+        assert!((400..500).contains(&status), "{what}: {status} {answer}");
+        assert!(!answer.contains("<script>"), "{what}: echoed: {answer}");
+    }
+    // A replayed nonce.
+    let body = good("r6");
+    let h = signed(&device, &path, body.as_bytes(), "replayed-nonce-000001");
+    assert_eq!(http(&addr, "PUT", &path, &h, body.as_bytes()).0, 200);
+    assert_eq!(
+        http(&addr, "PUT", &path, &h, body.as_bytes()).0,
+        401,
+        "replay"
+    );
+    // Nothing stored but the one good escrow and the two devices.
+    assert_eq!(gauge(&addr, "keyward_escrows"), "1");
+    assert_eq!(gauge(&addr, "keyward_devices"), "2");
+    assert_eq!(gauge(&addr, "keyward_devices_checked_in"), "0");
+    let (_, m) = http(&addr, "GET", "/metrics", &[], b"");
+    assert!(
+        !m.lines()
+            .any(|l| l.starts_with("keyward_http_requests_total") && l.contains("status=\"5")),
+        "{m}"
+    );
+}
+
+fn htmlish_checkin() -> String {
+    r#"{"volumes":[{"volume":"<b>x</b>","recovery":"escrowed","escrow_id":null,"rotated_at":null,"service":"ok","holders":1,"violations":0}]}"#.into()
+}
+
+#[test]
+fn two_instances_share_one_database() {
+    let Some(Backend::Postgres(url)) = backends()
+        .into_iter()
+        .find(|b| matches!(b, Backend::Postgres(_)))
+    else {
+        return;
+    };
+    let inst = Instance::prepare();
+    let a = Server::start_on(&inst, &Backend::Postgres(url));
+    let mut b = Server::offline(a.state.clone(), a.db.clone());
+    b.resume();
+    let device = SigningKey::from_bytes(&[5u8; 32]);
+    // Enrolled at one instance, known at the other; a token spent at one is spent at both.
+    let id = enroll_key(&a, &a.addr, &device);
+    let path = format!("/v1/devices/{id}/escrow/data");
+    let ct = b"ciphertext";
+    let sha: String = sha2::Sha256::digest(ct)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect();
+    let body = serde_json::json!({ "rotation_id": "rot-1", "ciphertext": b64(ct), "sha256": sha })
+        .to_string();
+    let h = signed(&device, &path, body.as_bytes(), "shared-nonce-0000001");
+    let (status, receipt) = http(&b.addr, "PUT", &path, &h, body.as_bytes());
+    assert_eq!(status, 200, "{receipt}");
+    // The same request replayed at the other instance: the nonce is shared.
+    assert_eq!(http(&a.addr, "PUT", &path, &h, body.as_bytes()).0, 401);
+    // The same rotation at either instance gets the same receipt.
+    let h2 = signed(&device, &path, body.as_bytes(), "shared-nonce-0000002");
+    let (_, again) = http(&a.addr, "PUT", &path, &h2, body.as_bytes());
+    let (r1, r2): (Receipt, Receipt) = (
+        serde_json::from_str(&receipt).unwrap(),
+        serde_json::from_str(&again).unwrap(),
+    );
+    assert_eq!(r1.escrow_id, r2.escrow_id);
+    assert_eq!(gauge(&a.addr, "keyward_escrows"), "1");
 }

@@ -61,16 +61,22 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::RecoveryShow
                 | Operation::RecoveryConfirm
                 | Operation::RecoveryAbort
+                | Operation::RunCommand
+                | Operation::PolicyShow
         ),
         // The agent may look and check, and carry a recovery rotation to the escrow server and
         // back: it only ever sees ciphertext, and a commit needs the server's signed receipt.
-        // It can neither add nor remove anyone's unlock right.
+        // It can neither add nor remove anyone's unlock right on its own: it may relay the
+        // escrow server's signed commands, which the helper verifies (signature, device,
+        // expiry, single use) before acting — the agent cannot forge, redirect or replay one.
         CallerClass::Agent => matches!(
             op,
             Operation::Status
                 | Operation::Verify
                 | Operation::RecoveryBegin
                 | Operation::RecoveryCommit
+                | Operation::RunCommand
+                | Operation::PolicyShow
         ),
     }
 }
@@ -113,5 +119,7 @@ mod tests {
         assert!(permits(CallerClass::Agent, Operation::RecoveryCommit));
         assert!(!permits(CallerClass::Agent, Operation::RecoveryShow));
         assert!(!permits(CallerClass::Agent, Operation::RecoveryConfirm));
+        // It relays signed commands; the helper checks them.
+        assert!(permits(CallerClass::Agent, Operation::RunCommand));
     }
 }

@@ -80,6 +80,8 @@ catalog! {
     SetDevice = "set-device" => RootRequired,
     /// Read or verify the audit chain.
     Audit = "audit" => RootRequired,
+    /// Read the policy in force (`keyward.toml` with the escrow server's signed override).
+    PolicyShow = "policy-show" => RootRequired,
     /// Create the service slot from a current holder's passphrase.
     Bootstrap = "bootstrap" => CredentialsRequired,
     /// Give a user a slot for their passphrase, opened by the service secret.
@@ -102,6 +104,8 @@ catalog! {
     RecoveryConfirm = "recovery-confirm" => CredentialsRequired,
     /// Rotate the service secret.
     ServiceRotate = "service-rotate" => CredentialsRequired,
+    /// Run a command signed by the escrow server's pinned key, for this device, once.
+    RunCommand = "run-command" => CredentialsRequired,
 }
 
 #[cfg(test)]

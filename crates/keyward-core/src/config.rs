@@ -80,6 +80,9 @@ pub struct Escrow {
     pub server_signing_key: String,
     /// This device's id at the server (written at enrollment).
     pub device_id: Option<String>,
+    /// PEM file of the CA (or the certificate) the escrow server's TLS certificate must chain
+    /// to; absent: Mozilla's root list.
+    pub ca_file: Option<PathBuf>,
     /// How often the agent checks in (reports status, learns of keys to rotate after use).
     #[serde(default = "default_checkin")]
     pub checkin_interval_secs: u64,

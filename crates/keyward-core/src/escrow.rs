@@ -53,6 +53,16 @@ fn token_ok(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// The server's pinned Ed25519 public key (base64 of 32 bytes, `[escrow] server_signing_key`),
+/// shared by receipts and signed commands; `None` if it is not a valid key.
+pub(crate) fn pinned_key(server_key_b64: &str) -> Option<VerifyingKey> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(server_key_b64.trim())
+        .ok()?;
+    let bytes: [u8; 32] = bytes.try_into().ok()?;
+    VerifyingKey::from_bytes(&bytes).ok()
+}
+
 impl Receipt {
     /// The exact bytes the server signs: one field per line after a context line, each field
     /// restricted to `[A-Za-z0-9_-]`, so no two tuples share a message.
@@ -94,13 +104,7 @@ impl Receipt {
         {
             return Err(ReceiptError::Malformed("sha256"));
         }
-        let key_bytes = base64::engine::general_purpose::STANDARD
-            .decode(server_key_b64.trim())
-            .map_err(|_| ReceiptError::BadServerKey)?;
-        let key_bytes: [u8; 32] = key_bytes
-            .try_into()
-            .map_err(|_| ReceiptError::BadServerKey)?;
-        let key = VerifyingKey::from_bytes(&key_bytes).map_err(|_| ReceiptError::BadServerKey)?;
+        let key = pinned_key(server_key_b64).ok_or(ReceiptError::BadServerKey)?;
         let sig: [u8; 64] = self
             .signature
             .clone()

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::catalog::Operation;
+use crate::command::SignedCommand;
 use crate::ids::{UserName, VolumeName};
 use crate::secret::Secret;
 
@@ -156,6 +157,14 @@ pub enum Request {
         /// Only check whether release would be allowed.
         dry_run: bool,
     },
+    /// Run a command the escrow server signed (the agent relays it): acted on only if it
+    /// verifies against the pinned key, names this device, is current, and was never used.
+    Command {
+        /// The command and its signature, as the server sent them.
+        signed: SignedCommand,
+    },
+    /// The policy in force: `keyward.toml` with the server's signed override applied.
+    Policy,
 }
 
 impl Request {
@@ -178,6 +187,8 @@ impl Request {
             Request::RecoveryAbort { .. } => Operation::RecoveryAbort,
             Request::LoginCapture { .. } => Operation::LoginCapture,
             Request::PasswordChange { .. } => Operation::PasswordChange,
+            Request::Command { .. } => Operation::RunCommand,
+            Request::Policy => Operation::PolicyShow,
         })
     }
 
@@ -195,10 +206,12 @@ impl Request {
             | Request::RecoveryAbort { volume }
             | Request::RecoveryEscrowBegin { volume }
             | Request::RecoveryEscrowCommit { volume, .. } => Some(volume),
+            Request::Command { signed } => signed.command.action.volume(),
             Request::Hello { .. }
             | Request::SetDevice { .. }
             | Request::LoginCapture { .. }
-            | Request::PasswordChange { .. } => None,
+            | Request::PasswordChange { .. }
+            | Request::Policy => None,
         }
     }
 
@@ -209,6 +222,7 @@ impl Request {
             | Request::Revoke { user, .. }
             | Request::LoginCapture { user, .. }
             | Request::PasswordChange { user, .. } => Some(user),
+            Request::Command { signed } => signed.command.action.user(),
             _ => None,
         }
     }
@@ -386,6 +400,84 @@ pub enum Reply {
         /// Keyslots.
         slots: Vec<u32>,
     },
+    /// A signed command was verified, recorded as used, and carried out.
+    CommandDone {
+        /// The command's id.
+        id: String,
+        /// What it did.
+        outcome: CommandOutcome,
+    },
+    /// The policy in force.
+    Policy(PolicyReport),
+}
+
+/// What a signed command did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CommandOutcome {
+    /// The recovery rotation has begun (a pending key, ciphertext only for the server); the
+    /// helper cannot reach the server, so the agent now carries it: upload, receipt, commit.
+    /// Until then the current key stays valid, and the agent's schedule resumes it if need be.
+    RecoveryRotationBegun {
+        /// The volume.
+        volume: VolumeName,
+        /// The pending slot.
+        slot: u32,
+    },
+    /// The service secret was rotated.
+    ServiceRotated {
+        /// The volume.
+        volume: VolumeName,
+        /// The old service slot (now gone).
+        old: u32,
+        /// The new service slot.
+        new: u32,
+    },
+    /// The user's keyward slot was revoked.
+    UserRevoked {
+        /// The volume.
+        volume: VolumeName,
+        /// The user.
+        user: UserName,
+        /// The removed slot.
+        slot: u32,
+    },
+    /// The policy override was replaced; the policy now in force.
+    PolicySet(PolicyReport),
+}
+
+impl std::fmt::Display for CommandOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CommandOutcome::RecoveryRotationBegun { volume, slot } => write!(
+                f,
+                "{volume}: recovery rotation begun (pending keyslot {slot}); the agent escrows and commits it"
+            ),
+            CommandOutcome::ServiceRotated { volume, old, new } => write!(
+                f,
+                "{volume}: service secret rotated (keyslot {old} -> {new})"
+            ),
+            CommandOutcome::UserRevoked { volume, user, slot } => {
+                write!(f, "{volume}: {user}'s keyslot {slot} revoked")
+            }
+            CommandOutcome::PolicySet(p) => write!(
+                f,
+                "policy set: recovery_rotation_days = {}, revoke_unmanaged = {}",
+                p.recovery_rotation_days, p.revoke_unmanaged
+            ),
+        }
+    }
+}
+
+/// The policy values a signed command can change, as in force now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyReport {
+    /// `[policy] recovery_rotation_days`, or the override's.
+    pub recovery_rotation_days: u32,
+    /// `[policy] revoke_unmanaged`, or the override's.
+    pub revoke_unmanaged: bool,
+    /// The command whose override is in force, if any.
+    pub override_command: Option<String>,
 }
 
 /// The helper's answer to one request.
@@ -560,7 +652,23 @@ mod tests {
                 user: u.clone(),
                 passphrase: WireSecret::from_secret(&Secret::copy_from(b"pw")),
             },
-            Request::Revoke { volume: v, user: u },
+            Request::Revoke {
+                volume: v.clone(),
+                user: u.clone(),
+            },
+            Request::Command {
+                signed: SignedCommand {
+                    command: crate::command::Command {
+                        id: "0123456789abcdef".into(),
+                        device: "dev-1".into(),
+                        issued: 1,
+                        expires: 2,
+                        action: crate::command::Action::RevokeUser { volume: v, user: u },
+                    },
+                    signature: vec![0; 64],
+                },
+            },
+            Request::Policy,
         ];
         for r in &reqs {
             assert_eq!(&roundtrip(r), r);

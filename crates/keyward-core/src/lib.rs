@@ -2,14 +2,17 @@
 //!
 //! It owns the model of "who can unlock this volume" (slots, tokens, holders), the `Secret`
 //! type, the closed operation catalog with its privilege classes, invariants I1–I3, the
-//! orderings that change keyslots without ever losing a working one, and the recovery-key
-//! format. It performs no I/O: clocks, randomness and devices come in through traits
-//! (`SlotBackend`), so everything here is unit- and property-tested without root.
+//! orderings that change keyslots without ever losing a working one, the recovery-key
+//! format, and the escrow server's signed receipts and device commands. It performs no I/O:
+//! clocks, randomness and devices come in through traits (`SlotBackend`), so everything here
+//! is unit- and property-tested without root.
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod audit;
 pub mod catalog;
+pub mod command;
+pub mod command_journal;
 pub mod config;
 pub mod error;
 pub mod escrow;

@@ -1,6 +1,7 @@
 //! Who is a managed user (DESIGN.md section 7, `[policy]`): members of the managed group
-//! and/or an explicit list — never root, never a system account. Pure: the caller looks the
-//! account and its groups up.
+//! and/or an explicit list — never root, never a system account — and the escrow server's
+//! signed override of a few policy values. Pure: the caller looks the account and its groups
+//! up, and reads the override.
 
 use crate::config::Policy;
 use crate::ids::{Uid, UserName};
@@ -50,9 +51,55 @@ pub fn decide(policy: &Policy, user: &UserName, uid: Uid, groups: &[String]) -> 
     }
 }
 
+/// The escrow server's policy override, set by a signed `set-policy` command and kept by the
+/// helper in its root-only state (`state_dir/policy-override.json`). Only these keys can be
+/// overridden; an absent value means `keyward.toml`'s applies. Each `set-policy` replaces the
+/// whole override; one issued before the override in force is refused as superseded.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyOverride {
+    /// The command that set it.
+    pub command_id: String,
+    /// When the server issued that command (Unix seconds): orders overrides.
+    pub issued: u64,
+    /// Overrides `[policy] recovery_rotation_days`.
+    pub recovery_rotation_days: Option<u32>,
+    /// Overrides `[policy] revoke_unmanaged`.
+    pub revoke_unmanaged: Option<bool>,
+}
+
+impl PolicyOverride {
+    /// `policy` with the override applied.
+    pub fn apply(&self, policy: &Policy) -> Policy {
+        let mut p = policy.clone();
+        if let Some(days) = self.recovery_rotation_days {
+            p.recovery_rotation_days = days;
+        }
+        if let Some(revoke) = self.revoke_unmanaged {
+            p.revoke_unmanaged = revoke;
+        }
+        p
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_override_replaces_only_what_it_names() {
+        let base = policy(&[]);
+        let o = PolicyOverride {
+            command_id: "0123456789abcdef".into(),
+            issued: 1,
+            recovery_rotation_days: Some(7),
+            revoke_unmanaged: None,
+        };
+        let p = o.apply(&base);
+        assert_eq!(p.recovery_rotation_days, 7);
+        assert_eq!(p.revoke_unmanaged, base.revoke_unmanaged);
+        assert_eq!(p.managed_group, base.managed_group);
+    }
 
     fn policy(users: &[&str]) -> Policy {
         Policy {

@@ -80,6 +80,37 @@ pub struct VolumeCheckIn {
 pub struct CheckIn {
     /// Every configured volume.
     pub volumes: Vec<VolumeCheckIn>,
+    /// What became of the signed commands the server sent since the last check-in that
+    /// reached it (absent when there is nothing to report).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandReport>,
+}
+
+/// The fate of one signed command at this device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandReport {
+    /// The command's id, as the server sent it (the agent sends it back only if it is
+    /// well-formed).
+    pub id: String,
+    /// What happened.
+    pub status: CommandStatus,
+    /// The helper's outcome or error message.
+    pub detail: String,
+}
+
+/// What became of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum CommandStatus {
+    /// Verified, recorded as used, carried out.
+    Done,
+    /// The helper refused it (bad signature, another device, expired, already used, …).
+    Refused,
+    /// Verified and recorded as used, but the action failed (e.g. no such user slot, or the
+    /// escrow upload failed and the rotation stays pending); it will not run again.
+    Failed,
 }
 
 /// The server's answer.
@@ -88,6 +119,10 @@ pub struct CheckInReply {
     /// Volumes whose active recovery key an admin has seen: rotate them now.
     #[serde(default)]
     pub rotate: Vec<VolumeName>,
+    /// Commands for this device, signed with the server's key; the agent relays each to the
+    /// helper, which verifies it before acting.
+    #[serde(default)]
+    pub commands: Vec<crate::command::SignedCommand>,
 }
 
 /// Why a rotation is due.

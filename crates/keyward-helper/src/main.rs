@@ -7,8 +7,10 @@
 //! It takes its socket from systemd (`LISTEN_FDS`) or binds `runtime_dir/helper.sock` itself.
 
 mod accounts;
+mod commands;
 mod jobs;
 mod ops;
+mod policy_override;
 mod recovery;
 mod server;
 mod service;

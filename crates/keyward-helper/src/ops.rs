@@ -17,7 +17,9 @@ use keyward_luks::LuksStore;
 use std::sync::Arc;
 
 use crate::accounts;
+use crate::commands;
 use crate::jobs::{self, Job};
+use crate::policy_override;
 use crate::recovery;
 use crate::server::Ctx;
 use crate::service::{self, Settled};
@@ -71,6 +73,8 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
             );
             Ok(Reply::Queued)
         }
+        Request::Command { signed } => commands::run(c, &signed),
+        Request::Policy => Ok(Reply::Policy(policy_override::report(c))),
         Request::Hello { .. } => Err(failure(ErrorCode::Usage, "unexpected hello")),
         _ => Err(failure(
             ErrorCode::Usage,
@@ -212,6 +216,8 @@ fn user_standing(c: &Config, v: &Volume) -> Vec<UserReport> {
     let Ok(state) = store.state() else {
         return Vec::new();
     };
+    // The server's signed override, if any, decides too.
+    let revoke_unmanaged = policy_override::effective(c).revoke_unmanaged;
     let mut out = Vec::new();
     for h in state.holders() {
         let HolderRole::User { name, uid } = &h.role else {
@@ -228,7 +234,7 @@ fn user_standing(c: &Config, v: &Volume) -> Vec<UserReport> {
             revoked: false,
             detail: why,
         };
-        if status != "managed" && status != "unknown" && c.policy.revoke_unmanaged {
+        if status != "managed" && status != "unknown" && revoke_unmanaged {
             match store.revoke(h.slot) {
                 Ok(()) => report.revoked = true,
                 Err(e) => report.detail = Some(e.to_string()),
@@ -313,7 +319,7 @@ fn grant(
     Ok(Reply::Granted { slot: new.get() })
 }
 
-fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, Response> {
+pub(crate) fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, Response> {
     let v = configured(c, name)?;
     let mut store = open(c, v)?;
     let state = store.state().map_err(store_failure)?;

@@ -11,7 +11,7 @@
 //! Then the previous recovery slots go and the pending files are deleted. Until then the old
 //! key stays valid; abort drops only the pending slot.
 
-use keyward_core::config::{Config, Volume};
+use keyward_core::config::{Config, Escrow, Volume};
 use keyward_core::escrow::Receipt;
 use keyward_core::ipc::{ErrorCode, Reply, Response, WireSecret};
 use keyward_core::store::GrantRequest;
@@ -270,14 +270,7 @@ pub fn escrow_commit(c: &Config, name: &VolumeName, receipt: &Receipt) -> Result
         .escrow
         .as_ref()
         .ok_or_else(|| failure(ErrorCode::Failed, "no [escrow] server is configured"))?;
-    let device = device_id(c)?
-        .or_else(|| escrow.device_id.clone())
-        .ok_or_else(|| {
-            failure(
-                ErrorCode::Failed,
-                "this device is not enrolled (run `keyward enroll`)",
-            )
-        })?;
+    let device = this_device(c, escrow)?;
     let device = device.as_str();
     let mut store = open(c, v)?;
     let Some((pending, key)) = settle_pending(c, v, &mut store)? else {
@@ -309,6 +302,19 @@ pub fn escrow_commit(c: &Config, name: &VolumeName, receipt: &Receipt) -> Result
 }
 
 const DEVICE_FILE: &str = "device_id";
+
+/// This device's id at the escrow server: what enrollment recorded, else `[escrow] device_id`.
+/// Receipts and signed commands must name it.
+pub(crate) fn this_device(c: &Config, escrow: &Escrow) -> Result<String, Response> {
+    device_id(c)?
+        .or_else(|| escrow.device_id.clone())
+        .ok_or_else(|| {
+            failure(
+                ErrorCode::Failed,
+                "this device is not enrolled (run `keyward enroll`)",
+            )
+        })
+}
 
 /// The device id enrollment recorded (root-only state), if any.
 fn device_id(c: &Config) -> Result<Option<String>, Response> {

@@ -133,6 +133,10 @@ fn audit(
 
 fn result_text(r: &Response) -> String {
     match r {
+        // A signed command's record names it and what it did (its errors name it too).
+        Response::Ok(Reply::CommandDone { id, outcome }) => {
+            format!("ok: command {}: {outcome}", keyward_core::quote(id))
+        }
         Response::Ok(_) => "ok".into(),
         Response::Error { code, message } => format!("error:{code:?}: {message}"),
     }

@@ -27,6 +27,12 @@ pub struct AppState {
     pub store: Store,
     /// The server identity.
     pub identity: Identity,
+    /// This instance's request counters.
+    pub counters: crate::metrics::Counters,
+    /// Log every request (otherwise only 5xx).
+    pub log_requests: bool,
+    /// The admin web UI's settings.
+    pub ui: crate::ui::Settings,
 }
 
 /// How far a request's timestamp may be from the server's clock.
@@ -48,6 +54,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
+        .route("/metrics", get(crate::metrics::metrics))
+        .merge(crate::ui::router())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
 }
@@ -70,7 +82,7 @@ fn unauthorized(msg: &str) -> ApiError {
 }
 
 pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-    eprintln!("keyward-server: {e}");
+    crate::log::error("internal error", &[("error", e.to_string().into())]);
     ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
 }
 

@@ -51,6 +51,11 @@ impl Identity {
 
     /// Load it (owner-only file, or refused).
     pub fn load(dir: &Path) -> Result<Self, String> {
+        Self::parse(&Self::raw(dir)?)
+    }
+
+    /// The identity file's bytes (owner-only file, or refused), for a backup.
+    pub fn raw(dir: &Path) -> Result<Zeroizing<Vec<u8>>, String> {
         let uid = keyward_sys::hardening::effective_uid();
         let bytes = keyward_sys::safe_fs::read_checked(
             &dir.join(FILE),
@@ -59,9 +64,24 @@ impl Identity {
         )
         .map_err(|e| format!("identity: {e}"))?
         .ok_or("no identity: run `keyward-server init` first")?;
-        let bytes = Zeroizing::new(bytes);
-        let stored: Stored =
-            serde_json::from_slice(&bytes).map_err(|e| format!("identity: {e}"))?;
+        Ok(Zeroizing::new(bytes))
+    }
+
+    /// Write an identity file restored from a backup (checked first; never over another).
+    pub fn install(dir: &Path, bytes: &[u8]) -> Result<Self, String> {
+        let id = Self::parse(bytes)?;
+        if dir.join(FILE).exists() {
+            return Err(format!(
+                "{} already exists; restore into an empty state directory",
+                dir.join(FILE).display()
+            ));
+        }
+        keyward_sys::safe_fs::write_atomic(dir, FILE, bytes, 0o600).map_err(|e| e.to_string())?;
+        Ok(id)
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let stored: Stored = serde_json::from_slice(bytes).map_err(|e| format!("identity: {e}"))?;
         let age = age::x25519::Identity::from_str(&stored.age_identity)
             .map_err(|e| format!("identity: {e}"))?;
         let seed = Zeroizing::new(

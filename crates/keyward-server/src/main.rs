@@ -5,17 +5,29 @@
 //! keyward-server token create --state DIR               a single-use enrollment token
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
+//! keyward-server backup --out FILE --passphrase-stdin --state DIR   identity + database, age-encrypted
+//! keyward-server restore --in FILE --passphrase-stdin --state DIR    into an empty state dir and database
+//! keyward-server command rotate-recovery|rotate-service DEVICE VOLUME | revoke-user DEVICE VOLUME USER
+//!                | set-policy DEVICE [--recovery-rotation-days N] [--revoke-unmanaged BOOL] | list [DEVICE]
+//!                                                       signed device commands (delivered at check-in)
 //! keyward-server audit --state DIR                     every key retrieval: when, who, device, volume, why
+//! keyward-server admin add NAME --password-stdin --state DIR   an admin for the web UI at /ui/
 //! keyward-server key show DEVICE VOLUME --reason TEXT --state DIR
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
 
 mod api;
+mod backup;
 mod checkin;
+mod commands;
 mod identity;
 mod keys;
+mod log;
+mod metrics;
 mod migrations;
 mod store;
+mod tls;
+mod ui;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,6 +54,7 @@ struct Where {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::enum_variant_names)] // `Command::Command` is the `command` subcommand
 enum Command {
     /// Create the server identity and print the lines devices put in their [escrow] config.
     Init {
@@ -60,11 +73,49 @@ enum Command {
         /// Address to listen on; plain HTTP is allowed on loopback only.
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Log every request as a JSON line (otherwise only failures).
+        #[arg(long)]
+        log_requests: bool,
+        /// Serve HTTPS with this PEM certificate chain (required off loopback).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's PEM private key.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        #[command(flatten)]
+        ui_options: ui::ServeOptions,
     },
     /// Enrolled devices.
     Device {
         #[command(subcommand)]
         action: DeviceAction,
+    },
+    /// Back up the identity and the database to one file, encrypted to a passphrase.
+    Backup {
+        #[command(flatten)]
+        at: Where,
+        /// The backup file (created; never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+        /// Read the backup passphrase from standard input (required: never in argv).
+        #[arg(long, required = true)]
+        passphrase_stdin: bool,
+    },
+    /// Restore a backup into an empty state directory and an empty database.
+    Restore {
+        #[command(flatten)]
+        at: Where,
+        /// The backup file.
+        #[arg(long = "in")]
+        input: PathBuf,
+        /// Read the backup passphrase from standard input (required: never in argv).
+        #[arg(long, required = true)]
+        passphrase_stdin: bool,
+    },
+    /// Signed commands for devices, delivered at their next check-in.
+    Command {
+        #[command(subcommand)]
+        action: CommandAction,
     },
     /// Every key retrieval: when, who, which device and volume, and why.
     Audit {
@@ -75,6 +126,11 @@ enum Command {
     Key {
         #[command(subcommand)]
         action: KeyAction,
+    },
+    /// Accounts for the admin web UI (served at /ui/).
+    Admin {
+        #[command(subcommand)]
+        action: ui::admin::AdminAction,
     },
 }
 
@@ -87,6 +143,65 @@ enum TokenAction {
         /// How many tokens (for enrolling a fleet, or a load test, in one go).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         count: u32,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct Issue {
+    /// The device.
+    device: String,
+    /// Seconds until the command expires unrun.
+    #[arg(long, default_value_t = commands::DEFAULT_TTL_SECS)]
+    ttl: u64,
+    #[command(flatten)]
+    at: Where,
+}
+
+#[derive(Subcommand, Debug)]
+enum CommandAction {
+    /// Rotate a volume's recovery key now (escrowed).
+    RotateRecovery {
+        #[command(flatten)]
+        to: Issue,
+        /// The volume.
+        volume: String,
+    },
+    /// Rotate a volume's service secret now.
+    RotateService {
+        #[command(flatten)]
+        to: Issue,
+        /// The volume.
+        volume: String,
+    },
+    /// Remove a user's keyward unlock right on a volume (never the last way in).
+    RevokeUser {
+        #[command(flatten)]
+        to: Issue,
+        /// The volume.
+        volume: String,
+        /// The user.
+        user: String,
+    },
+    /// Override the device's policy (values not given fall back to its keyward.toml).
+    SetPolicy {
+        #[command(flatten)]
+        to: Issue,
+        /// Recovery key rotation interval in days (0: never by age).
+        #[arg(long)]
+        recovery_rotation_days: Option<u32>,
+        /// Revoke the slots of users who left the managed set.
+        #[arg(long)]
+        revoke_unmanaged: Option<bool>,
+    },
+    /// Commands and what their devices reported.
+    List {
+        /// Only this device's.
+        device: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        at: Where,
     },
 }
 
@@ -128,6 +243,7 @@ fn db_url(at: &Where) -> String {
 }
 
 fn main() -> ExitCode {
+    keyward_sys::hardening::private_umask();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -184,30 +300,100 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             Ok(())
         }
-        Command::Serve { at, listen } => {
-            if !listen.ip().is_loopback() {
+        Command::Serve {
+            at,
+            listen,
+            log_requests,
+            tls_cert,
+            tls_key,
+            ui_options,
+        } => {
+            let tls = match (&tls_cert, &tls_key) {
+                (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
+                _ => None,
+            };
+            if tls.is_none() && !listen.ip().is_loopback() {
                 return Err(
-                    "plain HTTP is served on loopback only (TLS comes with the fleet server)"
-                        .into(),
+                    "plain HTTP is served on loopback only: give --tls-cert and --tls-key".into(),
                 );
             }
             let identity = identity::Identity::load(&at.state)?;
             let store = store::Store::open(&db_url(&at)).await?;
             tokio::spawn(prune_nonces(store.clone()));
-            let state = Arc::new(api::AppState { store, identity });
+            let state = Arc::new(api::AppState {
+                store,
+                identity,
+                counters: metrics::Counters::default(),
+                log_requests,
+                ui: ui_options.settings(),
+            });
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| e.to_string())?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            eprintln!("keyward-server: listening on http://{addr}");
-            axum::serve(listener, api::router(state))
-                .await
-                .map_err(|e| e.to_string())
+            let app = api::router(state);
+            match tls {
+                Some(acceptor) => {
+                    log::info(&format!("listening on https://{addr}"), &[]);
+                    tls::serve(listener, acceptor, app).await
+                }
+                None => {
+                    log::info(&format!("listening on http://{addr}"), &[]);
+                    axum::serve(listener, app).await.map_err(|e| e.to_string())
+                }
+            }
         }
         Command::Device {
             action: DeviceAction::List { json, at },
         } => checkin::list(&store::Store::open(&db_url(&at)).await?, json).await,
         Command::Audit { at } => audit(&at).await,
+        Command::Command {
+            action: CommandAction::List { device, json, at },
+        } => {
+            let store = store::Store::open(&db_url(&at)).await?;
+            let all = commands::list(&store, device.as_deref()).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?
+                );
+            } else {
+                for c in all {
+                    println!(
+                        "{} {} {} {} by {} {}",
+                        c.id,
+                        c.device,
+                        c.kind,
+                        c.status,
+                        keyward_core::quote(&c.who),
+                        c.detail
+                            .map(|d| keyward_core::quote(&d))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Command { action } => issue_command(action).await,
+        Command::Admin { action } => ui::admin::run(action).await,
+        Command::Backup { at, out, .. } => {
+            let pass = passphrase(12)?;
+            let store = store::Store::open(&db_url(&at)).await?;
+            let bytes = backup::backup(&at.state, &store, &out, pass).await?;
+            eprintln!(
+                "keyward-server: wrote {} ({bytes} bytes, encrypted); keep the passphrase apart from it",
+                out.display()
+            );
+            Ok(())
+        }
+        Command::Restore { at, input, .. } => {
+            let pass = passphrase(1)?;
+            ensure_state(&at.state)?;
+            let store = store::Store::open(&db_url(&at)).await?;
+            let rows = backup::restore(&at.state, &store, &input, pass).await?;
+            eprintln!("keyward-server: restored the identity and rows: {rows}");
+            Ok(())
+        }
         Command::Key {
             action:
                 KeyAction::Show {
@@ -233,8 +419,7 @@ async fn show_key(
     }
     let identity = identity::Identity::load(&at.state)?;
     let store = store::Store::open(&db_url(at)).await?;
-    let who = std::env::var("SUDO_USER")
-        .unwrap_or_else(|_| format!("uid {}", keyward_sys::hardening::effective_uid()));
+    let who = operator();
     let revealed = keys::reveal(&store, &identity, device, volume, escrow, &who, reason).await?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -273,7 +458,78 @@ async fn prune_nonces(store: store::Store) {
             .map_or(0, |d| d.as_secs());
         let before = i64::try_from(now.saturating_sub(api::MAX_SKEW_SECS * 2)).unwrap_or(0);
         if let Err(e) = store.prune_nonces(before).await {
-            eprintln!("keyward-server: pruning nonces: {e}");
+            log::error("pruning nonces", &[("error", e.to_string().into())]);
         }
     }
+}
+
+/// One line from standard input, at least `min` characters.
+fn passphrase(min: usize) -> Result<age::secrecy::SecretString, String> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| format!("reading the passphrase: {e}"))?;
+    let pass = line.trim_end_matches(['\r', '\n']);
+    if pass.chars().count() < min {
+        return Err(format!(
+            "the passphrase must have at least {min} characters"
+        ));
+    }
+    Ok(age::secrecy::SecretString::from(pass.to_owned()))
+}
+
+/// Who is at the terminal, for the audit trail.
+fn operator() -> String {
+    std::env::var("SUDO_USER")
+        .unwrap_or_else(|_| format!("uid {}", keyward_sys::hardening::effective_uid()))
+}
+
+async fn issue_command(action: CommandAction) -> Result<(), String> {
+    use keyward_core::command::Action;
+    let name = |v: &str| keyward_core::VolumeName::parse(v).map_err(|e| e.to_string());
+    let (to, action) = match action {
+        CommandAction::RotateRecovery { to, volume } => (
+            to,
+            Action::RotateRecovery {
+                volume: name(&volume)?,
+            },
+        ),
+        CommandAction::RotateService { to, volume } => (
+            to,
+            Action::RotateService {
+                volume: name(&volume)?,
+            },
+        ),
+        CommandAction::RevokeUser { to, volume, user } => (
+            to,
+            Action::RevokeUser {
+                volume: name(&volume)?,
+                user: keyward_core::UserName::parse(&user).map_err(|e| e.to_string())?,
+            },
+        ),
+        CommandAction::SetPolicy {
+            to,
+            recovery_rotation_days,
+            revoke_unmanaged,
+        } => {
+            if recovery_rotation_days.is_some_and(|d| d > keyward_core::command::MAX_ROTATION_DAYS)
+            {
+                return Err("--recovery-rotation-days is at most 3650".into());
+            }
+            (
+                to,
+                Action::SetPolicy {
+                    recovery_rotation_days,
+                    revoke_unmanaged,
+                },
+            )
+        }
+        CommandAction::List { .. } => return Err("not a command to issue".into()),
+    };
+    let identity = identity::Identity::load(&to.at.state)?;
+    let store = store::Store::open(&db_url(&to.at)).await?;
+    let id = commands::issue(&store, &identity, &to.device, action, to.ttl, &operator()).await?;
+    println!("{id}");
+    eprintln!("keyward-server: signed; delivered at the device's next check-in (audited)");
+    Ok(())
 }

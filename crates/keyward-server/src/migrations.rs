@@ -44,6 +44,43 @@ const MIGRATIONS: &[Migration] = &[Migration {
          action TEXT NOT NULL, device TEXT, volume TEXT, reason TEXT)",
         "CREATE TABLE checkins (device TEXT PRIMARY KEY, at TEXT NOT NULL, report TEXT NOT NULL)",
     ],
+},
+// The admin web UI (`ui/db.rs`): accounts (argon2id PHC strings), sessions (SHA-256 of the
+// cookie's id, so a database dump opens no session), and failed logins by name for the
+// lock-out. Times are Unix seconds, so expiry is an integer comparison in SQL.
+Migration {
+    version: 2,
+    sqlite: &[
+        "CREATE TABLE admins (name TEXT PRIMARY KEY, hash TEXT NOT NULL, created TEXT NOT NULL)",
+        "CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, admin TEXT NOT NULL, csrf TEXT NOT NULL, \
+         created INTEGER NOT NULL, seen INTEGER NOT NULL)",
+        "CREATE INDEX sessions_admin ON sessions (admin)",
+        "CREATE TABLE login_failures (seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, \
+         at INTEGER NOT NULL)",
+        "CREATE INDEX login_failures_name ON login_failures (name, at)",
+    ],
+    postgres: &[
+        "CREATE TABLE admins (name TEXT PRIMARY KEY, hash TEXT NOT NULL, created TEXT NOT NULL)",
+        "CREATE TABLE sessions (id_hash TEXT PRIMARY KEY, admin TEXT NOT NULL, csrf TEXT NOT NULL, \
+         created BIGINT NOT NULL, seen BIGINT NOT NULL)",
+        "CREATE INDEX sessions_admin ON sessions (admin)",
+        "CREATE TABLE login_failures (seq BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, \
+         at BIGINT NOT NULL)",
+        "CREATE INDEX login_failures_name ON login_failures (name, at)",
+    ],
+},
+// Signed device commands (`commands.rs`): the signed JSON as delivered, and what the device
+// reported back. Times are Unix seconds.
+Migration {
+    version: 3,
+    sqlite: &[
+        "CREATE TABLE commands (id TEXT PRIMARY KEY, device TEXT NOT NULL, issued INTEGER NOT NULL,          expires INTEGER NOT NULL, kind TEXT NOT NULL, signed TEXT NOT NULL, who TEXT NOT NULL,          status TEXT NOT NULL, detail TEXT, reported TEXT)",
+        "CREATE INDEX commands_device ON commands (device, status, expires)",
+    ],
+    postgres: &[
+        "CREATE TABLE commands (id TEXT PRIMARY KEY, device TEXT NOT NULL, issued BIGINT NOT NULL,          expires BIGINT NOT NULL, kind TEXT NOT NULL, signed TEXT NOT NULL, who TEXT NOT NULL,          status TEXT NOT NULL, detail TEXT, reported TEXT)",
+        "CREATE INDEX commands_device ON commands (device, status, expires)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

@@ -43,7 +43,6 @@ type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    dialect: Dialect,
 }
 
 /// An escrowed ciphertext.
@@ -51,10 +50,6 @@ pub struct Store {
 pub struct Escrow {
     /// The server's id.
     pub id: String,
-    /// The rotation it belongs to.
-    pub rotation_id: String,
-    /// Hex SHA-256 of the ciphertext.
-    pub sha256: String,
     /// The age ciphertext.
     pub ciphertext: Vec<u8>,
     /// When it arrived (RFC 3339).
@@ -94,15 +89,13 @@ pub struct AuditRecord {
 fn escrow(r: &AnyRow) -> Result<Escrow> {
     Ok(Escrow {
         id: r.try_get("id")?,
-        rotation_id: r.try_get("rotation_id")?,
-        sha256: r.try_get("sha256")?,
         ciphertext: r.try_get("ciphertext")?,
         created: r.try_get("created")?,
         rotate_after_use: r.try_get::<i64, _>("rotate_after_use")? != 0,
     })
 }
 
-const ESCROW_COLUMNS: &str = "id, rotation_id, sha256, ciphertext, created, rotate_after_use";
+const ESCROW_COLUMNS: &str = "id, ciphertext, created, rotate_after_use";
 
 /// Now, RFC 3339 with nanoseconds (fixed width, so text order is time order).
 pub fn now() -> String {
@@ -142,14 +135,9 @@ impl Store {
             });
         }
         let pool = options.connect(&url).await?;
-        let store = Store { pool, dialect };
+        let store = Store { pool };
         migrations::run(&store.pool, dialect).await?;
         Ok(store)
-    }
-
-    /// Which database this is.
-    pub fn dialect(&self) -> Dialect {
-        self.dialect
     }
 
     /// Store enrollment tokens (their SHA-256 only), all or none.

@@ -24,3 +24,9 @@ pub fn effective_uid() -> u32 {
 pub fn effective_gid() -> u32 {
     rustix::process::getegid().as_raw()
 }
+
+/// Files this process creates from now on are private to its owner (umask 077): databases,
+/// logs and temporary files of a process that holds keys need no group or world bits.
+pub fn private_umask() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}

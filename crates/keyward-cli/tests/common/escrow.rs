@@ -41,6 +41,21 @@ fn psql(url: &str, sql: &str) {
     assert!(out.status.success(), "psql: {}", stderr(&out));
 }
 
+/// `--db` for a new, empty database on `backend` (None: SQLite in the state directory).
+pub fn fresh_db(backend: &Backend) -> Option<String> {
+    match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres(url) => {
+            let mut b = [0u8; 6];
+            getrandom::fill(&mut b).unwrap();
+            let name: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            psql(url, &format!("CREATE DATABASE kw_{name}"));
+            let (base, _) = url.rsplit_once('/').unwrap();
+            Some(format!("{base}/kw_{name}"))
+        }
+    }
+}
+
 pub struct Server {
     pub state: PathBuf,
     /// `--db` for every command (PostgreSQL); None: SQLite in the state directory.
@@ -48,6 +63,8 @@ pub struct Server {
     /// The `[escrow]` lines `init` printed (recipient and signing key).
     pub lines: String,
     pub addr: String,
+    /// HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
     child: Option<Child>,
 }
 
@@ -68,23 +85,23 @@ impl Server {
 
     /// Init and start on a free loopback port, on `backend`.
     pub fn start_on(inst: &Instance, backend: &Backend) -> Self {
+        Self::start_full(inst, backend, None)
+    }
+
+    /// Init and start serving HTTPS with this certificate and key, on SQLite.
+    pub fn start_tls(inst: &Instance, cert: PathBuf, key: PathBuf) -> Self {
+        Self::start_full(inst, &Backend::Sqlite, Some((cert, key)))
+    }
+
+    fn start_full(inst: &Instance, backend: &Backend, tls: Option<(PathBuf, PathBuf)>) -> Self {
         let state = inst.path("server");
-        let db = match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres(url) => {
-                let mut b = [0u8; 6];
-                getrandom::fill(&mut b).unwrap();
-                let name: String = b.iter().map(|x| format!("{x:02x}")).collect();
-                psql(url, &format!("CREATE DATABASE kw_{name}"));
-                let (base, _) = url.rsplit_once('/').unwrap();
-                Some(format!("{base}/kw_{name}"))
-            }
-        };
+        let db = fresh_db(backend);
         let mut s = Server {
             state,
             db,
             lines: String::new(),
             addr: "127.0.0.1:0".into(),
+            tls,
             child: None,
         };
         let out = s.cmd(&["init"]);
@@ -92,6 +109,28 @@ impl Server {
         s.lines = String::from_utf8(out.stdout).unwrap();
         s.resume();
         s
+    }
+
+    /// A server that is not running (yet): a state directory and a database.
+    pub fn offline(state: PathBuf, db: Option<String>) -> Self {
+        Server {
+            state,
+            db,
+            lines: String::new(),
+            addr: "127.0.0.1:0".into(),
+            tls: None,
+            child: None,
+        }
+    }
+
+    /// `keyward-server ARGS --state … [--db …]` with `stdin`.
+    pub fn cmd_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut c = Command::new(bin("keyward-server"));
+        c.args(args).arg("--state").arg(&self.state);
+        if let Some(db) = &self.db {
+            c.args(["--db", db]);
+        }
+        super::run(&mut c, stdin)
     }
 
     /// `keyward-server ARGS --state … [--db …]`.
@@ -105,7 +144,8 @@ impl Server {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Serve again (on the address it had, once it had one).
@@ -118,11 +158,18 @@ impl Server {
             if let Some(db) = &self.db {
                 cmd.args(["--db", db]);
             }
+            if let Some((cert, key)) = &self.tls {
+                cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+            }
             let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
             let mut first = String::new();
             let mut err = BufReader::new(child.stderr.take().unwrap());
             err.read_line(&mut first).unwrap();
-            if let Some(addr) = first.trim().rsplit_once("http://").map(|(_, a)| a) {
+            // {"ts":…,"level":"info","msg":"listening on http(s)://ADDR"}
+            let addr = first
+                .rsplit_once("://")
+                .and_then(|(_, a)| a.split('"').next());
+            if let Some(addr) = addr {
                 self.addr = addr.to_owned();
                 // Keep draining its log so it never blocks on a full pipe.
                 std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
@@ -160,19 +207,19 @@ impl Server {
 
     /// `key show DEVICE data --escrow ID`: that escrowed key, if the server holds it.
     pub fn key_by_id(&self, device: &str, escrow_id: &str) -> Option<String> {
-        let out = server_cmd(
-            &[
-                "key",
-                "show",
-                device,
-                "data",
-                "--escrow",
-                escrow_id,
-                "--reason",
-                "crash test",
-            ],
-            &self.state,
-        );
+        let out = self.cmd(&[
+            "key",
+            "show",
+            device,
+            "data",
+            "--escrow",
+            escrow_id,
+            "--reason",
+            "crash test",
+        ]);
+        if !out.status.success() {
+            eprintln!("key show --escrow {escrow_id}: {}", stderr(&out));
+        }
         out.status
             .success()
             .then(|| String::from_utf8(out.stdout).unwrap().trim().to_owned())
@@ -304,5 +351,40 @@ pub fn wait_for<T>(inst: &Instance, what: &str, mut f: impl FnMut() -> Option<T>
             inst.helper_stderr()
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The admin web UI's side of the server (`web_ui.rs`, `web_ui_browser.rs`).
+impl Server {
+    /// `admin add NAME --password-stdin`, the password on standard input.
+    pub fn add_admin(&self, name: &str, password: &str) {
+        let mut c = Command::new(bin("keyward-server"));
+        c.args(["admin", "add", name, "--password-stdin", "--state"])
+            .arg(&self.state);
+        if let Some(db) = &self.db {
+            c.args(["--db", db]);
+        }
+        let out = super::run(&mut c, format!("{password}\n").as_bytes());
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// Run SQL on the server's database with the stock client (`sqlite3` or `psql`); the rows
+    /// it printed, columns separated by `|`.
+    pub fn query(&self, sql: &str) -> String {
+        let mut c = match &self.db {
+            None => {
+                let mut c = Command::new("sqlite3");
+                c.arg(self.state.join("keyward.db")).arg(sql);
+                c
+            }
+            Some(url) => {
+                let mut c = Command::new("psql");
+                c.args(["-v", "ON_ERROR_STOP=1", "-q", "-A", "-t", url, "-c", sql]);
+                c
+            }
+        };
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{sql}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
     }
 }

@@ -1,0 +1,562 @@
+//! The admin web UI of the real escrow server, over plain HTTP on both databases: sign-in and
+//! its failures, the lock-out after five, session cookies and their flags, the security
+//! headers, CSRF (a POST without this session's form token, or from another origin, is
+//! refused and changes nothing), a reveal without a reason refused, and hostile strings in
+//! device ids, searches and reasons rendered as text. The browser's view is `web_ui_browser.rs`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::str::FromStr;
+
+use base64::Engine;
+use common::escrow::*;
+use common::*;
+use ed25519_dalek::{Signer, SigningKey};
+use keyward_core::escrow::request_message;
+use sha2::Digest;
+
+const ADMIN: &str = "alice";
+const PASSWORD: &str = "correct horse battery staple";
+const HOSTILE: &str = "<script>alert(1)</script>' OR '1'='1";
+
+/// A response: status, headers (names lower-case), body.
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == "set-cookie")
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first form token on the page.
+    fn csrf(&self) -> String {
+        let at = self.body.find(r#"name="csrf" value=""#).unwrap() + 19;
+        self.body[at..].split('"').next().unwrap().to_owned()
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Resp {
+        status: status.parse().unwrap(),
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// application/x-www-form-urlencoded (also for query strings).
+fn form(fields: &[(&str, &str)]) -> String {
+    let enc = |s: &str| -> String {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
+                    char::from(b).to_string()
+                }
+                b' ' => "+".into(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect()
+    };
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// A cookie-keeping client that posts forms the way a browser on the UI's pages does.
+struct Browser {
+    addr: String,
+    cookies: HashMap<String, String>,
+}
+
+impl Browser {
+    fn new(srv: &Server) -> Self {
+        Browser {
+            addr: srv.addr.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        mut headers: Vec<(&str, String)>,
+        body: &str,
+    ) -> Resp {
+        if !self.cookies.is_empty() {
+            let jar: Vec<String> = self
+                .cookies
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            headers.push(("Cookie", jar.join("; ")));
+        }
+        let r = http(&self.addr, method, path, &headers, body);
+        for c in r.set_cookies() {
+            let (k, v) = c.split(';').next().unwrap().split_once('=').unwrap();
+            if v.is_empty() {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_owned(), v.to_owned());
+            }
+        }
+        r
+    }
+
+    fn get(&mut self, path: &str) -> Resp {
+        self.send("GET", path, vec![], "")
+    }
+
+    /// POST with this origin, as the UI's own forms do.
+    fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
+        let origin = format!("http://{}", self.addr);
+        self.post_from(path, fields, Some(origin))
+    }
+
+    fn post_from(&mut self, path: &str, fields: &[(&str, &str)], origin: Option<String>) -> Resp {
+        let mut headers = vec![(
+            "Content-Type",
+            "application/x-www-form-urlencoded".to_owned(),
+        )];
+        if let Some(o) = origin {
+            headers.push(("Origin", o));
+        }
+        self.send("POST", path, headers, &form(fields))
+    }
+
+    fn login(&mut self, name: &str, password: &str) -> Resp {
+        let token = self.get("/ui/login").csrf();
+        self.post(
+            "/ui/login",
+            &[("csrf", &token), ("name", name), ("password", password)],
+        )
+    }
+}
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// A signed device request through the API.
+fn device_request(srv: &Server, key: &SigningKey, method: &str, path: &str, body: &str) -> Resp {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut n = [0u8; 12];
+    getrandom::fill(&mut n).unwrap();
+    let nonce: String = n.iter().map(|b| format!("{b:02x}")).collect();
+    let sig = key.sign(&request_message(method, path, ts, &nonce, body.as_bytes()));
+    let headers = vec![
+        ("Content-Type", "application/json".to_owned()),
+        ("x-keyward-timestamp", ts.to_string()),
+        ("x-keyward-nonce", nonce),
+        ("x-keyward-signature", b64(&sig.to_bytes())),
+    ];
+    http(&srv.addr, method, path, &headers, body)
+}
+
+/// Enroll a device through the API, escrow `secret` for its volume `data` and report it as the
+/// active key: (device id, escrow id).
+fn device_with_escrow(srv: &Server, secret: &str) -> (String, String) {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap();
+    let key = SigningKey::from_bytes(&seed);
+    let enroll = serde_json::json!({ "token": srv.token(), "device_key": b64(&key.verifying_key().to_bytes()) });
+    let r = http(
+        &srv.addr,
+        "POST",
+        "/v1/enroll",
+        &[("Content-Type", "application/json".into())],
+        &enroll.to_string(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let device: String = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let recipient = srv.lines.split('"').nth(1).unwrap();
+    let recipient = age::x25519::Recipient::from_str(recipient).unwrap();
+    let ciphertext = age::encrypt(&recipient, secret.as_bytes()).unwrap();
+    let sha: String = sha2::Sha256::digest(&ciphertext)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let body = serde_json::json!({ "rotation_id": "rot-1", "ciphertext": b64(&ciphertext), "sha256": sha });
+    let path = format!("/v1/devices/{device}/escrow/data");
+    let r = device_request(srv, &key, "PUT", &path, &body.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let escrow: String = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["escrow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report = serde_json::json!({ "volumes": [{
+        "volume": "data", "recovery": "escrowed", "escrow_id": escrow, "rotated_at": null,
+        "service": "ok", "holders": 3, "violations": 0 }] });
+    let path = format!("/v1/devices/{device}/checkin");
+    let r = device_request(srv, &key, "POST", &path, &report.to_string());
+    assert_eq!(r.status, 200, "{}", r.body);
+    (device, escrow)
+}
+
+fn audit(srv: &Server) -> String {
+    let out = srv.cmd(&["audit"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn start(backend: &Backend) -> (Instance, Server) {
+    let inst = Instance::prepare();
+    let srv = Server::start_on(&inst, backend);
+    srv.add_admin(ADMIN, PASSWORD);
+    (inst, srv)
+}
+
+fn assert_cookie_flags(cookie: &str) {
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{flag} missing: {cookie}");
+    }
+    assert!(cookie.starts_with("__Host-"), "{cookie}");
+    assert!(!cookie.contains("Domain"), "{cookie}");
+}
+
+#[test]
+fn sign_in_sessions_and_lock_out() {
+    for backend in backends() {
+        sign_in(&backend);
+    }
+}
+
+fn sign_in(backend: &Backend) {
+    let (_inst, srv) = start(backend);
+    let mut b = Browser::new(&srv);
+
+    // Pages need a session; the login page sets only its form cookie, with every flag.
+    let r = b.get("/ui/devices");
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+    let r = b.get("/ui/login");
+    assert_eq!(r.status, 200);
+    let csp = r.header("content-security-policy").unwrap();
+    for part in [
+        "default-src 'none'",
+        "style-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(csp.contains(part), "{csp}");
+    }
+    assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.header("referrer-policy"), Some("no-referrer"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_cookie_flags(r.set_cookies()[0]);
+    assert!(!r.body.contains("<script"), "no JavaScript");
+
+    // A wrong password, an unknown name: the same answer, both audited.
+    assert_eq!(b.login(ADMIN, "not the password").status, 401);
+    let r = b.login("mallory", PASSWORD);
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("Wrong name or password."));
+    let trail = audit(&srv);
+    assert!(trail.contains("ui-login-failed by \"alice\""), "{trail}");
+    assert!(trail.contains("ui-login-failed by \"mallory\""), "{trail}");
+
+    // Success: a session cookie with every flag; only its SHA-256 is in the database.
+    let r = b.login(ADMIN, PASSWORD);
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/devices")));
+    let session = r
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-keyward-session="))
+        .unwrap();
+    assert_cookie_flags(session);
+    let id = session
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1;
+    let digest: String = sha2::Sha256::digest(id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let stored = srv.query("SELECT id_hash FROM sessions");
+    assert_eq!(stored.trim(), digest);
+    assert!(audit(&srv).contains("ui-login by \"alice\""));
+    let r = b.get("/ui/devices");
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Signed in as"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+
+    // Log out: the form token is required, and then the session is gone.
+    let token = r.csrf();
+    assert_eq!(b.post("/ui/logout", &[("csrf", "wrong")]).status, 403);
+    let r = b.post("/ui/logout", &[("csrf", &token)]);
+    assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+    assert_eq!(srv.query("SELECT COUNT(*) FROM sessions").trim(), "0");
+    let mut stale = Browser::new(&srv);
+    stale
+        .cookies
+        .insert("__Host-keyward-session".into(), id.into());
+    assert_eq!(stale.get("/ui/devices").status, 303);
+
+    // The login form is protected too: its token must match its cookie, and the origin ours.
+    let token = b.get("/ui/login").csrf();
+    let fields = [("csrf", "forged"), ("name", ADMIN), ("password", PASSWORD)];
+    assert_eq!(b.post("/ui/login", &fields).status, 403);
+    let fields = [
+        ("csrf", token.as_str()),
+        ("name", ADMIN),
+        ("password", PASSWORD),
+    ];
+    let evil = Some("http://evil.example".to_owned());
+    assert_eq!(b.post_from("/ui/login", &fields, evil).status, 403);
+
+    // Five failures lock the name for 15 minutes, whatever comes next; counted in the database.
+    let mut fresh = Browser::new(&srv);
+    for _ in 0..5 {
+        assert_eq!(fresh.login(ADMIN, "guess").status, 401);
+    }
+    let r = fresh.login(ADMIN, PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("locked for 15 minutes"));
+    assert!(!r
+        .set_cookies()
+        .iter()
+        .any(|c| c.starts_with("__Host-keyward-session=")));
+    assert_eq!(fresh.get("/ui/devices").status, 303);
+    assert_eq!(
+        srv.query("SELECT COUNT(*) FROM login_failures WHERE name = 'alice'")
+            .trim(),
+        "5"
+    );
+    assert!(audit(&srv).contains("ui-login-locked by \"alice\""));
+    // Another admin is not locked out by alice's failures.
+    srv.add_admin("bob", "another long passphrase");
+    assert_eq!(
+        Browser::new(&srv)
+            .login("bob", "another long passphrase")
+            .status,
+        303
+    );
+}
+
+#[test]
+fn forms_need_the_session_token_and_a_reason() {
+    for backend in backends() {
+        csrf_and_reasons(&backend);
+    }
+}
+
+fn csrf_and_reasons(backend: &Backend) {
+    let (_inst, srv) = start(backend);
+    let secret = "ABCDE-12345-FGHIJ-67890";
+    let (device, escrow) = device_with_escrow(&srv, secret);
+    let mut b = Browser::new(&srv);
+    assert_eq!(b.login(ADMIN, PASSWORD).status, 303);
+    let page = b.get(&format!("/ui/devices/{device}"));
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains(&escrow) && page.body.contains("escrow verified"),
+        "{}",
+        page.body
+    );
+    let token = page.csrf();
+    let reveal = format!("/ui/devices/{device}/reveal");
+    let reason = "ticket 7: locked out";
+    let not_revealed = |srv: &Server| {
+        assert!(!audit(srv).contains("key-show"), "{}", audit(srv));
+        assert_eq!(
+            srv.query("SELECT rotate_after_use FROM escrows").trim(),
+            "0"
+        );
+    };
+
+    // No token, a wrong one, another origin, no origin at all: 403, nothing revealed.
+    let no_token = [("volume", "data"), ("reason", reason)];
+    let r = b.post(&reveal, &no_token);
+    assert_eq!(r.status, 403);
+    assert!(!r.body.contains(secret));
+    for wrong in ["", "x", &token[..token.len() - 1]] {
+        let r = b.post(
+            &reveal,
+            &[("csrf", wrong), ("volume", "data"), ("reason", reason)],
+        );
+        assert_eq!(r.status, 403, "token {wrong:?}");
+    }
+    let fields = [
+        ("csrf", token.as_str()),
+        ("volume", "data"),
+        ("reason", reason),
+    ];
+    let r = b.post_from(&reveal, &fields, Some("http://evil.example".into()));
+    assert_eq!(r.status, 403);
+    assert_eq!(b.post_from(&reveal, &fields, None).status, 403);
+    // Without a session, the token alone is worth nothing.
+    let mut anonymous = Browser::new(&srv);
+    assert_eq!(anonymous.post(&reveal, &fields).status, 403);
+    not_revealed(&srv);
+
+    // A reason is required.
+    for empty in ["", "   "] {
+        let r = b.post(
+            &reveal,
+            &[("csrf", &token), ("volume", "data"), ("reason", empty)],
+        );
+        assert_eq!(r.status, 400);
+        assert!(r.body.contains("a reason is required"), "{}", r.body);
+    }
+    let r = b.post(&reveal, &[("csrf", &token), ("volume", "data")]);
+    assert_eq!(r.status, 400);
+    not_revealed(&srv);
+
+    // The real thing: shown once, never cached, audited, flagged for rotation.
+    let r = b.post(&reveal, &fields);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(secret));
+    assert!(
+        r.body.contains("the device reported this key"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    let trail = audit(&srv);
+    assert!(trail.contains("key-show by \"web:alice\""), "{trail}");
+    assert!(trail.contains(reason), "{trail}");
+    assert_eq!(
+        srv.query("SELECT rotate_after_use FROM escrows").trim(),
+        "1"
+    );
+    let list = b.get("/ui/devices");
+    assert!(list.body.contains("rotation requested"), "{}", list.body);
+}
+
+#[test]
+fn hostile_strings_are_shown_as_text() {
+    for backend in backends() {
+        hostile(&backend);
+    }
+}
+
+fn hostile(backend: &Backend) {
+    let (_inst, srv) = start(backend);
+    let (device, _) = device_with_escrow(&srv, "KEY-1");
+    let sql_id = HOSTILE.replace('\'', "''");
+    srv.query(&format!(
+        "INSERT INTO devices (id, key, created) VALUES ('{sql_id}', 'x', '2020-01-01T00:00:00.000000000Z')"
+    ));
+    let mut b = Browser::new(&srv);
+    assert_eq!(b.login(ADMIN, PASSWORD).status, 303);
+    let escaped = "&lt;script&gt;alert(1)&lt;/script&gt;";
+
+    // The list: the hostile id as text, linked by its percent-encoded form.
+    let r = b.get("/ui/devices");
+    assert!(!r.body.contains("<script>"), "{}", r.body);
+    assert!(r.body.contains(escaped), "{}", r.body);
+    assert!(r.body.contains("never checked in"));
+    assert!(r
+        .body
+        .contains("/ui/devices/%3Cscript%3Ealert%281%29%3C%2Fscript%3E%27%20OR%20%271%27%3D%271"));
+
+    // Its page, by that link.
+    let r = b.get("/ui/devices/%3Cscript%3Ealert%281%29%3C%2Fscript%3E%27%20OR%20%271%27%3D%271");
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("<script>") && r.body.contains(escaped));
+
+    // Searches: echoed as text; SQL and LIKE syntax match literally.
+    let r = b.get(&format!("/ui/devices?{}", form(&[("q", "<script>")])));
+    assert!(
+        !r.body.contains("<script>") && r.body.contains("value=\"&lt;script&gt;\""),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body.contains(escaped) && !r.body.contains(&device),
+        "only the hostile device"
+    );
+    for q in ["' OR 1=1 --", "%", "_", "\" onfocus=\"x"] {
+        let r = b.get(&format!("/ui/devices?{}", form(&[("q", q)])));
+        assert_eq!(r.status, 200);
+        assert!(
+            r.body.contains("No device id contains that."),
+            "{q}: {}",
+            r.body
+        );
+        assert!(!r.body.contains("\" onfocus=\"x"), "attribute escaped");
+    }
+    let r = b.get(&format!("/ui/devices?{}", form(&[("q", "' OR '1'='1")])));
+    assert!(r.body.contains(escaped) && !r.body.contains(&device));
+
+    // A reason full of markup and SQL: audited as given, shown as text, nothing dropped.
+    let token = r.csrf();
+    let reason = "<img src=x onerror=alert(1)>'; DROP TABLE audit; --";
+    let fields = [
+        ("csrf", token.as_str()),
+        ("volume", "data"),
+        ("reason", reason),
+    ];
+    let r = b.post(&format!("/ui/devices/{device}/reveal"), &fields);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = b.get("/ui/audit");
+    assert_eq!(r.status, 200);
+    assert!(!r.body.contains("<img"), "{}", r.body);
+    assert!(
+        r.body
+            .contains("&lt;img src=x onerror=alert(1)&gt;'; DROP TABLE audit; --"),
+        "{}",
+        r.body
+    );
+    assert!(audit(&srv).contains("DROP TABLE audit"));
+
+    // A device id that is not there, and a volume name that cannot be one.
+    assert_eq!(b.get("/ui/devices/dev-missing").status, 404);
+    let fields = [
+        ("csrf", token.as_str()),
+        ("volume", "../x"),
+        ("reason", "r"),
+    ];
+    assert_eq!(
+        b.post(&format!("/ui/devices/{device}/reveal"), &fields)
+            .status,
+        400
+    );
+}

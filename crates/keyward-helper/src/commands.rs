@@ -1,0 +1,180 @@
+//! Signed commands from the escrow server, relayed by the agent (or handed over by an admin):
+//! verified against the pinned `[escrow] server_signing_key`, this device's id and the clock;
+//! their id recorded as used — durably, before anything is done — in the root-only journal
+//! `state_dir/command-journal.json`; then carried out by the very code the admin's CLI runs
+//! (service rotation, revoke, the escrowed recovery rotation's first step). A command that
+//! fails a check changes nothing. `server.rs` audits each one with its id and outcome.
+//!
+//! The agent class may submit commands: relaying is all it can do, since it cannot sign,
+//! redirect or reuse one.
+
+use std::sync::{Mutex, PoisonError};
+
+use keyward_core::command::{Action, Command, CommandError, SignedCommand};
+use keyward_core::command_journal::Journal;
+use keyward_core::config::Config;
+use keyward_core::ipc::{CommandOutcome, ErrorCode, Reply, Response};
+use keyward_core::policy::PolicyOverride;
+use keyward_core::quote;
+use keyward_sys::safe_fs;
+
+use crate::ops::{self, failure};
+use crate::{policy_override, recovery, service};
+
+/// The replay journal, in `state_dir`.
+const JOURNAL: &str = "command-journal.json";
+/// Its size limit when read (1024 entries take about 150 KiB).
+const JOURNAL_LIMIT: u64 = 1 << 20;
+
+/// Check-and-record is one step: two connections with the same command cannot both pass.
+static JOURNAL_LOCK: Mutex<()> = Mutex::new(());
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Verify, record, act.
+pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, Response> {
+    // Quoted: until verified, the id is whatever the caller sent.
+    let id = quote(&signed.command.id);
+    let kind = signed.command.action.kind();
+    let refused = |why: &dyn std::fmt::Display| {
+        failure(
+            ErrorCode::Refused,
+            format!("command {id} ({kind}) refused: {why}; nothing changed"),
+        )
+    };
+    let escrow = c.escrow.as_ref().ok_or_else(|| {
+        failure(
+            ErrorCode::Failed,
+            format!("command {id} ({kind}): no [escrow] server is configured, so there is no key to verify it with; nothing changed"),
+        )
+    })?;
+    let device = recovery::this_device(c, escrow)?;
+    let now = now();
+    let command = signed
+        .verify(&escrow.server_signing_key, &device, now)
+        .map_err(|e| match e {
+            CommandError::BadServerKey => failure(
+                ErrorCode::Failed,
+                format!("command {id} ({kind}): {e}; nothing changed"),
+            ),
+            e => refused(&e),
+        })?;
+    record(c, command, now).map_err(|e| match e {
+        Recording::Refused(e) => refused(&e),
+        Recording::Io(why) => failure(
+            ErrorCode::Failed,
+            format!("command {id} ({kind}): {why}; nothing changed"),
+        ),
+    })?;
+    service::failpoint("command.recorded");
+    match act(c, command) {
+        Ok(outcome) => Ok(Reply::CommandDone {
+            id: command.id.clone(),
+            outcome,
+        }),
+        // The id stays used: the server sends a new command if it still wants this done.
+        Err(Response::Error { code, message }) => Err(failure(
+            code,
+            format!("command {id} ({kind}) failed: {message}"),
+        )),
+        Err(other) => Err(other),
+    }
+}
+
+/// Why an id could not be recorded.
+enum Recording {
+    /// Replayed, or the journal is full.
+    Refused(CommandError),
+    /// The journal could not be read or written.
+    Io(String),
+}
+
+/// Record `command`'s id as used, durably. An unreadable journal refuses every command (fail
+/// closed): starting a fresh one would make every unexpired command replayable.
+fn record(c: &Config, command: &Command, now: u64) -> Result<(), Recording> {
+    let _one = JOURNAL_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let path = c.state_dir.join(JOURNAL);
+    let mut journal = match safe_fs::read_checked(&path, safe_fs::Expect::private(0), JOURNAL_LIMIT)
+    {
+        Ok(None) => Journal::default(),
+        Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
+            Recording::Io(format!(
+                "the command journal {} is unreadable ({e}); no command runs until an admin repairs it",
+                path.display()
+            ))
+        })?,
+        Err(e) => return Err(Recording::Io(format!("command journal: {e}"))),
+    };
+    journal.record(command, now).map_err(Recording::Refused)?;
+    let json = serde_json::to_vec(&journal).map_err(|e| Recording::Io(e.to_string()))?;
+    safe_fs::write_atomic(&c.state_dir, JOURNAL, &json, 0o600)
+        .map_err(|e| Recording::Io(format!("command journal: {e}")))
+}
+
+/// Carry out a verified, recorded command.
+fn act(c: &Config, command: &Command) -> Result<CommandOutcome, Response> {
+    let unexpected = |r: Reply| failure(ErrorCode::Failed, format!("unexpected reply {r:?}"));
+    match &command.action {
+        Action::RotateRecovery { volume } => {
+            // The helper cannot reach the server: it begins the rotation (a pending key,
+            // sealed; ciphertext only for the server) and the agent carries it from here.
+            // Should the agent not, its schedule resumes a pending rotation at the next round.
+            match recovery::escrow_begin(c, volume)? {
+                Reply::RecoveryEscrow { slot, .. } => Ok(CommandOutcome::RecoveryRotationBegun {
+                    volume: volume.clone(),
+                    slot,
+                }),
+                other => Err(unexpected(other)),
+            }
+        }
+        Action::RotateService { volume } => match service::rotate(c, volume)? {
+            Reply::ServiceRotated { old, new } => Ok(CommandOutcome::ServiceRotated {
+                volume: volume.clone(),
+                old,
+                new,
+            }),
+            other => Err(unexpected(other)),
+        },
+        Action::RevokeUser { volume, user } => match ops::revoke(c, volume, user)? {
+            Reply::Revoked { slot } => Ok(CommandOutcome::UserRevoked {
+                volume: volume.clone(),
+                user: user.clone(),
+                slot,
+            }),
+            other => Err(unexpected(other)),
+        },
+        Action::SetPolicy {
+            recovery_rotation_days,
+            revoke_unmanaged,
+        } => {
+            let current = policy_override::load(c).map_err(|e| failure(ErrorCode::Failed, e))?;
+            if let Some(newer) = current.filter(|o| o.issued > command.issued) {
+                return Err(failure(
+                    ErrorCode::Refused,
+                    format!(
+                        "superseded by the policy of command {}, issued later; nothing changed",
+                        quote(&newer.command_id)
+                    ),
+                ));
+            }
+            policy_override::store(
+                c,
+                &PolicyOverride {
+                    command_id: command.id.clone(),
+                    issued: command.issued,
+                    recovery_rotation_days: *recovery_rotation_days,
+                    revoke_unmanaged: *revoke_unmanaged,
+                },
+            )?;
+            Ok(CommandOutcome::PolicySet(policy_override::report(c)))
+        }
+        _ => Err(failure(
+            ErrorCode::Usage,
+            "this helper does not know that action",
+        )),
+    }
+}

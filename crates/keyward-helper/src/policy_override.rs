@@ -1,0 +1,56 @@
+//! The escrow server's policy override (`state_dir/policy-override.json`, root 0600, written
+//! atomically): set only by a verified `set-policy` command, read wherever the helper applies
+//! policy, and reported to the agent (`Request::Policy`), which cannot read the helper's state.
+
+use keyward_core::config::{Config, Policy};
+use keyward_core::ipc::{ErrorCode, PolicyReport, Response};
+use keyward_core::policy::PolicyOverride;
+use keyward_sys::safe_fs;
+
+use crate::ops::failure;
+
+const FILE: &str = "policy-override.json";
+
+/// The override in force, if any. A file that cannot be read or parsed is an error: it was
+/// written by a genuine command, so silently ignoring it could undo the server's decision.
+pub fn load(c: &Config) -> Result<Option<PolicyOverride>, String> {
+    let raw = safe_fs::read_checked(&c.state_dir.join(FILE), safe_fs::Expect::private(0), 4096)
+        .map_err(|e| format!("policy override: {e}"))?;
+    raw.map(|b| serde_json::from_slice(&b).map_err(|e| format!("policy override: {e}")))
+        .transpose()
+}
+
+/// Replace the override (durably).
+pub fn store(c: &Config, o: &PolicyOverride) -> Result<(), Response> {
+    let json = serde_json::to_vec(o).map_err(|e| failure(ErrorCode::Failed, e.to_string()))?;
+    safe_fs::write_atomic(&c.state_dir, FILE, &json, 0o600)
+        .map_err(|e| failure(ErrorCode::Failed, format!("policy override: {e}")))
+}
+
+/// The policy in force and the command that set its override. If the override cannot be
+/// read, `keyward.toml`'s policy applies and the helper says so on stderr.
+fn in_force(c: &Config) -> (Policy, Option<String>) {
+    match load(c) {
+        Ok(Some(o)) => (o.apply(&c.policy), Some(o.command_id)),
+        Ok(None) => (c.policy.clone(), None),
+        Err(e) => {
+            eprintln!("keyward-helper: {e}; using keyward.toml's [policy]");
+            (c.policy.clone(), None)
+        }
+    }
+}
+
+/// The policy in force.
+pub fn effective(c: &Config) -> Policy {
+    in_force(c).0
+}
+
+/// The policy in force, for a reply.
+pub fn report(c: &Config) -> PolicyReport {
+    let (p, override_command) = in_force(c);
+    PolicyReport {
+        recovery_rotation_days: p.recovery_rotation_days,
+        revoke_unmanaged: p.revoke_unmanaged,
+        override_command,
+    }
+}

@@ -1,0 +1,214 @@
+//! `keyward-server backup` and `restore`: the identity file and every durable table in one
+//! JSON document, encrypted with age to a passphrase (scrypt) read from stdin — a backup holds
+//! the key that decrypts every escrow, so it never exists in the clear. The dump is logical,
+//! so a backup restores into either database (also a way from SQLite to PostgreSQL). Restore
+//! goes only into an empty state directory and an empty database, in one transaction.
+//! Request nonces, sessions and login failures are not kept: they expire anyway.
+
+use std::path::Path;
+
+use base64::Engine;
+use serde_json::{Map, Value};
+use sqlx::{AnyPool, Row};
+use zeroize::Zeroizing;
+
+use crate::identity::Identity;
+use crate::store::Store;
+
+const FORMAT: &str = "keyward-server backup v1";
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    OptText,
+    Int,
+    Blob,
+}
+
+/// A table: its name, its dump order, its columns.
+type Table = (&'static str, &'static str, &'static [(&'static str, Kind)]);
+
+/// Tables and their columns, in restore order.
+const TABLES: &[Table] = &[
+    (
+        "devices",
+        "id",
+        &[
+            ("id", Kind::Text),
+            ("key", Kind::Text),
+            ("created", Kind::Text),
+        ],
+    ),
+    (
+        "tokens",
+        "hash",
+        &[("hash", Kind::Text), ("used", Kind::Int)],
+    ),
+    (
+        "escrows",
+        "created, id",
+        &[
+            ("id", Kind::Text),
+            ("device", Kind::Text),
+            ("volume", Kind::Text),
+            ("rotation_id", Kind::Text),
+            ("sha256", Kind::Text),
+            ("ciphertext", Kind::Blob),
+            ("created", Kind::Text),
+            ("rotate_after_use", Kind::Int),
+        ],
+    ),
+    (
+        "audit",
+        "seq",
+        &[
+            ("at", Kind::Text),
+            ("who", Kind::Text),
+            ("action", Kind::Text),
+            ("device", Kind::OptText),
+            ("volume", Kind::OptText),
+            ("reason", Kind::OptText),
+        ],
+    ),
+    (
+        "checkins",
+        "device",
+        &[
+            ("device", Kind::Text),
+            ("at", Kind::Text),
+            ("report", Kind::Text),
+        ],
+    ),
+];
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+async fn dump(pool: &AnyPool) -> Result<Map<String, Value>, String> {
+    let mut tables = Map::new();
+    for (table, order, columns) in TABLES {
+        let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+        let sql = format!("SELECT {} FROM {table} ORDER BY {order}", names.join(", "));
+        let rows = sqlx::query(&sql)
+            .fetch_all(pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut obj = Map::new();
+            for (c, kind) in *columns {
+                let v: Value = match kind {
+                    Kind::Text => r.try_get::<String, _>(*c).map(Value::from),
+                    Kind::OptText => r.try_get::<Option<String>, _>(*c).map(Value::from),
+                    Kind::Int => r.try_get::<i64, _>(*c).map(Value::from),
+                    Kind::Blob => r
+                        .try_get::<Vec<u8>, _>(*c)
+                        .map(|b| Value::from(b64().encode(b))),
+                }
+                .map_err(|e| format!("{table}.{c}: {e}"))?;
+                obj.insert((*c).into(), v);
+            }
+            out.push(Value::Object(obj));
+        }
+        tables.insert((*table).into(), Value::Array(out));
+    }
+    Ok(tables)
+}
+
+/// Write an encrypted backup of `state`'s identity and `store` to `out` (0600, new file).
+pub async fn backup(
+    state: &Path,
+    store: &Store,
+    out: &Path,
+    passphrase: age::secrecy::SecretString,
+) -> Result<usize, String> {
+    let identity = Identity::raw(state)?;
+    let identity = std::str::from_utf8(&identity).map_err(|e| e.to_string())?;
+    let doc = Zeroizing::new(
+        serde_json::to_vec(&serde_json::json!({
+            "format": FORMAT,
+            "created": crate::store::now(),
+            "identity": identity,
+            "tables": dump(store.pool()).await?,
+        }))
+        .map_err(|e| e.to_string())?,
+    );
+    let sealed =
+        age::encrypt(&age::scrypt::Recipient::new(passphrase), &doc).map_err(|e| e.to_string())?;
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    f.write_all(&sealed)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(sealed.len())
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+/// Restore a backup into an empty `state` directory and an empty `store`. Returns the rows
+/// restored per table, in words.
+pub async fn restore(
+    state: &Path,
+    store: &Store,
+    input: &Path,
+    passphrase: age::secrecy::SecretString,
+) -> Result<String, String> {
+    let sealed = std::fs::read(input).map_err(|e| format!("{}: {e}", input.display()))?;
+    let doc = Zeroizing::new(
+        age::decrypt(&age::scrypt::Identity::new(passphrase), &sealed)
+            .map_err(|e| format!("cannot decrypt the backup (wrong passphrase?): {e}"))?,
+    );
+    let doc: Value = serde_json::from_slice(&doc).map_err(|e| e.to_string())?;
+    if doc["format"] != FORMAT {
+        return Err("not a keyward-server backup (or a newer format)".into());
+    }
+    let (devices, _, _) = store.counts().await?;
+    if devices != 0 {
+        return Err("the database is not empty; restore into a new one".into());
+    }
+    let identity = doc["identity"].as_str().ok_or("backup has no identity")?;
+    let mut tx = store.pool().begin().await.map_err(|e| e.to_string())?;
+    let mut counts = Vec::new();
+    for (table, _, columns) in TABLES {
+        let names: Vec<&str> = columns.iter().map(|(c, _)| *c).collect();
+        let params: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            names.join(", "),
+            params.join(", ")
+        );
+        let rows = doc["tables"][table].as_array().cloned().unwrap_or_default();
+        for row in &rows {
+            let mut q = sqlx::query(&sql);
+            for (c, kind) in *columns {
+                let v = &row[*c];
+                let bad = || format!("backup: {table}.{c} is malformed");
+                q = match kind {
+                    Kind::Text => q.bind(v.as_str().ok_or_else(bad)?.to_owned()),
+                    Kind::OptText => q.bind(v.as_str().map(str::to_owned)),
+                    Kind::Int => q.bind(v.as_i64().ok_or_else(bad)?),
+                    Kind::Blob => q.bind(
+                        b64()
+                            .decode(v.as_str().ok_or_else(bad)?)
+                            .map_err(|_| bad())?,
+                    ),
+                };
+            }
+            q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
+        }
+        counts.push(format!("{table} {}", rows.len()));
+    }
+    // The identity goes in last, just before the commit: a failed restore leaves neither.
+    Identity::install(state, identity.as_bytes())?;
+    if let Err(e) = tx.commit().await {
+        let _ = std::fs::remove_file(state.join(crate::identity::FILE));
+        return Err(e.to_string());
+    }
+    Ok(counts.join(", "))
+}

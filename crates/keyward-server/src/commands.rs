@@ -1,0 +1,185 @@
+//! Signed device commands, server side: an admin issues one (`keyward-server command create`),
+//! the server signs it with its Ed25519 key (`keyward_core::command`: device id, issue and
+//! expiry times, a 128-bit random id) and keeps it; every check-in of that device carries it
+//! until the device reports its fate or it expires. The device's helper verifies it against
+//! the pinned key, the device id, expiry and its own journal of used ids, so neither the
+//! network nor the agent can forge, replay or redirect one. Issuing is audited.
+
+use keyward_core::command::{Action, Command, SignedCommand};
+use keyward_core::schedule::{CommandReport, CommandStatus};
+use sqlx::Row;
+
+use crate::identity::Identity;
+use crate::store::Store;
+
+/// Default lifetime of a command.
+pub const DEFAULT_TTL_SECS: u64 = 24 * 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn int(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Sign and store a command for `device`; returns its id.
+pub async fn issue(
+    store: &Store,
+    identity: &Identity,
+    device: &str,
+    action: Action,
+    ttl_secs: u64,
+    who: &str,
+) -> Result<String, String> {
+    if store.device_key(device).await?.is_none() {
+        return Err(format!(
+            "no enrolled device {}",
+            keyward_core::quote(device)
+        ));
+    }
+    if ttl_secs == 0 || ttl_secs > keyward_core::command::MAX_LIFETIME_SECS {
+        return Err("the lifetime must be between 1 s and 7 days".into());
+    }
+    let mut raw = [0u8; 16];
+    getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
+    let id: String = std::iter::once("cmd-".to_owned())
+        .chain(raw.iter().map(|b| format!("{b:02x}")))
+        .collect();
+    let issued = unix_now();
+    let command = Command {
+        id: id.clone(),
+        device: device.to_owned(),
+        issued,
+        expires: issued + ttl_secs,
+        action,
+    };
+    let kind = command.action.kind().to_owned();
+    let summary = serde_json::to_string(&command.action).map_err(|e| e.to_string())?;
+    let signed = SignedCommand::sign(command, &identity.signing);
+    let json = serde_json::to_string(&signed).map_err(|e| e.to_string())?;
+    let mut tx = store.pool().begin().await.map_err(|e| e.to_string())?;
+    sqlx::query(
+        "INSERT INTO commands (id, device, issued, expires, kind, signed, who, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending')",
+    )
+    .bind(&id)
+    .bind(device)
+    .bind(int(issued))
+    .bind(int(issued + ttl_secs))
+    .bind(&kind)
+    .bind(&json)
+    .bind(who)
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| e.to_string())?;
+    sqlx::query(
+        "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(crate::store::now())
+    .bind(who)
+    .bind(format!("command-{kind}"))
+    .bind(device)
+    .bind(None::<String>)
+    .bind(format!("{id}: {summary}"))
+    .execute(&mut *tx)
+    .await
+    .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(id)
+}
+
+/// Record what a device reported about its commands (only its own, only pending ones).
+pub async fn record(store: &Store, device: &str, reports: &[CommandReport]) -> Result<(), String> {
+    for r in reports {
+        let status = match r.status {
+            CommandStatus::Done => "done",
+            CommandStatus::Refused => "refused",
+            CommandStatus::Failed => "failed",
+            _ => "unknown",
+        };
+        let detail: String = r.detail.chars().take(500).collect();
+        sqlx::query(
+            "UPDATE commands SET status = $1, detail = $2, reported = $3 \
+             WHERE id = $4 AND device = $5 AND status = 'pending'",
+        )
+        .bind(status)
+        .bind(detail)
+        .bind(crate::store::now())
+        .bind(&r.id)
+        .bind(device)
+        .execute(store.pool())
+        .await
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The commands to deliver at this check-in: pending and unexpired.
+pub async fn pending(store: &Store, device: &str) -> Result<Vec<SignedCommand>, String> {
+    let rows = sqlx::query(
+        "SELECT signed FROM commands WHERE device = $1 AND status = 'pending' AND expires > $2 \
+         ORDER BY issued, id LIMIT 16",
+    )
+    .bind(device)
+    .bind(int(unix_now()))
+    .fetch_all(store.pool())
+    .await
+    .map_err(|e| e.to_string())?;
+    rows.iter()
+        .map(|r| {
+            let text: String = r.try_get("signed").map_err(|e| e.to_string())?;
+            serde_json::from_str(&text).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+/// One command as listed.
+#[derive(Debug, serde::Serialize)]
+pub struct Listed {
+    /// Its id.
+    pub id: String,
+    /// The device.
+    pub device: String,
+    /// What it asks for.
+    pub kind: String,
+    /// `pending`, `done`, `refused`, `failed`, or `expired` (pending past its expiry).
+    pub status: String,
+    /// The device's words.
+    pub detail: Option<String>,
+    /// Who issued it.
+    pub who: String,
+}
+
+/// Commands, newest first (of one device, or all).
+pub async fn list(store: &Store, device: Option<&str>) -> Result<Vec<Listed>, String> {
+    let rows = sqlx::query(
+        "SELECT id, device, kind, status, detail, who, expires FROM commands \
+         WHERE ($1 = '' OR device = $1) ORDER BY issued DESC, id",
+    )
+    .bind(device.unwrap_or(""))
+    .fetch_all(store.pool())
+    .await
+    .map_err(|e| e.to_string())?;
+    let now = int(unix_now());
+    rows.iter()
+        .map(|r| {
+            let get = |c: &str| r.try_get::<String, _>(c).map_err(|e| e.to_string());
+            let mut status = get("status")?;
+            let expires: i64 = r.try_get("expires").map_err(|e| e.to_string())?;
+            if status == "pending" && expires <= now {
+                status = "expired".into();
+            }
+            Ok(Listed {
+                id: get("id")?,
+                device: get("device")?,
+                kind: get("kind")?,
+                status,
+                detail: r.try_get("detail").map_err(|e| e.to_string())?,
+                who: get("who")?,
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,202 @@
+//! The admin UI's own tables (migration 2): admin accounts, sessions and failed logins. Every
+//! query is written once with `$N` parameters and runs on SQLite and PostgreSQL alike through
+//! `Store::pool()`. Times are Unix seconds. Session ids and CSRF tokens arrive here already
+//! hashed or drawn by the caller; nothing in this file decides policy (limits live in
+//! `session.rs` and `login.rs`).
+
+use std::collections::HashMap;
+
+use sqlx::{AnyPool, Row};
+
+use crate::store::StoreError;
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// A live session's row.
+#[derive(Debug, Clone)]
+pub struct SessionRow {
+    /// Whose.
+    pub admin: String,
+    /// The form token of this session.
+    pub csrf: String,
+    /// When it began.
+    pub created: i64,
+    /// When it was last used.
+    pub seen: i64,
+}
+
+/// Add an admin; false if the name is taken.
+pub async fn add_admin(pool: &AnyPool, name: &str, phc: &str) -> Result<bool> {
+    let done = sqlx::query(
+        "INSERT INTO admins (name, hash, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(name)
+    .bind(phc)
+    .bind(crate::store::now())
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Remove an admin and end their sessions, together; false if there was no such admin.
+pub async fn remove_admin(pool: &AnyPool, name: &str) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("DELETE FROM sessions WHERE admin = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    let gone = sqlx::query("DELETE FROM admins WHERE name = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(gone.rows_affected() == 1)
+}
+
+/// Every admin's name, sorted.
+pub async fn admins(pool: &AnyPool) -> Result<Vec<String>> {
+    let rows = sqlx::query("SELECT name FROM admins ORDER BY name")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get("name").map_err(Into::into))
+        .collect()
+}
+
+/// An admin's password hash (PHC string).
+pub async fn admin_hash(pool: &AnyPool, name: &str) -> Result<Option<String>> {
+    let row = sqlx::query("SELECT hash FROM admins WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| r.try_get("hash")).transpose()?)
+}
+
+/// Failed logins for `name` since `since`.
+pub async fn failures_since(pool: &AnyPool, name: &str, since: i64) -> Result<i64> {
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM login_failures WHERE name = $1 AND at >= $2")
+        .bind(name)
+        .bind(since)
+        .fetch_one(pool)
+        .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// Record a failed login, and forget failures from before `forget_before` (of any name): they
+/// no longer count towards a lock-out.
+pub async fn add_failure(pool: &AnyPool, name: &str, at: i64, forget_before: i64) -> Result<()> {
+    sqlx::query("INSERT INTO login_failures (name, at) VALUES ($1, $2)")
+        .bind(name)
+        .bind(at)
+        .execute(pool)
+        .await?;
+    sqlx::query("DELETE FROM login_failures WHERE at < $1")
+        .bind(forget_before)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Forget `name`'s failed logins (after a successful one).
+pub async fn clear_failures(pool: &AnyPool, name: &str) -> Result<()> {
+    sqlx::query("DELETE FROM login_failures WHERE name = $1")
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Store a new session, and drop every session that expired: begun before `created_before`
+/// or idle since before `seen_before`.
+pub async fn add_session(
+    pool: &AnyPool,
+    id_hash: &str,
+    admin: &str,
+    csrf: &str,
+    now: i64,
+    created_before: i64,
+    seen_before: i64,
+) -> Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE created < $1 OR seen < $2")
+        .bind(created_before)
+        .bind(seen_before)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO sessions (id_hash, admin, csrf, created, seen) VALUES ($1, $2, $3, $4, $4)",
+    )
+    .bind(id_hash)
+    .bind(admin)
+    .bind(csrf)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The session with this id hash, if its admin still exists.
+pub async fn session(pool: &AnyPool, id_hash: &str) -> Result<Option<SessionRow>> {
+    let row = sqlx::query(
+        "SELECT s.admin, s.csrf, s.created, s.seen FROM sessions s \
+         JOIN admins a ON a.name = s.admin WHERE s.id_hash = $1",
+    )
+    .bind(id_hash)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok(SessionRow {
+            admin: r.try_get("admin")?,
+            csrf: r.try_get("csrf")?,
+            created: r.try_get("created")?,
+            seen: r.try_get("seen")?,
+        })
+    })
+    .transpose()
+}
+
+/// Mark a session used at `now`.
+pub async fn touch_session(pool: &AnyPool, id_hash: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE sessions SET seen = $2 WHERE id_hash = $1")
+        .bind(id_hash)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// End a session.
+pub async fn end_session(pool: &AnyPool, id_hash: &str) -> Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
+        .bind(id_hash)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Of these escrow ids, the ones the server holds: id → (device, seen by an admin).
+pub async fn escrow_marks(pool: &AnyPool, ids: &[&str]) -> Result<HashMap<String, (String, bool)>> {
+    // One query per chunk, with as many `$N` as ids: both databases take far more than this.
+    const CHUNK: usize = 500;
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(CHUNK) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT id, device, rotate_after_use FROM escrows WHERE id IN ({})",
+            params.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(pool).await? {
+            out.insert(
+                r.try_get("id")?,
+                (
+                    r.try_get("device")?,
+                    r.try_get::<i64, _>("rotate_after_use")? != 0,
+                ),
+            );
+        }
+    }
+    Ok(out)
+}

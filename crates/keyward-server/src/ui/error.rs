@@ -1,0 +1,66 @@
+//! The UI's refusals and failures, each with its status and an HTML page that says what to do.
+//! Internal errors are logged and shown as a bare "internal error": database messages stay in
+//! the server's log.
+
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use maud::html;
+
+use super::layout;
+use crate::store::StoreError;
+
+/// Why a UI request was not served.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum UiError {
+    /// No session (a page was asked for): to the login page.
+    LoginRequired,
+    /// A state-changing request without a session, a form token or this server's origin.
+    Forbidden(&'static str),
+    /// The form was filled in wrongly; the message says how.
+    BadRequest(String),
+    /// No such device.
+    NotFound(&'static str),
+    /// Too many password hashes running.
+    Busy,
+    /// Something broke; the message is for the log.
+    Internal(String),
+}
+
+impl From<StoreError> for UiError {
+    fn from(e: StoreError) -> Self {
+        UiError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self {
+            UiError::LoginRequired => return Redirect::to("/ui/login").into_response(),
+            UiError::Forbidden(m) => (StatusCode::FORBIDDEN, "Refused", m.to_owned()),
+            UiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Not done", m),
+            UiError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.to_owned()),
+            UiError::Busy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Busy",
+                "too many logins at once; try again in a moment".to_owned(),
+            ),
+            UiError::Internal(e) => {
+                crate::log::error("admin UI", &[("error", e.into())]);
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Internal error",
+                    "internal error; the server's log has the details".to_owned(),
+                )
+            }
+        };
+        let body = html! {
+            section.notice.bad {
+                h1 { (title) }
+                p { (message) }
+                p { a href="/ui/devices" { "Back to the devices" } }
+            }
+        };
+        (status, Html(layout::page(title, None, body).into_string())).into_response()
+    }
+}
