@@ -170,6 +170,16 @@ enum ServiceAction {
         #[arg(value_parser = parse_volume)]
         volume: VolumeName,
     },
+    /// Replace a service slot no stored secret opens (`verify` says drift), proving a
+    /// passphrase that opens another slot (a user's, the installer's or the recovery key).
+    Repair {
+        /// Volume name.
+        #[arg(value_parser = parse_volume)]
+        volume: VolumeName,
+        /// Read the passphrase from standard input instead of prompting.
+        #[arg(long)]
+        passphrase_stdin: bool,
+    },
 }
 
 fn parse_volume(s: &str) -> Result<VolumeName, String> {
@@ -398,6 +408,18 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 }
                 Reply::RecoveryAborted { slot: None } => {
                     println!("{volume}: no pending recovery key");
+                    Ok(())
+                }
+                other => Err(client::unexpected(&other).into()),
+            }
+        }
+        Command::Service { action: ServiceAction::Repair { volume, passphrase_stdin } } => {
+            let pass = read_passphrase(passphrase_stdin, "Passphrase of an existing slot: ")?;
+            let req = Request::ServiceRepair { volume: volume.clone(), passphrase: WireSecret::from_secret(&pass) };
+            drop(pass);
+            match call(req)? {
+                Reply::ServiceRotated { old, new } => {
+                    println!("{volume}: service slot replaced (keyslot {old} -> {new})");
                     Ok(())
                 }
                 other => Err(client::unexpected(&other).into()),

@@ -329,3 +329,58 @@ fn crash_at_every_step_of_a_recovery_rotation() {
     println!("recovery rotation: {exercised} crash points exercised, {lockouts} lockouts");
     assert_eq!(lockouts, 0);
 }
+
+#[test]
+fn a_drifted_service_slot_is_replaced_with_a_holders_passphrase() {
+    let inst = Instance::prepare().start();
+    inst.bootstrap();
+    let out = inst.keyward(
+        &["grant", "data", "daemon", "--passphrase-stdin"],
+        b"daemon pw\n",
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let nothing = inst.keyward(
+        &["service", "repair", "data", "--passphrase-stdin"],
+        b"daemon pw\n",
+    );
+    assert_eq!(
+        code(&nothing),
+        Some(4),
+        "a working slot is not replaced: {}",
+        stderr(&nothing)
+    );
+
+    // The stored secret is lost (replaced by another one): drift.
+    let stale = service_slots(&inst)[0]["slot"].as_u64().unwrap();
+    std::fs::write(inst.path("state/service/data"), "0".repeat(64)).unwrap();
+    let out = inst.keyward(&["verify", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["volumes"][0]["service"], "drift", "{v}");
+    let grant = inst.keyward(&["grant", "data", "nobody", "--passphrase-stdin"], b"pw\n");
+    assert_ne!(
+        code(&grant),
+        Some(0),
+        "nothing is granted while the service secret drifts"
+    );
+
+    // A wrong passphrase changes nothing; a user's passphrase repairs it.
+    let wrong = inst.keyward(
+        &["service", "repair", "data", "--passphrase-stdin"],
+        b"not a passphrase\n",
+    );
+    assert_ne!(code(&wrong), Some(0));
+    assert_eq!(service_slots(&inst)[0]["slot"].as_u64().unwrap(), stale);
+    let out = inst.keyward(
+        &["service", "repair", "data", "--passphrase-stdin"],
+        b"daemon pw\n",
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(service_works(&inst));
+    assert_ne!(service_slots(&inst)[0]["slot"].as_u64().unwrap(), stale);
+    let out = inst.keyward(&["verify", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["volumes"][0]["service"], "ok", "{v}");
+    assert!(inst.opens(0, INSTALL_PASS.as_bytes()));
+    let grant = inst.keyward(&["grant", "data", "nobody", "--passphrase-stdin"], b"pw\n");
+    assert_eq!(code(&grant), Some(0), "{}", stderr(&grant));
+}

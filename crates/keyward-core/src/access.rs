@@ -55,6 +55,7 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::LoginCapture
                 | Operation::PasswordChange
                 | Operation::ServiceRotate
+                | Operation::ServiceRepair
                 | Operation::SetDevice
                 | Operation::RecoveryBegin
                 | Operation::RecoveryCommit

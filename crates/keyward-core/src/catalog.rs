@@ -106,6 +106,8 @@ catalog! {
     ServiceRotate = "service-rotate" => CredentialsRequired,
     /// Run a command signed by the escrow server's pinned key, for this device, once.
     RunCommand = "run-command" => CredentialsRequired,
+    /// Replace a drifted service slot, proving a current holder's passphrase.
+    ServiceRepair = "service-repair" => CredentialsRequired,
 }
 
 #[cfg(test)]

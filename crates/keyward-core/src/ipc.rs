@@ -165,6 +165,14 @@ pub enum Request {
     },
     /// The policy in force: `keyward.toml` with the server's signed override applied.
     Policy,
+    /// Replace a service slot that no stored secret opens (drift), proving a current holder's
+    /// passphrase: a new secret and slot are made first, then the stale slot goes.
+    ServiceRepair {
+        /// The volume.
+        volume: VolumeName,
+        /// A passphrase that opens an existing slot.
+        passphrase: WireSecret,
+    },
 }
 
 impl Request {
@@ -189,6 +197,7 @@ impl Request {
             Request::PasswordChange { .. } => Operation::PasswordChange,
             Request::Command { .. } => Operation::RunCommand,
             Request::Policy => Operation::PolicyShow,
+            Request::ServiceRepair { .. } => Operation::ServiceRepair,
         })
     }
 
@@ -197,6 +206,7 @@ impl Request {
         match self {
             Request::Status { volume } | Request::Verify { volume } => volume.as_ref(),
             Request::Bootstrap { volume, .. }
+            | Request::ServiceRepair { volume, .. }
             | Request::Grant { volume, .. }
             | Request::Revoke { volume, .. }
             | Request::Release { volume, .. }

@@ -44,6 +44,9 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
         Request::Revoke { volume, user } => revoke(c, &volume, &user),
         Request::Release { volume, dry_run } => release(c, &volume, dry_run),
         Request::ServiceRotate { volume } => service::rotate(c, &volume),
+        Request::ServiceRepair { volume, passphrase } => {
+            service_repair(c, &volume, &passphrase.into_secret())
+        }
         Request::RecoveryBegin { volume } => recovery::begin(c, &volume),
         Request::RecoveryCommit {
             volume,
@@ -291,6 +294,55 @@ pub(crate) fn bootstrap(
             service_secret::discard_next(c, name).map_err(io)?;
             Err(store_failure(e))
         }
+    }
+}
+
+/// `keyward service repair`: a drifted service slot (no stored secret opens it) is replaced.
+/// The new secret is durable before its slot exists; the new slot is granted by the holder's
+/// passphrase; only then does the reconcile pass revoke the stale one.
+fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    let mut store = open(c, v)?;
+    let stale = match service::settle(c, v, &mut store)? {
+        Settled::Drift(slot) => slot,
+        Settled::Working(slot, _) => {
+            return Err(failure(
+                ErrorCode::Refused,
+                format!("service slot {slot} works; nothing to repair (rotate it with `keyward service rotate`)"),
+            ))
+        }
+        Settled::Missing => {
+            return Err(failure(
+                ErrorCode::Refused,
+                format!("{name} has no service slot; run `keyward bootstrap {name}`"),
+            ))
+        }
+    };
+    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
+    let secret = keyward_luks::random::service_secret().map_err(store_failure)?;
+    service_secret::store_next(c, name, &secret).map_err(io)?;
+    let req = GrantRequest {
+        role: Role::Service,
+        pending: true,
+    };
+    let new = match store.grant(&req, Authority::Holder(passphrase), &secret) {
+        Ok(slot) => slot,
+        Err(e) => {
+            service_secret::discard_next(c, name).map_err(io)?;
+            return Err(store_failure(e));
+        }
+    };
+    // A pending slot beside the stale one (a volume has one committed service holder); the
+    // new secret opens it, so settle promotes the secret, commits the slot, revokes the stale.
+    match service::settle(c, v, &mut store)? {
+        Settled::Working(slot, _) if slot == new => Ok(Reply::ServiceRotated {
+            old: stale.get(),
+            new: new.get(),
+        }),
+        other => Err(failure(
+            ErrorCode::Failed,
+            format!("after repair the service slot is {other:?}; run `keyward verify`"),
+        )),
     }
 }
 
