@@ -540,8 +540,9 @@ fn hostile(backend: &Backend) {
     let path = format!("/v1/devices/{id}/escrow/data");
     let sqlish = "x'); DROP TABLE escrows; --";
     let htmlish = "<script>alert(1)</script>";
-    let cases: Vec<(String, String, String, Vec<(String, String)>, Vec<u8>)> = vec![
-        // (what, method, path, headers, body)
+    // (what, method, path, headers, body)
+    type Case = (String, String, String, Vec<(String, String)>, Vec<u8>);
+    let cases: Vec<Case> = vec![
         (
             "unenrolled device".into(),
             "PUT".into(),

@@ -72,14 +72,18 @@ pub async fn admin_hash(pool: &AnyPool, name: &str) -> Result<Option<String>> {
     Ok(row.map(|r| r.try_get("hash")).transpose()?)
 }
 
-/// Failed logins for `name` since `since`.
-pub async fn failures_since(pool: &AnyPool, name: &str, since: i64) -> Result<i64> {
-    let row = sqlx::query("SELECT COUNT(*) AS n FROM login_failures WHERE name = $1 AND at >= $2")
-        .bind(name)
-        .bind(since)
-        .fetch_one(pool)
-        .await?;
-    Ok(row.try_get("n")?)
+/// When `name`'s latest failed logins were, newest first, at most `limit` of them.
+pub async fn latest_failures(pool: &AnyPool, name: &str, limit: i64) -> Result<Vec<i64>> {
+    let rows = sqlx::query(
+        "SELECT at FROM login_failures WHERE name = $1 ORDER BY at DESC, seq DESC LIMIT $2",
+    )
+    .bind(name)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| r.try_get("at").map_err(Into::into))
+        .collect()
 }
 
 /// Record a failed login, and forget failures from before `forget_before` (of any name): they

@@ -288,7 +288,10 @@ pub async fn page(
         @if volumes.is_empty() {
             p.empty { "Nothing to show." }
         }
-        @for vol in &volumes {
+        @for vol in volumes.iter().filter(|v| !escrows.iter().any(|(e, _)| e == *v)) {
+            p.empty { "No key for volume " code { (vol) } " is escrowed here." }
+        }
+        @for vol in volumes.iter().filter(|v| escrows.iter().any(|(e, _)| e == *v)) {
             form.reveal method="post" action={ (device_href(&d.id)) "/reveal" } {
                 input type="hidden" name="csrf" value=(admin.csrf);
                 input type="hidden" name="volume" value=(vol);

@@ -38,7 +38,7 @@ impl IntoResponse for UiError {
         let (status, title, message) = match self {
             UiError::LoginRequired => return Redirect::to("/ui/login").into_response(),
             UiError::Forbidden(m) => (StatusCode::FORBIDDEN, "Refused", m.to_owned()),
-            UiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Not done", m),
+            UiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Check the form", m),
             UiError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.to_owned()),
             UiError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,

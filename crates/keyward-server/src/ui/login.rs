@@ -1,6 +1,6 @@
 //! Logging in and out. A login form carries a token that must match its cookie (there is no
 //! session yet to hold one). Five failed logins for a name within 15 minutes lock that name
-//! out for the rest of the window; failures are rows, so every instance counts them, and they
+//! for 15 minutes from the fifth; failures are rows, so every instance counts them, and they
 //! are counted for unknown names too, so a lock-out says nothing about which names exist.
 //! Every attempt — success, failure, locked — is audited.
 
@@ -20,10 +20,23 @@ use super::{db, layout, UiError};
 use crate::api::AppState;
 use crate::store::AuditRecord;
 
-/// Failed logins that lock a name out.
-pub const MAX_FAILURES: i64 = 5;
-/// The window they are counted in, and so how long a lock-out lasts.
+/// Failed logins that lock a name out...
+pub const MAX_FAILURES: usize = 5;
+/// ...when they fall within this long; and how long the lock-out lasts after the last of them.
 pub const LOCKOUT_SECS: i64 = 15 * 60;
+
+/// Whether a name is locked at `now`, given its latest failures (Unix seconds, newest first).
+pub fn locked(now: i64, latest_failures: &[i64]) -> bool {
+    match (
+        latest_failures.first(),
+        latest_failures.get(MAX_FAILURES - 1),
+    ) {
+        (Some(&newest), Some(&fifth)) => {
+            newest - fifth <= LOCKOUT_SECS && now < newest + LOCKOUT_SECS
+        }
+        _ => false,
+    }
+}
 /// Longest name kept from a login attempt (names are at most 64 characters).
 const MAX_NAME: usize = 64;
 
@@ -68,9 +81,13 @@ fn login_page(token: &str, name: &str, problem: Option<&str>) -> Markup {
     layout::page("Sign in", None, body)
 }
 
-/// `GET /ui/login`.
-pub async fn form() -> Result<Response, UiError> {
-    let token = session::random_token()?;
+/// `GET /ui/login`. A form token the browser already holds is kept, so a second tab's login
+/// page does not spoil the first one's form.
+pub async fn form(headers: HeaderMap) -> Result<Response, UiError> {
+    let token = match session::cookie_value(&headers, LOGIN_COOKIE) {
+        Some(t) if session::token_ok(t) => t.to_owned(),
+        _ => session::random_token()?,
+    };
     Ok((
         [(
             SET_COOKIE,
@@ -114,7 +131,8 @@ pub async fn submit(
     let name: String = f.name.trim().chars().take(MAX_NAME).collect();
     let pool = s.store.pool();
     let now = session::unix_now();
-    let locked = db::failures_since(pool, &name, now - LOCKOUT_SECS).await? >= MAX_FAILURES;
+    let limit = i64::try_from(MAX_FAILURES).unwrap_or(i64::MAX);
+    let locked = locked(now, &db::latest_failures(pool, &name, limit).await?);
     let stored = if locked || !super::admin::name_ok(&name) {
         None
     } else {
@@ -149,7 +167,8 @@ pub async fn submit(
         ));
     }
     if !matched {
-        db::add_failure(pool, &name, now, now - LOCKOUT_SECS).await?;
+        // Older failures can no longer lock anything (see `locked`).
+        db::add_failure(pool, &name, now, now - 2 * LOCKOUT_SECS).await?;
         audit(&s, &name, "ui-login-failed", "wrong name or password").await?;
         return Ok(again(StatusCode::UNAUTHORIZED, "Wrong name or password."));
     }
@@ -177,4 +196,29 @@ pub async fn logout(
         Redirect::to("/ui/login"),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60;
+
+    #[test]
+    fn five_failures_within_15_minutes_lock_for_15_minutes_from_the_fifth() {
+        let t = 1_000_000;
+        // Newest first: 0, 1, 2, 3, 4 minutes before t.
+        let five: Vec<i64> = (0..5).map(|i| t - i * MIN).collect();
+        assert!(locked(t, &five));
+        assert!(locked(t + 15 * MIN - 1, &five));
+        assert!(
+            !locked(t + 15 * MIN, &five),
+            "over 15 minutes after the fifth"
+        );
+        assert!(!locked(t, &five[..4]), "four are not enough");
+        // Five spread over more than 15 minutes lock nothing.
+        let spread: Vec<i64> = (0..5).map(|i| t - i * 4 * MIN).collect();
+        assert!(!locked(t, &spread));
+        assert!(!locked(t, &[]));
+    }
 }

@@ -40,6 +40,13 @@ pub fn random_token() -> Result<String, UiError> {
     Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b))
 }
 
+/// Whether `t` looks like a [`random_token`] (so it may be echoed into a page).
+pub fn token_ok(t: &str) -> bool {
+    t.len() == 43
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// What the database keeps of a session id: hex SHA-256.
 pub fn hash_token(token: &str) -> String {
     sha2::Sha256::digest(token.as_bytes())
@@ -293,6 +300,8 @@ mod tests {
         assert_ne!(a, b);
         let a = a.unwrap_or_default();
         assert_eq!(a.len(), 43);
+        assert!(token_ok(&a));
+        assert!(!token_ok("\"><script>") && !token_ok(&a[1..]));
         assert!(tokens_match(&a, &a.clone()));
         assert!(!tokens_match(&a, &a[..42]));
         assert!(!tokens_match(&a, ""));
