@@ -7,41 +7,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-use base64::Engine;
 use common::escrow::*;
+use common::http::{b64, enroll_key, gauge, http, signed_as};
 use common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use keyward_core::escrow::request_message;
+use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use sha2::Digest;
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-fn http(addr: &str, method: &str, path: &str, headers: &[(String, String)], body: &[u8]) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    let _ = s.write_all(body);
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    String::from_utf8_lossy(&resp)
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
 
 fn signed(
     key: &SigningKey,
@@ -50,29 +21,7 @@ fn signed(
     body: &[u8],
     nonce: &str,
 ) -> Vec<(String, String)> {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let sig = key.sign(&request_message(method, path, ts, nonce, body));
-    vec![
-        ("x-keyward-timestamp".into(), ts.to_string()),
-        ("x-keyward-nonce".into(), nonce.into()),
-        ("x-keyward-signature".into(), b64(&sig.to_bytes())),
-    ]
-}
-
-fn enroll(srv: &Server, key: &SigningKey) -> String {
-    let body = serde_json::json!({ "token": srv.token(), "device_key": b64(&key.verifying_key().to_bytes()) }).to_string();
-    let mut s = TcpStream::connect(&srv.addr).unwrap();
-    write!(s, "POST /v1/enroll HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let json = resp.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str::<serde_json::Value>(json).unwrap()["device_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    signed_as(key, method, path, body, nonce)
 }
 
 /// Strings a hostile client would try.
@@ -107,8 +56,12 @@ fn generated_requests_never_get_a_5xx() {
         let inst = Instance::prepare();
         let srv = Server::start_on(&inst, &backend);
         let key = SigningKey::from_bytes(&[11u8; 32]);
-        let me = enroll(&srv, &key);
-        let other = enroll(&srv, &SigningKey::from_bytes(&[12u8; 32]));
+        let me = enroll_key(&srv.addr, &srv.token(), &key);
+        let other = enroll_key(
+            &srv.addr,
+            &srv.token(),
+            &SigningKey::from_bytes(&[12u8; 32]),
+        );
         let accepted = std::cell::RefCell::new(std::collections::BTreeSet::new());
         let n = std::cell::Cell::new(0u64);
         let config = ProptestConfig {
@@ -140,7 +93,7 @@ fn generated_requests_never_get_a_5xx() {
                 ("PUT", format!("/v1/devices/{}/escrow/{}", percent(&device), percent(&volume)), raw.clone().unwrap_or_else(|| v.to_string().into_bytes()))
             };
             let headers = signed(&key, method, &path, &body, &format!("fuzz-nonce-{:012}", n.get()));
-            let status = http(&srv.addr, method, &path, &headers, &body);
+            let (status, _) = http(&srv.addr, method, &path, &headers, &body);
             prop_assert!(status > 0 && status < 500, "{method} {path}: {status}");
             if status == 200 && method == "PUT" {
                 accepted.borrow_mut().insert((volume.clone(), rotation.clone()));
@@ -149,21 +102,7 @@ fn generated_requests_never_get_a_5xx() {
         // Only valid escrows were stored: one per accepted (volume, rotation).
         let out = srv.cmd(&["device", "list", "--json"]);
         assert!(out.status.success());
-        let (_, m) = {
-            let mut s = TcpStream::connect(&srv.addr).unwrap();
-            write!(
-                s,
-                "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            let mut r = String::new();
-            s.read_to_string(&mut r).unwrap();
-            (0, r)
-        };
-        let escrows = m
-            .lines()
-            .find_map(|l| l.strip_prefix("keyward_escrows "))
-            .unwrap();
+        let escrows = gauge(&srv.addr, "keyward_escrows");
         assert_eq!(escrows, accepted.borrow().len().to_string(), "{backend:?}");
     }
 }

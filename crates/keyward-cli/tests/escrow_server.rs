@@ -7,70 +7,18 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-
-use base64::Engine;
 use common::escrow::*;
+use common::http::{b64, enroll_key, gauge, http, signed_as};
 use common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use keyward_core::escrow::{request_message, Receipt};
+use ed25519_dalek::SigningKey;
+use keyward_core::escrow::Receipt;
 use keyward_core::ipc::{Reply, Request};
 use keyward_core::VolumeName;
 use keyward_sys::helper_client;
 use sha2::Digest;
 
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-/// One HTTP/1.1 request; returns (status, body).
-fn http(
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(String, String)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let status = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 fn signed(key: &SigningKey, path: &str, body: &[u8], nonce: &str) -> Vec<(String, String)> {
     signed_as(key, "PUT", path, body, nonce)
-}
-
-fn signed_as(
-    key: &SigningKey,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    nonce: &str,
-) -> Vec<(String, String)> {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let sig = key.sign(&request_message(method, path, ts, nonce, body));
-    vec![
-        ("x-keyward-timestamp".into(), ts.to_string()),
-        ("x-keyward-nonce".into(), nonce.into()),
-        ("x-keyward-signature".into(), b64(&sig.to_bytes())),
-    ]
 }
 
 #[test]
@@ -280,26 +228,19 @@ fn a_backup_restores_into_either_database() {
     let _ = agent.wait();
 
     let file = inst.path("server.backup");
+    let file_arg = file.to_str().unwrap();
     let pass = b"correct horse battery staple\n";
-    let short = srv.cmd_stdin(
-        &[
-            "backup",
-            "--out",
-            file.to_str().unwrap(),
-            "--passphrase-stdin",
-        ],
-        b"short\n",
+    let backup =
+        |pass: &[u8]| srv.cmd_stdin(&["backup", "--out", file_arg, "--passphrase-stdin"], pass);
+    let restore = |to: &Server, pass: &[u8]| {
+        to.cmd_stdin(&["restore", "--in", file_arg, "--passphrase-stdin"], pass)
+    };
+    assert_ne!(
+        code(&backup(b"short\n")),
+        Some(0),
+        "a short passphrase is refused"
     );
-    assert_ne!(code(&short), Some(0), "a short passphrase is refused");
-    let out = srv.cmd_stdin(
-        &[
-            "backup",
-            "--out",
-            file.to_str().unwrap(),
-            "--passphrase-stdin",
-        ],
-        pass,
-    );
+    let out = backup(pass);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let meta = std::fs::metadata(&file).unwrap();
     assert_eq!(
@@ -309,53 +250,19 @@ fn a_backup_restores_into_either_database() {
     let sealed = std::fs::read(&file).unwrap();
     assert!(sealed.starts_with(b"age-encryption.org/v1"), "encrypted");
     assert!(!String::from_utf8_lossy(&sealed).contains(&device));
-    let again = srv.cmd_stdin(
-        &[
-            "backup",
-            "--out",
-            file.to_str().unwrap(),
-            "--passphrase-stdin",
-        ],
-        pass,
-    );
-    assert_ne!(code(&again), Some(0), "never overwrites");
+    assert_ne!(code(&backup(pass)), Some(0), "never overwrites");
 
     for (i, target) in backends().iter().enumerate() {
         let restored = Server::offline(inst.path(&format!("restored-{i}")), fresh_db(target));
-        let wrong = restored.cmd_stdin(
-            &[
-                "restore",
-                "--in",
-                file.to_str().unwrap(),
-                "--passphrase-stdin",
-            ],
-            b"wrong passphrase\n",
-        );
-        assert_ne!(code(&wrong), Some(0));
+        assert_ne!(code(&restore(&restored, b"wrong passphrase\n")), Some(0));
         assert!(!restored.state.join("identity.json").exists());
-        let out = restored.cmd_stdin(
-            &[
-                "restore",
-                "--in",
-                file.to_str().unwrap(),
-                "--passphrase-stdin",
-            ],
-            pass,
-        );
+        let out = restore(&restored, pass);
         assert_eq!(code(&out), Some(0), "{target:?}: {}", stderr(&out));
         let key = restored.key_by_id(&device, &id).unwrap();
         assert!(inst.opens(slot, key.as_bytes()), "{target:?}");
         let audit = String::from_utf8(restored.cmd(&["audit"]).stdout).unwrap();
         assert!(audit.contains("key-show"), "{audit}");
-        let twice = restored.cmd_stdin(
-            &[
-                "restore",
-                "--in",
-                file.to_str().unwrap(),
-                "--passphrase-stdin",
-            ],
-            pass,
-        );
+        let twice = restore(&restored, pass);
         assert_ne!(code(&twice), Some(0), "restores only into an empty place");
     }
 }
@@ -489,25 +396,6 @@ fn escrow_over_tls_to_a_pinned_ca() {
     assert!(stderr(&out).contains("--tls-cert"), "{}", stderr(&out));
 }
 
-/// Enroll a device key at `addr` with a fresh token; its id.
-fn enroll_key(srv: &Server, addr: &str, key: &SigningKey) -> String {
-    let body = serde_json::json!({ "token": srv.token(), "device_key": b64(&key.verifying_key().to_bytes()) })
-        .to_string();
-    let (status, answer) = http(addr, "POST", "/v1/enroll", &[], body.as_bytes());
-    assert_eq!(status, 200, "{answer}");
-    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["device_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-fn gauge(addr: &str, name: &str) -> String {
-    let (_, m) = http(addr, "GET", "/metrics", &[], b"");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
-        .unwrap_or_default()
-}
-
 #[test]
 fn hostile_requests_get_clean_4xx_and_store_nothing() {
     for backend in backends() {
@@ -520,9 +408,9 @@ fn hostile(backend: &Backend) {
     let srv = Server::start_on(&inst, backend);
     let addr = srv.addr.clone();
     let device = SigningKey::from_bytes(&[7u8; 32]);
-    let id = enroll_key(&srv, &addr, &device);
+    let id = enroll_key(&addr, &srv.token(), &device);
     let stranger = SigningKey::from_bytes(&[8u8; 32]);
-    let other_id = enroll_key(&srv, &addr, &stranger);
+    let other_id = enroll_key(&addr, &srv.token(), &stranger);
     let good = |rotation: &str| {
         let ct = b"age ciphertext stand-in";
         let sha: String = sha2::Sha256::digest(ct)
@@ -710,7 +598,7 @@ fn two_instances_share_one_database() {
     b.resume();
     let device = SigningKey::from_bytes(&[5u8; 32]);
     // Enrolled at one instance, known at the other; a token spent at one is spent at both.
-    let id = enroll_key(&a, &a.addr, &device);
+    let id = enroll_key(&a.addr, &a.token(), &device);
     let path = format!("/v1/devices/{id}/escrow/data");
     let ct = b"ciphertext";
     let sha: String = sha2::Sha256::digest(ct)

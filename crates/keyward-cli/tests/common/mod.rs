@@ -4,6 +4,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod escrow;
+pub mod http;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

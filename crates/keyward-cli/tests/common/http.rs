@@ -1,0 +1,90 @@
+//! Plain HTTP/1.1 to the escrow server on loopback, byte for byte as a hostile or honest client
+//! would send it, and device-request signing (`keyward_core::escrow::request_message`).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+
+pub fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// One request; returns (status, body). Status 0 if the server closed without answering.
+pub fn http(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    // The server may answer (413) and close before an oversized body is all sent.
+    let _ = s.write_all(body);
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The headers of a device request signed by `key` now, with `nonce`.
+pub fn signed_as(
+    key: &SigningKey,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    nonce: &str,
+) -> Vec<(String, String)> {
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let sig = key.sign(&keyward_core::escrow::request_message(
+        method, path, ts, nonce, body,
+    ));
+    vec![
+        ("x-keyward-timestamp".into(), ts.to_string()),
+        ("x-keyward-nonce".into(), nonce.into()),
+        ("x-keyward-signature".into(), b64(&sig.to_bytes())),
+    ]
+}
+
+/// Enroll a device key at `addr` with `token`; the device id.
+pub fn enroll_key(addr: &str, token: &str, key: &SigningKey) -> String {
+    let body =
+        serde_json::json!({ "token": token, "device_key": b64(&key.verifying_key().to_bytes()) })
+            .to_string();
+    let (status, answer) = http(addr, "POST", "/v1/enroll", &[], body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    serde_json::from_str::<serde_json::Value>(&answer).unwrap()["device_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// One value from `/metrics` (empty if absent).
+pub fn gauge(addr: &str, name: &str) -> String {
+    let (_, m) = http(addr, "GET", "/metrics", &[], b"");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+        .unwrap_or_default()
+}
