@@ -304,6 +304,54 @@ pub struct VolumeReport {
     pub error: Option<String>,
 }
 
+impl VolumeReport {
+    /// The report for a volume whose state was read: its holders and any broken invariant.
+    /// One function for every backend (LUKS2, FileVault), so `keyward status --json` has one
+    /// shape everywhere.
+    pub fn from_state(volume: &str, state: &crate::model::VolumeState) -> Self {
+        use crate::model::HolderRole;
+        use crate::token::TokenState;
+        VolumeReport {
+            volume: volume.to_owned(),
+            violations: crate::invariants::check_state(state)
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            holders: state
+                .holders()
+                .into_iter()
+                .map(|h| {
+                    let (user, uid) = match &h.role {
+                        HolderRole::User { name, uid } => (Some(name.to_string()), Some(uid.get())),
+                        _ => (None, None),
+                    };
+                    let state = match h.state {
+                        None => "unmanaged",
+                        Some(s) if s.is_transitional() => "in-progress",
+                        Some(TokenState::Pending) => "pending",
+                        Some(_) => "active",
+                    };
+                    HolderReport {
+                        slot: h.slot.get(),
+                        role: h.role.label().into(),
+                        user,
+                        uid,
+                        kdf: h.kdf,
+                        state: state.into(),
+                        escrow_id: h.escrow_id,
+                        created: h.created.and_then(|t| {
+                            t.duration_since(std::time::UNIX_EPOCH)
+                                .ok()
+                                .map(|d| d.as_secs())
+                        }),
+                    }
+                })
+                .collect(),
+            error: None,
+        }
+    }
+}
+
 /// The outcome of verifying one volume's service secret.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct VerifyReport {

@@ -4,10 +4,10 @@
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{
-    ErrorCode, HolderReport, Reply, Request, Response, UserReport, VerifyReport, VolumeReport,
+    ErrorCode, Reply, Request, Response, UserReport, VerifyReport, VolumeReport,
 };
 use keyward_core::store::GrantRequest;
-use keyward_core::token::{Role, TokenState};
+use keyward_core::token::Role;
 use keyward_core::{
     invariants, Authority, HolderRole, Secret, SlotId, StoreError, UnlockStore, UserName,
     VolumeName,
@@ -124,54 +124,18 @@ pub(crate) fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
 }
 
 fn status(c: &Config, v: &Volume) -> VolumeReport {
-    let mut report = VolumeReport {
-        volume: v.name.to_string(),
-        holders: vec![],
-        violations: vec![],
-        error: None,
-    };
-    let state = open(c, v).and_then(|mut s| s.state().map_err(store_failure));
-    match state {
-        Ok(state) => {
-            report.violations = invariants::check_state(&state)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            report.holders = state
-                .holders()
-                .into_iter()
-                .map(|h| {
-                    let (user, uid) = match &h.role {
-                        HolderRole::User { name, uid } => (Some(name.to_string()), Some(uid.get())),
-                        _ => (None, None),
-                    };
-                    let state = match h.state {
-                        None => "unmanaged",
-                        Some(s) if s.is_transitional() => "in-progress",
-                        Some(TokenState::Pending) => "pending",
-                        Some(_) => "active",
-                    };
-                    HolderReport {
-                        slot: h.slot.get(),
-                        role: h.role.label().into(),
-                        user,
-                        uid,
-                        kdf: h.kdf,
-                        state: state.into(),
-                        escrow_id: h.escrow_id,
-                        created: h.created.and_then(|t| {
-                            t.duration_since(std::time::UNIX_EPOCH)
-                                .ok()
-                                .map(|d| d.as_secs())
-                        }),
-                    }
-                })
-                .collect();
-        }
-        Err(Response::Error { message, .. }) => report.error = Some(message),
-        Err(Response::Ok(_)) => {}
+    match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
+        Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
+        Err(e) => VolumeReport {
+            volume: v.name.to_string(),
+            holders: vec![],
+            violations: vec![],
+            error: match e {
+                Response::Error { message, .. } => Some(message),
+                Response::Ok(_) => None,
+            },
+        },
     }
-    report
 }
 
 fn verify(c: &Config, v: &Volume) -> VerifyReport {
