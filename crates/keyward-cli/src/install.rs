@@ -2,11 +2,16 @@
 //! the helper: install creates the account and directories the helper needs before it can
 //! start, and uninstall removes them after the helper has released keyward's slots.
 //! Idempotent: every step reports whether it changed anything.
+//!
+//! `--package` is the Debian package's mode (dist/debian/): the package ships the units, the
+//! tmpfiles.d snippet and the PAM profile itself and its maintainer scripts run
+//! pam-auth-update, so install and uninstall handle only the account and directories; and its
+//! default config names no volume until an administrator adds one, which only this mode accepts.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use keyward_core::config::Config;
+use keyward_core::config::{Config, ConfigError};
 use keyward_core::ipc::{Reply, Request};
 use keyward_sys::{helper_client as client, safe_fs, users};
 
@@ -111,8 +116,82 @@ fn run_tool(cmd: &mut Command) -> Result<(), Failure> {
     }
 }
 
-/// `keyward install`.
-pub fn install(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Result<(), Failure> {
+/// The volume the probe below appends (a config that already names it has a volume and so
+/// never needs the probe).
+const PROBE_VOLUME: &str = "keyward-package-probe";
+
+/// The config for `--package`: like every command's, but a config that names no volume yet
+/// (the package's default) is accepted, since install and uninstall need only its paths and
+/// service user.
+pub fn load_package_config(path: &Path) -> Result<Config, Failure> {
+    let text =
+        safe_fs::read_trusted_config(path).map_err(|e| Failure::new(1, format!("config: {e}")))?;
+    parse_allowing_no_volume(&text).map_err(|e| Failure::new(1, e.to_string()))
+}
+
+/// `Config::parse`, except that "no volume" is not an error. It parses the text again with one
+/// more volume appended: that can cure only the missing volume, so every other error (and
+/// every check `Config::parse` makes) still applies.
+fn parse_allowing_no_volume(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text).or_else(|err| {
+        let probe =
+            format!("{text}\n[[volume]]\nname = \"{PROBE_VOLUME}\"\ndevice = \"/nonexistent\"\n");
+        let mut config = Config::parse(&probe).map_err(|_| err)?;
+        config.volumes.retain(|v| v.name.as_str() != PROBE_VOLUME);
+        Ok(config)
+    })
+}
+
+/// Secrets the helper keeps (`service/`, `pending/`) for volumes the config does not name.
+/// Uninstall releases only configured volumes' slots, so deleting these could delete a volume's
+/// only way in; it refuses instead. Temp files (`.NAME.tmp`) never hold the only copy.
+fn secrets_of_unconfigured_volumes(config: &Config) -> Result<Vec<String>, Failure> {
+    let mut found = Vec::new();
+    for sub in ["service", "pending"] {
+        let dir = config.state_dir.join(sub);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io("state directory")(e)),
+        };
+        for entry in entries {
+            let name = entry.map_err(io("state directory"))?.file_name();
+            let name = name.to_string_lossy();
+            // `<volume>`, `<volume>.next`, `<volume>.escrow`: volume names have no dot.
+            let volume = name.split('.').next().unwrap_or_default();
+            if !name.starts_with('.') && !config.volumes.iter().any(|v| v.name.as_str() == volume) {
+                found.push(format!("{sub}/{name}"));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The units and the tmpfiles.d snippet, each with its directory; none for the package, which
+/// ships them in /usr/lib (copies in /etc would shadow its later versions).
+fn unit_files<'a>(
+    unit_dir: &'a Path,
+    tmpfiles_dir: &'a Path,
+    package: bool,
+) -> Vec<(&'a Path, &'static (&'static str, &'static str))> {
+    if package {
+        return Vec::new();
+    }
+    UNITS
+        .iter()
+        .map(|u| (unit_dir, u))
+        .chain([(tmpfiles_dir, &TMPFILES)])
+        .collect()
+}
+
+/// `keyward install` (`package`: account and directories only).
+pub fn install(
+    config: &Config,
+    unit_dir: &Path,
+    tmpfiles_dir: &Path,
+    package: bool,
+) -> Result<(), Failure> {
     let mut changed = Vec::new();
     let name = &config.service_user;
     let account = match users::user(name).map_err(io("user lookup"))? {
@@ -147,11 +226,7 @@ pub fn install(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Result<
             changed.push(format!("created {} ({uid}:{gid} {mode:o})", path.display()));
         }
     }
-    let files = UNITS
-        .iter()
-        .map(|u| (unit_dir, u))
-        .chain([(tmpfiles_dir, &TMPFILES)]);
-    for (dir, (file, text)) in files {
+    for (dir, (file, text)) in unit_files(unit_dir, tmpfiles_dir, package) {
         std::fs::create_dir_all(dir).map_err(io("unit directory"))?;
         let path = dir.join(file);
         if std::fs::read_to_string(&path).ok().as_deref() != Some(text) {
@@ -159,21 +234,41 @@ pub fn install(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Result<
             changed.push(format!("wrote {}", path.display()));
         }
     }
-    install_pam(&mut changed)?;
+    if !package {
+        install_pam(&mut changed)?;
+    }
     if changed.is_empty() {
         println!("keyward is already installed; nothing changed");
     } else {
         for c in &changed {
             println!("{c}");
         }
-        println!("next: start keyward-helper.socket and keywardd.service, then `keyward bootstrap VOLUME`");
+        if !package {
+            println!("next: start keyward-helper.socket and keywardd.service, then `keyward bootstrap VOLUME`");
+        }
     }
     Ok(())
 }
 
-/// `keyward uninstall --yes`.
-pub fn uninstall(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Result<(), Failure> {
+/// `keyward uninstall --yes` (`package`: leaves units, tmpfiles.d and PAM to the package).
+pub fn uninstall(
+    config: &Config,
+    unit_dir: &Path,
+    tmpfiles_dir: &Path,
+    package: bool,
+) -> Result<(), Failure> {
     // First make sure every volume can give up keyward's slots; only then touch anything.
+    let unconfigured = secrets_of_unconfigured_volumes(config)?;
+    if !unconfigured.is_empty() {
+        return Err(Failure::new(
+            4,
+            format!(
+                "{} holds secrets of volumes the config does not name ({}); removing them could leave a volume without a way in. Name those volumes in the config again (uninstall then releases their slots), or move the files away yourself",
+                config.state_dir.display(),
+                unconfigured.join(", ")
+            ),
+        ));
+    }
     let socket = config.helper_socket();
     for v in &config.volumes {
         match client::call(
@@ -202,18 +297,16 @@ pub fn uninstall(config: &Config, unit_dir: &Path, tmpfiles_dir: &Path) -> Resul
             other => return Err(client::unexpected(&other).into()),
         }
     }
-    let files = UNITS
-        .iter()
-        .map(|u| (unit_dir, u))
-        .chain([(tmpfiles_dir, &TMPFILES)]);
-    for (dir, (file, _)) in files {
+    for (dir, (file, _)) in unit_files(unit_dir, tmpfiles_dir, package) {
         let p = dir.join(file);
         if std::fs::symlink_metadata(&p).is_ok() {
             std::fs::remove_file(&p).map_err(io("unit"))?;
             println!("removed {}", p.display());
         }
     }
-    uninstall_pam()?;
+    if !package {
+        uninstall_pam()?;
+    }
     let account = users::user(&config.service_user).map_err(io("user lookup"))?;
     let owners: Vec<u32> = [Some(0), account.map(|a| a.uid.get())]
         .into_iter()
@@ -256,4 +349,179 @@ fn remove_our_dir(dir: &PathBuf, owners: &[u32]) -> Result<(), Failure> {
     std::fs::remove_dir_all(dir).map_err(io("removing directory"))?;
     println!("removed {}", dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use keyward_core::config::Policy;
+
+    /// The Debian package's default /etc/keyward/keyward.toml.
+    const SHIPPED: &str = include_str!("../../../dist/debian/keyward.toml");
+
+    /// The shipped file with every option line (`#key = value`, `#[table]`) uncommented.
+    fn uncommented() -> String {
+        SHIPPED
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest)
+                    if rest.starts_with('[')
+                        || rest.starts_with(|c: char| c.is_ascii_lowercase()) =>
+                {
+                    rest
+                }
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn shipped_config_names_no_volume_and_only_package_mode_accepts_it() {
+        let err = Config::parse(SHIPPED).unwrap_err();
+        assert!(err.to_string().contains("[[volume]]"), "{err}");
+        let c = parse_allowing_no_volume(SHIPPED).unwrap();
+        assert!(c.volumes.is_empty());
+        let defaults = Config::parse("[[volume]]\nname = \"a\"\ndevice = \"/a\"\n").unwrap();
+        assert_eq!(
+            Config {
+                volumes: vec![],
+                ..defaults
+            },
+            c
+        );
+    }
+
+    #[test]
+    fn shipped_config_documents_every_option_with_its_default() {
+        let text = uncommented();
+        let c = Config::parse(&text).unwrap();
+        // Every key the parser knows appears as an option line.
+        for key in [
+            "service_user",
+            "state_dir",
+            "agent_state_dir",
+            "runtime_dir",
+            "log_dir",
+            "verify_interval_secs",
+            "[[volume]]",
+            "name",
+            "device",
+            "[kdf]",
+            "danger_fast_kdf",
+            "argon2_time_ms",
+            "argon2_memory_kib",
+            "[policy]",
+            "managed_group",
+            "managed_users",
+            "revoke_unmanaged",
+            "admin_group",
+            "recovery_rotation_days",
+            "service_rotation_days",
+            "pending_max_age_secs",
+            "[escrow]",
+            "url",
+            "recipient",
+            "server_signing_key",
+            "device_id",
+            "ca_file",
+            "checkin_interval_secs",
+            "retry_initial_secs",
+            "retry_max_secs",
+        ] {
+            let line = if key.starts_with('[') {
+                key.to_owned()
+            } else {
+                format!("{key} = ")
+            };
+            assert!(
+                text.lines().any(|l| l.starts_with(&line)),
+                "{key} is not documented"
+            );
+        }
+        // The values shown are the defaults (examples aside: volume, argon2, admin group, escrow).
+        let d = Config::parse("[[volume]]\nname = \"a\"\ndevice = \"/a\"\n").unwrap();
+        assert_eq!(
+            (
+                &c.service_user,
+                &c.state_dir,
+                &c.agent_state_dir,
+                &c.runtime_dir,
+                &c.log_dir
+            ),
+            (
+                &d.service_user,
+                &d.state_dir,
+                &d.agent_state_dir,
+                &d.runtime_dir,
+                &d.log_dir
+            )
+        );
+        assert_eq!(c.verify_interval_secs, d.verify_interval_secs);
+        assert_eq!(c.kdf.danger_fast_kdf, d.kdf.danger_fast_kdf);
+        assert_eq!(
+            Policy {
+                admin_group: None,
+                ..c.policy
+            },
+            d.policy,
+            "[policy] values shown are the defaults"
+        );
+        let e = c.escrow.unwrap();
+        assert_eq!(
+            (
+                e.checkin_interval_secs,
+                e.retry_initial_secs,
+                e.retry_max_secs
+            ),
+            (3600, 30, 3600)
+        );
+    }
+
+    #[test]
+    fn package_mode_still_rejects_every_other_error() {
+        for bad in [
+            "surprise = 1\n",
+            "state_dir = \"relative\"\n",
+            "[kdf]\nfast = true\n",
+            "[escrow]\nurl = \"http://x\"\n",
+            "[[volume]]\nname = \"a\"\n",
+            "volume = []\n",
+            "not toml",
+        ] {
+            assert!(parse_allowing_no_volume(bad).is_err(), "{bad:?}");
+        }
+        let one = "[[volume]]\nname = \"data\"\ndevice = \"/srv/disk.img\"\n";
+        assert_eq!(parse_allowing_no_volume(one).unwrap().volumes.len(), 1);
+    }
+
+    #[test]
+    fn secrets_of_volumes_the_config_does_not_name_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "state_dir = \"{}\"\n[[volume]]\nname = \"data\"\ndevice = \"/srv/disk.img\"\n",
+            dir.path().display()
+        );
+        let config = Config::parse(&cfg).unwrap();
+        assert!(secrets_of_unconfigured_volumes(&config).unwrap().is_empty());
+        for (sub, file) in [
+            ("service", "data"),
+            ("service", "data.next"),
+            ("service", ".ghost.tmp"),
+            ("service", "ghost"),
+            ("pending", "data.escrow"),
+            ("pending", "old.escrow"),
+        ] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+            std::fs::write(dir.path().join(sub).join(file), b"x").unwrap();
+        }
+        assert_eq!(
+            secrets_of_unconfigured_volumes(&config).unwrap(),
+            ["pending/old.escrow", "service/ghost"]
+        );
+        let none = parse_allowing_no_volume(&format!("state_dir = \"{}\"\n", dir.path().display()))
+            .unwrap();
+        assert_eq!(secrets_of_unconfigured_volumes(&none).unwrap().len(), 5);
+    }
 }

@@ -42,6 +42,10 @@ enum Command {
         /// Where to write the tmpfiles.d snippet for /run/keyward.
         #[arg(long, default_value = "/etc/tmpfiles.d")]
         tmpfiles_dir: PathBuf,
+        /// For the Debian package's scripts: only the account and directories (the package
+        /// ships units, tmpfiles.d and PAM profile); a config naming no volume yet is accepted.
+        #[arg(long)]
+        package: bool,
     },
     /// Remove keyward's slots (refused if a volume would be left without another way in),
     /// then the account, directories and units.
@@ -55,6 +59,10 @@ enum Command {
         /// Where the tmpfiles.d snippet was written.
         #[arg(long, default_value = "/etc/tmpfiles.d")]
         tmpfiles_dir: PathBuf,
+        /// For the Debian package's scripts: leave units, tmpfiles.d and PAM to the package;
+        /// a config naming no volume is accepted.
+        #[arg(long)]
+        package: bool,
     },
     /// Prove a current holder's passphrase and create the service slot (no-op if one works).
     Bootstrap {
@@ -277,7 +285,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Generate { what } = &cli.command {
         return generate(what);
     }
-    let config = load_config(&cli.config)?;
+    let config = match cli.command {
+        Command::Install { package: true, .. } | Command::Uninstall { package: true, .. } => {
+            install::load_package_config(&cli.config)?
+        }
+        _ => load_config(&cli.config)?,
+    };
     let call = |req: Request| client::call(&config.helper_socket(), req);
     match cli.command {
         Command::Status { volume, json } => match call(Request::Status { volume })? {
@@ -350,15 +363,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
             other => Err(client::unexpected(&other).into()),
         },
         Command::Audit { verify, json } => audit_cmd::run(&config, verify, json),
-        Command::Install { unit_dir, tmpfiles_dir } => {
-            install::install(&config, &unit_dir, &tmpfiles_dir)
+        Command::Install { unit_dir, tmpfiles_dir, package } => {
+            install::install(&config, &unit_dir, &tmpfiles_dir, package)
         }
         Command::Uninstall { yes: false, .. } => Err(Failure::new(
             2,
             "uninstall removes every unlock right keyward granted (users keep other ways in only if they have them); re-run with --yes",
         )),
-        Command::Uninstall { yes: true, unit_dir, tmpfiles_dir } => {
-            install::uninstall(&config, &unit_dir, &tmpfiles_dir)
+        Command::Uninstall { yes: true, unit_dir, tmpfiles_dir, package } => {
+            install::uninstall(&config, &unit_dir, &tmpfiles_dir, package)
         }
         Command::Generate { .. } => Ok(()),
         Command::Recovery { action: RecoveryAction::Rotate { volume, show: false, .. } } => {
