@@ -1,6 +1,6 @@
-//! Why a load run could not start: the failures of setup (reading tokens, enrolling devices).
-//! Failures of single escrow requests during the run are not errors here; they are counted
-//! as outcomes by `run` and reported in the summary.
+//! Why a load run could not start: the failures of setup (reading tokens, enrolling devices,
+//! reading or writing the devices and receipts files). Failures of single requests during the
+//! run are not errors here; they are counted as outcomes by `run` and reported in the summary.
 
 /// A setup failure; the run does not start.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,9 @@ pub enum LoadError {
     /// The server URL is not `http://HOST:PORT` on loopback.
     #[error("server URL {0:?} is not plain http:// on a loopback address")]
     BadUrl(String),
+    /// `--volume` is not a volume name.
+    #[error("--volume {0:?} is not a volume name")]
+    BadVolume(String),
     /// The operating system's random source failed.
     #[error("random source: {0}")]
     Random(getrandom::Error),
@@ -26,9 +29,9 @@ pub enum LoadError {
     Transport {
         /// Which token (0-based line of the non-empty ones).
         index: usize,
-        /// What the HTTP client reported.
+        /// What the connection reported.
         #[source]
-        source: ureq::Error,
+        source: std::io::Error,
     },
     /// The server refused an enrollment.
     #[error("enrolling device {index}: the server answered {status}: {body}")]
@@ -43,4 +46,39 @@ pub enum LoadError {
     /// The server's enrollment answer had no device id.
     #[error("enrolling device {0}: the answer has no device_id")]
     NoDeviceId(usize),
+    /// The age encryption of a key failed.
+    #[error("sealing a key to the recipient: {0}")]
+    Seal(#[source] age::EncryptError),
+    /// A request body could not be serialised.
+    #[error("building a request: {0}")]
+    Json(String),
+    /// `--recipient` is not an age X25519 recipient.
+    #[error("--recipient is not an age X25519 recipient (age1…)")]
+    BadRecipient,
+    /// `--server-key` is not a base64 Ed25519 public key.
+    #[error("--server-key is not a base64 Ed25519 public key")]
+    BadServerKey,
+    /// The mixed mode verifies every receipt, so it needs the server's key.
+    #[error("--mode mixed verifies receipts: give --server-key (server_signing_key from `keyward-server init`)")]
+    NoServerKey,
+    /// A devices or receipts file could not be read or written.
+    #[error("{path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// What failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line of a devices file is not `DEVICE_ID SECRET_KEY_BASE64`.
+    #[error("{path}:{line}: not a device line (DEVICE_ID SECRET_KEY_BASE64)")]
+    BadDeviceLine {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: usize,
+    },
+    /// A devices file longer than the run accepts.
+    #[error("a devices file holds more than {0} devices")]
+    TooManyDevices(usize),
 }

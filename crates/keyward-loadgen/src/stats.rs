@@ -1,18 +1,40 @@
-//! What a run measured and how it is reported: per-worker tallies, merged into a summary with
-//! nearest-rank latency percentiles, printed for people and as one `RESULT` line for scripts.
-//! No I/O and no clock here.
+//! What a run measured and how it is reported: per-worker tallies by kind of request, merged
+//! into summaries with nearest-rank latency percentiles, printed for people and as `RESULT`
+//! lines for scripts. No I/O and no clock here.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-/// How one request ended, when it was not a receipt for it.
+/// What a request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// A signed escrow PUT, answered with a receipt.
+    Escrow,
+    /// A signed check-in POST, answered with the server's instructions.
+    CheckIn,
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Escrow => "escrow",
+            Kind::CheckIn => "checkin",
+        })
+    }
+}
+
+/// Tallies by kind of request.
+pub type ByKind = BTreeMap<Kind, Tally>;
+
+/// How one request ended, when it was not the answer it asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Failure {
     /// The server answered with this non-200 status.
     Status(u16),
-    /// A 200 whose body is not this request's receipt.
-    BadReceipt,
+    /// A 200 whose body is not this request's receipt (or check-in answer), or a receipt
+    /// that could not be written to the receipts file.
+    BadAnswer,
     /// No answer: connection refused or reset, timeout.
     Transport,
     /// The load generator could not build the request (random source failed).
@@ -23,7 +45,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Status(s) => write!(f, "{s}"),
-            Failure::BadReceipt => f.write_str("bad-receipt"),
+            Failure::BadAnswer => f.write_str("bad-answer"),
             Failure::Transport => f.write_str("transport"),
             Failure::Local => f.write_str("local"),
         }
@@ -31,7 +53,7 @@ impl fmt::Display for Failure {
 }
 
 /// One worker's counts, merged at the end.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Tally {
     /// Requests answered with their receipt.
     pub ok: u64,
@@ -133,6 +155,12 @@ impl Summary {
             self.errors()
         )
     }
+
+    /// A line for one kind of request, for scripts: `RESULT kind=KIND rps=…`.
+    pub fn kind_line(&self, kind: &str) -> String {
+        self.result_line()
+            .replacen("RESULT ", &format!("RESULT kind={kind} "), 1)
+    }
 }
 
 impl fmt::Display for Summary {
@@ -148,13 +176,12 @@ impl fmt::Display for Summary {
             write!(f, " ({})", by_kind.join(", "))?;
         }
         writeln!(f)?;
-        writeln!(f, "requests/s   {:.1} (receipts only)", self.rps)?;
-        writeln!(
+        writeln!(f, "requests/s   {:.1} (answered correctly only)", self.rps)?;
+        write!(
             f,
             "latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
             self.p50_ms, self.p90_ms, self.p99_ms, self.max_ms
-        )?;
-        write!(f, "{}", self.result_line())
+        )
     }
 }
 
@@ -211,9 +238,13 @@ mod tests {
             text.contains("errors       3 (401: 2, transport: 1)"),
             "{text}"
         );
-        assert!(
-            text.ends_with("RESULT rps=2.0 p50_ms=2.00 p99_ms=4.00 errors=3"),
-            "{text}"
+        assert_eq!(
+            s.result_line(),
+            "RESULT rps=2.0 p50_ms=2.00 p99_ms=4.00 errors=3"
+        );
+        assert_eq!(
+            s.kind_line("escrow"),
+            "RESULT kind=escrow rps=2.0 p50_ms=2.00 p99_ms=4.00 errors=3"
         );
     }
 }

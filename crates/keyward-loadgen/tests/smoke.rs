@@ -1,6 +1,7 @@
-//! Smoke test against the real server: `keyward-server init`, five tokens from
-//! `token create --count 5`, `serve` on a free loopback port, then two seconds of
-//! `keyward-loadgen` with four clients must show requests and no error.
+//! Smoke tests against the real server: `keyward-server init`, tokens from
+//! `token create --count N`, `serve` on a free loopback port, then a few seconds of
+//! `keyward-loadgen` must show requests and no error: escrows with enrollment from stdin, and a
+//! fleet saved to a file, then check-ins and escrows over two URLs with receipts verified.
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
@@ -131,4 +132,91 @@ fn loadgen_escrows_against_the_real_server_without_errors() {
         .parse()
         .unwrap();
     assert!(requests >= 1, "{report}");
+}
+
+#[test]
+fn a_saved_fleet_checks_in_and_escrows_across_two_urls() {
+    let server = server_bin();
+    let tmp = tempfile::tempdir().unwrap();
+    let state = tmp.path().join("state");
+    let signing_key = |state: &Path| {
+        let init = Command::new(&server)
+            .arg("init")
+            .arg("--state")
+            .arg(state)
+            .output()
+            .unwrap();
+        checked(init, "init")
+            .lines()
+            .find_map(|l| l.strip_prefix("server_signing_key = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let server_key = signing_key(&state);
+    let tokens = Command::new(&server)
+        .args(["token", "create", "--count", "6", "--state"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    let tokens = checked(tokens, "token create --count 6");
+    let (_serving, port) = serve(&server, &state);
+    let url = format!("http://127.0.0.1:{port}");
+    let fleet = tmp.path().join("fleet");
+
+    // Enroll only, spread over "two" servers, and keep the devices.
+    let mut enroll = Command::new(env!("CARGO_BIN_EXE_keyward-loadgen"))
+        .args(["--server", &format!("{url},{url}"), "--duration", "0"])
+        .arg("--save-devices")
+        .arg(&fleet)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    enroll
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(tokens.as_bytes())
+        .unwrap();
+    let report = checked(enroll.wait_with_output().unwrap(), "enroll");
+    assert!(report.contains("RESULT kind=enroll"), "{report}");
+    assert_eq!(std::fs::read_to_string(&fleet).unwrap().lines().count(), 6);
+
+    // The same devices, no tokens: check-ins and escrows, every receipt verified.
+    let mixed = Command::new(env!("CARGO_BIN_EXE_keyward-loadgen"))
+        .args(["--server", &url, "--server", &url, "--mode", "mixed"])
+        .args(["--escrow-every", "3", "--server-key", &server_key])
+        .args(["--concurrency", "4", "--duration", "2"])
+        .arg("--devices-from")
+        .arg(&fleet)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = checked(mixed, "keyward-loadgen --mode mixed");
+    for kind in ["escrow", "checkin"] {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("RESULT kind={kind} ")))
+            .unwrap_or_else(|| panic!("no {kind} line: {report}"));
+        assert!(line.ends_with(" errors=0"), "{report}");
+    }
+    assert!(
+        report.lines().last().unwrap().ends_with(" errors=0"),
+        "{report}"
+    );
+
+    // A receipt signed by another key is refused, as the helper would.
+    let other = signing_key(&tmp.path().join("another"));
+    let wrong = Command::new(env!("CARGO_BIN_EXE_keyward-loadgen"))
+        .args(["--server", &url, "--mode", "escrow", "--server-key", &other])
+        .args(["--concurrency", "1", "--duration", "1"])
+        .arg("--devices-from")
+        .arg(&fleet)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let report = checked(wrong, "keyward-loadgen with a wrong key");
+    assert!(report.contains("bad-answer"), "{report}");
 }

@@ -1,7 +1,10 @@
 //! The HTTP API: enrollment with a single-use token, and escrow of a recovery key's ciphertext
 //! by an enrolled device, answered with a receipt signed by the server's Ed25519 key. Every
 //! device request is signed by the device key, with a timestamp (±5 min) and a nonce the
-//! database refuses to see twice.
+//! database refuses to see twice with that timestamp (the signature covers both, so a replay
+//! repeats both). Handlers check what they can in memory (signature, time, body) and hand the
+//! writes to the writer (`writer.rs`), which records the nonce and the write in one
+//! transaction.
 
 use std::sync::Arc;
 
@@ -20,11 +23,16 @@ use sha2::Digest;
 
 use crate::identity::Identity;
 use crate::store::Store;
+use crate::writer::{NewEscrow, Nonce, Outcome, Unit};
 
 /// Shared by the handlers.
 pub struct AppState {
     /// The database.
     pub store: Store,
+    /// Where the device API's writes go.
+    pub writer: crate::writer::Writer,
+    /// Enrolled devices' public keys.
+    pub device_keys: crate::device_keys::DeviceKeys,
     /// The server identity.
     pub identity: Identity,
     /// This instance's request counters.
@@ -96,6 +104,17 @@ fn random_id(prefix: &str) -> Result<String, ApiError> {
     Ok(format!("{prefix}-{}", hex(&b)))
 }
 
+/// A new escrow id: the time in microseconds (fixed-width hex), then 64 random bits. Ids in
+/// time order land at the end of the escrows' primary-key index, not on a random page each.
+fn escrow_id() -> Result<String, ApiError> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(internal)?;
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    Ok(format!("esc-{micros:014x}{}", hex(&b)))
+}
+
 pub(crate) fn token_ok(s: &str, min: usize) -> bool {
     (min..=64).contains(&s.len())
         && s.bytes()
@@ -135,13 +154,22 @@ async fn enroll(
     let device_id = random_id("dev")?;
     let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
     let enrolled = s
-        .store
-        .enroll(&token_hash(&req.token), &device_id, &key_b64)
+        .writer
+        .submit(Unit::Enroll {
+            token_hash: token_hash(&req.token),
+            device: device_id.clone(),
+            key_b64,
+        })
         .await
         .map_err(internal)?;
-    if !enrolled {
-        return Err(unauthorized("enrollment token unknown or already used"));
+    match enrolled {
+        Outcome::Enrolled(true) => {}
+        Outcome::Enrolled(false) => {
+            return Err(unauthorized("enrollment token unknown or already used"))
+        }
+        other => return Err(internal(format!("enrollment answered {other:?}"))),
     }
+    s.device_keys.remember(&device_id, key);
     Ok(Json(EnrollResponse { device_id }))
 }
 
@@ -151,15 +179,16 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
         .ok_or_else(|| unauthorized("unsigned request"))
 }
 
-/// Check a device request's signature, time and nonce; the nonce is recorded.
-pub(crate) async fn authenticate(
+/// Check a device request's signature and time (not its nonce: that is recorded with the
+/// request's write, or by [`refuse`] if it has none). The nonce, for the writer.
+pub(crate) async fn verify(
     s: &AppState,
     device: &str,
     method: &str,
     path: &str,
     h: &HeaderMap,
     body: &[u8],
-) -> Result<(), ApiError> {
+) -> Result<Nonce, ApiError> {
     let ts: u64 = header(h, "x-keyward-timestamp")?
         .parse()
         .map_err(|_| unauthorized("bad timestamp"))?;
@@ -173,13 +202,10 @@ pub(crate) async fn authenticate(
         .and_then(|b| <[u8; 64]>::try_from(b).ok())
         .ok_or_else(|| unauthorized("bad signature"))?;
     let key = s
-        .store
-        .device_key(device)
+        .device_keys
+        .get(&s.store, device)
         .await
         .map_err(internal)?
-        .and_then(|k| base64::engine::general_purpose::STANDARD.decode(k).ok())
-        .and_then(|k| <[u8; 32]>::try_from(k).ok())
-        .and_then(|k| VerifyingKey::from_bytes(&k).ok())
         .ok_or_else(|| unauthorized("unknown device"))?;
     let msg = request_message(method, path, ts, nonce, body);
     key.verify_strict(&msg, &Signature::from_bytes(&sig))
@@ -191,15 +217,27 @@ pub(crate) async fn authenticate(
     if now.abs_diff(ts) > MAX_SKEW_SECS {
         return Err(unauthorized("stale request"));
     }
-    let fresh = s
-        .store
-        .use_nonce(device, nonce, i64::try_from(ts).unwrap_or(i64::MAX))
-        .await
-        .map_err(internal)?;
-    if !fresh {
-        return Err(unauthorized("replayed request"));
+    Ok(Nonce {
+        device: device.to_owned(),
+        value: nonce.to_owned(),
+        ts: i64::try_from(ts).unwrap_or(i64::MAX),
+    })
+}
+
+/// A verified request refused for its content: its nonce is still spent, and a replayed one
+/// is refused as a replay first, as if the nonce had been checked before the body.
+pub(crate) async fn refuse(s: &AppState, nonce: Nonce, why: ApiError) -> ApiError {
+    match s.writer.submit(Unit::Nonce(nonce)).await {
+        Ok(Outcome::NonceFresh(true)) => why,
+        Ok(Outcome::NonceFresh(false)) => unauthorized("replayed request"),
+        Ok(other) => internal(format!("nonce answered {other:?}")),
+        Err(e) => internal(e),
     }
-    Ok(())
+}
+
+/// The answer to a write whose nonce was replayed.
+pub(crate) fn replayed() -> ApiError {
+    unauthorized("replayed request")
 }
 
 #[derive(Deserialize)]
@@ -217,58 +255,38 @@ async fn escrow(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Receipt>, ApiError> {
-    authenticate(&s, &device, "PUT", uri.path(), &headers, &body).await?;
-    let volume = VolumeName::parse(&volume).map_err(|_| bad("bad volume name"))?;
-    let req: EscrowRequest =
-        serde_json::from_slice(&body).map_err(|_| bad("malformed escrow request"))?;
-    if !token_ok(&req.rotation_id, 1) {
-        return Err(bad("bad rotation_id"));
-    }
-    let ciphertext = base64::engine::general_purpose::STANDARD
-        .decode(&req.ciphertext)
-        .map_err(|_| bad("ciphertext is not base64"))?;
-    if hex(&sha2::Sha256::digest(&ciphertext)) != req.sha256 {
-        return Err(bad("sha256 does not match the ciphertext"));
-    }
+    let nonce = verify(&s, &device, "PUT", uri.path(), &headers, &body).await?;
+    let (volume, req, ciphertext) = match parse_escrow(&volume, &body) {
+        Ok(parsed) => parsed,
+        Err(why) => return Err(refuse(&s, nonce, why).await),
+    };
     // Idempotent: a retried upload of the same rotation gets the same receipt. Two instances
     // racing on one rotation: one insert wins, the other reads the winner back.
-    let mut stored = s
-        .store
-        .rotation(&device, volume.as_str(), &req.rotation_id)
+    let written = s
+        .writer
+        .submit(Unit::Escrow(
+            nonce,
+            NewEscrow {
+                id: escrow_id()?,
+                volume: volume.as_str().to_owned(),
+                rotation_id: req.rotation_id.clone(),
+                sha256: req.sha256.clone(),
+                ciphertext,
+            },
+        ))
         .await
         .map_err(internal)?;
-    if stored.is_none() {
-        let id = random_id("esc")?;
-        let added = s
-            .store
-            .add_escrow(
-                &id,
-                &device,
-                volume.as_str(),
-                &req.rotation_id,
-                &req.sha256,
-                &ciphertext,
-            )
-            .await
-            .map_err(internal)?;
-        stored = if added {
-            Some((id, req.sha256.clone()))
-        } else {
-            s.store
-                .rotation(&device, volume.as_str(), &req.rotation_id)
-                .await
-                .map_err(internal)?
-        };
-    }
-    let escrow_id = match stored {
-        Some((id, sha)) if sha == req.sha256 => id,
-        Some(_) => {
+    let escrow_id = match written {
+        Outcome::Escrowed(Some((id, sha))) if sha == req.sha256 => id,
+        Outcome::Escrowed(Some(_)) => {
             return Err(ApiError(
                 StatusCode::CONFLICT,
                 "this rotation was escrowed with another ciphertext".into(),
             ))
         }
-        None => return Err(internal("escrow vanished after insert")),
+        Outcome::Escrowed(None) => return Err(internal("escrow vanished after insert")),
+        Outcome::Replayed => return Err(replayed()),
+        other => return Err(internal(format!("escrow answered {other:?}"))),
     };
     let msg = Receipt::message(&device, &volume, &req.rotation_id, &req.sha256, &escrow_id);
     let signature = s.identity.signing.sign(&msg).to_bytes().to_vec();
@@ -280,4 +298,24 @@ async fn escrow(
         escrow_id,
         signature,
     }))
+}
+
+/// An escrow request's volume and body, checked: (volume, request, ciphertext).
+fn parse_escrow(
+    volume: &str,
+    body: &[u8],
+) -> Result<(VolumeName, EscrowRequest, Vec<u8>), ApiError> {
+    let volume = VolumeName::parse(volume).map_err(|_| bad("bad volume name"))?;
+    let req: EscrowRequest =
+        serde_json::from_slice(body).map_err(|_| bad("malformed escrow request"))?;
+    if !token_ok(&req.rotation_id, 1) {
+        return Err(bad("bad rotation_id"));
+    }
+    let ciphertext = base64::engine::general_purpose::STANDARD
+        .decode(&req.ciphertext)
+        .map_err(|_| bad("ciphertext is not base64"))?;
+    if hex(&sha2::Sha256::digest(&ciphertext)) != req.sha256 {
+        return Err(bad("sha256 does not match the ciphertext"));
+    }
+    Ok((volume, req, ciphertext))
 }

@@ -10,13 +10,15 @@ use axum::http::HeaderMap;
 use axum::Json;
 use keyward_core::schedule::{CheckIn, CheckInReply};
 
-use crate::api::{authenticate, bad, internal, token_ok, ApiError, AppState};
+use crate::api::{bad, internal, refuse, replayed, token_ok, verify, ApiError, AppState};
 use crate::store::{Device, Store};
+use crate::writer::{CheckInWrite, Outcome, Unit};
 
 /// At most this many volumes in one report.
 const MAX_VOLUMES: usize = 64;
 
-/// `POST /v1/devices/{device}/checkin`.
+/// `POST /v1/devices/{device}/checkin`. The report is kept, the device's command reports
+/// recorded and its answer read in the writer's transaction (`batch.rs`).
 pub async fn checkin(
     State(s): State<Arc<AppState>>,
     Path(device): Path<String>,
@@ -24,36 +26,51 @@ pub async fn checkin(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<CheckInReply>, ApiError> {
-    authenticate(&s, &device, "POST", uri.path(), &headers, &body).await?;
+    let nonce = verify(&s, &device, "POST", uri.path(), &headers, &body).await?;
+    let write = match parse_body(&body) {
+        Ok(write) => write,
+        Err(why) => return Err(refuse(&s, nonce, why).await),
+    };
+    match s
+        .writer
+        .submit(Unit::CheckIn(nonce, write))
+        .await
+        .map_err(internal)?
+    {
+        Outcome::CheckedIn { rotate, commands } => {
+            let commands = commands
+                .iter()
+                .map(|c| serde_json::from_str(c))
+                .collect::<Result<_, _>>()
+                .map_err(internal)?;
+            Ok(Json(CheckInReply { rotate, commands }))
+        }
+        Outcome::Replayed => Err(replayed()),
+        other => Err(internal(format!("check-in answered {other:?}"))),
+    }
+}
+
+/// A check-in body, checked, as the writer keeps it.
+fn parse_body(body: &[u8]) -> Result<CheckInWrite, ApiError> {
     let report: CheckIn =
-        serde_json::from_slice(&body).map_err(|_| bad("malformed check-in report"))?;
+        serde_json::from_slice(body).map_err(|_| bad("malformed check-in report"))?;
     if report.volumes.len() > MAX_VOLUMES {
         return Err(bad("too many volumes"));
     }
-    let mut rotate = Vec::new();
+    let mut escrow_ids = Vec::new();
     for v in &report.volumes {
         let Some(id) = &v.escrow_id else { continue };
         if !token_ok(id, 1) {
             return Err(bad("bad escrow_id"));
         }
-        if s.store
-            .seen(&device, v.volume.as_str(), id)
-            .await
-            .map_err(internal)?
-        {
-            rotate.push(v.volume.clone());
-        }
+        escrow_ids.push((v.volume.clone(), id.clone()));
     }
-    crate::commands::record(&s.store, &device, &report.commands)
-        .await
-        .map_err(internal)?;
-    let commands = crate::commands::pending(&s.store, &device)
-        .await
-        .map_err(internal)?;
     // Re-serialised from the parsed form: only known fields, checked types, are stored.
-    let stored = serde_json::to_string(&report).map_err(internal)?;
-    s.store.checkin(&device, &stored).await.map_err(internal)?;
-    Ok(Json(CheckInReply { rotate, commands }))
+    Ok(CheckInWrite {
+        report: serde_json::to_string(&report).map_err(internal)?,
+        escrow_ids,
+        commands: report.commands,
+    })
 }
 
 /// A device's latest report, parsed: (when, report).

@@ -91,8 +91,16 @@ pub async fn issue(
     Ok(id)
 }
 
-/// Record what a device reported about its commands (only its own, only pending ones).
-pub async fn record(store: &Store, device: &str, reports: &[CommandReport]) -> Result<(), String> {
+/// At most this many commands go out with one check-in.
+pub const MAX_DELIVERED: usize = 16;
+
+/// Record what a device reported about its commands (only its own, only pending ones), in the
+/// writer's transaction.
+pub async fn record(
+    conn: &mut sqlx::AnyConnection,
+    device: &str,
+    reports: &[CommandReport],
+) -> Result<(), sqlx::Error> {
     for r in reports {
         let status = match r.status {
             CommandStatus::Done => "done",
@@ -110,30 +118,37 @@ pub async fn record(store: &Store, device: &str, reports: &[CommandReport]) -> R
         .bind(crate::store::now())
         .bind(&r.id)
         .bind(device)
-        .execute(store.pool())
-        .await
-        .map_err(|e| e.to_string())?;
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
 
-/// The commands to deliver at this check-in: pending and unexpired.
-pub async fn pending(store: &Store, device: &str) -> Result<Vec<SignedCommand>, String> {
-    let rows = sqlx::query(
-        "SELECT signed FROM commands WHERE device = $1 AND status = 'pending' AND expires > $2 \
-         ORDER BY issued, id LIMIT 16",
-    )
-    .bind(device)
-    .bind(int(unix_now()))
-    .fetch_all(store.pool())
-    .await
-    .map_err(|e| e.to_string())?;
-    rows.iter()
-        .map(|r| {
-            let text: String = r.try_get("signed").map_err(|e| e.to_string())?;
-            serde_json::from_str(&text).map_err(|e| e.to_string())
-        })
-        .collect()
+/// The commands to deliver at these devices' check-ins, pending and unexpired, oldest first
+/// (at most [`MAX_DELIVERED`] each): the signed JSON by device.
+pub async fn pending(
+    conn: &mut sqlx::AnyConnection,
+    devices: &[&str],
+) -> Result<std::collections::HashMap<String, Vec<String>>, sqlx::Error> {
+    let mut by_device: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for chunk in devices.chunks(crate::batch::ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT device, signed FROM commands WHERE status = 'pending' AND expires > $1 \
+             AND device IN ({}) ORDER BY device, issued, id",
+            crate::batch::numbered(2, chunk.len())
+        );
+        let mut q = sqlx::query(&sql).bind(int(unix_now()));
+        for d in chunk {
+            q = q.bind(*d);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let list = by_device.entry(row.try_get("device")?).or_default();
+            if list.len() < MAX_DELIVERED {
+                list.push(row.try_get("signed")?);
+            }
+        }
+    }
+    Ok(by_device)
 }
 
 /// One command as listed.

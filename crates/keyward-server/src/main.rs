@@ -18,8 +18,11 @@
 
 mod api;
 mod backup;
+mod batch;
 mod checkin;
 mod commands;
+mod device_keys;
+mod escrow_check;
 mod identity;
 mod keys;
 mod log;
@@ -28,6 +31,7 @@ mod migrations;
 mod store;
 mod tls;
 mod ui;
+mod writer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -131,6 +135,24 @@ enum Command {
     Admin {
         #[command(subcommand)]
         action: ui::admin::AdminAction,
+    },
+    /// Checks on escrowed keys (for tests and after a crash).
+    #[command(hide = true)]
+    Escrow {
+        #[command(subcommand)]
+        action: EscrowAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EscrowAction {
+    /// Check that every escrow in a receipts file is stored and decrypts; prints counts.
+    Check {
+        /// One receipt a line: ESCROW_ID DEVICE VOLUME SHA256 [KEY_SHA256].
+        #[arg(long)]
+        receipts: PathBuf,
+        #[command(flatten)]
+        at: Where,
     },
 }
 
@@ -319,9 +341,12 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             let identity = identity::Identity::load(&at.state)?;
             let store = store::Store::open(&db_url(&at)).await?;
-            tokio::spawn(prune_nonces(store.clone()));
+            let writer = writer::Writer::start(&store).await?;
+            tokio::spawn(prune_nonces(writer.clone()));
             let state = Arc::new(api::AppState {
                 store,
+                writer,
+                device_keys: device_keys::DeviceKeys::default(),
                 identity,
                 counters: metrics::Counters::default(),
                 log_requests,
@@ -331,16 +356,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .await
                 .map_err(|e| e.to_string())?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            // The first line of the log: scripts and tests read the address from it.
+            log::info(&format!("listening on {scheme}://{addr}"), &[]);
+            tokio::spawn(warm_device_keys(state.clone()));
             let app = api::router(state);
             match tls {
-                Some(acceptor) => {
-                    log::info(&format!("listening on https://{addr}"), &[]);
-                    tls::serve(listener, acceptor, app).await
-                }
-                None => {
-                    log::info(&format!("listening on http://{addr}"), &[]);
-                    axum::serve(listener, app).await.map_err(|e| e.to_string())
-                }
+                Some(acceptor) => tls::serve(listener, acceptor, app).await,
+                None => axum::serve(listener, app).await.map_err(|e| e.to_string()),
             }
         }
         Command::Device {
@@ -376,6 +399,22 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Command { action } => issue_command(action).await,
         Command::Admin { action } => ui::admin::run(action).await,
+        Command::Escrow {
+            action: EscrowAction::Check { receipts, at },
+        } => {
+            let identity = identity::Identity::load(&at.state)?;
+            let store = store::Store::open(&db_url(&at)).await?;
+            let t = escrow_check::check(&store, &identity, &receipts).await?;
+            println!(
+                "receipts {}\nrecovered {}\nmissing {}\nmismatched {}\nundecryptable {}",
+                t.receipts, t.recovered, t.missing, t.mismatched, t.undecryptable
+            );
+            if t.all_recovered() {
+                Ok(())
+            } else {
+                Err("not every receipted escrow is recoverable".into())
+            }
+        }
         Command::Backup { at, out, .. } => {
             let pass = passphrase(12)?;
             let store = store::Store::open(&db_url(&at)).await?;
@@ -448,17 +487,40 @@ async fn audit(at: &Where) -> Result<(), String> {
     Ok(())
 }
 
-/// Forget request nonces once their timestamps are too old to be accepted anyway.
-async fn prune_nonces(store: store::Store) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+/// Fill the device-key cache from the database while serving.
+async fn warm_device_keys(state: Arc<api::AppState>) {
+    match state.device_keys.warm(&state.store).await {
+        Ok(n) => log::info("device keys cached", &[("devices", n.into())]),
+        Err(e) => log::error("caching device keys", &[("error", e.to_string().into())]),
+    }
+}
+
+/// Forget request nonces once their timestamps are too old to be accepted anyway, through
+/// the writer and a few thousand at a time, so the write lock is never held long.
+async fn prune_nonces(writer: writer::Writer) {
+    const LIMIT: i64 = 2_000;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
         tick.tick().await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let before = i64::try_from(now.saturating_sub(api::MAX_SKEW_SECS * 2)).unwrap_or(0);
-        if let Err(e) = store.prune_nonces(before).await {
-            log::error("pruning nonces", &[("error", e.to_string().into())]);
+        loop {
+            match writer
+                .submit(writer::Unit::Prune {
+                    before,
+                    limit: LIMIT,
+                })
+                .await
+            {
+                Ok(writer::Outcome::Pruned(n)) if n >= LIMIT as u64 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    log::error("pruning nonces", &[("error", e.to_string().into())]);
+                    break;
+                }
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Operability: a middleware that counts and logs every request (route template, status,
 //! latency; never a body), and `/metrics` in the Prometheus text format: this instance's
-//! request counters and latency sums, plus fleet gauges read from the database (devices,
-//! escrows, keys waiting for rotation after use, volumes by escrow state, rotation lag).
+//! request counters, latency sums and write batches, plus fleet gauges read from the database
+//! (devices, escrows, keys waiting for rotation after use, volumes by escrow state, rotation
+//! lag).
 //! Request counters are per instance, as Prometheus expects; gauges are the same everywhere.
 
 use std::collections::BTreeMap;
@@ -82,6 +83,30 @@ pub async fn metrics(State(s): State<Arc<AppState>>) -> Result<Response, ApiErro
             out,
             "keyward_http_request_seconds_sum{{route=\"{}\",status=\"{status}\"}} {secs:.6}",
             label(route)
+        );
+    }
+    let w = s.writer.stats();
+    for (name, help, v) in [
+        (
+            "keyward_writer_batches_total",
+            "Write transactions of this instance's writer.",
+            &w.batches,
+        ),
+        (
+            "keyward_writer_writes_total",
+            "Device API writes (enrollments, escrows, check-ins, nonces) in those transactions.",
+            &w.units,
+        ),
+        (
+            "keyward_writer_retried_batches_total",
+            "Write transactions that failed and were retried one write at a time.",
+            &w.retried,
+        ),
+    ] {
+        let v = v.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     }
     let (devices, escrows, seen) = s.store.counts().await.map_err(internal)?;

@@ -3,7 +3,9 @@
 //! in the state directory, WAL, `synchronous=FULL`) is the default; PostgreSQL serves a fleet
 //! from several stateless instances. Nothing lives in process memory that another instance
 //! would need: single-use tokens, request nonces, sessions and login failures are rows.
-//! The dialects differ only in the schema's DDL (`migrations.rs`).
+//! The dialects differ only in the schema's DDL (`migrations.rs`). The device API's writes
+//! (enrollment, nonces, escrows, check-ins) do not come here but go through the writer
+//! (`writer.rs`, `batch.rs`), on connections of their own; this pool serves everything else.
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
@@ -21,9 +23,16 @@ pub enum Dialect {
 }
 
 /// A store error: a message for the log, never shown to a client.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("database: {0}")]
 pub struct StoreError(String);
+
+impl StoreError {
+    /// An error of the server's own making, not the database's.
+    pub fn other(msg: impl Into<String>) -> Self {
+        StoreError(msg.into())
+    }
+}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
@@ -43,6 +52,8 @@ type Result<T> = std::result::Result<T, StoreError>;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    url: String,
+    dialect: Dialect,
 }
 
 /// An escrowed ciphertext.
@@ -99,7 +110,31 @@ const ESCROW_COLUMNS: &str = "id, ciphertext, created, rotate_after_use";
 
 /// Now, RFC 3339 with nanoseconds (fixed width, so text order is time order).
 pub fn now() -> String {
-    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
+    timestamp(std::time::SystemTime::now())
+}
+
+/// `t`, RFC 3339 with nanoseconds.
+pub fn timestamp(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// A pool of at most `max` connections; SQLite's in WAL mode, every commit synced to disk
+/// (`synchronous = FULL`: a receipt promises the escrow survives a power cut), waiting up to
+/// 5 s for the write lock.
+async fn connect(url: &str, dialect: Dialect, max: u32) -> Result<AnyPool> {
+    let mut options = AnyPoolOptions::new().max_connections(max);
+    if dialect == Dialect::Sqlite {
+        options = options.after_connect(|conn, _| {
+            Box::pin(async move {
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+                )
+                .await
+                .map(drop)
+            })
+        });
+    }
+    Ok(options.connect(url).await?)
 }
 
 impl Store {
@@ -119,59 +154,43 @@ impl Store {
             Dialect::Sqlite if !url.contains('?') => format!("{url}?mode=rwc"),
             _ => url.to_owned(),
         };
-        let mut options = AnyPoolOptions::new().max_connections(match dialect {
+        let max = match dialect {
             Dialect::Sqlite => 4,
             Dialect::Postgres => 16,
-        });
-        if dialect == Dialect::Sqlite {
-            options = options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    conn.execute(
-                        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
-                    )
-                    .await
-                    .map(drop)
-                })
-            });
-        }
-        let pool = options.connect(&url).await?;
-        let store = Store { pool };
+        };
+        let pool = connect(&url, dialect, max).await?;
+        let store = Store { pool, url, dialect };
         migrations::run(&store.pool, dialect).await?;
         Ok(store)
+    }
+
+    /// A second pool on the same database with at most `max` connections, for the writer.
+    pub async fn writer_pool(&self, max: u32) -> Result<AnyPool> {
+        connect(&self.url, self.dialect, max).await
+    }
+
+    /// Which database this is.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     /// Store enrollment tokens (their SHA-256 only), all or none.
     pub async fn add_tokens(&self, hashes: &[String]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for h in hashes {
-            sqlx::query("INSERT INTO tokens (hash, used) VALUES ($1, 0)")
-                .bind(h)
-                .execute(&mut *tx)
-                .await?;
+        // Many rows a statement: a fleet's 100,000 tokens are a few hundred round trips.
+        for chunk in hashes.chunks(500) {
+            let sql = format!(
+                "INSERT INTO tokens (hash, used) VALUES {}",
+                crate::batch::placeholders(chunk.len(), 1, ", 0")
+            );
+            let mut q = sqlx::query(&sql);
+            for h in chunk {
+                q = q.bind(h);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// Spend a token and enroll a device with it, in one transaction; false if the token was
-    /// unknown or already spent.
-    pub async fn enroll(&self, token_hash: &str, device: &str, key_b64: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let spent = sqlx::query("UPDATE tokens SET used = 1 WHERE hash = $1 AND used = 0")
-            .bind(token_hash)
-            .execute(&mut *tx)
-            .await?;
-        if spent.rows_affected() != 1 {
-            return Ok(false);
-        }
-        sqlx::query("INSERT INTO devices (id, key, created) VALUES ($1, $2, $3)")
-            .bind(device)
-            .bind(key_b64)
-            .bind(now())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
     }
 
     /// A device's public key (base64), if it is enrolled.
@@ -183,73 +202,21 @@ impl Store {
         Ok(row.map(|r| r.try_get("key")).transpose()?)
     }
 
-    /// Record a request nonce; false if the device used it before.
-    pub async fn use_nonce(&self, device: &str, nonce: &str, ts: i64) -> Result<bool> {
-        let fresh = sqlx::query(
-            "INSERT INTO nonces (device, nonce, ts) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(device)
-        .bind(nonce)
-        .bind(ts)
-        .execute(&self.pool)
-        .await?;
-        Ok(fresh.rows_affected() == 1)
-    }
-
-    /// Forget nonces older than `before` (Unix seconds): stale requests are refused by time.
-    pub async fn prune_nonces(&self, before: i64) -> Result<u64> {
-        let gone = sqlx::query("DELETE FROM nonces WHERE ts < $1")
-            .bind(before)
-            .execute(&self.pool)
+    /// Up to `limit` devices' (id, key) with ids after `after`, in id order (for warming the
+    /// key cache page by page).
+    pub async fn device_keys_after(
+        &self,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, key FROM devices WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
             .await?;
-        Ok(gone.rows_affected())
-    }
-
-    /// The escrow of one rotation: (id, sha256).
-    pub async fn rotation(
-        &self,
-        device: &str,
-        volume: &str,
-        rotation_id: &str,
-    ) -> Result<Option<(String, String)>> {
-        let row = sqlx::query(
-            "SELECT id, sha256 FROM escrows WHERE device = $1 AND volume = $2 AND rotation_id = $3",
-        )
-        .bind(device)
-        .bind(volume)
-        .bind(rotation_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row
-            .map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("sha256")?)))
-            .transpose()?)
-    }
-
-    /// Store an escrowed ciphertext. False if this rotation is already stored (a race with
-    /// another instance: the caller reads it back).
-    pub async fn add_escrow(
-        &self,
-        id: &str,
-        device: &str,
-        volume: &str,
-        rotation_id: &str,
-        sha256: &str,
-        ciphertext: &[u8],
-    ) -> Result<bool> {
-        let done = sqlx::query(
-            "INSERT INTO escrows (id, device, volume, rotation_id, sha256, ciphertext, created, rotate_after_use) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 0) ON CONFLICT DO NOTHING",
-        )
-        .bind(id)
-        .bind(device)
-        .bind(volume)
-        .bind(rotation_id)
-        .bind(sha256)
-        .bind(ciphertext)
-        .bind(now())
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("key")?)))
+            .collect()
     }
 
     /// The latest escrow of a device's volume, or the one named.
@@ -358,20 +325,6 @@ impl Store {
                 })
             })
             .collect()
-    }
-
-    /// Keep a device's latest check-in report.
-    pub async fn checkin(&self, device: &str, report: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO checkins (device, at, report) VALUES ($1, $2, $3) \
-             ON CONFLICT (device) DO UPDATE SET at = excluded.at, report = excluded.report",
-        )
-        .bind(device)
-        .bind(now())
-        .bind(report)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     /// Devices whose id contains `search` (all if empty), with their last check-in.

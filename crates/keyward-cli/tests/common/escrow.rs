@@ -190,6 +190,31 @@ impl Server {
         }
     }
 
+    /// Kill the serving process with SIGKILL, as a crash would: no shutdown, no flush.
+    pub fn crash(&mut self) {
+        self.stop();
+    }
+
+    /// `count` single-use enrollment tokens, one a line.
+    pub fn tokens(&self, count: u32) -> String {
+        let out = self.cmd(&["token", "create", "--count", &count.to_string()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The `recipient` and `server_signing_key` values `init` printed.
+    pub fn public_keys(&self) -> (String, String) {
+        let value = |name: &str| {
+            self.lines
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().strip_prefix('='))
+                .map(|v| v.trim().trim_matches('"').to_owned())
+                .unwrap_or_else(|| panic!("no {name} in {}", self.lines))
+        };
+        (value("recipient"), value("server_signing_key"))
+    }
+
     /// One single-use enrollment token.
     pub fn token(&self) -> String {
         let out = self.cmd(&["token", "create"]);

@@ -1,0 +1,463 @@
+//! One batch of the device API's writes, applied in one transaction by the writer
+//! (`writer.rs`): a few multi-row statements for the whole batch instead of several statements
+//! and a commit per request. Every unit gets the answer it would have had alone: a replayed
+//! nonce refuses its unit only (the first of two equal ones in one batch wins), an escrow
+//! whose rotation is already stored is read back (so a retry gets its receipt, and another
+//! ciphertext a 409), a token spent twice enrolls once. SQL both dialects accept (`$N`,
+//! `ON CONFLICT`, `RETURNING`); no I/O but the connection it is given, no commit.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
+
+use sqlx::{AnyConnection, Row};
+
+use crate::store::timestamp;
+use crate::writer::{CheckInWrite, NewEscrow, Nonce, Outcome, Unit};
+
+/// Rows in one multi-row statement: at most 7 parameters a row keeps a statement under 1,000
+/// parameters, far below either database's limit.
+pub const ROWS_PER_STATEMENT: usize = 128;
+
+/// `($1, $2), ($3, $4)` for `rows` rows of `cols` parameters, each row ending in `tail`.
+pub fn placeholders(rows: usize, cols: usize, tail: &str) -> String {
+    let mut s = String::with_capacity(rows * (cols * 5 + tail.len() + 4));
+    for r in 0..rows {
+        if r > 0 {
+            s.push_str(", ");
+        }
+        s.push('(');
+        s.push_str(&numbered(r * cols + 1, cols));
+        s.push_str(tail);
+        s.push(')');
+    }
+    s
+}
+
+/// `$first, …` for `n` parameters.
+pub fn numbered(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn nonce_of(u: &Unit) -> Option<&Nonce> {
+    match u {
+        Unit::Nonce(n) | Unit::Escrow(n, _) | Unit::CheckIn(n, _) => Some(n),
+        Unit::Enroll { .. } | Unit::Prune { .. } => None,
+    }
+}
+
+/// Apply `units` on `conn`, inside a transaction the caller opened and commits. One answer per
+/// unit, in order. `now` stamps the rows; escrows get `now` plus their place in the batch in
+/// nanoseconds, so "latest" keeps the order the requests came in.
+pub async fn apply(
+    conn: &mut AnyConnection,
+    units: &[Unit],
+    now: SystemTime,
+) -> Result<Vec<Outcome>, sqlx::Error> {
+    let mut out: Vec<Option<Outcome>> = units.iter().map(|_| None).collect();
+    let fresh = record_nonces(conn, units).await?;
+    for (i, u) in units.iter().enumerate() {
+        match u {
+            Unit::Nonce(_) => out[i] = Some(Outcome::NonceFresh(fresh[i])),
+            Unit::Escrow(..) | Unit::CheckIn(..) if !fresh[i] => out[i] = Some(Outcome::Replayed),
+            _ => {}
+        }
+    }
+    enroll(conn, units, &mut out, now).await?;
+    escrow(conn, units, &fresh, &mut out, now).await?;
+    checkin(conn, units, &fresh, &mut out, now).await?;
+    for (i, u) in units.iter().enumerate() {
+        if let Unit::Prune { before, limit } = u {
+            let gone = sqlx::query(
+                "DELETE FROM nonces WHERE (ts, device, nonce) IN \
+                 (SELECT ts, device, nonce FROM nonces WHERE ts < $1 LIMIT $2)",
+            )
+            .bind(*before)
+            .bind(*limit)
+            .execute(&mut *conn)
+            .await?;
+            out[i] = Some(Outcome::Pruned(gone.rows_affected()));
+        }
+    }
+    out.into_iter()
+        .map(|o| o.ok_or_else(|| sqlx::Error::Protocol("a write unit was left unanswered".into())))
+        .collect()
+}
+
+/// Insert every unit's nonce; per unit, whether its nonce was new (true for units without one).
+async fn record_nonces(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<bool>, sqlx::Error> {
+    let mut fresh = vec![true; units.len()];
+    // The first of equal nonces in the batch is the candidate; the others are replays of it.
+    let mut candidates: HashMap<(i64, &str, &str), usize> = HashMap::new();
+    let mut order = Vec::new();
+    for (i, n) in units.iter().enumerate() {
+        let Some(n) = nonce_of(n) else { continue };
+        match candidates.entry((n.ts, n.device.as_str(), n.value.as_str())) {
+            std::collections::hash_map::Entry::Occupied(_) => fresh[i] = false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(i);
+                order.push((i, n));
+            }
+        }
+    }
+    for chunk in order.chunks(ROWS_PER_STATEMENT) {
+        for (i, _) in chunk {
+            fresh[*i] = false;
+        }
+        let sql = format!(
+            "INSERT INTO nonces (device, nonce, ts) VALUES {} ON CONFLICT DO NOTHING RETURNING ts, device, nonce",
+            placeholders(chunk.len(), 3, "")
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, n) in chunk {
+            q = q.bind(n.device.as_str()).bind(n.value.as_str()).bind(n.ts);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let (ts, device, value): (i64, String, String) =
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            if let Some(&i) = candidates.get(&(ts, device.as_str(), value.as_str())) {
+                fresh[i] = true;
+            }
+        }
+    }
+    Ok(fresh)
+}
+
+async fn enroll(
+    conn: &mut AnyConnection,
+    units: &[Unit],
+    out: &mut [Option<Outcome>],
+    now: SystemTime,
+) -> Result<(), sqlx::Error> {
+    let todo: Vec<(usize, &str, &str, &str)> = units
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| match u {
+            Unit::Enroll {
+                token_hash,
+                device,
+                key_b64,
+            } => Some((i, token_hash.as_str(), device.as_str(), key_b64.as_str())),
+            _ => None,
+        })
+        .collect();
+    let mut spent: HashSet<String> = HashSet::new();
+    for chunk in todo.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "UPDATE tokens SET used = 1 WHERE used = 0 AND hash IN ({}) RETURNING hash",
+            numbered(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, hash, _, _) in chunk {
+            q = q.bind(*hash);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            spent.insert(row.try_get(0)?);
+        }
+    }
+    // A token is spent once: the first unit that named it enrolls.
+    let mut enrolled = Vec::new();
+    for &(i, hash, device, key) in &todo {
+        let ok = spent.remove(hash);
+        out[i] = Some(Outcome::Enrolled(ok));
+        if ok {
+            enrolled.push((device, key));
+        }
+    }
+    let created = timestamp(now);
+    for chunk in enrolled.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO devices (id, key, created) VALUES {}",
+            placeholders(chunk.len(), 3, "")
+        );
+        let mut q = sqlx::query(&sql);
+        for (device, key) in chunk {
+            q = q.bind(*device).bind(*key).bind(created.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+async fn escrow(
+    conn: &mut AnyConnection,
+    units: &[Unit],
+    fresh: &[bool],
+    out: &mut [Option<Outcome>],
+    now: SystemTime,
+) -> Result<(), sqlx::Error> {
+    let todo: Vec<(usize, &str, &NewEscrow, String)> = units
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| match u {
+            Unit::Escrow(n, e) if fresh[i] => {
+                let at = now + Duration::from_nanos(u64::try_from(i).unwrap_or(u64::MAX));
+                Some((i, n.device.as_str(), e, timestamp(at)))
+            }
+            _ => None,
+        })
+        .collect();
+    let mut inserted: HashSet<String> = HashSet::new();
+    for chunk in todo.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO escrows (id, device, volume, rotation_id, sha256, ciphertext, created, \
+             rotate_after_use) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
+            placeholders(chunk.len(), 7, ", 0")
+        );
+        let mut q = sqlx::query(&sql);
+        for (_, device, e, created) in chunk {
+            q = q
+                .bind(e.id.as_str())
+                .bind(*device)
+                .bind(e.volume.as_str())
+                .bind(e.rotation_id.as_str())
+                .bind(e.sha256.as_str())
+                .bind(e.ciphertext.as_slice())
+                .bind(created.as_str());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            inserted.insert(row.try_get(0)?);
+        }
+    }
+    for (i, device, e, _) in &todo {
+        if inserted.contains(&e.id) {
+            out[*i] = Some(Outcome::Escrowed(Some((e.id.clone(), e.sha256.clone()))));
+            continue;
+        }
+        // Rare: the rotation was stored before (a retry, or a race with another instance).
+        let row = sqlx::query(
+            "SELECT id, sha256 FROM escrows WHERE device = $1 AND volume = $2 AND rotation_id = $3",
+        )
+        .bind(*device)
+        .bind(e.volume.as_str())
+        .bind(e.rotation_id.as_str())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let stored = match row {
+            Some(r) => Some((r.try_get("id")?, r.try_get("sha256")?)),
+            None => None,
+        };
+        out[*i] = Some(Outcome::Escrowed(stored));
+    }
+    Ok(())
+}
+
+async fn checkin(
+    conn: &mut AnyConnection,
+    units: &[Unit],
+    fresh: &[bool],
+    out: &mut [Option<Outcome>],
+    now: SystemTime,
+) -> Result<(), sqlx::Error> {
+    let todo: Vec<(usize, &str, &CheckInWrite)> = units
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| match u {
+            Unit::CheckIn(n, c) if fresh[i] => Some((i, n.device.as_str(), c)),
+            _ => None,
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(());
+    }
+    for (_, device, c) in &todo {
+        if !c.commands.is_empty() {
+            crate::commands::record(conn, device, &c.commands).await?;
+        }
+    }
+    // The last report of a device in the batch is its latest; one row per device a statement
+    // (PostgreSQL refuses to update a row twice in one), in device order (so two instances
+    // lock rows in the same order).
+    let mut latest: HashMap<&str, &CheckInWrite> = HashMap::new();
+    for (_, device, c) in &todo {
+        latest.insert(device, c);
+    }
+    let mut rows: Vec<(&str, &CheckInWrite)> = latest.into_iter().collect();
+    rows.sort_unstable_by_key(|(d, _)| *d);
+    let at = timestamp(now);
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO checkins (device, at, report) VALUES {} \
+             ON CONFLICT (device) DO UPDATE SET at = excluded.at, report = excluded.report",
+            placeholders(chunk.len(), 3, "")
+        );
+        let mut q = sqlx::query(&sql);
+        for (device, c) in chunk {
+            q = q.bind(*device).bind(at.as_str()).bind(c.report.as_str());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let seen = seen(conn, &todo).await?;
+    let devices: Vec<&str> = rows.iter().map(|(d, _)| *d).collect();
+    let pending = crate::commands::pending(conn, &devices).await?;
+    for (i, device, c) in &todo {
+        let rotate = c
+            .escrow_ids
+            .iter()
+            .filter(|(v, id)| {
+                seen.get(id)
+                    .is_some_and(|(d, vol)| d == device && vol == v.as_str())
+            })
+            .map(|(v, _)| v.clone())
+            .collect();
+        let commands = pending.get(*device).cloned().unwrap_or_default();
+        out[*i] = Some(Outcome::CheckedIn { rotate, commands });
+    }
+    Ok(())
+}
+
+/// Which of the reported escrow ids an admin has seen: id to (device, volume).
+async fn seen(
+    conn: &mut AnyConnection,
+    todo: &[(usize, &str, &CheckInWrite)],
+) -> Result<HashMap<String, (String, String)>, sqlx::Error> {
+    let ids: Vec<&str> = todo
+        .iter()
+        .flat_map(|(_, _, c)| c.escrow_ids.iter().map(|(_, id)| id.as_str()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut seen = HashMap::new();
+    for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id, device, volume FROM escrows WHERE rotate_after_use <> 0 AND id IN ({})",
+            numbered(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            seen.insert(row.try_get(0)?, (row.try_get(1)?, row.try_get(2)?));
+        }
+    }
+    Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::Store;
+    use keyward_core::VolumeName;
+
+    #[test]
+    fn placeholders_number_rows_in_order() {
+        assert_eq!(placeholders(2, 3, ""), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(2, 1, ", 0"), "($1, 0), ($2, 0)");
+        assert_eq!(numbered(2, 3), "$2, $3, $4");
+    }
+
+    fn nonce(device: &str, value: &str) -> Nonce {
+        Nonce {
+            device: device.into(),
+            value: value.into(),
+            ts: 1_700_000_000,
+        }
+    }
+
+    fn escrow(id: &str, rotation: &str, sha: &str) -> NewEscrow {
+        NewEscrow {
+            id: id.into(),
+            volume: "data".into(),
+            rotation_id: rotation.into(),
+            sha256: sha.into(),
+            ciphertext: vec![1, 2, 3],
+        }
+    }
+
+    fn checkin(report: &str) -> CheckInWrite {
+        CheckInWrite {
+            report: report.into(),
+            escrow_ids: vec![(VolumeName::parse("data").unwrap(), "e1".into())],
+            commands: Vec::new(),
+        }
+    }
+
+    /// Conflicts inside one batch get the answers they would get one request at a time.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_batch_answers_each_unit_as_if_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store.add_tokens(&["t1".into()]).await.unwrap();
+        let pool = store.writer_pool(1).await.unwrap();
+        let units = vec![
+            Unit::Enroll {
+                token_hash: "t1".into(),
+                device: "d1".into(),
+                key_b64: "k".into(),
+            },
+            Unit::Enroll {
+                token_hash: "t1".into(),
+                device: "d2".into(),
+                key_b64: "k".into(),
+            },
+            Unit::Enroll {
+                token_hash: "unknown".into(),
+                device: "d3".into(),
+                key_b64: "k".into(),
+            },
+            Unit::Escrow(nonce("d1", "n1"), escrow("e1", "r1", "aa")),
+            Unit::Escrow(nonce("d1", "n1"), escrow("e2", "r2", "aa")),
+            Unit::Escrow(nonce("d1", "n2"), escrow("e3", "r1", "bb")),
+            Unit::Nonce(nonce("d1", "n3")),
+            Unit::CheckIn(nonce("d1", "n4"), checkin("first")),
+            Unit::CheckIn(nonce("d1", "n5"), checkin("second")),
+        ];
+        let mut conn = pool.acquire().await.unwrap();
+        // A receipt means the escrow is on disk: the writer's commits are fsynced.
+        let sync: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap()
+            .try_get(0)
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous = FULL");
+        let out = apply(&mut conn, &units, SystemTime::now()).await.unwrap();
+        let show: Vec<String> = out.iter().map(|o| format!("{o:?}")).collect();
+        assert_eq!(
+            show[..7],
+            [
+                "Enrolled(true)",
+                "Enrolled(false)",
+                "Enrolled(false)",
+                "Escrowed(Some((\"e1\", \"aa\")))",
+                "Replayed",
+                // The same rotation with another ciphertext: the first is read back (409).
+                "Escrowed(Some((\"e1\", \"aa\")))",
+                "NonceFresh(true)",
+            ]
+        );
+        assert!(matches!(&out[7], Outcome::CheckedIn { rotate, commands }
+            if rotate.is_empty() && commands.is_empty()));
+        // The latest report of a device in a batch is the one kept.
+        let d = store.device("d1").await.unwrap().unwrap();
+        assert_eq!(d.checkin.unwrap().1, "second");
+        assert!(store.device("d2").await.unwrap().is_none());
+
+        // A later batch: spent nonces and tokens stay spent; a seen key asks for rotation.
+        sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = 'e1'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let units = vec![
+            Unit::Nonce(nonce("d1", "n3")),
+            Unit::CheckIn(nonce("d1", "n4"), checkin("again")),
+            Unit::CheckIn(nonce("d1", "n6"), checkin("third")),
+            Unit::Prune {
+                before: 1_700_000_001,
+                limit: 100,
+            },
+        ];
+        let out = apply(&mut conn, &units, SystemTime::now()).await.unwrap();
+        assert!(matches!(out[0], Outcome::NonceFresh(false)));
+        assert!(matches!(out[1], Outcome::Replayed));
+        assert!(matches!(&out[2], Outcome::CheckedIn { rotate, .. }
+            if rotate.len() == 1 && rotate[0].as_str() == "data"));
+        // Every nonce so far (n1..n6, at the same second) is older than the cut-off.
+        assert!(matches!(out[3], Outcome::Pruned(6)));
+    }
+}
