@@ -14,16 +14,6 @@ use ed25519_dalek::SigningKey;
 use proptest::prelude::*;
 use sha2::Digest;
 
-fn signed(
-    key: &SigningKey,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    nonce: &str,
-) -> Vec<(String, String)> {
-    signed_as(key, method, path, body, nonce)
-}
-
 /// Strings a hostile client would try.
 fn nasty() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -92,7 +82,7 @@ fn generated_requests_never_get_a_5xx() {
                 let v = serde_json::json!({ "rotation_id": rotation, "ciphertext": b64(&ciphertext), "sha256": sha });
                 ("PUT", format!("/v1/devices/{}/escrow/{}", percent(&device), percent(&volume)), raw.clone().unwrap_or_else(|| v.to_string().into_bytes()))
             };
-            let headers = signed(&key, method, &path, &body, &format!("fuzz-nonce-{:012}", n.get()));
+            let headers = signed_as(&key, method, &path, &body, &format!("fuzz-nonce-{:012}", n.get()));
             let (status, _) = http(&srv.addr, method, &path, &headers, &body);
             prop_assert!(status > 0 && status < 500, "{method} {path}: {status}");
             if status == 200 && method == "PUT" {

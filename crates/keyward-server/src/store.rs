@@ -269,17 +269,7 @@ impl Store {
     /// Record a key retrieval and mark the key for rotation after use, together.
     pub async fn reveal(&self, escrow_id: &str, record: &AuditRecord) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&record.at)
-        .bind(&record.who)
-        .bind(&record.action)
-        .bind(&record.device)
-        .bind(&record.volume)
-        .bind(&record.reason)
-        .execute(&mut *tx)
-        .await?;
+        insert_audit(&mut *tx, record).await?;
         sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = $1")
             .bind(escrow_id)
             .execute(&mut *tx)
@@ -290,18 +280,7 @@ impl Store {
 
     /// Append an audit record.
     pub async fn audit(&self, record: &AuditRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(&record.at)
-        .bind(&record.who)
-        .bind(&record.action)
-        .bind(&record.device)
-        .bind(&record.volume)
-        .bind(&record.reason)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        insert_audit(&self.pool, record).await
     }
 
     /// The audit trail, oldest first, at most `limit` of the newest records.
@@ -369,6 +348,25 @@ impl Store {
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
+}
+
+/// One audit row, on the pool or inside a transaction.
+async fn insert_audit<'e, E>(executor: E, record: &AuditRecord) -> Result<()>
+where
+    E: Executor<'e, Database = sqlx::Any>,
+{
+    sqlx::query(
+        "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&record.at)
+    .bind(&record.who)
+    .bind(&record.action)
+    .bind(&record.device)
+    .bind(&record.volume)
+    .bind(&record.reason)
+    .execute(executor)
+    .await?;
+    Ok(())
 }
 
 fn device(r: &AnyRow) -> Result<Device> {
