@@ -25,6 +25,16 @@ fn alice() -> GrantRequest {
     }
 }
 
+/// Alice's right, granted through the service account with the password `alice-pw`.
+fn grant_alice(s: &mut Store) -> SlotId {
+    s.grant(
+        &alice(),
+        Authority::Service(&secret(SERVICE_PW)),
+        &secret("alice-pw"),
+    )
+    .unwrap()
+}
+
 fn roles(s: &mut Store) -> Vec<(u32, String, Option<String>)> {
     s.state()
         .unwrap()
@@ -66,13 +76,7 @@ fn holders_are_token_holders_not_fdesetup_list() {
 #[test]
 fn grant_with_the_service_password() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     assert!(s.runner().account("alice").unwrap().token);
     let holders = roles(&mut s);
     assert!(holders.contains(&(slot.get(), "user".into(), Some("alice".into()))));
@@ -196,13 +200,7 @@ fn holder_authority_needs_the_holders_name() {
 #[test]
 fn rekey_is_a_change_with_the_old_password() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     let new_slot = s
         .rekey(
             slot,
@@ -233,13 +231,7 @@ fn rekey_is_a_change_with_the_old_password() {
 #[test]
 fn rekey_never_resets_without_the_old_password() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     let r = s.rekey(
         slot,
         Authority::Service(&secret(SERVICE_PW)),
@@ -260,13 +252,7 @@ fn rekey_never_resets_without_the_old_password() {
 #[test]
 fn rekey_with_a_wrong_old_password_changes_nothing() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     let r = s.rekey(
         slot,
         Authority::Holder(&secret("nope")),
@@ -288,13 +274,7 @@ fn rekey_with_a_wrong_old_password_changes_nothing() {
 #[test]
 fn a_torn_change_is_reverted() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     s.runner_mut().tear_next_password_change = true;
     let r = s.change_password(
         slot,
@@ -318,13 +298,7 @@ fn a_torn_change_is_reverted() {
 #[test]
 fn revoke_needs_the_holders_password_on_macos() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     let r = s.revoke(slot);
     assert!(matches!(r, Err(StoreError::Backend(m)) if m.contains("current password")));
     assert!(s.runner().account("alice").unwrap().token);
@@ -353,13 +327,7 @@ fn revoke_needs_the_holders_password_on_macos() {
 #[test]
 fn phantom_token_removal_is_detected() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     s.runner_mut()
         .script(Purpose::TokenOff, "token-off-done", false);
     let r = s.revoke_right(slot, Some(&secret("alice-pw")));
@@ -491,13 +459,7 @@ fn an_interrupted_grant_is_finished_or_undone() {
 #[test]
 fn orphans_are_removed_and_invariants_hold() {
     let mut s = bootstrapped();
-    let slot = s
-        .grant(
-            &alice(),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let slot = grant_alice(&mut s);
     // Someone else removed alice's account.
     s.runner_mut().accounts.retain(|a| a.name != "alice");
     let state = s.state().unwrap();
