@@ -28,21 +28,14 @@ pub fn token_on(
     admin: &ShortName,
     admin_password: &Secret,
 ) -> Result<Invocation, MacError> {
-    Ok(Invocation::new(
+    token_switch(
         Purpose::TokenOn,
-        Program::Sysadminctl,
-        vec![
-            Arg::fixed("-secureTokenOn"),
-            Arg::name(user),
-            Arg::fixed("-password"),
-            Arg::fixed("-"),
-            Arg::fixed("-adminUser"),
-            Arg::name(admin),
-            Arg::fixed("-adminPassword"),
-            Arg::fixed("-"),
-        ],
+        "-secureTokenOn",
+        user,
+        user_password,
+        admin,
+        admin_password,
     )
-    .with_stdin(prompt_answers(&[user_password, admin_password])?))
 }
 
 /// `sysadminctl -secureTokenOff USER -password - -adminUser ADMIN -adminPassword -`. Apple
@@ -53,11 +46,31 @@ pub fn token_off(
     admin: &ShortName,
     admin_password: &Secret,
 ) -> Result<Invocation, MacError> {
-    Ok(Invocation::new(
+    token_switch(
         Purpose::TokenOff,
+        "-secureTokenOff",
+        user,
+        user_password,
+        admin,
+        admin_password,
+    )
+}
+
+/// The shared shape of `-secureTokenOn` and `-secureTokenOff`: both passwords answered on
+/// stdin, in argv order.
+fn token_switch(
+    purpose: Purpose,
+    flag: &'static str,
+    user: &ShortName,
+    user_password: &Secret,
+    admin: &ShortName,
+    admin_password: &Secret,
+) -> Result<Invocation, MacError> {
+    Ok(Invocation::new(
+        purpose,
         Program::Sysadminctl,
         vec![
-            Arg::fixed("-secureTokenOff"),
+            Arg::fixed(flag),
             Arg::name(user),
             Arg::fixed("-password"),
             Arg::fixed("-"),
