@@ -15,7 +15,7 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use base64::Engine;
-use common::escrow::{agent_log, wait_for};
+use common::escrow::{agent_log, pin_test_server, wait_for};
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use keyward_core::command::{Action, Command, SignedCommand};
@@ -84,15 +84,15 @@ fn rotate_service() -> Action {
 /// escrow server and `extra` lines in `[escrow]`; started and bootstrapped, `daemon` granted.
 fn instance(url: &str, extra: &str) -> (Instance, age::x25519::Identity) {
     let identity = age::x25519::Identity::generate();
-    let pinned =
-        base64::engine::general_purpose::STANDARD.encode(server_key().verifying_key().to_bytes());
     let inst = Instance::prepare();
-    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
-    cfg.push_str(&format!(
-        "[escrow]\nurl = \"{url}\"\nrecipient = \"{}\"\nserver_signing_key = \"{pinned}\"\ndevice_id = \"{DEVICE}\"\n{extra}",
-        identity.to_public()
-    ));
-    std::fs::write(&inst.config, cfg).unwrap();
+    pin_test_server(
+        &inst,
+        url,
+        &identity.to_public(),
+        &server_key(),
+        DEVICE,
+        extra,
+    );
     let inst = inst.start();
     inst.bootstrap();
     grant_daemon(&inst);

@@ -9,7 +9,7 @@ mod common;
 
 use std::io::Read;
 
-use base64::Engine;
+use common::escrow::pin_test_server;
 use common::*;
 use ed25519_dalek::{Signer, SigningKey};
 use keyward_core::escrow::Receipt;
@@ -54,15 +54,15 @@ fn recovery_state(inst: &Instance) -> Vec<String> {
 fn escrowed_rotation_commits_only_on_a_genuine_receipt() {
     let identity = age::x25519::Identity::generate();
     let server = SigningKey::from_bytes(&[7u8; 32]);
-    let pinned =
-        base64::engine::general_purpose::STANDARD.encode(server.verifying_key().to_bytes());
     let inst = Instance::prepare();
-    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
-    cfg.push_str(&format!(
-        "[escrow]\nurl = \"https://escrow.invalid\"\nrecipient = \"{}\"\nserver_signing_key = \"{pinned}\"\ndevice_id = \"dev-1\"\n",
-        identity.to_public()
-    ));
-    std::fs::write(&inst.config, cfg).unwrap();
+    pin_test_server(
+        &inst,
+        "https://escrow.invalid",
+        &identity.to_public(),
+        &server,
+        "dev-1",
+        "",
+    );
     let inst = inst.start();
     inst.bootstrap();
     let socket = inst.socket();

@@ -282,14 +282,21 @@ fn make_pki(
         assert!(out.status.success(), "openssl {args:?}: {}", stderr(&out));
     };
     let s = |p: std::path::PathBuf| p.display().to_string();
-    ok(&[
-        "req",
+    // `openssl req` with a new P-256 key, unencrypted, plus `more`.
+    let req = |more: &[&str]| {
+        let mut args = vec![
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        args.extend_from_slice(more);
+        ok(&args);
+    };
+    req(&[
         "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
         "-keyout",
         &s(p("ca.key")),
         "-out",
@@ -299,13 +306,7 @@ fn make_pki(
         "-subj",
         "/CN=keyward test CA",
     ]);
-    ok(&[
-        "req",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
+    req(&[
         "-keyout",
         &s(p("server.key")),
         "-out",

@@ -299,17 +299,6 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         self.backend.test_slot(slot, secret)
     }
 
-    fn clean_orphan_tokens(&mut self) -> Result<Vec<TokenId>, StoreError> {
-        Ok(self
-            .reconcile()?
-            .into_iter()
-            .filter_map(|a| match a {
-                ReconcileAction::RemovedOrphan { token } => Some(token),
-                _ => None,
-            })
-            .collect())
-    }
-
     fn reconcile(&mut self) -> Result<Vec<ReconcileAction>, StoreError> {
         let _guard = self.backend.lock()?;
         let state = self.backend.read()?;

@@ -123,8 +123,18 @@ pub trait UnlockStore {
     /// Does `secret` open `slot`?
     fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError>;
 
-    /// Remove keyward tokens whose slot no longer exists.
-    fn clean_orphan_tokens(&mut self) -> Result<Vec<TokenId>, StoreError>;
+    /// Remove keyward tokens whose slot no longer exists: the orphans a reconcile pass
+    /// removes (every backend's reconcile cleans them).
+    fn clean_orphan_tokens(&mut self) -> Result<Vec<TokenId>, StoreError> {
+        Ok(self
+            .reconcile()?
+            .into_iter()
+            .filter_map(|a| match a {
+                ReconcileAction::RemovedOrphan { token } => Some(token),
+                _ => None,
+            })
+            .collect())
+    }
 
     /// Finish or undo whatever an interrupted operation left behind, and clean orphans.
     fn reconcile(&mut self) -> Result<Vec<ReconcileAction>, StoreError>;

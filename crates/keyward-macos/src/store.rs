@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use keyward_core::invariants::check_transition;
 use keyward_core::store::{Authority, GrantRequest, ReconcileAction, UnlockStore};
 use keyward_core::token::EscrowRef;
-use keyward_core::{Role, Secret, SlotId, StoreError, TokenId, VolumeState};
+use keyward_core::{Role, Secret, SlotId, StoreError, VolumeState};
 
 use crate::build::{diskutil, dscl, fdesetup, sysadminctl};
 use crate::command::Invocation;
@@ -289,17 +289,6 @@ impl<R: Runner, J: Journal, K: Keychain> UnlockStore for FileVaultStore<R, J, K>
 
     fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {
         Ok(self.verify_slot(slot, secret)?)
-    }
-
-    fn clean_orphan_tokens(&mut self) -> Result<Vec<TokenId>, StoreError> {
-        Ok(self
-            .reconcile()?
-            .into_iter()
-            .filter_map(|a| match a {
-                ReconcileAction::RemovedOrphan { token } => Some(token),
-                _ => None,
-            })
-            .collect())
     }
 
     fn reconcile(&mut self) -> Result<Vec<ReconcileAction>, StoreError> {

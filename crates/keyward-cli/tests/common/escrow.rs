@@ -308,6 +308,26 @@ pub fn configure(inst: &Instance, server: &Server, extra: &str) {
     chmod(&inst.config, 0o644);
 }
 
+/// Append an `[escrow]` section pinning a test server key and age recipient (no real server),
+/// naming the device; `extra` lines follow.
+pub fn pin_test_server(
+    inst: &Instance,
+    url: &str,
+    recipient: &age::x25519::Recipient,
+    server: &ed25519_dalek::SigningKey,
+    device: &str,
+    extra: &str,
+) {
+    use base64::Engine;
+    let pinned =
+        base64::engine::general_purpose::STANDARD.encode(server.verifying_key().to_bytes());
+    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
+    cfg.push_str(&format!(
+        "[escrow]\nurl = \"{url}\"\nrecipient = \"{recipient}\"\nserver_signing_key = \"{pinned}\"\ndevice_id = \"{device}\"\n{extra}"
+    ));
+    std::fs::write(&inst.config, cfg).unwrap();
+}
+
 /// Start the agent, wait for its control socket, and enroll through `keyward enroll`.
 /// Returns the agent and the device id.
 pub fn enroll_agent(inst: &Instance, server: &Server) -> (Child, String) {
