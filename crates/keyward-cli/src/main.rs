@@ -69,6 +69,10 @@ enum Command {
         /// Volume name from the configuration.
         #[arg(value_parser = parse_volume)]
         volume: VolumeName,
+        /// The account whose password is given (a FileVault volume: a Secure Token holder;
+        /// a Mac needs both its name and its password).
+        #[arg(long, value_parser = parse_user)]
+        holder: Option<UserName>,
         /// Read the passphrase from one line of stdin instead of prompting.
         #[arg(long)]
         passphrase_stdin: bool,
@@ -303,15 +307,25 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Bootstrap {
             volume,
+            holder,
             passphrase_stdin,
         } => {
-            let pass = read_passphrase(
-                passphrase_stdin,
-                &format!("Passphrase of a current holder of {volume}: "),
-            )?;
-            let req = Request::Bootstrap {
-                volume: volume.clone(),
-                passphrase: WireSecret::from_secret(&pass),
+            let prompt = match &holder {
+                Some(h) => format!("Password of {h}, a current holder of {volume}: "),
+                None => format!("Passphrase of a current holder of {volume}: "),
+            };
+            let pass = read_passphrase(passphrase_stdin, &prompt)?;
+            let passphrase = WireSecret::from_secret(&pass);
+            let req = match holder {
+                Some(holder) => Request::BootstrapFrom {
+                    volume: volume.clone(),
+                    holder,
+                    passphrase,
+                },
+                None => Request::Bootstrap {
+                    volume: volume.clone(),
+                    passphrase,
+                },
             };
             drop(pass);
             match call(req)? {

@@ -18,8 +18,38 @@ pub const DEFAULT_PATH: &str = "/etc/keyward/keyward.toml";
 pub struct Volume {
     /// The name requests use.
     pub name: VolumeName,
-    /// Block device or image file.
+    /// Block device or image file (LUKS2); the volume's mount point (FileVault, `/`).
     pub device: PathBuf,
+    /// What holds its unlock rights.
+    pub kind: VolumeKind,
+    /// FileVault only: the hidden account that holds keyward's Secure Token, when it is not
+    /// `service_user` (the agent's account), so the networked agent's account need not be an
+    /// administrator or a token holder.
+    pub service_account: Option<UserName>,
+}
+
+/// What holds a volume's unlock rights (`kind` in `[[volume]]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum VolumeKind {
+    /// LUKS2 keyslots (Linux; the default).
+    #[default]
+    Luks2,
+    /// Secure Tokens and FileVault's personal recovery key (macOS). A Mac has one set of
+    /// token holders, so at most one such volume is configured.
+    FileVault,
+}
+
+impl VolumeKind {
+    fn parse(s: Option<&str>) -> Result<Self, ConfigError> {
+        match s {
+            None | Some("luks2") => Ok(VolumeKind::Luks2),
+            Some("filevault") => Ok(VolumeKind::FileVault),
+            Some(other) => Err(ConfigError(format!(
+                "volume.kind must be \"luks2\" or \"filevault\", not {other:?}"
+            ))),
+        }
+    }
 }
 
 /// Which users get unlock rights at login.
@@ -145,6 +175,8 @@ struct RawKdf {
 struct RawVolume {
     name: String,
     device: PathBuf,
+    kind: Option<String>,
+    service_account: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -191,7 +223,34 @@ impl Config {
                 return Err(ConfigError(format!("volume {name} is configured twice")));
             }
             let device = absolute(Some(v.device), "", "volume.device")?;
-            volumes.push(Volume { name, device });
+            let kind = VolumeKind::parse(v.kind.as_deref())?;
+            let service_account = match (kind, v.service_account) {
+                (_, None) => None,
+                (VolumeKind::FileVault, Some(a)) => {
+                    Some(UserName::parse(&a).map_err(|e| ConfigError(e.to_string()))?)
+                }
+                (_, Some(_)) => {
+                    return Err(ConfigError(format!(
+                        "volume {name}: service_account is for kind = \"filevault\" volumes"
+                    )))
+                }
+            };
+            volumes.push(Volume {
+                name,
+                device,
+                kind,
+                service_account,
+            });
+        }
+        if volumes
+            .iter()
+            .filter(|v| v.kind == VolumeKind::FileVault)
+            .count()
+            > 1
+        {
+            return Err(ConfigError(
+                "at most one kind = \"filevault\" volume: a Mac's Secure Tokens are one set".into(),
+            ));
         }
         if volumes.is_empty() {
             return Err(ConfigError("at least one [[volume]] is required".into()));
@@ -325,8 +384,33 @@ mod tests {
             "state_dir = \"/var/../etc\"\n[[volume]]\nname = \"a\"\ndevice = \"/x\"\n",
             "service_user = \"-root\"\n[[volume]]\nname = \"a\"\ndevice = \"/x\"\n",
             "[kdf]\nfast = true\n[[volume]]\nname = \"a\"\ndevice = \"/x\"\n",
+            "[[volume]]\nname = \"a\"\ndevice = \"/\"\nkind = \"apfs\"\n",              // unknown kind
+            "[[volume]]\nname = \"a\"\ndevice = \"/x\"\nservice_account = \"_kw\"\n",     // LUKS2 has none
+            "[[volume]]\nname = \"a\"\ndevice = \"/\"\nkind = \"filevault\"\n[[volume]]\nname = \"b\"\ndevice = \"/\"\nkind = \"filevault\"\n",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn volume_kinds() {
+        let c = Config::parse(
+            "[[volume]]\nname = \"data\"\ndevice = \"/dev/sda2\"\n[[volume]]\nname = \"mac\"\ndevice = \"/\"\nkind = \"filevault\"\n[[volume]]\nname = \"x\"\ndevice = \"/x\"\nkind = \"luks2\"\n",
+        )
+        .expect("valid");
+        let kinds: Vec<VolumeKind> = c.volumes.iter().map(|v| v.kind).collect();
+        assert_eq!(
+            kinds,
+            [VolumeKind::Luks2, VolumeKind::FileVault, VolumeKind::Luks2]
+        );
+        assert_eq!(c.volumes[1].service_account, None);
+        let c = Config::parse(
+            "[[volume]]\nname = \"mac\"\ndevice = \"/\"\nkind = \"filevault\"\nservice_account = \"_keywardfv\"\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            c.volumes[0].service_account.as_ref().map(UserName::as_str),
+            Some("_keywardfv")
+        );
     }
 }

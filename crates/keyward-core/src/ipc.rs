@@ -173,6 +173,16 @@ pub enum Request {
         /// A passphrase that opens an existing slot.
         passphrase: WireSecret,
     },
+    /// Bootstrap where a right belongs to an account (a Mac's Secure Token holder): the
+    /// holder's name and password. Appended so older clients' frames still decode.
+    BootstrapFrom {
+        /// The volume.
+        volume: VolumeName,
+        /// The account whose password this is.
+        holder: UserName,
+        /// Its password.
+        passphrase: WireSecret,
+    },
 }
 
 impl Request {
@@ -181,7 +191,7 @@ impl Request {
         Some(match self {
             Request::Hello { .. } => return None,
             Request::Status { .. } => Operation::Status,
-            Request::Bootstrap { .. } => Operation::Bootstrap,
+            Request::Bootstrap { .. } | Request::BootstrapFrom { .. } => Operation::Bootstrap,
             Request::Grant { .. } => Operation::Grant,
             Request::Revoke { .. } => Operation::Revoke,
             Request::Verify { .. } => Operation::Verify,
@@ -206,6 +216,7 @@ impl Request {
         match self {
             Request::Status { volume } | Request::Verify { volume } => volume.as_ref(),
             Request::Bootstrap { volume, .. }
+            | Request::BootstrapFrom { volume, .. }
             | Request::ServiceRepair { volume, .. }
             | Request::Grant { volume, .. }
             | Request::Revoke { volume, .. }
@@ -229,6 +240,7 @@ impl Request {
     pub fn user(&self) -> Option<&UserName> {
         match self {
             Request::Grant { user, .. }
+            | Request::BootstrapFrom { holder: user, .. }
             | Request::Revoke { user, .. }
             | Request::LoginCapture { user, .. }
             | Request::PasswordChange { user, .. } => Some(user),
@@ -305,6 +317,16 @@ pub struct VolumeReport {
 }
 
 impl VolumeReport {
+    /// The report for a volume whose state could not be read: no holders, and why.
+    pub fn failed(volume: &str, error: impl Into<String>) -> Self {
+        VolumeReport {
+            volume: volume.to_owned(),
+            holders: vec![],
+            violations: vec![],
+            error: Some(error.into()),
+        }
+    }
+
     /// The report for a volume whose state was read: its holders and any broken invariant.
     /// One function for every backend (LUKS2, FileVault), so `keyward status --json` has one
     /// shape everywhere.

@@ -68,10 +68,14 @@ pub fn normalize_group(typed: &[u8]) -> Vec<u8> {
         .collect()
 }
 
-/// The last group, which standalone rotation asks the admin to type back.
+/// The last group, which standalone rotation asks the admin to type back: what follows the
+/// last dash (8 characters of a keyward key, 4 of a FileVault key), else the last 8.
 pub fn last_group(key: &Secret) -> &[u8] {
     let k = key.expose();
-    &k[k.len().saturating_sub(8)..]
+    match k.iter().rposition(|b| *b == b'-') {
+        Some(dash) => &k[dash + 1..],
+        None => &k[k.len().saturating_sub(8)..],
+    }
 }
 
 fn nibble(c: u8) -> Result<u8, InputError> {
@@ -101,6 +105,8 @@ mod tests {
         assert!(s.starts_with("cbdecccc-"));
         assert!(s.ends_with("-ccccccvv"));
         assert_eq!(last_group(&k), b"ccccccvv");
+        let filevault = Secret::copy_from(b"AU2A-PHMK-WBGX-PWKX-M3X3-VAPY");
+        assert_eq!(last_group(&filevault), b"VAPY");
     }
 
     #[test]

@@ -202,8 +202,8 @@ fn login(
     if admin && !after_change {
         // An admin's login bootstraps any volume that has no service slot yet, from a password
         // that opens an existing slot. The password is used once and not kept.
-        for v in &c.volumes {
-            match ops::bootstrap(c, &v.name, password) {
+        for v in luks2_volumes(c) {
+            match ops::bootstrap(c, &v.name, None, password) {
                 Ok(keyward_core::ipc::Reply::Bootstrapped {
                     slot,
                     created: true,
@@ -224,14 +224,20 @@ fn login(
         return Ok(done.join("; "));
     };
     done.extend(
-        c.volumes
-            .iter()
-            .map(|v| match on_volume(ctx, v, user, uid, password) {
-                Ok(s) => format!("{}: {s}", v.name),
-                Err(e) => format!("{}: failed: {e}", v.name),
-            }),
+        luks2_volumes(c).map(|v| match on_volume(ctx, v, user, uid, password) {
+            Ok(s) => format!("{}: {s}", v.name),
+            Err(e) => format!("{}: failed: {e}", v.name),
+        }),
     );
     Ok(done.join("; "))
+}
+
+/// The volumes PAM events act on. A Mac's logins reach keyward through an authorization
+/// plugin, not PAM (not built yet), and macOS itself moves a token to a user's new password.
+fn luks2_volumes(c: &keyward_core::config::Config) -> impl Iterator<Item = &Volume> {
+    c.volumes
+        .iter()
+        .filter(|v| v.kind == keyward_core::config::VolumeKind::Luks2)
 }
 
 /// Grant, heal, or leave alone the user's slot on one volume.

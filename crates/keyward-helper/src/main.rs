@@ -8,6 +8,7 @@
 
 mod accounts;
 mod commands;
+mod filevault;
 mod jobs;
 mod ops;
 mod policy_override;
@@ -92,6 +93,14 @@ fn run() -> Result<(), String> {
     );
     // Finish or undo whatever a crash interrupted, before serving anyone.
     for v in &config.volumes {
+        if v.kind == keyward_core::config::VolumeKind::FileVault {
+            if let Err(keyward_core::ipc::Response::Error { message, .. }) =
+                filevault::settle(&config, v)
+            {
+                eprintln!("keyward-helper: {}: start-up reconcile: {message}", v.name);
+            }
+            continue;
+        }
         let settled =
             ops::open(&config, v).and_then(|mut store| service::settle(&config, v, &mut store));
         match settled {

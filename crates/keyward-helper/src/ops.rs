@@ -2,7 +2,7 @@
 //! parsed while decoding), resolves the volume from the root-owned config, and answers with a
 //! response that never contains a secret.
 
-use keyward_core::config::{Config, Volume};
+use keyward_core::config::{Config, Volume, VolumeKind};
 use keyward_core::ipc::{
     ErrorCode, Reply, Request, Response, UserReport, VerifyReport, VolumeReport,
 };
@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 use crate::accounts;
 use crate::commands;
+use crate::filevault;
 use crate::jobs::{self, Job};
 use crate::policy_override;
 use crate::recovery;
@@ -34,8 +35,13 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
         Request::Verify { volume } => volumes(c, volume.as_ref())
             .map(|vs| Reply::Verified(vs.iter().map(|v| verify(c, v)).collect())),
         Request::Bootstrap { volume, passphrase } => {
-            bootstrap(c, &volume, &passphrase.into_secret())
+            bootstrap(c, &volume, None, &passphrase.into_secret())
         }
+        Request::BootstrapFrom {
+            volume,
+            holder,
+            passphrase,
+        } => bootstrap(c, &volume, Some(&holder), &passphrase.into_secret()),
         Request::Grant {
             volume,
             user,
@@ -124,21 +130,27 @@ pub(crate) fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
 }
 
 fn status(c: &Config, v: &Volume) -> VolumeReport {
+    if v.kind == VolumeKind::FileVault {
+        return filevault::status(c, v);
+    }
     match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
         Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
-        Err(e) => VolumeReport {
-            volume: v.name.to_string(),
-            holders: vec![],
-            violations: vec![],
-            error: match e {
-                Response::Error { message, .. } => Some(message),
-                Response::Ok(_) => None,
-            },
-        },
+        Err(e) => failed_report(v, e),
+    }
+}
+
+/// The status report of a volume that could not be read.
+pub(crate) fn failed_report(v: &Volume, e: Response) -> VolumeReport {
+    match e {
+        Response::Error { message, .. } => VolumeReport::failed(v.name.as_str(), message),
+        Response::Ok(_) => VolumeReport::failed(v.name.as_str(), "unexpected reply"),
     }
 }
 
 fn verify(c: &Config, v: &Volume) -> VerifyReport {
+    if v.kind == VolumeKind::FileVault {
+        return filevault::verify(c, v);
+    }
     let mut r = VerifyReport {
         volume: v.name.to_string(),
         service: "ok".into(),
@@ -224,9 +236,20 @@ pub(crate) fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Vol
 pub(crate) fn bootstrap(
     c: &Config,
     name: &VolumeName,
+    holder: Option<&UserName>,
     passphrase: &Secret,
 ) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    match v.kind {
+        VolumeKind::FileVault => return filevault::bootstrap(c, v, holder, passphrase),
+        _ if holder.is_some() => {
+            return Err(failure(
+                ErrorCode::Usage,
+                format!("{name} is a LUKS2 volume: its passphrase opens a keyslot, not an account; leave out --holder"),
+            ))
+        }
+        _ => {}
+    }
     let mut store = open(c, v)?;
     match service::settle(c, v, &mut store)? {
         Settled::Working(slot, _) => return Ok(Reply::Bootstrapped { slot: slot.get(), created: false }),
@@ -266,6 +289,9 @@ pub(crate) fn bootstrap(
 /// passphrase; only then does the reconcile pass revoke the stale one.
 fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::service_repair(c, v);
+    }
     let mut store = open(c, v)?;
     let stale = match service::settle(c, v, &mut store)? {
         Settled::Drift(slot) => slot,
@@ -317,6 +343,9 @@ fn grant(
     passphrase: &Secret,
 ) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::grant(c, v, user, passphrase);
+    }
     let account = keyward_sys::users::user(user)
         .map_err(|e| failure(ErrorCode::Failed, format!("looking up {user}: {e}")))?
         .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
@@ -337,6 +366,9 @@ fn grant(
 
 pub(crate) fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::revoke(c, v, user);
+    }
     let mut store = open(c, v)?;
     let state = store.state().map_err(store_failure)?;
     let slot = state
@@ -359,6 +391,9 @@ pub(crate) fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<R
 /// nothing is removed.
 fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::release(c, v, dry_run);
+    }
     let mut store = open(c, v)?;
     if !dry_run {
         store.reconcile().map_err(store_failure)?;

@@ -11,7 +11,7 @@
 //! Then the previous recovery slots go and the pending files are deleted. Until then the old
 //! key stays valid; abort drops only the pending slot.
 
-use keyward_core::config::{Config, Escrow, Volume};
+use keyward_core::config::{Config, Escrow, Volume, VolumeKind};
 use keyward_core::escrow::Receipt;
 use keyward_core::ipc::{ErrorCode, Reply, Response, WireSecret};
 use keyward_core::store::GrantRequest;
@@ -21,6 +21,7 @@ use keyward_luks::LuksStore;
 use keyward_sys::safe_fs;
 use sha2::Digest;
 
+use crate::filevault;
 use crate::ops::{configured, failure, open, store_failure};
 use crate::service;
 
@@ -32,11 +33,11 @@ fn dir(c: &Config) -> std::path::PathBuf {
     c.state_dir.join("pending")
 }
 
-fn load_pending(c: &Config, v: &VolumeName) -> Result<Option<Secret>, Response> {
+pub(crate) fn load_pending(c: &Config, v: &VolumeName) -> Result<Option<Secret>, Response> {
     safe_fs::read_secret(&dir(c).join(v.as_str()), 0).map_err(io)
 }
 
-fn drop_pending(c: &Config, v: &VolumeName) -> Result<(), Response> {
+pub(crate) fn drop_pending(c: &Config, v: &VolumeName) -> Result<(), Response> {
     for name in [v.to_string(), format!("{v}.escrow")] {
         match std::fs::remove_file(dir(c).join(name)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
@@ -49,17 +50,21 @@ fn drop_pending(c: &Config, v: &VolumeName) -> Result<(), Response> {
 /// What the escrow server is sent for a pending key (ciphertext only), kept root-only beside
 /// the key so a repeated begin returns the same rotation.
 #[derive(serde::Serialize, serde::Deserialize)]
-struct EscrowMeta {
-    rotation_id: String,
-    ciphertext: Vec<u8>,
-    sha256: String,
+pub(crate) struct EscrowMeta {
+    pub(crate) rotation_id: String,
+    pub(crate) ciphertext: Vec<u8>,
+    pub(crate) sha256: String,
 }
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, Response> {
+pub(crate) fn escrow_meta(
+    c: &Config,
+    v: &VolumeName,
+    key: &Secret,
+) -> Result<EscrowMeta, Response> {
     let file = format!("{v}.escrow");
     let stored = safe_fs::read_checked(&dir(c).join(&file), safe_fs::Expect::private(0), 1 << 20)
         .map_err(io)?;
@@ -172,9 +177,7 @@ fn pending_or_new(c: &Config, name: &VolumeName) -> Result<(SlotId, Secret), Res
         return Ok(found);
     }
     let key = keyward_luks::random::recovery_key().map_err(store_failure)?;
-    safe_fs::ensure_dir(&dir(c), 0, 0, 0o700).map_err(io)?;
-    safe_fs::write_atomic(&dir(c), name.as_str(), key.expose(), 0o600).map_err(io)?;
-    service::failpoint("recovery-begin.sealed");
+    seal_pending(c, name, &key)?;
     let req = GrantRequest {
         role: Role::Recovery,
         pending: true,
@@ -186,6 +189,62 @@ fn pending_or_new(c: &Config, name: &VolumeName) -> Result<(SlotId, Secret), Res
             Err(store_failure(e))
         }
     }
+}
+
+/// Keep a pending key root-only in `pending/<volume>` until its commit.
+pub(crate) fn seal_pending(c: &Config, name: &VolumeName, key: &Secret) -> Result<(), Response> {
+    safe_fs::ensure_dir(&dir(c), 0, 0, 0o700).map_err(io)?;
+    safe_fs::write_atomic(&dir(c), name.as_str(), key.expose(), 0o600).map_err(io)?;
+    service::failpoint("recovery-begin.sealed");
+    Ok(())
+}
+
+/// The standalone commit's proof that the admin stored the key: its last group, typed back.
+pub(crate) fn check_confirm(key: &Secret, confirm: &Secret) -> Result<(), Response> {
+    let typed = Secret::from_vec(recovery_key::normalize_group(confirm.expose()));
+    let expected = Secret::from_vec(recovery_key::normalize_group(recovery_key::last_group(key)));
+    if expected.ct_eq(&typed) {
+        Ok(())
+    } else {
+        Err(failure(
+            ErrorCode::Refused,
+            "the typed group does not match the key's last group; nothing committed, the current recovery key stays valid",
+        ))
+    }
+}
+
+/// The escrowed commit's proof: a receipt the pinned server key signed for this device,
+/// volume, rotation and ciphertext. Returns where the key is escrowed.
+pub(crate) fn check_receipt(
+    c: &Config,
+    name: &VolumeName,
+    key: &Secret,
+    receipt: &Receipt,
+) -> Result<EscrowRef, Response> {
+    let escrow = c
+        .escrow
+        .as_ref()
+        .ok_or_else(|| failure(ErrorCode::Failed, "no [escrow] server is configured"))?;
+    let device = this_device(c, escrow)?;
+    let meta = escrow_meta(c, name, key)?;
+    receipt
+        .verify(
+            &escrow.server_signing_key,
+            &device,
+            name,
+            &meta.rotation_id,
+            &meta.sha256,
+        )
+        .map_err(|e| {
+            failure(
+                ErrorCode::Refused,
+                format!("receipt refused: {e}; nothing committed"),
+            )
+        })?;
+    Ok(EscrowRef {
+        id: receipt.escrow_id.clone(),
+        sha256: meta.sha256,
+    })
 }
 
 /// Commit `pending`, then revoke the recovery slots it replaces.
@@ -212,6 +271,10 @@ fn commit_and_retire(
 
 /// Standalone step 1 (idempotent): the pending key itself, for the admin's terminal.
 pub fn begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::begin(c, v);
+    }
     let (slot, key) = pending_or_new(c, name)?;
     Ok(Reply::RecoveryPending {
         slot: slot.get(),
@@ -227,6 +290,9 @@ pub fn commit(
     confirm: &Secret,
 ) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::commit(c, v, slot, confirm);
+    }
     let mut store = open(c, v)?;
     let Some((pending, key)) = settle_pending(c, v, &mut store)? else {
         return Err(failure(
@@ -240,18 +306,16 @@ pub fn commit(
             format!("the pending recovery key is in keyslot {pending}, not {slot}"),
         ));
     }
-    let typed = Secret::from_vec(recovery_key::normalize_group(confirm.expose()));
-    if !Secret::copy_from(recovery_key::last_group(&key)).ct_eq(&typed) {
-        return Err(failure(
-            ErrorCode::Refused,
-            "the typed group does not match the key's last group; nothing committed, the current recovery key stays valid",
-        ));
-    }
+    check_confirm(&key, confirm)?;
     commit_and_retire(c, name, &mut store, pending, None)
 }
 
 /// Escrowed step 1 (idempotent): only the ciphertext to the escrow server's recipient.
 pub fn escrow_begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
+    let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::escrow_begin(c, v);
+    }
     let (slot, key) = pending_or_new(c, name)?;
     let meta = escrow_meta(c, name, &key)?;
     Ok(Reply::RecoveryEscrow {
@@ -266,12 +330,9 @@ pub fn escrow_begin(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
 /// rotation and ciphertext; otherwise nothing changes and the current key stays valid.
 pub fn escrow_commit(c: &Config, name: &VolumeName, receipt: &Receipt) -> Result<Reply, Response> {
     let v = configured(c, name)?;
-    let escrow = c
-        .escrow
-        .as_ref()
-        .ok_or_else(|| failure(ErrorCode::Failed, "no [escrow] server is configured"))?;
-    let device = this_device(c, escrow)?;
-    let device = device.as_str();
+    if v.kind == VolumeKind::FileVault {
+        return filevault::escrow_commit(c, v, receipt);
+    }
     let mut store = open(c, v)?;
     let Some((pending, key)) = settle_pending(c, v, &mut store)? else {
         return Err(failure(
@@ -279,25 +340,7 @@ pub fn escrow_commit(c: &Config, name: &VolumeName, receipt: &Receipt) -> Result
             format!("{name} has no pending recovery key"),
         ));
     };
-    let meta = escrow_meta(c, name, &key)?;
-    receipt
-        .verify(
-            &escrow.server_signing_key,
-            device,
-            name,
-            &meta.rotation_id,
-            &meta.sha256,
-        )
-        .map_err(|e| {
-            failure(
-                ErrorCode::Refused,
-                format!("receipt refused: {e}; nothing committed"),
-            )
-        })?;
-    let escrowed = EscrowRef {
-        id: receipt.escrow_id.clone(),
-        sha256: meta.sha256,
-    };
+    let escrowed = check_receipt(c, name, &key, receipt)?;
     commit_and_retire(c, name, &mut store, pending, Some(escrowed))
 }
 
@@ -342,6 +385,9 @@ pub fn set_device(c: &Config, id: &str) -> Result<Reply, Response> {
 /// Drop the pending key and its slot.
 pub fn abort(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    if v.kind == VolumeKind::FileVault {
+        return filevault::abort(c, v);
+    }
     let mut store = open(c, v)?;
     let pending = recovery_slots(&mut store, TokenState::Pending)?;
     for s in &pending {

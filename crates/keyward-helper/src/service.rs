@@ -123,6 +123,9 @@ pub fn working(
 /// `keyward service rotate VOLUME`.
 pub fn rotate(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    if v.kind == keyward_core::config::VolumeKind::FileVault {
+        return crate::filevault::service_rotate(c, v);
+    }
     let mut store = open(c, v)?;
     let (old, current) = working(c, v, &mut store)?;
     let new = keyward_luks::random::service_secret().map_err(store_failure)?;

@@ -22,12 +22,7 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
     pub fn report(&mut self, volume: &str) -> VolumeReport {
         match self.view() {
             Ok((_, view)) => volume_report(volume, &view.state),
-            Err(e) => VolumeReport {
-                volume: volume.to_owned(),
-                holders: vec![],
-                violations: vec![],
-                error: Some(e.to_string()),
-            },
+            Err(e) => VolumeReport::failed(volume, e.to_string()),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::build::dscl::ServiceAttr;
 use crate::build::{dscl, sysadminctl};
 use crate::command::Purpose;
 use crate::error::MacError;
-use crate::inventory::Target;
+use crate::inventory::{Target, View};
 use crate::keychain::{Keychain, KeychainItem};
 use crate::names::{ServiceUid, ShortName};
 use crate::parse;
@@ -219,20 +219,7 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
         self.reconcile_now()?;
         let name = self.config.service_user.clone();
         let (mut reg, view) = self.view()?;
-        let service_slot = view.slot_of(&name);
-        let others = keyward_core::invariants::committed_paths(&view.state)
-            .into_iter()
-            .filter(|s| Some(*s) != service_slot)
-            .any(|s| match view.target(s) {
-                Some(Target::Account(_)) => true,
-                Some(Target::RecoveryKey) => reg.entries.iter().any(|e| {
-                    e.token.role == Role::Recovery
-                        && e.token.keyslot == Some(s)
-                        && e.token.escrow.is_some()
-                }),
-                None => false,
-            });
-        if !others {
+        if !Self::another_way_in(&reg, &view, &name) {
             return Err(MacError::WouldStrand);
         }
         let password = self.service_password()?;
@@ -250,5 +237,32 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
         self.keychain.delete(KeychainItem::ServiceCurrent)?;
         self.keychain.delete(KeychainItem::ServiceNext)?;
         Ok(())
+    }
+
+    /// Would [`Self::delete_service_account`] be allowed? The service account's slot, if it
+    /// holds a token, and whether another committed holder or an escrowed recovery key remains.
+    pub fn service_account_removable(&mut self) -> Result<(Option<SlotId>, bool), MacError> {
+        let name = self.config.service_user.clone();
+        let (reg, view) = self.view()?;
+        Ok((
+            view.slot_of(&name),
+            Self::another_way_in(&reg, &view, &name),
+        ))
+    }
+
+    fn another_way_in(reg: &crate::registry::Registry, view: &View, service: &ShortName) -> bool {
+        let service_slot = view.slot_of(service);
+        keyward_core::invariants::committed_paths(&view.state)
+            .into_iter()
+            .filter(|s| Some(*s) != service_slot)
+            .any(|s| match view.target(s) {
+                Some(Target::Account(_)) => true,
+                Some(Target::RecoveryKey) => reg.entries.iter().any(|e| {
+                    e.token.role == Role::Recovery
+                        && e.token.keyslot == Some(s)
+                        && e.token.escrow.is_some()
+                }),
+                None => false,
+            })
     }
 }

@@ -1,0 +1,83 @@
+//! The Mac the helper talks to: Apple's tools and the System keychain on macOS, the simulated
+//! Mac in a `simulated-mac` test build, nothing elsewhere. Every operation holds one lock.
+
+use std::sync::{Mutex, PoisonError};
+
+use keyward_macos::MacError;
+
+#[cfg(target_os = "macos")]
+mod imp {
+    use super::*;
+
+    pub type Runner = keyward_macos::process::ProcessRunner;
+    pub type Keys = keyward_macos::keychain_macos::SystemKeychain;
+
+    /// Longer than any of Apple's tools takes; a tool waiting at a prompt is killed.
+    const DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+    static LOCK: Mutex<()> = Mutex::new(());
+
+    pub fn with<T>(f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
+        let _one_at_a_time = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut keys = Keys::open()?;
+        Ok(f(&mut Runner::new(DEADLINE), &mut keys))
+    }
+}
+
+#[cfg(all(not(target_os = "macos"), feature = "simulated-mac"))]
+mod imp {
+    use super::*;
+    use keyward_macos::fake::FakeMac;
+    use keyward_macos::keychain::MemoryKeychain;
+
+    pub type Runner = FakeMac;
+    pub type Keys = MemoryKeychain;
+
+    /// The simulated Mac (the typical one: an admin holding a token, a user without one,
+    /// FileVault on) and its keychain, for the life of the helper process.
+    static SIM: Mutex<Option<(FakeMac, MemoryKeychain)>> = Mutex::new(None);
+
+    pub fn with<T>(f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
+        let mut sim = SIM.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mac, keys) =
+            sim.get_or_insert_with(|| (FakeMac::typical(), MemoryKeychain::default()));
+        let out = f(mac, keys);
+        // The simulation records every call for its own tests; a long-lived helper drops them.
+        mac.calls.clear();
+        Ok(out)
+    }
+}
+
+#[cfg(all(not(target_os = "macos"), not(feature = "simulated-mac")))]
+mod imp {
+    use super::*;
+    use keyward_macos::command::Invocation;
+    use keyward_macos::runner::{Output, RunError};
+
+    /// No Mac here.
+    #[derive(Debug)]
+    pub struct NoMac;
+
+    impl keyward_macos::runner::Runner for NoMac {
+        fn run(&mut self, inv: &Invocation) -> Result<Output, RunError> {
+            Err(RunError::Spawn {
+                program: inv.program.name(),
+                reason: "not a Mac".into(),
+            })
+        }
+    }
+
+    pub type Runner = NoMac;
+    pub type Keys = keyward_macos::keychain::MemoryKeychain;
+
+    static LOCK: Mutex<()> = Mutex::new(());
+
+    pub fn with<T>(_f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
+        let _one_at_a_time = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+        Err(MacError::Unsupported(
+            "a kind = \"filevault\" volume needs macOS",
+        ))
+    }
+}
+
+pub use imp::{with, Keys, Runner};
