@@ -72,6 +72,15 @@ pub enum ReconcileAction {
         /// The old slot destroyed, if it still existed.
         slot: Option<SlotId>,
     },
+    /// An interrupted grant whose right exists was finished (its token made active). LUKS2
+    /// undoes such grants; a Mac cannot remove a Secure Token without its holder's password,
+    /// so it finishes them.
+    FinishedGrant {
+        /// The token made active.
+        token: TokenId,
+        /// The slot it now holds.
+        slot: SlotId,
+    },
     /// A keyward token whose slot no longer exists was removed.
     RemovedOrphan {
         /// The token removed.

@@ -1,5 +1,5 @@
-//! The System keychain through `security-framework` (macOS only, thin glue; not compiled on
-//! the Linux machines that run keyward's tests — see docs/MACOS.md). Items are generic
+//! The System keychain through `security-framework` (macOS only, thin glue; CI type-checks it
+//! for aarch64-apple-darwin but cannot run it — see docs/MACOS.md). Items are generic
 //! passwords under the service [`SERVICE`] in `/Library/Keychains/System.keychain`, created by
 //! the root helper, whose binary is the only application on each item's access list.
 

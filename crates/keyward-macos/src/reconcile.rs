@@ -1,9 +1,7 @@
 //! Finishing or undoing what an interrupted operation left in the registry, from what the Mac
 //! shows now. Unlike LUKS2, an interrupted Secure Token grant cannot be undone (removing a
-//! token takes the holder's password), so a grant whose token is there is *finished* instead.
-//!
-//! keyward-core's `ReconcileAction` has no "finished grant"; it is reported as
-//! `FinishedRekey { slot: None }` (an interrupted operation that had done its work, finished).
+//! token takes the holder's password), so a grant whose token is there is *finished* instead
+//! (`ReconcileAction::FinishedGrant`).
 
 use keyward_core::store::ReconcileAction;
 use keyward_core::{Role, TokenState};
@@ -52,9 +50,9 @@ pub fn reconcile_registry(reg: &mut Registry, inv: &Inventory) -> Vec<ReconcileA
                 token.keyslot = Some(next);
                 token.state = TokenState::Active;
                 set(reg, tid, token);
-                actions.push(ReconcileAction::FinishedRekey {
+                actions.push(ReconcileAction::FinishedGrant {
                     token: tid,
-                    slot: None,
+                    slot: next,
                 });
             }
             TokenState::Adding { .. } => {

@@ -425,12 +425,17 @@ fn an_interrupted_grant_is_finished_or_undone() {
         .find(|e| matches!(e.token.role, Role::User { .. }))
         .cloned()
         .unwrap();
-    assert!(matches!(e.token.state, TokenState::Adding { .. }));
+    let TokenState::Adding { next } = e.token.state else {
+        panic!("{:?}", e.token.state)
+    };
     let actions = s.reconcile().unwrap();
-    assert!(matches!(
-        actions.as_slice(),
-        [ReconcileAction::FinishedRekey { slot: None, .. }]
-    ));
+    assert!(
+        matches!(
+            actions.as_slice(),
+            [ReconcileAction::FinishedGrant { slot, .. }] if *slot == next
+        ),
+        "{actions:?}"
+    );
     assert!(roles(&mut s)
         .iter()
         .any(|(_, r, u)| r == "user" && u.as_deref() == Some("alice")));
