@@ -63,7 +63,7 @@ pub struct Jobs {
 impl Jobs {
     /// An empty queue with a fresh digest key.
     pub fn new() -> Result<Self, String> {
-        let key = keyward_luks::random::service_secret().map_err(|e| e.to_string())?;
+        let key = keyward_sys::random::service_secret().map_err(|e| e.to_string())?;
         Ok(Jobs {
             queue: Mutex::default(),
             verified: Mutex::default(),

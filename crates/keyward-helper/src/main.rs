@@ -10,6 +10,7 @@ mod accounts;
 mod commands;
 mod filevault;
 mod jobs;
+mod luks;
 mod ops;
 mod policy_override;
 mod recovery;

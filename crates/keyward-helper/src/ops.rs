@@ -2,6 +2,7 @@
 //! parsed while decoding), resolves the volume from the root-owned config, and answers with a
 //! response that never contains a secret.
 
+use crate::luks::LuksStore;
 use keyward_core::config::{Config, Volume, VolumeKind};
 use keyward_core::ipc::{
     ErrorCode, Reply, Request, Response, UserReport, VerifyReport, VolumeReport,
@@ -12,7 +13,6 @@ use keyward_core::{
     invariants, Authority, HolderRole, Secret, SlotId, StoreError, UnlockStore, UserName,
     VolumeName,
 };
-use keyward_luks::LuksStore;
 
 use std::sync::Arc;
 
@@ -126,7 +126,7 @@ fn volumes<'a>(c: &'a Config, name: Option<&VolumeName>) -> Result<Vec<&'a Volum
 }
 
 pub(crate) fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
-    keyward_luks::open(&v.device, &c.lock_path(&v.name), c.kdf).map_err(store_failure)
+    crate::luks::open(&v.device, &c.lock_path(&v.name), c.kdf).map_err(store_failure)
 }
 
 fn status(c: &Config, v: &Volume) -> VolumeReport {
@@ -262,7 +262,7 @@ pub(crate) fn bootstrap(
         Settled::Missing => {}
     }
     let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
-    let secret = keyward_luks::random::service_secret().map_err(store_failure)?;
+    let secret = keyward_sys::random::service_secret().map_err(store_failure)?;
     // The secret is durable before the slot that needs it exists.
     service_secret::store_next(c, name, &secret).map_err(io)?;
     let req = GrantRequest {
@@ -309,7 +309,7 @@ fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<
         }
     };
     let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
-    let secret = keyward_luks::random::service_secret().map_err(store_failure)?;
+    let secret = keyward_sys::random::service_secret().map_err(store_failure)?;
     service_secret::store_next(c, name, &secret).map_err(io)?;
     let req = GrantRequest {
         role: Role::Service,

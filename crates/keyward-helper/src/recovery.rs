@@ -11,13 +11,13 @@
 //! Then the previous recovery slots go and the pending files are deleted. Until then the old
 //! key stays valid; abort drops only the pending slot.
 
+use crate::luks::LuksStore;
 use keyward_core::config::{Config, Escrow, Volume, VolumeKind};
 use keyward_core::escrow::Receipt;
 use keyward_core::ipc::{ErrorCode, Reply, Response, WireSecret};
 use keyward_core::store::GrantRequest;
 use keyward_core::token::{EscrowRef, Role, TokenState};
 use keyward_core::{recovery_key, Authority, Secret, SlotId, UnlockStore, VolumeName};
-use keyward_luks::LuksStore;
 use keyward_sys::safe_fs;
 use sha2::Digest;
 
@@ -86,7 +86,7 @@ pub(crate) fn escrow_meta(
         )
     })?;
     let sha256 = hex(&sha2::Sha256::digest(&ciphertext));
-    let id = keyward_luks::random::service_secret().map_err(store_failure)?;
+    let id = keyward_sys::random::service_secret().map_err(store_failure)?;
     let rotation_id = String::from_utf8_lossy(&id.expose()[..32]).into_owned();
     let meta = EscrowMeta {
         rotation_id,
@@ -176,7 +176,7 @@ fn pending_or_new(c: &Config, name: &VolumeName) -> Result<(SlotId, Secret), Res
     if let Some(found) = settle_pending(c, v, &mut store)? {
         return Ok(found);
     }
-    let key = keyward_luks::random::recovery_key().map_err(store_failure)?;
+    let key = keyward_sys::random::recovery_key().map_err(store_failure)?;
     seal_pending(c, name, &key)?;
     let req = GrantRequest {
         role: Role::Recovery,

@@ -8,12 +8,12 @@
 //! where a newer secret's slot exists, back where it does not; the volume always keeps a
 //! service slot whose secret is stored.
 
+use crate::luks::LuksStore;
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{ErrorCode, Reply, Response};
 use keyward_core::store::GrantRequest;
 use keyward_core::token::{Role, TokenState};
 use keyward_core::{Authority, Secret, SlotId, UnlockStore, VolumeName};
-use keyward_luks::LuksStore;
 
 use crate::ops::{configured, failure, open, store_failure};
 use crate::service_secret;
@@ -128,7 +128,7 @@ pub fn rotate(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
     }
     let mut store = open(c, v)?;
     let (old, current) = working(c, v, &mut store)?;
-    let new = keyward_luks::random::service_secret().map_err(store_failure)?;
+    let new = keyward_sys::random::service_secret().map_err(store_failure)?;
     service_secret::store_next(c, name, &new).map_err(io)?;
     failpoint("service-rotate.next-written");
     let req = GrantRequest {

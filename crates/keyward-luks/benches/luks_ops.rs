@@ -136,7 +136,7 @@ fn main() {
     );
     let lock = dir.path().join("bench.lock");
     let mut store = keyward_luks::open(&img, &lock, KdfPolicy::default()).unwrap();
-    let service = keyward_luks::random::service_secret().unwrap();
+    let service = keyward_sys::random::service_secret().unwrap();
     let req = |role| GrantRequest {
         role,
         pending: false,

@@ -7,7 +7,6 @@ mod backend;
 mod kdf;
 mod lock;
 pub mod probe;
-pub mod random;
 
 use std::path::Path;
 

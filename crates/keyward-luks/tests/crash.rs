@@ -56,7 +56,7 @@ fn sigkill_at_every_failpoint_then_reconcile() {
         let img = Image::luks2();
         img.add_key_with_cryptsetup("an admin's key");
         let mut store = img.store();
-        let service = keyward_luks::random::service_secret().unwrap();
+        let service = keyward_sys::random::service_secret().unwrap();
         let req = |role| GrantRequest {
             role,
             pending: false,

@@ -51,7 +51,7 @@ fn grant_rekey_revoke_against_stock_tools() {
     assert_eq!(state.holders().len(), 3);
 
     // Bootstrap: the service slot, opened by the installer's passphrase.
-    let service = keyward_luks::random::service_secret().unwrap();
+    let service = keyward_sys::random::service_secret().unwrap();
     let svc = store
         .grant(
             &req(Role::Service),
@@ -125,7 +125,7 @@ fn grant_rekey_revoke_against_stock_tools() {
 fn keyward_recovery_keys_open_like_systemd_ones() {
     let img = Image::luks2();
     let mut store = img.store();
-    let key = keyward_luks::random::recovery_key().unwrap();
+    let key = keyward_sys::random::recovery_key().unwrap();
     let mut r = req(Role::Recovery);
     r.pending = true;
     let slot = store

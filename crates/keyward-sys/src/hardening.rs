@@ -1,18 +1,44 @@
 //! Process hardening for the processes that hold secrets.
 
 /// No core dumps and no ptrace by other processes of the same uid (`PR_SET_DUMPABLE 0`).
+#[cfg(target_os = "linux")]
 pub fn make_undumpable() -> std::io::Result<()> {
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    Ok(())
+}
+
+/// No core dumps (`RLIMIT_CORE` 0) and no debugger (`PT_DENY_ATTACH`): macOS's nearest to
+/// Linux's `PR_SET_DUMPABLE 0`.
+#[cfg(target_os = "macos")]
+pub fn make_undumpable() -> std::io::Result<()> {
+    use nix::sys::resource::{setrlimit, Resource};
+    setrlimit(Resource::RLIMIT_CORE, 0, 0)?;
+    // SAFETY: PT_DENY_ATTACH takes no pid, address or data (0, null, 0 as Apple documents);
+    // it only sets a flag on the calling process and touches no memory of ours.
+    let rc = unsafe { libc::ptrace(libc::PT_DENY_ATTACH, 0, std::ptr::null_mut(), 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(())
 }
 
 /// Keep every page of the process out of swap, including pages allocated later, locking each
 /// only when first touched (`MCL_ONFAULT`), so libcryptsetup's transient argon2id buffers are
 /// locked while in use and released after, rather than reserved up front.
+#[cfg(target_os = "linux")]
 pub fn lock_memory() -> std::io::Result<()> {
     use rustix::mm::MlockAllFlags;
     rustix::mm::mlockall(MlockAllFlags::CURRENT | MlockAllFlags::FUTURE | MlockAllFlags::ONFAULT)?;
     Ok(())
+}
+
+/// macOS has no `mlockall` (its swap is encrypted); the caller warns and goes on.
+#[cfg(target_os = "macos")]
+pub fn lock_memory() -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "mlockall is not available on macOS (swap is encrypted there)",
+    ))
 }
 
 /// The effective uid of this process.

@@ -9,6 +9,7 @@ pub mod hardening;
 pub mod helper_client;
 pub mod listen;
 pub mod peer;
+pub mod random;
 pub mod safe_fs;
 pub mod shadow;
 pub mod syslog;

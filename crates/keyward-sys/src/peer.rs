@@ -15,14 +15,30 @@ pub struct Peer {
     pub pid: i32,
 }
 
+fn uid(raw: u32) -> std::io::Result<Uid> {
+    Uid::new(raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
+}
+
 /// Read the peer credentials of a connected stream.
+#[cfg(target_os = "linux")]
 pub fn credentials(stream: &UnixStream) -> std::io::Result<Peer> {
     let cred = rustix::net::sockopt::socket_peercred(stream)?;
-    let uid = Uid::new(cred.uid.as_raw())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
     Ok(Peer {
-        uid,
+        uid: uid(cred.uid.as_raw())?,
         gid: cred.gid.as_raw(),
         pid: cred.pid.as_raw_nonzero().get(),
+    })
+}
+
+/// Read the peer credentials of a connected stream: `getpeereid` (the effective ids the kernel
+/// recorded at `connect(2)`) and `LOCAL_PEERPID` for the audit trail.
+#[cfg(target_os = "macos")]
+pub fn credentials(stream: &UnixStream) -> std::io::Result<Peer> {
+    let (u, g) = nix::unistd::getpeereid(stream)?;
+    let pid = nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::LocalPeerPid)?;
+    Ok(Peer {
+        uid: uid(u.as_raw())?,
+        gid: g.as_raw(),
+        pid,
     })
 }

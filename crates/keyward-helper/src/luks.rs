@@ -1,0 +1,73 @@
+//! LUKS2 volumes, the helper's default kind: keyward-luks (libcryptsetup) on Linux. Elsewhere
+//! (a Mac) there is no LUKS2 and no libcryptsetup, so the store type is uninhabited and opening
+//! one is a clear error; the rest of the helper compiles unchanged.
+
+use std::path::Path;
+
+use keyward_core::kdf::KdfPolicy;
+use keyward_core::StoreError;
+
+#[cfg(target_os = "linux")]
+pub use keyward_luks::LuksStore;
+
+/// Open a LUKS2 volume, holding its per-volume lock.
+#[cfg(target_os = "linux")]
+pub fn open(device: &Path, lock_path: &Path, kdf: KdfPolicy) -> Result<LuksStore, StoreError> {
+    keyward_luks::open(device, lock_path, kdf)
+}
+
+/// No LUKS2 store can exist on this platform.
+#[cfg(not(target_os = "linux"))]
+#[derive(Debug)]
+pub enum LuksStore {}
+
+/// LUKS2 volumes need Linux.
+#[cfg(not(target_os = "linux"))]
+pub fn open(_device: &Path, _lock_path: &Path, _kdf: KdfPolicy) -> Result<LuksStore, StoreError> {
+    Err(StoreError::Backend(
+        "a kind = \"luks2\" volume needs Linux (libcryptsetup)".into(),
+    ))
+}
+
+#[cfg(not(target_os = "linux"))]
+impl keyward_core::UnlockStore for LuksStore {
+    fn state(&mut self) -> Result<keyward_core::VolumeState, StoreError> {
+        match *self {}
+    }
+    fn grant(
+        &mut self,
+        _: &keyward_core::store::GrantRequest,
+        _: keyward_core::Authority<'_>,
+        _: &keyward_core::Secret,
+    ) -> Result<keyward_core::SlotId, StoreError> {
+        match *self {}
+    }
+    fn rekey(
+        &mut self,
+        _: keyward_core::SlotId,
+        _: keyward_core::Authority<'_>,
+        _: &keyward_core::Secret,
+    ) -> Result<keyward_core::SlotId, StoreError> {
+        match *self {}
+    }
+    fn revoke(&mut self, _: keyward_core::SlotId) -> Result<(), StoreError> {
+        match *self {}
+    }
+    fn commit(
+        &mut self,
+        _: keyward_core::SlotId,
+        _: Option<keyward_core::token::EscrowRef>,
+    ) -> Result<(), StoreError> {
+        match *self {}
+    }
+    fn verify(
+        &mut self,
+        _: keyward_core::SlotId,
+        _: &keyward_core::Secret,
+    ) -> Result<bool, StoreError> {
+        match *self {}
+    }
+    fn reconcile(&mut self) -> Result<Vec<keyward_core::store::ReconcileAction>, StoreError> {
+        match *self {}
+    }
+}
