@@ -47,6 +47,16 @@ pub struct GrantRequest {
     pub pending: bool,
 }
 
+impl GrantRequest {
+    /// A user's own right, active at once.
+    pub fn user(name: crate::UserName, uid: crate::Uid) -> Self {
+        GrantRequest {
+            role: Role::User { name, uid },
+            pending: false,
+        }
+    }
+}
+
 /// Something reconcile did to bring a volume back to a stable state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]

@@ -14,7 +14,6 @@ use std::time::Duration;
 use keyward_core::audit::Record;
 use keyward_core::config::Volume;
 use keyward_core::store::GrantRequest;
-use keyward_core::token::Role;
 use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
 use keyward_sys::audit_file::now_rfc3339;
 use keyward_sys::shadow;
@@ -280,13 +279,7 @@ fn on_volume(
             Ok(format!("rekeyed slot {old} to slot {new}"))
         }
         None => {
-            let req = GrantRequest {
-                role: Role::User {
-                    name: user.clone(),
-                    uid,
-                },
-                pending: false,
-            };
+            let req = GrantRequest::user(user.clone(), uid);
             let new = store
                 .grant(&req, authority, password)
                 .map_err(|e| e.to_string())?;

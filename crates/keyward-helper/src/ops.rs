@@ -351,13 +351,7 @@ fn grant(
         .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
     let mut store = open(c, v)?;
     let (_, service) = service::working(c, v, &mut store)?;
-    let req = GrantRequest {
-        role: Role::User {
-            name: user.clone(),
-            uid: account.uid,
-        },
-        pending: false,
-    };
+    let req = GrantRequest::user(user.clone(), account.uid);
     let new = store
         .grant(&req, Authority::Service(&service), passphrase)
         .map_err(store_failure)?;

@@ -4,7 +4,6 @@
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{ErrorCode, Reply, Response, VerifyReport, VolumeReport};
 use keyward_core::store::GrantRequest;
-use keyward_core::token::Role;
 use keyward_core::{Authority, HolderRole, Secret, Uid, UnlockStore, UserName};
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
@@ -135,13 +134,7 @@ pub fn grant(
             .and_then(|u| u32::try_from(u.get()).ok())
             .and_then(|u| Uid::new(u).ok())
             .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
-        let req = GrantRequest {
-            role: Role::User {
-                name: user.clone(),
-                uid,
-            },
-            pending: false,
-        };
+        let req = GrantRequest::user(user.clone(), uid);
         let slot = s
             .grant(&req, Authority::Service(&service), password)
             .map_err(crate::ops::store_failure)?;
