@@ -49,6 +49,8 @@ fn run() -> Result<(), String> {
     let listener_from_systemd =
         listen::from_systemd().map_err(|e| format!("socket activation: {e}"))?;
     let config = daemon::load_config(&path)?;
+    #[cfg(feature = "simulated-mac")]
+    eprintln!("keyward-helper: WARNING: built with simulated-mac: kind = \"filevault\" volumes are served by a simulated Mac. Tests only!");
     if config.kdf.danger_fast_kdf {
         eprintln!("keyward-helper: WARNING: danger_fast_kdf is set: passphrase slots get PBKDF2 x1000. Tests only!");
     }
