@@ -241,6 +241,16 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
     /// (`fdesetup validaterecovery`).
     pub fn verify_slot(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, MacError> {
         let (_, view) = self.view()?;
+        self.verify_in(&view, slot, secret)
+    }
+
+    /// [`Self::verify_slot`] against a view the caller has just read (one inventory, not two).
+    pub fn verify_in(
+        &mut self,
+        view: &View,
+        slot: SlotId,
+        secret: &Secret,
+    ) -> Result<bool, MacError> {
         match view.target(slot) {
             None => Err(MacError::NoSuchSlot(slot)),
             Some(crate::inventory::Target::RecoveryKey) => {

@@ -114,7 +114,7 @@ pub(crate) fn standing(s: &mut Store<'_>) -> Result<Standing, Response> {
     else {
         return Ok(Standing::Drift(slot));
     };
-    if s.verify_slot(slot, &password).map_err(mac_failure)? {
+    if s.verify_in(&view, slot, &password).map_err(mac_failure)? {
         Ok(Standing::Working(slot))
     } else {
         Ok(Standing::Drift(slot))

@@ -169,9 +169,7 @@ pub fn revoke(c: &Config, v: &Volume, user: &UserName) -> Result<Reply, Response
 /// password to remove them).
 pub fn release(c: &Config, v: &Volume, dry_run: bool) -> Result<Reply, Response> {
     with_store(c, v, |s| {
-        if !dry_run {
-            s.reconcile_now().map_err(mac_failure)?;
-        }
+        // delete_service_account reconciles and checks again before it deletes anything.
         let (slot, allowed) = s.service_account_removable().map_err(mac_failure)?;
         let slots: Vec<u32> = slot.iter().map(|s| s.get()).collect();
         if !allowed && slot.is_some() {

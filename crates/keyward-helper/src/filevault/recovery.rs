@@ -41,7 +41,8 @@ fn settle_pending(
     v: &Volume,
     s: &mut Store<'_>,
 ) -> Result<Option<(SlotId, Secret)>, Response> {
-    s.reconcile_now().map_err(mac_failure)?;
+    // No reconcile here: `working` (begin) and `commit_recovery` (commit) each run one, and an
+    // interrupted intent is never `pending`.
     let key = load_pending(c, &v.name)?;
     let Some((slot, created)) = pending_entry(s)? else {
         drop_pending(c, &v.name)?;
