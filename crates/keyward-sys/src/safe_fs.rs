@@ -67,8 +67,15 @@ fn check(file: &File, path: &Path, expect: Expect) -> std::io::Result<()> {
             &format!("mode {:o} is too permissive", m.mode() & 0o7777),
         ));
     }
-    // Type checked: back to blocking I/O.
-    rustix::fs::fcntl_setfl(file, rustix::fs::OFlags::empty())?;
+    // Type checked: back to blocking I/O. Only O_NONBLOCK is cleared: F_SETFL with no flags
+    // would also clear O_APPEND, and an append-only log would then be written from offset 0.
+    blocking(file)
+}
+
+/// Clear `O_NONBLOCK` on `file`, keeping every other status flag (`O_APPEND` above all).
+fn blocking(file: &File) -> std::io::Result<()> {
+    let flags = rustix::fs::fcntl_getfl(file)?;
+    rustix::fs::fcntl_setfl(file, flags - rustix::fs::OFlags::NONBLOCK)?;
     Ok(())
 }
 
@@ -145,9 +152,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io:
         .mode(mode)
         .custom_flags(libc_flags())
         .open(&tmp)?;
-    let written = rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())
-        .map_err(std::io::Error::from)
-        .and_then(|()| f.write_all(bytes))
+    let written = blocking(&f).and_then(|()| f.write_all(bytes))
         .and_then(|()| f.sync_all());
     drop(f);
     if let Err(e) = written {
@@ -252,6 +257,18 @@ mod tests {
             .status()
             .expect("mkfifo");
         assert!(made.success(), "mkfifo");
+    }
+
+    #[test]
+    fn append_opens_keep_appending_after_reopen() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let me = crate::hardening::effective_uid();
+        let p = d.path().join("log");
+        for line in ["one\n", "two\n", "three\n"] {
+            let mut f = open_append(&p, Expect::private(me), 0o600).expect("open");
+            f.write_all(line.as_bytes()).expect("write");
+        }
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "one\ntwo\nthree\n");
     }
 
     #[test]
