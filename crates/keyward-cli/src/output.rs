@@ -77,10 +77,16 @@ pub fn verify(reports: &[VerifyReport], json: bool) -> Result<(), Failure> {
                     r.volume, u.user, u.slot, u.status
                 );
             }
+            for w in &r.violations {
+                println!("{}: violation: {w}", r.volume);
+            }
         }
     }
     let users_ok = |r: &VerifyReport| r.users.iter().all(|u| u.status == "managed" || u.revoked);
-    if reports.iter().all(|r| r.service == "ok" && users_ok(r)) {
+    if reports
+        .iter()
+        .all(|r| r.service == "ok" && users_ok(r) && r.violations.is_empty())
+    {
         Ok(())
     } else {
         Err(Failure::new(1, "verification found problems"))

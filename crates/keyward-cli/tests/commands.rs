@@ -289,6 +289,93 @@ fn each_action_runs_when_signed_by_the_pinned_key() {
     assert_eq!(code(&inst.keyward(&["audit", "--verify"], b"")), Some(0));
 }
 
+/// Issue 14: the installer passphrase is gone and daemon's slot is the last way in a person can
+/// type at boot (keyward's service slot does not count: its secret lives in the helper's
+/// state). A signed `revoke-user`, `keyward revoke` and verify with `revoke_unmanaged` are all
+/// refused, and daemon's passphrase still opens. With only the service slot left, status and
+/// verify report the volume as a violation.
+#[test]
+fn the_last_human_way_in_is_never_removed() {
+    let (mut inst, _) = instance("https://escrow.invalid", "");
+    let install = inst
+        .metadata()
+        .get("keyslots")
+        .and_then(|k| k.as_object())
+        .map(|k| k.keys().cloned().collect::<Vec<_>>())
+        .unwrap();
+    let ours: Vec<u64> = snapshot(&inst).0["volumes"][0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] != "unmanaged")
+        .map(slot_of)
+        .collect();
+    for slot in install
+        .iter()
+        .filter(|s| !ours.contains(&s.parse().unwrap()))
+    {
+        let killed = run(
+            std::process::Command::new("cryptsetup")
+                .args(["luksKillSlot", "-q"])
+                .arg(&inst.image)
+                .arg(slot),
+            b"",
+        );
+        assert!(killed.status.success(), "{}", stderr(&killed));
+    }
+    assert!(holders(&inst, "unmanaged").is_empty());
+    let daemon = slot_of(&holders(&inst, "user")[0]);
+    let violations = |inst: &Instance| {
+        let out = inst.keyward(&["status", "data", "--json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["volumes"][0]["violations"].clone()
+    };
+    assert_eq!(violations(&inst), serde_json::json!([]));
+
+    let e = submit(&inst, &signed(revoke_daemon())).expect_err("last way in");
+    assert_eq!(e.code, 4, "{e}");
+    let out = inst.keyward(&["revoke", "data", "daemon"], b"");
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("lock"), "{}", stderr(&out));
+
+    // daemon is a system account, so not managed: verify with revoke_unmanaged tries and is
+    // refused, and says so.
+    let p = std::fs::read_to_string(&inst.config).unwrap();
+    std::fs::write(
+        &inst.config,
+        p.replace(
+            "[[volume]]",
+            "[policy]\nrevoke_unmanaged = true\n[[volume]]",
+        ),
+    )
+    .unwrap();
+    inst.stop_helper();
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
+    let out = inst.keyward(&["verify", "data", "--json"], b"");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["volumes"][0]["users"][0]["revoked"], false, "{v}");
+    assert!(inst.opens(daemon, DAEMON_PASS));
+
+    // daemon's slot removed by hand: only keyward's service slot is left, which is reported.
+    let killed = run(
+        std::process::Command::new("cryptsetup")
+            .args(["luksKillSlot", "-q"])
+            .arg(&inst.image)
+            .arg(daemon.to_string()),
+        b"",
+    );
+    assert!(killed.status.success(), "{}", stderr(&killed));
+    let v = violations(&inst);
+    assert!(v.to_string().contains("I1"), "{v}");
+    let out = inst.keyward(&["verify", "data"], b"");
+    assert_ne!(
+        code(&out),
+        Some(0),
+        "verify must fail: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
 #[test]
 fn forged_redirected_untimely_tampered_and_replayed_commands_change_nothing() {
     let (mut inst, _) = instance("https://escrow.invalid", "");

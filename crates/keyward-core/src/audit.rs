@@ -36,6 +36,54 @@ pub struct Record {
     pub user: Option<String>,
     /// `ok`, or `error:<code>: <message>`.
     pub result: String,
+    /// How many identical requests before this one were folded into it instead of being
+    /// recorded one by one (an agent's repeated reads; see [`Fold`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<u64>,
+}
+
+/// Folds repeated identical read-only requests (same caller class, operation, volume and
+/// result) into at most one record per [`Fold::WINDOW_SECS`], so a caller that can only read
+/// cannot flood the log and fill its disk. The record written at the end of a quiet spell
+/// names how many were folded into it. Pure: the caller passes the clock.
+#[derive(Debug, Default)]
+pub struct Fold {
+    /// Per key: when its window opened, and how many requests were folded since.
+    windows: std::collections::HashMap<String, (u64, u64)>,
+}
+
+impl Fold {
+    /// One record per key per this many seconds.
+    pub const WINDOW_SECS: u64 = 60;
+    /// Keys remembered at once; past this the oldest windows are forgotten (which only means
+    /// more records, never fewer).
+    pub const MAX_KEYS: usize = 256;
+
+    /// `Some(n)`: record this request, noting `n` earlier ones folded into it. `None`: fold it.
+    pub fn admit(&mut self, key: &str, now_secs: u64) -> Option<u64> {
+        if let Some((opened, folded)) = self.windows.get_mut(key) {
+            if now_secs < opened.saturating_add(Self::WINDOW_SECS) {
+                *folded += 1;
+                return None;
+            }
+            let n = *folded;
+            *opened = now_secs;
+            *folded = 0;
+            return Some(n);
+        }
+        if self.windows.len() >= Self::MAX_KEYS {
+            let oldest = self
+                .windows
+                .iter()
+                .min_by_key(|(_, (opened, _))| *opened)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                self.windows.remove(&k);
+            }
+        }
+        self.windows.insert(key.to_owned(), (now_secs, 0));
+        Some(0)
+    }
 }
 
 /// The last record's position and hash.
@@ -152,6 +200,7 @@ mod tests {
             volume: Some("root".into()),
             user: user.map(Into::into),
             result: "ok".into(),
+            folded: None,
         }
     }
 
@@ -200,6 +249,22 @@ mod tests {
         let mut garbage = lines;
         garbage[0] = "not json".into();
         assert_eq!(check(&garbage), Err(ChainError::Malformed(1)));
+    }
+
+    #[test]
+    fn repeated_reads_fold_into_one_record_a_minute() {
+        let mut f = Fold::default();
+        assert_eq!(f.admit("agent status data ok", 1000), Some(0));
+        for t in 1001..1060 {
+            assert_eq!(f.admit("agent status data ok", t), None, "{t}");
+        }
+        assert_eq!(f.admit("agent status other ok", 1001), Some(0));
+        assert_eq!(f.admit("agent status data ok", 1060), Some(59));
+        assert_eq!(f.admit("agent status data ok", 1061), None);
+        for k in 0..Fold::MAX_KEYS + 10 {
+            assert_eq!(f.admit(&format!("k{k}"), 2000), Some(0));
+        }
+        assert!(f.windows.len() <= Fold::MAX_KEYS);
     }
 
     #[test]

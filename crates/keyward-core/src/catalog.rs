@@ -110,6 +110,18 @@ catalog! {
     ServiceRepair = "service-repair" => CredentialsRequired,
 }
 
+impl Operation {
+    /// False for the operations that only read (status, the audit chain, the policy in force).
+    /// The helper refuses every other one when it could not record it in the audit log, and
+    /// folds an agent's repeated reads into one audit record a minute.
+    pub fn changes_state(self) -> bool {
+        !matches!(
+            self,
+            Operation::Status | Operation::Audit | Operation::PolicyShow
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,9 @@
 //! Invariants I1–I3 (DESIGN.md section 5) as checks over a volume's state:
 //!
-//! * **I1** every volume keeps at least one committed unlock path — a slot keyward did not just
-//!   create and not yet commit;
+//! * **I1** every volume keeps at least one committed unlock path that a person can use at boot
+//!   without keyward: an unmanaged slot (installer passphrase, another tool's TPM2/FIDO2/recovery
+//!   slot), a user's committed slot, or a committed recovery key. keyward's own service slot
+//!   never counts: its secret lives in the helper's state, usually on the volume it unlocks;
 //! * **I2** keyward never modifies an unmanaged slot (nor another tool's token): a property of a
 //!   transition, checked by comparing the states before and after;
 //! * **I3** every keyward token points at an existing slot, every keyward slot has exactly one
@@ -11,13 +13,14 @@ use std::fmt;
 
 use crate::ids::{SlotId, TokenId};
 use crate::model::{SlotOwner, TokenEntry, VolumeState};
-use crate::token::TokenState;
+use crate::token::{Role, TokenState};
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Violation {
-    /// I1: no committed unlock path remains.
+    /// I1: no committed unlock path a person can use without keyward remains (the service
+    /// slot, if any, opens nothing at boot).
     NoCommittedPath,
     /// I2: an unmanaged slot changed or disappeared.
     UnmanagedSlotChanged(SlotId),
@@ -48,7 +51,10 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = self.invariant();
         match self {
-            Violation::NoCommittedPath => write!(f, "{i}: no committed unlock path"),
+            Violation::NoCommittedPath => write!(
+                f,
+                "{i}: no way in that a person can use without keyward (keyward's service slot does not count)"
+            ),
             Violation::UnmanagedSlotChanged(s) => write!(f, "{i}: unmanaged keyslot {s} changed"),
             Violation::ForeignTokenChanged(t) => write!(f, "{i}: foreign token {t} changed"),
             Violation::OrphanToken(t) => write!(f, "{i}: keyward token {t} owns no keyslot"),
@@ -58,8 +64,11 @@ impl fmt::Display for Violation {
     }
 }
 
-/// The slots that count as working unlock paths for I1: unmanaged ones, and keyward's own
-/// whose token is committed (not pending).
+/// The slots that count as ways in for I1: unmanaged ones, and keyward's user and recovery
+/// slots whose token is committed (not pending, not mid-grant). A recovery token becomes
+/// committed only on the escrow server's signed receipt or the admin's typed-back
+/// confirmation, so a committed recovery key is one a person can get. The service slot never
+/// counts: only keyward can use it, and its secret is usually stored on the volume it opens.
 pub fn committed_paths(state: &VolumeState) -> Vec<SlotId> {
     state
         .slots
@@ -69,7 +78,7 @@ pub fn committed_paths(state: &VolumeState) -> Vec<SlotId> {
             SlotOwner::Unmanaged => true,
             SlotOwner::Managed(t) => state
                 .keyward_token(t)
-                .is_some_and(|t| t.state != TokenState::Pending),
+                .is_some_and(|t| t.state != TokenState::Pending && t.role != Role::Service),
             SlotOwner::Transitional(_) => false,
         })
         .collect()
@@ -118,6 +127,13 @@ pub fn check_transition(before: &VolumeState, after: &VolumeState) -> Vec<Violat
             v.push(Violation::ForeignTokenChanged(t.id()));
         }
     }
-    v.extend(check_state(after));
+    // A volume that had no way in before (an admin removed the last one by hand) is reported
+    // by status and verify; an operation that did not remove the last way in is not blamed.
+    let had_way_in = !committed_paths(before).is_empty();
+    v.extend(
+        check_state(after)
+            .into_iter()
+            .filter(|x| had_way_in || *x != Violation::NoCommittedPath),
+    );
     v
 }

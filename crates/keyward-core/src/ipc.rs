@@ -386,6 +386,9 @@ pub struct VerifyReport {
     pub detail: Option<String>,
     /// Every user slot, with whether its holder is still a managed user.
     pub users: Vec<UserReport>,
+    /// Broken invariants after verification, in words (I1: no way in a person can use without
+    /// keyward). Any makes `keyward verify` fail.
+    pub violations: Vec<String>,
 }
 
 /// A user slot found by verification.

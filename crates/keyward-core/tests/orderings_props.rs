@@ -282,6 +282,58 @@ fn revoke_refuses_last_committed_path_and_unmanaged_slots() {
     assert!(store.verify(svc, &secret("svc", 1)).expect("verify"));
 }
 
+/// Issue 14: a user gets a slot, the admin removes the installer passphrase, the user leaves.
+/// Revoking the user's slot would leave only keyward's service slot, whose secret lives in the
+/// helper's state (usually on this very volume): refused, and the state reports nothing wrong
+/// until then. Once only the service slot is left (removed by hand), the state is a violation.
+#[test]
+fn the_service_slot_is_not_a_way_in() {
+    let install = secret("install", 0);
+    let mut store = SlotStore::new(MemoryBackend::formatted(&install));
+    let zero = SlotId::new(0).expect("0");
+    let service = GrantRequest {
+        role: Role::Service,
+        pending: false,
+    };
+    store
+        .grant(&service, Authority::Holder(&install), &secret("svc", 1))
+        .expect("service slot");
+    let alice = GrantRequest {
+        role: user(1),
+        pending: false,
+    };
+    let slot = store
+        .grant(
+            &alice,
+            Authority::Service(&secret("svc", 1)),
+            &secret("alice", 1),
+        )
+        .expect("grant");
+    keyward_core::orderings::SlotBackend::destroy_slot(store.backend_mut(), zero).expect("kill");
+    assert_eq!(check_state(&store.state().expect("read")), vec![]);
+    assert!(matches!(
+        store.revoke(slot),
+        Err(StoreError::Refused(Refusal::WouldLockOut(s))) if s == slot
+    ));
+    assert!(store.verify(slot, &secret("alice", 1)).expect("verify"));
+    // The user's slot removed behind keyward's back: only the service slot is left.
+    keyward_core::orderings::SlotBackend::destroy_slot(store.backend_mut(), slot).expect("kill");
+    store.reconcile().expect("reconcile");
+    assert_eq!(
+        check_state(&store.state().expect("read")),
+        vec![keyward_core::invariants::Violation::NoCommittedPath]
+    );
+    // Operations that do not remove a way in still run on such a volume (a grant repairs it).
+    store
+        .grant(
+            &alice,
+            Authority::Service(&secret("svc", 1)),
+            &secret("alice", 2),
+        )
+        .expect("grant repairs");
+    assert_eq!(check_state(&store.state().expect("read")), vec![]);
+}
+
 #[test]
 fn token_area_full_leaves_nothing_behind() {
     let install = secret("install", 0);

@@ -159,6 +159,7 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
                 (Ok(done), n) => format!("ok: {done} (and {n} earlier event(s) folded in)"),
                 (Err(why), _) => format!("error:Refused: {why}"),
             },
+            folded: None,
         };
         if let Err(e) = lock(&ctx.audit).append(record) {
             eprintln!("keyward-helper: audit log: {e}");

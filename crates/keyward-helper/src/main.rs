@@ -73,13 +73,12 @@ fn run() -> Result<(), String> {
     dir(&config.state_dir.join("locks"), 0, 0o700)?;
     let log_gid = users::log_reader_gid().map_err(|e| format!("looking up group adm: {e}"))?;
     dir(&config.log_dir, log_gid, 0o750)?;
-    let (mut audit, discontinuity) =
-        AuditLog::open(&config.audit_log(), &config.state_dir, log_gid)
-            .map_err(|e| format!("audit log: {e}"))?;
-    if let Some(why) = discontinuity {
-        eprintln!("keyward-helper: WARNING: {why}");
+    let (mut audit, found) = AuditLog::open(&config.audit_log(), &config.state_dir, log_gid)
+        .map_err(|e| format!("audit log: {e}"))?;
+    for event in found {
+        eprintln!("keyward-helper: WARNING: {}", event.result());
         audit
-            .append(server::record_for_event("audit-discontinuity", &why))
+            .append(server::record_for_event(event.op(), &event.result()))
             .map_err(|e| format!("audit log: {e}"))?;
     }
     let listener = match listener_from_systemd {
@@ -125,6 +124,7 @@ fn run() -> Result<(), String> {
         config,
         service_uid: service.uid,
         audit: Mutex::new(audit),
+        fold: Mutex::new(keyward_core::audit::Fold::default()),
         jobs,
     });
     server::serve(&listener, &ctx);

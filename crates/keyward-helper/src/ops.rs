@@ -156,6 +156,7 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
         service: "ok".into(),
         detail: None,
         users: user_standing(c, v),
+        violations: Vec::new(),
     };
     let outcome = open(c, v).and_then(|mut store| {
         Ok(match service::settle(c, v, &mut store)? {
@@ -182,6 +183,13 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
             r.detail = Some(message);
         }
         Err(Response::Ok(_)) => {}
+    }
+    // After any revocation above: is there still a way in a person can use without keyward?
+    if let Ok(state) = open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
+        r.violations = invariants::check_state(&state)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     }
     r
 }

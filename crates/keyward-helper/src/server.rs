@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keyward_core::access::{permits, CallerClass};
-use keyward_core::audit::Record;
+use keyward_core::audit::{Fold, Record};
+use keyward_core::catalog::Operation;
 use keyward_core::config::Config;
 use keyward_core::ipc::{self, ErrorCode, FrameError, Reply, Request, Response};
 use keyward_core::{Uid, UserName, VolumeName};
@@ -29,6 +30,8 @@ pub struct Ctx {
     pub service_uid: Uid,
     /// The audit log (appends are serialized).
     pub audit: Mutex<AuditLog>,
+    /// The agent's repeated reads, folded into one audit record a minute.
+    pub fold: Mutex<Fold>,
     /// PAM events waiting or running.
     pub jobs: crate::jobs::Jobs,
 }
@@ -70,8 +73,9 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
     }
 }
 
-/// An audit record for something that is not a request (start-up events).
-pub fn record_for_event(op: &str, detail: &str) -> Record {
+/// An audit record for something that is not a request (start-up events); `result` is the
+/// record's result (`ok…` or `error:…`).
+pub fn record_for_event(op: &str, result: &str) -> Record {
     Record {
         seq: 0,
         time: now_rfc3339(),
@@ -82,7 +86,8 @@ pub fn record_for_event(op: &str, detail: &str) -> Record {
         op: op.into(),
         volume: None,
         user: None,
-        result: format!("error:failed: {detail}"),
+        result: result.into(),
+        folded: None,
     }
 }
 
@@ -110,6 +115,20 @@ fn audit(
     named: Named<'_>,
     result: &str,
 ) {
+    if let Err(e) = append_record(ctx, class, peer, op, named, result, None) {
+        eprintln!("keyward-helper: audit log: {e}");
+    }
+}
+
+fn append_record(
+    ctx: &Ctx,
+    class: Option<CallerClass>,
+    peer: Option<Peer>,
+    op: &str,
+    named: Named<'_>,
+    result: &str,
+    folded: Option<u64>,
+) -> std::io::Result<()> {
     let record = Record {
         seq: 0,
         time: now_rfc3339(),
@@ -121,13 +140,74 @@ fn audit(
         volume: named.volume.map(|v| v.as_str().to_owned()),
         user: named.user.map(|u| u.as_str().to_owned()),
         result: result.into(),
+        folded,
     };
-    let appended = match ctx.audit.lock() {
+    match ctx.audit.lock() {
         Ok(mut log) => log.append(record),
         Err(poisoned) => poisoned.into_inner().append(record),
-    };
-    if let Err(e) = appended {
-        eprintln!("keyward-helper: audit log: {e}");
+    }
+}
+
+/// Is there room in the audit log to record a change? Asked before every state-changing
+/// operation: a change that could not be recorded must not happen.
+fn room_for_change(ctx: &Ctx) -> std::io::Result<()> {
+    match ctx.audit.lock() {
+        Ok(log) => log.room_for_change(),
+        Err(poisoned) => poisoned.into_inner().room_for_change(),
+    }
+}
+
+/// Record an answered request. A state change whose record cannot be written is reported to
+/// the caller as a failure (the change itself already happened: the error says so); an
+/// agent's repeated reads are folded into one record a minute.
+fn audit_answer(
+    ctx: &Ctx,
+    class: CallerClass,
+    peer: Peer,
+    op: Operation,
+    named: Named<'_>,
+    response: Response,
+) -> Response {
+    let result = result_text(&response);
+    let mut folded = None;
+    if !op.changes_state() && class == CallerClass::Agent {
+        let key = format!("{} {:?} {:?} {result}", op.name(), named.volume, named.user);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let admitted = match ctx.fold.lock() {
+            Ok(mut f) => f.admit(&key, now),
+            Err(poisoned) => poisoned.into_inner().admit(&key, now),
+        };
+        match admitted {
+            None => return response,
+            Some(n) => folded = (n > 0).then_some(n),
+        }
+    }
+    match append_record(
+        ctx,
+        Some(class),
+        Some(peer),
+        op.name(),
+        named,
+        &result,
+        folded,
+    ) {
+        Ok(()) => response,
+        Err(e) if op.changes_state() => {
+            eprintln!("keyward-helper: audit log: {e}");
+            error(
+                ErrorCode::Failed,
+                format!(
+                    "{} could not be recorded in the audit log ({e}); its outcome was: {result}",
+                    op.name()
+                ),
+            )
+        }
+        Err(e) => {
+            eprintln!("keyward-helper: audit log: {e}");
+            response
+        }
     }
 }
 
@@ -320,6 +400,22 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>) {
             let _ = send(&mut stream, &error(ErrorCode::Refused, msg));
             return;
         }
+        if op.changes_state() {
+            if let Err(e) = room_for_change(ctx) {
+                let msg = format!("nothing was changed: {e}");
+                audit(
+                    ctx,
+                    Some(class),
+                    Some(peer),
+                    op.name(),
+                    Named::from(&request),
+                    &format!("error:Refused: {msg}"),
+                );
+                eprintln!("keyward-helper: {}: {msg}", op.name());
+                let _ = send(&mut stream, &error(ErrorCode::Refused, msg));
+                return;
+            }
+        }
         let (volume, user) = (request.volume().cloned(), request.user().cloned());
         let response = crate::ops::dispatch(ctx, request, peer);
         let named = Named {
@@ -327,16 +423,11 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>) {
             user: user.as_ref(),
         };
         // A queued PAM event is audited once, by its job, with its outcome.
-        if response != Response::Ok(Reply::Queued) {
-            audit(
-                ctx,
-                Some(class),
-                Some(peer),
-                op.name(),
-                named,
-                &result_text(&response),
-            );
-        }
+        let response = if response == Response::Ok(Reply::Queued) {
+            response
+        } else {
+            audit_answer(ctx, class, peer, op, named, response)
+        };
         if send(&mut stream, &response).is_err() {
             return;
         }

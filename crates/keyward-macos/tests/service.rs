@@ -4,6 +4,7 @@
 
 mod common;
 
+use keyward_core::error::Refusal;
 use keyward_core::store::UnlockStore;
 use keyward_core::token::EscrowRef;
 use keyward_core::{HolderRole, Role};
@@ -282,21 +283,33 @@ fn a_crash_during_creation_is_settled() {
         .unwrap();
 }
 
+fn set_admin_token(s: &mut Store, token: bool) {
+    for a in &mut s.runner_mut().accounts {
+        if a.name == "admin" {
+            a.token = token;
+        }
+    }
+}
+
 #[test]
 fn deletion_only_while_another_way_in_remains() {
     // Only the service account holds a token and the recovery key is not escrowed: refused.
     let mut s = bootstrapped();
-    for a in &mut s.runner_mut().accounts {
-        if a.name == "admin" {
-            a.token = false;
-        }
-    }
+    set_admin_token(&mut s, false);
     assert!(matches!(
         s.delete_service_account(),
         Err(MacError::WouldStrand)
     ));
     assert!(s.runner().account("_keyward").is_some());
-    // With an escrowed recovery key it may go.
+    // Nor may the recovery key be rotated: until the new one is escrowed, the service
+    // account (whose password only keyward knows) would be the only way in.
+    assert!(matches!(
+        s.rotate_recovery(),
+        Err(MacError::Refused(Refusal::WouldLockOut(_)))
+    ));
+    // With the admin's token back, the key is rotated and escrowed; then the admin's token
+    // goes, and the escrowed recovery key is a way in: the service account may go.
+    set_admin_token(&mut s, true);
     let p = s.rotate_recovery().unwrap();
     s.commit(
         p.slot,
@@ -306,6 +319,7 @@ fn deletion_only_while_another_way_in_remains() {
         }),
     )
     .unwrap();
+    set_admin_token(&mut s, false);
     s.delete_service_account().unwrap();
     assert!(s.runner().account("_keyward").is_none());
     assert!(!s.runner().groups.contains_key("_keyward"));

@@ -2,7 +2,9 @@
 //! and fsynced before the helper answers, with the chain head kept in the helper's root-only
 //! state directory and every line mirrored to syslog (facility authpriv).
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 
@@ -21,72 +23,237 @@ pub struct AuditLog {
 
 const HEAD_FILE: &str = "audit.head";
 
+/// Free space below which the helper refuses to change anything: a change it could not record
+/// must not happen. Generous next to a record (~300 bytes), small next to any disk.
+pub const RESERVED_BYTES: u64 = 1 << 20;
+
 /// Read the recorded head (root-only state), if any.
 pub fn read_head(state_dir: &Path) -> std::io::Result<Option<Head>> {
     let raw = safe_fs::read_checked(&state_dir.join(HEAD_FILE), Expect::private(0), 4096)?;
     Ok(raw.and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
+/// What opening the log found and did, for the first records the helper appends: the evidence
+/// of a crash or of tampering goes into the chain itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenEvent {
+    /// A crash cut the last record short; its bytes were moved aside and the log cut back to
+    /// its last whole line.
+    TornTail {
+        /// How many bytes the partial line had.
+        bytes: usize,
+        /// Where they were saved (root:adm 0640, beside the log).
+        saved: PathBuf,
+    },
+    /// The log and its recorded head disagree in a way no crash explains (records removed
+    /// from the end, the log replaced or the head deleted).
+    Discontinuity(String),
+}
+
+impl OpenEvent {
+    /// The audit record's `op`.
+    pub fn op(&self) -> &'static str {
+        match self {
+            OpenEvent::TornTail { .. } => "audit-repair",
+            OpenEvent::Discontinuity(_) => "audit-discontinuity",
+        }
+    }
+
+    /// The audit record's `result`.
+    pub fn result(&self) -> String {
+        match self {
+            OpenEvent::TornTail { bytes, saved } => format!(
+                "ok: repaired: the last record was cut short by a crash; its {bytes} bytes were moved to {}",
+                keyward_core::quote(&saved.to_string_lossy())
+            ),
+            OpenEvent::Discontinuity(why) => format!("error:failed: {why}"),
+        }
+    }
+}
+
+/// Move a torn tail aside: a new file beside the log, never over an existing one.
+fn save_torn(log: &Path, torn: &[u8], gid: u32) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = log.file_name().map_or_else(
+        || "audit.jsonl".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    for n in 0..100u32 {
+        let saved = log.with_file_name(format!("{name}.torn-{secs}-{n}"));
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o640)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC).bits() as i32,
+            )
+            .open(&saved);
+        let mut f = match created {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        };
+        rustix::fs::fchown(
+            &f,
+            Some(rustix::fs::Uid::ROOT),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )?;
+        f.write_all(torn)?;
+        f.sync_all()?;
+        return Ok(saved);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AlreadyExists,
+        "too many saved torn records",
+    ))
+}
+
+/// The head of the log's whole lines, and the hash of line `n` (1-based) for each `n`.
+fn scan(text: &str) -> (Head, Vec<String>) {
+    let hashes: Vec<String> = text.lines().map(line_hash).collect();
+    let head = match text.lines().last() {
+        Some(last) => Head {
+            seq: serde_json::from_str::<Record>(last).map_or(0, |r| r.seq),
+            hash: line_hash(last),
+        },
+        None => Head::default(),
+    };
+    (head, hashes)
+}
+
 impl AuditLog {
-    /// Open (or create, 0640) the log at `path`; the head lives in `state_dir`. If the log and
-    /// the recorded head disagree, the first record appended says so, so the evidence survives.
+    /// Open (or create, 0640) the log at `path`; the head lives in `state_dir`. A last line a
+    /// crash cut short is moved aside and the log cut back to its last whole record; a
+    /// recorded head one or more records behind the log (a crash after the record was written,
+    /// before the head was) is caught up. Anything else that makes the log and the head
+    /// disagree is reported, so the helper records it as the first thing it appends.
     pub fn open(
         path: &Path,
         state_dir: &Path,
         reader_gid: u32,
-    ) -> std::io::Result<(Self, Option<String>)> {
+    ) -> std::io::Result<(Self, Vec<OpenEvent>)> {
         let expect = Expect {
             uid: 0,
             forbidden_mode: 0o137,
         };
-        let file = safe_fs::open_append(path, expect, 0o640)?;
+        let mut file = safe_fs::open_append(path, expect, 0o640)?;
         // root:adm 0640: log readers may read it; nobody but root may write it.
         let gid = rustix::fs::Gid::from_raw(reader_gid);
         rustix::fs::fchown(&file, Some(rustix::fs::Uid::ROOT), Some(gid))?;
-        let text = std::fs::read_to_string(path)?;
-        let found = match text.lines().last() {
-            Some(last) => {
-                let seq = serde_json::from_str::<Record>(last)
-                    .map(|r| r.seq)
-                    .unwrap_or(0);
-                Head {
-                    seq,
-                    hash: line_hash(last),
-                }
-            }
-            None => Head::default(),
-        };
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut events = Vec::new();
+        let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        if whole < bytes.len() {
+            let saved = save_torn(path, &bytes[whole..], reader_gid)?;
+            file.set_len(whole as u64)?;
+            file.sync_all()?;
+            events.push(OpenEvent::TornTail {
+                bytes: bytes.len() - whole,
+                saved,
+            });
+            bytes.truncate(whole);
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        let (found, hashes) = scan(&text);
         let recorded = read_head(state_dir)?;
-        let discontinuity = match recorded {
-            Some(h) if h != found => Some(format!(
-                "audit log does not match its recorded head (recorded {} records, found {})",
-                h.seq, found.seq
-            )),
-            _ => None,
+        let behind = |h: &Head| {
+            h.seq < found.seq
+                && usize::try_from(h.seq)
+                    .ok()
+                    .and_then(|n| n.checked_sub(1))
+                    .and_then(|i| hashes.get(i))
+                    .is_some_and(|hash| *hash == h.hash)
         };
-        let syslog = UnixDatagram::unbound()
-            .ok()
-            .filter(|s| s.connect("/dev/log").is_ok());
         let log = AuditLog {
             file,
             head_dir: state_dir.to_owned(),
-            head: found,
-            syslog,
+            head: found.clone(),
+            syslog: UnixDatagram::unbound()
+                .ok()
+                .filter(|s| s.connect("/dev/log").is_ok()),
         };
-        Ok((log, discontinuity))
+        match recorded {
+            Some(h) if h == found => {}
+            // The record reached the disk, the head did not: the chain proves the rest.
+            Some(h) if behind(&h) => log.write_head()?,
+            Some(h) => events.push(OpenEvent::Discontinuity(format!(
+                "audit log does not match its recorded head (recorded {} records, found {})",
+                h.seq, found.seq
+            ))),
+            None if found.seq > 0 => events.push(OpenEvent::Discontinuity(format!(
+                "the audit log has {} records but no recorded head",
+                found.seq
+            ))),
+            None => {}
+        }
+        Ok((log, events))
     }
 
-    /// Append one record durably; returns once it is on disk.
+    fn write_head(&self) -> std::io::Result<()> {
+        let head_json = serde_json::to_vec(&self.head)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        safe_fs::write_atomic(&self.head_dir, HEAD_FILE, &head_json, 0o600)
+    }
+
+    /// Is there room to record a change? The helper asks before every state-changing
+    /// operation and refuses the change when there is not.
+    pub fn room_for_change(&self) -> std::io::Result<()> {
+        let full = |what: &str, st: rustix::fs::StatVfs| {
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            if free < RESERVED_BYTES {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::StorageFull,
+                    format!(
+                        "the {what} has {} KiB free and keyward keeps {} KiB for its audit records",
+                        free / 1024,
+                        RESERVED_BYTES / 1024
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        full(
+            "audit log's file system",
+            rustix::fs::fstatvfs(self.file.as_fd())?,
+        )?;
+        full(
+            "helper's state directory",
+            rustix::fs::statvfs(&self.head_dir)?,
+        )
+    }
+
+    /// Append one record durably; returns once it is on disk. A write that fails part-way
+    /// (a full disk) is cut back off, so the log never holds a torn line while the helper runs.
     pub fn append(&mut self, record: Record) -> std::io::Result<()> {
         let (line, head) = record.chain(&self.head);
         let mut bytes = line.clone().into_bytes();
         bytes.push(b'\n');
-        self.file.write_all(&bytes)?;
-        self.file.sync_data()?;
-        let head_json = serde_json::to_vec(&head)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        safe_fs::write_atomic(&self.head_dir, HEAD_FILE, &head_json, 0o600)?;
+        let before = self.file.metadata()?.len();
+        let written = self
+            .file
+            .write_all(&bytes)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            if let Err(undo) = self
+                .file
+                .set_len(before)
+                .and_then(|()| self.file.sync_data())
+            {
+                eprintln!("keyward-helper: audit log: cannot cut back a failed record: {undo}");
+            }
+            return Err(e);
+        }
+        // The line is the record of truth: chain from it even if the head cannot be written
+        // now (a head behind the log is caught up at the next start).
         self.head = head;
+        if let Err(e) = self.write_head() {
+            eprintln!("keyward-helper: audit log: recording the head: {e}");
+        }
         if let Some(s) = &self.syslog {
             // authpriv.info; best effort — the file is the record of truth.
             let msg = format!("<86>keyward-helper[{}]: {line}", std::process::id());

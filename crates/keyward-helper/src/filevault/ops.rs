@@ -53,12 +53,15 @@ pub fn verify(c: &Config, v: &Volume) -> VerifyReport {
         Err(Response::Error { message, .. }) => ("error", Some(message)),
         Err(Response::Ok(_)) => ("error", None),
     };
+    let violations =
+        with_store(c, v, |s| Ok(s.report(v.name.as_str()).violations)).unwrap_or_default();
     VerifyReport {
         volume: v.name.to_string(),
         service: service.into(),
         detail,
         // Users' standing needs a revocation macOS allows only with the user's own password.
         users: Vec::new(),
+        violations,
     }
 }
 

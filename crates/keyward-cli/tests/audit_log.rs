@@ -1,0 +1,286 @@
+//! The audit log across restarts and crashes, and when its disk fills (issue 14): the real
+//! helper is stopped cleanly and with SIGKILL, again and again, and `keyward audit --verify`
+//! passes after each start; a last line a crash cut short is moved aside and the repair is
+//! recorded in the chain; a head that lags the log is caught up, a log cut short is reported;
+//! a state change the helper could not record is refused with nothing changed; and the agent's
+//! repeated reads cannot flood the log.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::process::Command;
+
+use common::*;
+
+fn verify_chain(inst: &Instance) {
+    let out = inst.keyward(&["audit", "--verify"], b"");
+    assert_eq!(
+        code(&out),
+        Some(0),
+        "audit --verify: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        stderr(&out),
+        inst.audit_lines().join("\n")
+    );
+}
+
+fn status_ok(inst: &Instance) {
+    let out = inst.keyward(&["status", "data"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+}
+
+/// SIGTERM and wait (a clean stop), as systemd stops a service.
+fn terminate(inst: &mut Instance) {
+    let mut child = inst.helper.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    child.wait().unwrap();
+}
+
+fn op_of(line: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["op"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn restarts_clean_and_killed_keep_one_chain() {
+    let mut inst = Instance::prepare().start();
+    inst.bootstrap();
+    status_ok(&inst);
+    let first = inst.audit_lines()[0].clone();
+    let mut count = inst.audit_lines().len();
+    for round in 0..6 {
+        if round % 2 == 0 {
+            terminate(&mut inst);
+        } else {
+            inst.stop_helper();
+        }
+        assert!(inst.try_start(), "{}", inst.helper_stderr());
+        status_ok(&inst);
+        let out = inst.keyward(&["service", "rotate", "data"], b"");
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        verify_chain(&inst);
+        let lines = inst.audit_lines();
+        assert_eq!(
+            lines[0], first,
+            "round {round}: the first record was overwritten"
+        );
+        assert!(lines.len() > count, "round {round}: nothing was appended");
+        count = lines.len();
+        assert!(
+            !lines.iter().any(|l| op_of(l).starts_with("audit-")),
+            "round {round}: a clean restart is no discontinuity: {lines:?}"
+        );
+    }
+}
+
+#[test]
+fn a_torn_last_line_is_moved_aside_and_the_repair_recorded() {
+    let mut inst = Instance::prepare().start();
+    inst.bootstrap();
+    status_ok(&inst);
+    inst.stop_helper();
+    let log = inst.path("log/audit.jsonl");
+    let whole = std::fs::read(&log).unwrap();
+    let torn = br#"{"seq":4,"time":"2026-12-04T03:00:00Z","prev":"ab"#;
+    let mut bytes = whole.clone();
+    bytes.extend_from_slice(torn);
+    std::fs::write(&log, &bytes).unwrap();
+    // Before the helper starts, the torn line is what verification sees.
+    assert_ne!(code(&inst.keyward(&["audit", "--verify"], b"")), Some(0));
+
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
+    status_ok(&inst);
+    verify_chain(&inst);
+    let after = std::fs::read(&log).unwrap();
+    assert!(after.starts_with(&whole), "the whole records are kept");
+    let lines = inst.audit_lines();
+    let repair = lines
+        .iter()
+        .find(|l| op_of(l) == "audit-repair")
+        .expect("the repair is in the chain");
+    assert!(
+        repair.contains(&format!("its {} bytes", torn.len())),
+        "{repair}"
+    );
+    let saved: Vec<_> = std::fs::read_dir(inst.path("log"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("audit.jsonl.torn-"))
+        .collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert_eq!(std::fs::read(&saved[0]).unwrap(), torn);
+    let m = std::fs::metadata(&saved[0]).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o640));
+}
+
+#[test]
+fn a_lagging_head_is_caught_up_and_a_cut_log_is_reported() {
+    let mut inst = Instance::prepare().start();
+    inst.bootstrap();
+    status_ok(&inst);
+    inst.stop_helper();
+    // A crash after the record reached the disk and before the head did: the head names the
+    // line before the last.
+    let lines = inst.audit_lines();
+    let n = lines.len();
+    assert!(n >= 2);
+    let head = serde_json::json!({
+        "seq": n - 1,
+        "hash": keyward_core::audit::line_hash(&lines[n - 2]),
+    });
+    std::fs::write(inst.path("state/audit.head"), head.to_string()).unwrap();
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
+    verify_chain(&inst);
+    assert!(
+        !inst
+            .audit_lines()
+            .iter()
+            .any(|l| op_of(l) == "audit-discontinuity"),
+        "a lagging head is no discontinuity"
+    );
+
+    // Records cut from the end are: the chain records it.
+    inst.stop_helper();
+    let mut lines = inst.audit_lines();
+    lines.pop();
+    std::fs::write(inst.path("log/audit.jsonl"), lines.join("\n") + "\n").unwrap();
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
+    let lines = inst.audit_lines();
+    let found = lines
+        .iter()
+        .find(|l| op_of(l) == "audit-discontinuity")
+        .expect("the cut is recorded");
+    assert!(found.contains("recorded head"), "{found}");
+}
+
+#[test]
+fn a_change_that_cannot_be_recorded_is_refused() {
+    let mut inst = Instance::prepare();
+    // The log directory is a 2 MiB tmpfs in the helper's own mount namespace.
+    let log_dir = inst.path("log");
+    std::fs::create_dir(&log_dir).unwrap();
+    chmod(&log_dir, 0o750);
+    let adm = Command::new("getent")
+        .args(["group", "adm"])
+        .output()
+        .unwrap();
+    let gid: u32 = String::from_utf8_lossy(&adm.stdout)
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::os::unix::fs::chown(&log_dir, Some(0), Some(gid)).unwrap();
+    inst.helper_prefix = vec![
+        "unshare".into(),
+        "-m".into(),
+        "--propagation".into(),
+        "private".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount -t tmpfs -o size=2m,mode=0750,gid={gid} tmpfs {} && exec \"$0\" \"$@\"",
+            log_dir.display()
+        ),
+    ];
+    let inst = inst.start();
+    inst.bootstrap();
+    let in_ns = |script: &str| {
+        let out = Command::new("nsenter")
+            .args([
+                "-t",
+                &inst.helper_pid().to_string(),
+                "-m",
+                "sh",
+                "-c",
+                script,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {}", stderr(&out));
+    };
+    let fill = log_dir.join("fill");
+    // Fill the tmpfs, then give back 256 KiB: room for records, less than keyward keeps.
+    in_ns(&format!(
+        "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -256K {0}",
+        fill.display()
+    ));
+    let service_slot = |inst: &Instance| {
+        let out = inst.keyward(&["status", "data", "--json"], b"");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["volumes"][0]["holders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["role"] == "service")
+            .map(|h| h["slot"].clone())
+    };
+    let before = (service_slot(&inst), inst.metadata());
+    let out = inst.keyward(&["service", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("audit"), "{}", stderr(&out));
+    assert_eq!(
+        (service_slot(&inst), inst.metadata()),
+        before,
+        "nothing changed"
+    );
+    // Reads still work, and the refusal is on record (the log is seen from the helper's
+    // mount namespace, where the tmpfs is).
+    status_ok(&inst);
+    let ns_keyward = |args: &[&str]| {
+        run(
+            Command::new("nsenter")
+                .args(["-t", &inst.helper_pid().to_string(), "-m"])
+                .arg(bin("keyward"))
+                .arg("--config")
+                .arg(&inst.config)
+                .args(args),
+            b"",
+        )
+    };
+    let out = ns_keyward(&["audit", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("service-rotate") && text.contains("nothing was changed"),
+        "{text}"
+    );
+    let verified = ns_keyward(&["audit", "--verify"]);
+    assert_eq!(code(&verified), Some(0), "{}", stderr(&verified));
+
+    in_ns(&format!("rm {}", fill.display()));
+    let out = inst.keyward(&["service", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_ne!(service_slot(&inst), before.0);
+    let verified = ns_keyward(&["audit", "--verify"]);
+    assert_eq!(code(&verified), Some(0), "{}", stderr(&verified));
+}
+
+#[test]
+fn the_agents_repeated_reads_are_folded() {
+    let inst = Instance::prepare().start();
+    inst.bootstrap();
+    let before = inst.audit_lines().len();
+    for _ in 0..30 {
+        let out = inst.keyward_as(Some(NOBODY), &["status", "--json"], b"");
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    }
+    let lines = inst.audit_lines();
+    let reads = lines[before..]
+        .iter()
+        .filter(|l| op_of(l) == "status")
+        .count();
+    assert_eq!(reads, 1, "{:?}", &lines[before..]);
+    // Root's reads are all recorded.
+    for _ in 0..3 {
+        status_ok(&inst);
+    }
+    assert_eq!(inst.audit_lines().len(), lines.len() + 3);
+    verify_chain(&inst);
+}
