@@ -33,11 +33,12 @@ fn io(e: std::io::Error) -> Response {
     failure(ErrorCode::Failed, format!("service secret: {e}"))
 }
 
-/// A test build stops the process here when `KEYWARD_FAILPOINT` names this step.
+/// A test build kills the process here (SIGKILL, as a power cut would) when
+/// `KEYWARD_FAILPOINT` names this step.
 pub(crate) fn failpoint(name: &str) {
     #[cfg(feature = "failpoints")]
     if std::env::var_os("KEYWARD_FAILPOINT").is_some_and(|v| v == name) {
-        std::process::abort();
+        keyward_sys::hardening::die_like_power_loss();
     }
     let _ = name;
 }

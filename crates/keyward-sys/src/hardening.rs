@@ -56,3 +56,13 @@ pub fn effective_gid() -> u32 {
 pub fn private_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
+
+/// End this process the way a power cut would: SIGKILL to itself, so no destructor, atexit
+/// handler or signal handler runs and nothing is flushed (crash tests; never `abort()`, whose
+/// SIGABRT runs handlers).
+pub fn die_like_power_loss() -> ! {
+    let me = rustix::process::getpid();
+    let _ = rustix::process::kill_process(me, rustix::process::Signal::KILL);
+    // SIGKILL cannot be caught; if sending it failed, leave without unwinding all the same.
+    std::process::exit(137)
+}

@@ -180,14 +180,21 @@ impl Instance {
         }
     }
 
-    /// Wait for a helper that is expected to die by itself (a failpoint); true if it did.
+    /// Wait for a helper that is expected to die by itself (a failpoint); true if it did, the
+    /// way a power cut ends it: by SIGKILL, with no handler or destructor run.
     pub fn helper_died(&mut self) -> bool {
         let Some(mut c) = self.helper.take() else {
             return true;
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if c.try_wait().unwrap().is_some() {
+            if let Some(status) = c.try_wait().unwrap() {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(9),
+                    "a failpoint must SIGKILL: {status}"
+                );
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
