@@ -104,11 +104,7 @@ fn schemathesis_finds_no_server_error() {
         .ok()
         .filter(|p| std::path::Path::new(p).exists());
     let Some(exe) = exe else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must run schemathesis: scripts/test installs it"
-        );
-        eprintln!("note: schemathesis not installed (bash scripts/test installs it); skipped");
+        skip_or_fail("schemathesis: not installed (bash scripts/test installs it)");
         return;
     };
     for backend in backends() {
