@@ -1,9 +1,15 @@
 //! Process hardening for the processes that hold secrets.
 
-/// No core dumps and no ptrace by other processes of the same uid (`PR_SET_DUMPABLE 0`).
+/// No core dumps and no ptrace by other processes of the same uid (`PR_SET_DUMPABLE 0`), and
+/// `RLIMIT_CORE` 0 as well, so a core is not written even where `fs.suid_dumpable` is 2.
 #[cfg(target_os = "linux")]
 pub fn make_undumpable() -> std::io::Result<()> {
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    let none = rustix::process::Rlimit {
+        current: Some(0),
+        maximum: Some(0),
+    };
+    rustix::process::setrlimit(rustix::process::Resource::Core, none)?;
     Ok(())
 }
 
