@@ -84,7 +84,8 @@ pub fn open_read(path: &Path, expect: Expect) -> std::io::Result<File> {
     let f = OpenOptions::new()
         .read(true)
         .custom_flags(libc_flags())
-        .open(path)?;
+        .open(path)
+        .map_err(|e| named(path, e))?;
     check(&f, path, expect)?;
     Ok(f)
 }
@@ -97,9 +98,23 @@ pub fn open_append(path: &Path, expect: Expect, mode: u32) -> std::io::Result<Fi
         .create(true)
         .mode(mode)
         .custom_flags(libc_flags())
-        .open(path)?;
+        .open(path)
+        .map_err(|e| named(path, e))?;
     check(&f, path, expect)?;
     Ok(f)
+}
+
+/// `O_NOFOLLOW` on a link fails with ELOOP ("too many levels of symbolic links"): say what
+/// it means, and name the file.
+fn named(path: &Path, e: std::io::Error) -> std::io::Error {
+    if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+        refused(
+            path,
+            "is a symbolic link (refused: keyward never follows one)",
+        )
+    } else {
+        e
+    }
 }
 
 fn libc_flags() -> i32 {

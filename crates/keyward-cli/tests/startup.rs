@@ -1,0 +1,146 @@
+//! How the helper starts: it refuses a configuration it cannot trust (not root's, writable by
+//! group or others, a symbolic link) and says why; and it really runs socket-activated, as
+//! systemd starts it, driven by the CLI through the socket systemd made.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn helper_with(config: &std::path::Path) -> std::process::Output {
+    let child = Command::new(bin("keyward-helper"))
+        .arg("--config")
+        .arg(config)
+        .env_remove("KEYWARD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A helper that accepted the config would serve forever: give it a moment, then stop it.
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let waiter = std::thread::spawn(move || child.wait_with_output().unwrap());
+    while !waiter.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if !waiter.is_finished() {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+    }
+    waiter.join().unwrap()
+}
+
+#[test]
+fn an_untrusted_config_is_refused_with_the_reason() {
+    let inst = Instance::prepare();
+    let cases: [(&str, Box<dyn Fn(&std::path::Path)>); 4] = [
+        ("group-writable", Box::new(|p| chmod(p, 0o664))),
+        ("world-writable", Box::new(|p| chmod(p, 0o646))),
+        (
+            "owned by another user",
+            Box::new(|p| std::os::unix::fs::chown(p, Some(NOBODY), None).unwrap()),
+        ),
+        (
+            "a symbolic link",
+            Box::new(|p| {
+                let real = p.with_extension("real");
+                std::fs::rename(p, &real).unwrap();
+                std::os::unix::fs::symlink(&real, p).unwrap();
+            }),
+        ),
+    ];
+    for (what, spoil) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("keyward.toml");
+        std::fs::copy(&inst.config, &config).unwrap();
+        chmod(&config, 0o644);
+        spoil(&config);
+        let out = helper_with(&config);
+        assert!(!out.status.success(), "{what}: the helper started");
+        assert!(
+            out.status.code().is_some(),
+            "{what}: the helper was killed, not refused"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("keyward.toml"), "{what}: {err}");
+        assert!(
+            !inst.socket().exists(),
+            "{what}: a socket was made from an untrusted config"
+        );
+        // The CLI refuses it too.
+        let cli = run(
+            Command::new(bin("keyward"))
+                .arg("--config")
+                .arg(&config)
+                .arg("status"),
+            b"",
+        );
+        assert_ne!(code(&cli), Some(0), "{what}: the CLI used it");
+    }
+    // The same file, trusted, is served.
+    let out = helper_with(&inst.config);
+    assert!(out.status.code().is_none(), "a trusted config was refused");
+}
+
+#[test]
+fn socket_activation_really_serves() {
+    let inst = Instance::prepare();
+    std::fs::create_dir(inst.path("run")).unwrap();
+    chmod(&inst.path("run"), 0o750);
+    std::os::unix::fs::chown(inst.path("run"), Some(0), Some(NOBODY)).unwrap();
+    let log = std::fs::File::create(inst.path("activate.log")).unwrap();
+    let activator = Command::new("systemd-socket-activate")
+        .arg("--listen")
+        .arg(inst.socket())
+        .arg(bin("keyward-helper"))
+        .arg("--config")
+        .arg(&inst.config)
+        .env_remove("KEYWARD_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let _stop = Stop(activator, inst.config.display().to_string());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !inst.socket().exists() {
+        assert!(
+            Instant::now() < deadline,
+            "systemd-socket-activate did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The first connection starts the helper on the inherited socket.
+    let out = inst.keyward(
+        &["bootstrap", "data", "--passphrase-stdin"],
+        format!("{INSTALL_PASS}\n").as_bytes(),
+    );
+    let log = || std::fs::read_to_string(inst.path("activate.log")).unwrap_or_default();
+    assert_eq!(code(&out), Some(0), "{}\n{}", stderr(&out), log());
+    let out = inst.keyward(&["status", "data", "--json"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\"role\": \"service\""),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        log().contains("socket-activated") || log().contains("serving"),
+        "{}",
+        log()
+    );
+}
+
+/// Stops systemd-socket-activate and the helper it started (which outlives it), pass or fail.
+struct Stop(std::process::Child, String);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = Command::new("pkill").args(["-f", &self.1]).status();
+    }
+}
