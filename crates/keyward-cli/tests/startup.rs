@@ -36,7 +36,8 @@ fn helper_with(config: &std::path::Path) -> std::process::Output {
 #[test]
 fn an_untrusted_config_is_refused_with_the_reason() {
     let inst = Instance::prepare();
-    let cases: [(&str, Box<dyn Fn(&std::path::Path)>); 4] = [
+    type Spoil = Box<dyn Fn(&std::path::Path)>;
+    let cases: [(&str, Spoil); 4] = [
         ("group-writable", Box::new(|p| chmod(p, 0o664))),
         ("world-writable", Box::new(|p| chmod(p, 0o646))),
         (
