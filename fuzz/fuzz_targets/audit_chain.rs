@@ -1,8 +1,3 @@
-//! An audit log file, split into lines as `keyward audit --verify` does.
+//! An audit log file (see `keyward_core::fuzz_entry`).
 #![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = keyward_core::audit::verify(text.lines(), None);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_core::fuzz_entry::audit_chain(data));

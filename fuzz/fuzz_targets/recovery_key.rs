@@ -1,6 +1,3 @@
-//! A recovery key as an admin might type it.
+//! A recovery key as an admin might type it (see `keyward_core::fuzz_entry`).
 #![no_main]
-
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    let _ = keyward_core::recovery_key::parse(data);
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| keyward_core::fuzz_entry::recovery_key(data));

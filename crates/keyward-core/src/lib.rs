@@ -18,6 +18,7 @@ pub mod error;
 pub mod escrow;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod fuzz_entry;
 pub mod ids;
 pub mod invariants;
 pub mod ipc;
