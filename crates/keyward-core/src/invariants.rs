@@ -84,6 +84,25 @@ pub fn committed_paths(state: &VolumeState) -> Vec<SlotId> {
         .collect()
 }
 
+/// May `slot` be removed without breaking I1? Not if it is the last way in a person can use;
+/// and not if nothing committed at all would be left (a volume already without a human way in
+/// keeps its last service slot, the only thing still opening it, until someone adds one).
+pub fn removal_keeps_a_way_in(state: &VolumeState, slot: SlotId) -> bool {
+    let paths = committed_paths(state);
+    if paths.iter().any(|s| *s != slot) {
+        return true;
+    }
+    if paths.contains(&slot) {
+        return false;
+    }
+    // No human way in either way: only another committed slot (a service slot) may be left.
+    state.slots.iter().map(|s| s.id).any(|id| {
+        id != slot
+            && matches!(state.owner_of(id), SlotOwner::Managed(t)
+                if state.keyward_token(t).is_some_and(|t| t.state == TokenState::Active))
+    })
+}
+
 /// I1 and I3 over one state.
 pub fn check_state(state: &VolumeState) -> Vec<Violation> {
     let mut v = Vec::new();

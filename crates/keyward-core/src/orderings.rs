@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use crate::error::{Refusal, StoreError};
 use crate::ids::{SlotId, TokenId, MAX_SLOTS};
-use crate::invariants::{check_transition, committed_paths};
+use crate::invariants::{check_transition, removal_keeps_a_way_in};
 use crate::kdf::KdfClass;
 use crate::model::{SlotOwner, VolumeState};
 use crate::secret::Secret;
@@ -264,7 +264,7 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         let _guard = self.backend.lock()?;
         let before = self.stable_state()?;
         let (tid, _) = managed(&before, slot)?;
-        if !committed_paths(&before).iter().any(|s| *s != slot) {
+        if !removal_keeps_a_way_in(&before, slot) {
             return Err(Refusal::WouldLockOut(slot).into());
         }
         self.backend.destroy_slot(slot)?;

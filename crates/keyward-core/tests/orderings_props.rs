@@ -323,11 +323,38 @@ fn the_service_slot_is_not_a_way_in() {
         check_state(&store.state().expect("read")),
         vec![keyward_core::invariants::Violation::NoCommittedPath]
     );
+    // The service secret still rotates there (new slot, commit, old slot out), but the last
+    // service slot, the only thing still opening the volume, is never removed.
+    let svc = store
+        .state()
+        .expect("read")
+        .holders()
+        .into_iter()
+        .find(|h| h.role == keyward_core::HolderRole::Service)
+        .expect("service slot")
+        .slot;
+    let rotating = GrantRequest {
+        role: Role::Service,
+        pending: true,
+    };
+    let next = store
+        .grant(
+            &rotating,
+            Authority::Service(&secret("svc", 1)),
+            &secret("svc", 2),
+        )
+        .expect("new service slot");
+    store.commit(next, None).expect("commit");
+    store.revoke(svc).expect("the old service slot goes");
+    assert!(matches!(
+        store.revoke(next),
+        Err(StoreError::Refused(Refusal::WouldLockOut(s))) if s == next
+    ));
     // Operations that do not remove a way in still run on such a volume (a grant repairs it).
     store
         .grant(
             &alice,
-            Authority::Service(&secret("svc", 1)),
+            Authority::Service(&secret("svc", 2)),
             &secret("alice", 2),
         )
         .expect("grant repairs");
