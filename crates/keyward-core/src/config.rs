@@ -71,6 +71,10 @@ pub struct Policy {
     /// A pending recovery key (begun, never committed) older than this is dropped, its slot
     /// revoked; the previous key was valid all along.
     pub pending_max_age_secs: u64,
+    /// The user whose slot a passphrase typed at boot tries first (LUKS2 priority `prefer`),
+    /// so they unlock at single-slot cost however many users hold slots. Absent: whoever
+    /// logged in most recently.
+    pub primary_user: Option<UserName>,
 }
 
 /// The whole configuration.
@@ -191,6 +195,7 @@ struct RawPolicy {
     recovery_rotation_days: Option<u32>,
     service_rotation_days: Option<u32>,
     pending_max_age_secs: Option<u64>,
+    primary_user: Option<String>,
 }
 
 fn absolute(p: Option<PathBuf>, default: &str, key: &str) -> Result<PathBuf, ConfigError> {
@@ -294,6 +299,7 @@ impl Config {
                 recovery_rotation_days: raw.policy.recovery_rotation_days.unwrap_or(90),
                 service_rotation_days: raw.policy.service_rotation_days.unwrap_or(30),
                 pending_max_age_secs: raw.policy.pending_max_age_secs.unwrap_or(3 * 86_400),
+                primary_user: raw.policy.primary_user.as_deref().map(user).transpose()?,
             },
             verify_interval_secs: raw.verify_interval_secs.unwrap_or(3600).max(1),
             escrow: match raw.escrow {
@@ -374,6 +380,19 @@ mod tests {
     }
 
     #[test]
+    fn primary_user() {
+        let base = "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n";
+        let c = Config::parse(base).expect("valid");
+        assert_eq!(c.policy.primary_user, None);
+        let c =
+            Config::parse(&format!("{base}[policy]\nprimary_user = \"alice\"\n")).expect("valid");
+        assert_eq!(
+            c.policy.primary_user.map(|u| u.to_string()),
+            Some("alice".into())
+        );
+    }
+
+    #[test]
     fn rejects_bad_configs() {
         for bad in [
             "",                                                                  // no volume
@@ -387,6 +406,7 @@ mod tests {
             "[[volume]]\nname = \"a\"\ndevice = \"/\"\nkind = \"apfs\"\n",              // unknown kind
             "[[volume]]\nname = \"a\"\ndevice = \"/x\"\nservice_account = \"_kw\"\n",     // LUKS2 has none
             "[[volume]]\nname = \"a\"\ndevice = \"/\"\nkind = \"filevault\"\n[[volume]]\nname = \"b\"\ndevice = \"/\"\nkind = \"filevault\"\n",
+            "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n[policy]\nprimary_user = \"-x\"\n", // bad user name
         ] {
             assert!(Config::parse(bad).is_err(), "{bad:?}");
         }

@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::error::StoreError;
 use crate::ids::{SlotId, TokenId, MAX_SLOTS, MAX_TOKENS};
 use crate::kdf::KdfClass;
-use crate::model::VolumeState;
+use crate::model::{SlotPriority, VolumeState};
 use crate::orderings::SlotBackend;
 use crate::secret::Secret;
 use crate::token::KeywardToken;
@@ -21,6 +21,7 @@ struct FakeSlot {
     secret: Secret,
     kdf: &'static str,
     salt: u64,
+    priority: SlotPriority,
 }
 
 /// The in-memory volume.
@@ -64,6 +65,7 @@ impl MemoryBackend {
             secret: secret.duplicate(),
             kdf: "argon2id",
             salt: self.salt,
+            priority: SlotPriority::Normal,
         };
         self.slots.insert(id, s);
         Some(id)
@@ -140,7 +142,11 @@ impl SlotBackend for MemoryBackend {
                 if !hash.is_empty() {
                     kdf["hash"] = json!(hash);
                 }
-                (id.to_string(), json!({"type": "luks2", "kdf": kdf}))
+                let mut slot = json!({"type": "luks2", "kdf": kdf});
+                if s.priority != SlotPriority::Normal {
+                    slot["priority"] = json!(s.priority.to_luks2());
+                }
+                (id.to_string(), slot)
             })
             .collect();
         let tokens: Map<String, Value> = self
@@ -178,6 +184,7 @@ impl SlotBackend for MemoryBackend {
             secret: secret.duplicate(),
             kdf,
             salt: self.salt,
+            priority: SlotPriority::Normal,
         };
         self.slots.insert(slot, s);
         Ok(())
@@ -221,6 +228,14 @@ impl SlotBackend for MemoryBackend {
     fn remove_token(&mut self, id: TokenId) -> Result<(), StoreError> {
         self.keyward_token_mut(id)?;
         self.tokens.remove(&id);
+        Ok(())
+    }
+
+    fn set_priority(&mut self, slot: SlotId, priority: SlotPriority) -> Result<(), StoreError> {
+        self.slots
+            .get_mut(&slot)
+            .ok_or(StoreError::NoSuchSlot(slot))?
+            .priority = priority;
         Ok(())
     }
 

@@ -301,6 +301,8 @@ pub struct HolderReport {
     pub escrow_id: Option<String>,
     /// When keyward made the slot's token, in seconds since the Unix epoch.
     pub created: Option<u64>,
+    /// The order a passphrase typed at boot tries it in: `prefer`, `normal` or `ignore`.
+    pub priority: String,
 }
 
 /// One volume, as reported.
@@ -347,6 +349,7 @@ impl VolumeReport {
                         HolderRole::User { name, uid } => (Some(name.to_string()), Some(uid.get())),
                         _ => (None, None),
                     };
+                    let priority = state.slot(h.slot).map_or("normal", |s| s.priority.label());
                     let state = match h.state {
                         None => "unmanaged",
                         Some(s) if s.is_transitional() => "in-progress",
@@ -366,6 +369,7 @@ impl VolumeReport {
                                 .ok()
                                 .map(|d| d.as_secs())
                         }),
+                        priority: priority.into(),
                     }
                 })
                 .collect(),

@@ -34,7 +34,7 @@ pub mod token;
 
 pub use error::{InputError, Refusal, StoreError};
 pub use ids::{SlotId, TokenId, Uid, UserName, VolumeName};
-pub use model::{Holder, HolderRole, SlotInfo, SlotOwner, TokenEntry, VolumeState};
+pub use model::{Holder, HolderRole, SlotInfo, SlotOwner, SlotPriority, TokenEntry, VolumeState};
 pub use secret::Secret;
 pub use store::{Authority, GrantRequest, UnlockStore};
 pub use token::{KeywardToken, Role, TokenState};

@@ -12,11 +12,56 @@ use crate::token::{KeywardToken, Role, TokenState};
 pub struct SlotInfo {
     /// Its number.
     pub id: SlotId,
+    /// In which order a typed passphrase tries it.
+    pub priority: SlotPriority,
     /// KDF as text, e.g. `argon2id` or `pbkdf2-sha512`.
     pub kdf: String,
     /// The slot's whole JSON object, canonical; any change to the slot changes it (used to
     /// prove that unmanaged slots are untouched, I2).
     pub fingerprint: String,
+}
+
+/// A keyslot's LUKS2 priority: the order in which a passphrase typed at boot (cryptsetup,
+/// systemd-cryptsetup) tries the slots. `Prefer` slots first, then `Normal` ones; `Ignore`
+/// slots only when named explicitly (`--key-slot`), as keyward names its service slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlotPriority {
+    /// Never tried for a typed passphrase (LUKS2 priority 0).
+    Ignore,
+    /// Tried in header order (1; the default when the header says nothing).
+    Normal,
+    /// Tried before every other slot (2).
+    Prefer,
+}
+
+impl SlotPriority {
+    /// From the keyslot's JSON `priority` (absent or unknown: normal, as libcryptsetup reads it).
+    pub fn from_luks2(v: Option<&Value>) -> Self {
+        match v.and_then(Value::as_u64) {
+            Some(0) => SlotPriority::Ignore,
+            Some(2) => SlotPriority::Prefer,
+            _ => SlotPriority::Normal,
+        }
+    }
+
+    /// The LUKS2 number.
+    pub fn to_luks2(self) -> u8 {
+        match self {
+            SlotPriority::Ignore => 0,
+            SlotPriority::Normal => 1,
+            SlotPriority::Prefer => 2,
+        }
+    }
+
+    /// `ignore`, `normal` or `prefer`, as `cryptsetup config --priority` names them.
+    pub fn label(self) -> &'static str {
+        match self {
+            SlotPriority::Ignore => "ignore",
+            SlotPriority::Normal => "normal",
+            SlotPriority::Prefer => "prefer",
+        }
+    }
 }
 
 /// One token in the header.
@@ -160,6 +205,7 @@ impl VolumeState {
             };
             slots.push(SlotInfo {
                 id,
+                priority: SlotPriority::from_luks2(v.get("priority")),
                 kdf: kdf
                     .chars()
                     .filter(|c| c.is_ascii_alphanumeric() || *c == '-')

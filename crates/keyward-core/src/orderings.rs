@@ -12,7 +12,7 @@ use crate::error::{Refusal, StoreError};
 use crate::ids::{SlotId, TokenId, MAX_SLOTS};
 use crate::invariants::{check_transition, removal_keeps_a_way_in};
 use crate::kdf::KdfClass;
-use crate::model::{SlotOwner, VolumeState};
+use crate::model::{SlotOwner, SlotPriority, VolumeState};
 use crate::secret::Secret;
 use crate::store::{Authority, GrantRequest, ReconcileAction, UnlockStore};
 use crate::token::{KeywardToken, Role, TokenState};
@@ -49,6 +49,8 @@ pub trait SlotBackend {
     fn replace_token(&mut self, id: TokenId, token: &KeywardToken) -> Result<(), StoreError>;
     /// Remove keyward token `id`. Must refuse if `id` is not a keyward token.
     fn remove_token(&mut self, id: TokenId) -> Result<(), StoreError>;
+    /// Set keyslot `slot`'s priority (the order a typed passphrase tries slots in).
+    fn set_priority(&mut self, slot: SlotId, priority: SlotPriority) -> Result<(), StoreError>;
     /// A named step boundary. Test builds make it fail or kill the process; production: no-op.
     fn failpoint(&mut self, _name: &'static str) -> Result<(), StoreError> {
         Ok(())
@@ -224,6 +226,11 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         };
         self.backend.replace_token(tid, &token)?;
         self.backend.failpoint("grant.committed")?;
+        if req.role == Role::Service {
+            // Nobody types the service secret: a passphrase typed at boot never tries it, and
+            // keyward opens it by number.
+            self.backend.set_priority(next, SlotPriority::Ignore)?;
+        }
         self.check_after(&before)?;
         Ok(next)
     }
@@ -290,6 +297,39 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         }
         self.backend.replace_token(tid, &token)?;
         self.check_after(&before)
+    }
+
+    fn prefer(&mut self, slot: SlotId) -> Result<(), StoreError> {
+        let _guard = self.backend.lock()?;
+        let before = self.stable_state()?;
+        let (_, token) = managed(&before, slot)?;
+        if !matches!(token.role, Role::User { .. }) || token.state != TokenState::Active {
+            return Err(StoreError::Backend(format!(
+                "keyslot {slot} is not an active user slot; only those are preferred"
+            )));
+        }
+        let mut changed = false;
+        for s in &before.slots {
+            let user_slot = matches!(before.owner_of(s.id), SlotOwner::Managed(_))
+                && before
+                    .managed_token(s.id)
+                    .is_some_and(|(_, t)| matches!(t.role, Role::User { .. }));
+            if s.id != slot && user_slot && s.priority == SlotPriority::Prefer {
+                self.backend.set_priority(s.id, SlotPriority::Normal)?;
+                changed = true;
+            }
+        }
+        if before
+            .slot(slot)
+            .is_some_and(|s| s.priority != SlotPriority::Prefer)
+        {
+            self.backend.set_priority(slot, SlotPriority::Prefer)?;
+            changed = true;
+        }
+        if changed {
+            self.check_after(&before)?;
+        }
+        Ok(())
     }
 
     fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {

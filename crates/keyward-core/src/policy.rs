@@ -113,6 +113,7 @@ mod tests {
             recovery_rotation_days: 90,
             service_rotation_days: 30,
             pending_max_age_secs: 3 * 86_400,
+            primary_user: None,
         }
     }
 

@@ -207,6 +207,7 @@ mod tests {
             state: state.into(),
             escrow_id: escrow.map(Into::into),
             created: Some(created),
+            priority: "normal".into(),
         }
     }
 

@@ -157,4 +157,13 @@ pub trait UnlockStore {
 
     /// Finish or undo whatever an interrupted operation left behind, and clean orphans.
     fn reconcile(&mut self) -> Result<Vec<ReconcileAction>, StoreError>;
+
+    /// Make user slot `slot` the one a passphrase typed at boot tries first, and every other
+    /// keyward user slot an ordinary one, so the primary user unlocks at single-slot cost
+    /// however many users hold slots. Unmanaged slots are never touched (I2). Platforms
+    /// without slot priorities have nothing to do.
+    fn prefer(&mut self, slot: SlotId) -> Result<(), StoreError> {
+        let _ = slot;
+        Ok(())
+    }
 }

@@ -361,6 +361,78 @@ fn the_service_slot_is_not_a_way_in() {
     assert_eq!(check_state(&store.state().expect("read")), vec![]);
 }
 
+/// Issue 18: the service slot is never tried for a typed passphrase (priority ignore), and
+/// `prefer` makes exactly one user slot the first tried, never touching unmanaged slots.
+#[test]
+fn boot_order_prefers_one_user_and_ignores_the_service_slot() {
+    use keyward_core::SlotPriority;
+    let install = secret("install", 0);
+    let mut store = SlotStore::new(MemoryBackend::formatted(&install));
+    let zero = SlotId::new(0).expect("0");
+    let service = GrantRequest {
+        role: Role::Service,
+        pending: false,
+    };
+    let svc = store
+        .grant(&service, Authority::Holder(&install), &secret("svc", 1))
+        .expect("service slot");
+    let priority = |store: &mut SlotStore<MemoryBackend>, slot: SlotId| {
+        store
+            .state()
+            .expect("read")
+            .slot(slot)
+            .expect("slot")
+            .priority
+    };
+    assert_eq!(priority(&mut store, svc), SlotPriority::Ignore);
+    let mut users = Vec::new();
+    for n in 1..=3 {
+        let req = GrantRequest {
+            role: user(n),
+            pending: false,
+        };
+        users.push(
+            store
+                .grant(
+                    &req,
+                    Authority::Service(&secret("svc", 1)),
+                    &secret("u", u32::from(n)),
+                )
+                .expect("grant"),
+        );
+    }
+    for &u in &users {
+        assert_eq!(priority(&mut store, u), SlotPriority::Normal);
+    }
+    store.prefer(users[0]).expect("prefer");
+    store.prefer(users[2]).expect("prefer another");
+    let preferred: Vec<SlotId> = store
+        .state()
+        .expect("read")
+        .slots
+        .iter()
+        .filter(|s| s.priority == SlotPriority::Prefer)
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(
+        preferred,
+        vec![users[2]],
+        "exactly one user slot is preferred"
+    );
+    assert_eq!(
+        priority(&mut store, zero),
+        SlotPriority::Normal,
+        "unmanaged untouched"
+    );
+    // Only active user slots are preferred.
+    assert!(store.prefer(svc).is_err());
+    assert!(matches!(
+        store.prefer(zero),
+        Err(StoreError::Refused(Refusal::Unmanaged(_)))
+    ));
+    assert_eq!(check_state(&store.state().expect("read")), vec![]);
+}
+
 #[test]
 fn token_area_full_leaves_nothing_behind() {
     let install = secret("install", 0);

@@ -225,7 +225,10 @@ fn login(
     };
     done.extend(
         luks2_volumes(c).map(|v| match on_volume(ctx, v, user, uid, password) {
-            Ok(s) => format!("{}: {s}", v.name),
+            Ok(s) => match crate::boot_order::after_login(c, v, user) {
+                Ok(order) => format!("{}: {s}{order}", v.name),
+                Err(e) => format!("{}: {s}; boot order not changed: {e}", v.name),
+            },
             Err(e) => format!("{}: failed: {e}", v.name),
         }),
     );

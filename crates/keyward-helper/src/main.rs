@@ -7,6 +7,7 @@
 //! It takes its socket from systemd (`LISTEN_FDS`) or binds `runtime_dir/helper.sock` itself.
 
 mod accounts;
+mod boot_order;
 mod commands;
 mod filevault;
 mod jobs;

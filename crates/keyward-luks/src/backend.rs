@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use keyward_core::kdf::{KdfClass, KdfPolicy};
 use keyward_core::orderings::SlotBackend;
-use keyward_core::{KeywardToken, Secret, SlotId, StoreError, TokenId, VolumeState};
+use keyward_core::{KeywardToken, Secret, SlotId, SlotPriority, StoreError, TokenId, VolumeState};
 use libcryptsetup_rs::consts::flags::{CryptActivate, CryptVolumeKey};
-use libcryptsetup_rs::consts::vals::EncryptionFormat;
+use libcryptsetup_rs::consts::vals::{EncryptionFormat, KeyslotPriority};
 use libcryptsetup_rs::{CryptDevice, CryptInit, Either, LibcryptErr, TokenInput};
 use zeroize::Zeroizing;
 
@@ -272,6 +272,18 @@ impl SlotBackend for LuksBackend {
             dev.token_handle()
                 .json_set(TokenInput::RemoveToken(id.get()))
                 .map(drop)
+        })
+    }
+
+    fn set_priority(&mut self, slot: SlotId, priority: SlotPriority) -> Result<(), StoreError> {
+        let p = match priority {
+            SlotPriority::Ignore => KeyslotPriority::Ignore,
+            SlotPriority::Prefer => KeyslotPriority::Prefer,
+            // A priority this build does not know: the default order.
+            _ => KeyslotPriority::Normal,
+        };
+        self.write("set keyslot priority", |dev, _| {
+            dev.keyslot_handle().set_priority(slot.get(), p)
         })
     }
 

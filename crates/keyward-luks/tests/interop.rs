@@ -202,3 +202,97 @@ fn orphan_tokens_left_by_other_tools_are_cleaned() {
     assert_eq!(check_state(&store.state().unwrap()), vec![]);
     assert!(img.metadata()["tokens"].as_object().unwrap().is_empty());
 }
+
+/// Which slot stock cryptsetup opens for `pass` when no slot is named (the boot path), judged by
+/// `--test-passphrase` with `--debug`-free output: the slot cryptsetup -v reports.
+fn opens_without_slot(img: &Image, pass: &[u8]) -> Option<u32> {
+    let out = run_with_stdin(
+        std::process::Command::new("cryptsetup")
+            .args(["open", "--test-passphrase", "-v"])
+            .arg(&img.path)
+            .args(["--key-file", "-"]),
+        pass,
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    out.status.success().then(|| {
+        text.split("Key slot ")
+            .nth(1)
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u32::MAX)
+    })
+}
+
+/// Issue 18 on a real header: keyward's service slot has LUKS2 priority `ignore` (a typed
+/// passphrase never tries it; keyward and `--key-slot` still open it), and `prefer` gives one
+/// user slot priority 2, which stock cryptsetup tries first; unmanaged slots keep theirs.
+#[test]
+fn boot_order_on_a_real_header() {
+    let img = Image::luks2();
+    let untouched = img.unmanaged_snapshot();
+    let mut store = img.store();
+    let service = keyward_sys::random::service_secret().unwrap();
+    let svc = store
+        .grant(
+            &req(Role::Service),
+            Authority::Holder(&secret(INSTALL_PASS)),
+            &service,
+        )
+        .unwrap();
+    let priority = |slot: SlotId| img.metadata()["keyslots"][slot.to_string()]["priority"].clone();
+    assert_eq!(
+        priority(svc),
+        serde_json::json!(0),
+        "service slot is ignore"
+    );
+    assert!(
+        img.opens(svc, service.expose()),
+        "--key-slot still opens it"
+    );
+    assert_eq!(
+        opens_without_slot(&img, service.expose()),
+        None,
+        "never tried unnamed"
+    );
+
+    let mut users = Vec::new();
+    for n in 0..3u32 {
+        let role = Role::User {
+            name: UserName::parse(&format!("u{n}")).unwrap(),
+            uid: Uid::new(2000 + n).unwrap(),
+        };
+        users.push(
+            store
+                .grant(
+                    &req(role),
+                    Authority::Service(&service),
+                    &secret(&format!("pass {n}")),
+                )
+                .unwrap(),
+        );
+    }
+    store.prefer(users[1]).unwrap();
+    assert_eq!(priority(users[1]), serde_json::json!(2));
+    store.prefer(users[2]).unwrap();
+    assert_eq!(priority(users[2]), serde_json::json!(2));
+    assert_ne!(
+        priority(users[1]),
+        serde_json::json!(2),
+        "only one is preferred"
+    );
+    for (n, &u) in users.iter().enumerate() {
+        assert!(img.opens(u, format!("pass {n}").as_bytes()));
+        assert_eq!(
+            opens_without_slot(&img, format!("pass {n}").as_bytes()),
+            Some(u.get()),
+            "pass {n}"
+        );
+    }
+    assert_eq!(
+        img.unmanaged_snapshot(),
+        untouched,
+        "unmanaged slots untouched"
+    );
+    assert_eq!(check_state(&store.state().unwrap()), vec![]);
+}

@@ -174,6 +174,8 @@ pub fn build_view(inv: &Inventory, reg: &Registry) -> Result<View, MacError> {
         .iter()
         .map(|(id, t)| SlotInfo {
             id: *id,
+            // FileVault has no order of trying: every holder unlocks at its own cost.
+            priority: keyward_core::SlotPriority::Normal,
             kdf: match t {
                 Target::Account(_) => KDF_SECURE_TOKEN.to_owned(),
                 Target::RecoveryKey => KDF_RECOVERY_KEY.to_owned(),
