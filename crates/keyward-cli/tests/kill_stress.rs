@@ -155,8 +155,15 @@ struct Model {
     grants: u64,
 }
 
-fn passphrase_for(user: &str, n: u64) -> String {
-    format!("{user} passphrase {n}")
+impl Model {
+    /// A fresh passphrase for a grant (every grant gets a new one).
+    fn next_passphrase(&mut self, op: &Op) -> String {
+        self.grants += 1;
+        match op {
+            Op::Grant(u) => format!("{u} passphrase {}", self.grants),
+            _ => String::new(),
+        }
+    }
 }
 
 /// A recovery key as `keyward recovery rotate --show` prints it.
@@ -585,19 +592,73 @@ fn env_u64(name: &str) -> Option<u64> {
 /// Run `op` to completion with no kill; returns how long the CLI took, and what the checks
 /// found.
 fn run_clean(inst: &mut Instance, model: &mut Model, op: Op) -> (Duration, Findings) {
-    let pass = passphrase_for(
-        match &op {
-            Op::Grant(u) => u,
-            _ => "",
-        },
-        model.grants,
-    );
-    model.grants += 1;
+    let pass = model.next_passphrase(&op);
     let start = Instant::now();
     let out = run_op(inst.config.clone(), op.clone(), pass.clone(), start);
     assert_eq!(out.code, Some(0), "{op:?}: {} {}", out.stdout, out.stderr);
     let f = check(inst, model, &op, &out, &pass);
     (out.exited_after, f)
+}
+
+/// How the helper died.
+#[derive(Debug, PartialEq, Eq)]
+enum Kill {
+    /// SIGKILL from outside while the command ran.
+    Outside,
+    /// SIGKILL from outside, but the command had already finished.
+    AfterExit,
+    /// The LUKS failpoint raised SIGKILL.
+    Failpoint(&'static str),
+    /// The failpoint was not on the command's path; SIGKILL from outside after it.
+    FailpointMissed(&'static str),
+    /// The helper died of something else while armed with a failpoint (not expected).
+    HelperEnded(String),
+}
+
+/// Run `op` through the CLI and kill the helper: after `delay`, or, with `failpoint`, where
+/// the helper (restarted armed with it) raises SIGKILL itself. The helper is dead on return.
+fn kill_during(
+    inst: &mut Instance,
+    op: &Op,
+    pass: &str,
+    failpoint: Option<&'static str>,
+    delay: Duration,
+) -> (Outcome, Kill) {
+    if let Some(fp) = failpoint {
+        inst.stop_helper();
+        inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), fp.into())];
+        assert!(inst.try_start(), "{}", inst.helper_stderr());
+        inst.helper_env.clear();
+    }
+    let start = Instant::now();
+    let (config, op2, pass2) = (inst.config.clone(), op.clone(), pass.to_owned());
+    let cli = std::thread::spawn(move || run_op(config, op2, pass2, start));
+    let kill = match failpoint {
+        Some(fp) => {
+            while !cli.is_finished() {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            match inst.helper.as_mut().unwrap().try_wait().unwrap() {
+                Some(st) if st.signal() == Some(9) => Kill::Failpoint(fp),
+                Some(st) => Kill::HelperEnded(st.to_string()),
+                None => Kill::FailpointMissed(fp),
+            }
+        }
+        None => {
+            std::thread::sleep(delay);
+            let at = start.elapsed();
+            inst.stop_helper();
+            let out = cli.join().unwrap();
+            let kill = if at < out.exited_after {
+                Kill::Outside
+            } else {
+                Kill::AfterExit
+            };
+            return (out, kill);
+        }
+    };
+    inst.stop_helper();
+    (cli.join().unwrap(), kill)
 }
 
 #[test]
@@ -666,69 +727,33 @@ fn sigkill_the_helper_at_random_moments() {
             0 | 2 => Op::ServiceRotate,
             _ => Op::RecoveryRotate,
         };
-        let pass = passphrase_for(
-            match &op {
-                Op::Grant(u) => u,
-                _ => "",
-            },
-            model.grants,
-        );
-        model.grants += 1;
+        let pass = model.next_passphrase(&op);
         // One kill in four is a LUKS failpoint on the operation's path (SIGKILL at a named
         // step); the others come from outside at a random delay.
         let failpoint = (rng.below(4) == 0).then(|| *rng.pick(op.failpoints()));
-        let limit = took[op.kind()].mul_f64(1.2).as_millis() as u64;
-        let delay = Duration::from_millis(rng.below(limit + 1));
-        if let Some(fp) = failpoint {
-            inst.stop_helper();
-            inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), fp.into())];
-            assert!(inst.try_start(), "seed {seed}: {}", inst.helper_stderr());
-        }
-
-        let start = Instant::now();
-        let (config, op2, pass2) = (inst.config.clone(), op.clone(), pass.clone());
-        let cli = std::thread::spawn(move || run_op(config, op2, pass2, start));
-        let how;
-        let mut killed_at = None;
-        if failpoint.is_some() {
-            // Wait for the command; the failpoint kills the helper on the way, if it is on it.
-            while !cli.is_finished() {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            let helper = inst.helper.as_mut().unwrap();
-            how = match helper.try_wait().unwrap() {
-                Some(st) if st.signal() == Some(9) => {
-                    by_failpoint += 1;
-                    during += 1;
-                    format!("SIGKILL at failpoint {}", failpoint.unwrap())
-                }
-                Some(st) => {
-                    findings.push((iterations, op.kind().into(), format!("helper ended {st}")));
-                    during += 1;
-                    format!("helper ended {st}")
-                }
-                None => {
-                    after += 1;
-                    format!("failpoint {} not reached; killed after", failpoint.unwrap())
-                }
-            };
-        } else {
-            std::thread::sleep(delay);
-            killed_at = Some(start.elapsed());
-            inst.stop_helper();
-            how = format!("SIGKILL after {delay:?} of <= {limit} ms");
-        }
-        inst.stop_helper();
-        let out = cli.join().unwrap();
-        if let Some(at) = killed_at {
-            if at < out.exited_after {
+        let limit = took[op.kind()].mul_f64(1.2);
+        let delay = Duration::from_micros(rng.below(limit.as_micros() as u64 + 1));
+        let (out, kill) = kill_during(&mut inst, &op, &pass, failpoint, delay);
+        let how = match &kill {
+            Kill::Outside => format!("SIGKILL at {delay:.1?} of <= {limit:.1?}"),
+            Kill::AfterExit => format!("SIGKILL at {delay:.1?}, after the command"),
+            Kill::Failpoint(fp) => format!("SIGKILL at failpoint {fp}"),
+            Kill::FailpointMissed(fp) => format!("failpoint {fp} not reached; SIGKILL after"),
+            Kill::HelperEnded(st) => format!("helper ended by itself: {st}"),
+        };
+        match &kill {
+            Kill::Outside | Kill::Failpoint(_) => during += 1,
+            Kill::AfterExit | Kill::FailpointMissed(_) => after += 1,
+            Kill::HelperEnded(_) => {
                 during += 1;
-            } else {
-                // The command had finished: its time refines the delay range for its kind.
-                after += 1;
-                let e = took.get_mut(op.kind()).unwrap();
-                *e = (*e + out.exited_after) / 2;
+                findings.push((iterations, op.kind().into(), how.clone()));
             }
+        }
+        by_failpoint += u64::from(matches!(kill, Kill::Failpoint(_)));
+        if kill == Kill::AfterExit {
+            // The command had finished: its time refines the delay range for its kind.
+            let e = took.get_mut(op.kind()).unwrap();
+            *e = (*e + out.exited_after) / 2;
         }
         if !matches!(out.code, Some(0) | Some(5)) {
             findings.push((
@@ -742,7 +767,6 @@ fn sigkill_the_helper_at_random_moments() {
             ));
         }
 
-        inst.helper_env.clear();
         if !inst.try_start() {
             panic!(
                 "seed {seed}, kill {iterations} ({op:?}, {how}): the helper does not restart: {}",
