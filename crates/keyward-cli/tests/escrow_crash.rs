@@ -18,6 +18,7 @@ const STEPS: &[&str] = &[
     "grant.committed",
     "recovery-escrow.sealed",
     "recovery-commit.committed",
+    "revoke.intent-written",
     "revoke.slot-destroyed",
     "recovery-commit.retired",
 ];

@@ -121,11 +121,12 @@ impl Op {
             "grant.slot-added",
             "grant.verified",
             "grant.committed",
+            "revoke.intent-written",
             "revoke.slot-destroyed",
         ];
         match self {
             Op::Grant(_) => GRANT,
-            Op::Revoke(_) => &["revoke.slot-destroyed"],
+            Op::Revoke(_) => &["revoke.intent-written", "revoke.slot-destroyed"],
             Op::ServiceRotate | Op::RecoveryRotate => ALL,
         }
     }
@@ -451,10 +452,23 @@ fn sigkill_the_helper_at_random_moments() {
         .iter()
         .filter(|l| l.contains("\"audit-discontinuity\""))
         .count();
+    // What the helper repaired at its starts, each on the record.
+    let repairs = |op: &str| {
+        inst.audit_lines()
+            .iter()
+            .filter(|l| l.contains(&format!("\"op\":\"{op}\"")))
+            .count()
+    };
+    let (headers, torn, recovery) = (
+        repairs("header-repair"),
+        repairs("audit-repair"),
+        repairs("recovery-reconcile"),
+    );
     println!(
         "kill stress, seed {seed}: {} kills ({during} while a command ran, {by_failpoint} of them \
          at a LUKS failpoint; {after} after it had finished), {lockouts} lockouts, {} failed \
-         checks, {discontinuities} audit-discontinuity records, {:.1} s",
+         checks, {discontinuities} audit-discontinuity records; repaired at start: {headers} \
+         headers, {torn} torn audit lines, {recovery} interrupted recovery commits; {:.1} s",
         during + after,
         findings.len(),
         began.elapsed().as_secs_f64()

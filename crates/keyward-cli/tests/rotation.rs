@@ -76,6 +76,7 @@ fn crash_at_every_step_of_a_rotation() {
         "service-rotate.slot-added",
         "service-rotate.renamed",
         "service-rotate.committed",
+        "revoke.intent-written",
         "revoke.slot-destroyed",
     ];
     let (mut exercised, mut lockouts) = (0, 0);
@@ -272,6 +273,7 @@ fn crash_at_every_step_of_a_recovery_rotation() {
         ("grant.verified", true),
         ("grant.committed", true),
         ("recovery-commit.committed", false),
+        ("revoke.intent-written", false),
         ("revoke.slot-destroyed", false),
     ];
     let (mut exercised, mut lockouts) = (0, 0);
@@ -316,6 +318,16 @@ fn crash_at_every_step_of_a_recovery_rotation() {
         };
         if !(works(&k1) || k2.as_deref().is_some_and(works)) {
             lockouts += 1;
+        }
+        // The start-up reconcile finished an interrupted commit: one committed recovery key,
+        // and a key that is no longer pending is not left on disk.
+        let active = holders.iter().filter(|h| h["state"] == "active").count();
+        assert_eq!(active, 1, "{step}: {holders:?}");
+        if !holders.iter().any(|h| h["state"] == "pending") {
+            assert!(
+                !inst.path("state/pending/data").exists(),
+                "{step}: a committed recovery key is still stored in state/pending"
+            );
         }
         // And the rotation can be finished.
         let k3 = rotate_recovery(&inst);

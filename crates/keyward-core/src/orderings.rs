@@ -270,10 +270,19 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
     fn revoke(&mut self, slot: SlotId) -> Result<(), StoreError> {
         let _guard = self.backend.lock()?;
         let before = self.stable_state()?;
-        let (tid, _) = managed(&before, slot)?;
+        let (tid, token) = managed(&before, slot)?;
         if !removal_keeps_a_way_in(&before, slot) {
             return Err(Refusal::WouldLockOut(slot).into());
         }
+        // Intent first: libcryptsetup wipes a slot's key material before it rewrites the
+        // header, so a crash inside destroy can leave a slot that opens nothing still listed.
+        // The token then already says the slot is on its way out (no longer a way in), and
+        // reconcile finishes the destroy.
+        let mut retiring = token;
+        retiring.keyslot = None;
+        retiring.state = TokenState::Retiring { retire: slot };
+        self.backend.replace_token(tid, &retiring)?;
+        self.backend.failpoint("revoke.intent-written")?;
         self.backend.destroy_slot(slot)?;
         self.backend.failpoint("revoke.slot-destroyed")?;
         self.backend.remove_token(tid)?;

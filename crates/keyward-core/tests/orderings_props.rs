@@ -24,6 +24,7 @@ const FAILPOINTS: &[&str] = &[
     "rekey.verified",
     "rekey.token-moved",
     "rekey.old-destroyed",
+    "revoke.intent-written",
     "revoke.slot-destroyed",
 ];
 

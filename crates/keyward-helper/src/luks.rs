@@ -16,6 +16,21 @@ pub fn open(device: &Path, lock_path: &Path, kdf: KdfPolicy) -> Result<LuksStore
     keyward_luks::open(device, lock_path, kdf)
 }
 
+/// Restore a header a crash left with its two copies apart (see keyward-luks).
+#[cfg(target_os = "linux")]
+pub fn repair_interrupted_write(
+    device: &Path,
+    lock_path: &Path,
+) -> Result<Option<String>, StoreError> {
+    keyward_luks::repair_interrupted_write(device, lock_path)
+}
+
+/// No LUKS2 header to repair on this platform.
+#[cfg(not(target_os = "linux"))]
+pub fn repair_interrupted_write(_: &Path, _: &Path) -> Result<Option<String>, StoreError> {
+    Ok(None)
+}
+
 /// No LUKS2 store can exist on this platform.
 #[cfg(not(target_os = "linux"))]
 #[derive(Debug)]

@@ -104,6 +104,39 @@ fn run() -> Result<(), String> {
             }
             continue;
         }
+        // A header write the crash interrupted is restored first, and on the record.
+        match luks::repair_interrupted_write(&v.device, &config.lock_path(&v.name)) {
+            Ok(None) => {}
+            Ok(Some(note)) => {
+                eprintln!("keyward-helper: {}: {note}", v.name);
+                audit
+                    .append(server::record_for_event(
+                        "header-repair",
+                        &format!("ok: repaired: {note}"),
+                    ))
+                    .map_err(|e| format!("audit log: {e}"))?;
+            }
+            Err(e) => eprintln!("keyward-helper: {}: {e}", v.name),
+        }
+        let recovered = ops::open(&config, v)
+            .and_then(|mut store| recovery::settle_at_start(&config, v, &mut store));
+        match recovered {
+            Ok(done) => {
+                for note in done {
+                    eprintln!("keyward-helper: {}: {note}", v.name);
+                    audit
+                        .append(server::record_for_event(
+                            "recovery-reconcile",
+                            &format!("ok: {}: {note}", v.name),
+                        ))
+                        .map_err(|e| format!("audit log: {e}"))?;
+                }
+            }
+            Err(e) => eprintln!(
+                "keyward-helper: {}: start-up reconcile failed: {e:?}",
+                v.name
+            ),
+        }
         let settled =
             ops::open(&config, v).and_then(|mut store| service::settle(&config, v, &mut store));
         match settled {

@@ -138,6 +138,57 @@ pub(crate) fn expire_pending(
     drop_pending(c, &v.name)
 }
 
+/// Start-up: finish what a crash in the middle of a rotation's commit left behind. The
+/// commit marks the new slot active, then retires the previous recovery slots, then deletes
+/// the stored key; a crash between those steps leaves two committed recovery keys, or the
+/// committed key still on disk (allowed there only while pending). The newest committed slot
+/// stays — the one the stored key opens, else the most recently made — and the others go, as
+/// the commit would have done; a stored key with no pending slot is deleted. Returns what was
+/// done, for the audit log.
+pub(crate) fn settle_at_start(
+    c: &Config,
+    v: &Volume,
+    store: &mut LuksStore,
+) -> Result<Vec<String>, Response> {
+    let mut done = Vec::new();
+    let key = load_pending(c, &v.name)?;
+    let state = store.state().map_err(store_failure)?;
+    let mut active: Vec<(std::time::SystemTime, SlotId)> = state
+        .keyward_tokens()
+        .filter(|(_, t)| t.role == Role::Recovery && t.state == TokenState::Active)
+        .filter_map(|(_, t)| t.keyslot.map(|s| (t.created, s)))
+        .collect();
+    active.sort();
+    if active.len() > 1 {
+        let mut newest = None;
+        if let Some(k) = &key {
+            for (_, s) in &active {
+                if store.verify(*s, k).map_err(store_failure)? {
+                    newest = Some(*s);
+                }
+            }
+        }
+        let by_age = match active.as_slice() {
+            [.., (a, _), (b, last)] if a < b => Some(*last),
+            _ => None,
+        };
+        if let Some(keep) = newest.or(by_age) {
+            for (_, s) in active.iter().filter(|(_, s)| *s != keep) {
+                store.revoke(*s).map_err(store_failure)?;
+                done.push(format!(
+                    "retired recovery keyslot {s}, which an interrupted commit of keyslot {keep} had left"
+                ));
+            }
+        }
+    }
+    let pending_slots = recovery_slots(store, TokenState::Pending)?;
+    if key.is_some() && pending_slots.is_empty() {
+        drop_pending(c, &v.name)?;
+        done.push("deleted a stored recovery key that is no longer pending".into());
+    }
+    Ok(done)
+}
+
 /// The pending slot the stored pending key opens, revoking pending slots nobody holds a key
 /// for and forgetting a stored key whose slot never came to be.
 fn settle_pending(

@@ -7,6 +7,7 @@ mod backend;
 mod kdf;
 mod lock;
 pub mod probe;
+mod repair;
 
 use std::path::Path;
 
@@ -14,6 +15,7 @@ pub use backend::LuksBackend;
 use keyward_core::kdf::KdfPolicy;
 use keyward_core::orderings::SlotStore;
 use keyward_core::StoreError;
+pub use repair::repair_interrupted_write;
 
 /// A LUKS2 volume managed by keyward.
 pub type LuksStore = SlotStore<LuksBackend>;

@@ -115,7 +115,17 @@ fn read_up_to(f: &mut File, buf: &mut [u8], device: &Path) -> Result<usize, Stor
     Ok(filled)
 }
 
-fn check_both_copies(f: &mut File, head: &[u8; 24], seqid: u64) -> Result<(), String> {
+/// One header copy as found on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Copy {
+    /// Magic and checksum good; its sequence id.
+    Intact(u64),
+    /// Why it cannot be used.
+    Damaged(String),
+}
+
+/// Both copies, primary first (the secondary sits at the metadata size the primary names).
+fn examine(f: &mut File, head: &[u8; 24]) -> Result<[(&'static str, Copy); 2], String> {
     let mut size = [0u8; 8];
     size.copy_from_slice(&head[8..16]);
     let hdr_size = u64::from_be_bytes(size);
@@ -123,29 +133,109 @@ fn check_both_copies(f: &mut File, head: &[u8; 24], seqid: u64) -> Result<(), St
         return Err(format!("implausible metadata size {hdr_size}"));
     }
     let len = usize::try_from(hdr_size).map_err(|_| "metadata size overflows".to_owned())?;
-    for (copy, offset, magic) in [("primary", 0, MAGIC), ("secondary", hdr_size, MAGIC_2ND)] {
+    let mut read = |copy: &'static str, offset: u64, magic: &[u8; 6]| -> Copy {
         let mut area = vec![0u8; len];
-        f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
-        f.read_exact(&mut area)
-            .map_err(|_| format!("{copy} header copy is truncated"))?;
+        if f.seek(SeekFrom::Start(offset)).is_err() || f.read_exact(&mut area).is_err() {
+            return Copy::Damaged(format!("{copy} header copy is truncated"));
+        }
         if &area[..6] != magic {
-            return Err(format!("{copy} header copy has no LUKS2 magic"));
+            return Copy::Damaged(format!("{copy} header copy has no LUKS2 magic"));
         }
-        if classify(&[MAGIC.as_slice(), &area[6..24]].concat()) != (Format::Luks2 { seqid }) {
-            return Err(format!("{copy} header copy is out of step with the other"));
-        }
+        let Format::Luks2 { seqid } = classify(&[MAGIC.as_slice(), &area[6..24]].concat()) else {
+            return Copy::Damaged(format!("{copy} header copy is not LUKS2"));
+        };
         let alg = &area[CSUM_ALG];
         let alg = &alg[..alg.iter().position(|b| *b == 0).unwrap_or(alg.len())];
         if alg != b"sha256" {
-            return Err("unsupported header checksum algorithm".to_owned());
+            return Copy::Damaged("unsupported header checksum algorithm".to_owned());
         }
         let stored: Vec<u8> = area[CSUM][..32].to_vec();
         area[CSUM].fill(0);
         if Sha256::digest(&area).as_slice() != stored.as_slice() {
-            return Err(format!("{copy} header copy fails its checksum"));
+            return Copy::Damaged(format!("{copy} header copy fails its checksum"));
+        }
+        Copy::Intact(seqid)
+    };
+    Ok([
+        ("primary", read("primary", 0, MAGIC)),
+        ("secondary", read("secondary", hdr_size, MAGIC_2ND)),
+    ])
+}
+
+fn check_both_copies(f: &mut File, head: &[u8; 24], seqid: u64) -> Result<(), String> {
+    for (copy, state) in examine(f, head)? {
+        match state {
+            Copy::Intact(s) if s == seqid => {}
+            Copy::Intact(_) => {
+                return Err(format!("{copy} header copy is out of step with the other"))
+            }
+            Copy::Damaged(why) => return Err(why),
         }
     }
     Ok(())
+}
+
+/// How a LUKS2 header's two copies stand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Damage {
+    /// Both intact and in step.
+    None,
+    /// What a write interrupted between the two copies leaves: one copy intact and the other
+    /// damaged, or both intact with one a write behind. The intact (newer) copy is a whole,
+    /// consistent header — from just before or just after the write — so restoring the other
+    /// from it loses nothing keyward's reconcile does not already handle.
+    Interrupted {
+        /// What is wrong.
+        why: String,
+        /// The copy the header is restored from.
+        from: &'static str,
+        /// Its sequence id.
+        seqid: u64,
+    },
+    /// Anything worse (both copies damaged, no LUKS2 at all): left to an admin.
+    Unrecoverable(String),
+}
+
+/// Judge the header's two copies (after the same grace period `probe` gives a writer).
+pub fn damage(device: &Path) -> Result<Damage, StoreError> {
+    let mut f = open(device)?;
+    let mut delay = std::time::Duration::from_millis(10);
+    let mut attempt = 0;
+    loop {
+        let mut head = [0u8; 24];
+        f.seek(SeekFrom::Start(0))
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let n = read_up_to(&mut f, &mut head, device)?;
+        if n < head.len() || &head[..6] != MAGIC {
+            return Ok(Damage::Unrecoverable("no LUKS2 header magic".into()));
+        }
+        let found = match examine(&mut f, &head) {
+            Err(why) => Damage::Unrecoverable(why),
+            Ok([(_, Copy::Intact(a)), (_, Copy::Intact(b))]) if a == b => Damage::None,
+            Ok([(p, Copy::Intact(a)), (s, Copy::Intact(b))]) => {
+                let (from, behind, seqid) = if a > b { (p, s, a) } else { (s, p, b) };
+                Damage::Interrupted {
+                    why: format!("{behind} header copy is out of step with the other"),
+                    from,
+                    seqid,
+                }
+            }
+            Ok([(from, Copy::Intact(seqid)), (_, Copy::Damaged(why))])
+            | Ok([(_, Copy::Damaged(why)), (from, Copy::Intact(seqid))]) => {
+                Damage::Interrupted { why, from, seqid }
+            }
+            Ok([(_, Copy::Damaged(a)), (_, Copy::Damaged(b))]) => {
+                Damage::Unrecoverable(format!("{a}; {b}"))
+            }
+        };
+        if found == Damage::None || attempt >= 5 {
+            return Ok(found);
+        }
+        attempt += 1;
+        std::thread::sleep(delay);
+        delay *= 2;
+    }
 }
 
 /// Pure classification of a header prefix.

@@ -27,6 +27,7 @@ const CASES: &[(&str, &str)] = &[
     ("rekey.verified", "rekey"),
     ("rekey.token-moved", "rekey"),
     ("rekey.old-destroyed", "rekey"),
+    ("revoke.intent-written", "revoke"),
     ("revoke.slot-destroyed", "revoke"),
 ];
 
