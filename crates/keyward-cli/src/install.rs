@@ -440,7 +440,8 @@ mod tests {
                 "{key} is not documented"
             );
         }
-        // The values shown are the defaults (examples aside: volume, argon2, admin group, escrow).
+        // The values shown are the defaults (examples aside: volume, argon2, admin group,
+        // primary user, escrow).
         let d = Config::parse("[[volume]]\nname = \"a\"\ndevice = \"/a\"\n").unwrap();
         assert_eq!(
             (
@@ -463,6 +464,7 @@ mod tests {
         assert_eq!(
             Policy {
                 admin_group: None,
+                primary_user: None,
                 ..c.policy
             },
             d.policy,
