@@ -196,6 +196,14 @@ fn a_filevault_volume_answers_the_same_commands_as_a_luks2_volume() {
         !inst.path("state/pending/mac").exists(),
         "pending key dropped at commit"
     );
+    // The commit is on the record, for the Mac volume, as the admin's.
+    let committed = inst.audit_lines().into_iter().any(|l| {
+        l.contains("\"op\":\"recovery-confirm\"")
+            && l.contains("\"volume\":\"mac\"")
+            && l.contains("\"caller\":\"admin\"")
+            && l.contains("\"result\":\"ok")
+    });
+    assert!(committed, "{:?}", inst.audit_lines());
 
     // `status --json` has one shape for both kinds, holder role by holder role.
     let status = status_json(&inst);
@@ -304,6 +312,17 @@ fn a_filevault_recovery_key_is_escrowed_by_the_agent_and_shown_to_an_admin() {
     assert_ne!(first, second);
     let key2 = shown(&second);
     assert_ne!(key1, key2);
+    // The agent carried it: begin and commit are the agent's records for the Mac volume, and
+    // the escrow id the device holds is the one the server revealed.
+    let agent_did = |op: &str| {
+        inst.audit_lines().into_iter().any(|l| {
+            l.contains(&format!("\"op\":\"{op}\""))
+                && l.contains("\"volume\":\"mac\"")
+                && l.contains("\"caller\":\"agent\"")
+                && l.contains("\"result\":\"ok")
+        })
+    };
+    assert!(agent_did("recovery-begin") && agent_did("recovery-commit"));
     let _ = agent.kill();
     let _ = agent.wait();
 }

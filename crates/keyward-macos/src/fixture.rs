@@ -1,4 +1,4 @@
-//! The recorded outputs in `fixtures/`, compiled in, and their tiny format: `#` comment lines
+//! The transcribed outputs in `fixtures/`, compiled in, and their tiny format: `#` comment lines
 //! (command and source), `exit N`, `--- stdout`, `--- stderr`. `{name}` placeholders are filled
 //! before the sections are split, so a placeholder may stand for several lines.
 

@@ -5,7 +5,7 @@
 //! Plain Rust, tested on Linux: every command is a typed argv array ([`build`]) run through a
 //! [`Runner`](runner::Runner), every output is judged by its text ([`parse`]), and the
 //! orderings ([`store`], `rights`, [`recovery`], [`service`], `reconcile`) are exercised against
-//! a simulated Mac that answers with recorded outputs (`fake`, feature `fake`). Only the process
+//! a simulated Mac that answers with transcribed outputs (`fake`, feature `fake`). Only the process
 //! runner's constructor and the System keychain are `cfg(target_os = "macos")` glue.
 //!
 //! Secrets reach the tools on stdin only — answers to `-` prompts, an `-inputplist`, or a line

@@ -1,7 +1,7 @@
 //! The seam between keyward's decisions and Apple's tools: a [`Runner`] runs one
 //! [`Invocation`] and hands back what the tool printed and how it exited. The real one
 //! (`process`, macOS only) is thin glue over `std::process`; tests use the simulated Mac in
-//! `fake`, which answers with recorded outputs.
+//! `fake`, which answers with transcribed outputs.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! Every recorded output through its parser: text decides, never the exit status alone.
+//! Every transcribed output through its parser: text decides, never the exit status alone.
 #![allow(clippy::unwrap_used)]
 
 use keyward_macos::command::Purpose;

@@ -1,6 +1,6 @@
 //! A simulated Mac: a [`Runner`] that keeps a small model of local accounts, Secure Tokens,
 //! FileVault and its recovery key, applies each command's effect the way the public record says
-//! macOS does, and answers with the recorded output from `fixtures/`. It also models the traps:
+//! macOS does, and answers with the transcribed output from `fixtures/`. It also models the traps:
 //! a root password reset leaves FileVault on the old password, an account given a password while
 //! no token holder exists becomes the first holder, `-secureTokenOn` on a tagged account prints
 //! "Done!" and does nothing, and `fdesetup list` need not match the token holders.
