@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyward_core::ipc::{self, AgentReply, AgentRequest, AgentResponse, Reply, Request, Response};
 
@@ -77,9 +77,196 @@ pub fn call_within(socket: &Path, req: Request, timeout: Duration) -> Result<Rep
     }
 }
 
+/// Like [`call`], but the whole exchange — connecting included — ends within `budget`, however
+/// the helper behaves: hung, not accepting (a full listen backlog makes a Unix socket's
+/// `connect` block), or answering a byte at a time. For callers that must never wait, such as
+/// the PAM module in a login.
+pub fn call_by(socket: &Path, req: Request, budget: Duration) -> Result<Reply, CallError> {
+    let deadline = Instant::now() + budget;
+    let mut stream = connect_by(socket, deadline)?;
+    let hello = Request::Hello {
+        version: ipc::PROTOCOL_VERSION,
+    };
+    match exchange_by(&mut stream, &hello, deadline)? {
+        Response::Ok(Reply::Hello { .. }) => {}
+        Response::Ok(other) => return Err(unexpected(&other)),
+        Response::Error { code, message } => return Err(failure(code.exit_code(), message)),
+    }
+    match exchange_by(&mut stream, &req, deadline)? {
+        Response::Ok(reply) => Ok(reply),
+        Response::Error { code, message } => Err(failure(code.exit_code(), message)),
+    }
+}
+
+/// Time left before `deadline`, or the error that says it passed.
+fn left(deadline: Instant) -> Result<Duration, CallError> {
+    let d = deadline.saturating_duration_since(Instant::now());
+    if d.is_zero() {
+        Err(unavailable("no answer within the time allowed"))
+    } else {
+        Ok(d)
+    }
+}
+
+/// Connect non-blocking, retrying while the listener's backlog is full, until `deadline`.
+fn connect_by(socket: &Path, deadline: Instant) -> Result<UnixStream, CallError> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let addr = SocketAddrUnix::new(socket).map_err(unavailable)?;
+    loop {
+        let fd = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(unavailable)?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => {
+                let flags = rustix::fs::fcntl_getfl(&fd).map_err(unavailable)?;
+                rustix::fs::fcntl_setfl(&fd, flags - rustix::fs::OFlags::NONBLOCK)
+                    .map_err(unavailable)?;
+                return Ok(UnixStream::from(fd));
+            }
+            // The backlog is full: the helper is not accepting. Try again, briefly.
+            Err(rustix::io::Errno::AGAIN) => {
+                std::thread::sleep(left(deadline)?.min(Duration::from_millis(5)));
+            }
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+}
+
+/// One frame out and one back, each read and write bounded by the time left.
+fn exchange_by(
+    stream: &mut UnixStream,
+    req: &Request,
+    deadline: Instant,
+) -> Result<Response, CallError> {
+    let frame = ipc::encode_frame(req).map_err(|e| failure(2, e.to_string()))?;
+    let mut sent = 0;
+    while sent < frame.len() {
+        stream
+            .set_write_timeout(Some(left(deadline)?))
+            .map_err(unavailable)?;
+        match stream.write(&frame[sent..]) {
+            Ok(0) => return Err(unavailable("the helper closed the connection")),
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+    let mut read_exactly = |buf: &mut [u8]| -> Result<(), CallError> {
+        let mut got = 0;
+        while got < buf.len() {
+            stream
+                .set_read_timeout(Some(left(deadline)?))
+                .map_err(unavailable)?;
+            match stream.read(&mut buf[got..]) {
+                Ok(0) => return Err(unavailable("the helper closed the connection")),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Ok(())
+    };
+    let mut prefix = [0u8; 4];
+    read_exactly(&mut prefix)?;
+    let len = ipc::frame_len(prefix).map_err(unavailable)?;
+    let mut payload = vec![0u8; len];
+    read_exactly(&mut payload)?;
+    ipc::decode_response(&payload).map_err(unavailable)
+}
+
 /// A reply of the wrong kind (a helper of another version).
 pub fn unexpected(r: &Reply) -> CallError {
     failure(1, format!("unexpected reply from the helper: {r:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that never accepts, its backlog full: `connect` would block forever.
+    fn hung_listener(dir: &Path) -> (rustix::fd::OwnedFd, Vec<rustix::fd::OwnedFd>) {
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        let path = dir.join("hung.sock");
+        let addr = SocketAddrUnix::new(&path).expect("addr");
+        let listener = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .expect("socket");
+        rustix::net::bind(&listener, &addr).expect("bind");
+        rustix::net::listen(&listener, 1).expect("listen");
+        let mut held = Vec::new();
+        for _ in 0..4096 {
+            let fd = rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+                None,
+            )
+            .expect("socket");
+            match rustix::net::connect(&fd, &addr) {
+                Ok(()) => held.push(fd),
+                Err(rustix::io::Errno::AGAIN) => return (listener, held),
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+        panic!("the backlog never filled");
+    }
+
+    #[test]
+    fn a_helper_that_accepts_nothing_costs_at_most_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_listener, _held) = hung_listener(dir.path());
+        let socket = dir.path().join("hung.sock");
+        // A blocking connect would hang here: prove it, in a thread we abandon.
+        let blocked = std::sync::mpsc::channel::<()>();
+        let s = socket.clone();
+        std::thread::spawn(move || {
+            let _ = UnixStream::connect(&s);
+            let _ = blocked.0.send(());
+        });
+        assert!(
+            blocked.1.recv_timeout(Duration::from_millis(500)).is_err(),
+            "the listener does accept: the test proves nothing"
+        );
+        let started = Instant::now();
+        let e = call_by(&socket, Request::Policy, Duration::from_millis(200))
+            .expect_err("nothing answers");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_helper_that_accepts_and_says_nothing_costs_at_most_the_budget() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("mute.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        std::thread::spawn(move || {
+            let mut keep = Vec::new();
+            for s in listener.incoming() {
+                keep.push(s);
+            }
+        });
+        let started = Instant::now();
+        let e = call_by(&socket, Request::Policy, Duration::from_millis(200))
+            .expect_err("nothing answers");
+        assert_eq!(e.code, 5, "{e}");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
 
 /// One request to the agent's control socket (root only).

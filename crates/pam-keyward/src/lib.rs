@@ -21,7 +21,7 @@ use pam::module::{PamHandle, PamHooks};
 
 /// Linux-PAM's `PAM_UPDATE_AUTHTOK`: the second pass of a password change.
 const PAM_UPDATE_AUTHTOK: PamFlag = 0x2000;
-/// The longest the module waits on the helper for any single read or write.
+/// The longest the module waits on the helper for the whole exchange, connecting included.
 const BUDGET: Duration = Duration::from_millis(200);
 const IDENT: &str = "pam_keyward";
 
@@ -73,7 +73,7 @@ fn user(pamh: &mut PamHandle) -> Result<UserName, String> {
 }
 
 fn send(args: &[&CStr], req: Request) -> Result<(), String> {
-    helper_client::call_within(&socket(args), req, BUDGET)
+    helper_client::call_by(&socket(args), req, BUDGET)
         .map(drop)
         .map_err(|e| e.to_string())
 }
