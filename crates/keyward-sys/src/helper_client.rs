@@ -183,6 +183,34 @@ pub fn unexpected(r: &Reply) -> CallError {
     failure(1, format!("unexpected reply from the helper: {r:?}"))
 }
 
+/// One request to the agent's control socket (root only).
+pub fn call_agent(socket: &Path, req: AgentRequest) -> Result<AgentReply, CallError> {
+    let agent_down =
+        |e: std::io::Error| failure(5, format!("the keyward agent is unavailable: {e}"));
+    let mut stream = UnixStream::connect(socket).map_err(agent_down)?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(agent_down)?;
+    let mut ask = |r: &AgentRequest| -> Result<AgentResponse, CallError> {
+        let frame = ipc::encode_frame(r).map_err(|e| failure(2, e.to_string()))?;
+        stream.write_all(&frame).map_err(agent_down)?;
+        let mut prefix = [0u8; 4];
+        stream.read_exact(&mut prefix).map_err(agent_down)?;
+        let len = ipc::frame_len(prefix).map_err(|e| failure(5, e.to_string()))?;
+        let mut payload = vec![0u8; len];
+        stream.read_exact(&mut payload).map_err(agent_down)?;
+        ipc::decode_agent_response(&payload).map_err(|e| failure(5, e.to_string()))
+    };
+    match ask(&AgentRequest::Hello {
+        version: ipc::PROTOCOL_VERSION,
+    })? {
+        AgentResponse::Ok(AgentReply::Hello { .. }) => {}
+        _ => return Err(failure(5, "the agent did not answer the hello")),
+    }
+    match ask(&req)? {
+        AgentResponse::Ok(reply) => Ok(reply),
+        AgentResponse::Error { code, message } => Err(failure(code.exit_code(), message)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,33 +294,5 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-    }
-}
-
-/// One request to the agent's control socket (root only).
-pub fn call_agent(socket: &Path, req: AgentRequest) -> Result<AgentReply, CallError> {
-    let agent_down =
-        |e: std::io::Error| failure(5, format!("the keyward agent is unavailable: {e}"));
-    let mut stream = UnixStream::connect(socket).map_err(agent_down)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(agent_down)?;
-    let mut ask = |r: &AgentRequest| -> Result<AgentResponse, CallError> {
-        let frame = ipc::encode_frame(r).map_err(|e| failure(2, e.to_string()))?;
-        stream.write_all(&frame).map_err(agent_down)?;
-        let mut prefix = [0u8; 4];
-        stream.read_exact(&mut prefix).map_err(agent_down)?;
-        let len = ipc::frame_len(prefix).map_err(|e| failure(5, e.to_string()))?;
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).map_err(agent_down)?;
-        ipc::decode_agent_response(&payload).map_err(|e| failure(5, e.to_string()))
-    };
-    match ask(&AgentRequest::Hello {
-        version: ipc::PROTOCOL_VERSION,
-    })? {
-        AgentResponse::Ok(AgentReply::Hello { .. }) => {}
-        _ => return Err(failure(5, "the agent did not answer the hello")),
-    }
-    match ask(&req)? {
-        AgentResponse::Ok(reply) => Ok(reply),
-        AgentResponse::Error { code, message } => Err(failure(code.exit_code(), message)),
     }
 }
