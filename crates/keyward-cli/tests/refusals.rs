@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use keyward_core::ipc::{self, Request};
@@ -47,6 +47,38 @@ fn is_error(r: Option<ipc::Response>, want: ipc::ErrorCode) -> bool {
     matches!(r, Some(ipc::Response::Error { code, .. }) if code == want)
 }
 
+/// Trickle a frame a byte a second (a valid length prefix, then its payload) until the helper
+/// closes the connection; how long that took. Gives up, failing, after 30 s.
+fn trickle_until_closed(inst: &Instance) -> Duration {
+    let mut s = connect(inst);
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let started = Instant::now();
+    let frame = [0u8, 0, 0, 200].into_iter().chain(std::iter::repeat(7u8));
+    for byte in frame {
+        if s.write_all(&[byte]).is_err() {
+            return started.elapsed();
+        }
+        let until = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < until {
+            let mut b = [0u8; 256];
+            match s.read(&mut b) {
+                Ok(0) => return started.elapsed(),
+                Ok(_) => {} // the refusal's error frame; the close follows
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return started.elapsed(),
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the helper never dropped a trickling client"
+        );
+    }
+    unreachable!("the frame iterator is endless")
+}
+
 fn still_serves(inst: &mut Instance) {
     assert!(inst.helper_alive(), "helper died: {}", inst.helper_stderr());
     assert_eq!(code(&inst.keyward(&["status"], b"")), Some(0));
@@ -76,6 +108,90 @@ fn agent_class_may_look_but_not_change() {
     assert_eq!(refused.len(), 2, "{refused:?}");
     assert!(refused[0].contains(&format!("\"uid\":{NOBODY}")));
     still_serves(&mut inst);
+}
+
+/// Issue 14: the agent class (the service user, `nobody` here) trickling bytes on many
+/// connections cannot starve root: it has a budget of its own, over which its connections are
+/// closed unread (and recorded, folded), and each connection is dropped when its frame's
+/// deadline passes. Meanwhile root's CLI is answered at once.
+#[test]
+fn a_trickling_agent_cannot_starve_root() {
+    let inst = Instance::prepare().start();
+    inst.bootstrap();
+    let script = r#"
+import socket, sys, time
+held = []
+for _ in range(24):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(sys.argv[1]); held.append(s)
+    except OSError:
+        pass
+print(len(held), flush=True)
+frame = b"\0\0\0\xc8" + b"\7" * 200   # a 200-byte frame, a byte a second
+end = time.time() + 12
+i = 0
+while time.time() < end:
+    for s in list(held):
+        try:
+            s.send(frame[i:i + 1])
+        except OSError:
+            held.remove(s)
+    i += 1
+    time.sleep(1)
+"#;
+    let mut flood = std::process::Command::new("setpriv")
+        .args([
+            format!("--reuid={NOBODY}"),
+            format!("--regid={NOBODY}"),
+            "--clear-groups".into(),
+        ])
+        .args(["/usr/bin/python3", "-c", script])
+        .arg(inst.socket())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(flood.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(
+        first.trim().parse::<u32>().unwrap() > 0,
+        "the flood connected: {first}"
+    );
+    for _ in 0..5 {
+        let started = Instant::now();
+        let out = inst.keyward(&["status"], b"");
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "root waited {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    flood.wait().unwrap();
+    let lines = inst.audit_lines();
+    let over = lines
+        .iter()
+        .filter(|l| {
+            l.contains("\"caller\":\"agent\"")
+                && l.contains("\"op\":\"connect\"")
+                && l.contains("too many connections")
+        })
+        .count();
+    assert!(over >= 1, "the refusals are on record: {lines:#?}");
+    assert!(over <= 2, "…folded, not one record each: {over}");
+    let slow = lines
+        .iter()
+        .filter(|l| l.contains("\"caller\":\"agent\"") && l.contains("client too slow"))
+        .count();
+    assert!(
+        slow >= 1,
+        "the trickling connections were dropped: {lines:#?}"
+    );
 }
 
 #[test]
@@ -145,11 +261,20 @@ fn malformed_frames_are_refused_and_the_helper_stays_up() {
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let _ = response_then_close(&mut s);
 
-    // A slow client (sends half a prefix, then nothing) is dropped by the read timeout.
+    // A slow client (sends half a prefix, then nothing) is dropped once the frame's deadline
+    // passes, and so is one that keeps trickling a byte a second (which the old per-read
+    // timeout let hold its connection for ever).
     let mut s = connect(&inst);
     s.write_all(&[0, 0]).unwrap();
     let mut buf = Vec::new();
+    let started = Instant::now();
     let _ = s.read_to_end(&mut buf); // returns when the helper closes
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let dropped_after = trickle_until_closed(&inst);
+    assert!(
+        dropped_after < Duration::from_secs(9),
+        "a trickling client held its connection for {dropped_after:?}"
+    );
     still_serves(&mut inst);
 
     let lines = inst.audit_lines();

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn helper_with(config: &std::path::Path) -> std::process::Output {
+/// Start the helper on `config`; its output, and whether it was still serving after 5 s (then
+/// it was stopped with SIGTERM).
+fn helper_with(config: &std::path::Path) -> (std::process::Output, bool) {
     let child = Command::new(bin("keyward-helper"))
         .arg("--config")
         .arg(config)
@@ -27,10 +29,11 @@ fn helper_with(config: &std::path::Path) -> std::process::Output {
     while !waiter.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    if !waiter.is_finished() {
+    let serving = !waiter.is_finished();
+    if serving {
         let _ = Command::new("kill").arg(pid.to_string()).status();
     }
-    waiter.join().unwrap()
+    (waiter.join().unwrap(), serving)
 }
 
 #[test]
@@ -59,11 +62,10 @@ fn an_untrusted_config_is_refused_with_the_reason() {
         std::fs::copy(&inst.config, &config).unwrap();
         chmod(&config, 0o644);
         spoil(&config);
-        let out = helper_with(&config);
-        assert!(!out.status.success(), "{what}: the helper started");
+        let (out, serving) = helper_with(&config);
         assert!(
-            out.status.code().is_some(),
-            "{what}: the helper was killed, not refused"
+            !serving && !out.status.success(),
+            "{what}: the helper started"
         );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("keyward.toml"), "{what}: {err}");
@@ -82,8 +84,12 @@ fn an_untrusted_config_is_refused_with_the_reason() {
         assert_ne!(code(&cli), Some(0), "{what}: the CLI used it");
     }
     // The same file, trusted, is served.
-    let out = helper_with(&inst.config);
-    assert!(out.status.code().is_none(), "a trusted config was refused");
+    let (out, serving) = helper_with(&inst.config);
+    assert!(
+        serving,
+        "a trusted config was refused: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -218,4 +224,26 @@ fn a_header_write_cut_by_a_crash_is_repaired_at_start() {
         "{v}"
     );
     assert_eq!(std::fs::read(&inst.image).unwrap(), bytes, "not modified");
+}
+
+/// A clean stop takes the socket with it (issue 14: it was left behind), and exits 0.
+#[test]
+fn sigterm_removes_the_socket_and_exits_cleanly() {
+    let mut inst = Instance::prepare().start();
+    assert!(inst.socket().exists());
+    let mut child = inst.helper.take().unwrap();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}: {}", inst.helper_stderr());
+    assert!(
+        std::fs::symlink_metadata(inst.socket()).is_err(),
+        "the socket file was left behind"
+    );
+    // And it starts again at once.
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
 }

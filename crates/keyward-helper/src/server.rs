@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyward_core::access::{permits, CallerClass};
 use keyward_core::audit::{Fold, Record};
@@ -16,10 +16,16 @@ use keyward_core::{Uid, UserName, VolumeName};
 use keyward_sys::audit_file::{now_rfc3339, AuditLog};
 use keyward_sys::peer::{self, Peer};
 
-/// At most this many connections are served at once; more are closed unread.
-const MAX_CONNECTIONS: usize = 16;
-/// A client that sends nothing for this long is dropped.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// At most this many root connections (the CLI, the PAM module) are served at once.
+const MAX_ADMIN_CONNECTIONS: usize = 16;
+/// At most this many of the agent's at once: a budget of its own, so the agent class (anyone
+/// in the service user's shoes) can never take the connections root's CLI and logins need.
+const MAX_AGENT_CONNECTIONS: usize = 4;
+/// A whole request frame must arrive within this, however it is trickled; a client idle this
+/// long between frames is dropped too.
+const FRAME_DEADLINE: Duration = Duration::from_secs(5);
+/// Writing a reply may take no longer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -36,9 +42,18 @@ pub struct Ctx {
     pub jobs: crate::jobs::Jobs,
 }
 
-/// Accept forever.
+/// Connections in service, per class.
+#[derive(Debug, Default)]
+struct InService {
+    admin: AtomicUsize,
+    agent: AtomicUsize,
+}
+
+/// Accept forever. Each caller is classified once, here, by its kernel credentials, and
+/// counted against its class's budget; anyone else, or a caller over budget, is closed before
+/// a byte is read, and recorded (refusals of one kind are folded into one record a minute).
 pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
-    let active = Arc::new(AtomicUsize::new(0));
+    let in_service = Arc::new(InService::default());
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -47,29 +62,79 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
                 continue;
             }
         };
-        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::SeqCst);
-            let peer = peer::credentials(&stream).ok();
-            audit(
+        let peer = match peer::credentials(&stream) {
+            Ok(p) => p,
+            Err(e) => {
+                refuse(ctx, None, None, &format!("no peer credentials: {e}"));
+                continue;
+            }
+        };
+        let Some(class) = CallerClass::of(peer.uid, Some(ctx.service_uid)) else {
+            refuse(
                 ctx,
                 None,
-                peer,
-                "connect",
-                Named::default(),
-                "error:refused: too many connections",
+                Some(peer),
+                "caller is neither root nor the service user",
             );
             continue;
+        };
+        let (count, max) = match class {
+            CallerClass::Agent => (&in_service.agent, MAX_AGENT_CONNECTIONS),
+            _ => (&in_service.admin, MAX_ADMIN_CONNECTIONS),
+        };
+        if count.fetch_add(1, Ordering::SeqCst) >= max {
+            count.fetch_sub(1, Ordering::SeqCst);
+            refuse(ctx, Some(class), Some(peer), "too many connections");
+            continue;
         }
-        let (ctx, active) = (Arc::clone(ctx), Arc::clone(&active));
+        let (ctx, in_service) = (Arc::clone(ctx), Arc::clone(&in_service));
         let spawned = std::thread::Builder::new()
             .name("conn".into())
             .spawn(move || {
-                handle(stream, &ctx);
-                active.fetch_sub(1, Ordering::SeqCst);
+                handle(stream, &ctx, peer, class);
+                let count = match class {
+                    CallerClass::Agent => &in_service.agent,
+                    _ => &in_service.admin,
+                };
+                count.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             eprintln!("keyward-helper: cannot start a connection thread: {e}");
         }
+    }
+}
+
+/// Record a connection closed unread; the same refusal repeated is folded into one record a
+/// minute, so refusals cannot flood the log.
+fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) {
+    let key = format!(
+        "connect {} {} {why}",
+        class.map_or("refused", CallerClass::label),
+        peer.map_or(u32::MAX, |p| p.uid.get())
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let admitted = match ctx.fold.lock() {
+        Ok(mut f) => f.admit(&key, now),
+        Err(poisoned) => poisoned.into_inner().admit(&key, now),
+    };
+    let Some(n) = admitted else {
+        return;
+    };
+    eprintln!("keyward-helper: connection refused: {why}");
+    let result = format!("error:refused: {why}");
+    let folded = (n > 0).then_some(n);
+    if let Err(e) = append_record(
+        ctx,
+        class,
+        peer,
+        "connect",
+        Named::default(),
+        &result,
+        folded,
+    ) {
+        eprintln!("keyward-helper: audit log: {e}");
     }
 }
 
@@ -229,11 +294,17 @@ enum Fault {
     Io(std::io::Error),
 }
 
-fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, Fault> {
-    let mut prefix = [0u8; 4];
+/// Read exactly `buf.len()` bytes, all before `deadline`: each read may wait only for the
+/// time left, so a client trickling a byte at a time cannot stretch a frame past it.
+fn read_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(), Fault> {
     let mut got = 0;
-    while got < 4 {
-        match stream.read(&mut prefix[got..]) {
+    while got < buf.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Fault::Io(std::io::ErrorKind::TimedOut.into()));
+        }
+        stream.set_read_timeout(Some(left)).map_err(Fault::Io)?;
+        match stream.read(&mut buf[got..]) {
             Ok(0) if got == 0 => return Err(Fault::Closed),
             Ok(0) => return Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
             Ok(n) => got += n,
@@ -241,10 +312,21 @@ fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, Fault> {
             Err(e) => return Err(Fault::Io(e)),
         }
     }
+    Ok(())
+}
+
+/// One whole frame within [`FRAME_DEADLINE`] of starting to wait for it.
+fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, Fault> {
+    let deadline = Instant::now() + FRAME_DEADLINE;
+    let mut prefix = [0u8; 4];
+    read_by(stream, &mut prefix, deadline)?;
     let len = ipc::frame_len(prefix).map_err(Fault::Frame)?;
     let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).map_err(Fault::Io)?;
-    Ok(payload)
+    match read_by(stream, &mut payload, deadline) {
+        // The prefix came: a close now is a cut frame, not a goodbye.
+        Err(Fault::Closed) => Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        other => other.map(|()| payload),
+    }
 }
 
 fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
@@ -259,37 +341,8 @@ fn error(code: ErrorCode, message: impl Into<String>) -> Response {
     }
 }
 
-fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>) {
-    let peer = match peer::credentials(&stream) {
-        Ok(p) => p,
-        Err(e) => {
-            audit(
-                ctx,
-                None,
-                None,
-                "connect",
-                Named::default(),
-                &format!("error:refused: no peer credentials: {e}"),
-            );
-            return;
-        }
-    };
-    let Some(class) = CallerClass::of(peer.uid, Some(ctx.service_uid)) else {
-        // Closed before a single byte of payload is read.
-        audit(
-            ctx,
-            None,
-            Some(peer),
-            "connect",
-            Named::default(),
-            "error:refused: caller is neither root nor the service user",
-        );
-        return;
-    };
-    let timeouts = stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)));
-    if timeouts.is_err() {
+fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
+    if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
         return;
     }
     let mut greeted = false;

@@ -12,5 +12,7 @@ pub mod peer;
 pub mod random;
 pub mod safe_fs;
 pub mod shadow;
+#[cfg(target_os = "linux")]
+pub mod stop;
 pub mod syslog;
 pub mod users;
