@@ -56,3 +56,47 @@ fn the_agent_cannot_flood_the_log_with_verifies_or_refused_requests() {
         &lines[before..]
     );
 }
+
+/// The helper changes the header first and appends the audit record afterwards, and the
+/// start-up reconcile that finishes an interrupted operation records nothing. A power cut right
+/// after a revoke destroyed the user's keyslot leaves that user's unlock right gone with no
+/// trace in the chain: no `revoke` record, no reconcile record, and `audit --verify` passes.
+#[test]
+fn a_revoke_cut_short_by_a_crash_is_still_recorded() {
+    let mut inst = Instance::prepare().start();
+    inst.bootstrap();
+    let out = inst.keyward(
+        &["grant", "data", "daemon", "--passphrase-stdin"],
+        b"daemon pw\n",
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let before = inst.audit_lines().len();
+
+    inst.stop_helper();
+    inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), "revoke.slot-destroyed".into())];
+    assert!(inst.try_start());
+    let out = inst.keyward(&["revoke", "data", "daemon"], b"");
+    assert_eq!(code(&out), Some(5), "the helper should have died");
+    assert!(inst.helper_died());
+    inst.helper_env.clear();
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
+
+    // The right is gone...
+    let status = inst.keyward(&["status", "data", "--json"], b"");
+    assert!(
+        !String::from_utf8_lossy(&status.stdout).contains("\"daemon\""),
+        "daemon's slot should be gone: {}",
+        String::from_utf8_lossy(&status.stdout)
+    );
+    // ...and the chain should say so.
+    let lines = inst.audit_lines();
+    let mentions = lines[before..]
+        .iter()
+        .filter(|l| l.contains("daemon") && !l.contains("\"op\":\"status\""))
+        .count();
+    assert!(
+        mentions > 0,
+        "daemon's unlock right was removed with no audit record: {:?}",
+        &lines[before..]
+    );
+}
