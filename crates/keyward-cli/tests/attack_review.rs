@@ -100,3 +100,71 @@ fn a_revoke_cut_short_by_a_crash_is_still_recorded() {
         &lines[before..]
     );
 }
+
+/// Records of the agent's reads, refusals and bad frames are appended with no regard to the
+/// space keyward keeps for change records. With the log's file system just above that reserve,
+/// the agent's own unfoldable requests eat it, and from then on the helper refuses every change
+/// (grants, rekeys at password change, rotations) — the agent has switched keyward off. (The
+/// same records, appended between a change's room check and its record, make the change's own
+/// record fail after the change was made.)
+#[test]
+fn the_agent_cannot_eat_the_space_kept_for_change_records() {
+    let mut inst = Instance::prepare();
+    let log_dir = inst.path("log");
+    std::fs::create_dir(&log_dir).unwrap();
+    chmod(&log_dir, 0o750);
+    let adm = std::process::Command::new("getent")
+        .args(["group", "adm"])
+        .output()
+        .unwrap();
+    let gid: u32 = String::from_utf8_lossy(&adm.stdout)
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::os::unix::fs::chown(&log_dir, Some(0), Some(gid)).unwrap();
+    inst.helper_prefix = vec![
+        "unshare".into(),
+        "-m".into(),
+        "--propagation".into(),
+        "private".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount -t tmpfs -o size=2m,mode=0750,gid={gid} tmpfs {} && exec \"$0\" \"$@\"",
+            log_dir.display()
+        ),
+    ];
+    let inst = inst.start();
+    inst.bootstrap();
+    let fill = log_dir.join("fill");
+    // Leave 1 MiB + 96 KiB free: above the reserve, so changes are allowed.
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &inst.helper_pid().to_string(), "-m", "sh", "-c"])
+        .arg(format!(
+            "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -1120K {0}",
+            fill.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = inst.keyward(&["service", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(0), "room for a change: {}", stderr(&out));
+
+    // The agent: requests its class is refused, each recorded in full (~250 bytes).
+    for _ in 0..500 {
+        let _ = inst.keyward_as(
+            Some(NOBODY),
+            &["revoke", "data", "someone-with-a-long-name"],
+            b"",
+        );
+    }
+    let out = inst.keyward(&["service", "rotate", "data"], b"");
+    assert_eq!(
+        code(&out),
+        Some(0),
+        "the agent's flood has made the helper refuse an admin's change: {}",
+        stderr(&out)
+    );
+}
