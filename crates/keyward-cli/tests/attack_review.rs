@@ -1,5 +1,8 @@
-//! Hostile review of the I1 and audit-log changes: each test here demonstrates a problem found
-//! in review (it fails until the product is fixed).
+//! Regression tests from a hostile review of the I1 and audit-log work (issue 14). Each test's
+//! comment describes the problem as it was found; each failed on the code of that time and
+//! guards the fix now: the agent's records are folded by outcome, never by names it chooses;
+//! its reads and refusals never eat the space kept for change records; and the start-up
+//! reconcile records what it finishes, naming whose right it touched.
 #![allow(clippy::unwrap_used)]
 
 mod common;

@@ -18,6 +18,7 @@ mod recovery;
 mod server;
 mod service;
 mod service_secret;
+mod start;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -112,65 +113,8 @@ fn run() -> Result<(), String> {
         "keyward-helper: serving {}",
         config.helper_socket().display()
     );
-    // Finish or undo whatever a crash interrupted, before serving anyone.
-    for v in &config.volumes {
-        if v.kind == keyward_core::config::VolumeKind::FileVault {
-            if let Err(keyward_core::ipc::Response::Error { message, .. }) =
-                filevault::settle(&config, v)
-            {
-                eprintln!("keyward-helper: {}: start-up reconcile: {message}", v.name);
-            }
-            continue;
-        }
-        // A header write the crash interrupted is restored first, and on the record.
-        match luks::repair_interrupted_write(&v.device, &config.lock_path(&v.name)) {
-            Ok(None) => {}
-            Ok(Some(note)) => {
-                eprintln!("keyward-helper: {}: {note}", v.name);
-                audit
-                    .append(server::record_for_event(
-                        "header-repair",
-                        &format!("ok: repaired: {note}"),
-                    ))
-                    .map_err(|e| format!("audit log: {e}"))?;
-            }
-            Err(e) => eprintln!("keyward-helper: {}: {e}", v.name),
-        }
-        let recovered = ops::open(&config, v)
-            .and_then(|mut store| recovery::settle_at_start(&config, v, &mut store));
-        match recovered {
-            Ok(done) => {
-                for note in done {
-                    eprintln!("keyward-helper: {}: {note}", v.name);
-                    audit
-                        .append(server::record_for_event(
-                            "recovery-reconcile",
-                            &format!("ok: {}: {note}", v.name),
-                        ))
-                        .map_err(|e| format!("audit log: {e}"))?;
-                }
-            }
-            Err(e) => eprintln!(
-                "keyward-helper: {}: start-up reconcile failed: {e:?}",
-                v.name
-            ),
-        }
-        let settled =
-            ops::open(&config, v).and_then(|mut store| service::settle(&config, v, &mut store));
-        match settled {
-            Ok(service::Settled::Drift(slot)) => {
-                eprintln!(
-                    "keyward-helper: {}: the stored service secret opens no service slot ({slot})",
-                    v.name
-                )
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!(
-                "keyward-helper: {}: start-up reconcile failed: {e:?}",
-                v.name
-            ),
-        }
-    }
+    // Finish or undo whatever a crash interrupted, before serving anyone, on the record.
+    start::settle_all(&config, &mut audit)?;
     let jobs = jobs::Jobs::new()?;
     let ctx = Arc::new(server::Ctx {
         config,

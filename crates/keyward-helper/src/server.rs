@@ -104,37 +104,21 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
     }
 }
 
-/// Record a connection closed unread; the same refusal repeated is folded into one record a
-/// minute, so refusals cannot flood the log.
+/// Record a connection closed unread (folded like every untrusted caller's refusals).
 fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) {
-    let key = format!(
-        "connect {} {} {why}",
-        class.map_or("refused", CallerClass::label),
-        peer.map_or(u32::MAX, |p| p.uid.get())
-    );
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let admitted = match ctx.fold.lock() {
-        Ok(mut f) => f.admit(&key, now),
-        Err(poisoned) => poisoned.into_inner().admit(&key, now),
-    };
-    let Some(n) = admitted else {
-        return;
-    };
-    eprintln!("keyward-helper: connection refused: {why}");
     let result = format!("error:refused: {why}");
-    let folded = (n > 0).then_some(n);
-    if let Err(e) = append_record(
+    match record(
         ctx,
         class,
         peer,
         "connect",
         Named::default(),
         &result,
-        folded,
+        false,
     ) {
-        eprintln!("keyward-helper: audit log: {e}");
+        Ok(true) => eprintln!("keyward-helper: connection refused: {why}"),
+        Ok(false) => {}
+        Err(e) => eprintln!("keyward-helper: audit log: {e}"),
     }
 }
 
@@ -180,21 +164,67 @@ fn audit(
     named: Named<'_>,
     result: &str,
 ) {
-    if let Err(e) = append_record(ctx, class, peer, op, named, result, None) {
+    if let Err(e) = record(ctx, class, peer, op, named, result, false) {
         eprintln!("keyward-helper: audit log: {e}");
     }
 }
 
-fn append_record(
+/// The key under which an untrusted caller's record is folded with identical ones, or `None`
+/// when it must be written on its own: root's records, and the agent's state changes that did
+/// something (only its idempotent verify and recovery-begin fold when plain "ok"). The key
+/// holds the error's code, never its message, and no volume or user name: those are the
+/// caller's to choose, and a new name must not buy a new record.
+fn fold_key(
+    class: Option<CallerClass>,
+    peer: Option<Peer>,
+    op: &str,
+    result: &str,
+    change: bool,
+) -> Option<String> {
+    if class == Some(CallerClass::Admin) {
+        return None;
+    }
+    let outcome = if result.starts_with("error:") {
+        result.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
+    } else if result == "ok" && (!change || matches!(op, "verify" | "recovery-begin")) {
+        "ok".to_owned()
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{} {} {op} {outcome}",
+        class.map_or("refused", CallerClass::label),
+        peer.map_or(u32::MAX, |p| p.uid.get())
+    ))
+}
+
+/// Append one record; `Ok(false)` when it was folded into a later one, or skipped because the
+/// log's file system is down to what keyward keeps for change records (an untrusted caller's
+/// reads and refusals never eat into that).
+fn record(
     ctx: &Ctx,
     class: Option<CallerClass>,
     peer: Option<Peer>,
     op: &str,
     named: Named<'_>,
     result: &str,
-    folded: Option<u64>,
-) -> std::io::Result<()> {
-    let record = Record {
+    change: bool,
+) -> std::io::Result<bool> {
+    let mut folded = None;
+    if let Some(key) = fold_key(class, peer, op, result, change) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let admitted = match ctx.fold.lock() {
+            Ok(mut f) => f.admit(&key, now),
+            Err(poisoned) => poisoned.into_inner().admit(&key, now),
+        };
+        match admitted {
+            None => return Ok(false),
+            Some(n) => folded = (n > 0).then_some(n),
+        }
+    }
+    let entry = Record {
         seq: 0,
         time: now_rfc3339(),
         prev: String::new(),
@@ -207,10 +237,14 @@ fn append_record(
         result: result.into(),
         folded,
     };
-    match ctx.audit.lock() {
-        Ok(mut log) => log.append(record),
-        Err(poisoned) => poisoned.into_inner().append(record),
+    let mut log = match ctx.audit.lock() {
+        Ok(log) => log,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if class != Some(CallerClass::Admin) && !change && log.room_for_untrusted().is_err() {
+        return Ok(false);
     }
+    log.append(entry).map(|()| true)
 }
 
 /// Is there room in the audit log to record a change? Asked before every state-changing
@@ -234,31 +268,16 @@ fn audit_answer(
     response: Response,
 ) -> Response {
     let result = result_text(&response);
-    let mut folded = None;
-    if !op.changes_state() && class == CallerClass::Agent {
-        let key = format!("{} {:?} {:?} {result}", op.name(), named.volume, named.user);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let admitted = match ctx.fold.lock() {
-            Ok(mut f) => f.admit(&key, now),
-            Err(poisoned) => poisoned.into_inner().admit(&key, now),
-        };
-        match admitted {
-            None => return response,
-            Some(n) => folded = (n > 0).then_some(n),
-        }
-    }
-    match append_record(
+    match record(
         ctx,
         Some(class),
         Some(peer),
         op.name(),
         named,
         &result,
-        folded,
+        op.changes_state(),
     ) {
-        Ok(()) => response,
+        Ok(_) => response,
         Err(e) if op.changes_state() => {
             eprintln!("keyward-helper: audit log: {e}");
             error(

@@ -202,15 +202,25 @@ impl AuditLog {
     /// Is there room to record a change? The helper asks before every state-changing
     /// operation and refuses the change when there is not.
     pub fn room_for_change(&self) -> std::io::Result<()> {
+        self.room(RESERVED_BYTES)
+    }
+
+    /// Is there room for a record of an untrusted caller's read or refusal? Only above twice
+    /// the reserve: such records never eat into what is kept for changes.
+    pub fn room_for_untrusted(&self) -> std::io::Result<()> {
+        self.room(2 * RESERVED_BYTES)
+    }
+
+    fn room(&self, keep: u64) -> std::io::Result<()> {
         let full = |what: &str, st: rustix::fs::StatVfs| {
             let free = st.f_bavail.saturating_mul(st.f_frsize);
-            if free < RESERVED_BYTES {
+            if free < keep {
                 Err(std::io::Error::new(
                     std::io::ErrorKind::StorageFull,
                     format!(
                         "the {what} has {} KiB free and keyward keeps {} KiB for its audit records",
                         free / 1024,
-                        RESERVED_BYTES / 1024
+                        keep / 1024
                     ),
                 ))
             } else {

@@ -1,0 +1,134 @@
+//! Start-up, before anyone is served: finish or undo whatever a crash interrupted, on every
+//! configured volume, and put each thing done on the record — a repaired header, every
+//! reconcile action (naming whose right it touched), an interrupted recovery commit finished —
+//! so a change a crash cut short between its header write and its audit record is still in
+//! the chain.
+
+use keyward_core::config::{Config, Volume, VolumeKind};
+use keyward_core::ipc::Response;
+use keyward_core::store::ReconcileAction;
+use keyward_core::{Role, TokenId, TokenState, UnlockStore, VolumeState};
+use keyward_sys::audit_file::AuditLog;
+
+use crate::{filevault, luks, ops, recovery, server, service};
+
+/// Settle every volume; an audit record for each thing done. Fails only when the audit log
+/// cannot be written (the helper then does not start).
+pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
+    for v in &config.volumes {
+        if v.kind == VolumeKind::FileVault {
+            if let Err(Response::Error { message, .. }) = filevault::settle(config, v) {
+                eprintln!("keyward-helper: {}: start-up reconcile: {message}", v.name);
+            }
+            continue;
+        }
+        let mut record = |op: &str, note: String| {
+            eprintln!("keyward-helper: {}: {note}", v.name);
+            audit
+                .append(server::record_for_event(
+                    op,
+                    &format!("ok: {}: {note}", v.name),
+                ))
+                .map_err(|e| format!("audit log: {e}"))
+        };
+        // A header write the crash interrupted is restored first.
+        match luks::repair_interrupted_write(&v.device, &config.lock_path(&v.name)) {
+            Ok(None) => {}
+            Ok(Some(note)) => record("header-repair", format!("repaired: {note}"))?,
+            Err(e) => eprintln!("keyward-helper: {}: {e}", v.name),
+        }
+        match reconcile(config, v) {
+            Ok(done) => {
+                for note in done {
+                    record("reconcile", note)?;
+                }
+            }
+            Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
+        }
+        let recovered = ops::open(config, v)
+            .and_then(|mut store| recovery::settle_at_start(config, v, &mut store));
+        match recovered {
+            Ok(done) => {
+                for note in done {
+                    record("recovery-reconcile", note)?;
+                }
+            }
+            Err(e) => eprintln!(
+                "keyward-helper: {}: start-up reconcile failed: {e:?}",
+                v.name
+            ),
+        }
+        let settled =
+            ops::open(config, v).and_then(|mut store| service::settle(config, v, &mut store));
+        match settled {
+            Ok(service::Settled::Drift(slot)) => eprintln!(
+                "keyward-helper: {}: the stored service secret opens no service slot ({slot})",
+                v.name
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!(
+                "keyward-helper: {}: start-up reconcile failed: {e:?}",
+                v.name
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Reconcile one LUKS2 volume; what was done, in words.
+fn reconcile(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
+    let mut store = ops::open(config, v).map_err(|e| format!("{e:?}"))?;
+    let before = store.state().map_err(|e| e.to_string())?;
+    let actions = store.reconcile().map_err(|e| e.to_string())?;
+    Ok(actions.iter().map(|a| describe(&before, a)).collect())
+}
+
+/// Whose right a token was, in words.
+fn whose(state: &VolumeState, token: TokenId) -> String {
+    match state.keyward_token(token).map(|t| &t.role) {
+        Some(Role::User { name, uid }) => format!("user {name} (uid {uid})"),
+        Some(Role::Service) => "the service account".into(),
+        Some(Role::Recovery) => "the recovery key".into(),
+        _ => format!("token {token}"),
+    }
+}
+
+fn describe(before: &VolumeState, action: &ReconcileAction) -> String {
+    let slot =
+        |s: &Option<keyward_core::SlotId>| s.map_or_else(String::new, |s| format!(", keyslot {s}"));
+    match action {
+        ReconcileAction::UndidGrant { token, slot: s } => format!(
+            "undid an interrupted grant to {}{}",
+            whose(before, *token),
+            slot(s)
+        ),
+        ReconcileAction::UndidRekey { token, slot: s } => format!(
+            "undid an interrupted rekey of {}: the old keyslot stays{}",
+            whose(before, *token),
+            s.map_or_else(String::new, |s| format!(", new keyslot {s} destroyed"))
+        ),
+        ReconcileAction::FinishedRekey { token, slot: s } => {
+            let revoke = before.keyward_token(*token).is_some_and(|t| {
+                t.keyslot.is_none() && matches!(t.state, TokenState::Retiring { .. })
+            });
+            let what = if revoke { "revoke of" } else { "rekey of" };
+            format!(
+                "finished an interrupted {what} {}{}",
+                whose(before, *token),
+                slot(s)
+            )
+        }
+        ReconcileAction::FinishedGrant { token, slot } => format!(
+            "finished an interrupted grant to {}, keyslot {slot}",
+            whose(before, *token)
+        ),
+        ReconcileAction::RemovedOrphan { token } => format!(
+            "removed the token of {}, whose keyslot is gone",
+            whose(before, *token)
+        ),
+        ReconcileAction::LeftForeignSlot { slot } => {
+            format!("left keyslot {slot} alone: it does not look like keyward's work")
+        }
+        other => format!("{other:?}"),
+    }
+}
