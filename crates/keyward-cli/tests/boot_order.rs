@@ -107,8 +107,8 @@ fn the_user_who_logs_in_is_tried_first_at_boot() {
     );
     assert_eq!(
         read("service-priority.out"),
-        "0",
-        "the service slot is ignore"
+        "1",
+        "the service slot keeps the default order"
     );
     assert_eq!(read("alice-preferred.ok"), "yes", "{}", ctx());
     assert_eq!(

@@ -226,11 +226,6 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         };
         self.backend.replace_token(tid, &token)?;
         self.backend.failpoint("grant.committed")?;
-        if req.role == Role::Service {
-            // Nobody types the service secret: a passphrase typed at boot never tries it, and
-            // keyward opens it by number.
-            self.backend.set_priority(next, SlotPriority::Ignore)?;
-        }
         self.check_after(&before)?;
         Ok(next)
     }

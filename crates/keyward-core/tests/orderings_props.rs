@@ -362,10 +362,11 @@ fn the_service_slot_is_not_a_way_in() {
     assert_eq!(check_state(&store.state().expect("read")), vec![]);
 }
 
-/// Issue 18: the service slot is never tried for a typed passphrase (priority ignore), and
-/// `prefer` makes exactly one user slot the first tried, never touching unmanaged slots.
+/// Issue 18: `prefer` makes exactly one user slot the first a typed passphrase tries, never
+/// touching unmanaged slots; the service slot keeps the default order (an admin's way out,
+/// `cryptsetup luksAddKey --key-file SERVICE-SECRET`, must find it without naming it).
 #[test]
-fn boot_order_prefers_one_user_and_ignores_the_service_slot() {
+fn boot_order_prefers_one_user_slot() {
     use keyward_core::SlotPriority;
     let install = secret("install", 0);
     let mut store = SlotStore::new(MemoryBackend::formatted(&install));
@@ -385,7 +386,7 @@ fn boot_order_prefers_one_user_and_ignores_the_service_slot() {
             .expect("slot")
             .priority
     };
-    assert_eq!(priority(&mut store, svc), SlotPriority::Ignore);
+    assert_eq!(priority(&mut store, svc), SlotPriority::Normal);
     let mut users = Vec::new();
     for n in 1..=3 {
         let req = GrantRequest {

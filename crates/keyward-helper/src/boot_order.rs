@@ -2,8 +2,9 @@
 //! try slots in turn, each user slot a full argon2id run, so the tenth user granted would wait
 //! ten times as long at the boot prompt (`scripts/bench-boot` measures it). keyward gives one
 //! user slot LUKS2 priority `prefer`: `[policy] primary_user`'s, or else that of whoever logged
-//! in last — on a laptop, its owner. Service slots are `ignore` from their grant on (nobody
-//! types them); unmanaged slots are never touched (I2).
+//! in last — on a laptop, its owner. Unmanaged slots are never touched (I2). The service slot
+//! keeps the default order: an admin's way out (`cryptsetup luksAddKey --key-file` the stored
+//! secret) must find it without naming it.
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::{HolderRole, SlotPriority, UnlockStore, UserName};
