@@ -11,6 +11,41 @@ pub const FIRST_HUMAN_UID: u32 = 1000;
 /// `nobody` and friends at the top of the range are not people either.
 pub const LAST_HUMAN_UID: u32 = 59999;
 
+/// Whether the system lets an account log in at all, from its shadow entry (issue 14: an
+/// expired or locked account is refused by PAM, so it gets no unlock right either).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AccountState {
+    /// Nothing in the shadow entry stops a login.
+    Usable,
+    /// The password is locked: the hash starts with `!` (`usermod -L`, `passwd -l`).
+    Locked,
+    /// The account expired (`chage -E`): its expiry day has come.
+    Expired,
+}
+
+impl AccountState {
+    /// From a shadow entry's hash and account-expiry field (days since 1970-01-01, empty when
+    /// none), judged on `today` (days since 1970-01-01). An expiry of day N means the account
+    /// cannot be used from day N on (shadow(5)); `chage -E 0` expires it for good. A hash of
+    /// `*` alone (no password ever set) is not a lock: such an account has no password PAM
+    /// could accept, and keyward grants nothing at login without one.
+    pub fn judge(hash: &str, expire_field: &str, today: u64) -> Self {
+        if hash.starts_with('!') {
+            return AccountState::Locked;
+        }
+        match expire_field.trim().parse::<u64>() {
+            Ok(day) if today >= day => AccountState::Expired,
+            _ => AccountState::Usable,
+        }
+    }
+
+    /// True unless locked or expired.
+    pub fn is_usable(self) -> bool {
+        self == AccountState::Usable
+    }
+}
+
 /// Why a user is or is not managed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -99,6 +134,37 @@ mod tests {
         assert_eq!(p.recovery_rotation_days, 7);
         assert_eq!(p.revoke_unmanaged, base.revoke_unmanaged);
         assert_eq!(p.managed_group, base.managed_group);
+    }
+
+    #[test]
+    fn locked_and_expired_accounts() {
+        let today = 20_000;
+        assert_eq!(
+            AccountState::judge("$y$j9T$x", "", today),
+            AccountState::Usable
+        );
+        assert_eq!(
+            AccountState::judge("!$y$j9T$x", "", today),
+            AccountState::Locked
+        );
+        assert_eq!(AccountState::judge("!", "", today), AccountState::Locked);
+        assert_eq!(
+            AccountState::judge("$y$x", "0", today),
+            AccountState::Expired
+        );
+        assert_eq!(
+            AccountState::judge("$y$x", "20000", today),
+            AccountState::Expired
+        );
+        assert_eq!(
+            AccountState::judge("$y$x", "20001", today),
+            AccountState::Usable
+        );
+        assert_eq!(AccountState::judge("*", "", today), AccountState::Usable);
+        assert_eq!(
+            AccountState::judge("$y$x", "junk", today),
+            AccountState::Usable
+        );
     }
 
     fn policy(users: &[&str]) -> Policy {

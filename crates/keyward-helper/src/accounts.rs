@@ -2,7 +2,7 @@
 //! now owned by another uid. Lookups through NSS; the decision is `keyward_core::policy`.
 
 use keyward_core::config::Config;
-use keyward_core::policy;
+use keyward_core::policy::{self, AccountState};
 use keyward_core::{Uid, UserName};
 use keyward_sys::users;
 
@@ -17,6 +17,9 @@ pub enum Standing {
     Deleted,
     /// The name belongs to a different uid than the one the slot was granted to.
     UidChanged,
+    /// The account is locked or expired: the system refuses its logins, so it holds no
+    /// unlock right either (revoked by verify with `revoke_unmanaged`).
+    Disabled(AccountState),
 }
 
 impl Standing {
@@ -27,6 +30,7 @@ impl Standing {
             Standing::NotManaged(_) => "not-managed",
             Standing::Deleted => "deleted",
             Standing::UidChanged => "uid-changed",
+            Standing::Disabled(_) => "disabled",
         }
     }
 }
@@ -46,6 +50,10 @@ pub fn standing(c: &Config, user: &UserName, granted_uid: Option<Uid>) -> Result
     if granted_uid.is_some_and(|u| u != account.uid) {
         return Ok(Standing::UidChanged);
     }
+    let state = account_state(user)?;
+    if !state.is_usable() {
+        return Ok(Standing::Disabled(state));
+    }
     let group = c.policy.managed_group.as_deref();
     let groups: Vec<String> = if member(user, account.gid, group)? {
         group.map(str::to_owned).into_iter().collect()
@@ -59,6 +67,25 @@ pub fn standing(c: &Config, user: &UserName, granted_uid: Option<Uid>) -> Result
         Standing::NotManaged(format!("{decision:?}"))
     })
 }
+
+/// Whether the system lets the account log in, from /etc/shadow. A user with no entry there (a
+/// directory user through sssd) is not judged here: their directory decides at login.
+pub fn account_state(user: &UserName) -> Result<AccountState, String> {
+    let today = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400);
+    Ok(
+        match keyward_sys::shadow::entry(std::path::Path::new(SHADOW), user)
+            .map_err(|e| format!("shadow: {e}"))?
+        {
+            Some((hash, expire)) => AccountState::judge(&hash, &expire, today),
+            None => AccountState::Usable,
+        },
+    )
+}
+
+/// The system's shadow file.
+pub const SHADOW: &str = "/etc/shadow";
 
 /// Is the user in the configured admin group (who may bootstrap by logging in)?
 pub fn is_admin(c: &Config, user: &UserName) -> Result<bool, String> {

@@ -24,7 +24,6 @@ use crate::ops;
 use crate::server::Ctx;
 
 /// Where pam_unix keeps the hashes.
-const SHADOW: &str = "/etc/shadow";
 
 /// One PAM event.
 #[derive(Debug)]
@@ -172,7 +171,7 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
 fn check_shadow(user: &UserName, password: &Secret, after_change: bool) -> Result<(), String> {
     let tries = if after_change { 20 } else { 1 };
     for attempt in 0..tries {
-        let hash = shadow::hash_of(std::path::Path::new(SHADOW), user)
+        let hash = shadow::hash_of(std::path::Path::new(accounts::SHADOW), user)
             .map_err(|e| format!("shadow: {e}"))?;
         if hash.is_some_and(|h| shadow::matches(password, &h)) {
             return Ok(());

@@ -7,6 +7,7 @@ use keyward_core::config::{Config, Volume, VolumeKind};
 use keyward_core::ipc::{
     ErrorCode, Reply, Request, Response, UserReport, VerifyReport, VolumeReport,
 };
+use keyward_core::policy::AccountState;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::Role;
 use keyward_core::{
@@ -357,6 +358,18 @@ fn grant(
     let account = keyward_sys::users::user(user)
         .map_err(|e| failure(ErrorCode::Failed, format!("looking up {user}: {e}")))?
         .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
+    let state = accounts::account_state(user).map_err(|e| failure(ErrorCode::Failed, e))?;
+    if !state.is_usable() {
+        let what = if state == AccountState::Locked {
+            "locked"
+        } else {
+            "expired"
+        };
+        return Err(failure(
+            ErrorCode::Refused,
+            format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right"),
+        ));
+    }
     let mut store = open(c, v)?;
     let (_, service) = service::working(c, v, &mut store)?;
     let req = GrantRequest::user(user.clone(), account.uid);

@@ -42,6 +42,30 @@ pub fn hash_of(shadow: &Path, user: &UserName) -> std::io::Result<Option<String>
     }))
 }
 
+/// The user's hash and account-expiry fields (2nd and 8th) from a shadow file; `Ok(None)` if
+/// the user has no entry (a directory user, say).
+pub fn entry(shadow: &Path, user: &UserName) -> std::io::Result<Option<(String, String)>> {
+    let bytes = safe_fs::read_checked(
+        shadow,
+        Expect {
+            uid: 0,
+            forbidden_mode: 0o027,
+        },
+        16 << 20,
+    )?
+    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no shadow file"))?;
+    let text = String::from_utf8_lossy(&bytes);
+    Ok(text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&user.as_str())).then(|| {
+            (
+                f.get(1).copied().unwrap_or("").to_owned(),
+                f.get(7).copied().unwrap_or("").to_owned(),
+            )
+        })
+    }))
+}
+
 /// Does `password` match `hash`? Locked (`!…`), disabled (`*`) and empty hashes never match.
 pub fn matches(password: &Secret, hash: &str) -> bool {
     if hash.is_empty() || hash.starts_with('!') || hash.starts_with('*') {
