@@ -23,7 +23,6 @@ use crate::accounts::{self, Standing};
 use crate::ops;
 use crate::server::Ctx;
 
-/// Where pam_unix keeps the hashes.
 
 /// One PAM event.
 #[derive(Debug)]
