@@ -23,7 +23,6 @@ use crate::accounts::{self, Standing};
 use crate::ops;
 use crate::server::Ctx;
 
-
 /// One PAM event.
 #[derive(Debug)]
 pub enum Job {
