@@ -108,18 +108,33 @@ fn left(deadline: Instant) -> Result<Duration, CallError> {
     }
 }
 
+/// A non-blocking, close-on-exec Unix stream socket.
+fn nonblocking_socket() -> std::io::Result<rustix::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketType};
+    #[cfg(target_os = "linux")]
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        rustix::net::SocketFlags::NONBLOCK | rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // No SOCK_NONBLOCK or SOCK_CLOEXEC elsewhere (macOS): set both right after.
+    #[cfg(not(target_os = "linux"))]
+    let fd = {
+        let fd = rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None)?;
+        rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC)?;
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags | rustix::fs::OFlags::NONBLOCK)?;
+        fd
+    };
+    Ok(fd)
+}
+
 /// Connect non-blocking, retrying while the listener's backlog is full, until `deadline`.
 fn connect_by(socket: &Path, deadline: Instant) -> Result<UnixStream, CallError> {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let addr = SocketAddrUnix::new(socket).map_err(unavailable)?;
+    let addr = rustix::net::SocketAddrUnix::new(socket).map_err(unavailable)?;
     loop {
-        let fd = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(unavailable)?;
+        let fd = nonblocking_socket().map_err(unavailable)?;
         match rustix::net::connect(&fd, &addr) {
             Ok(()) => {
                 let flags = rustix::fs::fcntl_getfl(&fd).map_err(unavailable)?;
@@ -217,27 +232,16 @@ mod tests {
 
     /// A listener that never accepts, its backlog full: `connect` would block forever.
     fn hung_listener(dir: &Path) -> (rustix::fd::OwnedFd, Vec<rustix::fd::OwnedFd>) {
-        use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+        use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
         let path = dir.join("hung.sock");
         let addr = SocketAddrUnix::new(&path).expect("addr");
-        let listener = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .expect("socket");
+        let listener =
+            rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).expect("socket");
         rustix::net::bind(&listener, &addr).expect("bind");
         rustix::net::listen(&listener, 1).expect("listen");
         let mut held = Vec::new();
         for _ in 0..4096 {
-            let fd = rustix::net::socket_with(
-                AddressFamily::UNIX,
-                SocketType::STREAM,
-                SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
-                None,
-            )
-            .expect("socket");
+            let fd = nonblocking_socket().expect("socket");
             match rustix::net::connect(&fd, &addr) {
                 Ok(()) => held.push(fd),
                 Err(rustix::io::Errno::AGAIN) => return (listener, held),
