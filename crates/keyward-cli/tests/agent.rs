@@ -61,5 +61,6 @@ fn agent_verifies_on_schedule_and_reports_drift() {
         .iter()
         .filter(|l| l.contains("\"caller\":\"agent\"") && l.contains("\"op\":\"verify\""))
         .count();
-    assert!(audited >= 2);
+    // Every second, folded into one record a minute (issue 14: the agent cannot flood the log).
+    assert!(audited >= 1);
 }

@@ -181,7 +181,9 @@ fn fold_key(
     result: &str,
     change: bool,
 ) -> Option<String> {
-    if class == Some(CallerClass::Admin) {
+    // Root's records, and every signed command the agent relays (each refusal names the
+    // command: evidence of a forged or replayed one), are written one by one.
+    if class == Some(CallerClass::Admin) || op == Operation::RunCommand.name() {
         return None;
     }
     let outcome = if result.starts_with("error:") {
