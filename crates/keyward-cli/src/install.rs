@@ -194,7 +194,7 @@ pub fn install(
 ) -> Result<(), Failure> {
     let mut changed = Vec::new();
     let name = &config.service_user;
-    let account = match users::user(name).map_err(io("user lookup"))? {
+    let account = match users::user_for_creation(name).map_err(io("user lookup"))? {
         Some(a) => a,
         None => {
             // A system account: no home, no shell, no password (useradd locks it), its own group.
@@ -206,7 +206,7 @@ pub fn install(
                     .arg(name.as_str()),
             )?;
             changed.push(format!("created system user and group {name}"));
-            users::user(name)
+            users::user_for_creation(name)
                 .map_err(io("user lookup"))?
                 .ok_or_else(|| Failure::new(1, format!("useradd did not create {name}")))?
         }
@@ -307,7 +307,7 @@ pub fn uninstall(
     if !package {
         uninstall_pam()?;
     }
-    let account = users::user(&config.service_user).map_err(io("user lookup"))?;
+    let account = users::user_for_creation(&config.service_user).map_err(io("user lookup"))?;
     let owners: Vec<u32> = [Some(0), account.map(|a| a.uid.get())]
         .into_iter()
         .flatten()

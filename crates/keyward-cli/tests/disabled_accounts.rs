@@ -21,6 +21,7 @@ kw() { "$KW" --config "$CFG" "$@"; }
 start_helper() {
   rm -f run/helper.sock
   "$HELPER" --config "$CFG" 2>>helper.err & echo $! > helper.pid
+  trap 'kill "$(cat "$T/helper.pid")" 2>/dev/null || true' EXIT
   for _ in $(seq 200); do [ -S run/helper.sock ] && return 0; sleep 0.05; done
   echo "helper did not start" >&2; cat helper.err >&2; exit 1
 }

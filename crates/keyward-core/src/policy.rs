@@ -18,7 +18,7 @@ pub const LAST_HUMAN_UID: u32 = 59999;
 pub enum AccountState {
     /// Nothing in the shadow entry stops a login.
     Usable,
-    /// The password is locked: the hash starts with `!` (`usermod -L`, `passwd -l`).
+    /// The password is locked: a real hash with `!` in front (`usermod -L`, `passwd -l`).
     Locked,
     /// The account expired (`chage -E`): its expiry day has come.
     Expired,
@@ -27,11 +27,13 @@ pub enum AccountState {
 impl AccountState {
     /// From a shadow entry's hash and account-expiry field (days since 1970-01-01, empty when
     /// none), judged on `today` (days since 1970-01-01). An expiry of day N means the account
-    /// cannot be used from day N on (shadow(5)); `chage -E 0` expires it for good. A hash of
-    /// `*` alone (no password ever set) is not a lock: such an account has no password PAM
-    /// could accept, and keyward grants nothing at login without one.
+    /// cannot be used from day N on (shadow(5)); `chage -E 0` expires it for good. A field of
+    /// only `!`, `!!`, `*` or `!*` is an account that never had a password (what `useradd`
+    /// leaves), not a locked one: no login with a password can succeed, so keyward grants
+    /// nothing at login, but an admin may still give it a passphrase.
     pub fn judge(hash: &str, expire_field: &str, today: u64) -> Self {
-        if hash.starts_with('!') {
+        let unlocked = hash.trim_start_matches('!');
+        if hash.starts_with('!') && !unlocked.is_empty() && unlocked != "*" {
             return AccountState::Locked;
         }
         match expire_field.trim().parse::<u64>() {
@@ -147,7 +149,16 @@ mod tests {
             AccountState::judge("!$y$j9T$x", "", today),
             AccountState::Locked
         );
-        assert_eq!(AccountState::judge("!", "", today), AccountState::Locked);
+        assert_eq!(
+            AccountState::judge("!!$y$j9T$x", "", today),
+            AccountState::Locked
+        );
+        for never_set in ["!", "!!", "*", "!*"] {
+            assert_eq!(
+                AccountState::judge(never_set, "", today),
+                AccountState::Usable
+            );
+        }
         assert_eq!(
             AccountState::judge("$y$x", "0", today),
             AccountState::Expired
@@ -160,7 +171,6 @@ mod tests {
             AccountState::judge("$y$x", "20001", today),
             AccountState::Usable
         );
-        assert_eq!(AccountState::judge("*", "", today), AccountState::Usable);
         assert_eq!(
             AccountState::judge("$y$x", "junk", today),
             AccountState::Usable

@@ -24,6 +24,26 @@ pub fn user(name: &UserName) -> std::io::Result<Option<Account>> {
     })
 }
 
+/// Look a user up before creating it. An NSS source that is configured but not answering
+/// (`sss` in nsswitch.conf with sssd down) makes `getpwnam_r` fail with ENOENT or ESRCH — codes
+/// getpwnam_r(3) also lists for "not found" — for every name the local files lack, such as the
+/// service account about to be made. `useradd` works on the local files only, so here such an
+/// answer means "not there yet". Never use this to decide that a user is gone: [`user`] keeps
+/// it an error (unknown), which never triggers a revoke.
+pub fn user_for_creation(name: &UserName) -> std::io::Result<Option<Account>> {
+    match user(name) {
+        Err(e) if not_found_or_unavailable(&e) => Ok(None),
+        other => other,
+    }
+}
+
+fn not_found_or_unavailable(e: &std::io::Error) -> bool {
+    use rustix::io::Errno;
+    [Errno::NOENT, Errno::SRCH]
+        .iter()
+        .any(|n| e.raw_os_error() == Some(n.raw_os_error()))
+}
+
 /// The group that may read the audit log: `adm` (Debian's log readers), or root's group.
 pub fn log_reader_gid() -> std::io::Result<u32> {
     Ok(group("adm")?.map_or(0, |(gid, _)| gid))
