@@ -4,6 +4,8 @@
 //! keyward-server init --state DIR                       identity (0600); prints the device config lines
 //! keyward-server token create --state DIR               a single-use enrollment token
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
+//!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
+//!                [--idle-timeout D]                     connection limits (conn.rs, OPERATIONS.md)
 //! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
 //! keyward-server backup --out FILE --passphrase-stdin --state DIR   identity + database, age-encrypted
 //! keyward-server restore --in FILE --passphrase-stdin --state DIR    into an empty state dir and database
@@ -21,6 +23,7 @@ mod backup;
 mod batch;
 mod checkin;
 mod commands;
+mod conn;
 mod device_keys;
 mod escrow_check;
 mod identity;
@@ -88,6 +91,8 @@ enum Command {
         tls_key: Option<PathBuf>,
         #[command(flatten)]
         ui_options: ui::ServeOptions,
+        #[command(flatten)]
+        limits: conn::Limits,
     },
     /// Enrolled devices.
     Device {
@@ -329,6 +334,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             tls_cert,
             tls_key,
             ui_options,
+            mut limits,
         } => {
             let tls = match (&tls_cert, &tls_key) {
                 (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
@@ -360,11 +366,8 @@ async fn run(cli: Cli) -> Result<(), String> {
             // The first line of the log: scripts and tests read the address from it.
             log::info(&format!("listening on {scheme}://{addr}"), &[]);
             tokio::spawn(warm_device_keys(state.clone()));
-            let app = api::router(state);
-            match tls {
-                Some(acceptor) => tls::serve(listener, acceptor, app).await,
-                None => axum::serve(listener, app).await.map_err(|e| e.to_string()),
-            }
+            limits.fit_descriptor_limit();
+            conn::serve(listener, tls, api::router(state), limits).await
         }
         Command::Device {
             action: DeviceAction::List { json, at },
