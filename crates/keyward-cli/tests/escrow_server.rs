@@ -421,6 +421,16 @@ fn hostile(backend: &Backend) {
         serde_json::json!({ "rotation_id": rotation, "ciphertext": b64(ct), "sha256": sha })
             .to_string()
     };
+    // Issue 14: a blob past the 16 KiB cap on an escrow record (in a body the API still takes).
+    let blob = {
+        let ct = vec![b'x'; 20 * 1024];
+        let sha: String = sha2::Sha256::digest(&ct)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        serde_json::json!({ "rotation_id": "r-big", "ciphertext": b64(&ct), "sha256": sha })
+            .to_string()
+    };
     let mut n = 0u32;
     let mut nonce = || {
         n += 1;
@@ -495,6 +505,13 @@ fn hostile(backend: &Backend) {
             path.clone(),
             vec![],
             vec![b'x'; 100 * 1024],
+        ),
+        (
+            "escrow record over the size cap".into(),
+            "PUT".into(),
+            path.clone(),
+            signed(&device, &path, blob.as_bytes(), &nonce()),
+            blob.clone().into_bytes(),
         ),
         (
             "not JSON".into(),

@@ -317,5 +317,8 @@ fn parse_escrow(
     if hex(&sha2::Sha256::digest(&ciphertext)) != req.sha256 {
         return Err(bad("sha256 does not match the ciphertext"));
     }
+    if let Some(why) = crate::age_check::refuse_reason(&ciphertext) {
+        return Err(bad(why));
+    }
     Ok((volume, req, ciphertext))
 }

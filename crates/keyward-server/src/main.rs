@@ -18,6 +18,7 @@
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
 
+mod age_check;
 mod api;
 mod backup;
 mod batch;
