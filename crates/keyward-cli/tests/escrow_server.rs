@@ -640,3 +640,68 @@ fn two_instances_share_one_database() {
     assert_eq!(r1.escrow_id, r2.escrow_id);
     assert_eq!(gauge(&a.addr, "keyward_escrows"), "1");
 }
+
+/// Issue 14, item 2: an enrolled device cannot store escrows without bound. Past 16 per volume
+/// the oldest go, except the one its last check-in names (the key on its disk now).
+#[test]
+fn escrows_per_volume_are_bounded_but_the_active_one_stays() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        let device = SigningKey::from_bytes(&[9u8; 32]);
+        let id = enroll_key(&srv.addr, &srv.token(), &device);
+        let path = format!("/v1/devices/{id}/escrow/data");
+        let mut ids = vec![];
+        for n in 0..24 {
+            let ct = format!("ciphertext {n}");
+            let sha: String = sha2::Sha256::digest(ct.as_bytes())
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            let body = serde_json::json!({ "rotation_id": format!("rot-{n}"), "ciphertext": b64(ct.as_bytes()), "sha256": sha })
+                .to_string();
+            let h = signed(
+                &device,
+                &path,
+                body.as_bytes(),
+                &format!("bound-nonce-{n:08}"),
+            );
+            let (status, receipt) = http(&srv.addr, "PUT", &path, &h, body.as_bytes());
+            assert_eq!(status, 200, "{receipt}");
+            let r: Receipt = serde_json::from_str(&receipt).unwrap();
+            ids.push(r.escrow_id);
+            if n == 0 {
+                // The first key is the one the device reports active.
+                let checkin = format!("/v1/devices/{id}/checkin");
+                let report = serde_json::json!({ "volumes": [{ "volume": "data", "recovery": "escrowed",
+                    "escrow_id": ids[0], "rotated_at": null, "service": "ok", "holders": 2, "violations": 0 }] })
+                    .to_string();
+                let h = signed_as(
+                    &device,
+                    "POST",
+                    &checkin,
+                    report.as_bytes(),
+                    "bound-checkin-0001",
+                );
+                let (status, body) = http(&srv.addr, "POST", &checkin, &h, report.as_bytes());
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+        let kept = srv.query(&format!(
+            "SELECT id FROM escrows WHERE device = '{id}' ORDER BY id"
+        ));
+        let kept: Vec<&str> = kept
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(kept.len(), 17, "{kept:?}");
+        assert!(
+            kept.contains(&ids[0].as_str()),
+            "the active escrow was pruned"
+        );
+        for newest in &ids[8..] {
+            assert!(kept.contains(&newest.as_str()), "{newest} pruned");
+        }
+    }
+}

@@ -14,6 +14,10 @@ use sqlx::{AnyConnection, Row};
 use crate::store::timestamp;
 use crate::writer::{CheckInWrite, NewEscrow, Nonce, Outcome, Unit};
 
+/// Escrows kept per device and volume (the newest, plus any its last check-in names): a
+/// rotation every 90 days keeps four years of keys, and a device uploading in a loop keeps 16.
+pub const KEPT_ESCROWS_PER_VOLUME: u32 = 16;
+
 /// Rows in one multi-row statement: at most 7 parameters a row keeps a statement under 1,000
 /// parameters, far below either database's limit.
 pub const ROWS_PER_STATEMENT: usize = 128;
@@ -219,6 +223,24 @@ async fn escrow(
         }
         for row in q.fetch_all(&mut *conn).await? {
             inserted.insert(row.try_get(0)?);
+        }
+    }
+    // Keep only the newest escrows per device and volume, so an enrolled device cannot store
+    // records without bound; never one its last check-in names (the key now on the disk).
+    let mut pruned: HashSet<(&str, &str)> = HashSet::new();
+    for (_, device, e, _) in &todo {
+        if inserted.contains(&e.id) && pruned.insert((*device, e.volume.as_str())) {
+            sqlx::query(&format!(
+                "DELETE FROM escrows WHERE device = $1 AND volume = $2 AND id NOT IN \
+                 (SELECT id FROM escrows WHERE device = $1 AND volume = $2 \
+                 ORDER BY created DESC, id DESC LIMIT {KEPT_ESCROWS_PER_VOLUME}) \
+                 AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.device = escrows.device \
+                 AND c.report LIKE '%' || escrows.id || '%')"
+            ))
+            .bind(*device)
+            .bind(e.volume.as_str())
+            .execute(&mut *conn)
+            .await?;
         }
     }
     for (i, device, e, _) in &todo {
