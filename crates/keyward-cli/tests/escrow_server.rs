@@ -412,8 +412,9 @@ fn hostile(backend: &Backend) {
     let id = enroll_key(&addr, &srv.token(), &device);
     let stranger = SigningKey::from_bytes(&[8u8; 32]);
     let other_id = enroll_key(&addr, &srv.token(), &stranger);
+    let sealed = sealed_to(&srv, "a recovery key");
     let good = |rotation: &str| {
-        let ct = b"age ciphertext stand-in";
+        let ct = &sealed;
         let sha: String = sha2::Sha256::digest(ct)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -618,7 +619,7 @@ fn two_instances_share_one_database() {
     // Enrolled at one instance, known at the other; a token spent at one is spent at both.
     let id = enroll_key(&a.addr, &a.token(), &device);
     let path = format!("/v1/devices/{id}/escrow/data");
-    let ct = b"ciphertext";
+    let ct = &sealed_to(&a, "a recovery key");
     let sha: String = sha2::Sha256::digest(ct)
         .iter()
         .map(|x| format!("{x:02x}"))
@@ -653,12 +654,12 @@ fn escrows_per_volume_are_bounded_but_the_active_one_stays() {
         let path = format!("/v1/devices/{id}/escrow/data");
         let mut ids = vec![];
         for n in 0..24 {
-            let ct = format!("ciphertext {n}");
-            let sha: String = sha2::Sha256::digest(ct.as_bytes())
+            let ct = sealed_to(&srv, &format!("recovery key {n}"));
+            let sha: String = sha2::Sha256::digest(&ct)
                 .iter()
                 .map(|x| format!("{x:02x}"))
                 .collect();
-            let body = serde_json::json!({ "rotation_id": format!("rot-{n}"), "ciphertext": b64(ct.as_bytes()), "sha256": sha })
+            let body = serde_json::json!({ "rotation_id": format!("rot-{n}"), "ciphertext": b64(&ct), "sha256": sha })
                 .to_string();
             let h = signed(
                 &device,
@@ -704,4 +705,51 @@ fn escrows_per_volume_are_bounded_but_the_active_one_stays() {
             assert!(kept.contains(&newest.as_str()), "{newest} pruned");
         }
     }
+}
+
+/// An age file holding `key`, sealed to this server's recipient (what a device uploads).
+fn sealed_to(srv: &Server, key: &str) -> Vec<u8> {
+    let recipient = srv.lines.split('"').nth(1).unwrap();
+    let recipient = <age::x25519::Recipient as std::str::FromStr>::from_str(recipient).unwrap();
+    age::encrypt(&recipient, key.as_bytes()).unwrap()
+}
+
+/// Issue 14, item 2: only an age file with one X25519 stanza this server unwraps is stored.
+#[test]
+fn only_age_files_to_this_server_are_escrowed() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    let device = SigningKey::from_bytes(&[11u8; 32]);
+    let id = enroll_key(&srv.addr, &srv.token(), &device);
+    let path = format!("/v1/devices/{id}/escrow/data");
+    let stranger = age::x25519::Identity::generate().to_public();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a blob", b"not an age file at all".to_vec(), 400),
+        (
+            "age to another recipient",
+            age::encrypt(&stranger, b"k").unwrap(),
+            400,
+        ),
+        ("age to this server", sealed_to(&srv, "k"), 200),
+    ];
+    for (n, (what, ct, want)) in cases.into_iter().enumerate() {
+        let sha: String = sha2::Sha256::digest(&ct)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let body = serde_json::json!({ "rotation_id": format!("rot-{n}"), "ciphertext": b64(&ct), "sha256": sha })
+            .to_string();
+        let h = signed(
+            &device,
+            &path,
+            body.as_bytes(),
+            &format!("format-nonce-{n:08}"),
+        );
+        let (status, answer) = http(&srv.addr, "PUT", &path, &h, body.as_bytes());
+        assert_eq!(status, want, "{what}: {answer}");
+    }
+    let stored = srv.query(&format!(
+        "SELECT count(*) FROM escrows WHERE device = '{id}'"
+    ));
+    assert_eq!(stored.trim(), "1");
 }
