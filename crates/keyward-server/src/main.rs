@@ -5,7 +5,7 @@
 //! keyward-server token create --state DIR               a single-use enrollment token
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
-//!                [--idle-timeout D]                     connection limits (conn.rs, OPERATIONS.md)
+//!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
 //! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
 //! keyward-server backup --out FILE --passphrase-stdin --state DIR   identity + database, age-encrypted
 //! keyward-server restore --in FILE --passphrase-stdin --state DIR    into an empty state dir and database
@@ -94,6 +94,9 @@ enum Command {
         ui_options: ui::ServeOptions,
         #[command(flatten)]
         limits: conn::Limits,
+        /// Escrows kept per device and volume: the newest N, plus the one its last check-in names.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        escrows_kept: u32,
     },
     /// Enrolled devices.
     Device {
@@ -336,7 +339,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             tls_key,
             ui_options,
             mut limits,
+            escrows_kept,
         } => {
+            batch::keep_escrows_per_volume(escrows_kept);
             let tls = match (&tls_cert, &tls_key) {
                 (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
                 _ => None,
