@@ -753,3 +753,60 @@ fn only_age_files_to_this_server_are_escrowed() {
     ));
     assert_eq!(stored.trim(), "1");
 }
+
+/// Issue 14, item 5: the database URL (a PostgreSQL password) comes from a file only its owner
+/// can read, or from KEYWARD_SERVER_DB, never argv; a file others can read is refused.
+#[test]
+fn the_database_url_comes_from_a_private_file_or_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        enroll_key(
+            &srv.addr,
+            &srv.token(),
+            &SigningKey::from_bytes(&[12u8; 32]),
+        );
+        let url = srv
+            .db
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", srv.state.join("keyward.db").display()));
+        // Another state directory: the device can only be found through the URL given.
+        let elsewhere = inst.path("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let file = inst.path("db-url");
+        std::fs::write(&file, format!("{url}\n")).unwrap();
+        let list = |db_file: bool, env: bool| {
+            let mut c = std::process::Command::new(bin("keyward-server"));
+            c.args(["device", "list", "--json", "--state"])
+                .arg(&elsewhere);
+            if db_file {
+                c.arg("--db-file").arg(&file);
+            }
+            c.env_remove("KEYWARD_SERVER_DB");
+            if env {
+                c.env("KEYWARD_SERVER_DB", &url);
+            }
+            c.output().unwrap()
+        };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = list(true, false);
+        assert!(
+            !out.status.success(),
+            "{backend:?}: a world-readable URL file was used"
+        );
+        assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (db_file, env) in [(true, false), (false, true)] {
+            let out = list(db_file, env);
+            assert!(out.status.success(), "{backend:?}: {}", stderr(&out));
+            let devices: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                devices.as_array().map(Vec::len),
+                Some(1),
+                "{backend:?}: {devices}"
+            );
+        }
+    }
+}
