@@ -137,31 +137,6 @@ fn is_loopback(url: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-#[cfg(test)]
-mod loopback_tests {
-    use super::is_loopback;
-
-    #[test]
-    fn only_a_real_loopback_host_counts() {
-        for url in [
-            "http://localhost:1@remote-host/",
-            "http://127.0.0.1@evil.example:80/",
-            "http://localhost.evil.example/",
-            "http://remote-host/",
-            "not a url",
-        ] {
-            assert!(!is_loopback(url), "{url}");
-        }
-        for url in [
-            "http://localhost:8443/",
-            "http://127.0.0.1:1",
-            "http://[::1]:80/x",
-        ] {
-            assert!(is_loopback(url), "{url}");
-        }
-    }
-}
-
 fn load(dir: &Path) -> Result<(SigningKey, Enrollment), Failure> {
     let me = keyward_sys::hardening::effective_uid();
     let not_enrolled = || {
@@ -299,5 +274,30 @@ pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure>
     )? {
         Reply::RecoveryCommitted { .. } => Ok((slot, escrow_id)),
         other => Err(failed(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_a_real_loopback_host_counts() {
+        for url in [
+            "http://localhost:1@remote-host/",
+            "http://127.0.0.1@evil.example:80/",
+            "http://localhost.evil.example/",
+            "http://remote-host/",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://localhost:8443/",
+            "http://127.0.0.1:1",
+            "http://[::1]:80/x",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
     }
 }
