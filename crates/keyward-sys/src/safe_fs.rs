@@ -152,8 +152,7 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io:
         .mode(mode)
         .custom_flags(libc_flags())
         .open(&tmp)?;
-    let written = blocking(&f)
-        .and_then(|()| f.write_all(bytes))
+    let written = blocking(&f).and_then(|()| f.write_all(bytes))
         .and_then(|()| f.sync_all());
     drop(f);
     if let Err(e) = written {
@@ -269,10 +268,7 @@ mod tests {
             let mut f = open_append(&p, Expect::private(me), 0o600).expect("open");
             f.write_all(line.as_bytes()).expect("write");
         }
-        assert_eq!(
-            std::fs::read_to_string(&p).expect("read"),
-            "one\ntwo\nthree\n"
-        );
+        assert_eq!(std::fs::read_to_string(&p).expect("read"), "one\ntwo\nthree\n");
     }
 
     #[test]
