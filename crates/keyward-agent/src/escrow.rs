@@ -121,13 +121,17 @@ pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> 
     Ok(device_id)
 }
 
+/// Whether `url`'s real host (parsed as the HTTP client will, so userinfo such as
+/// `http://localhost:1@remote-host/` does not pass for it) is a loopback name or address.
 fn is_loopback(url: &str) -> bool {
-    let host = url
-        .trim_start_matches("http://")
-        .split(['/', ':'])
-        .next()
-        .unwrap_or("");
-    host == "localhost"
+    let Ok(uri) = url.parse::<ureq::http::Uri>() else {
+        return false;
+    };
+    let Some(host) = uri.host() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
@@ -270,5 +274,30 @@ pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure>
     )? {
         Reply::RecoveryCommitted { .. } => Ok((slot, escrow_id)),
         other => Err(failed(format!("unexpected reply {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::is_loopback;
+
+    #[test]
+    fn only_a_real_loopback_host_counts() {
+        for url in [
+            "http://localhost:1@remote-host/",
+            "http://127.0.0.1@evil.example:80/",
+            "http://localhost.evil.example/",
+            "http://remote-host/",
+            "not a url",
+        ] {
+            assert!(!is_loopback(url), "{url}");
+        }
+        for url in [
+            "http://localhost:8443/",
+            "http://127.0.0.1:1",
+            "http://[::1]:80/x",
+        ] {
+            assert!(is_loopback(url), "{url}");
+        }
     }
 }

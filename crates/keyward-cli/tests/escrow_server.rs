@@ -412,13 +412,24 @@ fn hostile(backend: &Backend) {
     let id = enroll_key(&addr, &srv.token(), &device);
     let stranger = SigningKey::from_bytes(&[8u8; 32]);
     let other_id = enroll_key(&addr, &srv.token(), &stranger);
+    let sealed = sealed_to(&srv, "a recovery key");
     let good = |rotation: &str| {
-        let ct = b"age ciphertext stand-in";
+        let ct = &sealed;
         let sha: String = sha2::Sha256::digest(ct)
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
         serde_json::json!({ "rotation_id": rotation, "ciphertext": b64(ct), "sha256": sha })
+            .to_string()
+    };
+    // Issue 14: a blob past the 16 KiB cap on an escrow record (in a body the API still takes).
+    let blob = {
+        let ct = vec![b'x'; 20 * 1024];
+        let sha: String = sha2::Sha256::digest(&ct)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        serde_json::json!({ "rotation_id": "r-big", "ciphertext": b64(&ct), "sha256": sha })
             .to_string()
     };
     let mut n = 0u32;
@@ -495,6 +506,13 @@ fn hostile(backend: &Backend) {
             path.clone(),
             vec![],
             vec![b'x'; 100 * 1024],
+        ),
+        (
+            "escrow record over the size cap".into(),
+            "PUT".into(),
+            path.clone(),
+            signed(&device, &path, blob.as_bytes(), &nonce()),
+            blob.clone().into_bytes(),
         ),
         (
             "not JSON".into(),
@@ -601,7 +619,7 @@ fn two_instances_share_one_database() {
     // Enrolled at one instance, known at the other; a token spent at one is spent at both.
     let id = enroll_key(&a.addr, &a.token(), &device);
     let path = format!("/v1/devices/{id}/escrow/data");
-    let ct = b"ciphertext";
+    let ct = &sealed_to(&a, "a recovery key");
     let sha: String = sha2::Sha256::digest(ct)
         .iter()
         .map(|x| format!("{x:02x}"))
@@ -622,4 +640,173 @@ fn two_instances_share_one_database() {
     );
     assert_eq!(r1.escrow_id, r2.escrow_id);
     assert_eq!(gauge(&a.addr, "keyward_escrows"), "1");
+}
+
+/// Issue 14, item 2: an enrolled device cannot store escrows without bound. Past 16 per volume
+/// the oldest go, except the one its last check-in names (the key on its disk now).
+#[test]
+fn escrows_per_volume_are_bounded_but_the_active_one_stays() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        let device = SigningKey::from_bytes(&[9u8; 32]);
+        let id = enroll_key(&srv.addr, &srv.token(), &device);
+        let path = format!("/v1/devices/{id}/escrow/data");
+        let mut ids = vec![];
+        for n in 0..24 {
+            let ct = sealed_to(&srv, &format!("recovery key {n}"));
+            let sha: String = sha2::Sha256::digest(&ct)
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect();
+            let body = serde_json::json!({ "rotation_id": format!("rot-{n}"), "ciphertext": b64(&ct), "sha256": sha })
+                .to_string();
+            let h = signed(
+                &device,
+                &path,
+                body.as_bytes(),
+                &format!("bound-nonce-{n:08}"),
+            );
+            let (status, receipt) = http(&srv.addr, "PUT", &path, &h, body.as_bytes());
+            assert_eq!(status, 200, "{receipt}");
+            let r: Receipt = serde_json::from_str(&receipt).unwrap();
+            ids.push(r.escrow_id);
+            if n == 0 {
+                // The first key is the one the device reports active.
+                let checkin = format!("/v1/devices/{id}/checkin");
+                let report = serde_json::json!({ "volumes": [{ "volume": "data", "recovery": "escrowed",
+                    "escrow_id": ids[0], "rotated_at": null, "service": "ok", "holders": 2, "violations": 0 }] })
+                    .to_string();
+                let h = signed_as(
+                    &device,
+                    "POST",
+                    &checkin,
+                    report.as_bytes(),
+                    "bound-checkin-0001",
+                );
+                let (status, body) = http(&srv.addr, "POST", &checkin, &h, report.as_bytes());
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+        let kept = srv.query(&format!(
+            "SELECT id FROM escrows WHERE device = '{id}' ORDER BY id"
+        ));
+        let kept: Vec<&str> = kept
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert_eq!(kept.len(), 17, "{kept:?}");
+        assert!(
+            kept.contains(&ids[0].as_str()),
+            "the active escrow was pruned"
+        );
+        for newest in &ids[8..] {
+            assert!(kept.contains(&newest.as_str()), "{newest} pruned");
+        }
+    }
+}
+
+/// An age file holding `key`, sealed to this server's recipient (what a device uploads).
+fn sealed_to(srv: &Server, key: &str) -> Vec<u8> {
+    let recipient = srv.lines.split('"').nth(1).unwrap();
+    let recipient = <age::x25519::Recipient as std::str::FromStr>::from_str(recipient).unwrap();
+    age::encrypt(&recipient, key.as_bytes()).unwrap()
+}
+
+/// Issue 14, item 2: only an age file with one X25519 stanza this server unwraps is stored.
+#[test]
+fn only_age_files_to_this_server_are_escrowed() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    let device = SigningKey::from_bytes(&[11u8; 32]);
+    let id = enroll_key(&srv.addr, &srv.token(), &device);
+    let path = format!("/v1/devices/{id}/escrow/data");
+    let stranger = age::x25519::Identity::generate().to_public();
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("a blob", b"not an age file at all".to_vec(), 400),
+        (
+            "age to another recipient",
+            age::encrypt(&stranger, b"k").unwrap(),
+            400,
+        ),
+        ("age to this server", sealed_to(&srv, "k"), 200),
+    ];
+    for (n, (what, ct, want)) in cases.into_iter().enumerate() {
+        let sha: String = sha2::Sha256::digest(&ct)
+            .iter()
+            .map(|x| format!("{x:02x}"))
+            .collect();
+        let body = serde_json::json!({ "rotation_id": format!("rot-{n}"), "ciphertext": b64(&ct), "sha256": sha })
+            .to_string();
+        let h = signed(
+            &device,
+            &path,
+            body.as_bytes(),
+            &format!("format-nonce-{n:08}"),
+        );
+        let (status, answer) = http(&srv.addr, "PUT", &path, &h, body.as_bytes());
+        assert_eq!(status, want, "{what}: {answer}");
+    }
+    let stored = srv.query(&format!(
+        "SELECT count(*) FROM escrows WHERE device = '{id}'"
+    ));
+    assert_eq!(stored.trim(), "1");
+}
+
+/// Issue 14, item 5: the database URL (a PostgreSQL password) comes from a file only its owner
+/// can read, or from KEYWARD_SERVER_DB, never argv; a file others can read is refused.
+#[test]
+fn the_database_url_comes_from_a_private_file_or_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        enroll_key(
+            &srv.addr,
+            &srv.token(),
+            &SigningKey::from_bytes(&[12u8; 32]),
+        );
+        let url = srv
+            .db
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", srv.state.join("keyward.db").display()));
+        // Another state directory: the device can only be found through the URL given.
+        let elsewhere = inst.path("elsewhere");
+        std::fs::create_dir(&elsewhere).unwrap();
+        std::fs::set_permissions(&elsewhere, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let file = inst.path("db-url");
+        std::fs::write(&file, format!("{url}\n")).unwrap();
+        let list = |db_file: bool, env: bool| {
+            let mut c = std::process::Command::new(bin("keyward-server"));
+            c.args(["device", "list", "--json", "--state"])
+                .arg(&elsewhere);
+            if db_file {
+                c.arg("--db-file").arg(&file);
+            }
+            c.env_remove("KEYWARD_SERVER_DB");
+            if env {
+                c.env("KEYWARD_SERVER_DB", &url);
+            }
+            c.output().unwrap()
+        };
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = list(true, false);
+        assert!(
+            !out.status.success(),
+            "{backend:?}: a world-readable URL file was used"
+        );
+        assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        for (db_file, env) in [(true, false), (false, true)] {
+            let out = list(db_file, env);
+            assert!(out.status.success(), "{backend:?}: {}", stderr(&out));
+            let devices: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(
+                devices.as_array().map(Vec::len),
+                Some(1),
+                "{backend:?}: {devices}"
+            );
+        }
+    }
 }

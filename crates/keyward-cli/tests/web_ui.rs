@@ -2,7 +2,8 @@
 //! its failures, the lock-out after five, session cookies and their flags, the security
 //! headers, CSRF (a POST without this session's form token, or from another origin, is
 //! refused and changes nothing), a reveal without a reason refused, and hostile strings in
-//! device ids, searches and reasons rendered as text. The browser's view is `web_ui_browser.rs`.
+//! device ids, searches and reasons rendered as text, and connection limits (idle ones shed,
+//! the UI and check-ins served under a flood). The browser's view is `web_ui_browser.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -589,4 +590,99 @@ fn hostile(backend: &Backend) {
             .status,
         400
     );
+}
+
+/// Descriptors the serving process holds open.
+fn open_fds(srv: &Server) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", srv.pid().unwrap()))
+        .unwrap()
+        .count()
+}
+
+/// Until `deadline`, wait for the server to close `conn`: true if it did.
+fn closed_by_server(conn: &mut TcpStream, deadline: std::time::Instant) -> bool {
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    conn.set_read_timeout(Some(left.max(std::time::Duration::from_millis(10))))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match conn.read(&mut buf) {
+            Ok(0) => return true,
+            // Whatever the server says to a stalled header, then the close.
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Issue 14, item 1: a thousand idle connections from anyone who can reach the port neither
+/// starve a device's check-in nor the web UI, and each is closed once idle past the timeout;
+/// with a connection cap the server holds no more than the cap, whatever is thrown at it.
+#[test]
+fn idle_connections_neither_starve_the_server_nor_outlive_the_timeout() {
+    use std::time::{Duration, Instant};
+    let (_inst, mut srv) = start(&Backend::Sqlite);
+    srv.serve_args = ["--idle-timeout", "10s", "--header-read-timeout", "10s"]
+        .map(String::from)
+        .to_vec();
+    srv.stop();
+    srv.resume();
+
+    let opened = Instant::now();
+    let mut idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    // Half stall in the middle of a request header, half never send a byte.
+    for conn in idle.iter_mut().step_by(2) {
+        conn.write_all(b"GET /ui/login HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+    }
+    device_with_escrow(&srv, "served while a thousand connections sit idle");
+    let r = Browser::new(&srv).get("/ui/login");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // All of them were still open while the device and the browser were served.
+    let open = idle
+        .iter()
+        .filter(|c| {
+            c.set_nonblocking(true).unwrap();
+            let open = matches!(c.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            c.set_nonblocking(false).unwrap();
+            open
+        })
+        .count();
+    assert_eq!(open, 1000, "served only once idle connections were gone");
+
+    let deadline = opened + Duration::from_secs(30);
+    let still_open = idle
+        .iter_mut()
+        .map(|c| closed_by_server(c, deadline))
+        .filter(|closed| !closed)
+        .count();
+    assert_eq!(
+        still_open, 0,
+        "idle connections the server kept past the timeout"
+    );
+    drop(idle);
+
+    // A cap of 50: the server accepts no more than that, the rest wait in the backlog.
+    srv.serve_args = ["--max-connections", "50", "--idle-timeout", "5s"]
+        .map(String::from)
+        .to_vec();
+    srv.stop();
+    srv.resume();
+    let before = open_fds(&srv);
+    let idle: Vec<TcpStream> = (0..300)
+        .map(|_| TcpStream::connect(&srv.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = open_fds(&srv).saturating_sub(before);
+    assert!(
+        held <= 50,
+        "the server holds {held} connections over a cap of 50"
+    );
+    drop(idle);
+    // Once the flood is gone (the queued ones end as soon as they are read), service resumes.
+    std::thread::sleep(Duration::from_secs(6));
+    device_with_escrow(&srv, "served after the flood");
 }

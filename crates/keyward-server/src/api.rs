@@ -256,7 +256,7 @@ async fn escrow(
     body: Bytes,
 ) -> Result<Json<Receipt>, ApiError> {
     let nonce = verify(&s, &device, "PUT", uri.path(), &headers, &body).await?;
-    let (volume, req, ciphertext) = match parse_escrow(&volume, &body) {
+    let (volume, req, ciphertext) = match parse_escrow(&volume, &body, &s.identity.age) {
         Ok(parsed) => parsed,
         Err(why) => return Err(refuse(&s, nonce, why).await),
     };
@@ -304,6 +304,7 @@ async fn escrow(
 fn parse_escrow(
     volume: &str,
     body: &[u8],
+    identity: &age::x25519::Identity,
 ) -> Result<(VolumeName, EscrowRequest, Vec<u8>), ApiError> {
     let volume = VolumeName::parse(volume).map_err(|_| bad("bad volume name"))?;
     let req: EscrowRequest =
@@ -316,6 +317,9 @@ fn parse_escrow(
         .map_err(|_| bad("ciphertext is not base64"))?;
     if hex(&sha2::Sha256::digest(&ciphertext)) != req.sha256 {
         return Err(bad("sha256 does not match the ciphertext"));
+    }
+    if let Some(why) = crate::age_check::refuse_reason(&ciphertext, identity) {
+        return Err(bad(why));
     }
     Ok((volume, req, ciphertext))
 }

@@ -14,6 +14,17 @@ use sqlx::{AnyConnection, Row};
 use crate::store::timestamp;
 use crate::writer::{CheckInWrite, NewEscrow, Nonce, Outcome, Unit};
 
+/// Escrows kept per device and volume (the newest, plus any its last check-in names), set
+/// once at serve start from `--escrows-kept` (default 16: a rotation every 90 days keeps four
+/// years of keys, and a device uploading in a loop keeps 16).
+static KEPT_ESCROWS_PER_VOLUME: std::sync::atomic::AtomicU32 =
+    std::sync::atomic::AtomicU32::new(16);
+
+/// Set how many escrows per device and volume are kept.
+pub fn keep_escrows_per_volume(n: u32) {
+    KEPT_ESCROWS_PER_VOLUME.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Rows in one multi-row statement: at most 7 parameters a row keeps a statement under 1,000
 /// parameters, far below either database's limit.
 pub const ROWS_PER_STATEMENT: usize = 128;
@@ -219,6 +230,25 @@ async fn escrow(
         }
         for row in q.fetch_all(&mut *conn).await? {
             inserted.insert(row.try_get(0)?);
+        }
+    }
+    // Keep only the newest escrows per device and volume, so an enrolled device cannot store
+    // records without bound; never one its last check-in names (the key now on the disk).
+    let kept = KEPT_ESCROWS_PER_VOLUME.load(std::sync::atomic::Ordering::Relaxed);
+    let mut pruned: HashSet<(&str, &str)> = HashSet::new();
+    for (_, device, e, _) in &todo {
+        if inserted.contains(&e.id) && pruned.insert((*device, e.volume.as_str())) {
+            sqlx::query(&format!(
+                "DELETE FROM escrows WHERE device = $1 AND volume = $2 AND id NOT IN \
+                 (SELECT id FROM escrows WHERE device = $1 AND volume = $2 \
+                 ORDER BY created DESC, id DESC LIMIT {kept}) \
+                 AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.device = escrows.device \
+                 AND c.report LIKE '%' || escrows.id || '%')"
+            ))
+            .bind(*device)
+            .bind(e.volume.as_str())
+            .execute(&mut *conn)
+            .await?;
         }
     }
     for (i, device, e, _) in &todo {

@@ -4,7 +4,10 @@
 //! keyward-server init --state DIR                       identity (0600); prints the device config lines
 //! keyward-server token create --state DIR               a single-use enrollment token
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
+//!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
+//!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
 //! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
+//! (every command: [--db URL | --db-file PATH] or KEYWARD_SERVER_DB; default SQLite in DIR)
 //! keyward-server backup --out FILE --passphrase-stdin --state DIR   identity + database, age-encrypted
 //! keyward-server restore --in FILE --passphrase-stdin --state DIR    into an empty state dir and database
 //! keyward-server command rotate-recovery|rotate-service DEVICE VOLUME | revoke-user DEVICE VOLUME USER
@@ -16,11 +19,13 @@
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
 
+mod age_check;
 mod api;
 mod backup;
 mod batch;
 mod checkin;
 mod commands;
+mod conn;
 mod device_keys;
 mod escrow_check;
 mod identity;
@@ -52,9 +57,13 @@ struct Where {
     /// State directory (identity, and the SQLite database by default).
     #[arg(long)]
     state: PathBuf,
-    /// Database URL (default: sqlite in the state directory).
-    #[arg(long)]
+    /// Database URL (default: sqlite in the state directory). A URL with a password belongs in
+    /// --db-file or KEYWARD_SERVER_DB, never argv.
+    #[arg(long, conflicts_with = "db_file")]
     db: Option<String>,
+    /// Read the database URL from this file (owned by this user, mode 0600 or stricter).
+    #[arg(long)]
+    db_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,6 +97,11 @@ enum Command {
         tls_key: Option<PathBuf>,
         #[command(flatten)]
         ui_options: ui::ServeOptions,
+        #[command(flatten)]
+        limits: conn::Limits,
+        /// Escrows kept per device and volume: the newest N, plus the one its last check-in names.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        escrows_kept: u32,
     },
     /// Enrolled devices.
     Device {
@@ -258,10 +272,49 @@ enum KeyAction {
     },
 }
 
-fn db_url(at: &Where) -> String {
-    at.db
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", at.state.join("keyward.db").display()))
+/// The database URL: `--db`, else `--db-file`, else `KEYWARD_SERVER_DB`, else SQLite in the
+/// state directory.
+fn db_url(at: &Where) -> Result<String, String> {
+    if let Some(url) = &at.db {
+        return Ok(url.clone());
+    }
+    if let Some(path) = &at.db_file {
+        return db_url_from_file(path);
+    }
+    if let Some(url) = std::env::var_os("KEYWARD_SERVER_DB") {
+        return url
+            .into_string()
+            .map_err(|_| "KEYWARD_SERVER_DB is not UTF-8".to_owned());
+    }
+    Ok(format!(
+        "sqlite://{}",
+        at.state.join("keyward.db").display()
+    ))
+}
+
+/// A URL from a file only its owner (this user) can read or write: it may hold a password.
+fn db_url_from_file(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.file_type().is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(format!("{shown}: not owned by this user"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "{shown}: mode {:o} lets others read it; chmod 600",
+            meta.mode() & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
+    let url = text.trim();
+    if url.is_empty() || url.contains('\n') {
+        return Err(format!("{shown}: expected one line, the database URL"));
+    }
+    Ok(url.to_owned())
 }
 
 fn main() -> ExitCode {
@@ -299,7 +352,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Init { at } => {
             ensure_state(&at.state)?;
             let id = identity::Identity::create(&at.state)?;
-            store::Store::open(&db_url(&at)).await?;
+            store::Store::open(&db_url(&at)?).await?;
             println!("# [escrow] lines for each device's /etc/keyward/keyward.toml:");
             print!("{}", id.public_config());
             Ok(())
@@ -307,7 +360,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Token {
             action: TokenAction::Create { at, count },
         } => {
-            let store = store::Store::open(&db_url(&at)).await?;
+            let store = store::Store::open(&db_url(&at)?).await?;
             let mut tokens = Vec::with_capacity(count as usize);
             for _ in 0..count {
                 let mut raw = [0u8; 24];
@@ -329,7 +382,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             tls_cert,
             tls_key,
             ui_options,
+            mut limits,
+            escrows_kept,
         } => {
+            batch::keep_escrows_per_volume(escrows_kept);
             let tls = match (&tls_cert, &tls_key) {
                 (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
                 _ => None,
@@ -340,7 +396,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             let identity = identity::Identity::load(&at.state)?;
-            let store = store::Store::open(&db_url(&at)).await?;
+            let store = store::Store::open(&db_url(&at)?).await?;
             let writer = writer::Writer::start(&store).await?;
             tokio::spawn(prune_nonces(writer.clone()));
             let state = Arc::new(api::AppState {
@@ -360,20 +416,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             // The first line of the log: scripts and tests read the address from it.
             log::info(&format!("listening on {scheme}://{addr}"), &[]);
             tokio::spawn(warm_device_keys(state.clone()));
-            let app = api::router(state);
-            match tls {
-                Some(acceptor) => tls::serve(listener, acceptor, app).await,
-                None => axum::serve(listener, app).await.map_err(|e| e.to_string()),
-            }
+            limits.fit_descriptor_limit();
+            conn::serve(listener, tls, api::router(state), limits).await
         }
         Command::Device {
             action: DeviceAction::List { json, at },
-        } => checkin::list(&store::Store::open(&db_url(&at)).await?, json).await,
+        } => checkin::list(&store::Store::open(&db_url(&at)?).await?, json).await,
         Command::Audit { at } => audit(&at).await,
         Command::Command {
             action: CommandAction::List { device, json, at },
         } => {
-            let store = store::Store::open(&db_url(&at)).await?;
+            let store = store::Store::open(&db_url(&at)?).await?;
             let all = commands::list(&store, device.as_deref()).await?;
             if json {
                 println!(
@@ -403,7 +456,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             action: EscrowAction::Check { receipts, at },
         } => {
             let identity = identity::Identity::load(&at.state)?;
-            let store = store::Store::open(&db_url(&at)).await?;
+            let store = store::Store::open(&db_url(&at)?).await?;
             let t = escrow_check::check(&store, &identity, &receipts).await?;
             println!(
                 "receipts {}\nrecovered {}\nmissing {}\nmismatched {}\nundecryptable {}",
@@ -417,7 +470,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Backup { at, out, .. } => {
             let pass = passphrase(12)?;
-            let store = store::Store::open(&db_url(&at)).await?;
+            let store = store::Store::open(&db_url(&at)?).await?;
             let bytes = backup::backup(&at.state, &store, &out, pass).await?;
             eprintln!(
                 "keyward-server: wrote {} ({bytes} bytes, encrypted); keep the passphrase apart from it",
@@ -428,7 +481,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Restore { at, input, .. } => {
             let pass = passphrase(1)?;
             ensure_state(&at.state)?;
-            let store = store::Store::open(&db_url(&at)).await?;
+            let store = store::Store::open(&db_url(&at)?).await?;
             let rows = backup::restore(&at.state, &store, &input, pass).await?;
             eprintln!("keyward-server: restored the identity and rows: {rows}");
             Ok(())
@@ -457,7 +510,7 @@ async fn show_key(
         return Err("--reason must say why the key is needed".into());
     }
     let identity = identity::Identity::load(&at.state)?;
-    let store = store::Store::open(&db_url(at)).await?;
+    let store = store::Store::open(&db_url(at)?).await?;
     let who = operator();
     let revealed = keys::reveal(&store, &identity, device, volume, escrow, &who, reason).await?;
     use std::io::Write;
@@ -471,7 +524,7 @@ async fn show_key(
 }
 
 async fn audit(at: &Where) -> Result<(), String> {
-    let store = store::Store::open(&db_url(at)).await?;
+    let store = store::Store::open(&db_url(at)?).await?;
     for r in store.audit_trail(i64::MAX).await? {
         let quoted = |s: Option<String>| keyward_core::quote(s.as_deref().unwrap_or(""));
         println!(
@@ -589,7 +642,7 @@ async fn issue_command(action: CommandAction) -> Result<(), String> {
         CommandAction::List { .. } => return Err("not a command to issue".into()),
     };
     let identity = identity::Identity::load(&to.at.state)?;
-    let store = store::Store::open(&db_url(&to.at)).await?;
+    let store = store::Store::open(&db_url(&to.at)?).await?;
     let id = commands::issue(&store, &identity, &to.device, action, to.ttl, &operator()).await?;
     println!("{id}");
     eprintln!("keyward-server: signed; delivered at the device's next check-in (audited)");

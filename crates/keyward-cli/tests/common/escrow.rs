@@ -63,6 +63,8 @@ pub struct Server {
     pub addr: String,
     /// HTTPS with this certificate and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// More `serve` flags (limits, timeouts), given at every start.
+    pub serve_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -100,6 +102,7 @@ impl Server {
             lines: String::new(),
             addr: "127.0.0.1:0".into(),
             tls,
+            serve_args: Vec::new(),
             child: None,
         };
         let out = s.cmd(&["init"]);
@@ -117,6 +120,7 @@ impl Server {
             lines: String::new(),
             addr: "127.0.0.1:0".into(),
             tls: None,
+            serve_args: Vec::new(),
             child: None,
         }
     }
@@ -159,6 +163,7 @@ impl Server {
             if let Some((cert, key)) = &self.tls {
                 cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
             }
+            cmd.args(&self.serve_args);
             let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
             let mut first = String::new();
             let mut err = BufReader::new(child.stderr.take().unwrap());
@@ -179,6 +184,11 @@ impl Server {
             assert!(Instant::now() < deadline, "server did not start: {first}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The serving process's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn stop(&mut self) {

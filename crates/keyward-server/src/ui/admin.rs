@@ -90,7 +90,7 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
                 );
             }
             let password = read_password()?;
-            let store = Store::open(&crate::db_url(&at)).await?;
+            let store = Store::open(&crate::db_url(&at)?).await?;
             let phc = tokio::task::spawn_blocking(move || password::hash(password.as_bytes()))
                 .await
                 .map_err(|e| e.to_string())??;
@@ -102,7 +102,7 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
             Ok(())
         }
         AdminAction::Remove { name, at } => {
-            let store = Store::open(&crate::db_url(&at)).await?;
+            let store = Store::open(&crate::db_url(&at)?).await?;
             if !db::remove_admin(store.pool(), &name).await? {
                 return Err(format!("no admin named {}", keyward_core::quote(&name)));
             }
@@ -111,7 +111,7 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
             Ok(())
         }
         AdminAction::List { at } => {
-            let store = Store::open(&crate::db_url(&at)).await?;
+            let store = Store::open(&crate::db_url(&at)?).await?;
             for name in db::admins(store.pool()).await? {
                 println!("{name}");
             }
