@@ -113,32 +113,7 @@ fn a_revoke_cut_short_by_a_crash_is_still_recorded() {
 #[test]
 fn the_agent_cannot_eat_the_space_kept_for_change_records() {
     let mut inst = Instance::prepare();
-    let log_dir = inst.path("log");
-    std::fs::create_dir(&log_dir).unwrap();
-    chmod(&log_dir, 0o750);
-    let adm = std::process::Command::new("getent")
-        .args(["group", "adm"])
-        .output()
-        .unwrap();
-    let gid: u32 = String::from_utf8_lossy(&adm.stdout)
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
-    std::os::unix::fs::chown(&log_dir, Some(0), Some(gid)).unwrap();
-    inst.helper_prefix = vec![
-        "unshare".into(),
-        "-m".into(),
-        "--propagation".into(),
-        "private".into(),
-        "sh".into(),
-        "-c".into(),
-        format!(
-            "mount -t tmpfs -o size=2m,mode=0750,gid={gid} tmpfs {} && exec \"$0\" \"$@\"",
-            log_dir.display()
-        ),
-    ];
+    let log_dir = log_dir_on_tmpfs(&mut inst, "2m");
     let inst = inst.start();
     inst.bootstrap();
     let fill = log_dir.join("fill");

@@ -163,32 +163,7 @@ fn a_lagging_head_is_caught_up_and_a_cut_log_is_reported() {
 fn a_change_that_cannot_be_recorded_is_refused() {
     let mut inst = Instance::prepare();
     // The log directory is a 2 MiB tmpfs in the helper's own mount namespace.
-    let log_dir = inst.path("log");
-    std::fs::create_dir(&log_dir).unwrap();
-    chmod(&log_dir, 0o750);
-    let adm = Command::new("getent")
-        .args(["group", "adm"])
-        .output()
-        .unwrap();
-    let gid: u32 = String::from_utf8_lossy(&adm.stdout)
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .parse()
-        .unwrap();
-    std::os::unix::fs::chown(&log_dir, Some(0), Some(gid)).unwrap();
-    inst.helper_prefix = vec![
-        "unshare".into(),
-        "-m".into(),
-        "--propagation".into(),
-        "private".into(),
-        "sh".into(),
-        "-c".into(),
-        format!(
-            "mount -t tmpfs -o size=2m,mode=0750,gid={gid} tmpfs {} && exec \"$0\" \"$@\"",
-            log_dir.display()
-        ),
-    ];
+    let log_dir = log_dir_on_tmpfs(&mut inst, "2m");
     let inst = inst.start();
     inst.bootstrap();
     let in_ns = |script: &str| {

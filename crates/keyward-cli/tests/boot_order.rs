@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SCRIPT: &str = r#"
@@ -76,36 +74,9 @@ stop_helper
 #[test]
 fn the_user_who_logs_in_is_tried_first_at_boot() {
     let inst = Instance::prepare();
-    let t = inst.root.path();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", SCRIPT])
-        .env("T", t)
-        .env("KW", bin("keyward"))
-        .env("HELPER", bin("keyward-helper"))
-        .env("SO", bin("libpam_keyward.so"))
-        .env("CFG", &inst.config)
-        .env("INSTALL_PASS", INSTALL_PASS)
-        .output()
-        .unwrap();
-    let read = |f: &str| {
-        std::fs::read_to_string(t.join(f))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let ctx = || {
-        format!(
-            "helper: {}\naudit:\n{}",
-            read("helper.err"),
-            read("log/audit.jsonl")
-        )
-    };
-    assert!(
-        out.status.success(),
-        "script: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        ctx()
-    );
+    run_namespace_script(&inst, SCRIPT);
+    let read = |f: &str| script_output(&inst, f);
+    let ctx = || script_context(&inst);
     assert_eq!(
         read("service-priority.out"),
         "1",

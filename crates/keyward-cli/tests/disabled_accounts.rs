@@ -72,36 +72,9 @@ fn expired_or_locked_accounts_get_no_unlock_right() {
         "pamtester is not installed (scripts/deps installs it)"
     );
     let inst = Instance::prepare();
-    let t = inst.root.path();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", SCRIPT])
-        .env("T", t)
-        .env("KW", bin("keyward"))
-        .env("HELPER", bin("keyward-helper"))
-        .env("SO", bin("libpam_keyward.so"))
-        .env("CFG", &inst.config)
-        .env("INSTALL_PASS", INSTALL_PASS)
-        .output()
-        .unwrap();
-    let read = |f: &str| {
-        std::fs::read_to_string(t.join(f))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let ctx = || {
-        format!(
-            "helper: {}\naudit:\n{}",
-            read("helper.err"),
-            read("log/audit.jsonl")
-        )
-    };
-    assert!(
-        out.status.success(),
-        "script: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        ctx()
-    );
+    run_namespace_script(&inst, SCRIPT);
+    let read = |f: &str| script_output(&inst, f);
+    let ctx = || script_context(&inst);
     // PAM refuses the expired account in its account phase; keyward refused it already.
     assert_ne!(read("alice-login.rc"), "0", "{}", read("alice-login.out"));
     assert_eq!(read("alice-refused.ok"), "yes", "{}", ctx());

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const SCRIPT: &str = r#"
@@ -65,28 +63,8 @@ fn an_nss_source_that_does_not_answer_is_unknown_never_deleted() {
         .replace("service_user = \"nobody\"\n", "")
         .replace("[kdf]", "[policy]\nrevoke_unmanaged = true\n[kdf]");
     std::fs::write(&inst.config, cfg).unwrap();
-    let t = inst.root.path();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", SCRIPT])
-        .env("T", t)
-        .env("KW", bin("keyward"))
-        .env("HELPER", bin("keyward-helper"))
-        .env("CFG", &inst.config)
-        .env("INSTALL_PASS", INSTALL_PASS)
-        .output()
-        .unwrap();
-    let read = |f: &str| {
-        std::fs::read_to_string(t.join(f))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    assert!(
-        out.status.success(),
-        "script: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        read("helper.err")
-    );
+    run_namespace_script(&inst, SCRIPT);
+    let read = |f: &str| script_output(&inst, f);
     assert_ne!(
         read("nss-errno.out"),
         "0",

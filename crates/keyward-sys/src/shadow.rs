@@ -26,20 +26,7 @@ unsafe extern "C" {
 
 /// The user's hash field from a shadow file; `Ok(None)` if the user has no entry.
 pub fn hash_of(shadow: &Path, user: &UserName) -> std::io::Result<Option<String>> {
-    let bytes = safe_fs::read_checked(
-        shadow,
-        Expect {
-            uid: 0,
-            forbidden_mode: 0o027,
-        },
-        16 << 20,
-    )?
-    .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no shadow file"))?;
-    let text = String::from_utf8_lossy(&bytes);
-    Ok(text.lines().find_map(|l| {
-        let mut f = l.splitn(3, ':');
-        (f.next() == Some(user.as_str())).then(|| f.next().unwrap_or("").to_owned())
-    }))
+    Ok(entry(shadow, user)?.map(|(hash, _)| hash))
 }
 
 /// The user's hash and account-expiry fields (2nd and 8th) from a shadow file; `Ok(None)` if

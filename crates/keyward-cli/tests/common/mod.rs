@@ -376,3 +376,66 @@ pub fn stderr(out: &Output) -> String {
 pub fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
+
+/// Run a bash `script` in a private mount namespace (`unshare --mount`; the script bind-mounts
+/// its own copy of /etc), in the instance's directory `T`, with the binaries and the test
+/// passphrase in `KW`, `HELPER`, `SO`, `CFG` and `INSTALL_PASS`. Asserts that it succeeded.
+pub fn run_namespace_script(inst: &Instance, script: &str) -> Output {
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c", script])
+        .env("T", inst.root.path())
+        .env("KW", bin("keyward"))
+        .env("HELPER", bin("keyward-helper"))
+        .env("SO", bin("libpam_keyward.so"))
+        .env("CFG", &inst.config)
+        .env("INSTALL_PASS", INSTALL_PASS)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "script: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        script_context(inst)
+    );
+    out
+}
+
+/// A file a script left in the instance's directory, trimmed ("" if there is none).
+pub fn script_output(inst: &Instance, file: &str) -> String {
+    std::fs::read_to_string(inst.path(file))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// The helper's stderr and the audit log a script left, for failure messages.
+pub fn script_context(inst: &Instance) -> String {
+    format!(
+        "helper: {}\naudit:\n{}",
+        script_output(inst, "helper.err"),
+        script_output(inst, "log/audit.jsonl")
+    )
+}
+
+/// Put the instance's log directory on a tmpfs of `size` (e.g. "2m") in the helper's own mount
+/// namespace (set as its start prefix), root:adm 0750 as install makes it; returns the path.
+pub fn log_dir_on_tmpfs(inst: &mut Instance, size: &str) -> PathBuf {
+    let log_dir = inst.path("log");
+    std::fs::create_dir(&log_dir).unwrap();
+    chmod(&log_dir, 0o750);
+    let gid = keyward_sys::users::log_reader_gid().unwrap();
+    std::os::unix::fs::chown(&log_dir, Some(0), Some(gid)).unwrap();
+    inst.helper_prefix = vec![
+        "unshare".into(),
+        "-m".into(),
+        "--propagation".into(),
+        "private".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "mount -t tmpfs -o size={size},mode=0750,gid={gid} tmpfs {} && exec \"$0\" \"$@\"",
+            log_dir.display()
+        ),
+    ];
+    log_dir
+}
