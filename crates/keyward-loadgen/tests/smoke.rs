@@ -95,7 +95,8 @@ fn loadgen_escrows_against_the_real_server_without_errors() {
         .arg(&state)
         .output()
         .unwrap();
-    checked(init, "init");
+    // The server stores only age files to its own recipient: escrows are sealed to it.
+    let recipient = recipient_of(&checked(init, "init"));
     let tokens = Command::new(&server)
         .args(["token", "create", "--count", "5", "--state"])
         .arg(&state)
@@ -107,6 +108,7 @@ fn loadgen_escrows_against_the_real_server_without_errors() {
 
     let mut loadgen = Command::new(env!("CARGO_BIN_EXE_keyward-loadgen"))
         .args(["--server", &format!("http://127.0.0.1:{port}")])
+        .args(["--recipient", &recipient])
         .args(["--concurrency", "4", "--duration", "2"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -139,21 +141,23 @@ fn a_saved_fleet_checks_in_and_escrows_across_two_urls() {
     let server = server_bin();
     let tmp = tempfile::tempdir().unwrap();
     let state = tmp.path().join("state");
-    let signing_key = |state: &Path| {
+    let init_keys = |state: &Path| {
         let init = Command::new(&server)
             .arg("init")
             .arg("--state")
             .arg(state)
             .output()
             .unwrap();
-        checked(init, "init")
+        let lines = checked(init, "init");
+        let signing = lines
             .lines()
             .find_map(|l| l.strip_prefix("server_signing_key = "))
             .unwrap()
             .trim_matches('"')
-            .to_owned()
+            .to_owned();
+        (signing, recipient_of(&lines))
     };
-    let server_key = signing_key(&state);
+    let (server_key, recipient) = init_keys(&state);
     let tokens = Command::new(&server)
         .args(["token", "create", "--count", "6", "--state"])
         .arg(&state)
@@ -188,6 +192,7 @@ fn a_saved_fleet_checks_in_and_escrows_across_two_urls() {
     let mixed = Command::new(env!("CARGO_BIN_EXE_keyward-loadgen"))
         .args(["--server", &url, "--server", &url, "--mode", "mixed"])
         .args(["--escrow-every", "3", "--server-key", &server_key])
+        .args(["--recipient", &recipient])
         .args(["--concurrency", "4", "--duration", "2"])
         .arg("--devices-from")
         .arg(&fleet)
@@ -208,9 +213,10 @@ fn a_saved_fleet_checks_in_and_escrows_across_two_urls() {
     );
 
     // A receipt signed by another key is refused, as the helper would.
-    let other = signing_key(&tmp.path().join("another"));
+    let (other, _) = init_keys(&tmp.path().join("another"));
     let wrong = Command::new(env!("CARGO_BIN_EXE_keyward-loadgen"))
         .args(["--server", &url, "--mode", "escrow", "--server-key", &other])
+        .args(["--recipient", &recipient])
         .args(["--concurrency", "1", "--duration", "1"])
         .arg("--devices-from")
         .arg(&fleet)
@@ -219,4 +225,14 @@ fn a_saved_fleet_checks_in_and_escrows_across_two_urls() {
         .unwrap();
     let report = checked(wrong, "keyward-loadgen with a wrong key");
     assert!(report.contains("bad-answer"), "{report}");
+}
+
+/// The `recipient = "age1…"` line `keyward-server init` prints.
+fn recipient_of(init_output: &str) -> String {
+    init_output
+        .lines()
+        .find_map(|l| l.strip_prefix("recipient = "))
+        .expect("init prints the recipient")
+        .trim_matches('"')
+        .to_owned()
 }
