@@ -211,18 +211,17 @@ pub struct Failure {
 
 impl From<client::CallError> for Failure {
     fn from(e: client::CallError) -> Self {
-        Failure {
-            code: e.code,
-            message: e.message,
-        }
+        Failure::new(e.code, e.message)
     }
 }
 
 impl Failure {
+    /// The message may come from the helper, the agent or the escrow server: it is made safe
+    /// for the terminal here, once for every path to stderr.
     fn new(code: u8, message: impl Into<String>) -> Self {
         Failure {
             code,
-            message: message.into(),
+            message: keyward_core::printable(&message.into()),
         }
     }
 }
@@ -398,7 +397,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let socket = config.agent_state_dir.join("agent.sock");
             match client::call_agent(&socket, AgentRequest::RotateRecovery { volume: volume.clone() })? {
                 AgentReply::Rotated { slot, escrow_id } => {
-                    println!("{volume}: recovery key rotated (keyslot {slot}) and escrowed as {escrow_id}");
+                    println!(
+                        "{volume}: recovery key rotated (keyslot {slot}) and escrowed as {}",
+                        keyward_core::printable(&escrow_id)
+                    );
                     Ok(())
                 }
                 other => Err(Failure::new(1, format!("unexpected reply from the agent: {other:?}"))),
@@ -417,10 +419,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 Reply::DeviceSet => {}
                 other => return Err(client::unexpected(&other).into()),
             }
-            println!("enrolled with {url} as device {device_id}");
+            println!(
+                "enrolled with {url} as device {}",
+                keyward_core::printable(&device_id)
+            );
             // The agent escrows every volume's recovery key at its next round: make that now.
             if let Err(e) = client::call_agent(&socket, AgentRequest::CheckInNow) {
-                eprintln!("keyward: warning: the agent will check in at its next interval ({})", e.message);
+                eprintln!(
+                    "keyward: warning: the agent will check in at its next interval ({})",
+                    keyward_core::printable(&e.message)
+                );
             }
             Ok(())
         }

@@ -56,8 +56,35 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// Text from elsewhere (the escrow server, the agent, the helper) made safe for root's terminal:
+/// control characters and bidirectional overrides are shown escaped, so a hostile server cannot
+/// move the cursor, clear the screen, set the title or reorder what root reads. Newlines and
+/// tabs stay.
+pub fn printable(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        let hostile = (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if hostile {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn printable_escapes_terminal_controls() {
+        assert_eq!(super::printable("ok\tfine\n"), "ok\tfine\n");
+        assert_eq!(super::printable("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(super::printable("x\u{7}\u{9b}y"), "x\\u{7}\\u{9b}y");
+        assert_eq!(super::printable("id\u{202e}exe"), "id\\u{202e}exe");
+        assert_eq!(super::printable("naïve ünïcødé"), "naïve ünïcødé");
+    }
+
     #[test]
     fn quote_escapes_and_truncates() {
         assert_eq!(super::quote("a\nb\"\0"), r#""a\nb\"\0""#);
