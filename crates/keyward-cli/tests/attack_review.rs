@@ -118,15 +118,13 @@ fn the_agent_cannot_eat_the_space_kept_for_change_records() {
     inst.bootstrap();
     let fill = log_dir.join("fill");
     // Leave 1 MiB + 96 KiB free: above the reserve, so changes are allowed.
-    let out = std::process::Command::new("nsenter")
-        .args(["-t", &inst.helper_pid().to_string(), "-m", "sh", "-c"])
-        .arg(format!(
+    in_helper_ns(
+        &inst,
+        &format!(
             "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -1120K {0}",
             fill.display()
-        ))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
+        ),
+    );
     let out = inst.keyward(&["service", "rotate", "data"], b"");
     assert_eq!(code(&out), Some(0), "room for a change: {}", stderr(&out));
 

@@ -166,26 +166,15 @@ fn a_change_that_cannot_be_recorded_is_refused() {
     let log_dir = log_dir_on_tmpfs(&mut inst, "2m");
     let inst = inst.start();
     inst.bootstrap();
-    let in_ns = |script: &str| {
-        let out = Command::new("nsenter")
-            .args([
-                "-t",
-                &inst.helper_pid().to_string(),
-                "-m",
-                "sh",
-                "-c",
-                script,
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{script}: {}", stderr(&out));
-    };
     let fill = log_dir.join("fill");
     // Fill the tmpfs, then give back 256 KiB: room for records, less than keyward keeps.
-    in_ns(&format!(
-        "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -256K {0}",
-        fill.display()
-    ));
+    in_helper_ns(
+        &inst,
+        &format!(
+            "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -256K {0}",
+            fill.display()
+        ),
+    );
     let service_slot = |inst: &Instance| {
         let out = inst.keyward(&["status", "data", "--json"], b"");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -229,7 +218,7 @@ fn a_change_that_cannot_be_recorded_is_refused() {
     let verified = ns_keyward(&["audit", "--verify"]);
     assert_eq!(code(&verified), Some(0), "{}", stderr(&verified));
 
-    in_ns(&format!("rm {}", fill.display()));
+    in_helper_ns(&inst, &format!("rm {}", fill.display()));
     let out = inst.keyward(&["service", "rotate", "data"], b"");
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert_ne!(service_slot(&inst), before.0);

@@ -10,20 +10,6 @@ mod common;
 use common::*;
 
 const SCRIPT: &str = r#"
-set -euo pipefail
-cd "$T"
-cp -a /etc etc-work
-mount --bind etc-work /etc
-kw() { "$KW" --config "$CFG" "$@"; }
-start_helper() {
-  rm -f run/helper.sock
-  "$HELPER" --config "$CFG" 2>>helper.err & echo $! > helper.pid
-  trap 'kill "$(cat "$T/helper.pid")" 2>/dev/null || true' EXIT
-  for _ in $(seq 200); do [ -S run/helper.sock ] && return 0; sleep 0.05; done
-  echo "helper did not start" >&2; cat helper.err >&2; exit 1
-}
-stop_helper() { kill "$(cat helper.pid)" 2>/dev/null || true; wait "$(cat helper.pid)" 2>/dev/null || true; }
-slot_of() { kw status data --json | tr -d ' \n' | grep -o "{[^{}]*\"user\":\"$1\"[^{}]*}" | grep -o '"slot":[0-9]*' | cut -d: -f2 || true; }
 # priority_of SLOT: the LUKS2 header's own word (stock cryptsetup), 1 when absent
 priority_of() {
   cryptsetup luksDump --dump-json-metadata disk.img \
@@ -74,7 +60,7 @@ stop_helper
 #[test]
 fn the_user_who_logs_in_is_tried_first_at_boot() {
     let inst = Instance::prepare();
-    run_namespace_script(&inst, SCRIPT);
+    run_namespace_script(&inst, &format!("{SHELL_PRELUDE}{SCRIPT}"));
     let read = |f: &str| script_output(&inst, f);
     let ctx = || script_context(&inst);
     assert_eq!(

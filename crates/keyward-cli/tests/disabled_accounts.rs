@@ -13,20 +13,6 @@ use std::process::Command;
 use common::*;
 
 const SCRIPT: &str = r#"
-set -euo pipefail
-cd "$T"
-cp -a /etc etc-work
-mount --bind etc-work /etc
-kw() { "$KW" --config "$CFG" "$@"; }
-start_helper() {
-  rm -f run/helper.sock
-  "$HELPER" --config "$CFG" 2>>helper.err & echo $! > helper.pid
-  trap 'kill "$(cat "$T/helper.pid")" 2>/dev/null || true' EXIT
-  for _ in $(seq 200); do [ -S run/helper.sock ] && return 0; sleep 0.05; done
-  echo "helper did not start" >&2; cat helper.err >&2; exit 1
-}
-stop_helper() { kill "$(cat helper.pid)" 2>/dev/null || true; wait "$(cat helper.pid)" 2>/dev/null || true; }
-slot_of() { kw status data --json | tr -d ' \n' | grep -o "{[^{}]*\"user\":\"$1\"[^{}]*}" | grep -o '"slot":[0-9]*' | cut -d: -f2 || true; }
 wait_until() { for _ in $(seq 300); do if "$@"; then return 0; fi; sleep 0.1; done; return 1; }
 audit_has() { grep -q -- "$1" log/audit.jsonl; }
 
@@ -72,7 +58,7 @@ fn expired_or_locked_accounts_get_no_unlock_right() {
         "pamtester is not installed (scripts/deps installs it)"
     );
     let inst = Instance::prepare();
-    run_namespace_script(&inst, SCRIPT);
+    run_namespace_script(&inst, &format!("{SHELL_PRELUDE}{SCRIPT}"));
     let read = |f: &str| script_output(&inst, f);
     let ctx = || script_context(&inst);
     // PAM refuses the expired account in its account phase; keyward refused it already.

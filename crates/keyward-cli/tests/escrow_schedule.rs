@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::escrow::*;
 use common::*;
 
@@ -131,22 +129,6 @@ fn pending_keys_older_than_policy_are_dropped() {
     assert!(!slot_exists(&inst, slot));
     assert!(inst.helper_stderr().contains("older than 1s"));
     assert!(inst.opens(0, INSTALL_PASS.as_bytes()));
-}
-
-/// Run `sh -c SCRIPT` in the helper's mount namespace.
-fn in_helper_ns(inst: &Instance, script: &str) {
-    let out = Command::new("nsenter")
-        .args([
-            "-t",
-            &inst.helper_pid().to_string(),
-            "-m",
-            "sh",
-            "-c",
-            script,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
 }
 
 #[test]

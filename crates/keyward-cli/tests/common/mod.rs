@@ -377,6 +377,27 @@ pub fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
+/// The start of a namespace script that runs the helper itself: strict mode, the instance's
+/// directory, a private copy of /etc, `kw` (the CLI on this instance), `start_helper` (stopped
+/// on any exit, so a failing script never leaves it holding the test's pipes), `stop_helper`,
+/// and `slot_of USER` (the user's keyslot, or nothing).
+pub const SHELL_PRELUDE: &str = r#"
+set -euo pipefail
+cd "$T"
+cp -a /etc etc-work
+mount --bind etc-work /etc
+kw() { "$KW" --config "$CFG" "$@"; }
+start_helper() {
+  rm -f run/helper.sock
+  "$HELPER" --config "$CFG" 2>>helper.err & echo $! > helper.pid
+  trap 'kill "$(cat "$T/helper.pid")" 2>/dev/null || true' EXIT
+  for _ in $(seq 200); do [ -S run/helper.sock ] && return 0; sleep 0.05; done
+  echo "helper did not start" >&2; cat helper.err >&2; exit 1
+}
+stop_helper() { kill "$(cat helper.pid)" 2>/dev/null || true; wait "$(cat helper.pid)" 2>/dev/null || true; }
+slot_of() { kw status data --json | tr -d ' \n' | grep -o "{[^{}]*\"user\":\"$1\"[^{}]*}" | grep -o '"slot":[0-9]*' | cut -d: -f2 || true; }
+"#;
+
 /// Run a bash `script` in a private mount namespace (`unshare --mount`; the script bind-mounts
 /// its own copy of /etc), in the instance's directory `T`, with the binaries and the test
 /// passphrase in `KW`, `HELPER`, `SO`, `CFG` and `INSTALL_PASS`. Asserts that it succeeded.
@@ -438,4 +459,20 @@ pub fn log_dir_on_tmpfs(inst: &mut Instance, size: &str) -> PathBuf {
         ),
     ];
     log_dir
+}
+
+/// Run `sh -c SCRIPT` in the running helper's mount namespace (where a tmpfs of its own is).
+pub fn in_helper_ns(inst: &Instance, script: &str) {
+    let out = Command::new("nsenter")
+        .args([
+            "-t",
+            &inst.helper_pid().to_string(),
+            "-m",
+            "sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{script}: {}", stderr(&out));
 }
