@@ -39,10 +39,20 @@ const TMPFILES: (&str, &str) = (
     include_str!("../../../dist/tmpfiles.d/keyward.conf"),
 );
 
-/// The pam-auth-update profile: pam_keyward.so in the Additional auth and password sections,
-/// reached only after pam_unix has succeeded.
-const PAM_PROFILE: &str = include_str!("../../../dist/pam-configs/keyward");
+/// The pam-auth-update profiles: pam_keyward.so in the Additional auth and password sections,
+/// reached only after the primary modules (pam_unix, pam_sss) succeeded; and, for directory
+/// users, its `stash` line in the Primary password section between pam_unix and pam_sss.
+const PAM_PROFILES: [(&str, &str); 2] = [
+    ("keyward", include_str!("../../../dist/pam-configs/keyward")),
+    (
+        "keyward-directory",
+        include_str!("../../../dist/pam-configs/keyward-directory"),
+    ),
+];
 const PAM_CONFIGS: &str = "/usr/share/pam-configs";
+/// The PAM service the helper checks a directory user's password with.
+const PAM_SERVICE: (&str, &str) = ("keyward", include_str!("../../../dist/pam.d/keyward"));
+const PAM_D: &str = "/etc/pam.d";
 
 fn pam_auth_update(args: &[&str]) -> Result<(), Failure> {
     run_tool(
@@ -53,37 +63,62 @@ fn pam_auth_update(args: &[&str]) -> Result<(), Failure> {
 }
 
 fn pam_enabled() -> bool {
-    std::fs::read_to_string("/etc/pam.d/common-auth").is_ok_and(|t| t.contains("pam_keyward.so"))
+    let has = |file: &str, what: &str| {
+        std::fs::read_to_string(Path::new(PAM_D).join(file)).is_ok_and(|t| t.contains(what))
+    };
+    has("common-auth", "pam_keyward.so") && has("common-password", "pam_keyward.so stash")
 }
 
-/// Install and enable the PAM profile; returns what changed.
+/// Install and enable the PAM profiles and the `keyward` PAM service; returns what changed.
+/// The service file is the administrator's once written: an edited one is kept.
 fn install_pam(changed: &mut Vec<String>) -> Result<(), Failure> {
+    let d = Path::new(PAM_D);
+    if d.is_dir() && std::fs::symlink_metadata(d.join(PAM_SERVICE.0)).is_err() {
+        safe_fs::write_atomic(d, PAM_SERVICE.0, PAM_SERVICE.1.as_bytes(), 0o644)
+            .map_err(io("PAM service"))?;
+        changed.push(format!("wrote {PAM_D}/{}", PAM_SERVICE.0));
+    }
     let dir = Path::new(PAM_CONFIGS);
     if !dir.is_dir() || which("pam-auth-update").is_none() {
         println!("warning: pam-auth-update not found; add pam_keyward.so to the PAM stack by hand");
         return Ok(());
     }
-    if std::fs::read_to_string(dir.join("keyward")).ok().as_deref() != Some(PAM_PROFILE) {
-        safe_fs::write_atomic(dir, "keyward", PAM_PROFILE.as_bytes(), 0o644)
-            .map_err(io("PAM profile"))?;
-        changed.push(format!("wrote {PAM_CONFIGS}/keyward"));
+    for (name, text) in PAM_PROFILES {
+        if std::fs::read_to_string(dir.join(name)).ok().as_deref() != Some(text) {
+            safe_fs::write_atomic(dir, name, text.as_bytes(), 0o644).map_err(io("PAM profile"))?;
+            changed.push(format!("wrote {PAM_CONFIGS}/{name}"));
+        }
     }
     if !pam_enabled() {
-        pam_auth_update(&["--enable", "keyward"])?;
+        pam_auth_update(&["--enable", "keyward", "keyward-directory"])?;
         changed.push("enabled pam_keyward.so (pam-auth-update)".into());
     }
     Ok(())
 }
 
-/// Disable and remove the PAM profile; pam-auth-update rewrites /etc/pam.d as it was.
+/// Disable and remove the PAM profiles (pam-auth-update rewrites /etc/pam.d as it was) and the
+/// `keyward` PAM service, if it is still the one keyward wrote.
 fn uninstall_pam() -> Result<(), Failure> {
-    let profile = Path::new(PAM_CONFIGS).join("keyward");
-    if std::fs::symlink_metadata(&profile).is_err() {
+    let service = Path::new(PAM_D).join(PAM_SERVICE.0);
+    if std::fs::read_to_string(&service).ok().as_deref() == Some(PAM_SERVICE.1) {
+        std::fs::remove_file(&service).map_err(io("PAM service"))?;
+        println!("removed {}", service.display());
+    }
+    let present: Vec<&str> = PAM_PROFILES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| std::fs::symlink_metadata(Path::new(PAM_CONFIGS).join(name)).is_ok())
+        .collect();
+    if present.is_empty() {
         return Ok(());
     }
-    pam_auth_update(&["--package", "--remove", "keyward"])?;
-    std::fs::remove_file(&profile).map_err(io("PAM profile"))?;
-    println!("disabled and removed the PAM profile");
+    let mut args = vec!["--package", "--remove"];
+    args.extend(&present);
+    pam_auth_update(&args)?;
+    for name in present {
+        std::fs::remove_file(Path::new(PAM_CONFIGS).join(name)).map_err(io("PAM profile"))?;
+    }
+    println!("disabled and removed the PAM profiles");
     Ok(())
 }
 
@@ -420,6 +455,8 @@ mod tests {
             "recovery_rotation_days",
             "service_rotation_days",
             "pending_max_age_secs",
+            "uid_min",
+            "uid_max",
             "[escrow]",
             "url",
             "recipient",

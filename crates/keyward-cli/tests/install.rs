@@ -35,6 +35,7 @@ getent shadow _keyward | cut -d: -f2 > shadowpw.out
 stat -c '%n %U %G %a' state run log agent > stat.out
 ls /etc/systemd/system /etc/tmpfiles.d > units.out
 grep -h pam_keyward /etc/pam.d/common-auth /etc/pam.d/common-password > pam-enabled.out || true
+cp /etc/pam.d/keyward pam-service.out || true
 
 start_helper
 printf '%s\n' "$INSTALL_PASS" | kw bootstrap data --passphrase-stdin > bootstrap.out
@@ -120,8 +121,14 @@ fn install_uninstall_in_a_private_namespace() {
     let pam = read("pam-enabled.out");
     assert_eq!(
         pam.lines().count(),
-        2,
-        "pam_keyward in common-auth and common-password: {pam}"
+        3,
+        "pam_keyward in common-auth, common-password, and its `stash` line for directory \
+         users: {pam}"
+    );
+    assert!(pam.contains("pam_keyward.so stash"), "{pam}");
+    assert!(
+        read("pam-service.out").contains("@include common-auth"),
+        "the `keyward` PAM service is written"
     );
 
     // Idempotent.

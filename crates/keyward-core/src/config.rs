@@ -75,6 +75,22 @@ pub struct Policy {
     /// so they unlock at single-slot cost however many users hold slots. Absent: whoever
     /// logged in most recently.
     pub primary_user: Option<UserName>,
+    /// The lowest uid keyward may manage (inclusive; at least 1: root is never managed).
+    pub uid_min: u32,
+    /// The highest uid keyward may manage (inclusive). [`crate::policy::RESERVED_UIDS`] are
+    /// never managed, whatever the range.
+    pub uid_max: u32,
+}
+
+impl Policy {
+    /// Whether a uid is in the range keyward may manage at all (who is managed within it is
+    /// [`crate::policy::decide`]'s question).
+    pub fn may_manage_uid(&self, uid: crate::ids::Uid) -> bool {
+        let u = uid.get();
+        u != 0
+            && (self.uid_min..=self.uid_max).contains(&u)
+            && !crate::policy::RESERVED_UIDS.contains(&u)
+    }
 }
 
 /// The whole configuration.
@@ -196,6 +212,8 @@ struct RawPolicy {
     service_rotation_days: Option<u32>,
     pending_max_age_secs: Option<u64>,
     primary_user: Option<String>,
+    uid_min: Option<u32>,
+    uid_max: Option<u32>,
 }
 
 fn absolute(p: Option<PathBuf>, default: &str, key: &str) -> Result<PathBuf, ConfigError> {
@@ -261,6 +279,14 @@ impl Config {
             return Err(ConfigError("at least one [[volume]] is required".into()));
         }
         let user = |s: &str| UserName::parse(s).map_err(|e| ConfigError(e.to_string()));
+        let uid_min = raw.policy.uid_min.unwrap_or(crate::policy::DEFAULT_UID_MIN);
+        let uid_max = raw.policy.uid_max.unwrap_or(crate::policy::DEFAULT_UID_MAX);
+        if uid_min == 0 || uid_min > uid_max || uid_max == u32::MAX {
+            return Err(ConfigError(format!(
+                "policy.uid_min ({uid_min}) must be at least 1 and at most policy.uid_max \
+                 ({uid_max}), which must be below 4294967295"
+            )));
+        }
         let managed_users = raw
             .policy
             .managed_users
@@ -300,6 +326,8 @@ impl Config {
                 service_rotation_days: raw.policy.service_rotation_days.unwrap_or(30),
                 pending_max_age_secs: raw.policy.pending_max_age_secs.unwrap_or(3 * 86_400),
                 primary_user: raw.policy.primary_user.as_deref().map(user).transpose()?,
+                uid_min,
+                uid_max,
             },
             verify_interval_secs: raw.verify_interval_secs.unwrap_or(3600).max(1),
             escrow: match raw.escrow {
@@ -380,6 +408,25 @@ mod tests {
     }
 
     #[test]
+    fn uid_range() {
+        let base = "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n";
+        let c = Config::parse(base).expect("valid");
+        assert_eq!((c.policy.uid_min, c.policy.uid_max), (1000, 2_147_483_647));
+        let c = Config::parse(&format!(
+            "{base}[policy]\nuid_min = 500\nuid_max = 300000\n"
+        ))
+        .expect("valid");
+        assert_eq!((c.policy.uid_min, c.policy.uid_max), (500, 300_000));
+        let uid = |n| crate::ids::Uid::new(n).expect("valid");
+        assert!(c.policy.may_manage_uid(uid(500)));
+        assert!(!c.policy.may_manage_uid(uid(300_001)));
+        assert!(
+            !c.policy.may_manage_uid(uid(65_534)),
+            "reserved, whatever the range"
+        );
+    }
+
+    #[test]
     fn primary_user() {
         let base = "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n";
         let c = Config::parse(base).expect("valid");
@@ -407,6 +454,10 @@ mod tests {
             "[[volume]]\nname = \"a\"\ndevice = \"/x\"\nservice_account = \"_kw\"\n",     // LUKS2 has none
             "[[volume]]\nname = \"a\"\ndevice = \"/\"\nkind = \"filevault\"\n[[volume]]\nname = \"b\"\ndevice = \"/\"\nkind = \"filevault\"\n",
             "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n[policy]\nprimary_user = \"-x\"\n", // bad user name
+            "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n[policy]\nuid_min = 0\n",         // root's uid
+            "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n[policy]\nuid_min = 5000\nuid_max = 4000\n",
+            "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n[policy]\nuid_max = 4294967295\n", // (uid_t)-1
+            "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n[policy]\nuid_max = -1\n",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad:?}");
         }

@@ -6,10 +6,16 @@
 use crate::config::Policy;
 use crate::ids::{Uid, UserName};
 
-/// Accounts below this uid are system accounts (Debian's `UID_MIN`).
-pub const FIRST_HUMAN_UID: u32 = 1000;
-/// `nobody` and friends at the top of the range are not people either.
-pub const LAST_HUMAN_UID: u32 = 59999;
+/// `[policy] uid_min`'s default: accounts below it are system accounts (Debian's `UID_MIN`).
+pub const DEFAULT_UID_MIN: u32 = 1000;
+/// `[policy] uid_max`'s default: 2^31 - 1, the top of the ranges sssd gives directory users
+/// (FreeIPA's id ranges, AD's `ldap_idmap_range_max` of 2000200000), below the uids many tools
+/// mishandle (systemd's "UIDs and GIDs" notes: 2^31 and up is unsafe).
+pub const DEFAULT_UID_MAX: u32 = 2_147_483_647;
+/// Never managed, whatever `uid_min`/`uid_max` say: systemd's homed (60001..=60513), container
+/// (60514..=61183), DynamicUser (61184..=65519) ranges, `nobody` (65534) and the 16-bit
+/// "invalid" 65535. None of them is a person who logs in with a password.
+pub const RESERVED_UIDS: std::ops::RangeInclusive<u32> = 60_000..=65_535;
 
 /// Whether the system lets an account log in at all, from its shadow entry (issue 14: an
 /// expired or locked account is refused by PAM, so it gets no unlock right either).
@@ -58,7 +64,8 @@ pub enum Decision {
     GroupMember,
     /// Root is never managed.
     Root,
-    /// A system account (uid outside the human range).
+    /// A system or service account: a uid outside `uid_min..=uid_max`, or in
+    /// [`RESERVED_UIDS`].
     SystemAccount,
     /// Neither listed nor a member.
     NotManaged,
@@ -76,7 +83,7 @@ pub fn decide(policy: &Policy, user: &UserName, uid: Uid, groups: &[String]) -> 
     if uid.get() == 0 {
         return Decision::Root;
     }
-    if !(FIRST_HUMAN_UID..=LAST_HUMAN_UID).contains(&uid.get()) {
+    if !policy.may_manage_uid(uid) {
         return Decision::SystemAccount;
     }
     if policy.managed_users.contains(user) {
@@ -190,6 +197,8 @@ mod tests {
             service_rotation_days: 30,
             pending_max_age_secs: 3 * 86_400,
             primary_user: None,
+            uid_min: DEFAULT_UID_MIN,
+            uid_max: DEFAULT_UID_MAX,
         }
     }
 
@@ -215,6 +224,51 @@ mod tests {
         );
         assert_eq!(
             decide(&p, &u("nobody"), uid(65534), &groups),
+            Decision::SystemAccount
+        );
+        // Directory users: sssd's AD and FreeIPA ranges are managed by default; systemd's
+        // dynamic users and anything at 2^31 and up are not.
+        for directory_uid in [200_001, 1_868_400_500, 2_147_483_647] {
+            assert_eq!(
+                decide(&p, &u("dave"), uid(directory_uid), &groups),
+                Decision::GroupMember,
+                "{directory_uid}"
+            );
+        }
+        for service_uid in [
+            59_999 + 1,
+            61_184,
+            65_519,
+            65_535,
+            2_147_483_648,
+            4_294_967_294,
+        ] {
+            assert_eq!(
+                decide(&p, &u("bob"), uid(service_uid), &groups),
+                Decision::SystemAccount,
+                "{service_uid}"
+            );
+        }
+        assert_eq!(
+            decide(&p, &u("bob"), uid(59_999), &groups),
+            Decision::Listed
+        );
+        // A narrower range set by the admin.
+        let narrow = Policy {
+            uid_min: 500,
+            uid_max: 300_000,
+            ..p.clone()
+        };
+        assert_eq!(
+            decide(&narrow, &u("gail"), uid(500), &groups),
+            Decision::GroupMember
+        );
+        assert_eq!(
+            decide(&narrow, &u("gail"), uid(499), &groups),
+            Decision::SystemAccount
+        );
+        assert_eq!(
+            decide(&narrow, &u("hugo"), uid(300_001), &groups),
             Decision::SystemAccount
         );
         assert!(!Decision::Root.is_managed());

@@ -36,15 +36,28 @@ impl Standing {
 }
 
 fn member(user: &UserName, gid: u32, group: Option<&str>) -> Result<bool, String> {
-    match group {
-        Some(g) => users::is_member(user, gid, g).map_err(|e| format!("group lookup: {e}")),
+    let Some(g) = group else {
+        return Ok(false);
+    };
+    match users::group(g).map_err(|e| format!("group lookup: {e}"))? {
+        None if !users::absence_is_authoritative("group") => Err(format!(
+            "group lookup: {g} not found while a directory source is not answering (sssd \
+             down?): membership unknown"
+        )),
         None => Ok(false),
+        Some(_) => users::is_member(user, gid, g).map_err(|e| format!("group lookup: {e}")),
     }
 }
 
 /// The user's standing; `granted_uid` is the uid in their slot's token, if any.
 pub fn standing(c: &Config, user: &UserName, granted_uid: Option<Uid>) -> Result<Standing, String> {
     let Some(account) = users::user(user).map_err(|e| format!("user lookup: {e}"))? else {
+        if !users::absence_is_authoritative("passwd") {
+            return Err(format!(
+                "user lookup: {user} not found while a directory source is not answering \
+                 (sssd down?): not treated as deleted"
+            ));
+        }
         return Ok(Standing::Deleted);
     };
     if granted_uid.is_some_and(|u| u != account.uid) {

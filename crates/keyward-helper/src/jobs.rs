@@ -9,14 +9,12 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use keyward_core::audit::Record;
 use keyward_core::config::Volume;
 use keyward_core::store::GrantRequest;
 use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
 use keyward_sys::audit_file::now_rfc3339;
-use keyward_sys::shadow;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::{self, Standing};
@@ -164,21 +162,15 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
     }
 }
 
-/// The password must be the one the system accepts now. After a change, pam_unix may write the
-/// new hash a moment after this job starts, so a change waits for it briefly.
-fn check_shadow(user: &UserName, password: &Secret, after_change: bool) -> Result<(), String> {
-    let tries = if after_change { 20 } else { 1 };
-    for attempt in 0..tries {
-        let hash = shadow::hash_of(std::path::Path::new(accounts::SHADOW), user)
-            .map_err(|e| format!("shadow: {e}"))?;
-        if hash.is_some_and(|h| shadow::matches(password, &h)) {
-            return Ok(());
-        }
-        if attempt + 1 < tries {
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-    Err("the password does not match the user's /etc/shadow entry; nothing enrolled".into())
+#[cfg(target_os = "linux")]
+use crate::password_check::verify as verify_password;
+
+/// A Mac's logins reach keyward through an authorization plugin (issue 19), not PAM.
+#[cfg(not(target_os = "linux"))]
+fn verify_password(user: &UserName, _password: &Secret, _change: bool) -> Result<(), String> {
+    Err(format!(
+        "{user}: no password check on this system; nothing enrolled"
+    ))
 }
 
 fn login(
@@ -194,7 +186,7 @@ fn login(
         _ if admin => None,
         other => return Err(format!("not managed ({})", other.label())),
     };
-    check_shadow(user, password, after_change)?;
+    verify_password(user, password, after_change)?;
     let mut done = Vec::new();
     if admin && !after_change {
         // An admin's login bootstraps any volume that has no service slot yet, from a password

@@ -13,6 +13,8 @@ mod filevault;
 mod jobs;
 mod luks;
 mod ops;
+#[cfg(target_os = "linux")]
+mod password_check;
 mod policy_override;
 mod recovery;
 mod server;
@@ -26,6 +28,10 @@ use std::sync::{Arc, Mutex};
 use keyward_sys::{audit_file::AuditLog, daemon, hardening, listen, safe_fs, users};
 
 fn main() -> ExitCode {
+    #[cfg(target_os = "linux")]
+    if std::env::args().nth(1).as_deref() == Some(password_check::CHILD_FLAG) {
+        return password_check::child_main();
+    }
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

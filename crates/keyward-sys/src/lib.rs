@@ -8,6 +8,8 @@ pub mod daemon;
 pub mod hardening;
 pub mod helper_client;
 pub mod listen;
+#[cfg(target_os = "linux")]
+pub mod pam_check;
 pub mod peer;
 pub mod random;
 pub mod safe_fs;

@@ -55,10 +55,88 @@ pub fn group(name: &str) -> std::io::Result<Option<(u32, Vec<String>)>> {
     Ok(g.map(|g| (g.gid.as_raw(), g.mem)))
 }
 
-/// Is the user (with primary group `primary_gid`) a member of `group`?
+/// Is the user (with primary group `primary_gid`) a member of `group`? Their primary group, the
+/// group's member list, then — as `id` asks — the user's group list from every NSS source
+/// (`getgrouplist`, which sssd answers from its initgroups lookup, nested AD groups included,
+/// where a directory group's member list may be partial).
 pub fn is_member(user: &UserName, primary_gid: u32, group: &str) -> std::io::Result<bool> {
-    Ok(match self::group(group)? {
-        Some((gid, members)) => gid == primary_gid || members.iter().any(|m| m == user.as_str()),
-        None => false,
-    })
+    let Some((gid, members)) = self::group(group)? else {
+        return Ok(false);
+    };
+    if gid == primary_gid || members.iter().any(|m| m == user.as_str()) {
+        return Ok(true);
+    }
+    in_group_list(user, primary_gid, gid)
+}
+
+#[cfg(not(target_os = "macos"))]
+fn in_group_list(user: &UserName, primary_gid: u32, gid: u32) -> std::io::Result<bool> {
+    let name = std::ffi::CString::new(user.as_str())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let list = nix::unistd::getgrouplist(&name, nix::unistd::Gid::from_raw(primary_gid))
+        .map_err(std::io::Error::from)?;
+    Ok(list.iter().any(|g| g.as_raw() == gid))
+}
+
+/// macOS's getgrouplist takes `int` gids and nix does not wrap it: the member list decides.
+#[cfg(target_os = "macos")]
+fn in_group_list(_user: &UserName, _primary_gid: u32, _gid: u32) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+/// Can "no such user" (`database` = "passwd") or "no such group" ("group") be believed now?
+/// Only if every source nsswitch.conf lists for it is local (`files`, `systemd`, `compat`,
+/// `mymachines`) or is sssd answering on its NSS socket. When sssd is not running, glibc reports
+/// a directory user as simply absent (getpwnam_r returns 0 with no entry); a source keyward
+/// cannot probe (ldap, winbind, nis) is never believed. Callers treat an unbelieved absence as
+/// unknown: it never revokes anything.
+pub fn absence_is_authoritative(database: &str) -> bool {
+    absence_is_authoritative_in(
+        &std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default(),
+        database,
+        sssd_answers,
+    )
+}
+
+/// sssd's NSS responder accepts a connection.
+fn sssd_answers() -> bool {
+    std::os::unix::net::UnixStream::connect("/var/lib/sss/pipes/nss").is_ok()
+}
+
+fn absence_is_authoritative_in(nsswitch: &str, database: &str, sssd: impl Fn() -> bool) -> bool {
+    let sources = nsswitch
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .find_map(|l| {
+            let (db, rest) = l.split_once(':')?;
+            (db.trim() == database).then(|| rest.to_owned())
+        })
+        // glibc's default when the database is not listed.
+        .unwrap_or_else(|| "files".to_owned());
+    sources
+        .split_whitespace()
+        .filter(|s| !s.starts_with('['))
+        .all(|s| match s {
+            "files" | "systemd" | "compat" | "mymachines" => true,
+            "sss" => sssd(),
+            _ => false,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absence_is_authoritative_in as judge;
+
+    #[test]
+    fn absence_is_believed_only_from_sources_that_answer() {
+        let local = "passwd:         files systemd\ngroup: files systemd\n";
+        assert!(judge(local, "passwd", || false));
+        assert!(judge("", "passwd", || false), "no file: files only");
+        let sss = "# comment: passwd: ldap\npasswd: files sss [NOTFOUND=return] systemd\n";
+        assert!(judge(sss, "passwd", || true));
+        assert!(!judge(sss, "passwd", || false), "sssd down");
+        assert!(judge(sss, "group", || false), "group not listed: files");
+        assert!(!judge("passwd: files ldap\n", "passwd", || true));
+        assert!(!judge("passwd: files winbind\n", "passwd", || true));
+    }
 }

@@ -1,0 +1,311 @@
+//! Directory users (issue 15), for real: an OpenLDAP slapd and an sssd (ldap id, auth and
+//! chpass providers, cached credentials) in a private mount namespace, the PAM stack exactly as
+//! pam-auth-update writes it with libpam-sss and keyward's two profiles installed, the real
+//! helper, and stock cryptsetup to prove every claim about a keyslot.
+//!
+//! Covered: a directory member's login grants a slot that opens with the password the directory
+//! accepts; a password the directory rejects never reaches a keyslot, even from a misplaced
+//! module; a non-member and members with uids outside `uid_min..=uid_max` get nothing; `passwd`
+//! through pam_sss moves the slot at once; an admin's reset at the directory moves it at the
+//! next login; with the directory down a cached login still works and nothing is revoked, even
+//! with the cache expired; a member removed from the group loses the slot at `verify` once the
+//! directory says so, and a failed lookup (sssd down) revokes nothing; the helper's own PAM check never captures itself; the audit chain holds.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Instant;
+
+use common::*;
+
+const SCRIPT: &str = r#"
+source "$DIRENV"
+opens() { printf '%s' "$2" | cryptsetup open --test-passphrase --key-slot "$1" disk.img --key-file - 2>/dev/null; }
+wait_until() { for _ in $(seq 300); do if "$@"; then return 0; fi; sleep 0.1; done; return 1; }
+user_slot_opens() { local s; s=$(slot_of "$1"); [ -n "$s" ] && opens "$s" "$2"; }
+# Let the helper finish every queued job: a status round trip after a short settle.
+settle() { sleep "${1:-2}"; kw status data --json > /dev/null; }
+login() { printf '%s\n' "$2" | pamtester kwlogin "$1" authenticate > "login-$1-$3.out" 2>&1; }
+trap 'kill "$(cat "$T/helper.pid" 2>/dev/null)" 2>/dev/null || true; dir_stop' EXIT
+
+dir_start
+# keyward's two profiles as shipped, with the module's path and this test's socket.
+for p in keyward keyward-directory; do
+  sed "s#pam_keyward.so#$SO socket=$T/run/helper.sock#" "$DIST/pam-configs/$p" > "$T/$p"
+done
+dir_pam_update "$T/keyward" "$T/keyward-directory"
+cp "$DIST/pam.d/keyward" /etc/pam.d/keyward
+cp /etc/pam.d/common-auth common-auth.out
+cp /etc/pam.d/common-password common-password.out
+# A login service as a display manager's: the system's stacks, nothing else.
+printf '@include common-auth\n@include common-account\n@include common-password\n' > /etc/pam.d/kwlogin
+# A misplaced module: after a module that may fail (pam_unix, which knows no directory user),
+# so it sees a password nobody checked.
+printf 'auth optional pam_unix.so\nauth optional %s socket=%s\nauth required pam_deny.so\n' \
+  "$SO" "$T/run/helper.sock" > /etc/pam.d/kwmisplaced
+
+start_helper
+trap 'kill "$(cat "$T/helper.pid")" 2>/dev/null || true; dir_stop' EXIT
+printf '%s\n' "$INSTALL_PASS" | kw bootstrap data --passphrase-stdin > /dev/null
+
+# 1. dave (member, uid 200001) logs in: a slot that opens with the directory's password.
+login dave "$DIR_PW_dave" 1
+wait_until user_slot_opens dave "$DIR_PW_dave" && echo yes > dave-login.ok
+slot_of dave > dave-slot.out
+
+# 2. Wrong passwords. Through the real stack pam_sss refuses and keyward is never reached;
+# through a misplaced module the helper's own PAM check refuses it.
+if login erin 'not erins password' 1; then echo yes > wrong-login-succeeded.out; fi
+printf '%s\n' 'not erins password' | pamtester kwmisplaced erin authenticate > misplaced.out 2>&1 || true
+wait_until grep -q '"user":"erin".*refused the password' log/audit.jsonl && echo yes > misplaced-refused.ok
+
+# 3. frank (not in the group), gail (uid 900) and hugo (uid 3000000000), right passwords.
+login frank "$DIR_PW_frank" 1
+login gail "$DIR_PW_gail" 1
+login hugo "$DIR_PW_hugo" 1
+settle
+for u in erin frank gail hugo; do printf '%s=%s\n' "$u" "$(slot_of "$u")"; done > outsiders.out
+for u in frank gail hugo; do
+  grep -q "\"user\":\"$u\".*not managed" log/audit.jsonl && echo "$u" >> outsiders-refused.out
+done
+
+# 4. dave changes his password with passwd (setuid root, on a terminal): pam_sss commits it.
+# First a failed try (a wrong current password): nothing may reach the helper.
+NEW_dave='Copper kettle changed 5Lm'
+# And a change the directory refuses after the old password passed (frank may not write his):
+# the new password was typed and handed on, but never committed.
+(sleep 1; printf '%s\n' "$DIR_PW_frank"; sleep 1; printf '%s\n' 'Never committed 9Kp'; sleep 1; printf '%s\n' 'Never committed 9Kp'; sleep 2) \
+  | setpriv --reuid=frank --regid="$DIR_PRIMARY_GID" --clear-groups script -qec passwd /dev/null > passwd-frank-failed.out 2>&1 || true
+(sleep 1; printf '%s\n' 'not daves password'; sleep 1; printf '%s\n' 'Never committed 8Hj'; sleep 1; printf '%s\n' 'Never committed 8Hj'; sleep 2) \
+  | setpriv --reuid=dave --regid="$DIR_PRIMARY_GID" --clear-groups script -qec passwd /dev/null > passwd-dave-failed.out 2>&1 || true
+(sleep 1; printf '%s\n' "$DIR_PW_dave"; sleep 1; printf '%s\n' "$NEW_dave"; sleep 1; printf '%s\n' "$NEW_dave"; sleep 2) \
+  | setpriv --reuid=dave --regid="$DIR_PRIMARY_GID" --clear-groups script -qec passwd /dev/null > passwd-dave.out 2>&1 || true
+ldapwhoami -x -H "$DIR_URI" -D "$(dir_user_dn dave)" -w "$NEW_dave" > /dev/null 2>&1 && echo yes > dave-ldap-changed.ok
+wait_until user_slot_opens dave "$NEW_dave" && echo yes > dave-passwd.ok
+s=$(slot_of dave); if opens "$s" "$DIR_PW_dave"; then echo yes > dave-old-opens.out; fi
+
+# 5. erin gets a slot, the admin resets her password at the directory, she logs in with it.
+login erin "$DIR_PW_erin" 1
+wait_until user_slot_opens erin "$DIR_PW_erin" && echo yes > erin-login.ok
+NEW_erin='Willow brook reset 6Np'
+dir_reset_password erin "$NEW_erin"
+login erin "$NEW_erin" 2 && echo yes > erin-reset-login.ok
+wait_until user_slot_opens erin "$NEW_erin" && echo yes > erin-reset.ok
+s=$(slot_of erin); if opens "$s" "$DIR_PW_erin"; then echo yes > erin-old-opens.out; fi
+
+# 6. The directory goes away: a cached login works at once, nothing is revoked, even with
+# sssd's cache expired (it answers from it while offline).
+dir_stop_slapd
+start=$(date +%s%N)
+login dave "$NEW_dave" offline && echo yes > offline-login.ok
+echo $(( ($(date +%s%N) - start) / 1000000 )) > offline-login-ms.out
+dir_flush_cache
+kw verify data --json > verify-offline.json 2> verify-offline.err || true
+for u in dave erin; do printf '%s=%s\n' "$u" "$(slot_of "$u")"; done > offline-slots.out
+
+# 7. Back online, erin leaves the group: verify (revoke_unmanaged) revokes her slot only.
+dir_start_slapd
+dir_remove_member erin
+dir_flush_cache
+wait_until sh -c '! id -Gn erin | tr " " "\n" | grep -qx kwdir' && echo yes > erin-left.ok
+kw verify data --json > verify-online.json 2> verify-online.err || true
+for u in dave erin; do printf '%s=%s\n' "$u" "$(slot_of "$u")"; done > online-slots.out
+
+# 8. sssd itself is gone (not running): every directory lookup fails. An error is not an
+# answer: verify revokes nothing.
+dir_stop
+kw verify data --json > verify-no-sssd.json 2> verify-no-sssd.err || true
+printf 'dave=%s\n' "$(slot_of dave)" > no-sssd-slots.out
+
+# 9. The helper's PAM check (the `keyward` service includes common-auth, with pam_keyward.so)
+# never captured itself: one capture record per login handed over.
+settle 1
+grep '"op":"login-capture"' log/audit.jsonl | grep -c '"user":"dave"' > dave-captures.out || true
+grep '"op":"password-change"' log/audit.jsonl | grep -c '"user":"dave"' > dave-changes.out || true
+grep '"op":"password-change"' log/audit.jsonl | grep -c '"user":"frank"' > frank-changes.out || true
+kw audit --verify > audit-verify.out 2>&1 && echo yes > audit.ok
+"#;
+
+#[test]
+fn directory_users_get_and_keep_unlock_rights() {
+    let inst = Instance::prepare();
+    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
+    cfg.push_str("[policy]\nmanaged_group = \"kwdir\"\nrevoke_unmanaged = true\n");
+    std::fs::write(&inst.config, cfg).unwrap();
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dist = manifest.join("../../dist");
+    let started = Instant::now();
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "bash", "-c"])
+        .arg(format!("{SHELL_PRELUDE}{SCRIPT}"))
+        .env("T", inst.root.path())
+        .env("KW", bin("keyward"))
+        .env("HELPER", bin("keyward-helper"))
+        .env("SO", bin("libpam_keyward.so"))
+        .env("CFG", &inst.config)
+        .env("INSTALL_PASS", INSTALL_PASS)
+        .env("DIST", &dist)
+        .env("DIRENV", manifest.join("tests/directory/env.sh"))
+        .output()
+        .unwrap();
+    eprintln!(
+        "directory scenario: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let read = |f: &str| script_output(&inst, f);
+    let ctx = || {
+        format!(
+            "{}\nsssd: {}\npasswd: {}",
+            script_context(&inst),
+            read("dir/sssd.out"),
+            read("passwd-dave.out")
+        )
+    };
+    assert!(
+        out.status.success(),
+        "script: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        ctx()
+    );
+
+    // The stack is pam-auth-update's, with keyward where it must be.
+    let auth = read("common-auth.out");
+    assert!(auth.contains("pam_sss.so"), "{auth}");
+    let pos = |text: &str, what: &str| {
+        text.find(what)
+            .unwrap_or_else(|| panic!("{what} in {text}"))
+    };
+    assert!(
+        pos(&auth, "pam_deny.so") < pos(&auth, "libpam_keyward.so"),
+        "{auth}"
+    );
+    let password = read("common-password.out");
+    assert!(
+        pos(&password, "pam_unix.so") < pos(&password, "libpam_keyward.so")
+            && pos(&password, "libpam_keyward.so") < pos(&password, "sufficient\t\t\tpam_sss.so"),
+        "the stash line sits between pam_unix and pam_sss:\n{password}"
+    );
+
+    assert_eq!(
+        read("dave-login.ok"),
+        "yes",
+        "a member's login grants a slot: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("wrong-login-succeeded.out"),
+        "",
+        "pam_sss must refuse a wrong password"
+    );
+    assert_eq!(
+        read("misplaced-refused.ok"),
+        "yes",
+        "the helper's PAM check refuses a password the directory rejects: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("outsiders.out"),
+        "erin=\nfrank=\ngail=\nhugo=",
+        "no slot for a wrong password, a non-member, or uids outside the range: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("outsiders-refused.out"),
+        "frank\ngail\nhugo",
+        "{}",
+        ctx()
+    );
+
+    assert_eq!(
+        read("dave-ldap-changed.ok"),
+        "yes",
+        "passwd changed it at the directory: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("dave-passwd.ok"),
+        "yes",
+        "passwd through pam_sss moves the slot: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("dave-old-opens.out"),
+        "",
+        "the old password stops opening"
+    );
+    assert_eq!(
+        read("dave-changes.out"),
+        "1",
+        "a failed passwd sends nothing; the committed one is sent once: {}\n{}",
+        read("passwd-dave-failed.out"),
+        ctx()
+    );
+    let frank = read("passwd-frank-failed.out");
+    assert!(frank.contains("password unchanged"), "{frank}");
+    assert_eq!(
+        read("frank-changes.out"),
+        "0",
+        "a change the directory refused after its preliminary check sends nothing: {frank}\n{}",
+        ctx()
+    );
+
+    assert_eq!(read("erin-login.ok"), "yes", "{}", ctx());
+    assert_eq!(
+        read("erin-reset-login.ok"),
+        "yes",
+        "login with the reset password: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("erin-reset.ok"),
+        "yes",
+        "a directory reset moves the slot at login: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("erin-old-opens.out"),
+        "",
+        "the pre-reset password stops opening"
+    );
+
+    assert_eq!(
+        read("offline-login.ok"),
+        "yes",
+        "a cached login works offline: {}",
+        ctx()
+    );
+    let offline_ms: u64 = read("offline-login-ms.out").parse().unwrap();
+    eprintln!("offline login: {offline_ms} ms");
+    assert!(!read("dave-slot.out").is_empty());
+    let offline = read("offline-slots.out");
+    assert!(
+        !offline.starts_with("dave=\n") && !offline.ends_with("\nerin="),
+        "directory unreachable is not a revoke: {offline}\n{}\n{}",
+        read("verify-offline.json"),
+        ctx()
+    );
+
+    assert_eq!(read("erin-left.ok"), "yes", "{}", ctx());
+    let online = read("online-slots.out");
+    assert!(
+        !online.starts_with("dave=\n") && online.ends_with("\nerin="),
+        "verify revokes the slot of a member the directory removed, and only hers: {online}\n{}\n{}",
+        read("verify-online.json"),
+        ctx()
+    );
+
+    let no_sssd = read("no-sssd-slots.out");
+    assert!(
+        no_sssd.len() > "dave=".len(),
+        "a failed lookup (sssd down) never revokes: {no_sssd}\n{}\n{}",
+        read("verify-no-sssd.json"),
+        read("verify-no-sssd.err")
+    );
+    assert_eq!(
+        read("dave-captures.out"),
+        "2",
+        "one capture per login (2), none from the helper's own check: {}",
+        ctx()
+    );
+    assert_eq!(read("audit.ok"), "yes", "{}", read("audit-verify.out"));
+}
