@@ -501,6 +501,36 @@ fn csrf_and_reasons(backend: &Backend) {
     assert!(list.body.contains("rotation requested"), "{}", list.body);
 }
 
+/// Issue 14: a device revoked with `keyward-server device revoke` is shown as revoked in the
+/// list (last: nothing is left to do for it) and on its page, with when and by whom; its
+/// escrowed keys stay listed.
+#[test]
+fn a_revoked_device_is_shown_as_revoked() {
+    for backend in backends() {
+        let (_inst, srv) = start(&backend);
+        let (device, escrow) = device_with_escrow(&srv, "ABCDE-12345");
+        let (other, _) = device_with_escrow(&srv, "FGHIJ-67890");
+        let mut b = Browser::new(&srv);
+        assert_eq!(b.login(ADMIN, PASSWORD).status, 303);
+        let badge = ">revoked</span>";
+        assert!(!b.get("/ui/devices").body.contains(badge));
+        let out = srv.cmd(&["device", "revoke", &device, "--reason", "stolen"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let list = b.get("/ui/devices").body;
+        assert_eq!(list.matches(badge).count(), 1, "{backend:?}: {list}");
+        assert!(
+            list.find(&other).unwrap() < list.find(&format!(">{device}<")).unwrap(),
+            "a revoked device is listed last"
+        );
+        let page = b.get(&format!("/ui/devices/{device}")).body;
+        assert!(
+            page.contains(badge) && page.contains("<dt>Revoked</dt>"),
+            "{page}"
+        );
+        assert!(page.contains(&escrow), "its escrows stay listed");
+    }
+}
+
 #[test]
 fn hostile_strings_are_shown_as_text() {
     for backend in backends() {

@@ -230,6 +230,7 @@ pub(crate) async fn refuse(s: &AppState, nonce: Nonce, why: ApiError) -> ApiErro
     match s.writer.submit(Unit::Nonce(nonce)).await {
         Ok(Outcome::NonceFresh(true)) => why,
         Ok(Outcome::NonceFresh(false)) => unauthorized("replayed request"),
+        Ok(Outcome::Revoked) => revoked(),
         Ok(other) => internal(format!("nonce answered {other:?}")),
         Err(e) => internal(e),
     }
@@ -238,6 +239,11 @@ pub(crate) async fn refuse(s: &AppState, nonce: Nonce, why: ApiError) -> ApiErro
 /// The answer to a write whose nonce was replayed.
 pub(crate) fn replayed() -> ApiError {
     unauthorized("replayed request")
+}
+
+/// The answer to every request of a revoked device.
+pub(crate) fn revoked() -> ApiError {
+    unauthorized("device revoked")
 }
 
 #[derive(Deserialize)]
@@ -286,6 +292,7 @@ async fn escrow(
         }
         Outcome::Escrowed(None) => return Err(internal("escrow vanished after insert")),
         Outcome::Replayed => return Err(replayed()),
+        Outcome::Revoked => return Err(revoked()),
         other => return Err(internal(format!("escrow answered {other:?}"))),
     };
     let msg = Receipt::message(&device, &volume, &req.rotation_id, &req.sha256, &escrow_id);

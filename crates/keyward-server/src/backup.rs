@@ -37,6 +37,9 @@ const TABLES: &[Table] = &[
             ("id", Kind::Text),
             ("key", Kind::Text),
             ("created", Kind::Text),
+            // Absent from backups made before revocation existed: restored as not revoked.
+            ("revoked", Kind::OptText),
+            ("revoked_by", Kind::OptText),
         ],
     ),
     (

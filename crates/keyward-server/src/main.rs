@@ -6,7 +6,8 @@
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
 //!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
-//! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
+//! keyward-server device list [--json] --state DIR      devices, state, last check-in, escrow state per volume
+//! keyward-server device revoke DEVICE [--reason TEXT] --state DIR   refuse its requests (401; audited)
 //! (every command: [--db URL | --db-file PATH] or KEYWARD_SERVER_DB; default SQLite in DIR)
 //! keyward-server backup --out FILE --passphrase-stdin --state DIR   identity + database, age-encrypted
 //! keyward-server restore --in FILE --passphrase-stdin --state DIR    into an empty state dir and database
@@ -26,6 +27,7 @@ mod batch;
 mod checkin;
 mod commands;
 mod conn;
+mod device_admin;
 mod device_keys;
 mod escrow_check;
 mod identity;
@@ -106,7 +108,7 @@ enum Command {
     /// Enrolled devices.
     Device {
         #[command(subcommand)]
-        action: DeviceAction,
+        action: device_admin::DeviceAction,
     },
     /// Back up the identity and the database to one file, encrypted to a passphrase.
     Backup {
@@ -233,18 +235,6 @@ enum CommandAction {
     List {
         /// Only this device's.
         device: Option<String>,
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        at: Where,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum DeviceAction {
-    /// Every device with its last check-in and the escrow state of each volume.
-    List {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
@@ -419,9 +409,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             limits.fit_descriptor_limit();
             conn::serve(listener, tls, api::router(state), limits).await
         }
-        Command::Device {
-            action: DeviceAction::List { json, at },
-        } => checkin::list(&store::Store::open(&db_url(&at)?).await?, json).await,
+        Command::Device { action } => device_admin::run(action).await,
         Command::Audit { at } => audit(&at).await,
         Command::Command {
             action: CommandAction::List { device, json, at },

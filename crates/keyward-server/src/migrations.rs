@@ -109,6 +109,19 @@ Migration {
         "ALTER TABLE nonces_by_time RENAME TO nonces",
         "DROP INDEX escrows_latest",
     ],
+},
+// Revoked devices (`keyward-server device revoke`, issue 14): when and by whom. A revoked
+// device is kept (its escrows and audit trail stay); the writer refuses its requests.
+Migration {
+    version: 5,
+    sqlite: &[
+        "ALTER TABLE devices ADD COLUMN revoked TEXT",
+        "ALTER TABLE devices ADD COLUMN revoked_by TEXT",
+    ],
+    postgres: &[
+        "ALTER TABLE devices ADD COLUMN revoked TEXT",
+        "ALTER TABLE devices ADD COLUMN revoked_by TEXT",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

@@ -109,6 +109,8 @@ pub enum Outcome {
     NonceFresh(bool),
     /// An escrow or check-in whose nonce the device used before: nothing written.
     Replayed,
+    /// A request (nonce, escrow or check-in) from a revoked device: nothing written.
+    Revoked,
     /// The rotation's stored escrow, (id, sha256): this one's, or the one stored before it.
     /// None only if it vanished between the insert and the read.
     Escrowed(Option<(String, String)>),

@@ -1,0 +1,143 @@
+//! Issue 14, item 8 (server hygiene), with the real escrow server on SQLite and PostgreSQL:
+//! a revoked device gets 401 on every device API call at once (even at an instance that
+//! cached its key) and is listed as revoked; enrollment tokens expire and can be revoked;
+//! `/metrics` answers from memory and can require a bearer token read from a private file.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::escrow::*;
+use common::http::{b64, enroll_key, http, signed_as};
+use common::*;
+use ed25519_dalek::SigningKey;
+use sha2::Digest;
+
+/// A signed check-in of `device` (id `id`) reporting one escrowed volume: (status, body).
+fn check_in(srv: &Server, key: &SigningKey, id: &str, nonce: &str) -> (u16, String) {
+    let path = format!("/v1/devices/{id}/checkin");
+    let report = serde_json::json!({ "volumes": [{ "volume": "data", "recovery": "escrowed",
+        "escrow_id": null, "rotated_at": null, "service": "ok", "holders": 1, "violations": 0 }] })
+    .to_string();
+    let h = signed_as(key, "POST", &path, report.as_bytes(), nonce);
+    http(&srv.addr, "POST", &path, &h, report.as_bytes())
+}
+
+/// A signed escrow upload of an age file sealed to `srv`: (status, body).
+fn escrow(srv: &Server, key: &SigningKey, id: &str, rotation: &str, nonce: &str) -> (u16, String) {
+    let recipient = srv.lines.split('"').nth(1).unwrap();
+    let recipient = <age::x25519::Recipient as std::str::FromStr>::from_str(recipient).unwrap();
+    let ct = age::encrypt(&recipient, b"a recovery key").unwrap();
+    let sha: String = sha2::Sha256::digest(&ct)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let body =
+        serde_json::json!({ "rotation_id": rotation, "ciphertext": b64(&ct), "sha256": sha })
+            .to_string();
+    let path = format!("/v1/devices/{id}/escrow/data");
+    let h = signed_as(key, "PUT", &path, body.as_bytes(), nonce);
+    http(&srv.addr, "PUT", &path, &h, body.as_bytes())
+}
+
+fn audit(srv: &Server) -> String {
+    let out = srv.cmd(&["audit"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The entry of `id` in `device list --json`.
+fn listed(srv: &Server, id: &str) -> serde_json::Value {
+    srv.devices()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device"] == id)
+        .cloned()
+        .unwrap()
+}
+
+/// `device revoke`: from its commit on, every request the device signs gets 401 (check-in,
+/// escrow, and with them the commands a check-in carries), even at the instance that had its
+/// key cached; other devices are unaffected; the revocation is listed and audited with who
+/// did it; an unknown device is an error.
+#[test]
+fn a_revoked_device_gets_401_everywhere_and_is_listed_as_revoked() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        let (lost, kept) = (
+            SigningKey::from_bytes(&[31u8; 32]),
+            SigningKey::from_bytes(&[32u8; 32]),
+        );
+        let lost_id = enroll_key(&srv.addr, &srv.token(), &lost);
+        let kept_id = enroll_key(&srv.addr, &srv.token(), &kept);
+        // Before: the device is served (and its key is now in the instance's cache).
+        assert_eq!(
+            escrow(&srv, &lost, &lost_id, "rot-1", "revoke-nonce-0001").0,
+            200
+        );
+        assert_eq!(check_in(&srv, &lost, &lost_id, "revoke-nonce-0002").0, 200);
+        assert_eq!(listed(&srv, &lost_id)["state"], "active");
+
+        let out = srv.cmd(&["device", "revoke", &lost_id, "--reason", "laptop stolen"]);
+        assert!(out.status.success(), "{backend:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("revoked"), "{}", stderr(&out));
+
+        let (status, body) = check_in(&srv, &lost, &lost_id, "revoke-nonce-0003");
+        assert_eq!(status, 401, "{backend:?}: check-in after revoke: {body}");
+        assert!(body.contains("device revoked"), "{body}");
+        let (status, body) = escrow(&srv, &lost, &lost_id, "rot-2", "revoke-nonce-0004");
+        assert_eq!(status, 401, "{backend:?}: escrow after revoke: {body}");
+        // A request refused for its content (bad volume name) is refused as revoked too.
+        let path = format!("/v1/devices/{lost_id}/escrow/bad%20name");
+        let h = signed_as(&lost, "PUT", &path, b"{}", "revoke-nonce-0005");
+        assert_eq!(http(&srv.addr, "PUT", &path, &h, b"{}").0, 401);
+        // A second instance on the same database refuses it as well.
+        let mut other = Server::offline(srv.state.clone(), srv.db.clone());
+        other.resume();
+        let (status, _) = check_in(&other, &lost, &lost_id, "revoke-nonce-0006");
+        assert_eq!(status, 401, "{backend:?}: the other instance served it");
+        // Nothing it sent after the revocation was stored.
+        assert_eq!(
+            srv.query(&format!(
+                "SELECT count(*) FROM escrows WHERE device = '{lost_id}'"
+            ))
+            .trim(),
+            "1"
+        );
+        // Other devices are served as before.
+        assert_eq!(check_in(&srv, &kept, &kept_id, "revoke-nonce-0007").0, 200);
+
+        // Listed as revoked, with when and by whom; audited with who and why.
+        let entry = listed(&srv, &lost_id);
+        assert_eq!(entry["state"], "revoked", "{entry}");
+        let who = entry["revoked"]["by"].as_str().unwrap().to_owned();
+        assert!(!who.is_empty(), "{entry}");
+        assert_eq!(listed(&srv, &kept_id)["state"], "active");
+        let text = String::from_utf8(srv.cmd(&["device", "list"]).stdout).unwrap();
+        let line = text.lines().find(|l| l.starts_with(&lost_id)).unwrap();
+        assert!(line.contains("revoked"), "{text}");
+        let trail = audit(&srv);
+        assert!(
+            trail.contains(&format!(
+                "device-revoke by \"{who}\" device=\"{lost_id}\" volume=\"\" reason=\"laptop stolen\""
+            )),
+            "{trail}"
+        );
+        // No command can be issued to it any more.
+        let out = srv.cmd(&["command", "rotate-recovery", &lost_id, "data"]);
+        assert!(!out.status.success(), "a command for a revoked device");
+
+        // Again: said so, nothing changes. Unknown: a clear error and a non-zero exit.
+        let out = srv.cmd(&["device", "revoke", &lost_id]);
+        assert!(out.status.success() && stderr(&out).contains("already revoked"));
+        assert_eq!(audit(&srv).matches("device-revoke").count(), 1);
+        let out = srv.cmd(&["device", "revoke", "dev-000000000000000000000000"]);
+        assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no enrolled device"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
