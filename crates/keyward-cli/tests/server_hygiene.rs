@@ -141,3 +141,156 @@ fn a_revoked_device_gets_401_everywhere_and_is_listed_as_revoked() {
         );
     }
 }
+
+/// `token list --json` as (id → entry).
+fn tokens(srv: &Server) -> std::collections::HashMap<String, serde_json::Value> {
+    let out = srv.cmd(&["token", "list", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    all.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["id"].as_str().unwrap().to_owned(), t.clone()))
+        .collect()
+}
+
+/// `token create ARGS`: (token, id).
+fn token_with_id(srv: &Server, args: &[&str]) -> (String, String) {
+    let mut all = vec!["token", "create"];
+    all.extend_from_slice(args);
+    let out = srv.cmd(&all);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let id = err
+        .split("token id ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("no id in {err}"))
+        .to_owned();
+    (token, id)
+}
+
+fn enroll_with(srv: &Server, token: &str, seed: u8) -> (u16, String) {
+    let key = SigningKey::from_bytes(&[seed; 32]);
+    let body =
+        serde_json::json!({ "token": token, "device_key": b64(&key.verifying_key().to_bytes()) })
+            .to_string();
+    http(&srv.addr, "POST", "/v1/enroll", &[], body.as_bytes())
+}
+
+/// Enrollment tokens expire (24 hours unless `--expires-in` says otherwise) and `token revoke`
+/// makes one unusable at once; an expired or revoked token enrolls nothing and the device is
+/// told why; `token list` shows each token's state and expiry; creating and revoking are
+/// audited; an unknown id is an error.
+#[test]
+fn tokens_expire_and_can_be_revoked() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        let (default, default_id) = token_with_id(&srv, &[]);
+        let (brief, brief_id) = token_with_id(&srv, &["--expires-in", "1s"]);
+        let (revoked, revoked_id) = token_with_id(&srv, &[]);
+        let (spent, spent_id) = token_with_id(&srv, &[]);
+
+        // The default lifetime is a day.
+        let listed = tokens(&srv);
+        let expires =
+            humantime::parse_rfc3339(listed[&default_id]["expires"].as_str().unwrap()).unwrap();
+        let left = expires
+            .duration_since(std::time::SystemTime::now())
+            .unwrap()
+            .as_secs();
+        assert!((86_000..=86_400).contains(&left), "{backend:?}: {left} s");
+        assert_eq!(listed[&default_id]["state"], "valid");
+
+        // Revoked: refused at once by the running server, and the device is told why.
+        let out = srv.cmd(&["token", "revoke", &revoked_id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let (status, body) = enroll_with(&srv, &revoked, 1);
+        assert_eq!(status, 401, "{backend:?}: a revoked token enrolled: {body}");
+        assert!(body.contains("enrollment token revoked"), "{body}");
+
+        // Expired.
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let (status, body) = enroll_with(&srv, &brief, 2);
+        assert_eq!(
+            status, 401,
+            "{backend:?}: an expired token enrolled: {body}"
+        );
+        assert!(body.contains("enrollment token expired"), "{body}");
+
+        // A valid token still enrolls once.
+        assert_eq!(enroll_with(&srv, &spent, 3).0, 200);
+        let (status, body) = enroll_with(&srv, &spent, 4);
+        assert_eq!(status, 401);
+        assert!(body.contains("already used"), "{body}");
+        assert_eq!(srv.devices().as_array().unwrap().len(), 1);
+
+        let listed = tokens(&srv);
+        for (id, state) in [
+            (&default_id, "valid"),
+            (&brief_id, "expired"),
+            (&revoked_id, "revoked"),
+            (&spent_id, "used"),
+        ] {
+            assert_eq!(listed[id]["state"], state, "{backend:?}: {id}");
+        }
+        assert!(listed[&revoked_id]["revoked"].is_string());
+        let text = String::from_utf8(srv.cmd(&["token", "list"]).stdout).unwrap();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(brief_id.as_str()) && l.contains("expired")),
+            "{text}"
+        );
+
+        // Revoking a used token changes nothing; an unknown id is an error.
+        let out = srv.cmd(&["token", "revoke", &spent_id]);
+        assert!(out.status.success() && stderr(&out).contains("already used"));
+        let out = srv.cmd(&["token", "revoke", "00000000deadbeef"]);
+        assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("no token has the id"),
+            "{}",
+            stderr(&out)
+        );
+        let trail = audit(&srv);
+        assert_eq!(trail.matches("token-create").count(), 4, "{trail}");
+        assert_eq!(trail.matches("token-revoke").count(), 1, "{trail}");
+        assert!(
+            trail.contains(&format!("enrollment token {revoked_id}")),
+            "{trail}"
+        );
+        let _ = default;
+    }
+}
+
+/// The agent's enrollment with an expired token fails with the server's reason on root's
+/// terminal.
+#[test]
+fn the_agent_is_told_its_token_expired() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    configure(&inst, &srv, "");
+    let inst = inst.start();
+    let (token, _) = token_with_id(&srv, &["--expires-in", "1s"]);
+    let mut agent = inst.spawn_agent(&inst.path("agent.stderr"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !inst.path("agent/agent.sock").exists() {
+        assert!(std::time::Instant::now() < deadline, "{}", agent_log(&inst));
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = inst.keyward(
+        &["enroll", &srv.url(), "--token-stdin"],
+        format!("{token}\n").as_bytes(),
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_ne!(code(&out), Some(0));
+    assert!(
+        stderr(&out).contains("enrollment token expired"),
+        "{}",
+        stderr(&out)
+    );
+}

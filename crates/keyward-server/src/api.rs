@@ -150,7 +150,8 @@ async fn enroll(
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .and_then(|k| VerifyingKey::from_bytes(&k).ok())
         .ok_or_else(|| bad("device_key is not a base64 Ed25519 public key"))?;
-    // Single use: the token is spent in the transaction that enrolls the device.
+    // Single use: the token is spent in the transaction that enrolls the device, if it has
+    // neither expired nor been revoked.
     let device_id = random_id("dev")?;
     let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
     let enrolled = s
@@ -163,10 +164,8 @@ async fn enroll(
         .await
         .map_err(internal)?;
     match enrolled {
-        Outcome::Enrolled(true) => {}
-        Outcome::Enrolled(false) => {
-            return Err(unauthorized("enrollment token unknown or already used"))
-        }
+        Outcome::Enrolled(Ok(())) => {}
+        Outcome::Enrolled(Err(why)) => return Err(unauthorized(&why.to_string())),
         other => return Err(internal(format!("enrollment answered {other:?}"))),
     }
     s.device_keys.remember(&device_id, key);

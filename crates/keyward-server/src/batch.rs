@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::{AnyConnection, Row};
 
 use crate::store::timestamp;
+use crate::tokens::TokenRefused;
 use crate::writer::{CheckInWrite, NewEscrow, Nonce, Outcome, Unit};
 
 /// Escrows kept per device and volume (the newest, plus any its last check-in names), set
@@ -198,27 +199,31 @@ async fn enroll(
             _ => None,
         })
         .collect();
-    let mut spent: HashSet<String> = HashSet::new();
-    for chunk in todo.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE tokens SET used = 1 WHERE used = 0 AND hash IN ({}) RETURNING hash",
-            numbered(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for (_, hash, _, _) in chunk {
-            q = q.bind(*hash);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            spent.insert(row.try_get(0)?);
-        }
+    if todo.is_empty() {
+        return Ok(());
     }
+    let unix = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let hashes: Vec<&str> = todo.iter().map(|(_, h, _, _)| *h).collect();
+    let mut spent = crate::tokens::spend(conn, &hashes, unix).await?;
     // A token is spent once: the first unit that named it enrolls.
     let mut enrolled = Vec::new();
+    let mut refused = Vec::new();
     for &(i, hash, device, key) in &todo {
-        let ok = spent.remove(hash);
-        out[i] = Some(Outcome::Enrolled(ok));
-        if ok {
+        if spent.remove(hash) {
+            out[i] = Some(Outcome::Enrolled(Ok(())));
             enrolled.push((device, key));
+        } else {
+            refused.push((i, hash));
+        }
+    }
+    if !refused.is_empty() {
+        let hashes: Vec<&str> = refused.iter().map(|(_, h)| *h).collect();
+        let why = crate::tokens::refusals(conn, &hashes, unix).await?;
+        for (i, hash) in refused {
+            let why = why.get(hash).copied().unwrap_or(TokenRefused::Unknown);
+            out[i] = Some(Outcome::Enrolled(Err(why)));
         }
     }
     let created = timestamp(now);
@@ -456,7 +461,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url).await.unwrap();
-        store.add_tokens(&["t1".into()]).await.unwrap();
+        store
+            .add_tokens(&["t1".into()], 0, i64::MAX, None)
+            .await
+            .unwrap();
         let pool = store.writer_pool(1).await.unwrap();
         let units = vec![
             Unit::Enroll {
@@ -495,9 +503,9 @@ mod tests {
         assert_eq!(
             show[..7],
             [
-                "Enrolled(true)",
-                "Enrolled(false)",
-                "Enrolled(false)",
+                "Enrolled(Ok(()))",
+                "Enrolled(Err(Used))",
+                "Enrolled(Err(Unknown))",
                 "Escrowed(Some((\"e1\", \"aa\")))",
                 "Replayed",
                 // The same rotation with another ciphertext: the first is read back (409).
@@ -542,7 +550,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url).await.unwrap();
-        store.add_tokens(&["t1".into(), "t2".into()]).await.unwrap();
+        store
+            .add_tokens(&["t1".into(), "t2".into()], 0, i64::MAX, None)
+            .await
+            .unwrap();
         let pool = store.writer_pool(1).await.unwrap();
         let mut conn = pool.acquire().await.unwrap();
         let enroll = |t: &str, d: &str| Unit::Enroll {

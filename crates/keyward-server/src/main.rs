@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! keyward-server init --state DIR                       identity (0600); prints the device config lines
-//! keyward-server token create --state DIR               a single-use enrollment token
+//! keyward-server token create [--count N] [--expires-in 24h] --state DIR   single-use enrollment tokens
+//! keyward-server token list [--json] | revoke ID...     their state; make them unusable (audited)
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
 //!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
@@ -37,6 +38,7 @@ mod metrics;
 mod migrations;
 mod store;
 mod tls;
+mod tokens;
 mod ui;
 mod writer;
 
@@ -79,7 +81,7 @@ enum Command {
     /// Enrollment tokens.
     Token {
         #[command(subcommand)]
-        action: TokenAction,
+        action: tokens::TokenAction,
     },
     /// Serve the API.
     Serve {
@@ -169,18 +171,6 @@ enum EscrowAction {
         receipts: PathBuf,
         #[command(flatten)]
         at: Where,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum TokenAction {
-    /// Create single-use enrollment tokens, printed one a line.
-    Create {
-        #[command(flatten)]
-        at: Where,
-        /// How many tokens (for enrolling a fleet, or a load test, in one go).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        count: u32,
     },
 }
 
@@ -347,24 +337,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             print!("{}", id.public_config());
             Ok(())
         }
-        Command::Token {
-            action: TokenAction::Create { at, count },
-        } => {
-            let store = store::Store::open(&db_url(&at)?).await?;
-            let mut tokens = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                let mut raw = [0u8; 24];
-                getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
-                tokens.push(raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
-            }
-            // One transaction: no token is printed unless all are stored.
-            let hashes: Vec<String> = tokens.iter().map(|t| api::token_hash(t)).collect();
-            store.add_tokens(&hashes).await?;
-            for token in tokens {
-                println!("{token}");
-            }
-            Ok(())
-        }
+        Command::Token { action } => tokens::run(action).await,
         Command::Serve {
             at,
             listen,

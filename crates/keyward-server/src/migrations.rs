@@ -122,6 +122,25 @@ Migration {
         "ALTER TABLE devices ADD COLUMN revoked TEXT",
         "ALTER TABLE devices ADD COLUMN revoked_by TEXT",
     ],
+},
+// Enrollment tokens expire and can be revoked (`tokens.rs`, issue 14). Times are Unix seconds;
+// `created` 0 means "made before this migration", `revoked` 0 "not revoked". Tokens unspent at
+// upgrade get the default lifetime from the upgrade on, so a token leaked before it stops
+// working a day later rather than never.
+Migration {
+    version: 6,
+    sqlite: &[
+        "ALTER TABLE tokens ADD COLUMN created INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN expires INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0",
+        "UPDATE tokens SET expires = CAST(strftime('%s', 'now') AS INTEGER) + 86400 WHERE used = 0",
+    ],
+    postgres: &[
+        "ALTER TABLE tokens ADD COLUMN created BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN expires BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN revoked BIGINT NOT NULL DEFAULT 0",
+        "UPDATE tokens SET expires = CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) + 86400 WHERE used = 0",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

@@ -197,20 +197,30 @@ impl Store {
         self.dialect
     }
 
-    /// Store enrollment tokens (their SHA-256 only), all or none.
-    pub async fn add_tokens(&self, hashes: &[String]) -> Result<()> {
+    /// Store enrollment tokens (their SHA-256 only), made at `created` and valid until
+    /// `expires` (Unix seconds), all or none; `audit` is recorded with them.
+    pub async fn add_tokens(
+        &self,
+        hashes: &[String],
+        created: i64,
+        expires: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // Many rows a statement: a fleet's 100,000 tokens are a few hundred round trips.
         for chunk in hashes.chunks(500) {
             let sql = format!(
-                "INSERT INTO tokens (hash, used) VALUES {}",
-                crate::batch::placeholders(chunk.len(), 1, ", 0")
+                "INSERT INTO tokens (hash, created, expires, used) VALUES {}",
+                crate::batch::placeholders(chunk.len(), 3, ", 0")
             );
             let mut q = sqlx::query(&sql);
             for h in chunk {
-                q = q.bind(h);
+                q = q.bind(h).bind(created).bind(expires);
             }
             q.execute(&mut *tx).await?;
+        }
+        if let Some(record) = audit {
+            insert_audit(&mut *tx, record).await?;
         }
         tx.commit().await?;
         Ok(())

@@ -103,8 +103,8 @@ pub enum Unit {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// Enrolled (false: the token was unknown or spent).
-    Enrolled(bool),
+    /// Enrolled, or why the token did not enroll a device.
+    Enrolled(Result<(), crate::tokens::TokenRefused>),
     /// A [`Unit::Nonce`]: false if the device used it before.
     NonceFresh(bool),
     /// An escrow or check-in whose nonce the device used before: nothing written.
