@@ -7,7 +7,7 @@
 mod common;
 
 use common::escrow::*;
-use common::http::{b64, enroll_key, http, signed_as};
+use common::http::{b64, enroll_key, fresh_metrics, http, signed_as};
 use common::*;
 use ed25519_dalek::SigningKey;
 use sha2::Digest;
@@ -293,4 +293,118 @@ fn the_agent_is_told_its_token_expired() {
         "{}",
         stderr(&out)
     );
+}
+
+/// `keyward-server serve ARGS` on the instance's state and database, expected to refuse to
+/// start: its output (killed after 10 s if it serves after all).
+fn serve_refused(srv: &Server, args: &[&str]) -> std::process::Output {
+    let mut c = std::process::Command::new(bin("keyward-server"));
+    c.args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        .arg(&srv.state)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(db) = &srv.db {
+        c.args(["--db", db]);
+    }
+    let mut child = c.spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("it served: {}", stderr(&out));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// The value of a metric line `NAME VALUE` in a scrape.
+fn value(scrape: &str, name: &str) -> Option<String> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
+}
+
+/// `/metrics` answers from memory: scrapes never walk the devices (the walk runs once per
+/// `--metrics-refresh`, and with the tables it reads gone scrapes still answer, with the
+/// last snapshot); `--metrics-token-file` requires a bearer token, read from a file only the
+/// server's user can read (a readable one is refused at start).
+#[test]
+fn metrics_come_from_memory_and_can_require_a_bearer_token() {
+    use std::os::unix::fs::PermissionsExt;
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        enroll_key(
+            &srv.addr,
+            &srv.token(),
+            &SigningKey::from_bytes(&[41u8; 32]),
+        );
+
+        // A slow refresh: however many scrapes, one walk.
+        let mut slow = Server::offline(srv.state.clone(), srv.db.clone());
+        slow.serve_args = vec!["--metrics-refresh".into(), "1h".into()];
+        slow.resume();
+        let first = fresh_metrics(&slow.addr);
+        assert_eq!(value(&first, "keyward_devices").as_deref(), Some("1"));
+        for _ in 0..50 {
+            let (status, _) = http(&slow.addr, "GET", "/metrics", &[], b"");
+            assert_eq!(status, 200);
+        }
+        let (_, m) = http(&slow.addr, "GET", "/metrics", &[], b"");
+        assert_eq!(
+            value(&m, "keyward_fleet_refreshes_total").as_deref(),
+            Some("1"),
+            "{backend:?}: scrapes walked the fleet: {m}"
+        );
+
+        // The device tables gone: scrapes still answer, from memory.
+        let before = fresh_metrics(&srv.addr);
+        assert_eq!(value(&before, "keyward_devices").as_deref(), Some("1"));
+        srv.query("ALTER TABLE checkins RENAME TO checkins_away");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (status, m) = http(&srv.addr, "GET", "/metrics", &[], b"");
+            assert_eq!(status, 200, "{backend:?}: {m}");
+            assert_eq!(value(&m, "keyward_devices").as_deref(), Some("1"), "{m}");
+            let failed = value(&m, "keyward_fleet_refresh_failures_total");
+            if failed.is_some_and(|n| n != "0") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no failed walk: {m}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        srv.query("ALTER TABLE checkins_away RENAME TO checkins");
+
+        // A bearer token from a private file.
+        let file = inst.path("metrics-token");
+        let token = "0123456789abcdef-metrics";
+        std::fs::write(&file, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let path = file.to_str().unwrap();
+        let out = serve_refused(&srv, &["--metrics-token-file", path]);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let mut guarded = Server::offline(srv.state.clone(), srv.db.clone());
+        guarded.serve_args = vec!["--metrics-token-file".into(), path.into()];
+        guarded.resume();
+        let bearer = |t: &str| vec![("Authorization".to_owned(), format!("Bearer {t}"))];
+        for (what, headers) in [
+            ("no token", vec![]),
+            ("a wrong token", bearer("0123456789abcdef-metricz")),
+            ("a prefix", bearer("0123456789abcdef")),
+        ] {
+            let (status, body) = http(&guarded.addr, "GET", "/metrics", &headers, b"");
+            assert_eq!(status, 401, "{backend:?}: {what}: {body}");
+            assert!(!body.contains("keyward_"), "{body}");
+        }
+        let (status, body) = http(&guarded.addr, "GET", "/metrics", &bearer(token), b"");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("keyward_http_requests_total"), "{body}");
+        // Without the option, /metrics stays open (as before).
+        assert_eq!(http(&srv.addr, "GET", "/metrics", &[], b"").0, 200);
+    }
 }

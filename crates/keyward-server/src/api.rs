@@ -37,6 +37,10 @@ pub struct AppState {
     pub identity: Identity,
     /// This instance's request counters.
     pub counters: crate::metrics::Counters,
+    /// The fleet gauges, refreshed in the background.
+    pub gauges: crate::fleet_gauges::Gauges,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<crate::metrics::MetricsToken>,
     /// Log every request (otherwise only 5xx).
     pub log_requests: bool,
     /// The admin web UI's settings.

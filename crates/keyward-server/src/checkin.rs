@@ -157,39 +157,3 @@ pub async fn list(store: &Store, json: bool) -> Result<(), String> {
     }
     Ok(())
 }
-
-/// Fleet totals from every device's latest report, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Fleet {
-    /// Volumes by reported recovery state (`escrowed`, `pending`, …).
-    pub volumes_by_state: std::collections::BTreeMap<String, u64>,
-    /// Devices with at least one check-in.
-    pub checked_in: u64,
-    /// Age of the oldest active escrowed key, in seconds.
-    pub max_key_age_secs: u64,
-}
-
-/// Add up the fleet's reports.
-pub async fn fleet(store: &Store) -> Result<Fleet, String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut f = Fleet::default();
-    for d in store.devices("", i64::MAX).await? {
-        let Some((_, report)) = parse(&d) else {
-            continue;
-        };
-        f.checked_in += 1;
-        for v in &report.volumes {
-            let state = serde_json::to_value(v.recovery)
-                .ok()
-                .and_then(|s| s.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            *f.volumes_by_state.entry(state).or_default() += 1;
-            if let Some(t) = v.rotated_at {
-                f.max_key_age_secs = f.max_key_age_secs.max(now.saturating_sub(t));
-            }
-        }
-    }
-    Ok(f)
-}

@@ -7,6 +7,7 @@
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
 //!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
+//!                [--metrics-refresh D] [--metrics-token-file FILE]   /metrics (metrics.rs, fleet_gauges.rs)
 //! keyward-server device list [--json] --state DIR      devices, state, last check-in, escrow state per volume
 //! keyward-server device revoke DEVICE [--reason TEXT] --state DIR   refuse its requests (401; audited)
 //! (every command: [--db URL | --db-file PATH] or KEYWARD_SERVER_DB; default SQLite in DIR)
@@ -31,11 +32,13 @@ mod conn;
 mod device_admin;
 mod device_keys;
 mod escrow_check;
+mod fleet_gauges;
 mod identity;
 mod keys;
 mod log;
 mod metrics;
 mod migrations;
+mod private_file;
 mod store;
 mod tls;
 mod tokens;
@@ -103,6 +106,8 @@ enum Command {
         ui_options: ui::ServeOptions,
         #[command(flatten)]
         limits: conn::Limits,
+        #[command(flatten)]
+        metrics: metrics::Options,
         /// Escrows kept per device and volume: the newest N, plus the one its last check-in names.
         #[arg(long, value_name = "N", default_value_t = 16)]
         escrows_kept: u32,
@@ -274,27 +279,8 @@ fn db_url(at: &Where) -> Result<String, String> {
 
 /// A URL from a file only its owner (this user) can read or write: it may hold a password.
 fn db_url_from_file(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let shown = path.display();
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.file_type().is_file() {
-        return Err(format!("{shown}: not a regular file"));
-    }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(format!("{shown}: not owned by this user"));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{shown}: mode {:o} lets others read it; chmod 600",
-            meta.mode() & 0o777
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
-    let url = text.trim();
-    if url.is_empty() || url.contains('\n') {
-        return Err(format!("{shown}: expected one line, the database URL"));
-    }
-    Ok(url.to_owned())
+    private_file::read_line(path)
+        .map_err(|e| format!("{e} (--db-file: one line, the database URL)"))
 }
 
 fn main() -> ExitCode {
@@ -346,9 +332,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             tls_key,
             ui_options,
             mut limits,
+            metrics,
             escrows_kept,
         } => {
             batch::keep_escrows_per_volume(escrows_kept);
+            let metrics_token = metrics.token()?;
             let tls = match (&tls_cert, &tls_key) {
                 (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
                 _ => None,
@@ -368,6 +356,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 device_keys: device_keys::DeviceKeys::default(),
                 identity,
                 counters: metrics::Counters::default(),
+                gauges: fleet_gauges::Gauges::default(),
+                metrics_token,
                 log_requests,
                 ui: ui_options.settings(),
             });
@@ -378,7 +368,17 @@ async fn run(cli: Cli) -> Result<(), String> {
             let scheme = if tls.is_some() { "https" } else { "http" };
             // The first line of the log: scripts and tests read the address from it.
             log::info(&format!("listening on {scheme}://{addr}"), &[]);
+            if state.metrics_token.is_none() {
+                log::info(
+                    "/metrics is served without authentication (--metrics-token-file requires a bearer token)",
+                    &[],
+                );
+            }
             tokio::spawn(warm_device_keys(state.clone()));
+            tokio::spawn(fleet_gauges::refresh_every(
+                state.clone(),
+                metrics.metrics_refresh,
+            ));
             limits.fit_descriptor_limit();
             conn::serve(listener, tls, api::router(state), limits).await
         }

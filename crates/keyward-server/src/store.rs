@@ -354,6 +354,20 @@ impl Store {
         rows.iter().map(device).collect()
     }
 
+    /// Up to `limit` devices with ids after `after`, in id order, with their last check-in
+    /// (for walking the whole fleet a page at a time).
+    pub async fn devices_after(&self, after: &str, limit: i64) -> Result<Vec<Device>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.created, d.revoked, d.revoked_by, c.at, c.report FROM devices d \
+             LEFT JOIN checkins c ON c.device = d.id WHERE d.id > $1 ORDER BY d.id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device).collect()
+    }
+
     /// One device.
     pub async fn device(&self, id: &str) -> Result<Option<Device>> {
         let row = sqlx::query(
