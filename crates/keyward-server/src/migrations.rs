@@ -141,6 +141,20 @@ Migration {
         "ALTER TABLE tokens ADD COLUMN revoked BIGINT NOT NULL DEFAULT 0",
         "UPDATE tokens SET expires = CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) + 86400 WHERE used = 0",
     ],
+},
+// Failed web UI logins remember the client's address (`ui/throttle.rs`, issue 14): lock-outs
+// are per address and per name from that address, so nobody can lock an admin out from afar.
+// Rows from before it have source '' and count for no address.
+Migration {
+    version: 7,
+    sqlite: &[
+        "ALTER TABLE login_failures ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX login_failures_source ON login_failures (source, at)",
+    ],
+    postgres: &[
+        "ALTER TABLE login_failures ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX login_failures_source ON login_failures (source, at)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are
