@@ -1,5 +1,5 @@
 //! The admin web UI of the real escrow server, over plain HTTP on both databases: sign-in and
-//! its failures, the lock-out after five, session cookies and their flags, the security
+//! its failures, the lock-out after five (per address: none from afar), session cookies and their flags, the security
 //! headers, CSRF (a POST without this session's form token, or from another origin, is
 //! refused and changes nothing), a reveal without a reason refused, and hostile strings in
 //! device ids, searches and reasons rendered as text, and connection limits (idle ones shed,
@@ -71,8 +71,39 @@ fn shown_key(body: &str) -> String {
     text
 }
 
+/// A connection to `addr` from the loopback address `source` (e.g. 127.0.0.2: another client
+/// as the server sees it).
+fn connect_from(source: &str, addr: &str) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let stream = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        socket.connect(addr.parse().unwrap()).await.unwrap()
+    });
+    let stream = stream.into_std().unwrap();
+    stream.set_nonblocking(false).unwrap();
+    stream
+}
+
 fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Resp {
-    let mut s = TcpStream::connect(addr).unwrap();
+    http_from(None, addr, method, path, headers, body)
+}
+
+fn http_from(
+    source: Option<&str>,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+) -> Resp {
+    let mut s = match source {
+        Some(source) => connect_from(source, addr),
+        None => TcpStream::connect(addr).unwrap(),
+    };
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -123,6 +154,8 @@ fn form(fields: &[(&str, &str)]) -> String {
 struct Browser {
     addr: String,
     cookies: HashMap<String, String>,
+    /// The loopback address it connects from (default: the system's choice, 127.0.0.1).
+    source: Option<String>,
 }
 
 impl Browser {
@@ -130,6 +163,15 @@ impl Browser {
         Browser {
             addr: srv.addr.clone(),
             cookies: HashMap::new(),
+            source: None,
+        }
+    }
+
+    /// A browser on another machine, as the server sees it.
+    fn from(srv: &Server, source: &str) -> Self {
+        Browser {
+            source: Some(source.to_owned()),
+            ..Browser::new(srv)
         }
     }
 
@@ -148,7 +190,14 @@ impl Browser {
                 .collect();
             headers.push(("Cookie", jar.join("; ")));
         }
-        let r = http(&self.addr, method, path, &headers, body);
+        let r = http_from(
+            self.source.as_deref(),
+            &self.addr,
+            method,
+            path,
+            &headers,
+            body,
+        );
         for c in r.set_cookies() {
             let (k, v) = c.split(';').next().unwrap().split_once('=').unwrap();
             if v.is_empty() {
@@ -411,6 +460,68 @@ fn sign_in(backend: &Backend) {
     );
 }
 
+/// Issue 14, item 9: failures from one address cannot lock an admin out. Five failures for a
+/// name from address A lock that name at A only; the right password from address B gets in
+/// (after a delay of a second at most); twenty failures from one address over any names lock
+/// that address, and only it.
+#[test]
+fn an_admin_cannot_be_locked_out_from_another_address() {
+    for backend in backends() {
+        let (_inst, srv) = start(&backend);
+        srv.add_admin("bob", "another long passphrase");
+        let mut attacker = Browser::from(&srv, "127.0.0.2");
+        for _ in 0..5 {
+            assert_eq!(attacker.login(ADMIN, "guess").status, 401);
+        }
+        let r = attacker.login(ADMIN, PASSWORD);
+        assert_eq!(
+            r.status, 429,
+            "{backend:?}: the attacker's address is not locked"
+        );
+        assert!(r.body.contains("locked for 15 minutes"), "{}", r.body);
+
+        // The admin, elsewhere: in at once, or after the delay the server names.
+        let mut admin = Browser::from(&srv, "127.0.0.1");
+        let started = std::time::Instant::now();
+        let mut r = admin.login(ADMIN, PASSWORD);
+        while r.status == 429 && started.elapsed() < std::time::Duration::from_secs(5) {
+            let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+            assert!(wait <= 2, "{backend:?}: told to wait {wait} s: {}", r.body);
+            std::thread::sleep(std::time::Duration::from_secs(wait));
+            r = admin.login(ADMIN, PASSWORD);
+        }
+        assert_eq!(
+            r.status, 303,
+            "{backend:?}: locked out from afar: {}",
+            r.body
+        );
+        assert_eq!(admin.get("/ui/devices").status, 200);
+        // The attacker's failures stay counted against the attacker.
+        assert_eq!(attacker.login(ADMIN, PASSWORD).status, 429);
+        assert_eq!(
+            srv.query("SELECT COUNT(*) FROM login_failures WHERE source = '127.0.0.2'")
+                .trim(),
+            "5"
+        );
+        let trail = audit(&srv);
+        assert!(
+            trail.contains("(from 127.0.0.2)") && trail.contains("(from 127.0.0.1)"),
+            "{trail}"
+        );
+
+        // One address trying many names: locked for every name, there only.
+        let mut sprayer = Browser::from(&srv, "127.0.0.3");
+        for i in 0..20 {
+            assert_eq!(sprayer.login(&format!("user{i}"), "guess").status, 401);
+        }
+        let r = sprayer.login("bob", "another long passphrase");
+        assert_eq!(r.status, 429, "{backend:?}: {}", r.body);
+        assert!(r.body.contains("from your address"), "{}", r.body);
+        let mut bob = Browser::from(&srv, "127.0.0.4");
+        assert_eq!(bob.login("bob", "another long passphrase").status, 303);
+    }
+}
+
 #[test]
 fn forms_need_the_session_token_and_a_reason() {
     for backend in backends() {
@@ -499,6 +610,36 @@ fn csrf_and_reasons(backend: &Backend) {
     );
     let list = b.get("/ui/devices");
     assert!(list.body.contains("rotation requested"), "{}", list.body);
+}
+
+/// Issue 14: a device revoked with `keyward-server device revoke` is shown as revoked in the
+/// list (last: nothing is left to do for it) and on its page, with when and by whom; its
+/// escrowed keys stay listed.
+#[test]
+fn a_revoked_device_is_shown_as_revoked() {
+    for backend in backends() {
+        let (_inst, srv) = start(&backend);
+        let (device, escrow) = device_with_escrow(&srv, "ABCDE-12345");
+        let (other, _) = device_with_escrow(&srv, "FGHIJ-67890");
+        let mut b = Browser::new(&srv);
+        assert_eq!(b.login(ADMIN, PASSWORD).status, 303);
+        let badge = ">revoked</span>";
+        assert!(!b.get("/ui/devices").body.contains(badge));
+        let out = srv.cmd(&["device", "revoke", &device, "--reason", "stolen"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let list = b.get("/ui/devices").body;
+        assert_eq!(list.matches(badge).count(), 1, "{backend:?}: {list}");
+        assert!(
+            list.find(&other).unwrap() < list.find(&format!(">{device}<")).unwrap(),
+            "a revoked device is listed last"
+        );
+        let page = b.get(&format!("/ui/devices/{device}")).body;
+        assert!(
+            page.contains(badge) && page.contains("<dt>Revoked</dt>"),
+            "{page}"
+        );
+        assert!(page.contains(&escrow), "its escrows stay listed");
+    }
 }
 
 #[test]

@@ -37,6 +37,10 @@ pub struct AppState {
     pub identity: Identity,
     /// This instance's request counters.
     pub counters: crate::metrics::Counters,
+    /// The fleet gauges, refreshed in the background.
+    pub gauges: crate::fleet_gauges::Gauges,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<crate::metrics::MetricsToken>,
     /// Log every request (otherwise only 5xx).
     pub log_requests: bool,
     /// The admin web UI's settings.
@@ -150,7 +154,8 @@ async fn enroll(
         .and_then(|k| <[u8; 32]>::try_from(k).ok())
         .and_then(|k| VerifyingKey::from_bytes(&k).ok())
         .ok_or_else(|| bad("device_key is not a base64 Ed25519 public key"))?;
-    // Single use: the token is spent in the transaction that enrolls the device.
+    // Single use: the token is spent in the transaction that enrolls the device, if it has
+    // neither expired nor been revoked.
     let device_id = random_id("dev")?;
     let key_b64 = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
     let enrolled = s
@@ -163,10 +168,8 @@ async fn enroll(
         .await
         .map_err(internal)?;
     match enrolled {
-        Outcome::Enrolled(true) => {}
-        Outcome::Enrolled(false) => {
-            return Err(unauthorized("enrollment token unknown or already used"))
-        }
+        Outcome::Enrolled(Ok(())) => {}
+        Outcome::Enrolled(Err(why)) => return Err(unauthorized(&why.to_string())),
         other => return Err(internal(format!("enrollment answered {other:?}"))),
     }
     s.device_keys.remember(&device_id, key);
@@ -230,6 +233,7 @@ pub(crate) async fn refuse(s: &AppState, nonce: Nonce, why: ApiError) -> ApiErro
     match s.writer.submit(Unit::Nonce(nonce)).await {
         Ok(Outcome::NonceFresh(true)) => why,
         Ok(Outcome::NonceFresh(false)) => unauthorized("replayed request"),
+        Ok(Outcome::Revoked) => revoked(),
         Ok(other) => internal(format!("nonce answered {other:?}")),
         Err(e) => internal(e),
     }
@@ -238,6 +242,11 @@ pub(crate) async fn refuse(s: &AppState, nonce: Nonce, why: ApiError) -> ApiErro
 /// The answer to a write whose nonce was replayed.
 pub(crate) fn replayed() -> ApiError {
     unauthorized("replayed request")
+}
+
+/// The answer to every request of a revoked device.
+pub(crate) fn revoked() -> ApiError {
+    unauthorized("device revoked")
 }
 
 #[derive(Deserialize)]
@@ -286,6 +295,7 @@ async fn escrow(
         }
         Outcome::Escrowed(None) => return Err(internal("escrow vanished after insert")),
         Outcome::Replayed => return Err(replayed()),
+        Outcome::Revoked => return Err(revoked()),
         other => return Err(internal(format!("escrow answered {other:?}"))),
     };
     let msg = Receipt::message(&device, &volume, &req.rotation_id, &req.sha256, &escrow_id);

@@ -22,6 +22,8 @@ enum Kind {
     Text,
     OptText,
     Int,
+    /// An integer a backup of an older version may lack: restored as 0.
+    IntOrZero,
     Blob,
 }
 
@@ -37,12 +39,22 @@ const TABLES: &[Table] = &[
             ("id", Kind::Text),
             ("key", Kind::Text),
             ("created", Kind::Text),
+            // Absent from backups made before revocation existed: restored as not revoked.
+            ("revoked", Kind::OptText),
+            ("revoked_by", Kind::OptText),
         ],
     ),
     (
         "tokens",
         "hash",
-        &[("hash", Kind::Text), ("used", Kind::Int)],
+        // A token from a backup made before tokens expired restores with expiry 0: expired.
+        &[
+            ("hash", Kind::Text),
+            ("used", Kind::Int),
+            ("created", Kind::IntOrZero),
+            ("expires", Kind::IntOrZero),
+            ("revoked", Kind::IntOrZero),
+        ],
     ),
     (
         "escrows",
@@ -101,7 +113,7 @@ async fn dump(pool: &AnyPool) -> Result<Map<String, Value>, String> {
                 let v: Value = match kind {
                     Kind::Text => r.try_get::<String, _>(*c).map(Value::from),
                     Kind::OptText => r.try_get::<Option<String>, _>(*c).map(Value::from),
-                    Kind::Int => r.try_get::<i64, _>(*c).map(Value::from),
+                    Kind::Int | Kind::IntOrZero => r.try_get::<i64, _>(*c).map(Value::from),
                     Kind::Blob => r
                         .try_get::<Vec<u8>, _>(*c)
                         .map(|b| Value::from(b64().encode(b))),
@@ -193,6 +205,8 @@ pub async fn restore(
                     Kind::Text => q.bind(v.as_str().ok_or_else(bad)?.to_owned()),
                     Kind::OptText => q.bind(v.as_str().map(str::to_owned)),
                     Kind::Int => q.bind(v.as_i64().ok_or_else(bad)?),
+                    Kind::IntOrZero if v.is_null() => q.bind(0i64),
+                    Kind::IntOrZero => q.bind(v.as_i64().ok_or_else(bad)?),
                     Kind::Blob => q.bind(
                         b64()
                             .decode(v.as_str().ok_or_else(bad)?)

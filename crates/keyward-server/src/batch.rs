@@ -3,7 +3,9 @@
 //! and a commit per request. Every unit gets the answer it would have had alone: a replayed
 //! nonce refuses its unit only (the first of two equal ones in one batch wins), an escrow
 //! whose rotation is already stored is read back (so a retry gets its receipt, and another
-//! ciphertext a 409), a token spent twice enrolls once. SQL both dialects accept (`$N`,
+//! ciphertext a 409), a token spent twice enrolls once, and a revoked device's units write
+//! nothing (the revocation is read in the batch's transaction, so it holds from its commit on,
+//! at every instance). SQL both dialects accept (`$N`,
 //! `ON CONFLICT`, `RETURNING`); no I/O but the connection it is given, no commit.
 
 use std::collections::{HashMap, HashSet};
@@ -12,6 +14,7 @@ use std::time::{Duration, SystemTime};
 use sqlx::{AnyConnection, Row};
 
 use crate::store::timestamp;
+use crate::tokens::TokenRefused;
 use crate::writer::{CheckInWrite, NewEscrow, Nonce, Outcome, Unit};
 
 /// Escrows kept per device and volume (the newest, plus any its last check-in names), set
@@ -68,8 +71,13 @@ pub async fn apply(
     now: SystemTime,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut out: Vec<Option<Outcome>> = units.iter().map(|_| None).collect();
-    let fresh = record_nonces(conn, units).await?;
+    let revoked = revoked_units(conn, units).await?;
+    let fresh = record_nonces(conn, units, &revoked).await?;
     for (i, u) in units.iter().enumerate() {
+        if revoked[i] {
+            out[i] = Some(Outcome::Revoked);
+            continue;
+        }
         match u {
             Unit::Nonce(_) => out[i] = Some(Outcome::NonceFresh(fresh[i])),
             Unit::Escrow(..) | Unit::CheckIn(..) if !fresh[i] => out[i] = Some(Outcome::Replayed),
@@ -97,14 +105,51 @@ pub async fn apply(
         .collect()
 }
 
-/// Insert every unit's nonce; per unit, whether its nonce was new (true for units without one).
-async fn record_nonces(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<bool>, sqlx::Error> {
+/// Per unit, whether it comes from a revoked device (one read for the whole batch).
+async fn revoked_units(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<bool>, sqlx::Error> {
+    let devices: Vec<&str> = units
+        .iter()
+        .filter_map(|u| nonce_of(u).map(|n| n.device.as_str()))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut revoked: HashSet<String> = HashSet::new();
+    for chunk in devices.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT id FROM devices WHERE revoked IS NOT NULL AND id IN ({})",
+            numbered(1, chunk.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for d in chunk {
+            q = q.bind(*d);
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            revoked.insert(row.try_get(0)?);
+        }
+    }
+    Ok(units
+        .iter()
+        .map(|u| nonce_of(u).is_some_and(|n| revoked.contains(&n.device)))
+        .collect())
+}
+
+/// Insert every unit's nonce but a revoked device's; per unit, whether its nonce was new (true
+/// for units without one, false for a revoked device's).
+async fn record_nonces(
+    conn: &mut AnyConnection,
+    units: &[Unit],
+    revoked: &[bool],
+) -> Result<Vec<bool>, sqlx::Error> {
     let mut fresh = vec![true; units.len()];
     // The first of equal nonces in the batch is the candidate; the others are replays of it.
     let mut candidates: HashMap<(i64, &str, &str), usize> = HashMap::new();
     let mut order = Vec::new();
     for (i, n) in units.iter().enumerate() {
         let Some(n) = nonce_of(n) else { continue };
+        if revoked[i] {
+            fresh[i] = false;
+            continue;
+        }
         match candidates.entry((n.ts, n.device.as_str(), n.value.as_str())) {
             std::collections::hash_map::Entry::Occupied(_) => fresh[i] = false,
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -154,27 +199,31 @@ async fn enroll(
             _ => None,
         })
         .collect();
-    let mut spent: HashSet<String> = HashSet::new();
-    for chunk in todo.chunks(ROWS_PER_STATEMENT) {
-        let sql = format!(
-            "UPDATE tokens SET used = 1 WHERE used = 0 AND hash IN ({}) RETURNING hash",
-            numbered(1, chunk.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for (_, hash, _, _) in chunk {
-            q = q.bind(*hash);
-        }
-        for row in q.fetch_all(&mut *conn).await? {
-            spent.insert(row.try_get(0)?);
-        }
+    if todo.is_empty() {
+        return Ok(());
     }
+    let unix = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let hashes: Vec<&str> = todo.iter().map(|(_, h, _, _)| *h).collect();
+    let mut spent = crate::tokens::spend(conn, &hashes, unix).await?;
     // A token is spent once: the first unit that named it enrolls.
     let mut enrolled = Vec::new();
+    let mut refused = Vec::new();
     for &(i, hash, device, key) in &todo {
-        let ok = spent.remove(hash);
-        out[i] = Some(Outcome::Enrolled(ok));
-        if ok {
+        if spent.remove(hash) {
+            out[i] = Some(Outcome::Enrolled(Ok(())));
             enrolled.push((device, key));
+        } else {
+            refused.push((i, hash));
+        }
+    }
+    if !refused.is_empty() {
+        let hashes: Vec<&str> = refused.iter().map(|(_, h)| *h).collect();
+        let why = crate::tokens::refusals(conn, &hashes, unix).await?;
+        for (i, hash) in refused {
+            let why = why.get(hash).copied().unwrap_or(TokenRefused::Unknown);
+            out[i] = Some(Outcome::Enrolled(Err(why)));
         }
     }
     let created = timestamp(now);
@@ -412,7 +461,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("t.db").display());
         let store = Store::open(&url).await.unwrap();
-        store.add_tokens(&["t1".into()]).await.unwrap();
+        store
+            .add_tokens(&["t1".into()], 0, i64::MAX, None)
+            .await
+            .unwrap();
         let pool = store.writer_pool(1).await.unwrap();
         let units = vec![
             Unit::Enroll {
@@ -451,9 +503,9 @@ mod tests {
         assert_eq!(
             show[..7],
             [
-                "Enrolled(true)",
-                "Enrolled(false)",
-                "Enrolled(false)",
+                "Enrolled(Ok(()))",
+                "Enrolled(Err(Used))",
+                "Enrolled(Err(Unknown))",
                 "Escrowed(Some((\"e1\", \"aa\")))",
                 "Replayed",
                 // The same rotation with another ciphertext: the first is read back (409).
@@ -489,5 +541,61 @@ mod tests {
             if rotate.len() == 1 && rotate[0].as_str() == "data"));
         // Every nonce so far (n1..n6, at the same second) is older than the cut-off.
         assert!(matches!(out[3], Outcome::Pruned(6)));
+    }
+
+    /// A revoked device's units write nothing, not even their nonces; others' in the same
+    /// batch are applied.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_revoked_device_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        store
+            .add_tokens(&["t1".into(), "t2".into()], 0, i64::MAX, None)
+            .await
+            .unwrap();
+        let pool = store.writer_pool(1).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let enroll = |t: &str, d: &str| Unit::Enroll {
+            token_hash: t.into(),
+            device: d.into(),
+            key_b64: "k".into(),
+        };
+        let now = SystemTime::now();
+        apply(&mut conn, &[enroll("t1", "d1"), enroll("t2", "d2")], now)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE devices SET revoked = 'now', revoked_by = 'test' WHERE id = 'd1'")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let units = vec![
+            Unit::Escrow(nonce("d1", "n1"), escrow("e1", "r1", "aa")),
+            Unit::CheckIn(nonce("d1", "n2"), checkin("r")),
+            Unit::Nonce(nonce("d1", "n3")),
+            Unit::CheckIn(nonce("d2", "n1"), checkin("r")),
+        ];
+        let out = apply(&mut conn, &units, now).await.unwrap();
+        for o in &out[..3] {
+            assert!(matches!(o, Outcome::Revoked), "{o:?}");
+        }
+        assert!(matches!(out[3], Outcome::CheckedIn { .. }));
+        let count = |sql: &'static str| {
+            let pool = store.pool().clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+                    .try_get::<i64, _>(0)
+                    .unwrap()
+            }
+        };
+        assert_eq!(count("SELECT count(*) FROM escrows").await, 0);
+        assert_eq!(
+            count("SELECT count(*) FROM nonces WHERE device = 'd1'").await,
+            0
+        );
+        assert_eq!(count("SELECT count(*) FROM checkins").await, 1);
     }
 }

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use keyward_core::schedule::{CheckIn, CheckInReply};
 
-use crate::api::{bad, internal, refuse, replayed, token_ok, verify, ApiError, AppState};
+use crate::api::{bad, internal, refuse, replayed, revoked, token_ok, verify, ApiError, AppState};
 use crate::store::{Device, Store};
 use crate::writer::{CheckInWrite, Outcome, Unit};
 
@@ -46,6 +46,7 @@ pub async fn checkin(
             Ok(Json(CheckInReply { rotate, commands }))
         }
         Outcome::Replayed => Err(replayed()),
+        Outcome::Revoked => Err(revoked()),
         other => Err(internal(format!("check-in answered {other:?}"))),
     }
 }
@@ -84,8 +85,8 @@ pub async fn latest(store: &Store, device: &str) -> Result<Option<(String, Check
     Ok(store.device(device).await?.as_ref().and_then(parse))
 }
 
-/// `keyward-server device list`: every device, its last check-in, and per volume the escrow
-/// state it reported and whether its key waits for rotation after use.
+/// `keyward-server device list`: every device, whether it is revoked, its last check-in, and
+/// per volume the escrow state it reported and whether its key waits for rotation after use.
 pub async fn list(store: &Store, json: bool) -> Result<(), String> {
     let mut all = Vec::new();
     for d in store.devices("", i64::MAX).await? {
@@ -104,8 +105,14 @@ pub async fn list(store: &Store, json: bool) -> Result<(), String> {
             entry["rotate_after_use"] = seen.into();
             volumes.push(entry);
         }
+        let revoked = d
+            .revoked
+            .as_ref()
+            .map(|r| serde_json::json!({ "at": r.at, "by": r.by }));
         all.push(serde_json::json!({
             "device": d.id,
+            "state": if revoked.is_some() { "revoked" } else { "active" },
+            "revoked": revoked,
             "enrolled": d.created,
             "last_checkin": last.as_ref().map(|(at, _)| at.clone()),
             "volumes": volumes,
@@ -119,16 +126,20 @@ pub async fn list(store: &Store, json: bool) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "{:<28} {:<22} {:<8} {:<11} {:<30} SERVICE",
-        "DEVICE", "LAST CHECK-IN", "VOLUME", "RECOVERY", "ESCROW"
+        "{:<28} {:<7} {:<22} {:<8} {:<11} {:<30} SERVICE",
+        "DEVICE", "STATE", "LAST CHECK-IN", "VOLUME", "RECOVERY", "ESCROW"
     );
     for d in &all {
         let last = d["last_checkin"]
             .as_str()
             .map_or("never", |t| t.get(..19).unwrap_or(t));
+        let state = d["state"].as_str().unwrap_or("");
         let volumes = d["volumes"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         if volumes.is_empty() {
-            println!("{:<28} {last:<22}", d["device"].as_str().unwrap_or(""));
+            println!(
+                "{:<28} {state:<7} {last:<22}",
+                d["device"].as_str().unwrap_or("")
+            );
         }
         for v in volumes {
             let mut escrow = v["escrow_id"].as_str().unwrap_or("-").to_owned();
@@ -136,7 +147,7 @@ pub async fn list(store: &Store, json: bool) -> Result<(), String> {
                 escrow.push_str(" (seen; rotating)");
             }
             println!(
-                "{:<28} {last:<22} {:<8} {:<11} {escrow:<30} {}",
+                "{:<28} {state:<7} {last:<22} {:<8} {:<11} {escrow:<30} {}",
                 d["device"].as_str().unwrap_or(""),
                 v["volume"].as_str().unwrap_or(""),
                 v["recovery"].as_str().unwrap_or(""),
@@ -145,40 +156,4 @@ pub async fn list(store: &Store, json: bool) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// Fleet totals from every device's latest report, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Fleet {
-    /// Volumes by reported recovery state (`escrowed`, `pending`, …).
-    pub volumes_by_state: std::collections::BTreeMap<String, u64>,
-    /// Devices with at least one check-in.
-    pub checked_in: u64,
-    /// Age of the oldest active escrowed key, in seconds.
-    pub max_key_age_secs: u64,
-}
-
-/// Add up the fleet's reports.
-pub async fn fleet(store: &Store) -> Result<Fleet, String> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut f = Fleet::default();
-    for d in store.devices("", i64::MAX).await? {
-        let Some((_, report)) = parse(&d) else {
-            continue;
-        };
-        f.checked_in += 1;
-        for v in &report.volumes {
-            let state = serde_json::to_value(v.recovery)
-                .ok()
-                .and_then(|s| s.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            *f.volumes_by_state.entry(state).or_default() += 1;
-            if let Some(t) = v.rotated_at {
-                f.max_key_age_secs = f.max_key_age_secs.max(now.saturating_sub(t));
-            }
-        }
-    }
-    Ok(f)
 }

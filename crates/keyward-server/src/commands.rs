@@ -34,11 +34,20 @@ pub async fn issue(
     ttl_secs: u64,
     who: &str,
 ) -> Result<String, String> {
-    if store.device_key(device).await?.is_none() {
-        return Err(format!(
-            "no enrolled device {}",
-            keyward_core::quote(device)
-        ));
+    match store.device(device).await? {
+        None => {
+            return Err(format!(
+                "no enrolled device {}",
+                keyward_core::quote(device)
+            ))
+        }
+        Some(d) if d.revoked.is_some() => {
+            return Err(format!(
+                "device {} is revoked: it would never fetch the command",
+                keyward_core::quote(device)
+            ))
+        }
+        Some(_) => {}
     }
     if ttl_secs == 0 || ttl_secs > keyward_core::command::MAX_LIFETIME_SECS {
         return Err("the lifetime must be between 1 s and 7 days".into());

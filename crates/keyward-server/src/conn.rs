@@ -10,14 +10,18 @@
 //!
 //! At start the soft `RLIMIT_NOFILE` is raised to the hard limit, and the connection cap is
 //! lowered if the limit still cannot hold it plus the database's and the log's descriptors.
-//! No request handling here: the router is the API's.
+//! Each request carries the client's socket address (axum's `ConnectInfo`), which the web UI's
+//! login throttle counts failures by. No request handling here: the router is the API's.
 
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -86,8 +90,8 @@ pub async fn serve(
             .acquire_owned()
             .await
             .map_err(|e| e.to_string())?;
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: pause rather than spin.
                 crate::log::error("accept", &[("error", e.to_string().into())]);
@@ -99,12 +103,12 @@ pub async fn serve(
         tokio::spawn(async move {
             let _permit = permit;
             match tls {
-                None => serve_connection(tcp, app, &limits).await,
+                None => serve_connection(tcp, peer, app, &limits).await,
                 Some(acceptor) => {
                     if let Ok(Ok(stream)) =
                         tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await
                     {
-                        serve_connection(stream, app, &limits).await;
+                        serve_connection(stream, peer, app, &limits).await;
                     }
                 }
             }
@@ -112,8 +116,9 @@ pub async fn serve(
     }
 }
 
-/// One connection: HTTP/1.1 with the header-read timeout, shut down once idle too long.
-async fn serve_connection<S>(stream: S, app: axum::Router, limits: &Limits)
+/// One connection: HTTP/1.1 with the header-read timeout, shut down once idle too long; every
+/// request on it carries `peer` as `ConnectInfo`.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, app: axum::Router, limits: &Limits)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -122,10 +127,15 @@ where
         inner: stream,
         activity: activity.clone(),
     });
+    let app = TowerToHyperService::new(app);
+    let with_peer = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        hyper::service::Service::call(&app, req)
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .serve_connection(io, TowerToHyperService::new(app));
+        .serve_connection(io, with_peer);
     tokio::pin!(conn);
     let tick = (limits.idle_timeout / 4).max(Duration::from_millis(50));
     let mut shut_at: Option<Instant> = None;

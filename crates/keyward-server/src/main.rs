@@ -2,11 +2,14 @@
 //!
 //! ```text
 //! keyward-server init --state DIR                       identity (0600); prints the device config lines
-//! keyward-server token create --state DIR               a single-use enrollment token
+//! keyward-server token create [--count N] [--expires-in 24h] --state DIR   single-use enrollment tokens
+//! keyward-server token list [--json] | revoke ID...     their state; make them unusable (audited)
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
 //!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
-//! keyward-server device list [--json] --state DIR      devices, last check-in, escrow state per volume
+//!                [--metrics-refresh D] [--metrics-token-file FILE]   /metrics (metrics.rs, fleet_gauges.rs)
+//! keyward-server device list [--json] --state DIR      devices, state, last check-in, escrow state per volume
+//! keyward-server device revoke DEVICE [--reason TEXT] --state DIR   refuse its requests (401; audited)
 //! (every command: [--db URL | --db-file PATH] or KEYWARD_SERVER_DB; default SQLite in DIR)
 //! keyward-server backup --out FILE --passphrase-stdin --state DIR   identity + database, age-encrypted
 //! keyward-server restore --in FILE --passphrase-stdin --state DIR    into an empty state dir and database
@@ -26,15 +29,19 @@ mod batch;
 mod checkin;
 mod commands;
 mod conn;
+mod device_admin;
 mod device_keys;
 mod escrow_check;
+mod fleet_gauges;
 mod identity;
 mod keys;
 mod log;
 mod metrics;
 mod migrations;
+mod private_file;
 mod store;
 mod tls;
+mod tokens;
 mod ui;
 mod writer;
 
@@ -77,7 +84,7 @@ enum Command {
     /// Enrollment tokens.
     Token {
         #[command(subcommand)]
-        action: TokenAction,
+        action: tokens::TokenAction,
     },
     /// Serve the API.
     Serve {
@@ -99,6 +106,8 @@ enum Command {
         ui_options: ui::ServeOptions,
         #[command(flatten)]
         limits: conn::Limits,
+        #[command(flatten)]
+        metrics: metrics::Options,
         /// Escrows kept per device and volume: the newest N, plus the one its last check-in names.
         #[arg(long, value_name = "N", default_value_t = 16)]
         escrows_kept: u32,
@@ -106,7 +115,7 @@ enum Command {
     /// Enrolled devices.
     Device {
         #[command(subcommand)]
-        action: DeviceAction,
+        action: device_admin::DeviceAction,
     },
     /// Back up the identity and the database to one file, encrypted to a passphrase.
     Backup {
@@ -170,18 +179,6 @@ enum EscrowAction {
     },
 }
 
-#[derive(Subcommand, Debug)]
-enum TokenAction {
-    /// Create single-use enrollment tokens, printed one a line.
-    Create {
-        #[command(flatten)]
-        at: Where,
-        /// How many tokens (for enrolling a fleet, or a load test, in one go).
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-        count: u32,
-    },
-}
-
 #[derive(clap::Args, Debug)]
 struct Issue {
     /// The device.
@@ -242,18 +239,6 @@ enum CommandAction {
 }
 
 #[derive(Subcommand, Debug)]
-enum DeviceAction {
-    /// Every device with its last check-in and the escrow state of each volume.
-    List {
-        /// Machine-readable output.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        at: Where,
-    },
-}
-
-#[derive(Subcommand, Debug)]
 enum KeyAction {
     /// Show the latest escrowed recovery key of a device's volume (audited; the device rotates it after use).
     Show {
@@ -294,27 +279,8 @@ fn db_url(at: &Where) -> Result<String, String> {
 
 /// A URL from a file only its owner (this user) can read or write: it may hold a password.
 fn db_url_from_file(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::MetadataExt;
-    let shown = path.display();
-    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{shown}: {e}"))?;
-    if !meta.file_type().is_file() {
-        return Err(format!("{shown}: not a regular file"));
-    }
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(format!("{shown}: not owned by this user"));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{shown}: mode {:o} lets others read it; chmod 600",
-            meta.mode() & 0o777
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{shown}: {e}"))?;
-    let url = text.trim();
-    if url.is_empty() || url.contains('\n') {
-        return Err(format!("{shown}: expected one line, the database URL"));
-    }
-    Ok(url.to_owned())
+    private_file::read_line(path)
+        .map_err(|e| format!("{e} (--db-file: one line, the database URL)"))
 }
 
 fn main() -> ExitCode {
@@ -357,24 +323,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             print!("{}", id.public_config());
             Ok(())
         }
-        Command::Token {
-            action: TokenAction::Create { at, count },
-        } => {
-            let store = store::Store::open(&db_url(&at)?).await?;
-            let mut tokens = Vec::with_capacity(count as usize);
-            for _ in 0..count {
-                let mut raw = [0u8; 24];
-                getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
-                tokens.push(raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
-            }
-            // One transaction: no token is printed unless all are stored.
-            let hashes: Vec<String> = tokens.iter().map(|t| api::token_hash(t)).collect();
-            store.add_tokens(&hashes).await?;
-            for token in tokens {
-                println!("{token}");
-            }
-            Ok(())
-        }
+        Command::Token { action } => tokens::run(action).await,
         Command::Serve {
             at,
             listen,
@@ -383,9 +332,11 @@ async fn run(cli: Cli) -> Result<(), String> {
             tls_key,
             ui_options,
             mut limits,
+            metrics,
             escrows_kept,
         } => {
             batch::keep_escrows_per_volume(escrows_kept);
+            let metrics_token = metrics.token()?;
             let tls = match (&tls_cert, &tls_key) {
                 (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
                 _ => None,
@@ -405,6 +356,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 device_keys: device_keys::DeviceKeys::default(),
                 identity,
                 counters: metrics::Counters::default(),
+                gauges: fleet_gauges::Gauges::default(),
+                metrics_token,
                 log_requests,
                 ui: ui_options.settings(),
             });
@@ -415,13 +368,21 @@ async fn run(cli: Cli) -> Result<(), String> {
             let scheme = if tls.is_some() { "https" } else { "http" };
             // The first line of the log: scripts and tests read the address from it.
             log::info(&format!("listening on {scheme}://{addr}"), &[]);
+            if state.metrics_token.is_none() {
+                log::info(
+                    "/metrics is served without authentication (--metrics-token-file requires a bearer token)",
+                    &[],
+                );
+            }
             tokio::spawn(warm_device_keys(state.clone()));
+            tokio::spawn(fleet_gauges::refresh_every(
+                state.clone(),
+                metrics.metrics_refresh,
+            ));
             limits.fit_descriptor_limit();
             conn::serve(listener, tls, api::router(state), limits).await
         }
-        Command::Device {
-            action: DeviceAction::List { json, at },
-        } => checkin::list(&store::Store::open(&db_url(&at)?).await?, json).await,
+        Command::Device { action } => device_admin::run(action).await,
         Command::Audit { at } => audit(&at).await,
         Command::Command {
             action: CommandAction::List { device, json, at },

@@ -1,20 +1,90 @@
 //! Operability: a middleware that counts and logs every request (route template, status,
 //! latency; never a body), and `/metrics` in the Prometheus text format: this instance's
-//! request counters, latency sums and write batches, plus fleet gauges read from the database
-//! (devices, escrows, keys waiting for rotation after use, volumes by escrow state, rotation
-//! lag).
+//! request counters, latency sums and write batches, plus the fleet gauges (devices, escrows,
+//! keys waiting for rotation after use, volumes by escrow state, rotation lag) from the
+//! snapshot `fleet_gauges.rs` refreshes in the background. A scrape reads memory only.
 //! Request counters are per instance, as Prometheus expects; gauges are the same everywhere.
+//!
+//! `/metrics` is open unless `serve --metrics-token-file FILE` names a bearer token (a private
+//! file, `private_file.rs`); then a scrape without `Authorization: Bearer TOKEN` gets 401. The
+//! token is compared as SHA-256 digests, in constant time.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::Digest;
 
-use crate::api::{internal, ApiError, AppState};
+use crate::api::AppState;
+
+/// `serve` options for `/metrics`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Options {
+    /// Recompute the fleet gauges (a walk over every device) this often; scrapes read the last result.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub metrics_refresh: Duration,
+    /// Require `Authorization: Bearer TOKEN` on /metrics, TOKEN read from this file (one line,
+    /// at least 16 characters; owned by this user, mode 0600 or stricter). Without it /metrics is open.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
+}
+
+/// The bearer token `/metrics` requires, as its SHA-256.
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
+}
+
+/// Shortest token accepted.
+const MIN_TOKEN: usize = 16;
+
+impl Options {
+    /// The token from `--metrics-token-file`, if given; an error if the file is readable by
+    /// others, or the token too short.
+    pub fn token(&self) -> Result<Option<MetricsToken>, String> {
+        let Some(path) = &self.metrics_token_file else {
+            return Ok(None);
+        };
+        let token = zeroize::Zeroizing::new(
+            crate::private_file::read_line(path)
+                .map_err(|e| format!("--metrics-token-file {e}"))?,
+        );
+        if token.chars().count() < MIN_TOKEN {
+            return Err(format!(
+                "--metrics-token-file: the token must have at least {MIN_TOKEN} characters"
+            ));
+        }
+        Ok(Some(MetricsToken(
+            sha2::Sha256::digest(token.as_bytes()).into(),
+        )))
+    }
+}
+
+/// Whether the request carries the token (digests compared in constant time).
+fn authorized(expected: &MetricsToken, headers: &HeaderMap) -> bool {
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let given: [u8; 32] = sha2::Sha256::digest(given.trim().as_bytes()).into();
+    given
+        .iter()
+        .zip(expected.0.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
 
 /// Per-route request counts and latency sums, by status.
 #[derive(Debug, Default)]
@@ -58,8 +128,18 @@ fn label(s: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(s): State<Arc<AppState>>) -> Result<Response, ApiError> {
+/// `GET /metrics`: memory only, no database.
+pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(token) = &s.metrics_token {
+        if !authorized(token, &headers) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(WWW_AUTHENTICATE, "Bearer")],
+                "a bearer token is required\n",
+            )
+                .into_response();
+        }
+    }
     let mut out = String::new();
     out.push_str("# HELP keyward_http_requests_total Requests served by this instance.\n");
     out.push_str("# TYPE keyward_http_requests_total counter\n");
@@ -109,23 +189,65 @@ pub async fn metrics(State(s): State<Arc<AppState>>) -> Result<Response, ApiErro
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
         );
     }
-    let (devices, escrows, seen) = s.store.counts().await.map_err(internal)?;
+    let g = &s.gauges;
     for (name, help, v) in [
-        ("keyward_devices", "Enrolled devices.", devices),
+        (
+            "keyward_fleet_refreshes_total",
+            "Walks over the fleet that refreshed the gauges below.",
+            &g.refreshes,
+        ),
+        (
+            "keyward_fleet_refresh_failures_total",
+            "Walks that failed (the gauges below kept their previous values).",
+            &g.failures,
+        ),
+    ] {
+        let v = v.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    if let Some(snapshot) = g.latest() {
+        fleet_gauges(&mut out, &snapshot);
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The gauges of one fleet snapshot.
+fn fleet_gauges(out: &mut String, snapshot: &crate::fleet_gauges::Snapshot) {
+    let fleet = &snapshot.fleet;
+    let _ = writeln!(
+        out,
+        "# HELP keyward_fleet_snapshot_timestamp_seconds When the walk behind the fleet gauges began.\n\
+         # TYPE keyward_fleet_snapshot_timestamp_seconds gauge\n\
+         keyward_fleet_snapshot_timestamp_seconds {:.3}",
+        snapshot.started
+    );
+    for (name, help, v) in [
+        (
+            "keyward_devices",
+            "Enrolled devices (revoked ones included).",
+            i64::try_from(fleet.devices).unwrap_or(i64::MAX),
+        ),
+        (
+            "keyward_devices_revoked",
+            "Revoked devices.",
+            i64::try_from(fleet.revoked).unwrap_or(i64::MAX),
+        ),
         (
             "keyward_escrows",
             "Escrowed recovery keys (all versions).",
-            escrows,
+            fleet.escrows,
         ),
         (
             "keyward_escrows_seen",
             "Escrowed keys an admin has seen (rotation after use requested).",
-            seen,
+            fleet.seen,
         ),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
     }
-    let fleet = crate::checkin::fleet(&s.store).await.map_err(internal)?;
     out.push_str(
         "# HELP keyward_volumes Volumes by the escrow state their device last reported.\n",
     );
@@ -145,5 +267,26 @@ pub async fn metrics(State(s): State<Arc<AppState>>) -> Result<Response, ApiErro
         "keyward_rotation_lag_seconds {}",
         fleet.max_key_age_secs
     );
-    Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn only_the_whole_token_as_a_bearer_is_authorized() {
+        let token = MetricsToken(sha2::Sha256::digest(b"0123456789abcdef").into());
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, v.parse().unwrap());
+            h
+        };
+        assert!(authorized(&token, &with("Bearer 0123456789abcdef")));
+        assert!(!authorized(&token, &HeaderMap::new()));
+        assert!(!authorized(&token, &with("0123456789abcdef")));
+        assert!(!authorized(&token, &with("Bearer 0123456789abcde")));
+        assert!(!authorized(&token, &with("Bearer 0123456789abcdef0")));
+        assert!(!authorized(&token, &with("Basic 0123456789abcdef")));
+    }
 }

@@ -109,6 +109,52 @@ Migration {
         "ALTER TABLE nonces_by_time RENAME TO nonces",
         "DROP INDEX escrows_latest",
     ],
+},
+// Revoked devices (`keyward-server device revoke`, issue 14): when and by whom. A revoked
+// device is kept (its escrows and audit trail stay); the writer refuses its requests.
+Migration {
+    version: 5,
+    sqlite: &[
+        "ALTER TABLE devices ADD COLUMN revoked TEXT",
+        "ALTER TABLE devices ADD COLUMN revoked_by TEXT",
+    ],
+    postgres: &[
+        "ALTER TABLE devices ADD COLUMN revoked TEXT",
+        "ALTER TABLE devices ADD COLUMN revoked_by TEXT",
+    ],
+},
+// Enrollment tokens expire and can be revoked (`tokens.rs`, issue 14). Times are Unix seconds;
+// `created` 0 means "made before this migration", `revoked` 0 "not revoked". Tokens unspent at
+// upgrade get the default lifetime from the upgrade on, so a token leaked before it stops
+// working a day later rather than never.
+Migration {
+    version: 6,
+    sqlite: &[
+        "ALTER TABLE tokens ADD COLUMN created INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN expires INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN revoked INTEGER NOT NULL DEFAULT 0",
+        "UPDATE tokens SET expires = CAST(strftime('%s', 'now') AS INTEGER) + 86400 WHERE used = 0",
+    ],
+    postgres: &[
+        "ALTER TABLE tokens ADD COLUMN created BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN expires BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE tokens ADD COLUMN revoked BIGINT NOT NULL DEFAULT 0",
+        "UPDATE tokens SET expires = CAST(EXTRACT(EPOCH FROM now()) AS BIGINT) + 86400 WHERE used = 0",
+    ],
+},
+// Failed web UI logins remember the client's address (`ui/throttle.rs`, issue 14): lock-outs
+// are per address and per name from that address, so nobody can lock an admin out from afar.
+// Rows from before it have source '' and count for no address.
+Migration {
+    version: 7,
+    sqlite: &[
+        "ALTER TABLE login_failures ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX login_failures_source ON login_failures (source, at)",
+    ],
+    postgres: &[
+        "ALTER TABLE login_failures ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX login_failures_source ON login_failures (source, at)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

@@ -78,6 +78,29 @@ pub struct Device {
     pub created: String,
     /// Its last check-in: when, and the report (JSON as stored).
     pub checkin: Option<(String, String)>,
+    /// Its revocation, if it is revoked.
+    pub revoked: Option<Revocation>,
+}
+
+/// When and by whom a device was revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Who.
+    pub by: String,
+}
+
+/// What `revoke_device` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Revoked {
+    /// Revoked now, and audited.
+    Now,
+    /// It was revoked before (nothing changed, nothing audited).
+    Already(Revocation),
+    /// No device has that id.
+    Unknown,
 }
 
 /// One audit record.
@@ -174,20 +197,30 @@ impl Store {
         self.dialect
     }
 
-    /// Store enrollment tokens (their SHA-256 only), all or none.
-    pub async fn add_tokens(&self, hashes: &[String]) -> Result<()> {
+    /// Store enrollment tokens (their SHA-256 only), made at `created` and valid until
+    /// `expires` (Unix seconds), all or none; `audit` is recorded with them.
+    pub async fn add_tokens(
+        &self,
+        hashes: &[String],
+        created: i64,
+        expires: i64,
+        audit: Option<&AuditRecord>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         // Many rows a statement: a fleet's 100,000 tokens are a few hundred round trips.
         for chunk in hashes.chunks(500) {
             let sql = format!(
-                "INSERT INTO tokens (hash, used) VALUES {}",
-                crate::batch::placeholders(chunk.len(), 1, ", 0")
+                "INSERT INTO tokens (hash, created, expires, used) VALUES {}",
+                crate::batch::placeholders(chunk.len(), 3, ", 0")
             );
             let mut q = sqlx::query(&sql);
             for h in chunk {
-                q = q.bind(h);
+                q = q.bind(h).bind(created).bind(expires);
             }
             q.execute(&mut *tx).await?;
+        }
+        if let Some(record) = audit {
+            insert_audit(&mut *tx, record).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -309,7 +342,7 @@ impl Store {
     /// Devices whose id contains `search` (all if empty), with their last check-in.
     pub async fn devices(&self, search: &str, limit: i64) -> Result<Vec<Device>> {
         let rows = sqlx::query(
-            "SELECT d.id, d.created, c.at, c.report FROM devices d \
+            "SELECT d.id, d.created, d.revoked, d.revoked_by, c.at, c.report FROM devices d \
              LEFT JOIN checkins c ON c.device = d.id \
              WHERE $1 = '' OR d.id LIKE $2 ESCAPE '\\' ORDER BY d.created, d.id LIMIT $3",
         )
@@ -321,16 +354,65 @@ impl Store {
         rows.iter().map(device).collect()
     }
 
+    /// Up to `limit` devices with ids after `after`, in id order, with their last check-in
+    /// (for walking the whole fleet a page at a time).
+    pub async fn devices_after(&self, after: &str, limit: i64) -> Result<Vec<Device>> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.created, d.revoked, d.revoked_by, c.at, c.report FROM devices d \
+             LEFT JOIN checkins c ON c.device = d.id WHERE d.id > $1 ORDER BY d.id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(device).collect()
+    }
+
     /// One device.
     pub async fn device(&self, id: &str) -> Result<Option<Device>> {
         let row = sqlx::query(
-            "SELECT d.id, d.created, c.at, c.report FROM devices d \
+            "SELECT d.id, d.created, d.revoked, d.revoked_by, c.at, c.report FROM devices d \
              LEFT JOIN checkins c ON c.device = d.id WHERE d.id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(device).transpose()
+    }
+
+    /// Revoke a device and audit it, together (`record` names who and why). A revoked device
+    /// keeps its escrows; the writer refuses every request it signs from the commit on.
+    pub async fn revoke_device(&self, record: &AuditRecord) -> Result<Revoked> {
+        let device = record.device.as_deref().unwrap_or("");
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE devices SET revoked = $2, revoked_by = $3 WHERE id = $1 AND revoked IS NULL",
+        )
+        .bind(device)
+        .bind(&record.at)
+        .bind(&record.who)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 1 {
+            insert_audit(&mut *tx, record).await?;
+            tx.commit().await?;
+            return Ok(Revoked::Now);
+        }
+        let row = sqlx::query("SELECT revoked, revoked_by FROM devices WHERE id = $1")
+            .bind(device)
+            .fetch_optional(&mut *tx)
+            .await?;
+        Ok(match row {
+            None => Revoked::Unknown,
+            Some(r) => Revoked::Already(Revocation {
+                at: r
+                    .try_get::<Option<String>, _>("revoked")?
+                    .unwrap_or_default(),
+                by: r
+                    .try_get::<Option<String>, _>("revoked_by")?
+                    .unwrap_or_default(),
+            }),
+        })
     }
 
     /// Counts for metrics: (devices, escrows, escrows waiting for rotation after use).
@@ -372,10 +454,16 @@ where
 fn device(r: &AnyRow) -> Result<Device> {
     let at: Option<String> = r.try_get("at")?;
     let report: Option<String> = r.try_get("report")?;
+    let revoked: Option<String> = r.try_get("revoked")?;
+    let revoked_by: Option<String> = r.try_get("revoked_by")?;
     Ok(Device {
         id: r.try_get("id")?,
         created: r.try_get("created")?,
         checkin: at.zip(report),
+        revoked: revoked.map(|at| Revocation {
+            at,
+            by: revoked_by.unwrap_or_default(),
+        }),
     })
 }
 

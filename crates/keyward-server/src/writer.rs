@@ -103,12 +103,14 @@ pub enum Unit {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum Outcome {
-    /// Enrolled (false: the token was unknown or spent).
-    Enrolled(bool),
+    /// Enrolled, or why the token did not enroll a device.
+    Enrolled(Result<(), crate::tokens::TokenRefused>),
     /// A [`Unit::Nonce`]: false if the device used it before.
     NonceFresh(bool),
     /// An escrow or check-in whose nonce the device used before: nothing written.
     Replayed,
+    /// A request (nonce, escrow or check-in) from a revoked device: nothing written.
+    Revoked,
     /// The rotation's stored escrow, (id, sha256): this one's, or the one stored before it.
     /// None only if it vanished between the insert and the read.
     Escrowed(Option<(String, String)>),

@@ -164,6 +164,10 @@ impl Server {
                 cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
             }
             cmd.args(&self.serve_args);
+            // Fleet gauges a moment old, not a minute (`http::fresh_metrics` waits for them).
+            if !self.serve_args.iter().any(|a| a == "--metrics-refresh") {
+                cmd.args(["--metrics-refresh", "100ms"]);
+            }
             let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
             let mut first = String::new();
             let mut err = BufReader::new(child.stderr.take().unwrap());

@@ -81,10 +81,36 @@ pub fn enroll_key(addr: &str, token: &str, key: &SigningKey) -> String {
         .to_owned()
 }
 
-/// One value from `/metrics` (empty if absent).
+/// `/metrics` once its fleet gauges come from a walk that began after this call, so they hold
+/// everything committed before it (the gauges are refreshed in the background; the harness
+/// serves with a short `--metrics-refresh`).
+pub fn fresh_metrics(addr: &str) -> String {
+    let asked = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (status, m) = http(addr, "GET", "/metrics", &[], b"");
+        let taken = m
+            .lines()
+            .find_map(|l| l.strip_prefix("keyward_fleet_snapshot_timestamp_seconds "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if status == 200 && taken.is_some_and(|t| t > asked) {
+            return m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fresh fleet snapshot: {status} {m}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// One value from a fresh `/metrics` (empty if absent).
 pub fn gauge(addr: &str, name: &str) -> String {
-    let (_, m) = http(addr, "GET", "/metrics", &[], b"");
-    m.lines()
+    fresh_metrics(addr)
+        .lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
         .unwrap_or_default()
 }

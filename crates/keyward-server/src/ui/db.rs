@@ -72,25 +72,52 @@ pub async fn admin_hash(pool: &AnyPool, name: &str) -> Result<Option<String>> {
     Ok(row.map(|r| r.try_get("hash")).transpose()?)
 }
 
-/// When `name`'s latest failed logins were, newest first, at most `limit` of them.
-pub async fn latest_failures(pool: &AnyPool, name: &str, limit: i64) -> Result<Vec<i64>> {
-    let rows = sqlx::query(
-        "SELECT at FROM login_failures WHERE name = $1 ORDER BY at DESC, seq DESC LIMIT $2",
-    )
-    .bind(name)
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
+/// Whose failed logins to count.
+#[derive(Debug, Clone, Copy)]
+pub enum FailuresOf<'a> {
+    /// A name's, from anywhere.
+    Name(&'a str),
+    /// An address's, for any name.
+    Source(&'a str),
+    /// A name's from one address.
+    NameFrom(&'a str, &'a str),
+}
+
+/// When the latest failed logins of `whose` were, newest first, at most `limit` of them.
+pub async fn latest_failures(
+    pool: &AnyPool,
+    whose: FailuresOf<'_>,
+    limit: i64,
+) -> Result<Vec<i64>> {
+    let (filter, first, second) = match whose {
+        FailuresOf::Name(n) => ("name = $1", n, None),
+        FailuresOf::Source(a) => ("source = $1", a, None),
+        FailuresOf::NameFrom(n, a) => ("name = $1 AND source = $3", n, Some(a)),
+    };
+    let sql =
+        format!("SELECT at FROM login_failures WHERE {filter} ORDER BY at DESC, seq DESC LIMIT $2");
+    let mut q = sqlx::query(&sql).bind(first).bind(limit);
+    if let Some(second) = second {
+        q = q.bind(second);
+    }
+    let rows = q.fetch_all(pool).await?;
     rows.iter()
         .map(|r| r.try_get("at").map_err(Into::into))
         .collect()
 }
 
-/// Record a failed login, and forget failures from before `forget_before` (of any name): they
-/// no longer count towards a lock-out.
-pub async fn add_failure(pool: &AnyPool, name: &str, at: i64, forget_before: i64) -> Result<()> {
-    sqlx::query("INSERT INTO login_failures (name, at) VALUES ($1, $2)")
+/// Record a failed login for `name` from `source`, and forget failures from before
+/// `forget_before` (of any name): they no longer count towards a lock-out.
+pub async fn add_failure(
+    pool: &AnyPool,
+    name: &str,
+    source: &str,
+    at: i64,
+    forget_before: i64,
+) -> Result<()> {
+    sqlx::query("INSERT INTO login_failures (name, source, at) VALUES ($1, $2, $3)")
         .bind(name)
+        .bind(source)
         .bind(at)
         .execute(pool)
         .await?;
@@ -101,10 +128,12 @@ pub async fn add_failure(pool: &AnyPool, name: &str, at: i64, forget_before: i64
     Ok(())
 }
 
-/// Forget `name`'s failed logins (after a successful one).
-pub async fn clear_failures(pool: &AnyPool, name: &str) -> Result<()> {
-    sqlx::query("DELETE FROM login_failures WHERE name = $1")
+/// Forget `name`'s failed logins from `source` (after a successful one from there). Failures
+/// from elsewhere stay: someone else's guesses stay counted against them.
+pub async fn clear_failures(pool: &AnyPool, name: &str, source: &str) -> Result<()> {
+    sqlx::query("DELETE FROM login_failures WHERE name = $1 AND source = $2")
         .bind(name)
+        .bind(source)
         .execute(pool)
         .await?;
     Ok(())

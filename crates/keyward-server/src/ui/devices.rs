@@ -89,7 +89,11 @@ async fn assess(s: &AppState, devices: Vec<Device>, now: u64) -> Result<Vec<Asse
                 .as_ref()
                 .and_then(|(at, _)| layout::unix_of(at));
             let healths: Vec<VolumeHealth> = volumes.iter().map(|(_, h)| *h).collect();
-            let health = health::device_health(now, last, &healths, stale_after);
+            let health = if device.revoked.is_some() {
+                DeviceHealth::Revoked
+            } else {
+                health::device_health(now, last, &healths, stale_after)
+            };
             Assessed {
                 device,
                 report,
@@ -105,6 +109,7 @@ fn device_badge(h: DeviceHealth) -> Markup {
         DeviceHealth::Stale { silent_secs } => {
             format!("no check-in for {}", layout::span(silent_secs))
         }
+        DeviceHealth::Revoked => "revoked: the server refuses its requests".into(),
         DeviceHealth::NeverCheckedIn => "enrolled, but it has never reported".into(),
         DeviceHealth::Attention => "a volume has no key escrowed here".into(),
         DeviceHealth::NoVolumes => "it reported no volumes".into(),
@@ -235,6 +240,9 @@ pub async fn page(
             dt { "Enrolled" } dd { (when(&d.created, now)) }
             dt { "Last check-in" } dd {
                 @match &d.checkin { Some((at, _)) => (when(at, now)), None => "never" }
+            }
+            @if let Some(r) = &d.revoked {
+                dt { "Revoked" } dd.revoked { (when(&r.at, now)) " by " (r.by) }
             }
         }
         h2 { "Volumes" }

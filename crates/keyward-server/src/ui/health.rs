@@ -44,6 +44,8 @@ pub enum VolumeHealth {
 /// A device's health: the worst of its volumes, unless its reports stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceHealth {
+    /// Revoked by an admin: its requests are refused, whatever it last reported.
+    Revoked,
     /// Enrolled and never reported.
     NeverCheckedIn,
     /// Its last report is older than the limit; what it said then may no longer hold.
@@ -145,6 +147,7 @@ impl DeviceHealth {
     /// A word for a badge.
     pub fn label(self) -> &'static str {
         match self {
+            Self::Revoked => "revoked",
             Self::NeverCheckedIn => "never checked in",
             Self::Stale { .. } => "stale",
             Self::Attention => "needs attention",
@@ -159,7 +162,7 @@ impl DeviceHealth {
         match self {
             Self::Verified => Tone::Good,
             Self::Pending => Tone::Busy,
-            Self::NoVolumes | Self::NeverCheckedIn => Tone::Quiet,
+            Self::NoVolumes | Self::NeverCheckedIn | Self::Revoked => Tone::Quiet,
             Self::Stale { .. } | Self::Attention => Tone::Bad,
         }
     }
@@ -173,6 +176,8 @@ impl DeviceHealth {
             Self::Pending => 3,
             Self::NoVolumes => 4,
             Self::Verified => 5,
+            // Nothing left to do for one: last.
+            Self::Revoked => 6,
         }
     }
 }

@@ -1,42 +1,28 @@
 //! Logging in and out. A login form carries a token that must match its cookie (there is no
-//! session yet to hold one). Five failed logins for a name within 15 minutes lock that name
-//! for 15 minutes from the fifth; failures are rows, so every instance counts them, and they
-//! are counted for unknown names too, so a lock-out says nothing about which names exist.
-//! Every attempt — success, failure, locked — is audited.
+//! session yet to hold one). Failed logins are throttled per address and per name from that
+//! address, and only delayed per name (`throttle.rs`), so nobody can lock an admin out from
+//! another address; failures are rows, so every instance counts them, and they are counted for
+//! unknown names too, so a lock-out says nothing about which names exist. Every attempt —
+//! success, failure, refused — is audited with the address it came from.
 
 use std::sync::Arc;
 
-use axum::extract::{Form, State};
-use axum::http::header::SET_COOKIE;
+use axum::extract::{ConnectInfo, Form, State};
+use axum::http::header::{RETRY_AFTER, SET_COOKIE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{html, Markup};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
+use super::db::FailuresOf;
 use super::password::{self, Slot};
 use super::session::{self, Admin, LOGIN_COOKIE, SESSION_COOKIE};
+use super::throttle::{self, Failures, Verdict, LOCKOUT_SECS};
 use super::{db, layout, UiError};
 use crate::api::AppState;
 use crate::store::AuditRecord;
 
-/// Failed logins that lock a name out...
-pub const MAX_FAILURES: usize = 5;
-/// ...when they fall within this long; and how long the lock-out lasts after the last of them.
-pub const LOCKOUT_SECS: i64 = 15 * 60;
-
-/// Whether a name is locked at `now`, given its latest failures (Unix seconds, newest first).
-pub fn locked(now: i64, latest_failures: &[i64]) -> bool {
-    match (
-        latest_failures.first(),
-        latest_failures.get(MAX_FAILURES - 1),
-    ) {
-        (Some(&newest), Some(&fifth)) => {
-            newest - fifth <= LOCKOUT_SECS && now < newest + LOCKOUT_SECS
-        }
-        _ => false,
-    }
-}
 /// Longest name kept from a login attempt (names are at most 64 characters).
 const MAX_NAME: usize = 64;
 
@@ -112,9 +98,46 @@ async fn audit(s: &AppState, who: &str, action: &str, reason: &str) -> Result<()
     Ok(())
 }
 
+/// The failures that bear on a login for `name` from `source`, and the verdict at `now`.
+async fn judge(
+    pool: &sqlx::AnyPool,
+    name: &str,
+    source: &str,
+    now: i64,
+) -> Result<Verdict, UiError> {
+    let limit = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let name_here = db::latest_failures(
+        pool,
+        FailuresOf::NameFrom(name, source),
+        limit(throttle::MAX_FAILURES),
+    )
+    .await?;
+    let from_source = db::latest_failures(
+        pool,
+        FailuresOf::Source(source),
+        limit(throttle::MAX_SOURCE_FAILURES),
+    )
+    .await?;
+    let everywhere = db::latest_failures(
+        pool,
+        FailuresOf::Name(name),
+        limit(throttle::NAME_FAILURES_READ),
+    )
+    .await?;
+    Ok(throttle::judge(
+        now,
+        Failures {
+            name_here: &name_here,
+            source: &from_source,
+            name: &everywhere,
+        },
+    ))
+}
+
 /// `POST /ui/login`.
 pub async fn submit(
     State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     Form(f): Form<LoginForm>,
 ) -> Result<Response, UiError> {
@@ -129,11 +152,11 @@ pub async fn submit(
         ));
     }
     let name: String = f.name.trim().chars().take(MAX_NAME).collect();
+    let source = throttle::source_key(peer.ip());
     let pool = s.store.pool();
     let now = session::unix_now();
-    let limit = i64::try_from(MAX_FAILURES).unwrap_or(i64::MAX);
-    let locked = locked(now, &db::latest_failures(pool, &name, limit).await?);
-    let stored = if locked || !super::admin::name_ok(&name) {
+    let verdict = judge(pool, &name, &source, now).await?;
+    let stored = if verdict != Verdict::Try || !super::admin::name_ok(&name) {
         None
     } else {
         db::admin_hash(pool, &name).await?
@@ -153,28 +176,45 @@ pub async fn submit(
         )
             .into_response()
     };
-    if locked {
-        audit(
-            &s,
-            &name,
+    let refused = match verdict {
+        Verdict::Try => None,
+        Verdict::SourceLocked => Some((
             "ui-login-locked",
-            "refused: too many failed logins",
-        )
-        .await?;
-        return Ok(again(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many failed sign-ins for this name: it is locked for 15 minutes.",
-        ));
+            "refused: too many failed logins from this address".to_owned(),
+            "Too many failed sign-ins from your address: it is locked for 15 minutes.".to_owned(),
+            LOCKOUT_SECS,
+        )),
+        Verdict::NameLockedHere => Some((
+            "ui-login-locked",
+            "refused: too many failed logins for this name from this address".to_owned(),
+            "Too many failed sign-ins for this name from your address: it is locked for 15 minutes."
+                .to_owned(),
+            LOCKOUT_SECS,
+        )),
+        Verdict::Wait { secs } => Some((
+            "ui-login-delayed",
+            format!("refused: failed logins for this name; {secs} s to wait"),
+            format!("Too many failed sign-ins for this name: try again in {secs} s."),
+            secs,
+        )),
+    };
+    if let Some((action, why, problem, retry_after)) = refused {
+        audit(&s, &name, action, &format!("{why} (from {source})")).await?;
+        let mut r = again(StatusCode::TOO_MANY_REQUESTS, &problem);
+        r.headers_mut().insert(RETRY_AFTER, retry_after.into());
+        return Ok(r);
     }
     if !matched {
-        // Older failures can no longer lock anything (see `locked`).
-        db::add_failure(pool, &name, now, now - 2 * LOCKOUT_SECS).await?;
-        audit(&s, &name, "ui-login-failed", "wrong name or password").await?;
+        // Older failures can no longer lock or delay anything (see `throttle.rs`).
+        db::add_failure(pool, &name, &source, now, now - 2 * LOCKOUT_SECS).await?;
+        let why = format!("wrong name or password (from {source})");
+        audit(&s, &name, "ui-login-failed", &why).await?;
         return Ok(again(StatusCode::UNAUTHORIZED, "Wrong name or password."));
     }
-    db::clear_failures(pool, &name).await?;
+    db::clear_failures(pool, &name, &source).await?;
     let cookie = session::begin(&s, &name).await?;
-    audit(&s, &name, "ui-login", "signed in to the web UI").await?;
+    let why = format!("signed in to the web UI (from {source})");
+    audit(&s, &name, "ui-login", &why).await?;
     let mut response = Redirect::to("/ui/devices").into_response();
     let h = response.headers_mut();
     h.append(SET_COOKIE, cookie);
@@ -196,29 +236,4 @@ pub async fn logout(
         Redirect::to("/ui/login"),
     )
         .into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIN: i64 = 60;
-
-    #[test]
-    fn five_failures_within_15_minutes_lock_for_15_minutes_from_the_fifth() {
-        let t = 1_000_000;
-        // Newest first: 0, 1, 2, 3, 4 minutes before t.
-        let five: Vec<i64> = (0..5).map(|i| t - i * MIN).collect();
-        assert!(locked(t, &five));
-        assert!(locked(t + 15 * MIN - 1, &five));
-        assert!(
-            !locked(t + 15 * MIN, &five),
-            "over 15 minutes after the fifth"
-        );
-        assert!(!locked(t, &five[..4]), "four are not enough");
-        // Five spread over more than 15 minutes lock nothing.
-        let spread: Vec<i64> = (0..5).map(|i| t - i * 4 * MIN).collect();
-        assert!(!locked(t, &spread));
-        assert!(!locked(t, &[]));
-    }
 }

@@ -18,6 +18,7 @@ mod login;
 mod password;
 mod reveal;
 mod session;
+mod throttle;
 
 use std::sync::Arc;
 
