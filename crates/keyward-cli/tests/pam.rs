@@ -72,8 +72,10 @@ s=$(slot_of alice); if opens "$s" "$PW1"; then echo yes > old-still-opens.out; f
 
 # 2b. Alice runs passwd herself (setuid root, asks her current password, on a terminal).
 printf 'password optional %s socket=%s\n' "$SO" "$T/run/helper.sock" >> /etc/pam.d/passwd
+grep '^alice:' /etc/shadow | cut -d: -f2 > hash-before-passwd.out
 (sleep 1; printf '%s\n' "$PW2"; sleep 1; printf '%s\n' "$PW4"; sleep 1; printf '%s\n' "$PW4"; sleep 1) \
   | setpriv --reuid=alice --regid=alice --init-groups script -qec passwd /dev/null > passwd-user.out 2>&1 || true
+grep '^alice:' /etc/shadow | cut -d: -f2 > hash-after-passwd.out
 wait_until user_slot_opens alice "$PW4" && echo yes > user-passwd.ok
 s=$(slot_of alice); if opens "$s" "$PW2"; then echo yes > old-pw2-still-opens.out; fi
 
@@ -225,6 +227,28 @@ fn pam_login_and_password_changes() {
         read("old-still-opens.out"),
         "",
         "the old password must stop opening"
+    );
+    // 2b: `passwd` run by alice herself on a terminal (pam_unix asks her current password).
+    let passwd = read("passwd-user.out");
+    assert!(
+        passwd.contains("password updated successfully"),
+        "alice's own passwd must succeed: {passwd}"
+    );
+    assert_ne!(
+        read("hash-before-passwd.out"),
+        read("hash-after-passwd.out"),
+        "passwd changed alice's /etc/shadow hash"
+    );
+    assert_eq!(
+        read("user-passwd.ok"),
+        "yes",
+        "the slot follows a passwd run by the user: {passwd}\n{}",
+        ctx()
+    );
+    assert_eq!(
+        read("old-pw2-still-opens.out"),
+        "",
+        "the password before passwd stops opening"
     );
     assert_eq!(
         read("reset.ok"),
