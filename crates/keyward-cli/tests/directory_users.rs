@@ -3,7 +3,7 @@
 //! pam-auth-update writes it with libpam-sss and keyward's two profiles installed, the real
 //! helper, and stock cryptsetup to prove every claim about a keyslot.
 //!
-//! Covered: a directory member's login grants a slot that opens with the password the directory
+//! Covered: a directory member's login (sshd, su) grants a slot that opens with the password the directory
 //! accepts; a password the directory rejects never reaches a keyslot, even from a misplaced
 //! module; a non-member and members with uids outside `uid_min..=uid_max` get nothing; `passwd`
 //! through pam_sss moves the slot at once; an admin's reset at the directory moves it at the
@@ -48,8 +48,23 @@ start_helper
 trap 'kill "$(cat "$T/helper.pid")" 2>/dev/null || true; dir_stop' EXIT
 printf '%s\n' "$INSTALL_PASS" | kw bootstrap data --passphrase-stdin > /dev/null
 
-# 1. dave (member, uid 200001) logs in: a slot that opens with the directory's password.
-login dave "$DIR_PW_dave" 1
+# A real sshd on a free loopback port, password authentication through PAM.
+mkdir -p /run/sshd && chmod 0755 /run/sshd
+ssh-keygen -q -t ed25519 -N '' -f "$T/ssh_host_key"
+SSH_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+printf 'Port %s\nListenAddress 127.0.0.1\nHostKey %s\nUsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\nPidFile %s\n' \
+  "$SSH_PORT" "$T/ssh_host_key" "$T/sshd.pid" > "$T/sshd_config"
+printf '@include common-auth\naccount required pam_nologin.so\n@include common-account\nsession optional pam_permit.so\n@include common-password\n' > /etc/pam.d/sshd
+/usr/sbin/sshd -f "$T/sshd_config" -E "$T/sshd.log"
+trap 'kill "$(cat "$T/helper.pid")" "$(cat "$T/sshd.pid" 2>/dev/null)" 2>/dev/null || true; dir_stop' EXIT
+ssh_as() { # ssh_as USER PASSWORD COMMAND...: a password login through sshd (sshpass reads $SSHPASS)
+  local u=$1 pw=$2; shift 2
+  SSHPASS=$pw sshpass -e ssh -p "$SSH_PORT" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    -o PubkeyAuthentication=no -o PreferredAuthentications=password -o LogLevel=ERROR "$u@127.0.0.1" "$@"
+}
+
+# 1. dave (member, uid 200001) logs in over ssh: a slot that opens with the directory's password.
+ssh_as dave "$DIR_PW_dave" id -un > ssh-dave.out 2>&1 || true
 wait_until user_slot_opens dave "$DIR_PW_dave" && echo yes > dave-login.ok
 slot_of dave > dave-slot.out
 
@@ -84,8 +99,10 @@ ldapwhoami -x -H "$DIR_URI" -D "$(dir_user_dn dave)" -w "$NEW_dave" > /dev/null 
 wait_until user_slot_opens dave "$NEW_dave" && echo yes > dave-passwd.ok
 s=$(slot_of dave); if opens "$s" "$DIR_PW_dave"; then echo yes > dave-old-opens.out; fi
 
-# 5. erin gets a slot, the admin resets her password at the directory, she logs in with it.
-login erin "$DIR_PW_erin" 1
+# 5. erin gets a slot through su (a real PAM client: frank runs `su erin`, which asks erin's
+# password on a terminal), the admin resets her password at the directory, she logs in with it.
+(sleep 1; printf '%s\n' "$DIR_PW_erin"; sleep 2) \
+  | setpriv --reuid=frank --regid="$DIR_PRIMARY_GID" --clear-groups script -qec "su erin -c 'id -un'" /dev/null > su-erin.out 2>&1 || true
 wait_until user_slot_opens erin "$DIR_PW_erin" && echo yes > erin-login.ok
 NEW_erin='Willow brook reset 6Np'
 dir_reset_password erin "$NEW_erin"
@@ -186,6 +203,12 @@ fn directory_users_get_and_keep_unlock_rights() {
         "the stash line sits between pam_unix and pam_sss:\n{password}"
     );
 
+    let ssh = read("ssh-dave.out");
+    assert!(
+        ssh.ends_with("dave"),
+        "ssh as dave worked: {ssh}\n{}",
+        read("sshd.log")
+    );
     assert_eq!(
         read("dave-login.ok"),
         "yes",
@@ -249,7 +272,14 @@ fn directory_users_get_and_keep_unlock_rights() {
         ctx()
     );
 
-    assert_eq!(read("erin-login.ok"), "yes", "{}", ctx());
+    let su = read("su-erin.out");
+    assert!(su.ends_with("erin"), "su to erin worked: {su}");
+    assert_eq!(
+        read("erin-login.ok"),
+        "yes",
+        "su grants a slot: {su}\n{}",
+        ctx()
+    );
     assert_eq!(
         read("erin-reset-login.ok"),
         "yes",
