@@ -5,6 +5,8 @@
 //! keyward-sys. Records never hold secrets, and JSON escapes every control character.
 
 use serde::{Deserialize, Serialize};
+
+use crate::catalog::Operation;
 use sha2::{Digest, Sha256};
 
 /// `prev` of the first record.
@@ -146,9 +148,24 @@ pub enum ChainError {
         /// Records the head names.
         expected: u64,
     },
-    /// The last line's hash is not the head's (the last record was changed).
-    #[error("line {0}: the last record does not match the recorded head")]
+    /// The record the head names is not the one in the log (it was changed).
+    #[error("line {0}: the record does not match the recorded head")]
     HeadMismatch(usize),
+    /// A successful state change lies past the durable head: only reads and refusals are
+    /// written without moving the head, so the head was rolled back or the record added.
+    #[error("line {0}: a state change recorded after the durable head (the head was rolled back, or the record added)")]
+    ChangePastHead(usize),
+}
+
+/// Whether a record may lie past the durable head. The helper writes the records of reads and
+/// refusals without fsync and without rewriting the head (issue 18: three syncs per `status`),
+/// so a log may end with such records after the head; a successful state change is always
+/// written durably, with the head.
+pub fn may_follow_head(r: &Record) -> bool {
+    let reads = [Operation::Status, Operation::Audit, Operation::PolicyShow];
+    r.caller == "refused"
+        || r.result.starts_with("error:")
+        || reads.iter().any(|o| o.name() == r.op)
 }
 
 /// Verify a whole log against its head. Returns the parsed records.
@@ -158,6 +175,7 @@ pub fn verify<'a>(
 ) -> Result<Vec<Record>, ChainError> {
     let mut current = Head::default();
     let mut records = Vec::new();
+    let mut hashes = Vec::new();
     for (i, line) in lines.into_iter().enumerate() {
         let n = i + 1;
         let r: Record = serde_json::from_str(line).map_err(|_| ChainError::Malformed(n))?;
@@ -168,17 +186,33 @@ pub fn verify<'a>(
             seq: r.seq,
             hash: line_hash(line),
         };
+        hashes.push(current.hash.clone());
         records.push(r);
     }
     if let Some(h) = head {
-        if h.seq != current.seq {
+        if h.seq > current.seq {
             return Err(ChainError::Truncated {
                 found: current.seq,
                 expected: h.seq,
             });
         }
-        if h.hash != current.hash {
-            return Err(ChainError::HeadMismatch(records.len()));
+        // The head names a record of the log (or the empty log): that record is intact...
+        let named = usize::try_from(h.seq).unwrap_or(usize::MAX);
+        let hash = match named.checked_sub(1) {
+            Some(i) => hashes.get(i).map(String::as_str),
+            None => Some(GENESIS),
+        };
+        if hash != Some(h.hash.as_str()) {
+            return Err(ChainError::HeadMismatch(named));
+        }
+        // ...and only reads and refusals follow it.
+        if let Some(i) = records
+            .iter()
+            .enumerate()
+            .skip(named)
+            .find_map(|(i, r)| (!may_follow_head(r)).then_some(i))
+        {
+            return Err(ChainError::ChangePastHead(i + 1));
         }
     }
     Ok(records)
@@ -249,6 +283,35 @@ mod tests {
         let mut garbage = lines;
         garbage[0] = "not json".into();
         assert_eq!(check(&garbage), Err(ChainError::Malformed(1)));
+    }
+
+    #[test]
+    fn reads_and_refusals_may_follow_the_durable_head_changes_may_not() {
+        let (mut lines, head) = log(3);
+        let mut current = head.clone();
+        for (op, result, caller) in [
+            ("status", "ok", "admin"),
+            ("bootstrap", "error:Refused: agent may not", "agent"),
+            ("frame", "ok", "refused"),
+        ] {
+            let mut r = rec(op, None);
+            r.result = result.into();
+            r.caller = caller.into();
+            let (line, h) = r.chain(&current);
+            lines.push(line);
+            current = h;
+        }
+        let check = |l: &[String], h: &Head| verify(l.iter().map(String::as_str), Some(h));
+        assert_eq!(check(&lines, &head).map(|r| r.len()), Ok(6));
+        assert_eq!(check(&lines, &current).map(|r| r.len()), Ok(6));
+        let (change, _) = rec("revoke", Some("u1")).chain(&current);
+        lines.push(change);
+        assert_eq!(check(&lines, &head), Err(ChainError::ChangePastHead(7)));
+        // An empty head before any record: only reads may follow it either.
+        assert_eq!(
+            check(&lines, &Head::default()),
+            Err(ChainError::ChangePastHead(1))
+        );
     }
 
     #[test]

@@ -246,7 +246,11 @@ fn record(
     if class != Some(CallerClass::Admin) && !change && log.room_for_untrusted().is_err() {
         return Ok(false);
     }
-    log.append(entry).map(|()| true)
+    if change {
+        log.append(entry).map(|()| true)
+    } else {
+        log.append_read(entry).map(|()| true)
+    }
 }
 
 /// Is there room in the audit log to record a change? Asked before every state-changing

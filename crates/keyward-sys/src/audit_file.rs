@@ -1,5 +1,6 @@
 //! The audit log on disk: hash-chained JSON lines (format in `keyward_core::audit`), appended
-//! and fsynced before the helper answers, with the chain head kept in the helper's root-only
+//! and fsynced before the helper answers a change (reads: see `append_read`), with the chain
+//! head kept in the helper's root-only
 //! state directory and every line mirrored to syslog (facility authpriv).
 
 use std::io::{Read, Write};
@@ -237,17 +238,36 @@ impl AuditLog {
         )
     }
 
-    /// Append one record durably; returns once it is on disk. A write that fails part-way
-    /// (a full disk) is cut back off, so the log never holds a torn line while the helper runs.
+    /// Append one record durably; returns once it is on disk (with every record appended
+    /// before it). A write that fails part-way (a full disk) is cut back off, so the log never
+    /// holds a torn line while the helper runs.
     pub fn append(&mut self, record: Record) -> std::io::Result<()> {
+        self.write_record(record, true)
+    }
+
+    /// Append the record of a read (a status, a refusal): written, chained, mirrored, but not
+    /// fsynced, and the head file is not rewritten — a read changes nothing that a power loss
+    /// could make disagree with its record. The next durable [`AuditLog::append`] makes it
+    /// durable too. After a power loss such records are there, or cut at a line (the torn tail
+    /// is repaired at start), or gone; the chain verifies in every case, and a head file behind
+    /// the log is caught up at start. (Issue 18: three syncs per `keyward status` were most of
+    /// its round trip.)
+    pub fn append_read(&mut self, record: Record) -> std::io::Result<()> {
+        self.write_record(record, false)
+    }
+
+    fn write_record(&mut self, record: Record, durable: bool) -> std::io::Result<()> {
         let (line, head) = record.chain(&self.head);
         let mut bytes = line.clone().into_bytes();
         bytes.push(b'\n');
         let before = self.file.metadata()?.len();
-        let written = self
-            .file
-            .write_all(&bytes)
-            .and_then(|()| self.file.sync_data());
+        let written = self.file.write_all(&bytes).and_then(|()| {
+            if durable {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = written {
             if let Err(undo) = self
                 .file
@@ -261,8 +281,10 @@ impl AuditLog {
         // The line is the record of truth: chain from it even if the head cannot be written
         // now (a head behind the log is caught up at the next start).
         self.head = head;
-        if let Err(e) = self.write_head() {
-            eprintln!("keyward-helper: audit log: recording the head: {e}");
+        if durable {
+            if let Err(e) = self.write_head() {
+                eprintln!("keyward-helper: audit log: recording the head: {e}");
+            }
         }
         if let Some(s) = &self.syslog {
             // authpriv.info; best effort — the file is the record of truth.
