@@ -21,6 +21,7 @@ mod server;
 mod service;
 mod service_secret;
 mod start;
+mod status_cache;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};

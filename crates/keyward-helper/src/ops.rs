@@ -134,10 +134,12 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
     if v.kind == VolumeKind::FileVault {
         return filevault::status(c, v);
     }
-    match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
-        Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
-        Err(e) => failed_report(v, e),
-    }
+    crate::status_cache::report(&v.device, || {
+        match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
+            Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
+            Err(e) => failed_report(v, e),
+        }
+    })
 }
 
 /// The status report of a volume that could not be read.

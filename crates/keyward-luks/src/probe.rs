@@ -78,6 +78,36 @@ pub fn probe(device: &Path) -> Result<Format, StoreError> {
     Ok(format)
 }
 
+/// What identifies a LUKS2 header's whole content: the checksums stored in its two copies (each
+/// the SHA-256 of its copy, metadata JSON included), after [`probe`] has verified both. Any
+/// metadata write, by keyward or by stock cryptsetup, changes them: a report computed from the
+/// header stays true while the fingerprint does (the helper's status cache, issue 18).
+pub fn fingerprint(device: &Path) -> Result<[u8; 64], StoreError> {
+    if !matches!(probe(device)?, Format::Luks2 { .. }) {
+        return Err(StoreError::Backend(format!(
+            "{} is not a LUKS2 volume",
+            shown(device)
+        )));
+    }
+    let mut f = open(device)?;
+    let mut primary = [0u8; 512];
+    if read_up_to(&mut f, &mut primary, device)? < primary.len() {
+        return Err(StoreError::CorruptHeader(shown(device)));
+    }
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&primary[8..16]);
+    let mut secondary = [0u8; 512];
+    f.seek(SeekFrom::Start(u64::from_be_bytes(size)))
+        .map_err(|e| StoreError::Backend(e.to_string()))?;
+    if read_up_to(&mut f, &mut secondary, device)? < secondary.len() {
+        return Err(StoreError::CorruptHeader(shown(device)));
+    }
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&primary[CSUM][..32]);
+    out[32..].copy_from_slice(&secondary[CSUM][..32]);
+    Ok(out)
+}
+
 /// Read the first bytes of the header only (cheap; used to notice a concurrent writer).
 pub fn seqid(device: &Path) -> Option<u64> {
     let mut f = open(device).ok()?;
