@@ -43,8 +43,12 @@ pub fn status(volumes: &[VolumeReport], json: bool) -> Result<(), Failure> {
                 }
                 _ => String::new(),
             };
+            let standing = match h.standing.as_deref() {
+                Some("managed") | None => String::new(),
+                Some(s) => format!(", holder {s}"),
+            };
             println!(
-                "  {:<5} {:<10} {:<20} {:<14} {}{escrow}{since}",
+                "  {:<5} {:<10} {:<20} {:<14} {}{escrow}{since}{standing}",
                 h.slot, h.role, who, h.kdf, h.state
             );
         }

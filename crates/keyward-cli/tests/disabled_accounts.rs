@@ -2,7 +2,7 @@
 //! locked with `usermod -L` is refused by the system, so keyward refuses it too — at a login
 //! PAM let through its auth phase (pam_unix checks expiry only later, in the account phase), and
 //! at an admin's `keyward grant` (exit 4); `verify` reports a granted user who was locked since
-//! as `disabled`, and with `revoke_unmanaged` revokes the slot. Real shadow-utils and PAM, in a
+//! as `disabled` (and `status` shows it), and with `revoke_unmanaged` revokes the slot. Real shadow-utils and PAM, in a
 //! private mount namespace with a copy of /etc.
 #![allow(clippy::unwrap_used)]
 
@@ -41,7 +41,10 @@ set +e; printf 'carol pass\n' | kw grant data carol --passphrase-stdin > carol-g
 # bob holds a slot, then is locked: verify says so and, with revoke_unmanaged, revokes it.
 printf 'bob pass\n' | kw grant data bob --passphrase-stdin > /dev/null
 slot_of bob > bob-slot.out
+kw status data > status-before-lock.out
 usermod -L bob
+kw status data --json > status-locked.json
+kw status data > status-locked.out
 set +e; kw verify data --json > verify1.json; echo $? > verify1.rc; set -e
 slot_of bob > bob-kept.out
 printf '[policy]\nrevoke_unmanaged = true\n' >> "$CFG"
@@ -79,6 +82,26 @@ fn expired_or_locked_accounts_get_no_unlock_right() {
     );
 
     assert!(!read("bob-slot.out").is_empty(), "{}", ctx());
+    // status shows where each user slot's holder stands, now.
+    let st: serde_json::Value = serde_json::from_str(&read("status-locked.json")).unwrap();
+    let holder = st["volumes"][0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["user"] == "bob")
+        .unwrap_or_else(|| panic!("{st}"))
+        .clone();
+    assert_eq!(holder["standing"], "disabled", "{st}");
+    assert!(
+        read("status-locked.out").contains("holder disabled"),
+        "{}",
+        read("status-locked.out")
+    );
+    assert!(
+        !read("status-before-lock.out").contains("holder"),
+        "a managed holder needs no note: {}",
+        read("status-before-lock.out")
+    );
     let v1: serde_json::Value = serde_json::from_str(&read("verify1.json")).unwrap();
     let bob = &v1["volumes"][0]["users"][0];
     assert_eq!(bob["user"], "bob", "{v1}");

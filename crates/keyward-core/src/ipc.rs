@@ -303,6 +303,9 @@ pub struct HolderReport {
     pub created: Option<u64>,
     /// The order a passphrase typed at boot tries it in: `prefer`, `normal` or `ignore`.
     pub priority: String,
+    /// For a user slot: where its holder stands now (`managed`, `not-managed`, `disabled`,
+    /// `deleted`, `uid-changed`, or `unknown` when a lookup failed), as `verify` judges it.
+    pub standing: Option<String>,
 }
 
 /// One volume, as reported.
@@ -370,6 +373,7 @@ impl VolumeReport {
                                 .map(|d| d.as_secs())
                         }),
                         priority: priority.into(),
+                        standing: None,
                     }
                 })
                 .collect(),

@@ -208,6 +208,7 @@ mod tests {
             escrow_id: escrow.map(Into::into),
             created: Some(created),
             priority: "normal".into(),
+            standing: None,
         }
     }
 

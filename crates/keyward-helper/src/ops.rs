@@ -134,12 +134,26 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
     if v.kind == VolumeKind::FileVault {
         return filevault::status(c, v);
     }
-    crate::status_cache::report(&v.device, || {
+    let mut report = crate::status_cache::report(&v.device, || {
         match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
             Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
             Err(e) => failed_report(v, e),
         }
-    })
+    });
+    // Where each user stands now (issue 14: a disabled account shows as such): NSS and
+    // /etc/shadow, not the header, so never cached.
+    for h in &mut report.holders {
+        if let (Some(name), Some(uid)) = (&h.user, h.uid) {
+            let standing = match (UserName::parse(name), keyward_core::Uid::new(uid)) {
+                (Ok(name), Ok(uid)) => {
+                    accounts::standing(c, &name, Some(uid)).map_or("unknown", |s| s.label())
+                }
+                _ => "unknown",
+            };
+            h.standing = Some(standing.to_owned());
+        }
+    }
+    report
 }
 
 /// The status report of a volume that could not be read.
