@@ -9,7 +9,8 @@
 //! through pam_sss moves the slot at once; an admin's reset at the directory moves it at the
 //! next login; with the directory down a cached login still works and nothing is revoked, even
 //! with the cache expired; a member removed from the group loses the slot at `verify` once the
-//! directory says so, and a failed lookup (sssd down) revokes nothing; the helper's own PAM check never captures itself; the audit chain holds.
+//! directory says so, and so does a user deleted from the directory; a failed lookup (sssd
+//! down) revokes nothing; the helper's own PAM check never captures itself; the audit chain holds.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -134,7 +135,17 @@ dir_stop
 kw verify data --json > verify-no-sssd.json 2> verify-no-sssd.err || true
 printf 'dave=%s\n' "$(slot_of dave)" > no-sssd-slots.out
 
-# 9. The helper's PAM check (the `keyward` service includes common-auth, with pam_keyward.so)
+# 9. Back up; the admin deletes dave from the directory: once the directory says so, verify
+# revokes his slot.
+dir_start_sssd
+dir_start_slapd
+dir_delete_user dave
+dir_flush_cache
+wait_until sh -c '! getent passwd dave > /dev/null' && echo yes > dave-gone.ok
+kw verify data --json > verify-deleted.json 2> verify-deleted.err || true
+printf 'dave=%s\n' "$(slot_of dave)" > deleted-slots.out
+
+# 10. The helper's PAM check (the `keyward` service includes common-auth, with pam_keyward.so)
 # never captured itself: one capture record per login handed over.
 settle 1
 grep '"op":"login-capture"' log/audit.jsonl | grep -c '"user":"dave"' > dave-captures.out || true
@@ -330,6 +341,19 @@ fn directory_users_get_and_keep_unlock_rights() {
         "a failed lookup (sssd down) never revokes: {no_sssd}\n{}\n{}",
         read("verify-no-sssd.json"),
         read("verify-no-sssd.err")
+    );
+    assert_eq!(read("dave-gone.ok"), "yes", "{}", ctx());
+    assert_eq!(
+        read("deleted-slots.out"),
+        "dave=",
+        "a user the directory deleted loses the slot at verify: {}\n{}",
+        read("verify-deleted.json"),
+        read("verify-deleted.err")
+    );
+    assert!(
+        read("verify-deleted.json").contains("\"deleted\""),
+        "{}",
+        read("verify-deleted.json")
     );
     assert_eq!(
         read("dave-captures.out"),

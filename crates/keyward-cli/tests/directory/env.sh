@@ -23,6 +23,8 @@
 #   dir_stop                  stop sssd and slapd, and wait for them (safe to call twice)
 #   dir_reset_password USER NEWPASS   an admin reset (ldappasswd as the rootdn)
 #   dir_remove_member USER    delete `memberUid: USER` from the kwdir group
+#   dir_delete_user USER      delete USER's entry from the directory
+#   dir_start_sssd            start sssd again after dir_stop (its cache kept); then dir_start_slapd
 #   dir_flush_cache           expire everything sssd has cached (sss_cache -E)
 #   dir_user_dn USER          prints uid=USER,ou=people,dc=example,dc=test
 #   dir_wait CMD...           run CMD until it succeeds, up to 30 s
@@ -387,6 +389,14 @@ dir_reset_password() {
 dir_remove_member() {
   printf 'dn: cn=%s,%s\nchangetype: modify\ndelete: memberUid\nmemberUid: %s\n' \
     "$DIR_GROUP" "$DIR_GROUPS" "$1" | _dir_admin ldapmodify > /dev/null
+}
+
+dir_delete_user() { # an admin deletes USER's entry from the directory (a user who left)
+  _dir_admin ldapdelete "$(dir_user_dn "$1")" > /dev/null
+}
+
+dir_start_sssd() { # sssd again after dir_stop, on its kept cache (then dir_start_slapd)
+  _dir_start_sssd
 }
 
 dir_flush_cache() {
