@@ -169,16 +169,7 @@ fn directory_users_through_stock_sssd_and_pam() {
         }
         s
     };
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", &script])
-        .env("T", t)
-        .env("KW", bin("keyward"))
-        .env("HELPER", bin("keyward-helper"))
-        .env("SO", bin("libpam_keyward.so"))
-        .env("CFG", &inst.config)
-        .env("INSTALL_PASS", INSTALL_PASS)
-        .output()
-        .unwrap();
+    let out = namespace_script(&inst, &script).output().unwrap();
     assert!(
         out.status.success(),
         "script: {}\n{}",

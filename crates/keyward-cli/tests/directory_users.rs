@@ -163,15 +163,7 @@ fn directory_users_get_and_keep_unlock_rights() {
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dist = manifest.join("../../dist");
     let started = Instant::now();
-    let out = std::process::Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c"])
-        .arg(format!("{SHELL_PRELUDE}{SCRIPT}"))
-        .env("T", inst.root.path())
-        .env("KW", bin("keyward"))
-        .env("HELPER", bin("keyward-helper"))
-        .env("SO", bin("libpam_keyward.so"))
-        .env("CFG", &inst.config)
-        .env("INSTALL_PASS", INSTALL_PASS)
+    let out = namespace_script(&inst, &format!("{SHELL_PRELUDE}{SCRIPT}"))
         .env("DIST", &dist)
         .env("DIRENV", manifest.join("tests/directory/env.sh"))
         .output()

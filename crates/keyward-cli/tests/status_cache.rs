@@ -31,6 +31,25 @@ fn slots(inst: &Instance) -> (Vec<u64>, Option<String>) {
     (s, vol["error"].as_str().map(str::to_owned))
 }
 
+/// Stock cryptsetup adds a fast PBKDF2 slot at `slot`, opened by the installer's passphrase.
+fn add_key(image: &str, slot: &str, key_file: &std::path::Path) {
+    cryptsetup(
+        &[
+            "luksAddKey",
+            "--batch-mode",
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--key-slot",
+            slot,
+            image,
+            key_file.to_str().unwrap(),
+        ],
+        INSTALL_PASS.as_bytes(),
+    );
+}
+
 fn cryptsetup(args: &[&str], stdin: &[u8]) {
     let out = run(Command::new("cryptsetup").args(args), stdin);
     assert!(
@@ -62,21 +81,7 @@ fn every_header_change_shows_at_the_next_status() {
     // Stock cryptsetup adds a slot behind keyward's back.
     let new_key = inst.path("new.key");
     std::fs::write(&new_key, "another passphrase").unwrap();
-    cryptsetup(
-        &[
-            "luksAddKey",
-            "--batch-mode",
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-slot",
-            "7",
-            &image,
-            new_key.to_str().unwrap(),
-        ],
-        INSTALL_PASS.as_bytes(),
-    );
+    add_key(&image, "7", &new_key);
     let (after_add, _) = slots(&inst);
     assert!(
         after_add.contains(&7),
@@ -88,21 +93,7 @@ fn every_header_change_shows_at_the_next_status() {
     assert_eq!(slots(&inst).0, before, "a removed slot is gone at once");
 
     // A header restored from a backup shows as the backup.
-    cryptsetup(
-        &[
-            "luksAddKey",
-            "--batch-mode",
-            "--pbkdf",
-            "pbkdf2",
-            "--pbkdf-force-iterations",
-            "1000",
-            "--key-slot",
-            "6",
-            &image,
-            new_key.to_str().unwrap(),
-        ],
-        INSTALL_PASS.as_bytes(),
-    );
+    add_key(&image, "6", &new_key);
     assert!(slots(&inst).0.contains(&6));
     cryptsetup(
         &[

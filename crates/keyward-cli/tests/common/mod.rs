@@ -402,16 +402,7 @@ slot_of() { kw status data --json | tr -d ' \n' | grep -o "{[^{}]*\"user\":\"$1\
 /// its own copy of /etc), in the instance's directory `T`, with the binaries and the test
 /// passphrase in `KW`, `HELPER`, `SO`, `CFG` and `INSTALL_PASS`. Asserts that it succeeded.
 pub fn run_namespace_script(inst: &Instance, script: &str) -> Output {
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", script])
-        .env("T", inst.root.path())
-        .env("KW", bin("keyward"))
-        .env("HELPER", bin("keyward-helper"))
-        .env("SO", bin("libpam_keyward.so"))
-        .env("CFG", &inst.config)
-        .env("INSTALL_PASS", INSTALL_PASS)
-        .output()
-        .unwrap();
+    let out = namespace_script(inst, script).output().unwrap();
     assert!(
         out.status.success(),
         "script: {}\n{}",
@@ -419,6 +410,20 @@ pub fn run_namespace_script(inst: &Instance, script: &str) -> Output {
         script_context(inst)
     );
     out
+}
+
+/// The command [`run_namespace_script`] runs, for a caller that adds to its environment or
+/// judges its outcome itself.
+pub fn namespace_script(inst: &Instance, script: &str) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "bash", "-c", script])
+        .env("T", inst.root.path())
+        .env("KW", bin("keyward"))
+        .env("HELPER", bin("keyward-helper"))
+        .env("SO", bin("libpam_keyward.so"))
+        .env("CFG", &inst.config)
+        .env("INSTALL_PASS", INSTALL_PASS);
+    cmd
 }
 
 /// A file a script left in the instance's directory, trimmed ("" if there is none).
