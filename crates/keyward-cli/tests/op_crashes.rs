@@ -292,6 +292,14 @@ fn crash_at_every_step_of_a_login_rekey() {
         held.users.push((ALICE.into(), pw.into()));
         check(&inst, &held, step, Unfinished::None);
         held.users.clear();
+        // What the start-up reconcile did to her slot is on the record, naming her.
+        if step.starts_with("rekey.") {
+            let recorded = inst
+                .audit_lines()
+                .iter()
+                .any(|l| l.contains("\"op\":\"reconcile\"") && l.contains(ALICE));
+            assert!(recorded, "{step}: {:#?}", inst.audit_lines());
+        }
 
         // The next login leaves exactly the new password working.
         login(&inst, ALICE, new);
