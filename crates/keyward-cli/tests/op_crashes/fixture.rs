@@ -258,6 +258,10 @@ pub fn check(inst: &Instance, held: &Held, step: &str, allowed: Unfinished) -> V
         .collect();
     let reported: BTreeSet<u64> = slots_where(&vol, |_| true).into_iter().collect();
     assert_eq!(header, reported, "{step}: {vol}");
+    // A keyslot keyward made and lost track of would show as unmanaged: only the installer's is.
+    let unmanaged = slots_where(&vol, |h| h["role"] == "unmanaged");
+    let installer: &[u64] = if held.no_installer { &[] } else { &[0] };
+    assert_eq!(unmanaged, installer, "{step}: a keyslot leaked: {vol}");
     let pending_key = std::fs::read(inst.path("state/pending/data")).ok();
     for h in vol["holders"].as_array().unwrap() {
         let settled = h["state"] == "active" || h["state"] == "unmanaged";
