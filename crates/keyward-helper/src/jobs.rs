@@ -267,6 +267,7 @@ fn on_volume(
             let new = store
                 .rekey(old, authority, password)
                 .map_err(|e| e.to_string())?;
+            crate::service::failpoint("login.rekeyed");
             ctx.jobs.forget(&v.name, old);
             ctx.jobs.remember(&v.name, new, password);
             Ok(format!("rekeyed slot {old} to slot {new}"))

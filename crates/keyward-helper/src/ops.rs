@@ -290,12 +290,14 @@ pub(crate) fn bootstrap(
     let secret = keyward_sys::random::service_secret().map_err(store_failure)?;
     // The secret is durable before the slot that needs it exists.
     service_secret::store_next(c, name, &secret).map_err(io)?;
+    service::failpoint("bootstrap.next-written");
     let req = GrantRequest {
         role: Role::Service,
         pending: false,
     };
     match store.grant(&req, Authority::Holder(passphrase), &secret) {
         Ok(slot) => {
+            service::failpoint("bootstrap.slot-added");
             service_secret::promote_next(c, name).map_err(io)?;
             Ok(Reply::Bootstrapped {
                 slot: slot.get(),
@@ -336,6 +338,7 @@ fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<
     let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
     let secret = keyward_sys::random::service_secret().map_err(store_failure)?;
     service_secret::store_next(c, name, &secret).map_err(io)?;
+    service::failpoint("service-repair.next-written");
     let req = GrantRequest {
         role: Role::Service,
         pending: true,
@@ -347,6 +350,7 @@ fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<
             return Err(store_failure(e));
         }
     };
+    service::failpoint("service-repair.slot-added");
     // A pending slot beside the stale one (a volume has one committed service holder); the
     // new secret opens it, so settle promotes the secret, commits the slot, revokes the stale.
     match service::settle(c, v, &mut store)? {
@@ -454,6 +458,7 @@ fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, Respon
     for (_, slot) in &ours {
         store.revoke(*slot).map_err(store_failure)?;
     }
+    service::failpoint("release.revoked");
     let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
     service_secret::discard_next(c, name).map_err(io)?;
     service_secret::forget(c, name).map_err(io)?;

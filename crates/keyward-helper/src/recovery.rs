@@ -135,6 +135,7 @@ pub(crate) fn expire_pending(
             v.name, c.policy.pending_max_age_secs
         );
     }
+    service::failpoint("recovery-expire.revoked");
     drop_pending(c, &v.name)
 }
 
@@ -444,6 +445,7 @@ pub fn abort(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
     for s in &pending {
         store.revoke(*s).map_err(store_failure)?;
     }
+    service::failpoint("recovery-abort.revoked");
     drop_pending(c, name)?;
     Ok(Reply::RecoveryAborted {
         slot: pending.first().map(|s| s.get()),

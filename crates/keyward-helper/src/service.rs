@@ -82,6 +82,7 @@ pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, 
         // A newer secret whose slot exists: finish going forward.
         (Some((s, st)), Some(n), _, _) => {
             service_secret::promote_next(c, &v.name).map_err(io)?;
+            failpoint("service-settle.promoted");
             (s, st, n)
         }
         (_, _, Some((s, st)), Some(cur)) => {
@@ -92,6 +93,7 @@ pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, 
     };
     if state == TokenState::Pending {
         store.commit(slot, None).map_err(store_failure)?;
+        failpoint("service-settle.committed");
     }
     for (other, _) in slots.iter().filter(|(s, _)| *s != slot) {
         store.revoke(*other).map_err(store_failure)?;

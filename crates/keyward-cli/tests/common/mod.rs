@@ -52,6 +52,8 @@ pub struct Instance {
     /// A command the helper is started through (its path and arguments follow), e.g. to give
     /// it a private mount namespace.
     pub helper_prefix: Vec<String>,
+    /// How the last helper that exited during [`Instance::try_start`] ended.
+    pub start_exit: Option<std::process::ExitStatus>,
 }
 
 impl Instance {
@@ -83,6 +85,7 @@ impl Instance {
             helper_log,
             helper_env: Vec::new(),
             helper_prefix: Vec::new(),
+            start_exit: None,
         }
     }
 
@@ -144,8 +147,8 @@ impl Instance {
                 self.helper = Some(child);
                 return true;
             }
-            if child.try_wait().unwrap().is_some() {
-                let _ = child.wait();
+            if let Some(status) = child.try_wait().unwrap() {
+                self.start_exit = Some(status);
                 return false;
             }
             std::thread::sleep(Duration::from_millis(20));
