@@ -125,6 +125,14 @@ fn scan(text: &str) -> (Head, Vec<String>) {
     (head, hashes)
 }
 
+/// Whether every record in the log is one written without moving the head (a read or a
+/// refusal, `keyward_core::audit::may_follow_head`).
+fn only_reads(text: &str) -> bool {
+    text.lines().all(|l| {
+        serde_json::from_str::<Record>(l).is_ok_and(|r| keyward_core::audit::may_follow_head(&r))
+    })
+}
+
 impl AuditLog {
     /// Open (or create, 0640) the log at `path`; the head lives in `state_dir`. A last line a
     /// crash cut short is moved aside and the log cut back to its last whole record; a
@@ -185,6 +193,9 @@ impl AuditLog {
                 "audit log does not match its recorded head (recorded {} records, found {})",
                 h.seq, found.seq
             ))),
+            // Only reads and refusals so far, none of them synced (a first start that crashed
+            // before any change): nothing a head was ever written for.
+            None if found.seq > 0 && only_reads(&text) => log.write_head()?,
             None if found.seq > 0 => events.push(OpenEvent::Discontinuity(format!(
                 "the audit log has {} records but no recorded head",
                 found.seq
