@@ -7,7 +7,6 @@
 //! are kept; errors are recomputed every time.
 
 use std::collections::HashMap;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -26,9 +25,17 @@ fn cache() -> &'static Mutex<HashMap<PathBuf, (Key, VolumeReport)>> {
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// keyward-luks is built for Linux only: elsewhere nothing is cached.
+#[cfg(not(target_os = "linux"))]
+fn key(_device: &Path) -> Option<Key> {
+    None
+}
+
+#[cfg(target_os = "linux")]
 fn key(device: &Path) -> Option<Key> {
     // The checksums first: a header rewritten between the two reads keys the new content.
     let checksums = keyward_luks::probe::fingerprint(device).ok()?;
+    use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(device).ok()?;
     Some(Key {
         dev: meta.dev(),
