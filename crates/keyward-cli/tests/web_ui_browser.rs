@@ -4,7 +4,8 @@
 //! through playwright-core. The browser signs in, searches, opens the device and shows its
 //! recovery key; while the agent is held still, stock cryptsetup proves that key opens the
 //! disk; then the browser finds the audit entry and watches the device rotate the seen key,
-//! after which the key opens nothing. Screenshots go to `target/ui-artifacts/<backend>/`.
+//! after which the key opens nothing (in single-person mode, `[reveal] require_approval =
+//! false`). Screenshots go to `target/ui-artifacts/<backend>/`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -125,7 +126,8 @@ fn an_admin_reveals_a_key_in_the_browser_and_the_device_rotates_it() {
 
 fn in_the_browser(backend: &Backend) {
     let inst = Instance::prepare();
-    let srv = Server::start_on(&inst, backend);
+    let mut srv = Server::start_on(&inst, backend);
+    srv.reconfigure("[reveal]\nrequire_approval = false\n");
     configure(&inst, &srv, FAST);
     let inst = inst.start();
     inst.bootstrap();
@@ -215,3 +217,4 @@ fn in_the_browser(backend: &Backend) {
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
