@@ -137,6 +137,15 @@ fn api_tokens_are_shown_once_stored_hashed_and_checked_on_every_route() {
             }
         }
 
+        // The scheme's name is case-insensitive (RFC 9110); anything but Bearer is not a token.
+        let with = |auth: String| {
+            let headers = [("Authorization".to_owned(), auth)];
+            http::http(&srv.addr, "GET", "/v1/admin/devices", &headers, b"").0
+        };
+        assert_eq!(with(format!("bearer {}", t.admin)), 200);
+        assert_eq!(with(format!("Basic {}", t.admin)), 401);
+        assert_eq!(with(t.admin.clone()), 401);
+
         // Right token, wrong role: 403.
         let (status, body) = t.request(&t.viewer);
         assert_eq!(status, 403, "a viewer requests: {body}");

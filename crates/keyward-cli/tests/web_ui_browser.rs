@@ -272,5 +272,8 @@ fn two_people_in_the_browser(backend: &Backend) {
         shown.contains(&format!("[{escrow}] [request {id}]")),
         "{shown}"
     );
-    assert_eq!(srv.query("SELECT rotate_after_use FROM escrows").trim(), "1");
+    assert_eq!(
+        srv.query("SELECT rotate_after_use FROM escrows").trim(),
+        "1"
+    );
 }

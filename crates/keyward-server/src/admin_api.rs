@@ -132,8 +132,9 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
             .ok_or(AdminApiError::Unauthenticated)?;
         let holder = crate::api_tokens::holder(state.store.pool(), token)
             .await?

@@ -65,7 +65,8 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<Request>> {
 }
 
 /// Move a request from `from` to `to` (recording who decided, when, and its new expiry) and
-/// audit it, together; false, with nothing written, if it was no longer in `from`.
+/// audit it, together; false, with nothing written, if it was no longer in `from` or had
+/// lapsed by the time of the decision.
 pub async fn decide(
     pool: &AnyPool,
     id: &str,
@@ -78,7 +79,7 @@ pub async fn decide(
     let mut tx = pool.begin().await?;
     let done = sqlx::query(
         "UPDATE reveal_requests SET state = $3, decided_by = $4, decided = $5, expires = $6 \
-         WHERE id = $1 AND state = $2",
+         WHERE id = $1 AND state = $2 AND expires > $5",
     )
     .bind(id)
     .bind(from.as_str())
