@@ -293,6 +293,9 @@ fn a_reveal_needs_another_persons_approval_and_happens_once() {
         }
         let bad = [
             json!({ "device": "dev-nope", "volume": "data", "reason": REASON }),
+            json!({ "device": "dev-\u{0}x", "volume": "data", "reason": REASON }),
+            json!({ "device": "x".repeat(10_000), "volume": "data", "reason": REASON }),
+            json!({ "device": t.device, "volume": "data", "reason": "ticket\u{0}7" }),
             json!({ "device": t.device, "volume": "other", "reason": REASON }),
             json!({ "device": t.device, "volume": "../x", "reason": REASON }),
             json!({ "device": t.device, "volume": "data", "reason": "  " }),

@@ -59,6 +59,9 @@ pub enum RevealError {
     /// A reason longer than [`MAX_REASON`].
     #[error("the reason is longer than {MAX_REASON} characters")]
     ReasonTooLong,
+    /// A reason with a control character other than a line break or tab.
+    #[error("the reason holds a control character")]
+    ReasonUnprintable,
     /// Nothing escrowed for that device and volume (or no such escrow).
     #[error("no escrowed key for that device and volume")]
     NoEscrow,
@@ -81,6 +84,12 @@ pub fn checked_reason(reason: &str) -> Result<&str, RevealError> {
     }
     if reason.chars().count() > MAX_REASON {
         return Err(RevealError::ReasonTooLong);
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(RevealError::ReasonUnprintable);
     }
     Ok(reason)
 }

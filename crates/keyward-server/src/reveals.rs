@@ -101,6 +101,10 @@ pub async fn request(
     let reason = keys::checked_reason(reason).map_err(|e| FlowError::BadInput(e.to_string()))?;
     let volume = VolumeName::parse(volume)
         .map_err(|_| FlowError::BadInput("that is not a volume name".into()))?;
+    // No id holds a control character (PostgreSQL refuses a NUL in text outright).
+    if device.len() > 128 || device.chars().any(char::is_control) {
+        return Err(FlowError::NoDevice);
+    }
     if s.store.device(device).await?.is_none() {
         return Err(FlowError::NoDevice);
     }
