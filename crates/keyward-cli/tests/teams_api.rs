@@ -402,13 +402,28 @@ fn the_config_file_is_strict() {
     let inst = Instance::prepare();
     let srv = Server::start(&inst);
     let file = inst.path("server.toml");
+    // `serve` with the file: it must refuse to start (a server that starts is killed after
+    // 10 s and fails the test, rather than hanging it).
     let serve = |file: &std::path::Path| {
-        let mut c = std::process::Command::new(bin("keyward-server"));
-        c.args(["serve", "--listen", "127.0.0.1:0", "--state"])
+        let mut child = std::process::Command::new(bin("keyward-server"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--state"])
             .arg(&srv.state)
             .arg("--config")
-            .arg(file);
-        c.output().unwrap()
+            .arg(file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("serve started with {}: {}", file.display(), stderr(&out));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
     };
     for bad in [
         "[reveal]\nrequire_aproval = false\n",
