@@ -8,302 +8,21 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::str::FromStr;
 
-use base64::Engine;
 use common::escrow::*;
+use common::http::device_with_escrow;
+use common::ui_client::*;
 use common::*;
-use ed25519_dalek::{Signer, SigningKey};
-use keyward_core::escrow::request_message;
 use sha2::Digest;
 
 const ADMIN: &str = "alice";
 const PASSWORD: &str = "correct horse battery staple";
 const HOSTILE: &str = "<script>alert(1)</script>' OR '1'='1";
-
-/// A response: status, headers (names lower-case), body.
-struct Resp {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn set_cookies(&self) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k == "set-cookie")
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The first form token on the page.
-    fn csrf(&self) -> String {
-        let at = self.body.find(r#"name="csrf" value=""#).unwrap() + 19;
-        self.body[at..].split('"').next().unwrap().to_owned()
-    }
-}
-
-/// The text of the page's `#recovery-key` element, tags removed.
-fn shown_key(body: &str) -> String {
-    let start = body.find(r#"id="recovery-key""#).unwrap();
-    let element = &body[start..start + body[start..].find("</output>").unwrap()];
-    let mut text = String::new();
-    let mut in_tag = true;
-    for c in element.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => in_tag = false,
-            c if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    text
-}
-
-/// A connection to `addr` from the loopback address `source` (e.g. 127.0.0.2: another client
-/// as the server sees it).
-fn connect_from(source: &str, addr: &str) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()
-        .unwrap();
-    let stream = rt.block_on(async {
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-        socket.connect(addr.parse().unwrap()).await.unwrap()
-    });
-    let stream = stream.into_std().unwrap();
-    stream.set_nonblocking(false).unwrap();
-    stream
-}
-
-fn http(addr: &str, method: &str, path: &str, headers: &[(&str, String)], body: &str) -> Resp {
-    http_from(None, addr, method, path, headers, body)
-}
-
-fn http_from(
-    source: Option<&str>,
-    addr: &str,
-    method: &str,
-    path: &str,
-    headers: &[(&str, String)],
-    body: &str,
-) -> Resp {
-    let mut s = match source {
-        Some(source) => connect_from(source, addr),
-        None => TcpStream::connect(addr).unwrap(),
-    };
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
-    let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Resp {
-        status: status.parse().unwrap(),
-        headers,
-        body: body.to_owned(),
-    }
-}
-
-/// application/x-www-form-urlencoded (also for query strings).
-fn form(fields: &[(&str, &str)]) -> String {
-    let enc = |s: &str| -> String {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'*' => {
-                    char::from(b).to_string()
-                }
-                b' ' => "+".into(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect()
-    };
-    fields
-        .iter()
-        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-/// A cookie-keeping client that posts forms the way a browser on the UI's pages does.
-struct Browser {
-    addr: String,
-    cookies: HashMap<String, String>,
-    /// The loopback address it connects from (default: the system's choice, 127.0.0.1).
-    source: Option<String>,
-}
-
-impl Browser {
-    fn new(srv: &Server) -> Self {
-        Browser {
-            addr: srv.addr.clone(),
-            cookies: HashMap::new(),
-            source: None,
-        }
-    }
-
-    /// A browser on another machine, as the server sees it.
-    fn from(srv: &Server, source: &str) -> Self {
-        Browser {
-            source: Some(source.to_owned()),
-            ..Browser::new(srv)
-        }
-    }
-
-    fn send(
-        &mut self,
-        method: &str,
-        path: &str,
-        mut headers: Vec<(&str, String)>,
-        body: &str,
-    ) -> Resp {
-        if !self.cookies.is_empty() {
-            let jar: Vec<String> = self
-                .cookies
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            headers.push(("Cookie", jar.join("; ")));
-        }
-        let r = http_from(
-            self.source.as_deref(),
-            &self.addr,
-            method,
-            path,
-            &headers,
-            body,
-        );
-        for c in r.set_cookies() {
-            let (k, v) = c.split(';').next().unwrap().split_once('=').unwrap();
-            if v.is_empty() {
-                self.cookies.remove(k);
-            } else {
-                self.cookies.insert(k.to_owned(), v.to_owned());
-            }
-        }
-        r
-    }
-
-    fn get(&mut self, path: &str) -> Resp {
-        self.send("GET", path, vec![], "")
-    }
-
-    /// POST with this origin, as the UI's own forms do.
-    fn post(&mut self, path: &str, fields: &[(&str, &str)]) -> Resp {
-        let origin = format!("http://{}", self.addr);
-        self.post_from(path, fields, Some(origin))
-    }
-
-    fn post_from(&mut self, path: &str, fields: &[(&str, &str)], origin: Option<String>) -> Resp {
-        let mut headers = vec![(
-            "Content-Type",
-            "application/x-www-form-urlencoded".to_owned(),
-        )];
-        if let Some(o) = origin {
-            headers.push(("Origin", o));
-        }
-        self.send("POST", path, headers, &form(fields))
-    }
-
-    fn login(&mut self, name: &str, password: &str) -> Resp {
-        let token = self.get("/ui/login").csrf();
-        self.post(
-            "/ui/login",
-            &[("csrf", &token), ("name", name), ("password", password)],
-        )
-    }
-}
-
-fn b64(b: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(b)
-}
-
-/// A signed device request through the API.
-fn device_request(srv: &Server, key: &SigningKey, method: &str, path: &str, body: &str) -> Resp {
-    let ts = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let mut n = [0u8; 12];
-    getrandom::fill(&mut n).unwrap();
-    let nonce: String = n.iter().map(|b| format!("{b:02x}")).collect();
-    let sig = key.sign(&request_message(method, path, ts, &nonce, body.as_bytes()));
-    let headers = vec![
-        ("Content-Type", "application/json".to_owned()),
-        ("x-keyward-timestamp", ts.to_string()),
-        ("x-keyward-nonce", nonce),
-        ("x-keyward-signature", b64(&sig.to_bytes())),
-    ];
-    http(&srv.addr, method, path, &headers, body)
-}
-
-/// Enroll a device through the API, escrow `secret` for its volume `data` and report it as the
-/// active key: (device id, escrow id).
-fn device_with_escrow(srv: &Server, secret: &str) -> (String, String) {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).unwrap();
-    let key = SigningKey::from_bytes(&seed);
-    let enroll = serde_json::json!({ "token": srv.token(), "device_key": b64(&key.verifying_key().to_bytes()) });
-    let r = http(
-        &srv.addr,
-        "POST",
-        "/v1/enroll",
-        &[("Content-Type", "application/json".into())],
-        &enroll.to_string(),
-    );
-    assert_eq!(r.status, 200, "{}", r.body);
-    let device: String = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["device_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let recipient = srv.lines.split('"').nth(1).unwrap();
-    let recipient = age::x25519::Recipient::from_str(recipient).unwrap();
-    let ciphertext = age::encrypt(&recipient, secret.as_bytes()).unwrap();
-    let sha: String = sha2::Sha256::digest(&ciphertext)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let body = serde_json::json!({ "rotation_id": "rot-1", "ciphertext": b64(&ciphertext), "sha256": sha });
-    let path = format!("/v1/devices/{device}/escrow/data");
-    let r = device_request(srv, &key, "PUT", &path, &body.to_string());
-    assert_eq!(r.status, 200, "{}", r.body);
-    let escrow: String = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["escrow_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let report = serde_json::json!({ "volumes": [{
-        "volume": "data", "recovery": "escrowed", "escrow_id": escrow, "rotated_at": null,
-        "service": "ok", "holders": 3, "violations": 0 }] });
-    let path = format!("/v1/devices/{device}/checkin");
-    let r = device_request(srv, &key, "POST", &path, &report.to_string());
-    assert_eq!(r.status, 200, "{}", r.body);
-    (device, escrow)
-}
+/// The server.toml of a fleet that reveals keys without a second person (keyward before roles;
+/// the two-person reveal is `web_ui_teams.rs`).
+const SINGLE_PERSON: &str = "[reveal]\nrequire_approval = false\n";
 
 fn audit(srv: &Server) -> String {
     let out = srv.cmd(&["audit"]);
@@ -530,7 +249,8 @@ fn forms_need_the_session_token_and_a_reason() {
 }
 
 fn csrf_and_reasons(backend: &Backend) {
-    let (_inst, srv) = start(backend);
+    let (_inst, mut srv) = start(backend);
+    srv.reconfigure(SINGLE_PERSON);
     let secret = "ABCDE-12345-FGHIJ-67890";
     let (device, escrow) = device_with_escrow(&srv, secret);
     let mut b = Browser::new(&srv);
@@ -650,7 +370,8 @@ fn hostile_strings_are_shown_as_text() {
 }
 
 fn hostile(backend: &Backend) {
-    let (_inst, srv) = start(backend);
+    let (_inst, mut srv) = start(backend);
+    srv.reconfigure(SINGLE_PERSON);
     let (device, _) = device_with_escrow(&srv, "KEY-1");
     let sql_id = HOSTILE.replace('\'', "''");
     srv.query(&format!(

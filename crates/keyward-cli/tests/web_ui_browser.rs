@@ -4,7 +4,10 @@
 //! through playwright-core. The browser signs in, searches, opens the device and shows its
 //! recovery key; while the agent is held still, stock cryptsetup proves that key opens the
 //! disk; then the browser finds the audit entry and watches the device rotate the seen key,
-//! after which the key opens nothing. Screenshots go to `target/ui-artifacts/<backend>/`.
+//! after which the key opens nothing (in single-person mode, `[reveal] require_approval =
+//! false`). A second test runs `tests/ui/requests.test.mjs`: the two-person reveal with a help
+//! desk person and an approver in two browsers, request → approve → reveal once, the key
+//! checked against the one escrowed. Screenshots go to `target/ui-artifacts/<backend>/`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,6 +17,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::escrow::*;
+use common::http::device_with_escrow;
 use common::*;
 
 const FAST: &str = "checkin_interval_secs = 1\nretry_initial_secs = 1\nretry_max_secs = 2\n";
@@ -125,7 +129,8 @@ fn an_admin_reveals_a_key_in_the_browser_and_the_device_rotates_it() {
 
 fn in_the_browser(backend: &Backend) {
     let inst = Instance::prepare();
-    let srv = Server::start_on(&inst, backend);
+    let mut srv = Server::start_on(&inst, backend);
+    srv.reconfigure("[reveal]\nrequire_approval = false\n");
     configure(&inst, &srv, FAST);
     let inst = inst.start();
     inst.bootstrap();
@@ -214,4 +219,61 @@ fn in_the_browser(backend: &Backend) {
     }
     let _ = agent.kill();
     let _ = agent.wait();
+}
+
+#[test]
+fn a_helpdesk_request_is_approved_and_revealed_in_the_browser() {
+    if !browser_ready() {
+        return;
+    }
+    for backend in backends() {
+        two_people_in_the_browser(&backend);
+    }
+}
+
+fn two_people_in_the_browser(backend: &Backend) {
+    const SECRET: &str = "gkbvdfne-lrtcuhfj-bnkrhdtl-vuiknbbe-ecjhrlhg-fikhgcrl-cvvhtrhb-tnnbljgb";
+    const DESK: (&str, &str) = ("hannah", "the help desk's long passphrase");
+    const BOSS: (&str, &str) = ("arthur", "the approver's long passphrase");
+    let inst = Instance::prepare();
+    let srv = Server::start_on(&inst, backend);
+    let (device, escrow) = device_with_escrow(&srv, SECRET);
+    srv.add_account(DESK.0, DESK.1, "helpdesk");
+    srv.add_account(BOSS.0, BOSS.1, "approver");
+    let handoff = inst.path("handoff");
+    std::fs::create_dir(&handoff).unwrap();
+    let out = Command::new("node")
+        .args(["--test", "--test-reporter=spec", "requests.test.mjs"])
+        .current_dir(ui_dir())
+        .env("KEYWARD_UI_URL", srv.url())
+        .env("KEYWARD_UI_DEVICE", &device)
+        .env("KEYWARD_UI_HELPDESK", DESK.0)
+        .env("KEYWARD_UI_HELPDESK_PASSWORD", DESK.1)
+        .env("KEYWARD_UI_APPROVER", BOSS.0)
+        .env("KEYWARD_UI_APPROVER_PASSWORD", BOSS.1)
+        .env("KEYWARD_UI_HANDOFF", &handoff)
+        .env("KEYWARD_UI_ARTIFACTS", artifacts(backend))
+        .output()
+        .unwrap();
+    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(out.status.success(), "browser test failed:\n{report}");
+    assert!(report.contains("pass 1"), "{report}");
+
+    // The browser showed the escrowed key, under the request the server stored as revealed.
+    let key = std::fs::read_to_string(handoff.join("key.txt")).unwrap();
+    assert_eq!(key, SECRET);
+    let id = std::fs::read_to_string(handoff.join("request.txt")).unwrap();
+    let row = srv.query(&format!(
+        "SELECT state, requester, decided_by FROM reveal_requests WHERE id = '{id}'"
+    ));
+    assert_eq!(row.trim(), "revealed|web:hannah|web:arthur", "{backend:?}");
+    let shown = srv.query("SELECT reason FROM audit WHERE action = 'key-show'");
+    assert!(
+        shown.contains(&format!("[{escrow}] [request {id}]")),
+        "{shown}"
+    );
+    assert_eq!(
+        srv.query("SELECT rotate_after_use FROM escrows").trim(),
+        "1"
+    );
 }

@@ -45,6 +45,8 @@ pub struct AppState {
     pub log_requests: bool,
     /// The admin web UI's settings.
     pub ui: crate::ui::Settings,
+    /// `[reveal]` of the config file: who may see a key, and how.
+    pub reveal: crate::config::RevealConfig,
 }
 
 /// How far a request's timestamp may be from the server's clock.
@@ -68,6 +70,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::ui::router())
+        .merge(crate::admin_api::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,

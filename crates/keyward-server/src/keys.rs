@@ -1,7 +1,9 @@
-//! Revealing an escrowed recovery key to an admin, the one way it is done, for the CLI and the
-//! web UI alike: a reason is required; the key is decrypted, then the retrieval is audited and
-//! the key marked for rotation after use in one transaction, and only then handed out. Also
-//! says whether the device last reported this key as its active one.
+//! Revealing an escrowed recovery key to a person, the one way it is done, for the CLI, the web
+//! UI and the admin API alike: a reason is required; the key is decrypted, then the retrieval
+//! is audited, the key marked for rotation after use and (two-person reveal) the approved
+//! request spent, in one transaction, and only then handed out. Who may reveal is decided
+//! before this is called (`reveals.rs`). Also says whether the device last reported this key
+//! as its active one.
 
 use zeroize::Zeroizing;
 
@@ -30,48 +32,116 @@ impl std::fmt::Debug for Revealed {
 /// Longest reason kept.
 pub const MAX_REASON: usize = 500;
 
-/// Reveal the latest (or the named) escrowed key of `device`'s `volume` to `who`.
+/// What to reveal, to whom, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Retrieval<'a> {
+    /// The device.
+    pub device: &'a str,
+    /// Its volume.
+    pub volume: &'a str,
+    /// A particular escrow, or the latest.
+    pub escrow: Option<&'a str>,
+    /// Who sees the key (as the audit names them).
+    pub who: &'a str,
+    /// Why (required).
+    pub reason: &'a str,
+    /// The approved reveal request this reveal spends, if any (two-person reveal).
+    pub request: Option<&'a str>,
+}
+
+/// Why a key was not revealed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RevealError {
+    /// No reason, or only blanks.
+    #[error("a reason is required: say why the key is needed")]
+    NoReason,
+    /// A reason longer than [`MAX_REASON`].
+    #[error("the reason is longer than {MAX_REASON} characters")]
+    ReasonTooLong,
+    /// A reason with a control character other than a line break or tab.
+    #[error("the reason holds a control character")]
+    ReasonUnprintable,
+    /// Nothing escrowed for that device and volume (or no such escrow).
+    #[error("no escrowed key for that device and volume")]
+    NoEscrow,
+    /// The request was denied, expired or used between the check and the reveal.
+    #[error("the request is no longer approved (denied, expired or used)")]
+    RequestSpent,
+    /// The escrow does not decrypt with this server's identity.
+    #[error("decrypting the escrow: {0}")]
+    Decrypt(String),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Check a reason: trimmed, not empty, not too long.
+pub fn checked_reason(reason: &str) -> Result<&str, RevealError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(RevealError::NoReason);
+    }
+    if reason.chars().count() > MAX_REASON {
+        return Err(RevealError::ReasonTooLong);
+    }
+    if reason
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        return Err(RevealError::ReasonUnprintable);
+    }
+    Ok(reason)
+}
+
+/// Reveal the latest (or the named) escrowed key of a device's volume.
 pub async fn reveal(
     store: &Store,
     identity: &Identity,
-    device: &str,
-    volume: &str,
-    escrow: Option<&str>,
-    who: &str,
-    reason: &str,
-) -> Result<Revealed, String> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err("a reason is required: say why the key is needed".into());
-    }
-    if reason.chars().count() > MAX_REASON {
-        return Err(format!("the reason is longer than {MAX_REASON} characters"));
-    }
+    what: Retrieval<'_>,
+) -> Result<Revealed, RevealError> {
+    let Retrieval {
+        device,
+        volume,
+        escrow,
+        who,
+        reason,
+        request,
+    } = what;
+    let reason = checked_reason(reason)?;
     let found = store
         .escrow(device, volume, escrow)
         .await?
-        .ok_or("no escrowed key for that device and volume")?;
-    let key =
-        Zeroizing::new(age::decrypt(&identity.age, &found.ciphertext).map_err(|e| e.to_string())?);
-    store
-        .reveal(
-            &found.id,
-            &AuditRecord {
-                at: crate::store::now(),
-                who: who.to_owned(),
-                action: "key-show".into(),
-                device: Some(device.to_owned()),
-                volume: Some(volume.to_owned()),
-                reason: Some(format!("{reason} [{}]", found.id)),
-            },
-        )
-        .await?;
-    let reported = checkin::latest(store, device).await?.and_then(|(at, r)| {
-        r.volumes
-            .into_iter()
-            .find(|v| v.volume.as_str() == volume)
-            .map(|v| (at, v.escrow_id))
-    });
+        .ok_or(RevealError::NoEscrow)?;
+    let key = Zeroizing::new(
+        age::decrypt(&identity.age, &found.ciphertext)
+            .map_err(|e| RevealError::Decrypt(e.to_string()))?,
+    );
+    let noted = match request {
+        Some(id) => format!("{reason} [{}] [request {id}]", found.id),
+        None => format!("{reason} [{}]", found.id),
+    };
+    let record = AuditRecord {
+        at: crate::store::now(),
+        who: who.to_owned(),
+        action: "key-show".into(),
+        device: Some(device.to_owned()),
+        volume: Some(volume.to_owned()),
+        reason: Some(noted),
+    };
+    let spend = request.map(|id| (id, crate::reveals::unix_now()));
+    if !store.reveal(&found.id, &record, spend).await? {
+        return Err(RevealError::RequestSpent);
+    }
+    let reported = checkin::latest(store, device)
+        .await
+        .map_err(|e| RevealError::Store(crate::store::StoreError::other(e)))?
+        .and_then(|(at, r)| {
+            r.volumes
+                .into_iter()
+                .find(|v| v.volume.as_str() == volume)
+                .map(|v| (at, v.escrow_id))
+        });
     let id = found.id.clone();
     let standing = match reported {
         Some((at, Some(active))) if active == id => {

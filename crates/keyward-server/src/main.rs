@@ -5,6 +5,7 @@
 //! keyward-server token create [--count N] [--expires-in 24h] --state DIR   single-use enrollment tokens
 //! keyward-server token list [--json] | revoke ID...     their state; make them unusable (audited)
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
+//!                [--config FILE]                        server.toml (config.rs; default /etc/keyward/server.toml)
 //!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
 //!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
 //!                [--metrics-refresh D] [--metrics-token-file FILE]   /metrics (metrics.rs, fleet_gauges.rs)
@@ -17,17 +18,22 @@
 //!                | set-policy DEVICE [--recovery-rotation-days N] [--revoke-unmanaged BOOL] | list [DEVICE]
 //!                                                       signed device commands (delivered at check-in)
 //! keyward-server audit --state DIR                     every key retrieval: when, who, device, volume, why
-//! keyward-server admin add NAME --password-stdin --state DIR   an admin for the web UI at /ui/
+//! keyward-server admin add NAME [--role ROLE] --password-stdin --state DIR   a web UI account (roles.rs)
+//! keyward-server admin list | set-role NAME ROLE | remove NAME   accounts and their roles
+//! keyward-server api-token add NAME --role ROLE | list | revoke NAME   bearer tokens for /v1/admin/
 //! keyward-server key show DEVICE VOLUME --reason TEXT --state DIR
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
 
+mod admin_api;
 mod age_check;
 mod api;
+mod api_tokens;
 mod backup;
 mod batch;
 mod checkin;
 mod commands;
+mod config;
 mod conn;
 mod device_admin;
 mod device_keys;
@@ -39,6 +45,10 @@ mod log;
 mod metrics;
 mod migrations;
 mod private_file;
+mod reveal_flow;
+mod reveal_requests;
+mod reveals;
+mod roles;
 mod store;
 mod tls;
 mod tokens;
@@ -111,6 +121,9 @@ enum Command {
         /// Escrows kept per device and volume: the newest N, plus the one its last check-in names.
         #[arg(long, value_name = "N", default_value_t = 16)]
         escrows_kept: u32,
+        /// The server's config file (TOML; default: /etc/keyward/server.toml when it exists).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Enrolled devices.
     Device {
@@ -154,10 +167,15 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
-    /// Accounts for the admin web UI (served at /ui/).
+    /// Accounts for the admin web UI (served at /ui/), each with a role.
     Admin {
         #[command(subcommand)]
         action: ui::admin::AdminAction,
+    },
+    /// Bearer tokens for the JSON admin API (/v1/admin/), each with a role.
+    ApiToken {
+        #[command(subcommand)]
+        action: api_tokens::ApiTokenAction,
     },
     /// Checks on escrowed keys (for tests and after a crash).
     #[command(hide = true)]
@@ -334,7 +352,10 @@ async fn run(cli: Cli) -> Result<(), String> {
             mut limits,
             metrics,
             escrows_kept,
+            config,
         } => {
+            let (config, config_file) =
+                config::ServerConfig::load(config.as_deref()).map_err(|e| e.to_string())?;
             batch::keep_escrows_per_volume(escrows_kept);
             let metrics_token = metrics.token()?;
             let tls = match (&tls_cert, &tls_key) {
@@ -360,6 +381,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 metrics_token,
                 log_requests,
                 ui: ui_options.settings(),
+                reveal: config.reveal.clone(),
             });
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -368,6 +390,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             let scheme = if tls.is_some() { "https" } else { "http" };
             // The first line of the log: scripts and tests read the address from it.
             log::info(&format!("listening on {scheme}://{addr}"), &[]);
+            log::info(
+                "configuration",
+                &[
+                    (
+                        "file",
+                        config_file
+                            .map_or("none (defaults)".into(), |p| p.display().to_string())
+                            .into(),
+                    ),
+                    (
+                        "reveal.require_approval",
+                        config.reveal.require_approval.into(),
+                    ),
+                    ("reveal.approval_hours", config.reveal.approval_hours.into()),
+                ],
+            );
             if state.metrics_token.is_none() {
                 log::info(
                     "/metrics is served without authentication (--metrics-token-file requires a bearer token)",
@@ -375,6 +413,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 );
             }
             tokio::spawn(warm_device_keys(state.clone()));
+            tokio::spawn(reveals::expire_every_minute(state.clone()));
             tokio::spawn(fleet_gauges::refresh_every(
                 state.clone(),
                 metrics.metrics_refresh,
@@ -413,6 +452,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Command { action } => issue_command(action).await,
         Command::Admin { action } => ui::admin::run(action).await,
+        Command::ApiToken { action } => api_tokens::run(action).await,
         Command::Escrow {
             action: EscrowAction::Check { receipts, at },
         } => {
@@ -473,7 +513,17 @@ async fn show_key(
     let identity = identity::Identity::load(&at.state)?;
     let store = store::Store::open(&db_url(at)?).await?;
     let who = operator();
-    let revealed = keys::reveal(&store, &identity, device, volume, escrow, &who, reason).await?;
+    let what = keys::Retrieval {
+        device,
+        volume,
+        escrow,
+        who: &who,
+        reason,
+        request: None,
+    };
+    let revealed = keys::reveal(&store, &identity, what)
+        .await
+        .map_err(|e| e.to_string())?;
     use std::io::Write;
     let mut out = std::io::stdout().lock();
     out.write_all(&revealed.key)

@@ -155,6 +155,34 @@ Migration {
         "ALTER TABLE login_failures ADD COLUMN source TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX login_failures_source ON login_failures (source, at)",
     ],
+},
+// Teams (issue 20): every account has a role (`roles.rs`; accounts from before are admins, as
+// they could do everything); two-person reveal requests (`reveal_requests.rs`); API tokens for
+// automation, stored as SHA-256 only (`api_tokens.rs`). Times are Unix seconds. A request's
+// `expires` is when it lapses: a pending one `approval_hours` after it was made, an approved
+// one `approval_hours` after the approval.
+Migration {
+    version: 8,
+    sqlite: &[
+        "ALTER TABLE admins ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'",
+        "CREATE TABLE reveal_requests (id TEXT PRIMARY KEY, device TEXT NOT NULL, volume TEXT NOT NULL, \
+         reason TEXT NOT NULL, requester TEXT NOT NULL, created INTEGER NOT NULL, state TEXT NOT NULL, \
+         decided_by TEXT, decided INTEGER, expires INTEGER NOT NULL, revealed INTEGER)",
+        "CREATE INDEX reveal_requests_state ON reveal_requests (state, expires)",
+        "CREATE INDEX reveal_requests_requester ON reveal_requests (requester, created)",
+        "CREATE TABLE api_tokens (name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, \
+         created INTEGER NOT NULL)",
+    ],
+    postgres: &[
+        "ALTER TABLE admins ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'",
+        "CREATE TABLE reveal_requests (id TEXT PRIMARY KEY, device TEXT NOT NULL, volume TEXT NOT NULL, \
+         reason TEXT NOT NULL, requester TEXT NOT NULL, created BIGINT NOT NULL, state TEXT NOT NULL, \
+         decided_by TEXT, decided BIGINT, expires BIGINT NOT NULL, revealed BIGINT)",
+        "CREATE INDEX reveal_requests_state ON reveal_requests (state, expires)",
+        "CREATE INDEX reveal_requests_requester ON reveal_requests (requester, created)",
+        "CREATE TABLE api_tokens (name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, \
+         created BIGINT NOT NULL)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

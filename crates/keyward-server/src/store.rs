@@ -299,16 +299,28 @@ impl Store {
         })
     }
 
-    /// Record a key retrieval and mark the key for rotation after use, together.
-    pub async fn reveal(&self, escrow_id: &str, record: &AuditRecord) -> Result<()> {
+    /// Record a key retrieval and mark the key for rotation after use, together; with a
+    /// reveal request `(id, now)`, spend it in the same transaction. False, with nothing
+    /// written, if that request was no longer approved and unexpired.
+    pub async fn reveal(
+        &self,
+        escrow_id: &str,
+        record: &AuditRecord,
+        request: Option<(&str, i64)>,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
+        if let Some((id, now)) = request {
+            if !crate::reveal_requests::consume(&mut tx, id, now).await? {
+                return Ok(false);
+            }
+        }
         insert_audit(&mut *tx, record).await?;
         sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = $1")
             .bind(escrow_id)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Append an audit record.
@@ -433,7 +445,7 @@ impl Store {
 }
 
 /// One audit row, on the pool or inside a transaction.
-async fn insert_audit<'e, E>(executor: E, record: &AuditRecord) -> Result<()>
+pub(crate) async fn insert_audit<'e, E>(executor: E, record: &AuditRecord) -> Result<()>
 where
     E: Executor<'e, Database = sqlx::Any>,
 {

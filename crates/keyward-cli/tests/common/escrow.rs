@@ -425,6 +425,32 @@ impl Server {
         assert!(out.status.success(), "{}", stderr(&out));
     }
 
+    /// `admin add NAME --role ROLE --password-stdin`.
+    pub fn add_account(&self, name: &str, password: &str, role: &str) {
+        let out = self.cmd_stdin(
+            &["admin", "add", name, "--role", role, "--password-stdin"],
+            format!("{password}\n").as_bytes(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+
+    /// `api-token add NAME --role ROLE`: the token it printed.
+    pub fn api_token(&self, name: &str, role: &str) -> String {
+        let out = self.cmd(&["api-token", "add", name, "--role", role]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Serve from now on with this `server.toml` (written next to the state directory).
+    pub fn reconfigure(&mut self, toml: &str) {
+        let file = self.state.with_file_name("server.toml");
+        std::fs::write(&file, toml).unwrap();
+        self.serve_args
+            .extend(["--config".to_owned(), file.display().to_string()]);
+        self.stop();
+        self.resume();
+    }
+
     /// Run SQL on the server's database with the stock client (`sqlite3` or `psql`); the rows
     /// it printed, columns separated by `|`.
     pub fn query(&self, sql: &str) -> String {

@@ -114,3 +114,62 @@ pub fn gauge(addr: &str, name: &str) -> String {
         .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_owned))
         .unwrap_or_default()
 }
+
+/// Enroll a device through the API, escrow `secret` (sealed to the server's recipient) for its
+/// volume `data` and report it as the active key: (device id, escrow id).
+pub fn device_with_escrow(srv: &super::escrow::Server, secret: &str) -> (String, String) {
+    use sha2::Digest;
+    use std::str::FromStr;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).unwrap();
+    let key = SigningKey::from_bytes(&seed);
+    let device = enroll_key(&srv.addr, &srv.token(), &key);
+    let (recipient, _) = srv.public_keys();
+    let recipient = age::x25519::Recipient::from_str(&recipient).unwrap();
+    let ciphertext = age::encrypt(&recipient, secret.as_bytes()).unwrap();
+    let sha: String = sha2::Sha256::digest(&ciphertext)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let body = serde_json::json!({ "rotation_id": "rot-1", "ciphertext": b64(&ciphertext), "sha256": sha })
+        .to_string();
+    let path = format!("/v1/devices/{device}/escrow/data");
+    let nonce = |what: &str| format!("{what}-{}", &device[4..]);
+    let headers = signed_as(&key, "PUT", &path, body.as_bytes(), &nonce("escrow"));
+    let (status, answer) = http(&srv.addr, "PUT", &path, &headers, body.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    let escrow = serde_json::from_str::<serde_json::Value>(&answer).unwrap()["escrow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report = serde_json::json!({ "volumes": [{
+        "volume": "data", "recovery": "escrowed", "escrow_id": escrow, "rotated_at": null,
+        "service": "ok", "holders": 3, "violations": 0 }] })
+    .to_string();
+    let path = format!("/v1/devices/{device}/checkin");
+    let headers = signed_as(&key, "POST", &path, report.as_bytes(), &nonce("checkin"));
+    let (status, answer) = http(&srv.addr, "POST", &path, &headers, report.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+    (device, escrow)
+}
+
+/// A JSON request to the admin API with a bearer token (None: without one); (status, body).
+pub fn admin_api(
+    addr: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let headers: Vec<(String, String)> = token
+        .map(|t| vec![("Authorization".to_owned(), format!("Bearer {t}"))])
+        .unwrap_or_default();
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    let (status, answer) = http(addr, method, path, &headers, &body);
+    let json = serde_json::from_str(&answer).unwrap_or(serde_json::Value::String(answer));
+    (status, json)
+}

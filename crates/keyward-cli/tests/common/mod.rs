@@ -5,6 +5,7 @@
 
 pub mod escrow;
 pub mod http;
+pub mod ui_client;
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;

@@ -1,21 +1,26 @@
-//! `keyward-server admin add|remove|list`: the web UI's accounts. A password is read from
-//! standard input only (never argv, where `ps` and shell history see it) and stored as an
-//! argon2id hash; adding and removing an admin are audited.
+//! `keyward-server admin add|remove|list|set-role`: the web UI's accounts and their roles
+//! (`roles.rs`). A password is read from standard input only (never argv, where `ps` and shell
+//! history see it) and stored as an argon2id hash; adding, removing and changing the role of
+//! an account are audited. A role change applies to the account's next request.
 
 use std::io::BufRead;
 
 use zeroize::Zeroizing;
 
 use super::{db, password};
+use crate::roles::Role;
 use crate::store::{AuditRecord, Store};
 
 /// Admin account commands.
 #[derive(clap::Subcommand, Debug)]
 pub enum AdminAction {
-    /// Add a web UI admin; the password is read from standard input.
+    /// Add a web UI account; the password is read from standard input.
     Add {
         /// Name (letters, digits, `.`, `_`, `-`, `@`; at most 64).
         name: String,
+        /// viewer, helpdesk, approver or admin.
+        #[arg(long, default_value = "admin", value_parser = parse_role)]
+        role: Role,
         /// Read the password (one line, at least 12 characters) from standard input: never in argv.
         #[arg(long, required = true)]
         password_stdin: bool,
@@ -29,11 +34,27 @@ pub enum AdminAction {
         #[command(flatten)]
         at: crate::Where,
     },
-    /// List the web UI admins.
+    /// List the web UI accounts and their roles.
     List {
         #[command(flatten)]
         at: crate::Where,
     },
+    /// Give an account another role (from its next request on).
+    SetRole {
+        /// Name.
+        name: String,
+        /// viewer, helpdesk, approver or admin.
+        #[arg(value_parser = parse_role)]
+        role: Role,
+        #[command(flatten)]
+        at: crate::Where,
+    },
+}
+
+/// A role from the command line.
+pub fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse()
+        .map_err(|e: crate::roles::UnknownRole| e.to_string())
 }
 
 /// Whether `name` may name an admin.
@@ -64,7 +85,7 @@ fn read_password() -> Result<Zeroizing<String>, String> {
     Ok(password)
 }
 
-async fn audit(store: &Store, action: &str, name: &str) -> Result<(), String> {
+async fn audit(store: &Store, action: &str, what: String) -> Result<(), String> {
     let who = std::env::var("SUDO_USER")
         .unwrap_or_else(|_| format!("uid {}", keyward_sys::hardening::effective_uid()));
     store
@@ -74,7 +95,7 @@ async fn audit(store: &Store, action: &str, name: &str) -> Result<(), String> {
             action: action.into(),
             device: None,
             volume: None,
-            reason: Some(format!("web UI admin {name}")),
+            reason: Some(what),
         })
         .await
         .map_err(String::from)
@@ -83,7 +104,7 @@ async fn audit(store: &Store, action: &str, name: &str) -> Result<(), String> {
 /// Run an admin command.
 pub async fn run(action: AdminAction) -> Result<(), String> {
     match action {
-        AdminAction::Add { name, at, .. } => {
+        AdminAction::Add { name, role, at, .. } => {
             if !name_ok(&name) {
                 return Err(
                     "an admin name is 1 to 64 letters, digits, '.', '_', '-' or '@'".into(),
@@ -94,11 +115,11 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
             let phc = tokio::task::spawn_blocking(move || password::hash(password.as_bytes()))
                 .await
                 .map_err(|e| e.to_string())??;
-            if !db::add_admin(store.pool(), &name, &phc).await? {
-                return Err(format!("admin {name} already exists"));
+            if !db::add_admin(store.pool(), &name, &phc, role.as_str()).await? {
+                return Err(format!("account {name} already exists"));
             }
-            audit(&store, "admin-add", &name).await?;
-            eprintln!("keyward-server: admin {name} added; sign in at /ui/login");
+            audit(&store, "admin-add", format!("web UI {role} {name}")).await?;
+            eprintln!("keyward-server: {role} {name} added; sign in at /ui/login");
             Ok(())
         }
         AdminAction::Remove { name, at } => {
@@ -106,15 +127,29 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
             if !db::remove_admin(store.pool(), &name).await? {
                 return Err(format!("no admin named {}", keyward_core::quote(&name)));
             }
-            audit(&store, "admin-remove", &name).await?;
+            audit(&store, "admin-remove", format!("web UI account {name}")).await?;
             eprintln!("keyward-server: admin {name} removed; their sessions are ended");
             Ok(())
         }
         AdminAction::List { at } => {
             let store = Store::open(&crate::db_url(&at)?).await?;
-            for name in db::admins(store.pool()).await? {
-                println!("{name}");
+            for (name, role) in db::admins(store.pool()).await? {
+                println!("{name} {role}");
             }
+            Ok(())
+        }
+        AdminAction::SetRole { name, role, at } => {
+            let store = Store::open(&crate::db_url(&at)?).await?;
+            if !db::set_role(store.pool(), &name, role.as_str()).await? {
+                return Err(format!("no account named {}", keyward_core::quote(&name)));
+            }
+            audit(
+                &store,
+                "admin-set-role",
+                format!("web UI account {name} is now {role}"),
+            )
+            .await?;
+            eprintln!("keyward-server: {name} is now {role}, from their next request");
             Ok(())
         }
     }

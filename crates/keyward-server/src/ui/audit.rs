@@ -1,5 +1,6 @@
-//! The audit log page: the newest records first — key retrievals from the CLI and the web,
-//! sign-ins, failed and refused sign-ins, sign-outs. Read-only.
+//! The audit log page: the newest records first — key retrievals from the CLI, the web and the
+//! API, reveal requests and their approval, denial and expiry, sign-ins, failed and refused
+//! sign-ins, sign-outs. Read-only; every role may see it.
 
 use std::sync::Arc;
 
@@ -18,8 +19,9 @@ const SHOWN: i64 = 500;
 
 fn tone(action: &str) -> Tone {
     match action {
-        "key-show" => Tone::Busy,
-        "ui-login-failed" | "ui-login-locked" => Tone::Bad,
+        "key-show" | "reveal-request" => Tone::Busy,
+        "reveal-approve" => Tone::Good,
+        "ui-login-failed" | "ui-login-locked" | "reveal-deny" | "reveal-expire" => Tone::Bad,
         _ => Tone::Quiet,
     }
 }

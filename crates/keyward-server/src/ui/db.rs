@@ -1,4 +1,5 @@
-//! The admin UI's own tables (migration 2): admin accounts, sessions and failed logins. Every
+//! The admin UI's own tables (migration 2): accounts (with their role since migration 8),
+//! sessions and failed logins. Every
 //! query is written once with `$N` parameters and runs on SQLite and PostgreSQL alike through
 //! `Store::pool()`. Times are Unix seconds. Session ids and CSRF tokens arrive here already
 //! hashed or drawn by the caller; nothing in this file decides policy (limits live in
@@ -17,6 +18,8 @@ type Result<T> = std::result::Result<T, StoreError>;
 pub struct SessionRow {
     /// Whose.
     pub admin: String,
+    /// Their role now (read with the session, so a change applies at the next request).
+    pub role: String,
     /// The form token of this session.
     pub csrf: String,
     /// When it began.
@@ -25,14 +28,16 @@ pub struct SessionRow {
     pub seen: i64,
 }
 
-/// Add an admin; false if the name is taken.
-pub async fn add_admin(pool: &AnyPool, name: &str, phc: &str) -> Result<bool> {
+/// Add an account with a role; false if the name is taken.
+pub async fn add_admin(pool: &AnyPool, name: &str, phc: &str, role: &str) -> Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO admins (name, hash, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        "INSERT INTO admins (name, hash, created, role) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT DO NOTHING",
     )
     .bind(name)
     .bind(phc)
     .bind(crate::store::now())
+    .bind(role)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -53,14 +58,24 @@ pub async fn remove_admin(pool: &AnyPool, name: &str) -> Result<bool> {
     Ok(gone.rows_affected() == 1)
 }
 
-/// Every admin's name, sorted.
-pub async fn admins(pool: &AnyPool) -> Result<Vec<String>> {
-    let rows = sqlx::query("SELECT name FROM admins ORDER BY name")
+/// Every account's (name, role), sorted by name.
+pub async fn admins(pool: &AnyPool) -> Result<Vec<(String, String)>> {
+    let rows = sqlx::query("SELECT name, role FROM admins ORDER BY name")
         .fetch_all(pool)
         .await?;
     rows.iter()
-        .map(|r| r.try_get("name").map_err(Into::into))
+        .map(|r| Ok((r.try_get("name")?, r.try_get("role")?)))
         .collect()
+}
+
+/// Give an account another role; false if there is no such account.
+pub async fn set_role(pool: &AnyPool, name: &str, role: &str) -> Result<bool> {
+    let done = sqlx::query("UPDATE admins SET role = $2 WHERE name = $1")
+        .bind(name)
+        .bind(role)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// An admin's password hash (PHC string).
@@ -170,7 +185,7 @@ pub async fn add_session(
 /// The session with this id hash, if its admin still exists.
 pub async fn session(pool: &AnyPool, id_hash: &str) -> Result<Option<SessionRow>> {
     let row = sqlx::query(
-        "SELECT s.admin, s.csrf, s.created, s.seen FROM sessions s \
+        "SELECT s.admin, a.role, s.csrf, s.created, s.seen FROM sessions s \
          JOIN admins a ON a.name = s.admin WHERE s.id_hash = $1",
     )
     .bind(id_hash)
@@ -179,6 +194,7 @@ pub async fn session(pool: &AnyPool, id_hash: &str) -> Result<Option<SessionRow>
     row.map(|r| {
         Ok(SessionRow {
             admin: r.try_get("admin")?,
+            role: r.try_get("role")?,
             csrf: r.try_get("csrf")?,
             created: r.try_get("created")?,
             seen: r.try_get("seen")?,

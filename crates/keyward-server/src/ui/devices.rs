@@ -1,6 +1,8 @@
 //! The device list (search by id substring, the devices that need someone first) and a
-//! device's page: its volumes as last reported, every escrow the server holds for it, and the
-//! form that reveals a recovery key. Reads only; revealing is `reveal.rs`.
+//! device's page: its volumes as last reported, every escrow the server holds for it, and —
+//! for a role that may — the form that requests a recovery key (two-person reveal) or reveals
+//! it at once (`[reveal] require_approval = false`). Reads only; requesting is `requests.rs`,
+//! revealing `reveal.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -16,7 +18,8 @@ use super::layout::{self, badge, device_href, when};
 use super::session::Admin;
 use super::{db, UiError};
 use crate::api::AppState;
-use crate::store::Device;
+use crate::roles::Right;
+use crate::store::{Device, Escrow};
 
 /// Devices on one page; a search narrows a fleet down.
 const PAGE: usize = 500;
@@ -292,6 +295,14 @@ pub async fn page(
                 }
             }
         }
+        @if !admin.role.may(Right::RequestReveal) {
+            h2 { "Recovery keys" }
+            p.empty #no-reveal { "Your role (" (admin.role.as_str()) ") does not show recovery keys."
+                @if admin.role.may(Right::Decide) { " Requests from the help desk wait for you under "
+                    a href="/ui/requests" { "Requests" } "." } }
+        } @else if s.reveal.require_approval {
+            (request_forms(&admin, &d.id, &volumes, &escrows, s.reveal.approval_hours))
+        } @else {
         h2 { "Show a recovery key" }
         @if volumes.is_empty() {
             p.empty { "Nothing to show." }
@@ -324,8 +335,45 @@ pub async fn page(
                 button.danger type="submit" { "Show recovery key" }
             }
         }
+        }
     };
     Ok(Html(
         layout::page(&format!("Device {id}"), Some(&admin), body).into_string(),
     ))
+}
+
+/// The two-person reveal's first step: one request form per volume with an escrowed key.
+fn request_forms(
+    admin: &Admin,
+    device: &str,
+    volumes: &BTreeSet<&str>,
+    escrows: &[(String, Escrow)],
+    hours: u32,
+) -> Markup {
+    let held = |v: &&&str| escrows.iter().any(|(e, _)| e == **v);
+    html! {
+        h2 { "Request a recovery key" }
+        @if volumes.is_empty() {
+            p.empty { "Nothing to request." }
+        }
+        @for vol in volumes.iter().filter(|v| !held(v)) {
+            p.empty { "No key for volume " code { (vol) } " is escrowed here." }
+        }
+        @for vol in volumes.iter().filter(held) {
+            form.reveal.request method="post" action={ (device_href(device)) "/request" } {
+                input type="hidden" name="csrf" value=(admin.csrf);
+                input type="hidden" name="volume" value=(vol);
+                h3 { "Volume " code { (vol) } }
+                label for={ "reason-" (vol) } { "Reason (recorded in the audit log)" }
+                textarea id={ "reason-" (vol) } name="reason" required maxlength=(crate::keys::MAX_REASON)
+                    rows="2" placeholder="e.g. ticket 4711: user locked out after a firmware update" {}
+                p.warning {
+                    "A second person (an approver) must approve the request. Then you may reveal "
+                    "the key once, within " (hours) " hours, under My requests; the device "
+                    "replaces it at its next check-in."
+                }
+                button.primary type="submit" { "Request key" }
+            }
+        }
+    }
 }

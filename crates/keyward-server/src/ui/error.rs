@@ -19,6 +19,10 @@ pub enum UiError {
     Forbidden(&'static str),
     /// The form was filled in wrongly; the message says how.
     BadRequest(String),
+    /// The person's role, or whose request it is, forbids the step; the message says why.
+    NotAllowed(String),
+    /// The request's state forbids the step (decided, denied, used, expired).
+    Conflict(String),
     /// No such device.
     NotFound(&'static str),
     /// Too many password hashes running.
@@ -33,12 +37,32 @@ impl From<StoreError> for UiError {
     }
 }
 
+impl From<crate::reveals::FlowError> for UiError {
+    fn from(e: crate::reveals::FlowError) -> Self {
+        use crate::reveal_flow::Refusal;
+        use crate::reveals::FlowError;
+        let message = e.to_string();
+        match e {
+            FlowError::Refused(
+                Refusal::RoleLacks(_) | Refusal::OwnRequest | Refusal::NotRequester,
+            ) => UiError::NotAllowed(message),
+            FlowError::Refused(_) => UiError::Conflict(message),
+            FlowError::BadInput(_) | FlowError::NoEscrow => UiError::BadRequest(message),
+            FlowError::NoRequest => UiError::NotFound("no reveal request has that id"),
+            FlowError::NoDevice => UiError::NotFound("no device has that id"),
+            _ => UiError::Internal(message),
+        }
+    }
+}
+
 impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         let (status, title, message) = match self {
             UiError::LoginRequired => return Redirect::to("/ui/login").into_response(),
             UiError::Forbidden(m) => (StatusCode::FORBIDDEN, "Refused", m.to_owned()),
             UiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Check the form", m),
+            UiError::NotAllowed(m) => (StatusCode::FORBIDDEN, "Not allowed", m),
+            UiError::Conflict(m) => (StatusCode::CONFLICT, "Not possible", m),
             UiError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m.to_owned()),
             UiError::Busy => (
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -8,6 +8,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use super::health::Tone;
 use super::session::Admin;
+use crate::roles::Right;
 
 /// A whole page.
 pub fn page(title: &str, admin: Option<&Admin>, body: Markup) -> Markup {
@@ -28,10 +29,20 @@ pub fn page(title: &str, admin: Option<&Admin>, body: Markup) -> Markup {
                     @if let Some(admin) = admin {
                         nav {
                             a href="/ui/devices" { "Devices" }
+                            @if admin.role.may(Right::Decide) {
+                                a href="/ui/requests" { "Requests" }
+                            }
+                            @if admin.role.may(Right::RequestReveal) {
+                                a href="/ui/requests/mine" { "My requests" }
+                            }
                             a href="/ui/audit" { "Audit log" }
+                            @if admin.role.may(Right::Administer) {
+                                a href="/ui/accounts" { "Accounts" }
+                            }
                         }
                         form.logout method="post" action="/ui/logout" {
-                            span.who { "Signed in as " strong { (admin.name) } }
+                            span.who { "Signed in as " strong { (admin.name) }
+                                " " span.role #role { (admin.role.as_str()) } }
                             input type="hidden" name="csrf" value=(admin.csrf);
                             button type="submit" { "Log out" }
                         }
@@ -84,16 +95,28 @@ pub fn span(secs: u64) -> String {
     }
 }
 
-/// A stored time as "2025-01-02 03:04:05 UTC", with how long ago it was.
+/// A stored time as "2025-01-02 03:04:05 UTC", with how long ago (or how soon) it is.
 pub fn when(rfc3339: &str, now: u64) -> Markup {
     let shown = rfc3339.get(..19).unwrap_or(rfc3339).replace('T', " ");
-    let ago = unix_of(rfc3339).map(|t| span(now.saturating_sub(t)));
+    let relative = unix_of(rfc3339).map(|t| {
+        if t > now {
+            format!("in {}", span(t - now))
+        } else {
+            format!("{} ago", span(now - t))
+        }
+    });
     html! {
         time datetime=(rfc3339) title=(rfc3339) {
             (shown) " UTC"
-            @if let Some(ago) = ago { span.ago { " · " (ago) " ago" } }
+            @if let Some(relative) = relative { span.ago { " · " (relative) } }
         }
     }
+}
+
+/// A time in Unix seconds, as [`when`] shows it.
+pub fn when_unix(secs: i64, now: u64) -> Markup {
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
+    when(&humantime::format_rfc3339_seconds(t).to_string(), now)
 }
 
 /// Now, in Unix seconds.

@@ -1,12 +1,15 @@
 //! The admin web UI, served by `keyward-server serve` under `/ui/`: sign in, the devices and
-//! their escrow health, a device's volumes and escrows, showing a recovery key (with a reason;
-//! audited; the device rotates it after use), the audit log. Server-rendered HTML (maud, which
+//! their escrow health, a device's volumes and escrows, the two-person reveal (request, the
+//! approvers' queue, "my requests", the one reveal; `requests.rs`) or, where approval is not
+//! required, showing a recovery key at once (with a reason; audited; the device rotates it
+//! after use), the audit log. Each role sees and may do only what `crate::roles` gives it. Server-rendered HTML (maud, which
 //! escapes every value), no JavaScript, no external resources; one stylesheet served here.
 //! Every UI response carries a strict Content-Security-Policy and is never cached.
 //!
 //! This module owns its tables (`db.rs`) and its policy (sessions, CSRF, lock-out); it reveals
 //! keys only through `crate::keys::reveal`, never by decrypting itself.
 
+mod accounts;
 pub mod admin;
 mod audit;
 mod db;
@@ -16,6 +19,7 @@ mod health;
 mod layout;
 mod login;
 mod password;
+mod requests;
 mod reveal;
 mod session;
 mod throttle;
@@ -32,6 +36,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use error::UiError;
+pub use session::hash_token;
 
 use crate::api::AppState;
 
@@ -92,7 +97,14 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/devices", get(devices::list))
         .route("/ui/devices/{device}", get(devices::page))
         .route("/ui/devices/{device}/reveal", post(reveal::reveal))
+        .route("/ui/devices/{device}/request", post(requests::create))
+        .route("/ui/requests", get(requests::queue))
+        .route("/ui/requests/mine", get(requests::mine))
+        .route("/ui/requests/{id}/approve", post(requests::approve))
+        .route("/ui/requests/{id}/deny", post(requests::deny))
+        .route("/ui/requests/{id}/reveal", post(requests::reveal))
         .route("/ui/audit", get(audit::page))
+        .route("/ui/accounts", get(accounts::page))
         .layer(axum::middleware::map_response(security_headers))
 }
 

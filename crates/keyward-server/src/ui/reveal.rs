@@ -1,21 +1,24 @@
-//! Showing a recovery key: a POST with the session's form token and a reason, answered with a
-//! page that shows the key once (never cached: the UI sends `no-store`) beside what the device
-//! last said about it. The work — decrypt, audit, mark for rotation after use — is
-//! `crate::keys::reveal`, the same call the CLI's `key show` makes.
+//! Showing a recovery key: the page that shows it once (never cached: the UI sends `no-store`)
+//! beside what the device last said about it, and the single-person reveal — a POST with the
+//! session's form token and a reason, allowed only with `[reveal] require_approval = false` and
+//! to a role that may request reveals. (The two-person reveal's forms are `requests.rs`.) The
+//! work — decrypt, audit, mark for rotation after use — is `crate::keys::reveal`, the same call
+//! the CLI's `key show` makes.
 
 use std::sync::Arc;
 
 use axum::extract::{Form, Path, State};
 use axum::response::Html;
 use keyward_core::VolumeName;
-use maud::html;
+use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::layout::{self, device_href};
 use super::session::Admin;
 use super::UiError;
 use crate::api::AppState;
-use crate::keys::MAX_REASON;
+use crate::keys::{Retrieval, Revealed, MAX_REASON};
+use crate::roles::Right;
 
 /// The reveal form's fields.
 #[derive(Deserialize)]
@@ -39,6 +42,12 @@ pub async fn reveal(
     Form(f): Form<RevealForm>,
 ) -> Result<Html<String>, UiError> {
     admin.check_csrf(&f.csrf)?;
+    admin.require(Right::RequestReveal)?;
+    if s.reveal.require_approval {
+        return Err(UiError::Forbidden(
+            "a key is revealed only through an approved request here: request it on the device's page",
+        ));
+    }
     let reason = f.reason.trim();
     if reason.is_empty() {
         return Err(UiError::BadRequest(
@@ -57,25 +66,38 @@ pub async fn reveal(
     }
     let escrow = Some(f.escrow.trim()).filter(|e| !e.is_empty());
     let who = admin.who();
-    let revealed = crate::keys::reveal(
-        &s.store,
-        &s.identity,
-        &device,
-        volume.as_str(),
+    let what = Retrieval {
+        device: &device,
+        volume: volume.as_str(),
         escrow,
-        &who,
+        who: &who,
         reason,
-    )
-    .await
-    .map_err(|e| UiError::BadRequest(format!("the key was not revealed: {e}")))?;
+        request: None,
+    };
+    let revealed = crate::keys::reveal(&s.store, &s.identity, what)
+        .await
+        .map_err(|e| UiError::BadRequest(format!("the key was not revealed: {e}")))?;
+    Ok(key_page(&admin, &device, volume.as_str(), &revealed, None))
+}
+
+/// The page that shows a revealed key once; `request` names the reveal request it spent.
+pub fn key_page(
+    admin: &Admin,
+    device: &str,
+    volume: &str,
+    revealed: &Revealed,
+    request: Option<&str>,
+) -> Html<String> {
     let key = String::from_utf8_lossy(&revealed.key);
-    let back = device_href(&device);
-    let body = html! {
+    let back = device_href(device);
+    let who = admin.who();
+    let body: Markup = html! {
         p.crumbs { a href=(back) { "← Device " code { (device) } } }
         section.revealed {
             h1 { "Recovery key" }
-            p { "Device " code { (device) } ", volume " code { (volume.as_str()) } ", escrow "
-                code.escrow-id #escrow-id { (revealed.escrow_id) } }
+            p { "Device " code { (device) } ", volume " code { (volume) } ", escrow "
+                code.escrow-id #escrow-id { (revealed.escrow_id) }
+                @if let Some(id) = request { ", request " code #request-id { (id) } } }
             // Two halves that each stay on one line: four groups a line, as typed. The text
             // (and so a copy) is the key exactly.
             output #recovery-key .key aria-label="recovery key" {
@@ -92,9 +114,7 @@ pub async fn reveal(
             p { a.button href=(back) { "Done" } }
         }
     };
-    Ok(Html(
-        layout::page("Recovery key", Some(&admin), body).into_string(),
-    ))
+    Html(layout::page("Recovery key", Some(admin), body).into_string())
 }
 
 /// The key in two pieces split after the middle dash (the whole key if it has none).

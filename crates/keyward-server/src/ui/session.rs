@@ -16,6 +16,7 @@ use sha2::Digest;
 
 use super::{db, UiError};
 use crate::api::AppState;
+use crate::roles::{Right, Role};
 
 /// The session cookie. `__Host-`: the browser takes it only with Secure, Path=/ and no Domain.
 pub const SESSION_COOKIE: &str = "__Host-keyward-session";
@@ -119,12 +120,15 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// A logged-in admin, from the session cookie. As an extractor it also refuses a
-/// state-changing request from another origin; the handler checks the form token.
+/// A signed-in person (any role), from the session cookie. As an extractor it also refuses a
+/// state-changing request from another origin; the handler checks the form token and, with
+/// [`Admin::require`], the role.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    /// The admin's name.
+    /// The account's name.
     pub name: String,
+    /// The account's role, as of this request.
+    pub role: Role,
     /// This session's form token.
     pub csrf: String,
     id_hash: String,
@@ -142,9 +146,26 @@ impl Admin {
         }
     }
 
-    /// How the audit trail names this admin.
+    /// How the audit trail names this person.
     pub fn who(&self) -> String {
         format!("web:{}", self.name)
+    }
+
+    /// Refuse unless this person's role carries `right`.
+    pub fn require(&self, right: Right) -> Result<(), UiError> {
+        if self.role.may(right) {
+            Ok(())
+        } else {
+            Err(UiError::Forbidden("your role does not allow this"))
+        }
+    }
+
+    /// This person as the reveal flow sees them.
+    pub fn actor(&self) -> crate::reveals::Actor {
+        crate::reveals::Actor {
+            who: self.who(),
+            role: self.role,
+        }
     }
 
     /// End this session.
@@ -201,9 +222,14 @@ impl FromRequestParts<Arc<AppState>> for Admin {
             db::end_session(pool, &id_hash).await?;
             return Err(absent());
         }
+        let role = row
+            .role
+            .parse()
+            .map_err(|e: crate::roles::UnknownRole| UiError::Internal(e.to_string()))?;
         db::touch_session(pool, &id_hash, now).await?;
         Ok(Admin {
             name: row.admin,
+            role,
             csrf: row.csrf,
             id_hash,
         })
