@@ -172,7 +172,7 @@ fn root_only(inst: &Instance, rel: &str) {
 
 #[test]
 fn each_action_runs_when_signed_by_the_pinned_key() {
-    let (inst, identity) = instance("https://escrow.invalid", "");
+    let (mut inst, identity) = instance("https://escrow.invalid", "");
 
     // Rotate the service secret: a new slot the stored secret opens; the old one is gone.
     let old = slot_of(&holders(&inst, "service")[0]);
@@ -220,6 +220,10 @@ fn each_action_runs_when_signed_by_the_pinned_key() {
     root_only(&inst, "state/policy-override.json");
     grant_daemon(&inst);
     let daemon = slot_of(&holders(&inst, "user")[0]);
+    // daemon leaves the managed set; the server's override, not keyward.toml, says revoke.
+    set_policy(&inst, "managed_users = [\"bin\"]");
+    inst.stop_helper();
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
     let out = inst.keyward(&["verify", "--json"], b"");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["volumes"][0]["users"][0]["revoked"], true, "{v}");
@@ -338,17 +342,10 @@ fn the_last_human_way_in_is_never_removed() {
     assert_eq!(code(&out), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("lock"), "{}", stderr(&out));
 
-    // daemon is a system account, so not managed: verify with revoke_unmanaged tries and is
-    // refused, and says so.
-    let p = std::fs::read_to_string(&inst.config).unwrap();
-    std::fs::write(
-        &inst.config,
-        p.replace(
-            "[[volume]]",
-            "[policy]\nrevoke_unmanaged = true\n[[volume]]",
-        ),
-    )
-    .unwrap();
+    // daemon leaves the managed set: verify with revoke_unmanaged tries and is refused, and
+    // says so.
+    set_policy(&inst, "revoke_unmanaged = true");
+    set_policy(&inst, "managed_users = [\"bin\"]");
     inst.stop_helper();
     assert!(inst.try_start(), "{}", inst.helper_stderr());
     let out = inst.keyward(&["verify", "data", "--json"], b"");

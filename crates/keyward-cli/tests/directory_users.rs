@@ -157,9 +157,13 @@ kw audit --verify > audit-verify.out 2>&1 && echo yes > audit.ok
 #[test]
 fn directory_users_get_and_keep_unlock_rights() {
     let inst = Instance::prepare();
-    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
-    cfg.push_str("[policy]\nmanaged_group = \"kwdir\"\nrevoke_unmanaged = true\n");
+    // The default uid range (1000..=2147483647): gail (900) and hugo (3000000000) are outside.
+    let cfg = std::fs::read_to_string(&inst.config)
+        .unwrap()
+        .replace("uid_min = 1\n", "");
     std::fs::write(&inst.config, cfg).unwrap();
+    set_policy(&inst, "managed_group = \"kwdir\"");
+    set_policy(&inst, "revoke_unmanaged = true");
     let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let dist = manifest.join("../../dist");
     let started = Instant::now();

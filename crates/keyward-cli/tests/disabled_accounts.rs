@@ -47,7 +47,7 @@ kw status data --json > status-locked.json
 kw status data > status-locked.out
 set +e; kw verify data --json > verify1.json; echo $? > verify1.rc; set -e
 slot_of bob > bob-kept.out
-printf '[policy]\nrevoke_unmanaged = true\n' >> "$CFG"
+sed -i 's/^\[policy\]$/[policy]\nrevoke_unmanaged = true/' "$CFG"
 stop_helper; start_helper
 set +e; kw verify data --json > verify2.json; echo $? > verify2.rc; set -e
 slot_of bob > bob-after.out

@@ -35,7 +35,8 @@ fn bootstrap_grant_status_revoke_audit() {
     );
     let service = std::fs::read(&secret_file).unwrap();
 
-    // Grant `daemon` (an existing system user) a slot for its passphrase.
+    // Grant `daemon` (uid 1, managed by the test's policy: `uid_min = 1`, `managed_users`) a
+    // slot for its passphrase.
     let out = inst.keyward(
         &["grant", "data", "daemon", "--passphrase-stdin"],
         b"daemon's passphrase\n",
@@ -58,15 +59,36 @@ fn bootstrap_grant_status_revoke_audit() {
     assert!(inst.opens(svc["slot"].as_u64().unwrap(), &service));
     assert!(v["volumes"][0]["violations"].as_array().unwrap().is_empty());
 
-    // Verify: the stored secret still opens its slot. `daemon` is a system account, which the
-    // login policy never manages, so verify flags its (admin-granted) slot and exits 1.
+    // Verify: the stored secret still opens its slot, and daemon is managed.
     let out = inst.keyward(&["verify", "--json"], b"");
-    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["volumes"][0]["service"], "ok");
     assert_eq!(v["volumes"][0]["users"][0]["user"], "daemon");
-    assert_eq!(v["volumes"][0]["users"][0]["status"], "not-managed");
+    assert_eq!(v["volumes"][0]["users"][0]["status"], "managed");
     assert_eq!(v["volumes"][0]["users"][0]["revoked"], false);
+
+    // One rule for grant and verify (issue 14): a user the policy does not manage gets no slot
+    // from an admin either — `sys` (uid 3, not listed), `nobody` (systemd's reserved range),
+    // root — so verify never finds a holder keyward let in and would revoke.
+    let slots_before = inst.metadata()["keyslots"].as_object().unwrap().len();
+    for unmanaged in ["sys", "nobody", "root"] {
+        let out = inst.keyward(
+            &["grant", "data", unmanaged, "--passphrase-stdin"],
+            b"some passphrase\n",
+        );
+        assert_eq!(code(&out), Some(4), "{unmanaged}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not managed"),
+            "{unmanaged}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(
+        inst.metadata()["keyslots"].as_object().unwrap().len(),
+        slots_before,
+        "a refused grant adds no slot"
+    );
 
     // Unknown user, unknown volume, a user with no slot.
     assert_eq!(

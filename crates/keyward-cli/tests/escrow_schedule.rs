@@ -104,9 +104,7 @@ fn slot_exists(inst: &Instance, slot: u32) -> bool {
 fn pending_keys_older_than_policy_are_dropped() {
     let inst = Instance::prepare();
     let srv = Server::start(&inst);
-    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
-    cfg.push_str("[policy]\npending_max_age_secs = 1\n");
-    std::fs::write(&inst.config, cfg).unwrap();
+    set_policy(&inst, "pending_max_age_secs = 1");
     configure(&inst, &srv, "");
     let mut inst = inst.start();
     inst.bootstrap();

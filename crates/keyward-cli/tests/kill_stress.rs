@@ -307,9 +307,7 @@ fn sigkill_the_helper_at_random_moments() {
     let mut inst = Instance::prepare();
     private_accounts(&mut inst);
     // The users this test grants are the managed ones, so `keyward verify` judges them.
-    let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
-    cfg.push_str(&format!("[policy]\nmanaged_users = {USERS:?}\n"));
-    std::fs::write(&inst.config, cfg).unwrap();
+    set_policy(&inst, &format!("managed_users = {USERS:?}"));
     let mut inst = inst.start();
     inst.bootstrap();
     let mut model = Model {

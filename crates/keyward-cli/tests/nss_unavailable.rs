@@ -61,7 +61,7 @@ fn an_nss_source_that_does_not_answer_is_unknown_never_deleted() {
     let cfg = std::fs::read_to_string(&inst.config)
         .unwrap()
         .replace("service_user = \"nobody\"\n", "")
-        .replace("[kdf]", "[policy]\nrevoke_unmanaged = true\n[kdf]");
+        .replace("[policy]\n", "[policy]\nrevoke_unmanaged = true\n");
     std::fs::write(&inst.config, cfg).unwrap();
     run_namespace_script(&inst, SCRIPT);
     let read = |f: &str| script_output(&inst, f);

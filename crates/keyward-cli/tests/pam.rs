@@ -162,12 +162,13 @@ fn pam_login_and_password_changes() {
     let disk2 = t.join("disk2.img");
     format_image(&disk2);
     let extra = format!(
-        "[[volume]]\nname = \"data2\"\ndevice = \"{}\"\n[policy]\nadmin_group = \"keyward-admins\"\n",
+        "[[volume]]\nname = \"data2\"\ndevice = \"{}\"\n",
         disk2.display()
     );
     let mut cfg = std::fs::read_to_string(&inst.config).unwrap();
     cfg.push_str(&extra);
     std::fs::write(&inst.config, cfg).unwrap();
+    set_policy(&inst, "admin_group = \"keyward-admins\"");
     let (pw1, pw2, pw3) = ("first pässword 1", "second password 2", "reset by root 3");
     let pw4 = "Fourth, typed at passwd 4";
     let out = Command::new("unshare")

@@ -262,7 +262,16 @@ fn no_secret_leaks_to_files_argv_env_or_logs() {
     let scanned = scan_files(&inst, &secrets, &[inst.path("state/service/data")]);
     assert!(scanned >= 4, "scanned audit log, head, helper log, config");
     // Syslog saw every audit line, and none holds a secret.
-    let lines: Vec<Vec<u8>> = syslog.try_iter().collect();
+    // The catcher's reader thread may not have passed on the last datagram yet.
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while lines.len() < inst.audit_lines().len() && std::time::Instant::now() < deadline {
+        match syslog.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(l) => lines.push(l),
+            Err(_) => continue,
+        }
+    }
+    lines.extend(syslog.try_iter());
     assert!(
         lines.len() >= inst.audit_lines().len(),
         "syslog got {} lines, the audit log has {}",

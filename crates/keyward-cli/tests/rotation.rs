@@ -368,7 +368,7 @@ fn a_drifted_service_slot_is_replaced_with_a_holders_passphrase() {
     let out = inst.keyward(&["verify", "--json"], b"");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["volumes"][0]["service"], "drift", "{v}");
-    let grant = inst.keyward(&["grant", "data", "nobody", "--passphrase-stdin"], b"pw\n");
+    let grant = inst.keyward(&["grant", "data", "bin", "--passphrase-stdin"], b"pw\n");
     assert_ne!(
         code(&grant),
         Some(0),
@@ -393,6 +393,6 @@ fn a_drifted_service_slot_is_replaced_with_a_holders_passphrase() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["volumes"][0]["service"], "ok", "{v}");
     assert!(inst.opens(0, INSTALL_PASS.as_bytes()));
-    let grant = inst.keyward(&["grant", "data", "nobody", "--passphrase-stdin"], b"pw\n");
+    let grant = inst.keyward(&["grant", "data", "bin", "--passphrase-stdin"], b"pw\n");
     assert_eq!(code(&grant), Some(0), "{}", stderr(&grant));
 }

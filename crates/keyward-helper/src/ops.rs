@@ -17,7 +17,7 @@ use keyward_core::{
 
 use std::sync::Arc;
 
-use crate::accounts;
+use crate::accounts::{self, Standing};
 use crate::commands;
 use crate::filevault;
 use crate::jobs::{self, Job};
@@ -131,15 +131,16 @@ pub(crate) fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
 }
 
 fn status(c: &Config, v: &Volume) -> VolumeReport {
-    if v.kind == VolumeKind::FileVault {
-        return filevault::status(c, v);
-    }
-    let mut report = crate::status_cache::report(&v.device, || {
-        match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
-            Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
-            Err(e) => failed_report(v, e),
-        }
-    });
+    let mut report = if v.kind == VolumeKind::FileVault {
+        filevault::status(c, v)
+    } else {
+        crate::status_cache::report(&v.device, || {
+            match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
+                Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
+                Err(e) => failed_report(v, e),
+            }
+        })
+    };
     // Where each user stands now (issue 14: a disabled account shows as such): NSS and
     // /etc/shadow, not the header, so never cached.
     for h in &mut report.holders {
@@ -372,31 +373,48 @@ fn grant(
     passphrase: &Secret,
 ) -> Result<Reply, Response> {
     let v = configured(c, name)?;
+    // A Mac's accounts are judged by its own backend (no /etc/shadow there).
     if v.kind == VolumeKind::FileVault {
         return filevault::grant(c, v, user, passphrase);
     }
-    let account = keyward_sys::users::user(user)
-        .map_err(|e| failure(ErrorCode::Failed, format!("looking up {user}: {e}")))?
-        .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
-    let state = accounts::account_state(user).map_err(|e| failure(ErrorCode::Failed, e))?;
-    if !state.is_usable() {
-        let what = if state == AccountState::Locked {
-            "locked"
-        } else {
-            "expired"
-        };
-        return Err(failure(
-            ErrorCode::Refused,
-            format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right"),
-        ));
-    }
+    let uid = grantable(c, user)?;
     let mut store = open(c, v)?;
     let (_, service) = service::working(c, v, &mut store)?;
-    let req = GrantRequest::user(user.clone(), account.uid);
+    let req = GrantRequest::user(user.clone(), uid);
     let new = store
         .grant(&req, Authority::Service(&service), passphrase)
         .map_err(store_failure)?;
     Ok(Reply::Granted { slot: new.get() })
+}
+
+/// One rule for who may hold a user slot, at login, at `grant` and at `verify` (issue 14): a
+/// user the policy manages now (`accounts::standing`). An admin's `grant` of anyone else is
+/// refused (exit 4), so `verify` never finds a holder keyward itself let in and would revoke.
+fn grantable(c: &Config, user: &UserName) -> Result<keyward_core::Uid, Response> {
+    match accounts::standing(c, user, None).map_err(|e| failure(ErrorCode::Failed, e))? {
+        Standing::Managed(uid) => Ok(uid),
+        Standing::Deleted => Err(failure(ErrorCode::Usage, format!("no such user: {user}"))),
+        Standing::Disabled(state) => {
+            let what = if state == AccountState::Locked {
+                "locked"
+            } else {
+                "expired"
+            };
+            Err(failure(
+                ErrorCode::Refused,
+                format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right"),
+            ))
+        }
+        other => Err(failure(
+            ErrorCode::Refused,
+            format!(
+                "{user} is not managed ({}): add them to [policy] managed_group or managed_users \
+                 first (root, system accounts and uids outside uid_min..=uid_max never are); \
+                 keyward gives no unlock right that verify would then revoke",
+                other.label()
+            ),
+        )),
+    }
 }
 
 pub(crate) fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, Response> {

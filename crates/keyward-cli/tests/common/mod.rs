@@ -1,6 +1,8 @@
 //! A whole isolated keyward instance in a temp directory: a LUKS2 image made by stock
 //! cryptsetup, a root-owned config, the real helper process, and the real CLI run as root or as
-//! other uids. The service user is `nobody`, so no account has to be created.
+//! other uids. The service user is `nobody`, so no account has to be created. `daemon` and `bin`
+//! are managed (`uid_min = 1`), so `keyward grant` can give them rights: add to the config's
+//! `[policy]` table with [`policy_line`], never a second `[policy]`.
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod escrow;
@@ -71,6 +73,7 @@ impl Instance {
             format!(
                 "service_user = \"nobody\"\nstate_dir = \"{r}/state\"\nagent_state_dir = \"{r}/agent\"\n\
                  runtime_dir = \"{r}/run\"\nlog_dir = \"{r}/log\"\nverify_interval_secs = 1\n[kdf]\ndanger_fast_kdf = true\n\
+                 [policy]\nuid_min = 1\nmanaged_users = [\"daemon\", \"bin\"]\n\
                  [[volume]]\nname = \"data\"\ndevice = \"{}\"\n",
                 image.display()
             ),
@@ -428,6 +431,25 @@ pub fn namespace_script(inst: &Instance, script: &str) -> Command {
         .env("CFG", &inst.config)
         .env("INSTALL_PASS", INSTALL_PASS);
     cmd
+}
+
+/// The config text with `line` added to its `[policy]` table (a key the table already has is
+/// replaced).
+pub fn policy_line(config: &str, line: &str) -> String {
+    let key = line.split('=').next().unwrap_or("").trim();
+    let kept: Vec<&str> = config
+        .lines()
+        .filter(|l| l.split('=').next().unwrap_or("").trim() != key)
+        .collect();
+    let mut text = kept.join("\n") + "\n";
+    text = text.replacen("[policy]\n", &format!("[policy]\n{line}\n"), 1);
+    text
+}
+
+/// Add `line` to the instance's `[policy]` table (see [`policy_line`]).
+pub fn set_policy(inst: &Instance, line: &str) {
+    let text = std::fs::read_to_string(&inst.config).unwrap();
+    std::fs::write(&inst.config, policy_line(&text, line)).unwrap();
 }
 
 /// A file a script left in the instance's directory, trimmed ("" if there is none).

@@ -25,7 +25,10 @@ pub fn fixture(policy: &str) -> Instance {
     let cfg = std::fs::read_to_string(&inst.config)
         .unwrap()
         .replace("service_user = \"nobody\"", "service_user = \"kcservice\"");
-    let cfg = format!("{cfg}[policy]\nmanaged_users = [\"{ALICE}\", \"{BOB}\"]\n{policy}");
+    let mut cfg = policy_line(&cfg, &format!("managed_users = [\"{ALICE}\", \"{BOB}\"]"));
+    for line in policy.lines().filter(|l| !l.trim().is_empty()) {
+        cfg = policy_line(&cfg, line);
+    }
     std::fs::write(&inst.config, cfg).unwrap();
     let dir = inst.path("etc");
     std::fs::create_dir(&dir).unwrap();
