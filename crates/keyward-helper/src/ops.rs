@@ -134,7 +134,7 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
     let mut report = if v.kind == VolumeKind::FileVault {
         filevault::status(c, v)
     } else {
-        crate::status_cache::report(&v.device, || {
+        crate::status_cache::report(v.name.as_str(), &v.device, || {
             match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
                 Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
                 Err(e) => failed_report(v, e),

@@ -20,8 +20,11 @@ struct Key {
     checksums: [u8; 64],
 }
 
-fn cache() -> &'static Mutex<HashMap<PathBuf, (Key, VolumeReport)>> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, (Key, VolumeReport)>>> = OnceLock::new();
+/// By volume name and device: a report names its volume.
+type Cache = HashMap<(String, PathBuf), (Key, VolumeReport)>;
+
+fn cache() -> &'static Mutex<Cache> {
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
     CACHE.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
@@ -47,7 +50,11 @@ fn key(device: &Path) -> Option<Key> {
 /// The report for `device`: the cached one if the header is unchanged, else `compute()`'s.
 /// The key is read before computing, so a header changed while computing is simply a miss
 /// next time.
-pub(crate) fn report(device: &Path, compute: impl FnOnce() -> VolumeReport) -> VolumeReport {
+pub(crate) fn report(
+    volume: &str,
+    device: &Path,
+    compute: impl FnOnce() -> VolumeReport,
+) -> VolumeReport {
     let Some(k) = key(device) else {
         return compute();
     };
@@ -55,14 +62,15 @@ pub(crate) fn report(device: &Path, compute: impl FnOnce() -> VolumeReport) -> V
         Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
     };
-    if let Some((cached_key, report)) = lock(cache()).get(device) {
+    let entry = (volume.to_owned(), device.to_owned());
+    if let Some((cached_key, report)) = lock(cache()).get(&entry) {
         if *cached_key == k {
             return report.clone();
         }
     }
     let report = compute();
     if report.error.is_none() {
-        lock(cache()).insert(device.to_owned(), (k, report.clone()));
+        lock(cache()).insert(entry, (k, report.clone()));
     }
     report
 }

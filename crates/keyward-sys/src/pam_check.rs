@@ -168,8 +168,13 @@ unsafe extern "C" fn converse(
         // Decide on every message before allocating anything.
         let mut wants_password = None;
         for i in 0..n {
-            // SAFETY: libpam gives `n` valid message pointers.
-            let m = unsafe { &**msg.add(i) };
+            // SAFETY: libpam gives an array of `n` message pointers.
+            let p = unsafe { *msg.add(i) };
+            if p.is_null() {
+                return PAM_CONV_ERR;
+            }
+            // SAFETY: non-null, pointing at libpam's message for this call.
+            let m = unsafe { &*p };
             match m.msg_style {
                 PAM_PROMPT_ECHO_OFF if wants_password.is_none() && !answer.given => {
                     wants_password = Some(i);
