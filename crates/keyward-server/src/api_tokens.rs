@@ -8,7 +8,7 @@
 use sqlx::{AnyPool, Row};
 
 use crate::roles::Role;
-use crate::store::{AuditRecord, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::ui::admin::{name_ok, parse_role};
 
 /// What every token starts with (so a leaked one is recognisable in a scan).
@@ -106,17 +106,7 @@ pub async fn holder(pool: &AnyPool, token: &str) -> Result<Option<Holder>, Store
 }
 
 async fn audit(store: &Store, action: &str, what: String) -> Result<(), String> {
-    store
-        .audit(&AuditRecord {
-            at: crate::store::now(),
-            who: crate::operator(),
-            action: action.into(),
-            device: None,
-            volume: None,
-            reason: Some(what),
-        })
-        .await
-        .map_err(String::from)
+    crate::operator::audit_cli(store, action, what).await
 }
 
 /// Run an api-token command.

@@ -25,6 +25,8 @@
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
 
+mod operator;
+pub(crate) use operator::operator;
 mod admin_api;
 mod age_check;
 mod api;
@@ -602,12 +604,6 @@ fn passphrase(min: usize) -> Result<age::secrecy::SecretString, String> {
         ));
     }
     Ok(age::secrecy::SecretString::from(pass.to_owned()))
-}
-
-/// Who is at the terminal, for the audit trail.
-fn operator() -> String {
-    std::env::var("SUDO_USER")
-        .unwrap_or_else(|_| format!("uid {}", keyward_sys::hardening::effective_uid()))
 }
 
 async fn issue_command(action: CommandAction) -> Result<(), String> {

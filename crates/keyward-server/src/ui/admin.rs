@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 
 use super::{db, password};
 use crate::roles::Role;
-use crate::store::{AuditRecord, Store};
+use crate::store::Store;
 
 /// Admin account commands.
 #[derive(clap::Subcommand, Debug)]
@@ -86,19 +86,7 @@ fn read_password() -> Result<Zeroizing<String>, String> {
 }
 
 async fn audit(store: &Store, action: &str, what: String) -> Result<(), String> {
-    let who = std::env::var("SUDO_USER")
-        .unwrap_or_else(|_| format!("uid {}", keyward_sys::hardening::effective_uid()));
-    store
-        .audit(&AuditRecord {
-            at: crate::store::now(),
-            who,
-            action: action.into(),
-            device: None,
-            volume: None,
-            reason: Some(what),
-        })
-        .await
-        .map_err(String::from)
+    crate::operator::audit_cli(store, action, what).await
 }
 
 /// Run an admin command.
