@@ -10,7 +10,7 @@ use crate::ids::{Uid, UserName};
 pub const DEFAULT_UID_MIN: u32 = 1000;
 /// `[policy] uid_max`'s default: 2^31 - 1, the top of the ranges sssd gives directory users
 /// (FreeIPA's id ranges, AD's `ldap_idmap_range_max` of 2000200000), below the uids many tools
-/// mishandle (systemd's "UIDs and GIDs" notes: 2^31 and up is unsafe).
+/// mishandle (systemd's "UIDs and GIDs" notes: avoid 2^31 and up).
 pub const DEFAULT_UID_MAX: u32 = 2_147_483_647;
 /// Never managed, whatever `uid_min`/`uid_max` say: systemd's homed (60001..=60513), container
 /// (60514..=61183), DynamicUser (61184..=65519) ranges, `nobody` (65534) and the 16-bit
