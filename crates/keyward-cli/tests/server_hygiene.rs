@@ -7,10 +7,9 @@
 mod common;
 
 use common::escrow::*;
-use common::http::{b64, enroll_key, fresh_metrics, http, signed_as};
+use common::http::{b64, enroll_key, escrow_body, fresh_metrics, http, signed_as};
 use common::*;
 use ed25519_dalek::SigningKey;
-use sha2::Digest;
 
 /// A signed check-in of `device` (id `id`) reporting one escrowed volume: (status, body).
 fn check_in(srv: &Server, key: &SigningKey, id: &str, nonce: &str) -> (u16, String) {
@@ -27,13 +26,7 @@ fn escrow(srv: &Server, key: &SigningKey, id: &str, rotation: &str, nonce: &str)
     let recipient = srv.lines.split('"').nth(1).unwrap();
     let recipient = <age::x25519::Recipient as std::str::FromStr>::from_str(recipient).unwrap();
     let ct = age::encrypt(&recipient, b"a recovery key").unwrap();
-    let sha: String = sha2::Sha256::digest(&ct)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let body =
-        serde_json::json!({ "rotation_id": rotation, "ciphertext": b64(&ct), "sha256": sha })
-            .to_string();
+    let body = escrow_body(rotation, &ct);
     let path = format!("/v1/devices/{id}/escrow/data");
     let h = signed_as(key, "PUT", &path, body.as_bytes(), nonce);
     http(&srv.addr, "PUT", &path, &h, body.as_bytes())

@@ -11,6 +11,17 @@ pub fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
+/// The JSON body of an escrow upload: the ciphertext and its SHA-256, as the agent sends it.
+pub fn escrow_body(rotation: &str, ciphertext: &[u8]) -> String {
+    use sha2::Digest;
+    let sha: String = sha2::Sha256::digest(ciphertext)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    serde_json::json!({ "rotation_id": rotation, "ciphertext": b64(ciphertext), "sha256": sha })
+        .to_string()
+}
+
 /// One request; returns (status, body). Status 0 if the server closed without answering.
 pub fn http(
     addr: &str,
