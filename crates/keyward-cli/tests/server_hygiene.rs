@@ -340,7 +340,20 @@ fn metrics_come_from_memory_and_can_require_a_bearer_token() {
         let mut slow = Server::offline(srv.state.clone(), srv.db.clone());
         slow.serve_args = vec!["--metrics-refresh".into(), "1h".into()];
         slow.resume();
-        let first = fresh_metrics(&slow.addr);
+        // Its one walk runs at start, maybe before any "fresh" cut-off we could ask for: wait
+        // for a snapshot, however old.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let first = loop {
+            let (status, m) = http(&slow.addr, "GET", "/metrics", &[], b"");
+            if status == 200 && value(&m, "keyward_devices").is_some() {
+                break m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no snapshot: {status} {m}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
         assert_eq!(value(&first, "keyward_devices").as_deref(), Some("1"));
         for _ in 0..50 {
             let (status, _) = http(&slow.addr, "GET", "/metrics", &[], b"");
