@@ -12,10 +12,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::browser::{artifacts, browser_ready, ui_dir};
 use common::escrow::*;
 use common::http::device_with_escrow;
 use common::*;
@@ -23,50 +23,6 @@ use common::*;
 const FAST: &str = "checkin_interval_secs = 1\nretry_initial_secs = 1\nretry_max_secs = 2\n";
 const ADMIN: &str = "night-shift";
 const PASSWORD: &str = "a long and boring passphrase";
-const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn ui_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/ui")
-}
-
-fn artifacts(backend: &Backend) -> PathBuf {
-    // target/debug/deps/web_ui_browser-… → target/
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap();
-    let name = match backend {
-        Backend::Sqlite => "sqlite",
-        Backend::Postgres(_) => "postgres",
-    };
-    target.join("ui-artifacts").join(name)
-}
-
-/// Node and Chromium, or a reason to skip (never in CI: scripts/deps installs both).
-fn browser_ready() -> bool {
-    let node = Command::new("node").arg("--version").output();
-    let missing = if node.is_err() {
-        Some("node")
-    } else if !Path::new(CHROMIUM).exists() {
-        Some(CHROMIUM)
-    } else {
-        None
-    };
-    if let Some(what) = missing {
-        skip_or_fail(&format!(
-            "the browser test: {what} is not installed (bash scripts/deps installs it)"
-        ));
-        return false;
-    }
-    if !ui_dir().join("node_modules/playwright-core").exists() {
-        let out = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(ui_dir())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "npm ci: {}", stderr(&out));
-    }
-    true
-}
-
 /// Made-up neighbours in every other state, so the list shows what an admin would see.
 fn add_neighbours(srv: &Server) {
     let ago = |secs: u64| {

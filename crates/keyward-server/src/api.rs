@@ -47,6 +47,8 @@ pub struct AppState {
     pub ui: crate::ui::Settings,
     /// `[reveal]` of the config file: who may see a key, and how.
     pub reveal: crate::config::RevealConfig,
+    /// `[oidc]` of the config file: single sign-on to the web UI, if set.
+    pub sso: Option<Arc<crate::oidc::Sso>>,
 }
 
 /// How far a request's timestamp may be from the server's clock.

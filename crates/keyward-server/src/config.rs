@@ -1,9 +1,10 @@
 //! The server's config file, `server.toml` (`serve --config FILE`; by default
 //! `/etc/keyward/server.toml` when it exists; no file means every default). TOML, parsed
 //! strictly: an unknown table or key is an error, so a typo never silently means the default.
-//! One table per concern — `[reveal]` today; `[oidc]` and `[notify]` are further fields of
-//! [`ServerConfig`] with their own tables. Pure: the caller reads the file.
+//! One table per concern: `[reveal]`, `[oidc]` (single sign-on to the web UI). Pure: the caller
+//! reads the file (and `oidc.rs` the client secret it names).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -21,6 +22,122 @@ pub const MAX_APPROVAL_HOURS: u32 = 720;
 pub struct ServerConfig {
     /// `[reveal]`: how a recovery key is revealed to a person.
     pub reveal: RevealConfig,
+    /// `[oidc]`: sign in to the web UI through the company's OpenID Connect provider.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[oidc]`. Every field but the lists has no default: a half-written table is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct OidcConfig {
+    /// The provider's issuer URL (its discovery document is `ISSUER/.well-known/openid-configuration`).
+    pub issuer: String,
+    /// This server's client id at the provider.
+    pub client_id: String,
+    /// A file holding the client secret (one line; owner-only permissions).
+    pub client_secret_file: PathBuf,
+    /// Where the provider sends the browser back: this server's `…/ui/sso/callback`, as the
+    /// browser reaches it (registered at the provider).
+    pub redirect_url: String,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim that lists the person's groups (an array of strings).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// The ID token claim that names the person in the UI and the audit trail (then `email`,
+    /// then the subject).
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+    /// `[oidc.roles]`: group → role. A person gets the highest role of their groups' (viewer <
+    /// helpdesk < approver < admin); no mapped group, no sign-in.
+    pub roles: BTreeMap<String, String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["profile".to_owned(), "email".to_owned()]
+}
+
+fn default_groups_claim() -> String {
+    "groups".to_owned()
+}
+
+fn default_name_claim() -> String {
+    "preferred_username".to_owned()
+}
+
+/// Whether `url` is https, or http to a loopback address (a provider on the same host, or a
+/// test): the only URLs keyward talks OpenID Connect to.
+pub fn secure_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl OidcConfig {
+    /// The problems with this table, if any (the caller adds the file's name).
+    fn check(&self) -> Result<(), String> {
+        if !secure_url(&self.issuer) {
+            return Err(format!(
+                "[oidc] issuer must be an https:// URL (http:// only on loopback), not {:?}",
+                self.issuer
+            ));
+        }
+        if !secure_url(&self.redirect_url) {
+            return Err(format!(
+                "[oidc] redirect_url must be an https:// URL (http:// only on loopback), not {:?}",
+                self.redirect_url
+            ));
+        }
+        let path_ok = self
+            .redirect_url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+            .is_some_and(|path| path == "/ui/sso/callback");
+        if !path_ok {
+            return Err(format!(
+                "[oidc] redirect_url must end in /ui/sso/callback (this server's callback), not {:?}",
+                self.redirect_url
+            ));
+        }
+        if self.client_id.trim().is_empty() {
+            return Err("[oidc] client_id is empty".to_owned());
+        }
+        if self.groups_claim.is_empty() || self.name_claim.is_empty() {
+            return Err("[oidc] groups_claim and name_claim must name a claim".to_owned());
+        }
+        if self.roles.is_empty() {
+            return Err(
+                "[oidc.roles] maps no group to a role: nobody could sign in (e.g. \"keyward-admins\" = \"admin\")"
+                    .to_owned(),
+            );
+        }
+        for (group, role) in &self.roles {
+            if role.parse::<crate::roles::Role>().is_err() {
+                return Err(format!(
+                    "[oidc.roles] {group:?} = {role:?}: a role is viewer, helpdesk, approver or admin"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[reveal]`.
@@ -87,6 +204,12 @@ impl ServerConfig {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
         })?;
+        if let Some(Err(message)) = config.oidc.as_ref().map(OidcConfig::check) {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            });
+        }
         let hours = config.reveal.approval_hours;
         if !(1..=MAX_APPROVAL_HOURS).contains(&hours) {
             return Err(ConfigError::Invalid {
@@ -127,13 +250,14 @@ mod tests {
         ServerConfig::parse(text, Path::new("server.toml"))
     }
 
-    /// The shipped file with every option line (`#key = value`, `#[table]`) uncommented.
+    /// The shipped file with every option line (`#key = value`, `#"key" = value`, `#[table]`)
+    /// uncommented.
     fn uncommented() -> String {
         SHIPPED
             .lines()
             .map(|l| match l.strip_prefix('#') {
                 Some(rest)
-                    if rest.starts_with('[')
+                    if rest.starts_with(['[', '"'])
                         || rest.starts_with(|c: char| c.is_ascii_lowercase()) =>
                 {
                     rest
@@ -160,8 +284,21 @@ mod tests {
     #[test]
     fn every_option_in_the_shipped_file_parses_and_shows_its_default() {
         let text = uncommented();
-        assert_eq!(parse(&text).unwrap(), ServerConfig::default(), "{text}");
-        for option in ["[reveal]", "require_approval = true", "approval_hours = 24"] {
+        let parsed = parse(&text).unwrap();
+        assert_eq!(parsed.reveal, RevealConfig::default(), "{text}");
+        // `[oidc]` has no defaults: its lines are an example, and each list shows its default.
+        let oidc = parsed.oidc.expect("the [oidc] example");
+        assert_eq!(oidc.scopes, default_scopes());
+        assert_eq!(oidc.groups_claim, default_groups_claim());
+        assert_eq!(oidc.name_claim, default_name_claim());
+        assert_eq!(oidc.roles.len(), 4);
+        for option in [
+            "[reveal]",
+            "require_approval = true",
+            "approval_hours = 24",
+            "[oidc]",
+            "[oidc.roles]",
+        ] {
             assert!(
                 text.lines().any(|l| l.trim() == option),
                 "{option} is not in the shipped file"
@@ -187,6 +324,47 @@ mod tests {
         let c = parse("[reveal]\nrequire_approval = false\napproval_hours = 2\n").unwrap();
         assert!(!c.reveal.require_approval);
         assert_eq!(c.reveal.approval_secs(), 7200);
+    }
+
+    const OIDC: &str = "[oidc]\nissuer = \"https://idp.example.com\"\nclient_id = \"kw\"\n\
+                        client_secret_file = \"/etc/keyward/s\"\n\
+                        redirect_url = \"https://escrow.example.com/ui/sso/callback\"\n";
+
+    #[test]
+    fn an_oidc_table_is_whole_and_safe() {
+        let c = parse(&format!("{OIDC}[oidc.roles]\nops = \"admin\"\n")).unwrap();
+        let oidc = c.oidc.unwrap();
+        assert_eq!(oidc.roles.get("ops").map(String::as_str), Some("admin"));
+        assert_eq!(oidc.scopes, ["profile", "email"]);
+        for (bad, says) in [
+            (OIDC.to_owned(), "missing field `roles`"),
+            (format!("{OIDC}[oidc.roles]\n"), "maps no group"),
+            (format!("{OIDC}[oidc.roles]\nops = \"root\"\n"), "a role is"),
+            (
+                OIDC.replace("https://idp.example.com", "http://idp.example.com")
+                    + "[oidc.roles]\nops = \"admin\"\n",
+                "issuer must be an https://",
+            ),
+            (
+                OIDC.replace("/ui/sso/callback", "/callback") + "[oidc.roles]\nops = \"admin\"\n",
+                "must end in /ui/sso/callback",
+            ),
+            (
+                OIDC.replace("client_id = \"kw\"\n", "") + "[oidc.roles]\nops = \"admin\"\n",
+                "missing field `client_id`",
+            ),
+            (
+                format!("{OIDC}secret = \"x\"\n[oidc.roles]\nops = \"admin\"\n"),
+                "unknown field",
+            ),
+        ] {
+            let e = parse(&bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let loopback = OIDC
+            .replace("https://idp.example.com", "http://127.0.0.1:4000")
+            .replace("https://escrow.example.com", "http://localhost:8080");
+        assert!(parse(&format!("{loopback}[oidc.roles]\nops = \"admin\"\n")).is_ok());
     }
 
     #[test]

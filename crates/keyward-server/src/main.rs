@@ -46,6 +46,7 @@ mod keys;
 mod log;
 mod metrics;
 mod migrations;
+mod oidc;
 mod private_file;
 mod reveal_flow;
 mod reveal_requests;
@@ -369,6 +370,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                     "plain HTTP is served on loopback only: give --tls-cert and --tls-key".into(),
                 );
             }
+            let sso = match &config.oidc {
+                Some(c) => Some(Arc::new(oidc::Sso::new(c).map_err(|e| e.to_string())?)),
+                None => None,
+            };
             let identity = identity::Identity::load(&at.state)?;
             let store = store::Store::open(&db_url(&at)?).await?;
             let writer = writer::Writer::start(&store).await?;
@@ -384,6 +389,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 log_requests,
                 ui: ui_options.settings(),
                 reveal: config.reveal.clone(),
+                sso,
             });
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -406,6 +412,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                         config.reveal.require_approval.into(),
                     ),
                     ("reveal.approval_hours", config.reveal.approval_hours.into()),
+                    (
+                        "oidc.issuer",
+                        state
+                            .sso
+                            .as_ref()
+                            .map_or("none (password sign-in only)".into(), |s| {
+                                s.issuer().to_owned()
+                            })
+                            .into(),
+                    ),
                 ],
             );
             if state.metrics_token.is_none() {

@@ -183,6 +183,23 @@ Migration {
         "CREATE TABLE api_tokens (name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, \
          created BIGINT NOT NULL)",
     ],
+},
+// Single sign-on (`[oidc]`, `ui/sso.rs`): a session of a person the identity provider vouched
+// for carries the role their groups mapped to at sign-in (`sso_role`; NULL for password
+// accounts, whose role is read from `admins`); a sign-in under way is a row keyed by the hash
+// of its `state`, holding the nonce and PKCE verifier its callback needs, used once.
+Migration {
+    version: 9,
+    sqlite: &[
+        "ALTER TABLE sessions ADD COLUMN sso_role TEXT",
+        "CREATE TABLE sso_logins (state_hash TEXT PRIMARY KEY, nonce TEXT NOT NULL, \
+         verifier TEXT NOT NULL, created INTEGER NOT NULL)",
+    ],
+    postgres: &[
+        "ALTER TABLE sessions ADD COLUMN sso_role TEXT",
+        "CREATE TABLE sso_logins (state_hash TEXT PRIMARY KEY, nonce TEXT NOT NULL, \
+         verifier TEXT NOT NULL, created BIGINT NOT NULL)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

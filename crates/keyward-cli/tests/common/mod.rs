@@ -5,6 +5,7 @@
 //! `[policy]` table with [`policy_line`], never a second `[policy]`.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod browser;
 pub mod escrow;
 pub mod http;
 pub mod ui_client;

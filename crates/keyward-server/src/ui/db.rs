@@ -154,13 +154,24 @@ pub async fn clear_failures(pool: &AnyPool, name: &str, source: &str) -> Result<
     Ok(())
 }
 
+/// A session about to begin.
+#[derive(Debug)]
+pub struct NewSession<'a> {
+    /// Hash of its id.
+    pub id_hash: &'a str,
+    /// Whose: an account's name, or `sso:NAME` for a person the identity provider vouched for.
+    pub admin: &'a str,
+    /// Its form token.
+    pub csrf: &'a str,
+    /// Single sign-on: the role the person's groups mapped to (None: the account's role).
+    pub sso_role: Option<&'a str>,
+}
+
 /// Store a new session, and drop every session that expired: begun before `created_before`
 /// or idle since before `seen_before`.
 pub async fn add_session(
     pool: &AnyPool,
-    id_hash: &str,
-    admin: &str,
-    csrf: &str,
+    new: &NewSession<'_>,
     now: i64,
     created_before: i64,
     seen_before: i64,
@@ -171,22 +182,81 @@ pub async fn add_session(
         .execute(pool)
         .await?;
     sqlx::query(
-        "INSERT INTO sessions (id_hash, admin, csrf, created, seen) VALUES ($1, $2, $3, $4, $4)",
+        "INSERT INTO sessions (id_hash, admin, csrf, created, seen, sso_role) \
+         VALUES ($1, $2, $3, $4, $4, $5)",
     )
-    .bind(id_hash)
-    .bind(admin)
-    .bind(csrf)
+    .bind(new.id_hash)
+    .bind(new.admin)
+    .bind(new.csrf)
+    .bind(now)
+    .bind(new.sso_role.map(str::to_owned))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Keep a single sign-on under way: its state's hash, nonce and PKCE verifier.
+pub async fn add_sso_login(
+    pool: &AnyPool,
+    state_hash: &str,
+    nonce: &str,
+    verifier: &str,
+    now: i64,
+    created_before: i64,
+) -> Result<()> {
+    sqlx::query("DELETE FROM sso_logins WHERE created < $1")
+        .bind(created_before)
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "INSERT INTO sso_logins (state_hash, nonce, verifier, created) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(state_hash)
+    .bind(nonce)
+    .bind(verifier)
     .bind(now)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// The session with this id hash, if its admin still exists.
+/// Take (once: it is deleted) the sign-in under way with this state hash, if it began at or
+/// after `created_after`: its nonce and PKCE verifier.
+pub async fn take_sso_login(
+    pool: &AnyPool,
+    state_hash: &str,
+    created_after: i64,
+) -> Result<Option<(String, zeroize::Zeroizing<String>)>> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query("SELECT nonce, verifier, created FROM sso_logins WHERE state_hash = $1")
+        .bind(state_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let gone = sqlx::query("DELETE FROM sso_logins WHERE state_hash = $1")
+        .bind(state_hash)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    // Two callbacks racing for one row: only the one whose DELETE removed it goes on.
+    if gone.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let Some(r) = row else { return Ok(None) };
+    if r.try_get::<i64, _>("created")? < created_after {
+        return Ok(None);
+    }
+    Ok(Some((
+        r.try_get("nonce")?,
+        zeroize::Zeroizing::new(r.try_get("verifier")?),
+    )))
+}
+
+/// The session with this id hash, if its account still exists (or it is a single sign-on's).
 pub async fn session(pool: &AnyPool, id_hash: &str) -> Result<Option<SessionRow>> {
     let row = sqlx::query(
-        "SELECT s.admin, a.role, s.csrf, s.created, s.seen FROM sessions s \
-         JOIN admins a ON a.name = s.admin WHERE s.id_hash = $1",
+        "SELECT s.admin, COALESCE(s.sso_role, a.role) AS role, s.csrf, s.created, s.seen \
+         FROM sessions s LEFT JOIN admins a ON a.name = s.admin \
+         WHERE s.id_hash = $1 AND (s.sso_role IS NOT NULL OR a.name IS NOT NULL)",
     )
     .bind(id_hash)
     .fetch_optional(pool)

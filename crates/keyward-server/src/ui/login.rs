@@ -44,7 +44,8 @@ pub struct LogoutForm {
     csrf: String,
 }
 
-fn login_page(token: &str, name: &str, problem: Option<&str>) -> Markup {
+/// The sign-in page: the password form, and "Sign in with SSO" where `[oidc]` is set.
+pub(super) fn login_page(token: &str, name: &str, problem: Option<&str>, sso: bool) -> Markup {
     let body = html! {
         section.login {
             h1 { "Sign in" }
@@ -62,6 +63,9 @@ fn login_page(token: &str, name: &str, problem: Option<&str>) -> Markup {
                     required autofocus[!name.is_empty()];
                 button.primary type="submit" { "Sign in" }
             }
+            @if sso {
+                p.sso { a.button #sso href="/ui/sso" { "Sign in with SSO" } }
+            }
         }
     };
     layout::page("Sign in", None, body)
@@ -69,7 +73,7 @@ fn login_page(token: &str, name: &str, problem: Option<&str>) -> Markup {
 
 /// `GET /ui/login`. A form token the browser already holds is kept, so a second tab's login
 /// page does not spoil the first one's form.
-pub async fn form(headers: HeaderMap) -> Result<Response, UiError> {
+pub async fn form(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, UiError> {
     let token = match session::cookie_value(&headers, LOGIN_COOKIE) {
         Some(t) if session::token_ok(t) => t.to_owned(),
         _ => session::random_token()?,
@@ -79,12 +83,18 @@ pub async fn form(headers: HeaderMap) -> Result<Response, UiError> {
             SET_COOKIE,
             session::set_cookie(LOGIN_COOKIE, &token, session::IDLE_SECS),
         )],
-        Html(login_page(&token, "", None).into_string()),
+        Html(login_page(&token, "", None, s.sso.is_some()).into_string()),
     )
         .into_response())
 }
 
-async fn audit(s: &AppState, who: &str, action: &str, reason: &str) -> Result<(), UiError> {
+/// Audit a sign-in step (no device, no volume).
+pub(super) async fn audit(
+    s: &AppState,
+    who: &str,
+    action: &str,
+    reason: &str,
+) -> Result<(), UiError> {
     s.store
         .audit(&AuditRecord {
             at: crate::store::now(),
@@ -172,7 +182,7 @@ pub async fn submit(
     let again = |status: StatusCode, problem: &str| {
         (
             status,
-            Html(login_page(&f.csrf, &name, Some(problem)).into_string()),
+            Html(login_page(&f.csrf, &name, Some(problem), s.sso.is_some()).into_string()),
         )
             .into_response()
     };

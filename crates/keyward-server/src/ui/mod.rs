@@ -22,6 +22,7 @@ mod password;
 mod requests;
 mod reveal;
 mod session;
+mod sso;
 mod throttle;
 
 use std::sync::Arc;
@@ -94,6 +95,8 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/ui/favicon.svg", get(|| asset(ICON, "image/svg+xml")))
         .route("/ui/login", get(login::form).post(login::submit))
         .route("/ui/logout", post(login::logout))
+        .route("/ui/sso", get(sso::start))
+        .route("/ui/sso/callback", get(sso::callback))
         .route("/ui/devices", get(devices::list))
         .route("/ui/devices/{device}", get(devices::page))
         .route("/ui/devices/{device}/reveal", post(reveal::reveal))

@@ -67,8 +67,18 @@ pub fn tokens_match(a: &str, b: &str) -> bool {
 
 /// A `Set-Cookie` value with every flag the UI's cookies carry.
 pub fn set_cookie(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    cookie(name, value, max_age_secs, "Strict")
+}
+
+/// The same, but sent on a top-level navigation from another site too: only for the single
+/// sign-on's `state`, which the provider's redirect back must carry.
+pub fn set_cookie_lax(name: &str, value: &str, max_age_secs: i64) -> HeaderValue {
+    cookie(name, value, max_age_secs, "Lax")
+}
+
+fn cookie(name: &str, value: &str, max_age_secs: i64, same_site: &str) -> HeaderValue {
     let cookie = format!(
-        "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite=Strict"
+        "{name}={value}; Path=/; Max-Age={max_age_secs}; HttpOnly; Secure; SameSite={same_site}"
     );
     // Names are constants and values URL-safe base64 (or empty): always a valid header.
     HeaderValue::from_str(&cookie).unwrap_or_else(|_| HeaderValue::from_static(""))
@@ -175,16 +185,29 @@ impl Admin {
     }
 }
 
-/// Begin a session for `admin`: its cookie.
+/// Begin a session for the account `admin`: its cookie.
 pub async fn begin(state: &AppState, admin: &str) -> Result<HeaderValue, UiError> {
+    begin_as(state, admin, None).await
+}
+
+/// Begin a session for `admin`, with `sso_role` for a person signed in through the identity
+/// provider (whose role is not an account's): its cookie.
+pub async fn begin_as(
+    state: &AppState,
+    admin: &str,
+    sso_role: Option<Role>,
+) -> Result<HeaderValue, UiError> {
     let id = random_token()?;
     let csrf = random_token()?;
     let now = unix_now();
     db::add_session(
         state.store.pool(),
-        &hash_token(&id),
-        admin,
-        &csrf,
+        &db::NewSession {
+            id_hash: &hash_token(&id),
+            admin,
+            csrf: &csrf,
+            sso_role: sso_role.map(Role::as_str),
+        },
         now,
         now - ABSOLUTE_SECS,
         now - IDLE_SECS,

@@ -1,0 +1,245 @@
+//! Single sign-on to the web UI (`[oidc]`, issue 20) against a real OpenID Connect provider:
+//! the npm package oidc-provider (`tests/ui/oidc-provider.mjs`) on loopback, and Debian's
+//! headless Chromium signing in there (`tests/ui/sso.test.mjs`), on SQLite and PostgreSQL.
+//! People get the role their groups map to, an unmapped person is refused, a tampered state
+//! or nonce signs nobody in, a used callback cannot be replayed even with its state cookie, and
+//! every step is audited with how the provider names the person. Without the browser: the
+//! server keeps serving password sign-ins while the provider is down, and refuses to start
+//! with a client secret others may read.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use common::browser::{artifacts, browser_ready, ui_dir};
+use common::escrow::*;
+use common::ui_client::{http, Browser};
+use common::*;
+
+const CLIENT_ID: &str = "keyward-escrow";
+const CLIENT_SECRET: &str = "a client secret only the server and the provider know";
+
+/// The provider, killed when dropped; its log in a file.
+struct Provider {
+    child: Child,
+    issuer: String,
+    log: std::path::PathBuf,
+}
+
+impl Provider {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn provider(inst: &Instance, redirect: &str) -> Provider {
+    let log = inst.path("oidc-provider.log");
+    let mut child = Command::new("node")
+        .arg("oidc-provider.mjs")
+        .current_dir(ui_dir())
+        .env("KEYWARD_SSO_CLIENT_ID", CLIENT_ID)
+        .env("KEYWARD_SSO_CLIENT_SECRET", CLIENT_SECRET)
+        .env("KEYWARD_SSO_REDIRECT", redirect)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    out.read_line(&mut line).unwrap();
+    // It logs to stdout too: keep reading, or its next write fails on a closed pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    let v: serde_json::Value = serde_json::from_str(&line)
+        .unwrap_or_else(|e| panic!("the provider did not start: {e}: {line:?}"));
+    Provider {
+        child,
+        issuer: v["issuer"].as_str().unwrap().to_owned(),
+        log,
+    }
+}
+
+/// The client secret, in a file only root may read.
+fn secret_file(inst: &Instance, mode: u32) -> std::path::PathBuf {
+    let f = inst.path("oidc-client-secret");
+    std::fs::write(&f, format!("{CLIENT_SECRET}\n")).unwrap();
+    chmod(&f, mode);
+    f
+}
+
+fn oidc_toml(issuer: &str, secret: &std::path::Path, redirect: &str) -> String {
+    format!(
+        "[oidc]\nissuer = \"{issuer}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_file = \"{}\"\nredirect_url = \"{redirect}\"\n\
+         scopes = [\"profile\", \"email\", \"groups\"]\n\
+         [oidc.roles]\n\"keyward-admins\" = \"admin\"\n\"it-helpdesk\" = \"helpdesk\"\n",
+        secret.display()
+    )
+}
+
+/// Every audit record of the UI's sign-ins: `ACTION|WHO|REASON`, one a line.
+fn sign_in_audit(srv: &Server) -> String {
+    srv.query(
+        "SELECT action || '|' || who || '|' || COALESCE(reason, '') FROM audit \
+         WHERE action LIKE 'ui-%' ORDER BY seq",
+    )
+}
+
+#[test]
+fn people_sign_in_with_sso_in_the_browser_and_get_their_groups_role() {
+    if !browser_ready() {
+        return;
+    }
+    for backend in backends() {
+        sso_in_the_browser(&backend);
+    }
+}
+
+fn sso_in_the_browser(backend: &Backend) {
+    let inst = Instance::prepare();
+    let mut srv = Server::start_on(&inst, backend);
+    let redirect = format!("{}/ui/sso/callback", srv.url());
+    let op = provider(&inst, &redirect);
+    let secret = secret_file(&inst, 0o600);
+    srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
+
+    let handoff = inst.path("handoff");
+    std::fs::create_dir(&handoff).unwrap();
+    let out = Command::new("node")
+        .args(["--test", "--test-reporter=spec", "sso.test.mjs"])
+        .current_dir(ui_dir())
+        .env("KEYWARD_UI_URL", srv.url())
+        .env("KEYWARD_SSO_ISSUER", &op.issuer)
+        .env("KEYWARD_UI_HANDOFF", &handoff)
+        .env("KEYWARD_UI_ARTIFACTS", artifacts(backend))
+        .output()
+        .unwrap();
+    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{report}\nthe provider's log:\n{}",
+        op.log()
+    );
+    assert!(report.contains("pass 3"), "{report}");
+
+    // alice's callback replayed with its state cookie: the sign-in it finished is gone.
+    let callback = std::fs::read_to_string(handoff.join("callback.txt")).unwrap();
+    let path = &callback[callback.find("/ui/sso/callback").unwrap()..];
+    let state = path
+        .split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix("state="))
+        .unwrap();
+    let cookie = format!("__Host-keyward-sso={state}");
+    let replay = http(&srv.addr, "GET", path, &[("Cookie", cookie)], "");
+    assert_eq!(replay.status, 403, "{}", replay.body);
+    assert!(
+        replay
+            .set_cookies()
+            .iter()
+            .all(|c| !c.contains("keyward-session=") || c.contains("keyward-session=;")),
+        "no session for a replay: {:?}",
+        replay.set_cookies()
+    );
+
+    let audit = sign_in_audit(&srv);
+    let has = |action: &str, who: &str, says: &str| {
+        assert!(
+            audit.lines().any(|l| {
+                let mut f = l.splitn(3, '|');
+                f.next() == Some(action)
+                    && f.next() == Some(who)
+                    && f.next().unwrap().contains(says)
+            }),
+            "no {action} by {who} saying {says:?} in:\n{audit}"
+        );
+    };
+    let issuer = &op.issuer;
+    has(
+        "ui-login",
+        "sso:alice",
+        &format!("with SSO as admin (issuer {issuer}, subject \"alice\", groups [keyward-admins])"),
+    );
+    has("ui-login", "sso:hank", "with SSO as helpdesk");
+    has("ui-sso-refused", "sso:mallory", "no group maps to a role");
+    has("ui-sso-refused", "sso:?", "the state is not the one");
+    has("ui-sso-refused", "sso:?", "the ID token was refused");
+    has(
+        "ui-sso-refused",
+        "sso:?",
+        "no sign-in under way has this state",
+    );
+    assert_eq!(
+        audit.lines().filter(|l| l.starts_with("ui-login|")).count(),
+        2,
+        "two sign-ins, no more:\n{audit}"
+    );
+    // Their sessions carry the role from the provider; no account was made for them.
+    let sessions = srv.query("SELECT admin || '|' || sso_role FROM sessions ORDER BY admin");
+    assert_eq!(sessions, "sso:alice|admin\nsso:hank|helpdesk\n");
+    assert_eq!(srv.query("SELECT count(*) FROM admins").trim(), "0");
+    // Every sign-in that came back was used up; the one refused for its cookie stays, unusable
+    // without that browser's state, until it expires.
+    assert_eq!(srv.query("SELECT count(*) FROM sso_logins").trim(), "1");
+}
+
+#[test]
+fn password_sign_in_works_while_the_provider_is_down_and_the_secret_must_be_private() {
+    let inst = Instance::prepare();
+    let mut srv = Server::start(&inst);
+    // Without [oidc]: no SSO button, no SSO route.
+    let mut b = Browser::new(&srv);
+    assert!(!b.get("/ui/login").body.contains("/ui/sso"));
+    assert_eq!(b.get("/ui/sso").status, 404);
+
+    // A provider that is not there (a port nobody listens on).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let issuer = format!("http://127.0.0.1:{port}");
+    let redirect = format!("{}/ui/sso/callback", srv.url());
+    let secret = secret_file(&inst, 0o644);
+    let toml = oidc_toml(&issuer, &secret, &redirect);
+    let config = inst.path("server-sso.toml");
+    std::fs::write(&config, &toml).unwrap();
+    srv.stop();
+    let out = srv.cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("group or others may read it (chmod 600)"),
+        "{}",
+        stderr(&out)
+    );
+
+    chmod(&secret, 0o600);
+    srv.reconfigure(&toml);
+    srv.add_admin("night-shift", "a long and boring passphrase");
+    let mut b = Browser::new(&srv);
+    let page = b.get("/ui/login");
+    assert!(page.body.contains("href=\"/ui/sso\""), "{}", page.body);
+    let sso = b.get("/ui/sso");
+    assert_eq!(sso.status, 502, "{}", sso.body);
+    assert!(sso.body.contains("could not be reached"), "{}", sso.body);
+    let login = b.login("night-shift", "a long and boring passphrase");
+    assert_eq!(login.status, 303, "{}", login.body);
+    assert_eq!(login.header("location"), Some("/ui/devices"));
+    // A callback out of nowhere signs nobody in, and says so in the audit.
+    let stray = b.get("/ui/sso/callback?code=abc&state=def");
+    assert_eq!(stray.status, 403, "{}", stray.body);
+    assert!(sign_in_audit(&srv).contains("ui-sso-refused|sso:?|the state is not the one"));
+}

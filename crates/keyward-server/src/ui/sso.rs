@@ -1,0 +1,204 @@
+//! Sign in with SSO (`[oidc]`): `GET /ui/sso` begins a sign-in and sends the browser to the
+//! identity provider; `GET /ui/sso/callback` finishes it. The protocol is `crate::oidc`'s; this
+//! file owns where a sign-in under way lives and what a finished one does.
+//!
+//! A sign-in under way is bound to the browser that began it twice over: its `state` is kept in
+//! a cookie (SameSite=Lax, so the provider's redirect back carries it) that the callback's
+//! `state` must equal, and as a row (the hash of the state → nonce and PKCE verifier) that the
+//! callback takes once, within ten minutes. A callback from another browser (login CSRF), a
+//! replayed one, a tampered state, or an ID token for another nonce signs nobody in.
+//!
+//! A person the provider vouched for gets a session as `sso:NAME` (no account name has a
+//! colon) with the role their groups map to at this sign-in; no mapped group, no session. Every
+//! sign-in and every refusal is audited with how the provider names them, their subject and
+//! where they came from.
+
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::header::{LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use maud::html;
+use serde::Deserialize;
+
+use super::login::{audit, login_page};
+use super::session::{self, LOGIN_COOKIE};
+use super::{db, layout, throttle, UiError};
+use crate::api::AppState;
+use crate::oidc::SsoError;
+
+/// The cookie that holds a sign-in's `state` between `/ui/sso` and its callback.
+pub const SSO_COOKIE: &str = "__Host-keyward-sso";
+/// How long a sign-in may take at the provider.
+const FLOW_SECS: i64 = 600;
+/// The most of a provider's error text kept.
+const MAX_ERROR: usize = 200;
+
+/// The callback's query: a code and the state, or the provider's error.
+#[derive(Debug, Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn sso_of(s: &AppState) -> Result<&crate::oidc::Sso, UiError> {
+    s.sso.as_deref().ok_or(UiError::NotFound(
+        "single sign-on is not configured ([oidc])",
+    ))
+}
+
+fn short(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ERROR)
+        .collect()
+}
+
+/// `GET /ui/sso`: to the provider.
+pub async fn start(State(s): State<Arc<AppState>>) -> Result<Response, UiError> {
+    let sso = sso_of(&s)?;
+    let begun = match sso.begin().await {
+        Ok(b) => b,
+        Err(e) => {
+            crate::log::error("single sign-on", &[("error", e.to_string().into())]);
+            return Ok(unavailable());
+        }
+    };
+    let now = session::unix_now();
+    db::add_sso_login(
+        s.store.pool(),
+        &session::hash_token(&begun.state),
+        &begun.nonce,
+        &begun.verifier,
+        now,
+        now - FLOW_SECS,
+    )
+    .await?;
+    let location =
+        HeaderValue::from_str(&begun.url).map_err(|e| UiError::Internal(e.to_string()))?;
+    let mut r = StatusCode::SEE_OTHER.into_response();
+    let h = r.headers_mut();
+    h.insert(LOCATION, location);
+    h.insert(
+        SET_COOKIE,
+        session::set_cookie_lax(SSO_COOKIE, &begun.state, FLOW_SECS),
+    );
+    Ok(r)
+}
+
+/// The provider cannot be reached: say so (password sign-in still works).
+fn unavailable() -> Response {
+    let body = html! {
+        section.notice.bad {
+            h1 { "Single sign-on is unavailable" }
+            p { "The identity provider could not be reached. Try again in a moment, or sign in with a password." }
+            p { a href="/ui/login" { "Back to sign in" } }
+        }
+    };
+    (
+        StatusCode::BAD_GATEWAY,
+        Html(layout::page("Single sign-on", None, body).into_string()),
+    )
+        .into_response()
+}
+
+/// `GET /ui/sso/callback`.
+pub async fn callback(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Result<Response, UiError> {
+    let sso = sso_of(&s)?;
+    let source = throttle::source_key(peer.ip());
+    let refused = |who: String, why: String| {
+        let s = s.clone();
+        let source = source.clone();
+        async move {
+            audit(
+                &s,
+                &who,
+                "ui-sso-refused",
+                &format!("{why} (from {source})"),
+            )
+            .await?;
+            let token = session::random_token()?;
+            let page = login_page(
+                &token,
+                "",
+                Some("Single sign-on did not sign you in. Try again, or ask an admin."),
+                true,
+            );
+            let mut r = (StatusCode::FORBIDDEN, Html(page.into_string())).into_response();
+            let h = r.headers_mut();
+            h.append(SET_COOKIE, session::set_cookie_lax(SSO_COOKIE, "", 0));
+            h.append(
+                SET_COOKIE,
+                session::set_cookie(LOGIN_COOKIE, &token, session::IDLE_SECS),
+            );
+            Ok::<Response, UiError>(r)
+        }
+    };
+    let nobody = || "sso:?".to_owned();
+    if let Some(error) = &q.error {
+        let detail = q.error_description.as_deref().unwrap_or("");
+        let why = format!("the provider refused: {} {}", short(error), short(detail));
+        return refused(nobody(), why.trim_end().to_owned()).await;
+    }
+    let (Some(code), Some(state)) = (&q.code, &q.state) else {
+        return refused(nobody(), "a callback without a code and a state".to_owned()).await;
+    };
+    let cookie = session::cookie_value(&headers, SSO_COOKIE).unwrap_or("");
+    if cookie.is_empty() || !session::tokens_match(cookie, state) {
+        let why = "the state is not the one this browser's sign-in began with";
+        return refused(nobody(), why.to_owned()).await;
+    }
+    let now = session::unix_now();
+    let pool = s.store.pool();
+    let Some((nonce, verifier)) =
+        db::take_sso_login(pool, &session::hash_token(state), now - FLOW_SECS).await?
+    else {
+        let why = "no sign-in under way has this state (used, expired or never begun)";
+        return refused(nobody(), why.to_owned()).await;
+    };
+    let person = match sso.finish(code, &verifier, &nonce).await {
+        Ok(p) => p,
+        Err(e @ SsoError::Token(_)) => return refused(nobody(), e.to_string()).await,
+        Err(e) => {
+            crate::log::error("single sign-on", &[("error", e.to_string().into())]);
+            return refused(nobody(), e.to_string()).await;
+        }
+    };
+    let who = format!("sso:{}", person.name);
+    let identity = format!(
+        "issuer {}, subject {:?}, groups [{}]",
+        sso.issuer(),
+        person.subject,
+        person.groups.join(", ")
+    );
+    let Some(role) = person.role else {
+        let why = format!("no group maps to a role ({identity})");
+        return refused(who, why).await;
+    };
+    let cookie = session::begin_as(&s, &who, Some(role)).await?;
+    let why = format!("signed in to the web UI with SSO as {role} ({identity}) (from {source})");
+    audit(&s, &who, "ui-login", &why).await?;
+    // A page, not a redirect: the session cookie is SameSite=Strict, and a browser does not
+    // send it on a redirect that a cross-site navigation (the provider's) began.
+    let body = html! {
+        meta http-equiv="refresh" content="0;url=/ui/devices";
+        section.notice {
+            h1 { "Signed in" }
+            p { a href="/ui/devices" { "Continue to the devices" } }
+        }
+    };
+    let mut r = Html(layout::page("Signed in", None, body).into_string()).into_response();
+    let h = r.headers_mut();
+    h.append(SET_COOKIE, cookie);
+    h.append(SET_COOKIE, session::set_cookie_lax(SSO_COOKIE, "", 0));
+    h.append(SET_COOKIE, session::set_cookie(LOGIN_COOKIE, "", 0));
+    Ok(r)
+}

@@ -1,0 +1,70 @@
+// A real OpenID Connect provider for the single sign-on test: the npm package oidc-provider
+// (panva's, OpenID Certified), on loopback, with its development login pages (any password).
+// Started by crates/keyward-cli/tests/web_ui_sso.rs, which passes in:
+//   KEYWARD_SSO_CLIENT_ID, KEYWARD_SSO_CLIENT_SECRET, KEYWARD_SSO_REDIRECT   the one client
+// It prints one JSON line, {"issuer": URL}, once it listens (the issuer names `localhost`, so
+// the provider is another site than the escrow server at 127.0.0.1, as in real life), and
+// serves until killed. People and their groups:
+//   alice   keyward-admins            → admin
+//   hank    it-helpdesk, everyone     → helpdesk
+//   mallory sales                     → no role
+// The ID token carries the profile, email and groups claims (conformIdTokenClaims off), is
+// signed RS256 with a key made at start, and PKCE is required.
+import { createServer } from 'node:http';
+import { generateKeyPairSync } from 'node:crypto';
+import Provider from 'oidc-provider';
+
+const env = (name) => {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} must be set`);
+  return v;
+};
+
+const GROUPS = {
+  alice: ['keyward-admins'],
+  hank: ['it-helpdesk', 'everyone'],
+  mallory: ['sales'],
+};
+
+const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-1', use: 'sig', alg: 'RS256' };
+
+const server = createServer();
+server.listen(0, '127.0.0.1', () => {
+  const issuer = `http://localhost:${server.address().port}`;
+  const provider = new Provider(issuer, {
+    clients: [
+      {
+        client_id: env('KEYWARD_SSO_CLIENT_ID'),
+        client_secret: env('KEYWARD_SSO_CLIENT_SECRET'),
+        redirect_uris: [env('KEYWARD_SSO_REDIRECT')],
+        grant_types: ['authorization_code'],
+        response_types: ['code'],
+        token_endpoint_auth_method: 'client_secret_basic',
+      },
+    ],
+    jwks: { keys: [jwk] },
+    cookies: { keys: ['keyward-test-cookie-key-not-a-secret'] },
+    scopes: ['openid', 'profile', 'email', 'groups'],
+    claims: {
+      openid: ['sub'],
+      profile: ['preferred_username', 'name'],
+      email: ['email'],
+      groups: ['groups'],
+    },
+    conformIdTokenClaims: false,
+    pkce: { required: () => true },
+    findAccount: async (_ctx, sub) => ({
+      accountId: sub,
+      claims: async () => ({
+        sub,
+        preferred_username: sub,
+        name: sub[0].toUpperCase() + sub.slice(1),
+        email: `${sub}@example.com`,
+        groups: GROUPS[sub] ?? [],
+      }),
+    }),
+  });
+  server.on('request', provider.callback());
+  process.stdout.write(`${JSON.stringify({ issuer })}\n`);
+});
