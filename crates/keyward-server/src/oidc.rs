@@ -41,6 +41,20 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_BODY: u64 = 1 << 20;
 /// The longest name kept from a provider (the UI and the audit show it).
 const MAX_NAME: usize = 128;
+/// The ID token signatures accepted: the provider's public keys only. Not `none`, and not
+/// HS256/384/512 (keyed with the client secret, which would make anyone holding a copy of
+/// the secret able to mint ID tokens).
+const ID_TOKEN_ALGS: [CoreJwsSigningAlgorithm; 9] = [
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha384,
+    CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha512,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha256,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha384,
+    CoreJwsSigningAlgorithm::RsaSsaPssSha512,
+    CoreJwsSigningAlgorithm::EcdsaP256Sha256,
+    CoreJwsSigningAlgorithm::EcdsaP384Sha384,
+    CoreJwsSigningAlgorithm::EdDsa,
+];
 
 /// Why single sign-on did not work.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +85,17 @@ type GroupsIdToken = IdToken<
     CoreGenderClaim,
     CoreJweContentEncryptionAlgorithm,
     CoreJwsSigningAlgorithm,
+>;
+
+/// The client as discovery makes it: an authorization endpoint; a token and a userinfo
+/// endpoint if the provider has them.
+type Client = CoreClient<
+    openidconnect::EndpointSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointNotSet,
+    openidconnect::EndpointMaybeSet,
+    openidconnect::EndpointMaybeSet,
 >;
 
 /// A sign-in begun: where to send the browser, and what the callback must match.
@@ -169,17 +194,7 @@ impl Sso {
         Ok(m)
     }
 
-    fn oauth_client(
-        &self,
-        m: CoreProviderMetadata,
-    ) -> CoreClient<
-        openidconnect::EndpointSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointNotSet,
-        openidconnect::EndpointMaybeSet,
-        openidconnect::EndpointMaybeSet,
-    > {
+    fn oauth_client(&self, m: CoreProviderMetadata) -> Client {
         CoreClient::from_provider_metadata(
             m,
             ClientId::new(self.config.client_id.clone()),
@@ -237,12 +252,12 @@ impl Sso {
             .parse()
             .map_err(|e: serde_json::Error| SsoError::Token(e.to_string()))?;
         let nonce = Nonce::new(nonce.to_owned());
-        let claims = match token.claims(&client.id_token_verifier(), &nonce) {
+        let claims = match token.claims(&id_token_verifier(&client), &nonce) {
             Ok(c) => c.clone(),
             Err(first) => {
                 // Perhaps the provider rotated its keys: fetch them again, once.
                 let client = self.oauth_client(self.metadata(true).await?);
-                let again = token.claims(&client.id_token_verifier(), &nonce).cloned();
+                let again = token.claims(&id_token_verifier(&client), &nonce).cloned();
                 again.map_err(|e| {
                     SsoError::Token(format!(
                         "{}; after a key refresh: {}",
@@ -306,6 +321,11 @@ impl Sso {
             })
         }
     }
+}
+
+/// The ID token verifier of `client`, accepting only [`ID_TOKEN_ALGS`].
+fn id_token_verifier(client: &Client) -> openidconnect::core::CoreIdTokenVerifier<'_> {
+    client.id_token_verifier().set_allowed_algs(ID_TOKEN_ALGS)
 }
 
 /// Why an HTTP request to the provider failed.
