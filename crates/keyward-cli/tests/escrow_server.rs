@@ -225,6 +225,32 @@ fn a_backup_restores_into_either_database() {
     let _ = agent.kill();
     let _ = agent.wait();
 
+    // The team and what it did: an account with its role, an API token, a reveal request, a
+    // signed command.
+    srv.add_account("arthur", "a long approver passphrase", "approver");
+    let bot = srv.api_token("ticket-bot", "helpdesk");
+    let (status, made) = common::http::admin_api(
+        &srv.addr,
+        Some(&bot),
+        "POST",
+        "/v1/admin/reveal-requests",
+        &serde_json::json!({"device": device, "volume": "data", "reason": "ticket 7: backup drill"}),
+    );
+    assert_eq!(status, 200, "{made}");
+    let out = srv.cmd(&["command", "rotate-service", &device, "data"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let team = |s: &Server| {
+        s.query(
+            "SELECT 'account ' || name || ' ' || role || ' ' || hash FROM admins \
+             UNION ALL SELECT 'token ' || name || ' ' || role || ' ' || hash FROM api_tokens \
+             UNION ALL SELECT 'request ' || id || ' ' || state || ' ' || reason FROM reveal_requests \
+             UNION ALL SELECT 'command ' || id || ' ' || kind || ' ' || status || ' ' || signed FROM commands \
+             ORDER BY 1",
+        )
+    };
+    let before = team(&srv);
+    assert_eq!(before.lines().count(), 4, "{before}");
+
     let file = inst.path("server.backup");
     let file_arg = file.to_str().unwrap();
     let pass = b"correct horse battery staple\n";
@@ -258,6 +284,7 @@ fn a_backup_restores_into_either_database() {
         assert_eq!(code(&out), Some(0), "{target:?}: {}", stderr(&out));
         let key = restored.key_by_id(&device, &id).unwrap();
         assert!(inst.opens(slot, key.as_bytes()), "{target:?}");
+        assert_eq!(team(&restored), before, "{target:?}: the team came back");
         let audit = String::from_utf8(restored.cmd(&["audit"]).stdout).unwrap();
         assert!(audit.contains("key-show"), "{audit}");
         let twice = restore(&restored, pass);

@@ -3,7 +3,10 @@
 //! the key that decrypts every escrow, so it never exists in the clear. The dump is logical,
 //! so a backup restores into either database (also a way from SQLite to PostgreSQL). Restore
 //! goes only into an empty state directory and an empty database, in one transaction.
-//! Request nonces, sessions and login failures are not kept: they expire anyway.
+//! Accounts (with their password hashes and roles), API tokens (hashes only), reveal requests
+//! and signed commands are kept: a restored server is the same team's. Request nonces,
+//! sessions, single sign-ons under way and login failures are not: they expire anyway. A
+//! backup made before a table existed restores with that table empty.
 
 use std::path::Path;
 
@@ -22,6 +25,7 @@ enum Kind {
     Text,
     OptText,
     Int,
+    OptInt,
     /// An integer a backup of an older version may lack: restored as 0.
     IntOrZero,
     Blob,
@@ -91,6 +95,59 @@ const TABLES: &[Table] = &[
             ("report", Kind::Text),
         ],
     ),
+    (
+        "commands",
+        "issued, id",
+        &[
+            ("id", Kind::Text),
+            ("device", Kind::Text),
+            ("issued", Kind::Int),
+            ("expires", Kind::Int),
+            ("kind", Kind::Text),
+            ("signed", Kind::Text),
+            ("who", Kind::Text),
+            ("status", Kind::Text),
+            ("detail", Kind::OptText),
+            ("reported", Kind::OptText),
+        ],
+    ),
+    (
+        "admins",
+        "name",
+        &[
+            ("name", Kind::Text),
+            ("hash", Kind::Text),
+            ("created", Kind::Text),
+            ("role", Kind::Text),
+        ],
+    ),
+    (
+        "api_tokens",
+        "name",
+        &[
+            ("name", Kind::Text),
+            ("hash", Kind::Text),
+            ("role", Kind::Text),
+            ("created", Kind::Int),
+        ],
+    ),
+    (
+        "reveal_requests",
+        "created, id",
+        &[
+            ("id", Kind::Text),
+            ("device", Kind::Text),
+            ("volume", Kind::Text),
+            ("reason", Kind::Text),
+            ("requester", Kind::Text),
+            ("created", Kind::Int),
+            ("state", Kind::Text),
+            ("decided_by", Kind::OptText),
+            ("decided", Kind::OptInt),
+            ("expires", Kind::Int),
+            ("revealed", Kind::OptInt),
+        ],
+    ),
 ];
 
 fn b64() -> base64::engine::GeneralPurpose {
@@ -114,6 +171,7 @@ async fn dump(pool: &AnyPool) -> Result<Map<String, Value>, String> {
                     Kind::Text => r.try_get::<String, _>(*c).map(Value::from),
                     Kind::OptText => r.try_get::<Option<String>, _>(*c).map(Value::from),
                     Kind::Int | Kind::IntOrZero => r.try_get::<i64, _>(*c).map(Value::from),
+                    Kind::OptInt => r.try_get::<Option<i64>, _>(*c).map(Value::from),
                     Kind::Blob => r
                         .try_get::<Vec<u8>, _>(*c)
                         .map(|b| Value::from(b64().encode(b))),
@@ -205,6 +263,8 @@ pub async fn restore(
                     Kind::Text => q.bind(v.as_str().ok_or_else(bad)?.to_owned()),
                     Kind::OptText => q.bind(v.as_str().map(str::to_owned)),
                     Kind::Int => q.bind(v.as_i64().ok_or_else(bad)?),
+                    Kind::OptInt if v.is_null() => q.bind(None::<i64>),
+                    Kind::OptInt => q.bind(Some(v.as_i64().ok_or_else(bad)?)),
                     Kind::IntOrZero if v.is_null() => q.bind(0i64),
                     Kind::IntOrZero => q.bind(v.as_i64().ok_or_else(bad)?),
                     Kind::Blob => q.bind(
