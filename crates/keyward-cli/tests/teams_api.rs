@@ -174,6 +174,34 @@ fn api_tokens_are_shown_once_stored_hashed_and_checked_on_every_route() {
         }
         assert_eq!(seen(srv), "0", "nothing was revealed");
 
+        // The fleet a page at a time, by id: every device once, `next` null on the last page.
+        let mut all: Vec<String> = (0..4).map(|_| device_with_escrow(srv, SECRET).0).collect();
+        all.push(t.device.clone());
+        all.sort();
+        let (mut walked, mut pages, mut after) = (Vec::new(), 0, String::new());
+        loop {
+            let path = format!("/v1/admin/devices?limit=2&after={after}");
+            let (status, page) = t.call(&t.viewer, "GET", &path, Value::Null);
+            assert_eq!(status, 200, "{page}");
+            pages += 1;
+            let ids = page["devices"].as_array().unwrap();
+            assert!(ids.len() <= 2, "{page}");
+            walked.extend(ids.iter().map(|d| d["id"].as_str().unwrap().to_owned()));
+            match page["next"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => break,
+            }
+        }
+        assert_eq!(walked, all);
+        assert_eq!(pages, 3, "2 + 2 + 1");
+        let (status, page) = t.call(&t.viewer, "GET", "/v1/admin/devices?limit=0", Value::Null);
+        assert_eq!(
+            (status, page["devices"].as_array().unwrap().len()),
+            (200, 1)
+        );
+        let (status, _) = t.call(&t.viewer, "GET", "/v1/admin/devices?limit=x", Value::Null);
+        assert_eq!(status, 400);
+
         // Revoked: 401 at once; an unknown name is an error.
         let out = srv.cmd(&["api-token", "revoke", "dashboard"]);
         assert!(out.status.success(), "{}", stderr(&out));

@@ -21,7 +21,8 @@ use crate::reveals::{self, Actor, FlowError};
 use crate::roles::Right;
 
 /// Devices in one answer at most.
-const MAX_DEVICES: i64 = 10_000;
+/// The most devices one `GET /v1/admin/devices` page holds (and the default page).
+const MAX_DEVICES: i64 = 1000;
 /// Audit records in one answer at most (and by default).
 const MAX_AUDIT: i64 = 1_000;
 
@@ -162,13 +163,28 @@ struct DeviceEntry {
     volumes: Vec<DeviceVolume>,
 }
 
-/// `GET /v1/admin/devices`: every device, its last check-in and each volume's escrow state.
+#[derive(Deserialize)]
+struct DevicesQuery {
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// `GET /v1/admin/devices[?limit=N][&after=ID]`: devices in id order, a page at a time (at most
+/// [`MAX_DEVICES`]), each with its last check-in and each volume's escrow state; `next` is the
+/// `after` of the following page, null on the last one. Paging by id, not by offset, so a
+/// device enrolled while a client walks the fleet shifts nothing.
 async fn devices(
     State(s): State<Arc<AppState>>,
     caller: Caller,
+    Query(query): Query<DevicesQuery>,
 ) -> Result<Json<serde_json::Value>, AdminApiError> {
     caller.require(Right::View)?;
-    let devices = s.store.devices("", MAX_DEVICES).await?;
+    let limit = query.limit.unwrap_or(MAX_DEVICES).clamp(1, MAX_DEVICES);
+    let after = query.after.unwrap_or_default();
+    let devices = s.store.devices_after(&after, limit).await?;
+    let next = (i64::try_from(devices.len()).unwrap_or(i64::MAX) == limit)
+        .then(|| devices.last().map(|d| d.id.clone()))
+        .flatten();
     let entries: Vec<DeviceEntry> = devices
         .iter()
         .map(|d| {
@@ -195,7 +211,9 @@ async fn devices(
             }
         })
         .collect();
-    Ok(Json(serde_json::json!({ "devices": entries })))
+    Ok(Json(
+        serde_json::json!({ "devices": entries, "next": next }),
+    ))
 }
 
 #[derive(Deserialize)]
