@@ -12,42 +12,17 @@
 // reason, finds that in the audit log, and sees the device rotate the key at its next check-in.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { chromium } from 'playwright-core';
-
-const env = (name) => {
-  const value = process.env[name];
-  assert.ok(value, `${name} must be set (this test is run by web_ui_browser.rs)`);
-  return value;
-};
+import { browser, env, screenshots } from './browser.mjs';
 
 const base = env('KEYWARD_UI_URL');
 const admin = env('KEYWARD_UI_ADMIN');
 const password = env('KEYWARD_UI_PASSWORD');
 const device = env('KEYWARD_UI_DEVICE');
 const handoff = env('KEYWARD_UI_HANDOFF');
-const artifacts = env('KEYWARD_UI_ARTIFACTS');
-mkdirSync(artifacts, { recursive: true });
-
-// The probe-tested launch flags: no sandbox (root), and no background connections, which this
-// machine's closed network would refuse.
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-}
+const shot = screenshots(env('KEYWARD_UI_ARTIFACTS'));
 
 async function until(what, seconds, check) {
   const deadline = Date.now() + seconds * 1000;
@@ -60,22 +35,10 @@ async function until(what, seconds, check) {
 }
 
 test('an admin reveals a recovery key and watches the device rotate it', async () => {
-  const profile = mkdtempSync(join(tmpdir(), 'keyward-ui-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ARGS,
-    viewport: { width: 1280, height: 800 },
-  });
   // Anything the page complains about — a CSP violation above all — fails the test.
   const complaints = [];
+  const { context, page, close } = await browser('admin', complaints);
   try {
-    const page = context.pages()[0] ?? (await context.newPage());
-    page.on('console', (m) => {
-      if (m.type() === 'error' || m.type() === 'warning') complaints.push(m.text());
-    });
-    page.on('pageerror', (e) => complaints.push(String(e)));
-
     // Signing in.
     await page.goto(`${base}/ui/`);
     assert.match(page.url(), /\/ui\/login$/);
@@ -169,7 +132,6 @@ test('an admin reveals a recovery key and watches the device rotate it', async (
 
     assert.deepEqual(complaints, [], 'the pages caused no console errors or CSP violations');
   } finally {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
+    await close();
   }
 });

@@ -13,6 +13,8 @@ export const env = (name) => {
   return value;
 };
 
+// The probe-tested launch flags: no sandbox (root), and no background connections, which this
+// machine's closed network would refuse.
 const ARGS = [
   '--headless',
   '--no-sandbox',

@@ -12,64 +12,27 @@
 // request shows as revealed with no way to reveal it again; the audit log names both people.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright-core';
-
-const env = (name) => {
-  const value = process.env[name];
-  assert.ok(value, `${name} must be set (this test is run by web_ui_browser.rs)`);
-  return value;
-};
+import { browser, env, screenshots } from './browser.mjs';
 
 const base = env('KEYWARD_UI_URL');
 const device = env('KEYWARD_UI_DEVICE');
 const helpdesk = { name: env('KEYWARD_UI_HELPDESK'), password: env('KEYWARD_UI_HELPDESK_PASSWORD') };
 const approver = { name: env('KEYWARD_UI_APPROVER'), password: env('KEYWARD_UI_APPROVER_PASSWORD') };
 const handoff = env('KEYWARD_UI_HANDOFF');
-const artifacts = env('KEYWARD_UI_ARTIFACTS');
-mkdirSync(artifacts, { recursive: true });
+const shot = screenshots(env('KEYWARD_UI_ARTIFACTS'));
 
-const ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-async function shot(page, name) {
-  await page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true });
-}
-
-// One person: their own browser profile (so their own session cookie), watched for complaints.
+// One person: their own browser (so their own session cookie), watched for complaints, signed in.
 async function person(who, complaints) {
-  const profile = mkdtempSync(join(tmpdir(), `keyward-ui-${who.name}-`));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: ARGS,
-    viewport: { width: 1280, height: 800 },
-  });
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on('console', (m) => {
-    if (m.type() === 'error' || m.type() === 'warning') complaints.push(`${who.name}: ${m.text()}`);
-  });
-  page.on('pageerror', (e) => complaints.push(`${who.name}: ${e}`));
+  const b = await browser(who.name, complaints);
+  const { page } = b;
   await page.goto(`${base}/ui/login`);
   await page.fill('#name', who.name);
   await page.fill('#password', who.password);
   await Promise.all([page.waitForURL(/\/ui\/devices$/), page.click('button[type=submit]')]);
   assert.equal(await page.locator('header .who strong').textContent(), who.name);
-  const close = async () => {
-    await context.close();
-    rmSync(profile, { recursive: true, force: true });
-  };
-  return { page, close };
+  return b;
 }
 
 test('the help desk requests a key, an approver approves it, the help desk reveals it once', async () => {
