@@ -8,7 +8,9 @@
 mod common;
 
 use common::escrow::*;
-use common::http::{b64, enroll_key, escrow_body, fresh_metrics, gauge, http, signed_as};
+use common::http::{
+    admin_api, b64, enroll_key, escrow_body, fresh_metrics, gauge, http, signed_as, signed_at,
+};
 use common::*;
 use ed25519_dalek::SigningKey;
 use keyward_core::escrow::Receipt;
@@ -229,7 +231,7 @@ fn a_backup_restores_into_either_database() {
     // signed command.
     srv.add_account("arthur", "a long approver passphrase", "approver");
     let bot = srv.api_token("ticket-bot", "helpdesk");
-    let (status, made) = common::http::admin_api(
+    let (status, made) = admin_api(
         &srv.addr,
         Some(&bot),
         "POST",
@@ -606,6 +608,36 @@ fn hostile(backend: &Backend) {
             .any(|l| l.starts_with("keyward_http_requests_total") && l.contains("status=\"5")),
         "{m}"
     );
+}
+
+/// A device's request is good for five minutes either side of the server's clock (and once):
+/// a signed request captured on the wire cannot be replayed later, after the server forgot its
+/// nonce, and a device whose clock is far off is told so rather than trusted.
+#[test]
+fn requests_outside_the_clock_window_are_refused_and_store_nothing() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    let addr = srv.addr.clone();
+    let device = SigningKey::from_bytes(&[9u8; 32]);
+    let id = enroll_key(&addr, &srv.token(), &device);
+    let sealed = sealed_to(&srv, "a recovery key");
+    let path = format!("/v1/devices/{id}/escrow/data");
+    let put = |rotation: &str, offset: i64| {
+        let body = escrow_body(rotation, &sealed);
+        let nonce = format!("skew-nonce-{rotation}");
+        let h = signed_at(&device, "PUT", &path, body.as_bytes(), &nonce, offset);
+        http(&addr, "PUT", &path, &h, body.as_bytes())
+    };
+    for (rotation, offset) in [("r-past", -330), ("r-future", 330), ("r-far", -86_400)] {
+        let (status, answer) = put(rotation, offset);
+        assert_eq!(status, 401, "{offset} s: {answer}");
+        assert!(answer.contains("stale request"), "{offset} s: {answer}");
+    }
+    assert_eq!(gauge(&addr, "keyward_escrows"), "0", "nothing stored");
+    // Inside the window, late or early: accepted.
+    assert_eq!(put("r-late", -270).0, 200);
+    assert_eq!(put("r-early", 270).0, 200);
+    assert_eq!(gauge(&addr, "keyward_escrows"), "2");
 }
 
 fn htmlish_checkin() -> String {

@@ -65,10 +65,23 @@ pub fn signed_as(
     body: &[u8],
     nonce: &str,
 ) -> Vec<(String, String)> {
-    let ts = std::time::SystemTime::now()
+    signed_at(key, method, path, body, nonce, 0)
+}
+
+/// [`signed_as`], stamped `offset` seconds from now (a device whose clock is off).
+pub fn signed_at(
+    key: &SigningKey,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    nonce: &str,
+    offset: i64,
+) -> Vec<(String, String)> {
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    let ts = now.checked_add_signed(offset).unwrap();
     let sig = key.sign(&keyward_core::escrow::request_message(
         method, path, ts, nonce, body,
     ));
