@@ -8,6 +8,7 @@
 //! ```text
 //! keywardd [--config FILE]     (or KEYWARD_CONFIG; default /etc/keyward/keyward.toml)
 //! ```
+#![forbid(unsafe_code)]
 
 mod commands;
 mod control;

@@ -3,6 +3,7 @@
 //! stdin, never from argv. Data goes to stdout, diagnostics to stderr; exit codes: 0 ok,
 //! 1 error, 2 usage, 3 authentication failed, 4 refused by a safety rule, 5 helper unavailable,
 //! 6 volume busy.
+#![forbid(unsafe_code)]
 
 mod audit_cmd;
 mod install;

@@ -5,6 +5,7 @@
 //! keyward-helper [--config FILE]     (or KEYWARD_CONFIG; default /etc/keyward/keyward.toml)
 //! ```
 //! It takes its socket from systemd (`LISTEN_FDS`) or binds `runtime_dir/helper.sock` itself.
+#![forbid(unsafe_code)]
 
 mod accounts;
 mod boot_order;

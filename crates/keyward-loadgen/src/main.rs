@@ -18,6 +18,7 @@
 //! the last one `RESULT rps=... p50_ms=... p99_ms=... errors=...` for all requests. A non-200
 //! answer is an error in the count, not a failure of the run; exit status 1 is for a run that
 //! could not start (no tokens, an enrollment refused), 2 for bad arguments.
+#![forbid(unsafe_code)]
 
 mod device;
 mod error;
