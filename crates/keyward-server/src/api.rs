@@ -47,6 +47,8 @@ pub struct AppState {
     pub ui: crate::ui::Settings,
     /// `[reveal]` of the config file: who may see a key, and how.
     pub reveal: crate::config::RevealConfig,
+    /// The `[notify]` webhook's sender, if one is configured (for `/metrics`).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// How far a request's timestamp may be from the server's clock.
