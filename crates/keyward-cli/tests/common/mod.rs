@@ -7,6 +7,7 @@
 
 pub mod escrow;
 pub mod http;
+pub mod team;
 pub mod ui_client;
 
 use std::io::Write;
