@@ -80,9 +80,9 @@ impl Receiver {
         while self.deliveries().len() < n {
             assert!(
                 Instant::now() < deadline,
-                "{} of {n} events arrived: {:?}",
+                "{} of {n} events arrived: {:#?}",
                 self.deliveries().len(),
-                self.deliveries()
+                events(&self.deliveries())
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -450,13 +450,26 @@ fn a_secret_others_may_read_or_a_short_one_or_plain_http_elsewhere_stops_the_ser
     let config = dir.join("server.toml");
     let serve = |toml: &str| {
         std::fs::write(&config, toml).unwrap();
-        let out = Command::new(bin("keyward-server"))
+        let mut child = Command::new(bin("keyward-server"))
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
             .arg("--state")
             .arg(&srv.state)
-            .output()
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
             .unwrap();
+        // It must stop at once; one that serves is stopped here and fails the test.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("it served with {toml}: {}", stderr(&out));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
         assert!(!out.status.success());
         stderr(&out)
     };
