@@ -2,11 +2,12 @@
 //! (`tests/notify/receiver.py`, Python's stdlib) that checks the HMAC-SHA256 signature on its
 //! own, with the secret file, and records only verified events. Proven here: request →
 //! approve → reveal and a denial each give exactly one verified event with the right fields and
-//! never the key (on both databases); single-person reveals (API and `key show`) notify too; a
-//! receiver that is down at first still gets every event once it starts (retries); a hanging
-//! receiver does not slow the API; a restart with undelivered events still delivers them (the
-//! outbox is in the database); events never delivered are given up and audited; the receiver
-//! itself refuses a tampered body.
+//! never the key (on both databases), counted in `/metrics`; single-person reveals (API and
+//! `key show`) notify too; a receiver that is down at first still gets every event once it
+//! starts (retries); a hanging receiver does not slow the API; a restart with undelivered
+//! events still delivers them (the outbox is in the database); events never delivered are
+//! given up and audited; two instances on one PostgreSQL database send each event once; bad
+//! secrets and URLs stop the server; the receiver itself refuses a tampered body.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -219,6 +220,14 @@ fn every_step_of_a_reveal_and_a_denial_is_one_verified_event_without_the_key() {
             .query("SELECT at FROM audit WHERE action = 'key-show'");
         assert_eq!(trail.trim(), e[2]["at"].as_str().unwrap());
         assert_eq!(outbox(&t.srv), "0");
+        assert_eq!(
+            http::gauge(&t.srv.addr, "keyward_notify_delivered_total"),
+            "5"
+        );
+        assert_eq!(
+            http::gauge(&t.srv.addr, "keyward_notify_failed_attempts_total"),
+            "0"
+        );
 
         // The receiver itself: a tampered body, or a signature moved to another timestamp,
         // is refused and not recorded.
