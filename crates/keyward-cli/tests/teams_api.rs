@@ -12,11 +12,9 @@ mod common;
 
 use common::escrow::*;
 use common::http::{admin_api, device_with_escrow};
+use common::team::*;
 use common::*;
 use serde_json::{json, Value};
-
-const SECRET: &str = "ABCDE-12345-FGHIJ-67890";
-const REASON: &str = "ticket 4711: locked out after a firmware update";
 
 /// The audit trail in full, one record a line: `ACTION by "WHO" device="D" REASON` (the CLI's
 /// `audit` shortens long reasons).
@@ -33,48 +31,6 @@ fn seen(srv: &Server) -> String {
     srv.query("SELECT rotate_after_use FROM escrows")
         .trim()
         .to_owned()
-}
-
-/// A server on `backend` with a device that escrowed [`SECRET`], and one API token per role.
-struct Team {
-    _inst: Instance,
-    srv: Server,
-    device: String,
-    viewer: String,
-    helpdesk: String,
-    approver: String,
-    admin: String,
-}
-
-fn team(backend: &Backend) -> Team {
-    let inst = Instance::prepare();
-    let srv = Server::start_on(&inst, backend);
-    let (device, _) = device_with_escrow(&srv, SECRET);
-    Team {
-        viewer: srv.api_token("dashboard", "viewer"),
-        helpdesk: srv.api_token("helpdesk-bot", "helpdesk"),
-        approver: srv.api_token("approver-bot", "approver"),
-        admin: srv.api_token("ops", "admin"),
-        _inst: inst,
-        srv,
-        device,
-    }
-}
-
-impl Team {
-    fn call(&self, token: &str, method: &str, path: &str, body: Value) -> (u16, Value) {
-        admin_api(&self.srv.addr, Some(token), method, path, &body)
-    }
-
-    fn request(&self, token: &str) -> (u16, Value) {
-        let body = json!({ "device": self.device, "volume": "data", "reason": REASON });
-        self.call(token, "POST", "/v1/admin/reveal-requests", body)
-    }
-
-    fn step(&self, token: &str, id: &str, step: &str) -> (u16, Value) {
-        let path = format!("/v1/admin/reveal-requests/{id}/{step}");
-        self.call(token, "POST", &path, Value::Null)
-    }
 }
 
 #[test]

@@ -49,6 +49,8 @@ pub struct AppState {
     pub reveal: crate::config::RevealConfig,
     /// `[oidc]` of the config file: single sign-on to the web UI, if set.
     pub sso: Option<Arc<crate::oidc::Sso>>,
+    /// The `[notify]` webhook's sender, if one is configured (for `/metrics`).
+    pub notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 /// How far a request's timestamp may be from the server's clock.

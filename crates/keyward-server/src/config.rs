@@ -1,8 +1,9 @@
 //! The server's config file, `server.toml` (`serve --config FILE`; by default
 //! `/etc/keyward/server.toml` when it exists; no file means every default). TOML, parsed
 //! strictly: an unknown table or key is an error, so a typo never silently means the default.
-//! One table per concern: `[reveal]`, `[oidc]` (single sign-on to the web UI). Pure: the caller
-//! reads the file (and `oidc.rs` the client secret it names).
+//! One table per concern: `[reveal]`, `[oidc]` (single sign-on to the web UI), `[notify]`
+//! (webhooks). Pure: the caller reads the file (and `oidc.rs` and `notify.rs` the secret files
+//! they name).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,8 @@ pub struct ServerConfig {
     pub reveal: RevealConfig,
     /// `[oidc]`: sign in to the web UI through the company's OpenID Connect provider.
     pub oidc: Option<OidcConfig>,
+    /// `[notify]`: the webhook told of every reveal request, decision and reveal; absent, none.
+    pub notify: Option<NotifyConfig>,
 }
 
 /// `[oidc]`. Every field but the lists has no default: a half-written table is an error.
@@ -167,6 +170,93 @@ impl RevealConfig {
     }
 }
 
+/// The longest `[notify] timeout_secs`: a receiver slower than this is down.
+pub const MAX_NOTIFY_TIMEOUT_SECS: u32 = 300;
+
+/// The longest `[notify] give_up_secs` (30 days).
+pub const MAX_NOTIFY_GIVE_UP_SECS: u32 = 30 * 24 * 3600;
+
+/// `[notify]`: where the webhook goes and how it is signed.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NotifyConfig {
+    /// The receiver: `https://…`; `http://` only to a loopback address.
+    pub url: String,
+    /// The HMAC-SHA256 key: the file's one line (at least 32 bytes), readable only by the
+    /// server's user; read at start.
+    pub secret_file: PathBuf,
+    /// How long one delivery attempt may take (connect, send, answer), in seconds.
+    #[serde(default = "default_notify_timeout")]
+    pub timeout_secs: u32,
+    /// Retries stop this long after the event (and a `notify-failed` record is audited).
+    #[serde(default = "default_notify_give_up")]
+    pub give_up_secs: u32,
+}
+
+fn default_notify_timeout() -> u32 {
+    10
+}
+
+fn default_notify_give_up() -> u32 {
+    24 * 3600
+}
+
+impl NotifyConfig {
+    /// What is wrong with the table's values, if anything.
+    fn check(&self) -> Result<(), String> {
+        check_webhook_url(&self.url)?;
+        if !(1..=MAX_NOTIFY_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            return Err(format!(
+                "[notify] timeout_secs must be 1 to {MAX_NOTIFY_TIMEOUT_SECS}, not {}",
+                self.timeout_secs
+            ));
+        }
+        if !(1..=MAX_NOTIFY_GIVE_UP_SECS).contains(&self.give_up_secs) {
+            return Err(format!(
+                "[notify] give_up_secs must be 1 to {MAX_NOTIFY_GIVE_UP_SECS}, not {}",
+                self.give_up_secs
+            ));
+        }
+        if !self.secret_file.is_absolute() {
+            return Err(format!(
+                "[notify] secret_file must be an absolute path, not {:?}",
+                self.secret_file
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A webhook URL is `https://HOST…`, or `http://` to a loopback address (a receiver on this
+/// host); no user or password in it (it would land in logs), parsed as the HTTP client will.
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let refuse = |why: &str| Err(format!("[notify] url {url:?}: {why}"));
+    let Ok(uri) = url.parse::<axum::http::Uri>() else {
+        return refuse("not a URL");
+    };
+    let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+        return refuse("not an absolute http(s) URL");
+    };
+    if authority.as_str().contains('@') {
+        return refuse("a user or password in the URL is not allowed");
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match scheme {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        "http" => refuse("plain http:// only to a loopback address; use https://"),
+        _ => refuse("the scheme must be https://"),
+    }
+}
+
 /// Why the config file was not used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -218,6 +308,12 @@ impl ServerConfig {
                     "[reveal] approval_hours must be 1 to {MAX_APPROVAL_HOURS}, not {hours}"
                 ),
             });
+        }
+        if let Some(notify) = &config.notify {
+            notify.check().map_err(|message| ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            })?;
         }
         Ok(config)
     }
@@ -292,12 +388,26 @@ mod tests {
         assert_eq!(oidc.groups_claim, default_groups_claim());
         assert_eq!(oidc.name_claim, default_name_claim());
         assert_eq!(oidc.roles.len(), 4);
+        // `[notify]` has no default (absent: no webhook): its url and secret file are examples,
+        // its other options show their defaults.
+        let example = NotifyConfig {
+            url: "https://hooks.example.com/keyward".into(),
+            secret_file: "/etc/keyward/notify.key".into(),
+            timeout_secs: 10,
+            give_up_secs: 86400,
+        };
+        assert_eq!(parsed.notify, Some(example), "{text}");
         for option in [
             "[reveal]",
             "require_approval = true",
             "approval_hours = 24",
             "[oidc]",
             "[oidc.roles]",
+            "[notify]",
+            "url = \"https://hooks.example.com/keyward\"",
+            "secret_file = \"/etc/keyward/notify.key\"",
+            "timeout_secs = 10",
+            "give_up_secs = 86400",
         ] {
             assert!(
                 text.lines().any(|l| l.trim() == option),
@@ -365,6 +475,79 @@ mod tests {
             .replace("https://idp.example.com", "http://127.0.0.1:4000")
             .replace("https://escrow.example.com", "http://localhost:8080");
         assert!(parse(&format!("{loopback}[oidc.roles]\nops = \"admin\"\n")).is_ok());
+    }
+
+    #[test]
+    fn notify_needs_a_url_and_a_secret_file_and_refuses_plain_http_off_loopback() {
+        let table = |url: &str, rest: &str| {
+            format!("[notify]\nurl = \"{url}\"\nsecret_file = \"/etc/keyward/notify.key\"\n{rest}")
+        };
+        let c = parse(&table("https://hooks.example.com/k?team=1", "")).unwrap();
+        let n = c.notify.unwrap();
+        assert_eq!((n.timeout_secs, n.give_up_secs), (10, 86400));
+        for ok in [
+            "http://127.0.0.1:8080/hook",
+            "http://localhost/hook",
+            "http://[::1]:9/x",
+            "https://10.0.0.1/hook",
+        ] {
+            assert!(parse(&table(ok, "")).is_ok(), "{ok}");
+        }
+        let c = parse(&table(
+            "https://h.example/",
+            "timeout_secs = 3\ngive_up_secs = 60",
+        ))
+        .unwrap();
+        let n = c.notify.unwrap();
+        assert_eq!((n.timeout_secs, n.give_up_secs), (3, 60));
+        for (bad, why) in [
+            (table("http://hooks.example.com/k", ""), "loopback"),
+            (table("http://10.0.0.1/k", ""), "loopback"),
+            (
+                table("http://localhost:1@hooks.example.com/", ""),
+                "user or password",
+            ),
+            (
+                table("https://user:pw@hooks.example.com/", ""),
+                "user or password",
+            ),
+            (table("ftp://hooks.example.com/", ""), "scheme"),
+            (table("hooks.example.com/k", ""), "not a URL"),
+            (table("/hook", ""), "absolute"),
+            (table("", ""), "URL"),
+            (
+                table("https://h.example/", "timeout_secs = 0"),
+                "timeout_secs",
+            ),
+            (
+                table("https://h.example/", "timeout_secs = 301"),
+                "timeout_secs",
+            ),
+            (
+                table("https://h.example/", "give_up_secs = 0"),
+                "give_up_secs",
+            ),
+            (
+                table("https://h.example/", "give_up_secs = 2592001"),
+                "give_up_secs",
+            ),
+            (table("https://h.example/", "retries = 3"), "unknown field"),
+            (
+                "[notify]\nurl = \"https://h.example/\"\n".into(),
+                "secret_file",
+            ),
+            ("[notify]\nsecret_file = \"/k\"\n".into(), "url"),
+            (
+                "[notify]\nurl = \"https://h.example/\"\nsecret_file = \"notify.key\"\n".into(),
+                "absolute path",
+            ),
+        ] {
+            let e = parse(&bad).unwrap_err().to_string();
+            assert!(
+                e.starts_with("server.toml: ") && e.contains(why),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

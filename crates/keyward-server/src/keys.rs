@@ -1,7 +1,8 @@
 //! Revealing an escrowed recovery key to a person, the one way it is done, for the CLI, the web
 //! UI and the admin API alike: a reason is required; the key is decrypted, then the retrieval
-//! is audited, the key marked for rotation after use and (two-person reveal) the approved
-//! request spent, in one transaction, and only then handed out. Who may reveal is decided
+//! is audited, the key marked for rotation after use, (two-person reveal) the approved
+//! request spent and (`[notify]`) the webhook's event queued, in one transaction, and only
+//! then handed out. Who may reveal is decided
 //! before this is called (`reveals.rs`). Also says whether the device last reported this key
 //! as its active one.
 
@@ -9,6 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::checkin;
 use crate::identity::Identity;
+use crate::notify_queue::{Event, EventKind};
 use crate::store::{AuditRecord, Store};
 
 /// A revealed key.
@@ -130,7 +132,17 @@ pub async fn reveal(
         reason: Some(noted),
     };
     let spend = request.map(|id| (id, crate::reveals::unix_now()));
-    if !store.reveal(&found.id, &record, spend).await? {
+    let event = Event {
+        kind: EventKind::KeyRevealed,
+        at: &record.at,
+        who,
+        device,
+        volume,
+        request,
+        reason,
+    };
+    let event = store.notifying().then_some(&event);
+    if !store.reveal(&found.id, &record, spend, event).await? {
         return Err(RevealError::RequestSpent);
     }
     let reported = checkin::latest(store, device)

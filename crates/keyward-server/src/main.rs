@@ -46,6 +46,8 @@ mod keys;
 mod log;
 mod metrics;
 mod migrations;
+mod notify;
+mod notify_queue;
 mod oidc;
 mod private_file;
 mod reveal_flow;
@@ -273,6 +275,10 @@ enum KeyAction {
         /// A particular escrow of that volume (default: the latest).
         #[arg(long)]
         escrow: Option<String>,
+        /// The server's config file, for `[notify]`: the reveal is queued for the webhook,
+        /// which the serving instances send (default: /etc/keyward/server.toml when it exists).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[command(flatten)]
         at: Where,
     },
@@ -374,8 +380,16 @@ async fn run(cli: Cli) -> Result<(), String> {
                 Some(c) => Some(Arc::new(oidc::Sso::new(c).map_err(|e| e.to_string())?)),
                 None => None,
             };
+            let notifier = match &config.notify {
+                Some(n) => Some(Arc::new(
+                    notify::Notifier::load(n).map_err(|e| e.to_string())?,
+                )),
+                None => None,
+            };
             let identity = identity::Identity::load(&at.state)?;
-            let store = store::Store::open(&db_url(&at)?).await?;
+            let store = store::Store::open(&db_url(&at)?)
+                .await?
+                .with_notify(notifier.is_some());
             let writer = writer::Writer::start(&store).await?;
             tokio::spawn(prune_nonces(writer.clone()));
             let state = Arc::new(api::AppState {
@@ -390,6 +404,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 ui: ui_options.settings(),
                 reveal: config.reveal.clone(),
                 sso,
+                notifier: notifier.clone(),
             });
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
@@ -422,6 +437,14 @@ async fn run(cli: Cli) -> Result<(), String> {
                             })
                             .into(),
                     ),
+                    (
+                        "notify.url",
+                        config
+                            .notify
+                            .as_ref()
+                            .map_or("none (no webhook)".into(), |n| n.url.clone())
+                            .into(),
+                    ),
                 ],
             );
             if state.metrics_token.is_none() {
@@ -432,6 +455,9 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             tokio::spawn(warm_device_keys(state.clone()));
             tokio::spawn(reveals::expire_every_minute(state.clone()));
+            if let Some(n) = notifier {
+                tokio::spawn(n.deliver_forever(state.store.pool().clone()));
+            }
             tokio::spawn(fleet_gauges::refresh_every(
                 state.clone(),
                 metrics.metrics_refresh,
@@ -512,9 +538,15 @@ async fn run(cli: Cli) -> Result<(), String> {
                     volume,
                     reason,
                     escrow,
+                    config,
                     at,
                 },
-        } => show_key(&at, &device, &volume, &reason, escrow.as_deref()).await,
+        } => {
+            let (config, _) =
+                config::ServerConfig::load(config.as_deref()).map_err(|e| e.to_string())?;
+            let notify = config.notify.is_some();
+            show_key(&at, &device, &volume, &reason, escrow.as_deref(), notify).await
+        }
     }
 }
 
@@ -524,12 +556,13 @@ async fn show_key(
     volume: &str,
     reason: &str,
     escrow: Option<&str>,
+    notify: bool,
 ) -> Result<(), String> {
     if reason.trim().is_empty() {
         return Err("--reason must say why the key is needed".into());
     }
     let identity = identity::Identity::load(&at.state)?;
-    let store = store::Store::open(&db_url(at)?).await?;
+    let store = store::Store::open(&db_url(at)?).await?.with_notify(notify);
     let who = operator();
     let what = keys::Retrieval {
         device,

@@ -211,7 +211,44 @@ pub async fn metrics(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     if let Some(snapshot) = g.latest() {
         fleet_gauges(&mut out, &snapshot);
     }
+    if let Some(n) = &s.notifier {
+        notify_metrics(&mut out, &n.stats);
+    }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The `[notify]` webhook's: this instance's counters, and the outbox's depth at its last look.
+fn notify_metrics(out: &mut String, stats: &crate::notify::Stats) {
+    use std::sync::atomic::Ordering::Relaxed;
+    for (name, help, v) in [
+        (
+            "keyward_notify_delivered_total",
+            "Webhook events the receiver accepted (2xx).",
+            &stats.delivered,
+        ),
+        (
+            "keyward_notify_failed_attempts_total",
+            "Webhook attempts that failed (retried later, or given up).",
+            &stats.failed_attempts,
+        ),
+        (
+            "keyward_notify_given_up_total",
+            "Webhook events given up on (each audited as notify-failed).",
+            &stats.given_up,
+        ),
+    ] {
+        let v = v.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+        );
+    }
+    let depth = stats.depth.load(Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP keyward_notify_outbox_events Webhook events waiting in the outbox (all instances').\n\
+         # TYPE keyward_notify_outbox_events gauge\nkeyward_notify_outbox_events {depth}"
+    );
 }
 
 /// The gauges of one fleet snapshot.

@@ -200,6 +200,26 @@ Migration {
         "CREATE TABLE sso_logins (state_hash TEXT PRIMARY KEY, nonce TEXT NOT NULL, \
          verifier TEXT NOT NULL, created BIGINT NOT NULL)",
     ],
+},
+// Webhooks (issue 20, `[notify]`): the outbox (`notify_queue.rs`). A row is written in the
+// transaction of the step it tells of and deleted once delivered or given up; `seq` is the
+// order of creation, `lease_until` the claim of the instance sending it. Times are Unix seconds.
+Migration {
+    version: 10,
+    sqlite: &[
+        "CREATE TABLE notify_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, \
+         event TEXT NOT NULL, device TEXT NOT NULL, volume TEXT NOT NULL, body TEXT NOT NULL, \
+         created INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt INTEGER NOT NULL, \
+         lease_until INTEGER NOT NULL DEFAULT 0, last_error TEXT)",
+        "CREATE INDEX notify_outbox_due ON notify_outbox (next_attempt, seq)",
+    ],
+    postgres: &[
+        "CREATE TABLE notify_outbox (seq BIGSERIAL PRIMARY KEY, id TEXT NOT NULL UNIQUE, \
+         event TEXT NOT NULL, device TEXT NOT NULL, volume TEXT NOT NULL, body TEXT NOT NULL, \
+         created BIGINT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0, next_attempt BIGINT NOT NULL, \
+         lease_until BIGINT NOT NULL DEFAULT 0, last_error TEXT)",
+        "CREATE INDEX notify_outbox_due ON notify_outbox (next_attempt, seq)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

@@ -7,6 +7,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{AnyPool, Row};
 
+use crate::notify_queue::{self, Event};
 use crate::reveal_flow::{Request, State};
 use crate::store::{insert_audit, AuditRecord, StoreError};
 
@@ -33,8 +34,13 @@ fn request(r: &AnyRow) -> Result<Request> {
     })
 }
 
-/// Store a new request and its audit record, together.
-pub async fn create(pool: &AnyPool, req: &Request, record: &AuditRecord) -> Result<()> {
+/// Store a new request and its audit record (and the webhook's `event`, if any), together.
+pub async fn create(
+    pool: &AnyPool,
+    req: &Request,
+    record: &AuditRecord,
+    event: Option<&Event<'_>>,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO reveal_requests (id, device, volume, reason, requester, created, state, \
@@ -53,6 +59,9 @@ pub async fn create(pool: &AnyPool, req: &Request, record: &AuditRecord) -> Resu
     .execute(&mut *tx)
     .await?;
     insert_audit(&mut *tx, record).await?;
+    if let Some(event) = event {
+        notify_queue::enqueue(&mut tx, event).await?;
+    }
     tx.commit().await?;
     Ok(())
 }
@@ -65,8 +74,9 @@ pub async fn get(pool: &AnyPool, id: &str) -> Result<Option<Request>> {
 }
 
 /// Move a request from `from` to `to` (recording who decided, when, and its new expiry) and
-/// audit it, together; false, with nothing written, if it was no longer in `from` or had
-/// lapsed by the time of the decision.
+/// audit it (and queue the webhook's `event`, if any), together; false, with nothing written,
+/// if it was no longer in `from` or had lapsed by the time of the decision.
+#[allow(clippy::too_many_arguments)] // one transaction's worth of facts, each named
 pub async fn decide(
     pool: &AnyPool,
     id: &str,
@@ -75,6 +85,7 @@ pub async fn decide(
     decided: (&str, i64),
     expires: i64,
     record: &AuditRecord,
+    event: Option<&Event<'_>>,
 ) -> Result<bool> {
     let mut tx = pool.begin().await?;
     let done = sqlx::query(
@@ -93,6 +104,9 @@ pub async fn decide(
         return Ok(false);
     }
     insert_audit(&mut *tx, record).await?;
+    if let Some(event) = event {
+        notify_queue::enqueue(&mut tx, event).await?;
+    }
     tx.commit().await?;
     Ok(true)
 }

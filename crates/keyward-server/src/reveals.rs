@@ -3,13 +3,15 @@
 //! actor's role and the request's state (`reveal_flow.rs`, pure), then stores the move with
 //! its audit record (`reveal_requests.rs`); the reveal itself is `keys::reveal`, which spends
 //! the request in the transaction that audits it. Every audit record names the person, the
-//! request id and the request's reason. With `[reveal] require_approval = false` a request is
-//! born approved: the requester alone may reveal it, once.
+//! request id and the request's reason, and (`[notify]`) queues the webhook's event in the
+//! same transaction. With `[reveal] require_approval = false` a request is born approved: the
+//! requester alone may reveal it, once.
 
 use keyward_core::VolumeName;
 
 use crate::api::AppState;
 use crate::keys::{self, Retrieval, RevealError, Revealed};
+use crate::notify_queue::{Event, EventKind};
 use crate::reveal_flow::{self, Refusal, Request, State};
 use crate::reveal_requests as db;
 use crate::roles::{Right, Role};
@@ -68,6 +70,24 @@ pub fn audit_record(who: &str, action: &str, req: &Request, reason: &str) -> Aud
         device: Some(req.device.clone()),
         volume: Some(req.volume.clone()),
         reason: Some(format!("{reason} [request {}]", req.id)),
+    }
+}
+
+/// The webhook's event for a step by `who` on `req`, audited as `record`.
+fn event<'a>(
+    kind: EventKind,
+    who: &'a str,
+    req: &'a Request,
+    record: &'a AuditRecord,
+) -> Event<'a> {
+    Event {
+        kind,
+        at: &record.at,
+        who,
+        device: &req.device,
+        volume: &req.volume,
+        request: Some(&req.id),
+        reason: &req.reason,
     }
 }
 
@@ -140,7 +160,9 @@ pub async fn request(
         reason.to_owned()
     };
     let record = audit_record(&actor.who, "reveal-request", &req, &noted);
-    db::create(s.store.pool(), &req, &record).await?;
+    let event = event(EventKind::RevealRequested, &actor.who, &req, &record);
+    let event = s.store.notifying().then_some(&event);
+    db::create(s.store.pool(), &req, &record, event).await?;
     Ok(req)
 }
 
@@ -171,16 +193,24 @@ pub async fn decide(
     let req = current(s, id).await?;
     let now = unix_now();
     reveal_flow::may_decide(&req, &actor.who, actor.role, now)?;
-    let (to, action, expires) = if approve {
+    let (to, action, kind, expires) = if approve {
         (
             State::Approved,
             "reveal-approve",
+            EventKind::RevealApproved,
             now + s.reveal.approval_secs(),
         )
     } else {
-        (State::Denied, "reveal-deny", req.expires)
+        (
+            State::Denied,
+            "reveal-deny",
+            EventKind::RevealDenied,
+            req.expires,
+        )
     };
     let record = audit_record(&actor.who, action, &req, &req.reason);
+    let event = event(kind, &actor.who, &req, &record);
+    let event = s.store.notifying().then_some(&event);
     let moved = db::decide(
         s.store.pool(),
         &req.id,
@@ -189,6 +219,7 @@ pub async fn decide(
         (&actor.who, now),
         expires,
         &record,
+        event,
     )
     .await?;
     let after = current(s, id).await?;

@@ -54,6 +54,8 @@ pub struct Store {
     pool: AnyPool,
     url: String,
     dialect: Dialect,
+    /// `[notify]` is set: reveal steps queue a webhook event (`notify_queue.rs`).
+    notify: bool,
 }
 
 /// An escrowed ciphertext.
@@ -182,7 +184,12 @@ impl Store {
             Dialect::Postgres => 16,
         };
         let pool = connect(&url, dialect, max).await?;
-        let store = Store { pool, url, dialect };
+        let store = Store {
+            pool,
+            url,
+            dialect,
+            notify: false,
+        };
         migrations::run(&store.pool, dialect).await?;
         Ok(store)
     }
@@ -190,6 +197,17 @@ impl Store {
     /// A second pool on the same database with at most `max` connections, for the writer.
     pub async fn writer_pool(&self, max: u32) -> Result<AnyPool> {
         connect(&self.url, self.dialect, max).await
+    }
+
+    /// Queue a webhook event with every reveal step from now on (`[notify]` is set).
+    pub fn with_notify(mut self, on: bool) -> Self {
+        self.notify = on;
+        self
+    }
+
+    /// Whether reveal steps queue webhook events.
+    pub fn notifying(&self) -> bool {
+        self.notify
     }
 
     /// Which database this is.
@@ -300,13 +318,15 @@ impl Store {
     }
 
     /// Record a key retrieval and mark the key for rotation after use, together; with a
-    /// reveal request `(id, now)`, spend it in the same transaction. False, with nothing
-    /// written, if that request was no longer approved and unexpired.
+    /// reveal request `(id, now)`, spend it in the same transaction; with `event`, queue the
+    /// webhook's in it too. False, with nothing written, if that request was no longer
+    /// approved and unexpired.
     pub async fn reveal(
         &self,
         escrow_id: &str,
         record: &AuditRecord,
         request: Option<(&str, i64)>,
+        event: Option<&crate::notify_queue::Event<'_>>,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         if let Some((id, now)) = request {
@@ -315,6 +335,9 @@ impl Store {
             }
         }
         insert_audit(&mut *tx, record).await?;
+        if let Some(event) = event {
+            crate::notify_queue::enqueue(&mut tx, event).await?;
+        }
         sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = $1")
             .bind(escrow_id)
             .execute(&mut *tx)

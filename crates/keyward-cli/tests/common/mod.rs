@@ -8,6 +8,7 @@
 pub mod browser;
 pub mod escrow;
 pub mod http;
+pub mod team;
 pub mod ui_client;
 
 use std::io::Write;
