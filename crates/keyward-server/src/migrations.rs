@@ -183,6 +183,20 @@ Migration {
         "CREATE TABLE api_tokens (name TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, role TEXT NOT NULL, \
          created BIGINT NOT NULL)",
     ],
+},
+// A TOTP second factor for web UI accounts (issue 20; `ui/totp.rs`): the secret sealed (age)
+// to the server's identity, NULL for an account without one, and the last step whose code
+// the account accepted (0: none), so a code is accepted once across instances.
+Migration {
+    version: 9,
+    sqlite: &[
+        "ALTER TABLE admins ADD COLUMN totp TEXT",
+        "ALTER TABLE admins ADD COLUMN totp_step INTEGER NOT NULL DEFAULT 0",
+    ],
+    postgres: &[
+        "ALTER TABLE admins ADD COLUMN totp TEXT",
+        "ALTER TABLE admins ADD COLUMN totp_step BIGINT NOT NULL DEFAULT 0",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

@@ -21,8 +21,10 @@ mod login;
 mod password;
 mod requests;
 mod reveal;
+mod second_factor;
 mod session;
 mod throttle;
+mod totp;
 
 use std::sync::Arc;
 
