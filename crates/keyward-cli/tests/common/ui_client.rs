@@ -1,5 +1,5 @@
 //! A cookie-keeping HTTP client for the admin web UI, posting forms the way a browser on the
-//! UI's pages does (`web_ui.rs`, `web_ui_teams.rs`), from any loopback address.
+//! UI's pages does (`web_ui.rs`, `web_ui_teams.rs`, `web_ui_totp.rs`), from any loopback address.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -223,6 +223,20 @@ impl Browser {
         self.post(
             "/ui/login",
             &[("csrf", &token), ("name", name), ("password", password)],
+        )
+    }
+
+    /// Sign in with a TOTP code in the form's "Authentication code" field (`web_ui_totp.rs`).
+    pub fn login_with_code(&mut self, name: &str, password: &str, code: &str) -> Resp {
+        let token = self.get("/ui/login").csrf();
+        self.post(
+            "/ui/login",
+            &[
+                ("csrf", &token),
+                ("name", name),
+                ("password", password),
+                ("code", code),
+            ],
         )
     }
 }
