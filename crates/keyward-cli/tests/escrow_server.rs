@@ -230,6 +230,19 @@ fn a_backup_restores_into_either_database() {
     // The team and what it did: an account with its role, an API token, a reveal request, a
     // signed command.
     srv.add_account("arthur", "a long approver passphrase", "approver");
+    let out = srv.cmd_stdin(
+        &[
+            "admin",
+            "add",
+            "tina",
+            "--role",
+            "viewer",
+            "--password-stdin",
+            "--totp",
+        ],
+        b"a long viewer passphrase\n",
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let bot = srv.api_token("ticket-bot", "helpdesk");
     let (status, made) = admin_api(
         &srv.addr,
@@ -243,7 +256,8 @@ fn a_backup_restores_into_either_database() {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let team = |s: &Server| {
         s.query(
-            "SELECT 'account ' || name || ' ' || role || ' ' || hash FROM admins \
+            "SELECT 'account ' || name || ' ' || role || ' ' || hash || ' ' \
+             || COALESCE(totp, '-') || ' ' || totp_step FROM admins \
              UNION ALL SELECT 'token ' || name || ' ' || role || ' ' || hash FROM api_tokens \
              UNION ALL SELECT 'request ' || id || ' ' || state || ' ' || reason FROM reveal_requests \
              UNION ALL SELECT 'command ' || id || ' ' || kind || ' ' || status || ' ' || signed FROM commands \
@@ -251,7 +265,15 @@ fn a_backup_restores_into_either_database() {
         )
     };
     let before = team(&srv);
-    assert_eq!(before.lines().count(), 4, "{before}");
+    assert_eq!(before.lines().count(), 5, "{before}");
+    let tina = before
+        .lines()
+        .find(|l| l.starts_with("account tina viewer "))
+        .unwrap();
+    assert!(
+        !tina.contains(" - "),
+        "tina has a (sealed) TOTP secret: {tina}"
+    );
 
     let file = inst.path("server.backup");
     let file_arg = file.to_str().unwrap();

@@ -80,7 +80,7 @@ fn sign_in(backend: &Backend) {
     assert_eq!(b.login(ADMIN, "not the password").status, 401);
     let r = b.login("mallory", PASSWORD);
     assert_eq!(r.status, 401);
-    assert!(r.body.contains("Wrong name or password."));
+    assert!(r.body.contains("Wrong name, password or code."));
     let trail = audit(&srv);
     assert!(trail.contains("ui-login-failed by \"alice\""), "{trail}");
     assert!(trail.contains("ui-login-failed by \"mallory\""), "{trail}");

@@ -119,6 +119,10 @@ const TABLES: &[Table] = &[
             ("hash", Kind::Text),
             ("created", Kind::Text),
             ("role", Kind::Text),
+            // The TOTP secret, sealed to the identity this backup also holds: a restored
+            // account keeps its second factor (and its last used step, so no code is reused).
+            ("totp", Kind::OptText),
+            ("totp_step", Kind::IntOrZero),
         ],
     ),
     (

@@ -18,8 +18,10 @@
 //!                | set-policy DEVICE [--recovery-rotation-days N] [--revoke-unmanaged BOOL] | list [DEVICE]
 //!                                                       signed device commands (delivered at check-in)
 //! keyward-server audit --state DIR                     every key retrieval: when, who, device, volume, why
-//! keyward-server admin add NAME [--role ROLE] --password-stdin --state DIR   a web UI account (roles.rs)
-//! keyward-server admin list | set-role NAME ROLE | remove NAME   accounts and their roles
+//! keyward-server admin add NAME [--role ROLE] --password-stdin [--totp] --state DIR   a web UI account
+//!                                                       (roles.rs); --totp prints an otpauth:// URI once
+//! keyward-server admin list | set-role NAME ROLE | remove NAME   accounts, their roles and TOTP
+//! keyward-server admin reset-totp NAME [--off] --state DIR   new TOTP secret (URI once), sessions ended
 //! keyward-server api-token add NAME --role ROLE | list | revoke NAME   bearer tokens for /v1/admin/
 //! keyward-server key show DEVICE VOLUME --reason TEXT --state DIR
 //!                                                       decrypt, audit who/why/when, mark for rotation

@@ -220,6 +220,20 @@ Migration {
          lease_until BIGINT NOT NULL DEFAULT 0, last_error TEXT)",
         "CREATE INDEX notify_outbox_due ON notify_outbox (next_attempt, seq)",
     ],
+},
+// A TOTP second factor for web UI accounts (issue 20; `ui/totp.rs`): the secret sealed (age)
+// to the server's identity, NULL for an account without one, and the last step whose code
+// the account accepted (0: none), so a code is accepted once across instances.
+Migration {
+    version: 11,
+    sqlite: &[
+        "ALTER TABLE admins ADD COLUMN totp TEXT",
+        "ALTER TABLE admins ADD COLUMN totp_step INTEGER NOT NULL DEFAULT 0",
+    ],
+    postgres: &[
+        "ALTER TABLE admins ADD COLUMN totp TEXT",
+        "ALTER TABLE admins ADD COLUMN totp_step BIGINT NOT NULL DEFAULT 0",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

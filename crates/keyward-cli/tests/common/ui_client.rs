@@ -1,9 +1,10 @@
 //! A cookie-keeping HTTP client for the admin web UI, posting forms the way a browser on the
-//! UI's pages does (`web_ui.rs`, `web_ui_teams.rs`), from any loopback address.
+//! UI's pages does (`web_ui.rs`, `web_ui_teams.rs`, `web_ui_totp.rs`), from any loopback address.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Barrier;
 
 use super::escrow::Server;
 
@@ -83,6 +84,21 @@ pub fn http_from(
     headers: &[(&str, String)],
     body: &str,
 ) -> Resp {
+    http_held(source, addr, method, path, headers, body, None)
+}
+
+/// [`http_from`], and with `hold` all but the request's last byte is sent before every holder
+/// of the barrier is waiting, the last byte after: requests the server can act on only at the
+/// same moment (races between instances, `web_ui_totp.rs`).
+pub fn http_held(
+    source: Option<&str>,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, String)],
+    body: &str,
+    hold: Option<&Barrier>,
+) -> Resp {
     let mut s = match source {
         Some(source) => connect_from(source, addr),
         None => TcpStream::connect(addr).unwrap(),
@@ -96,7 +112,12 @@ pub fn http_from(
     }
     req.push_str("\r\n");
     req.push_str(body);
-    s.write_all(req.as_bytes()).unwrap();
+    let (most, last) = req.as_bytes().split_at(req.len() - 1);
+    s.write_all(most).unwrap();
+    if let Some(hold) = hold {
+        hold.wait();
+    }
+    s.write_all(last).unwrap();
     let mut resp = String::new();
     s.read_to_string(&mut resp).unwrap();
     let (head, body) = resp.split_once("\r\n\r\n").unwrap();
@@ -162,8 +183,20 @@ impl Browser {
         &mut self,
         method: &str,
         path: &str,
+        headers: Vec<(&str, String)>,
+        body: &str,
+    ) -> Resp {
+        self.send_held(method, path, headers, body, None)
+    }
+
+    /// [`Browser::send`], its last byte held until every holder of `hold` waits ([`http_held`]).
+    pub fn send_held(
+        &mut self,
+        method: &str,
+        path: &str,
         mut headers: Vec<(&str, String)>,
         body: &str,
+        hold: Option<&Barrier>,
     ) -> Resp {
         if !self.cookies.is_empty() {
             let jar: Vec<String> = self
@@ -173,13 +206,14 @@ impl Browser {
                 .collect();
             headers.push(("Cookie", jar.join("; ")));
         }
-        let r = http_from(
+        let r = http_held(
             self.source.as_deref(),
             &self.addr,
             method,
             path,
             &headers,
             body,
+            hold,
         );
         for c in r.set_cookies() {
             let (k, v) = c.split(';').next().unwrap().split_once('=').unwrap();
@@ -208,6 +242,17 @@ impl Browser {
         fields: &[(&str, &str)],
         origin: Option<String>,
     ) -> Resp {
+        self.post_held(path, fields, origin, None)
+    }
+
+    /// [`Browser::post_from`], its last byte held until every holder of `hold` waits.
+    pub fn post_held(
+        &mut self,
+        path: &str,
+        fields: &[(&str, &str)],
+        origin: Option<String>,
+        hold: Option<&Barrier>,
+    ) -> Resp {
         let mut headers = vec![(
             "Content-Type",
             "application/x-www-form-urlencoded".to_owned(),
@@ -215,7 +260,7 @@ impl Browser {
         if let Some(o) = origin {
             headers.push(("Origin", o));
         }
-        self.send("POST", path, headers, &form(fields))
+        self.send_held("POST", path, headers, &form(fields), hold)
     }
 
     pub fn login(&mut self, name: &str, password: &str) -> Resp {
@@ -223,6 +268,20 @@ impl Browser {
         self.post(
             "/ui/login",
             &[("csrf", &token), ("name", name), ("password", password)],
+        )
+    }
+
+    /// Sign in with a TOTP code in the form's "Authentication code" field (`web_ui_totp.rs`).
+    pub fn login_with_code(&mut self, name: &str, password: &str, code: &str) -> Resp {
+        let token = self.get("/ui/login").csrf();
+        self.post(
+            "/ui/login",
+            &[
+                ("csrf", &token),
+                ("name", name),
+                ("password", password),
+                ("code", code),
+            ],
         )
     }
 }

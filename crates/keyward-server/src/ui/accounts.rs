@@ -30,12 +30,14 @@ pub async fn page(State(s): State<Arc<AppState>>, admin: Admin) -> Result<Html<S
             .map_err(crate::store::StoreError::from)?;
     let body = html! {
         div.heading { h1 { "Accounts" } }
-        p.summary { "Change them at the server: " code { "keyward-server admin add|set-role|remove" }
+        p.summary { "Change them at the server: " code { "keyward-server admin add|set-role|reset-totp|remove" }
             " and " code { "keyward-server api-token add|revoke" } " (each change is audited)." }
         h2 { "Web UI accounts" }
         table.accounts {
-            thead { tr { th { "Name" } th { "Role" } } }
-            tbody { @for (name, role) in &accounts { tr { td { code { (name) } } td { (role) } } } }
+            thead { tr { th { "Name" } th { "Role" } th { "TOTP" } } }
+            tbody { @for a in &accounts { tr {
+                td { code { (a.name) } } td { (a.role) } td { @if a.totp { "yes" } @else { "no" } }
+            } } }
         }
         h2 { "API tokens" }
         @if tokens.is_empty() {

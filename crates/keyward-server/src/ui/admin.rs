@@ -1,12 +1,16 @@
-//! `keyward-server admin add|remove|list|set-role`: the web UI's accounts and their roles
-//! (`roles.rs`). A password is read from standard input only (never argv, where `ps` and shell
-//! history see it) and stored as an argon2id hash; adding, removing and changing the role of
-//! an account are audited. A role change applies to the account's next request.
+//! `keyward-server admin add|remove|list|set-role|reset-totp`: the web UI's accounts, their
+//! roles (`roles.rs`) and their TOTP second factor (`totp.rs`). A password is read from
+//! standard input only (never argv, where `ps` and shell history see it) and stored as an
+//! argon2id hash; a TOTP secret is made here, sealed to the server's identity and printed once
+//! as an `otpauth://` URI on standard output (never in the audit trail or a log). Every change
+//! is audited. A role change applies to the account's next request; a new or removed TOTP
+//! secret ends the account's sessions.
 
 use std::io::BufRead;
 
 use zeroize::Zeroizing;
 
+use super::totp::Secret;
 use super::{db, password};
 use crate::roles::Role;
 use crate::store::Store;
@@ -24,6 +28,21 @@ pub enum AdminAction {
         /// Read the password (one line, at least 12 characters) from standard input: never in argv.
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// Also require a TOTP code at login; prints the otpauth:// URI for an authenticator
+        /// app, once, on standard output. Needs the server identity in --state.
+        #[arg(long)]
+        totp: bool,
+        #[command(flatten)]
+        at: crate::Where,
+    },
+    /// Give an account a new TOTP secret (prints its otpauth:// URI once) and end its sessions;
+    /// the old secret's codes stop working at once.
+    ResetTotp {
+        /// Name.
+        name: String,
+        /// Remove TOTP from the account instead (its login needs the password only).
+        #[arg(long)]
+        off: bool,
         #[command(flatten)]
         at: crate::Where,
     },
@@ -34,7 +53,7 @@ pub enum AdminAction {
         #[command(flatten)]
         at: crate::Where,
     },
-    /// List the web UI accounts and their roles.
+    /// List the web UI accounts, their roles and whether they have TOTP.
     List {
         #[command(flatten)]
         at: crate::Where,
@@ -89,25 +108,99 @@ async fn audit(store: &Store, action: &str, what: String) -> Result<(), String> 
     crate::operator::audit_cli(store, action, what).await
 }
 
+/// A fresh TOTP secret for `name`: sealed to the server's identity in `state` for the
+/// database, and its URI for the operator.
+fn new_totp(state: &std::path::Path, name: &str) -> Result<(String, Zeroizing<String>), String> {
+    let identity = crate::identity::Identity::load(state)?;
+    let secret = Secret::generate().map_err(|e| e.to_string())?;
+    let sealed = secret
+        .seal(&identity.age.to_public())
+        .map_err(|e| e.to_string())?;
+    Ok((sealed, secret.uri(name)))
+}
+
+/// Print a TOTP URI on standard output, the one place it ever goes.
+fn show_uri(uri: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{uri}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("printing the TOTP URI: {e}"))
+}
+
 /// Run an admin command.
 pub async fn run(action: AdminAction) -> Result<(), String> {
     match action {
-        AdminAction::Add { name, role, at, .. } => {
+        AdminAction::Add {
+            name,
+            role,
+            totp,
+            at,
+            ..
+        } => {
             if !name_ok(&name) {
                 return Err(
                     "an admin name is 1 to 64 letters, digits, '.', '_', '-' or '@'".into(),
                 );
             }
             let password = read_password()?;
+            let second = if totp {
+                Some(new_totp(&at.state, &name)?)
+            } else {
+                None
+            };
             let store = Store::open(&crate::db_url(&at)?).await?;
             let phc = tokio::task::spawn_blocking(move || password::hash(password.as_bytes()))
                 .await
                 .map_err(|e| e.to_string())??;
-            if !db::add_admin(store.pool(), &name, &phc, role.as_str()).await? {
+            let sealed = second.as_ref().map(|(sealed, _)| sealed.as_str());
+            if !db::add_admin(store.pool(), &name, &phc, role.as_str(), sealed).await? {
                 return Err(format!("account {name} already exists"));
             }
-            audit(&store, "admin-add", format!("web UI {role} {name}")).await?;
-            eprintln!("keyward-server: {role} {name} added; sign in at /ui/login");
+            let with = if totp { " with TOTP" } else { "" };
+            audit(&store, "admin-add", format!("web UI {role} {name}{with}")).await?;
+            if let Some((_, uri)) = second {
+                show_uri(&uri)?;
+                eprintln!(
+                    "keyward-server: add that otpauth:// URI to {name}'s authenticator app now \
+                     (it is not shown again; `admin reset-totp {name}` makes a new one)"
+                );
+            }
+            eprintln!("keyward-server: {role} {name} added{with}; sign in at /ui/login");
+            Ok(())
+        }
+        AdminAction::ResetTotp { name, off, at } => {
+            let second = if off {
+                None
+            } else {
+                Some(new_totp(&at.state, &name)?)
+            };
+            let store = Store::open(&crate::db_url(&at)?).await?;
+            let sealed = second.as_ref().map(|(sealed, _)| sealed.as_str());
+            if !db::set_totp(store.pool(), &name, sealed).await? {
+                return Err(format!("no account named {}", keyward_core::quote(&name)));
+            }
+            let what = if off {
+                "TOTP removed"
+            } else {
+                "new TOTP secret"
+            };
+            audit(
+                &store,
+                "admin-reset-totp",
+                format!("web UI account {name}: {what}; sessions ended"),
+            )
+            .await?;
+            if let Some((_, uri)) = second {
+                show_uri(&uri)?;
+                eprintln!(
+                    "keyward-server: add that otpauth:// URI to {name}'s authenticator app now \
+                     (it is not shown again); the old secret's codes no longer work"
+                );
+            } else {
+                eprintln!("keyward-server: {name} signs in with the password only now");
+            }
+            eprintln!("keyward-server: {name}'s sessions are ended");
             Ok(())
         }
         AdminAction::Remove { name, at } => {
@@ -121,8 +214,9 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
         }
         AdminAction::List { at } => {
             let store = Store::open(&crate::db_url(&at)?).await?;
-            for (name, role) in db::admins(store.pool()).await? {
-                println!("{name} {role}");
+            for a in db::admins(store.pool()).await? {
+                let totp = if a.totp { " totp" } else { "" };
+                println!("{} {}{totp}", a.name, a.role);
             }
             Ok(())
         }

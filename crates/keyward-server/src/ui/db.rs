@@ -1,5 +1,5 @@
-//! The admin UI's own tables (migration 2): accounts (with their role since migration 8),
-//! sessions and failed logins. Every
+//! The admin UI's own tables (migration 2): accounts (with their role since migration 8 and
+//! their sealed TOTP secret since migration 11), sessions and failed logins. Every
 //! query is written once with `$N` parameters and runs on SQLite and PostgreSQL alike through
 //! `Store::pool()`. Times are Unix seconds. Session ids and CSRF tokens arrive here already
 //! hashed or drawn by the caller; nothing in this file decides policy (limits live in
@@ -28,16 +28,25 @@ pub struct SessionRow {
     pub seen: i64,
 }
 
-/// Add an account with a role; false if the name is taken.
-pub async fn add_admin(pool: &AnyPool, name: &str, phc: &str, role: &str) -> Result<bool> {
+/// Add an account with a role and, if given, its sealed TOTP secret (`totp.rs`), in one
+/// statement, so no account is ever without the second factor it was made with; false if the
+/// name is taken.
+pub async fn add_admin(
+    pool: &AnyPool,
+    name: &str,
+    phc: &str,
+    role: &str,
+    totp: Option<&str>,
+) -> Result<bool> {
     let done = sqlx::query(
-        "INSERT INTO admins (name, hash, created, role) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT DO NOTHING",
+        "INSERT INTO admins (name, hash, created, role, totp, totp_step) \
+         VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT DO NOTHING",
     )
     .bind(name)
     .bind(phc)
     .bind(crate::store::now())
     .bind(role)
+    .bind(totp)
     .execute(pool)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -58,13 +67,33 @@ pub async fn remove_admin(pool: &AnyPool, name: &str) -> Result<bool> {
     Ok(gone.rows_affected() == 1)
 }
 
-/// Every account's (name, role), sorted by name.
-pub async fn admins(pool: &AnyPool) -> Result<Vec<(String, String)>> {
-    let rows = sqlx::query("SELECT name, role FROM admins ORDER BY name")
-        .fetch_all(pool)
-        .await?;
+/// An account as `admin list` and the accounts page show it.
+#[derive(Debug, Clone)]
+pub struct AccountRow {
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: String,
+    /// Whether its UI login needs a TOTP code.
+    pub totp: bool,
+}
+
+/// Every account, sorted by name.
+pub async fn admins(pool: &AnyPool) -> Result<Vec<AccountRow>> {
+    let rows = sqlx::query(
+        "SELECT name, role, CAST(CASE WHEN totp IS NULL THEN 0 ELSE 1 END AS BIGINT) \
+         AS has_totp FROM admins ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("name")?, r.try_get("role")?)))
+        .map(|r| {
+            Ok(AccountRow {
+                name: r.try_get("name")?,
+                role: r.try_get("role")?,
+                totp: r.try_get::<i64, _>("has_totp")? != 0,
+            })
+        })
         .collect()
 }
 
@@ -85,6 +114,62 @@ pub async fn admin_hash(pool: &AnyPool, name: &str) -> Result<Option<String>> {
         .fetch_optional(pool)
         .await?;
     Ok(row.map(|r| r.try_get("hash")).transpose()?)
+}
+
+/// An account's second factor: its sealed TOTP secret and the last step it accepted.
+#[derive(Debug, Clone)]
+pub struct TotpRow {
+    /// The secret sealed to the server's identity (`totp.rs`).
+    pub sealed: String,
+    /// The last step whose code this account accepted (0: none yet).
+    pub last_step: i64,
+}
+
+/// `name`'s second factor; None if there is no such account or it has none.
+pub async fn totp_of(pool: &AnyPool, name: &str) -> Result<Option<TotpRow>> {
+    let row =
+        sqlx::query("SELECT totp, totp_step FROM admins WHERE name = $1 AND totp IS NOT NULL")
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
+    row.map(|r| {
+        Ok(TotpRow {
+            sealed: r.try_get("totp")?,
+            last_step: r.try_get("totp_step")?,
+        })
+    })
+    .transpose()
+}
+
+/// Spend `step` of `name`'s secret `sealed`: true for exactly one caller, on every instance,
+/// if no step as late was spent before and the secret was not replaced meanwhile.
+pub async fn spend_totp_step(pool: &AnyPool, name: &str, sealed: &str, step: i64) -> Result<bool> {
+    let done = sqlx::query(
+        "UPDATE admins SET totp_step = $3 WHERE name = $1 AND totp = $2 AND totp_step < $3",
+    )
+    .bind(name)
+    .bind(sealed)
+    .bind(step)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Give `name` a new sealed TOTP secret (None: no second factor), forget the steps spent and
+/// end their sessions, together; false if there is no such account.
+pub async fn set_totp(pool: &AnyPool, name: &str, sealed: Option<&str>) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query("UPDATE admins SET totp = $2, totp_step = 0 WHERE name = $1")
+        .bind(name)
+        .bind(sealed)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE admin = $1")
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Whose failed logins to count.

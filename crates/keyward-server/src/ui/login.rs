@@ -2,8 +2,10 @@
 //! session yet to hold one). Failed logins are throttled per address and per name from that
 //! address, and only delayed per name (`throttle.rs`), so nobody can lock an admin out from
 //! another address; failures are rows, so every instance counts them, and they are counted for
-//! unknown names too, so a lock-out says nothing about which names exist. Every attempt —
-//! success, failure, refused — is audited with the address it came from.
+//! unknown names too, so a lock-out says nothing about which names exist. An account with
+//! TOTP also needs its current code (`second_factor.rs`); a missing or wrong code is a failed
+//! login like a wrong password, with the same message. Every attempt — success, failure,
+//! refused — is audited with the address it came from.
 
 use std::sync::Arc;
 
@@ -17,6 +19,7 @@ use zeroize::Zeroizing;
 
 use super::db::FailuresOf;
 use super::password::{self, Slot};
+use super::second_factor;
 use super::session::{self, Admin, LOGIN_COOKIE, SESSION_COOKIE};
 use super::throttle::{self, Failures, Verdict, LOCKOUT_SECS};
 use super::{db, layout, UiError};
@@ -35,6 +38,9 @@ pub struct LoginForm {
     name: String,
     #[serde(default)]
     password: String,
+    /// The TOTP code; ignored for accounts without TOTP.
+    #[serde(default)]
+    code: String,
 }
 
 /// The logout form's field.
@@ -61,6 +67,10 @@ pub(super) fn login_page(token: &str, name: &str, problem: Option<&str>, sso: bo
                 label for="password" { "Password" }
                 input #password type="password" name="password" autocomplete="current-password"
                     required autofocus[!name.is_empty()];
+                label for="code" { "Authentication code" }
+                input #code type="text" name="code" inputmode="numeric" autocomplete="one-time-code"
+                    maxlength="16" spellcheck="false" aria-describedby="code-hint";
+                p.muted #code-hint { "From your authenticator app, if your account has one." }
                 button.primary type="submit" { "Sign in" }
             }
             @if sso {
@@ -171,6 +181,11 @@ pub async fn submit(
     } else {
         db::admin_hash(pool, &name).await?
     };
+    let second = if stored.is_some() {
+        second_factor::load(&s, &name).await?
+    } else {
+        None
+    };
     // Locked or not, known or not: one hash of the same cost.
     let slot = Slot::take().ok_or(UiError::Busy)?;
     let matched = tokio::task::spawn_blocking(move || {
@@ -214,12 +229,18 @@ pub async fn submit(
         r.headers_mut().insert(RETRY_AFTER, retry_after.into());
         return Ok(r);
     }
+    // The code after the password, and spent only with the right one.
+    let matched =
+        matched && second_factor::passes(&s, &name, second.as_ref(), &f.code, now).await?;
     if !matched {
         // Older failures can no longer lock or delay anything (see `throttle.rs`).
         db::add_failure(pool, &name, &source, now, now - 2 * LOCKOUT_SECS).await?;
-        let why = format!("wrong name or password (from {source})");
+        let why = format!("wrong name, password or code (from {source})");
         audit(&s, &name, "ui-login-failed", &why).await?;
-        return Ok(again(StatusCode::UNAUTHORIZED, "Wrong name or password."));
+        return Ok(again(
+            StatusCode::UNAUTHORIZED,
+            "Wrong name, password or code.",
+        ));
     }
     db::clear_failures(pool, &name, &source).await?;
     let cookie = session::begin(&s, &name).await?;

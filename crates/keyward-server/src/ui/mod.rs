@@ -21,9 +21,11 @@ mod login;
 mod password;
 mod requests;
 mod reveal;
+mod second_factor;
 mod session;
 mod sso;
 mod throttle;
+mod totp;
 
 use std::sync::Arc;
 
