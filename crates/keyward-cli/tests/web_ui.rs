@@ -37,6 +37,57 @@ fn start(backend: &Backend) -> (Instance, Server) {
     (inst, srv)
 }
 
+/// Sessions end 30 minutes after their last use and 8 hours after sign-in, whichever comes
+/// first, at every instance (the times are rows): a stolen or forgotten session cookie stops
+/// working. The clock is moved by moving the session's own times back.
+#[test]
+fn sessions_end_when_idle_or_old() {
+    for backend in backends() {
+        let (_inst, srv) = start(&backend);
+        let mut b = Browser::new(&srv);
+        let signed_in = |b: &mut Browser| b.get("/ui/devices").status == 200;
+        let age = |set: &str| srv.query(&format!("UPDATE sessions SET {set}"));
+
+        assert_eq!(b.login(ADMIN, PASSWORD).status, 303);
+        // Used 29 minutes ago, signed in 7 h 59 min ago: still on, and the use is recorded.
+        age("seen = seen - 29 * 60, created = created - (8 * 3600 - 60)");
+        assert!(
+            signed_in(&mut b),
+            "{backend:?}: a session inside both limits"
+        );
+        let seen: i64 = srv
+            .query("SELECT seen FROM sessions")
+            .trim()
+            .parse()
+            .unwrap();
+        let created: i64 = srv
+            .query("SELECT created FROM sessions")
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            seen - created > 7 * 3600,
+            "{backend:?}: the use moved `seen` on"
+        );
+        // Past 8 hours since sign-in: over, however recently used.
+        age("created = created - 120");
+        let r = b.get("/ui/devices");
+        assert_eq!((r.status, r.header("location")), (303, Some("/ui/login")));
+        assert_eq!(srv.query("SELECT COUNT(*) FROM sessions").trim(), "0");
+        // A new session left alone for 30 minutes: over too, and a form post is refused.
+        assert_eq!(b.login(ADMIN, PASSWORD).status, 303);
+        let token = b.get("/ui/devices").csrf();
+        age("seen = seen - 30 * 60 - 1");
+        let r = b.post("/ui/logout", &[("csrf", &token)]);
+        assert_eq!(
+            r.status, 403,
+            "{backend:?}: a post in an idle-ended session"
+        );
+        assert!(!signed_in(&mut b), "{backend:?}");
+        assert_eq!(srv.query("SELECT COUNT(*) FROM sessions").trim(), "0");
+    }
+}
+
 fn assert_cookie_flags(cookie: &str) {
     for flag in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
         assert!(cookie.contains(flag), "{flag} missing: {cookie}");
