@@ -184,6 +184,17 @@ fn sso_in_the_browser(backend: &Backend) {
     // Their sessions carry the role from the provider; no account was made for them.
     let sessions = srv.query("SELECT admin || '|' || sso_role FROM sessions ORDER BY admin");
     assert_eq!(sessions, "sso:alice|admin\nsso:hank|helpdesk\n");
+    // Someone leaves: their SSO sessions end at once, at the server's shell, audited.
+    let out = srv.cmd(&["admin", "end-sessions", "sso:hank"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 session(s) of sso:hank ended"));
+    let sessions = srv.query("SELECT admin FROM sessions ORDER BY admin");
+    assert_eq!(sessions, "sso:alice\n");
+    let recorded = srv.query("SELECT reason FROM audit WHERE action = 'admin-end-sessions'");
+    assert!(
+        recorded.contains("web UI sessions of sso:hank: 1 ended"),
+        "{recorded}"
+    );
     assert_eq!(srv.query("SELECT count(*) FROM admins").trim(), "0");
     // Every sign-in that came back was used up; the one refused for its cookie stays, unusable
     // without that browser's state, until it expires.

@@ -53,6 +53,14 @@ pub enum AdminAction {
         #[command(flatten)]
         at: crate::Where,
     },
+    /// End every web UI session of NAME at once: an account, or `sso:NAME` for a person who
+    /// signed in with SSO (their role comes from their groups again at their next sign-in).
+    EndSessions {
+        /// Name (`sso:NAME` for single sign-on).
+        name: String,
+        #[command(flatten)]
+        at: crate::Where,
+    },
     /// List the web UI accounts, their roles and whether they have TOTP.
     List {
         #[command(flatten)]
@@ -210,6 +218,18 @@ pub async fn run(action: AdminAction) -> Result<(), String> {
             }
             audit(&store, "admin-remove", format!("web UI account {name}")).await?;
             eprintln!("keyward-server: admin {name} removed; their sessions are ended");
+            Ok(())
+        }
+        AdminAction::EndSessions { name, at } => {
+            let store = Store::open(&crate::db_url(&at)?).await?;
+            let ended = db::end_sessions_of(store.pool(), &name).await?;
+            audit(
+                &store,
+                "admin-end-sessions",
+                format!("web UI sessions of {name}: {ended} ended"),
+            )
+            .await?;
+            eprintln!("keyward-server: {ended} session(s) of {name} ended");
             Ok(())
         }
         AdminAction::List { at } => {

@@ -368,6 +368,15 @@ pub async fn touch_session(pool: &AnyPool, id_hash: &str, now: i64) -> Result<()
     Ok(())
 }
 
+/// End every session of `admin` (an account's name or `sso:NAME`): how many there were.
+pub async fn end_sessions_of(pool: &AnyPool, admin: &str) -> Result<u64> {
+    let done = sqlx::query("DELETE FROM sessions WHERE admin = $1")
+        .bind(admin)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
+}
+
 /// End a session.
 pub async fn end_session(pool: &AnyPool, id_hash: &str) -> Result<()> {
     sqlx::query("DELETE FROM sessions WHERE id_hash = $1")
