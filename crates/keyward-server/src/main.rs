@@ -20,7 +20,7 @@
 //! keyward-server audit --state DIR                     every key retrieval: when, who, device, volume, why
 //! keyward-server admin add NAME [--role ROLE] --password-stdin [--totp] --state DIR   a web UI account
 //!                                                       (roles.rs); --totp prints an otpauth:// URI once
-//! keyward-server admin list | set-role NAME ROLE | remove NAME   accounts, their roles and TOTP
+//! keyward-server admin list | set-role NAME ROLE | remove NAME | end-sessions NAME   accounts, roles, TOTP, sessions
 //! keyward-server admin reset-totp NAME [--off] --state DIR   new TOTP secret (URI once), sessions ended
 //! keyward-server api-token add NAME --role ROLE | list | revoke NAME   bearer tokens for /v1/admin/
 //! keyward-server key show DEVICE VOLUME --reason TEXT --state DIR
