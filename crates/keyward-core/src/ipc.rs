@@ -7,7 +7,7 @@
 //! frame and becomes a [`Secret`] as soon as it is decoded.
 
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::catalog::Operation;
 use crate::command::SignedCommand;
@@ -706,15 +706,24 @@ pub fn decode_response(payload: &[u8]) -> Result<Response, FrameError> {
 
 /// Encode a message as a complete frame (prefix + payload). Fails only for a message larger
 /// than [`MAX_FRAME`], which the caller reports.
-pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
-    let payload = postcard::to_allocvec(msg).map_err(|_| FrameError::Malformed)?;
-    let n = u32::try_from(payload.len()).map_err(|_| FrameError::BadLength(u32::MAX))?;
-    if payload.len() > MAX_FRAME {
-        return Err(FrameError::BadLength(n));
-    }
-    let mut out = Vec::with_capacity(4 + payload.len());
-    out.extend_from_slice(&n.to_be_bytes());
-    out.extend_from_slice(&payload);
+///
+/// Frames carry passwords (a login capture, a grant), so the frame is serialized straight into
+/// one buffer of the largest size a frame may have — no reallocation leaves a copy behind in
+/// freed memory — and the buffer, spare capacity included, is wiped when dropped.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let mut out = Zeroizing::new(vec![0u8; 4 + MAX_FRAME]);
+    let n = match postcard::to_slice(msg, &mut out[4..]) {
+        Ok(payload) => payload.len(),
+        Err(postcard::Error::SerializeBufferFull) => {
+            let over = u32::try_from(MAX_FRAME + 1).unwrap_or(u32::MAX);
+            return Err(FrameError::BadLength(over));
+        }
+        Err(_) => return Err(FrameError::Malformed),
+    };
+    // n <= MAX_FRAME (64 KiB): it fits a u32.
+    let prefix = u32::try_from(n).map_err(|_| FrameError::BadLength(u32::MAX))?;
+    out[..4].copy_from_slice(&prefix.to_be_bytes());
+    out.truncate(4 + n);
     Ok(out)
 }
 
@@ -820,6 +829,18 @@ mod tests {
         let mut f = encode_frame(&Request::Status { volume: None }).expect("encodes");
         f.push(0);
         assert_eq!(decode_request(&f[4..]), Err(FrameError::Trailing));
+    }
+
+    #[test]
+    fn frames_over_the_limit_are_refused_and_frames_at_it_are_not() {
+        let huge = Request::Bootstrap {
+            volume: VolumeName::parse("root").expect("valid"),
+            passphrase: WireSecret::from_secret(&Secret::copy_from(&vec![7; MAX_FRAME])),
+        };
+        assert!(matches!(encode_frame(&huge), Err(FrameError::BadLength(_))));
+        let f = encode_frame(&Request::Status { volume: None }).expect("encodes");
+        let len = frame_len([f[0], f[1], f[2], f[3]]).expect("len");
+        assert_eq!(f.len(), 4 + len);
     }
 
     #[test]

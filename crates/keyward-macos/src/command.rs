@@ -20,6 +20,8 @@ pub enum Program {
     Dscl,
     /// `/usr/sbin/diskutil`: proving a password unlocks the volume (`-verify`).
     Diskutil,
+    /// `/usr/bin/security`: the authorization database (`authorizationdb read/write`).
+    Security,
 }
 
 impl Program {
@@ -30,6 +32,7 @@ impl Program {
             Program::Fdesetup => "/usr/bin/fdesetup",
             Program::Dscl => "/usr/bin/dscl",
             Program::Diskutil => "/usr/sbin/diskutil",
+            Program::Security => "/usr/bin/security",
         }
     }
 
@@ -40,6 +43,7 @@ impl Program {
             Program::Fdesetup => "fdesetup",
             Program::Dscl => "dscl",
             Program::Diskutil => "diskutil",
+            Program::Security => "security",
         }
     }
 }
@@ -120,6 +124,9 @@ pub enum Stdin {
     /// Secret bytes: answers to `-` prompts, one per line, or an `-inputplist` property list,
     /// or commands for `dscl`'s interactive mode. Wiped on drop.
     Secret(Secret),
+    /// Bytes that are not secret (an authorization right for `security authorizationdb
+    /// write`): output of such a command may be quoted in errors.
+    Data(Vec<u8>),
 }
 
 impl Stdin {
@@ -128,6 +135,7 @@ impl Stdin {
         match self {
             Stdin::Empty => &[],
             Stdin::Secret(s) => s.expose(),
+            Stdin::Data(d) => d,
         }
     }
 }
@@ -168,6 +176,10 @@ pub enum Purpose {
     SetInitialPassword,
     /// `diskutil apfs unlockVolume -verify`.
     VerifyUnlock,
+    /// `security authorizationdb read system.login.console`.
+    ReadLoginRight,
+    /// `security authorizationdb write system.login.console` (the right on stdin).
+    WriteLoginRight,
 }
 
 /// A command, ready for a [`crate::runner::Runner`].
@@ -197,6 +209,12 @@ impl Invocation {
     /// The same command, reading `secret` on stdin.
     pub fn with_stdin(mut self, secret: Secret) -> Self {
         self.stdin = Stdin::Secret(secret);
+        self
+    }
+
+    /// The same command, reading `data` (nothing secret) on stdin.
+    pub fn with_data(mut self, data: Vec<u8>) -> Self {
+        self.stdin = Stdin::Data(data);
         self
     }
 

@@ -107,6 +107,9 @@ pub enum MacError {
     /// More holders than keyward's 32 slot numbers.
     #[error("more than 32 unlock rights on this volume")]
     TooManyHolders,
+    /// The `system.login.console` right is not one keyward can edit.
+    #[error("system.login.console: {0}")]
+    LoginRight(#[from] crate::login_right::LoginRightError),
     /// A check of I1–I3 failed after an operation.
     #[error("invariant violated after the operation: {0}")]
     InvariantViolated(String),

@@ -12,6 +12,7 @@
 //! for `dscl`'s interactive mode — never in argv, environment or files.
 #![forbid(unsafe_code)]
 
+pub mod authdb;
 pub mod build;
 pub mod command;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod inventory;
 pub mod keychain;
 #[cfg(target_os = "macos")]
 pub mod keychain_macos;
+pub mod login_right;
 pub mod names;
 pub mod parse;
 #[cfg(any(target_os = "macos", test))]

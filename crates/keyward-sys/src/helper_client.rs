@@ -1,11 +1,17 @@
-//! One request to the helper: connect, hello, request, response. Used by the CLI and the agent.
+//! One request to the helper: connect, hello, request, response. Used by the CLI and the agent,
+//! and — through [`send_login_capture`] and [`LOGIN_PATH_BUDGET`] — by the two login-path
+//! callers, the PAM module and the macOS authorization plugin, so both speak the same frames
+//! under the same time rule.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use keyward_core::ipc::{self, AgentReply, AgentRequest, AgentResponse, Reply, Request, Response};
+use keyward_core::ipc::{
+    self, AgentReply, AgentRequest, AgentResponse, Reply, Request, Response, WireSecret,
+};
+use keyward_core::{Secret, UserName};
 
 /// A failed call: the CLI exit code that goes with it, and a message safe to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +102,27 @@ pub fn call_by(socket: &Path, req: Request, budget: Duration) -> Result<Reply, C
         Response::Ok(reply) => Ok(reply),
         Response::Error { code, message } => Err(failure(code.exit_code(), message)),
     }
+}
+
+/// The longest a caller on a login path (pam_keyward.so, the macOS authorization plugin) waits
+/// on the helper for one whole exchange, connecting included. A login never waits longer for
+/// keyward, whatever the helper does.
+pub const LOGIN_PATH_BUDGET: Duration = Duration::from_millis(200);
+
+/// Hand a login's user and password to the helper (`Request::LoginCapture`) within
+/// [`LOGIN_PATH_BUDGET`]. The password goes from `password` into the zeroizing request and
+/// frame and nowhere else. The helper answers at once (`Reply::Queued`) and does the work
+/// later; any other outcome is the error the caller logs and ignores.
+pub fn send_login_capture(
+    socket: &Path,
+    user: UserName,
+    password: &Secret,
+) -> Result<(), CallError> {
+    let req = Request::LoginCapture {
+        user,
+        password: WireSecret::from_secret(password),
+    };
+    call_by(socket, req, LOGIN_PATH_BUDGET).map(drop)
 }
 
 /// Time left before `deadline`, or the error that says it passed.

@@ -1,8 +1,8 @@
 //! `pam_keyward.so`: captures a login's password (auth phase, placed after pam_unix succeeded)
 //! and a password change (password phase, `PAM_UPDATE_AUTHTOK`) and hands them to the keyward
 //! helper over its socket, then returns `PAM_IGNORE`. It never blocks or fails a login or a
-//! password change: every entry point is inside `catch_unwind`, every helper call has a 200 ms
-//! budget, and every outcome — helper down, slow, refusing, a panic — is logged to syslog and
+//! password change: every entry point is inside `catch_unwind`, every helper call has the
+//! login-path budget (`helper_client::LOGIN_PATH_BUDGET`, 200 ms), and every outcome — helper down, slow, refusing, a panic — is logged to syslog and
 //! ignored. It builds no path from the user name and sends no secret anywhere but the socket.
 //!
 //! Module arguments: `socket=PATH` (default `/run/keyward/helper.sock`); `stash` for the
@@ -16,7 +16,6 @@ mod stash;
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use keyward_core::ipc::{Request, WireSecret};
 use keyward_core::{Secret, UserName};
@@ -27,8 +26,6 @@ use pam::module::{PamHandle, PamHooks};
 
 /// Linux-PAM's `PAM_UPDATE_AUTHTOK`: the second pass of a password change.
 const PAM_UPDATE_AUTHTOK: PamFlag = 0x2000;
-/// The longest the module waits on the helper for the whole exchange, connecting included.
-const BUDGET: Duration = Duration::from_millis(200);
 const IDENT: &str = "pam_keyward";
 
 struct Keyward;
@@ -110,7 +107,7 @@ fn send(args: &[&CStr], req: Request) -> Result<(), String> {
 }
 
 fn send_to(socket: &std::path::Path, req: Request) -> Result<(), String> {
-    helper_client::call_by(socket, req, BUDGET)
+    helper_client::call_by(socket, req, helper_client::LOGIN_PATH_BUDGET)
         .map(drop)
         .map_err(|e| e.to_string())
 }
@@ -121,12 +118,7 @@ fn capture_login(pamh: &mut PamHandle, args: &[&CStr]) -> Result<(), String> {
         Ok(Some(t)) => Secret::copy_from(t.as_bytes()),
         _ => return Err("no password in this conversation".into()),
     };
-    let req = Request::LoginCapture {
-        user,
-        password: WireSecret::from_secret(&password),
-    };
-    drop(password);
-    send(args, req)
+    helper_client::send_login_capture(&socket(args), user, &password).map_err(|e| e.to_string())
 }
 
 fn capture_change(pamh: &mut PamHandle, args: &[&CStr]) -> Result<(), String> {

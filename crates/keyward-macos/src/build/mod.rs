@@ -5,6 +5,7 @@
 pub mod diskutil;
 pub mod dscl;
 pub mod fdesetup;
+pub mod security;
 pub mod sysadminctl;
 
 use keyward_core::Secret;

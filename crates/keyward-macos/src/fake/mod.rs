@@ -325,6 +325,10 @@ impl FakeMac {
             Purpose::DirectoryWrite => self.dscl_write(argv),
             Purpose::ChangePassword => self.passwd(stdin, true),
             Purpose::SetInitialPassword => self.passwd(stdin, false),
+            // The authorization database is not simulated: its tests bring their own runner.
+            Purpose::ReadLoginRight | Purpose::WriteLoginRight => Err(RunError::Unscripted(
+                "the simulated Mac has no authorization database".into(),
+            )),
             Purpose::VerifyUnlock => {
                 let uuid = field(argv, 5)?;
                 let ok = self.accounts.iter().any(|a| {
