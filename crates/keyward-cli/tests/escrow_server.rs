@@ -229,7 +229,7 @@ fn a_backup_restores_into_either_database() {
     // signed command.
     srv.add_account("arthur", "a long approver passphrase", "approver");
     let bot = srv.api_token("ticket-bot", "helpdesk");
-    let (status, made) = common::http::admin_api(
+    let (status, made) = http::admin_api(
         &srv.addr,
         Some(&bot),
         "POST",
