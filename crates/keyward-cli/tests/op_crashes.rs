@@ -11,40 +11,17 @@
 //! unfinished). Needs the `failpoints` features (the README's test command sets them).
 #![allow(clippy::unwrap_used)]
 
+#[path = "op_crashes/check.rs"]
+mod check;
 mod common;
 #[path = "op_crashes/fixture.rs"]
 mod fixture;
 
 use std::time::{Duration, Instant};
 
+use check::*;
 use common::*;
 use fixture::*;
-
-/// Kill the helper at `step` while `run` drives it; restart it without the failpoint.
-fn crash_at(inst: &mut Instance, step: &str, run: impl FnOnce(&Instance)) {
-    inst.stop_helper();
-    inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), step.into())];
-    assert!(inst.try_start(), "{step}: start: {}", inst.helper_stderr());
-    run(inst);
-    assert!(inst.helper_died(), "{step}: the failpoint was not reached");
-    inst.helper_env.clear();
-    assert!(
-        inst.try_start(),
-        "{step}: restart: {}",
-        inst.helper_stderr()
-    );
-}
-
-/// A CLI run the helper died in: the connection was lost (exit 5).
-fn died_in(inst: &Instance, step: &str, args: &[&str], stdin: &[u8]) {
-    let out = inst.keyward(args, stdin);
-    assert_eq!(
-        code(&out),
-        Some(5),
-        "{step}: {args:?} should have lost the helper: {}",
-        stderr(&out)
-    );
-}
 
 #[test]
 fn crash_at_every_step_of_a_bootstrap() {
@@ -171,14 +148,7 @@ fn crash_at_every_step_of_a_pending_key_expiry() {
         let begun = Instant::now();
         inst.stop_helper();
         std::thread::sleep(Duration::from_millis(3100).saturating_sub(begun.elapsed()));
-        inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), (*step).into())];
-        assert!(!inst.try_start(), "{step}: the failpoint was not reached");
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&inst.start_exit.unwrap()),
-            Some(9),
-            "{step}: a failpoint must SIGKILL"
-        );
-        inst.helper_env.clear();
+        dies_at_start(&mut inst, step);
         assert!(inst.try_start(), "{step}: {}", inst.helper_stderr());
         let after = check(&inst, &held, step, Unfinished::None);
         assert!(pending_recovery(&after).is_none(), "{step}: {after}");

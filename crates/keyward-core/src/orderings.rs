@@ -4,7 +4,8 @@
 //!
 //! Every multi-step change first writes its intent into the keyward token (the header is its
 //! own journal), so a crash at any step leaves a state that [`UnlockStore::reconcile`] finishes
-//! or undoes without guessing. Each step boundary is a named failpoint.
+//! or undoes without guessing. Each step boundary is a named failpoint, reconcile's own too: a
+//! crash while reconciling leaves a state the next reconcile finishes.
 
 use std::time::SystemTime;
 
@@ -381,6 +382,7 @@ fn destroy_if_ours<B: SlotBackend>(
         && kdf_matches(&info.kdf, token.role.kdf_class());
     if ours {
         b.destroy_slot(slot)?;
+        b.failpoint("reconcile.slot-destroyed")?;
         Ok(Some(slot))
     } else {
         actions.push(ReconcileAction::LeftForeignSlot { slot });
@@ -408,6 +410,7 @@ fn reconcile_locked<B: SlotBackend>(
             TokenState::Adding { next } => {
                 let slot = destroy_if_ours(b, state, tid, token, next, &mut actions)?;
                 b.remove_token(tid)?;
+                b.failpoint("reconcile.token-written")?;
                 actions.push(ReconcileAction::UndidGrant { token: tid, slot });
             }
             TokenState::Rekeying { next } => {
@@ -422,6 +425,7 @@ fn reconcile_locked<B: SlotBackend>(
             }
             TokenState::Active | TokenState::Pending if orphan => {
                 b.remove_token(tid)?;
+                b.failpoint("reconcile.token-written")?;
                 actions.push(ReconcileAction::RemovedOrphan { token: tid });
             }
             TokenState::Active | TokenState::Pending => {}
@@ -438,9 +442,11 @@ fn finish<B: SlotBackend>(
     orphan: bool,
 ) -> Result<(), StoreError> {
     if orphan {
-        return b.remove_token(tid);
+        b.remove_token(tid)?;
+    } else {
+        let mut t = token.clone();
+        t.state = TokenState::Active;
+        b.replace_token(tid, &t)?;
     }
-    let mut t = token.clone();
-    t.state = TokenState::Active;
-    b.replace_token(tid, &t)
+    b.failpoint("reconcile.token-written")
 }

@@ -3,7 +3,7 @@
 //! an unmanaged slot or a foreign token, and every committed holder's secret keeps opening its
 //! slot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use keyward_core::fake::MemoryBackend;
 use keyward_core::invariants::{check_state, check_transition};
@@ -28,6 +28,9 @@ const FAILPOINTS: &[&str] = &[
     "revoke.slot-destroyed",
 ];
 
+/// Reconcile's own steps: a crash while it finishes what an earlier crash left.
+const RECONCILE_FAILPOINTS: &[&str] = &["reconcile.slot-destroyed", "reconcile.token-written"];
+
 #[derive(Debug, Clone)]
 enum Op {
     GrantUser(u8),
@@ -40,6 +43,9 @@ enum Op {
     Revoke(u8),
     ForeignAdd,
     Crash(usize, Box<Op>),
+    /// A crash at failpoint `.0`, then another at reconcile step `.1` while the next run
+    /// reconciles, then a reconcile that finishes.
+    CrashTwice(usize, usize, Box<Op>),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -57,7 +63,12 @@ fn op() -> impl Strategy<Value = Op> {
     base.prop_flat_map(|o| {
         prop_oneof![
             3 => Just(o.clone()),
-            1 => (0..FAILPOINTS.len()).prop_map(move |f| Op::Crash(f, Box::new(o.clone()))),
+            1 => (0..FAILPOINTS.len()).prop_map({
+                let o = o.clone();
+                move |f| Op::Crash(f, Box::new(o.clone()))
+            }),
+            1 => (0..FAILPOINTS.len(), 0..RECONCILE_FAILPOINTS.len())
+                .prop_map(move |(f, g)| Op::CrashTwice(f, g, Box::new(o.clone()))),
         ]
     })
 }
@@ -80,6 +91,9 @@ struct World {
     counter: u32,
     /// The counter value the current service secret was made with.
     service_n: u32,
+    /// The slots keyward did not make (the installer's, another tool's): the only ones that
+    /// may have no keyward token. Any other such slot leaked.
+    foreign: BTreeSet<SlotId>,
 }
 
 impl World {
@@ -159,6 +173,7 @@ impl World {
             Op::ForeignAdd => {
                 let s = secret("foreign", n);
                 if let Some(slot) = self.store.backend_mut().insert_unmanaged(None, &s) {
+                    self.foreign.insert(slot);
                     self.expected.insert(slot, s);
                 }
             }
@@ -167,6 +182,23 @@ impl World {
                 let r = self.apply(inner);
                 // A crash between steps: the process is gone; the next run reconciles.
                 let crashed = matches!(r, Err(StoreError::Failpoint(_)));
+                self.store.backend_mut().fail_at("never");
+                self.store.reconcile().expect("reconcile succeeds");
+                if crashed {
+                    self.resync_after_crash();
+                    return Ok(());
+                }
+                return r;
+            }
+            Op::CrashTwice(f, g, inner) => {
+                self.store.backend_mut().fail_at(FAILPOINTS[*f]);
+                let r = self.apply(inner);
+                let crashed = matches!(r, Err(StoreError::Failpoint(_)));
+                self.store.backend_mut().fail_at(RECONCILE_FAILPOINTS[*g]);
+                match self.store.reconcile() {
+                    Ok(_) | Err(StoreError::Failpoint(_)) => {}
+                    Err(e) => panic!("reconcile failed: {e}"),
+                }
                 self.store.backend_mut().fail_at("never");
                 self.store.reconcile().expect("reconcile succeeds");
                 if crashed {
@@ -211,9 +243,10 @@ proptest! {
         let mut backend = MemoryBackend::formatted(&install);
         let foreign_slot = backend.insert_unmanaged(None, &secret("foreign", 0)).expect("room");
         backend.insert_foreign_token("systemd-recovery", foreign_slot).expect("room");
-        let mut w = World { store: SlotStore::new(backend), expected: BTreeMap::new(), counter: 0, service_n: 0 };
+        let mut w = World { store: SlotStore::new(backend), expected: BTreeMap::new(), counter: 0, service_n: 0, foreign: BTreeSet::new() };
         w.expected.insert(SlotId::new(0).expect("0"), install);
         w.expected.insert(foreign_slot, secret("foreign", 0));
+        w.foreign.extend([SlotId::new(0).expect("0"), foreign_slot]);
 
         for op in &ops {
             let before = w.store.state().expect("read");
@@ -231,6 +264,10 @@ proptest! {
             let v = check_transition(&before, &after);
             prop_assert!(v.is_empty(), "{:?} after {:?}", v, op);
             prop_assert!(check_state(&after).is_empty());
+            for s in &after.slots {
+                let leaked = after.owner_of(s.id) == SlotOwner::Unmanaged && !w.foreign.contains(&s.id);
+                prop_assert!(!leaked, "keyslot {} leaked after {:?}", s.id, op);
+            }
             // Every slot opens with exactly the secret the model says.
             prop_assert_eq!(after.slots.len(), w.expected.len());
             for (slot, s) in &w.expected {
@@ -254,6 +291,16 @@ fn every_failpoint_is_reachable() {
     store.revoke(slot).expect("revoke");
     let trace = &store.backend().trace;
     for f in FAILPOINTS {
+        assert!(trace.contains(f), "{f} never passed");
+    }
+    // Reconcile's steps: a rekey cut after its new slot was added is undone.
+    let slot = store.grant(&req, auth, &secret("b", 1)).expect("grant");
+    store.backend_mut().fail_at("rekey.slot-added");
+    let r = store.rekey(slot, auth, &secret("b", 2));
+    assert!(matches!(r, Err(StoreError::Failpoint(_))), "{r:?}");
+    store.reconcile().expect("reconcile");
+    let trace = &store.backend().trace;
+    for f in RECONCILE_FAILPOINTS {
         assert!(trace.contains(f), "{f} never passed");
     }
 }

@@ -2,7 +2,8 @@
 //! configured volume, and put each thing done on the record — a repaired header, every
 //! reconcile action (naming whose right it touched), an interrupted recovery commit finished —
 //! so a change a crash cut short between its header write and its audit record is still in
-//! the chain.
+//! the chain. What reconcile is about to do is recorded before it acts, so a second crash in
+//! the middle of it loses no record either.
 
 use keyward_core::config::{Config, Volume, VolumeKind};
 use keyward_core::ipc::Response;
@@ -36,6 +37,17 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
             Ok(None) => {}
             Ok(Some(note)) => record("header-repair", format!("repaired: {note}"))?,
             Err(e) => eprintln!("keyward-helper: {}: {e}", v.name),
+        }
+        // The work is on the record before it is done: a crash in the middle of it (the
+        // record of what was done never written, and nothing left for the next start to do)
+        // still leaves in the chain whose right an interrupted operation touched.
+        match interrupted(config, v) {
+            Ok(found) => {
+                for note in found {
+                    record("reconcile", note)?;
+                }
+            }
+            Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
         match reconcile(config, v) {
             Ok(done) => {
@@ -81,6 +93,41 @@ fn reconcile(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
     let before = store.state().map_err(|e| e.to_string())?;
     let actions = store.reconcile().map_err(|e| e.to_string())?;
     Ok(actions.iter().map(|a| describe(&before, a)).collect())
+}
+
+/// What reconcile is about to finish or undo on one LUKS2 volume, in words.
+fn interrupted(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
+    let mut store = ops::open(config, v).map_err(|e| format!("{e:?}"))?;
+    let state = store.state().map_err(|e| e.to_string())?;
+    let slot = |s: Option<keyward_core::SlotId>| s.map_or_else(|| "none".into(), |s| s.to_string());
+    Ok(state
+        .keyward_tokens()
+        .filter_map(|(tid, t)| {
+            let who = whose(&state, tid);
+            let what = match t.state {
+                TokenState::Adding { next } => {
+                    format!("an interrupted grant to {who} (keyslot {next}): undoing it")
+                }
+                TokenState::Rekeying { next } => format!(
+                    "an interrupted rekey of {who} (keyslot {} to {next}, not verified): undoing it",
+                    slot(t.keyslot)
+                ),
+                TokenState::Retiring { retire } if t.keyslot.is_none() => {
+                    format!("an interrupted revoke of {who} (keyslot {retire}): finishing it")
+                }
+                TokenState::Retiring { retire } => format!(
+                    "an interrupted rekey of {who} (keyslot {retire} to {}, verified): finishing it",
+                    slot(t.keyslot)
+                ),
+                _ if t.keyslot.is_none_or(|s| state.slot(s).is_none()) => format!(
+                    "the token of {who}, whose keyslot {} is gone: removing it",
+                    slot(t.keyslot)
+                ),
+                _ => return None,
+            };
+            Some(format!("found {what}"))
+        })
+        .collect())
 }
 
 /// Whose right a token was, in words.

@@ -1,15 +1,14 @@
-//! The instance the crash tests run on, what its holders hold, and the checks after each
-//! restart: keyward's own views, then stock cryptsetup on every way in, then the header.
+//! The instance the crash tests run on, how the helper is killed and restarted, and what its
+//! holders hold (the checks after each restart are in `check.rs`). Shared by `op_crashes.rs`
+//! and `op_crashes_more.rs`; each uses a part.
+#![allow(dead_code)]
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use keyward_core::ipc::{Reply, Request, WireSecret};
 use keyward_core::{Secret, UserName};
-use serde_json::Value;
-
-use crate::common::*;
 
 /// Managed users; they, and the service account `kcservice`, exist only in the helper's
 /// private copies of /etc/passwd, /etc/group and /etc/shadow.
@@ -66,6 +65,52 @@ pub fn fixture(policy: &str) -> Instance {
     inst.start()
 }
 
+/// Kill the helper at `step` while `run` drives it; it stays down.
+pub fn kill_at(inst: &mut Instance, step: &str, run: impl FnOnce(&Instance)) {
+    inst.stop_helper();
+    inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), step.into())];
+    assert!(inst.try_start(), "{step}: start: {}", inst.helper_stderr());
+    run(inst);
+    assert!(inst.helper_died(), "{step}: the failpoint was not reached");
+    inst.helper_env.clear();
+}
+
+/// Kill the helper at `step` while `run` drives it; restart it without the failpoint (its
+/// start-up repair and reconcile run before it serves).
+pub fn crash_at(inst: &mut Instance, step: &str, run: impl FnOnce(&Instance)) {
+    kill_at(inst, step, run);
+    assert!(
+        inst.try_start(),
+        "{step}: restart: {}",
+        inst.helper_stderr()
+    );
+}
+
+/// Start the helper so that it dies at `step` of its start-up work (SIGKILL, before it
+/// serves); it stays down.
+pub fn dies_at_start(inst: &mut Instance, step: &str) {
+    inst.stop_helper();
+    inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), step.into())];
+    assert!(!inst.try_start(), "{step}: the failpoint was not reached");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&inst.start_exit.unwrap()),
+        Some(9),
+        "{step}: a failpoint must SIGKILL"
+    );
+    inst.helper_env.clear();
+}
+
+/// A CLI run the helper died in: the connection was lost (exit 5).
+pub fn died_in(inst: &Instance, step: &str, args: &[&str], stdin: &[u8]) {
+    let out = inst.keyward(args, stdin);
+    assert_eq!(
+        code(&out),
+        Some(5),
+        "{step}: {args:?} should have lost the helper: {}",
+        stderr(&out)
+    );
+}
+
 /// Change `user`'s password in the helper's shadow file, as `passwd` without pam_keyward (or a
 /// directory admin) would. Written in place: the bind mount follows the inode.
 pub fn set_password(inst: &Instance, user: &str, password: &str) {
@@ -100,6 +145,18 @@ pub fn send_login(inst: &Instance, user: &str, password: &str) -> Option<Reply> 
     keyward_sys::helper_client::call(&inst.socket(), req).ok()
 }
 
+/// What the PAM module sends after `passwd` committed a change (`pam_sm_chauthtok`): the new
+/// password and the old one; the reply, if the helper lived to send one.
+pub fn send_change(inst: &Instance, user: &str, old: &str, new: &str) -> Option<Reply> {
+    let wire = |pw: &str| WireSecret::from_secret(&Secret::copy_from(pw.as_bytes()));
+    let req = Request::PasswordChange {
+        user: UserName::parse(user).unwrap(),
+        new: wire(new),
+        old: Some(wire(old)),
+    };
+    keyward_sys::helper_client::call(&inst.socket(), req).ok()
+}
+
 /// A login the helper takes on.
 pub fn login(inst: &Instance, user: &str, password: &str) {
     let reply = send_login(inst, user, password);
@@ -108,12 +165,18 @@ pub fn login(inst: &Instance, user: &str, password: &str) {
 
 /// Wait until `user` has `n` login records, the last one a success on the volume.
 pub fn wait_for_login(inst: &Instance, user: &str, n: usize, step: &str) {
+    wait_for_job(inst, "login-capture", user, n, step);
+}
+
+/// Wait until `user` has `n` records of PAM event `op` (`login-capture`, `password-change`),
+/// the last one a success on the volume.
+pub fn wait_for_job(inst: &Instance, op: &str, user: &str, n: usize, step: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let logins: Vec<String> = inst
             .audit_lines()
             .into_iter()
-            .filter(|l| l.contains("\"op\":\"login-capture\""))
+            .filter(|l| l.contains(&format!("\"op\":\"{op}\"")))
             .filter(|l| l.contains(&format!("\"user\":\"{user}\"")))
             .collect();
         if logins.len() >= n {
@@ -126,7 +189,7 @@ pub fn wait_for_login(inst: &Instance, user: &str, n: usize, step: &str) {
         }
         assert!(
             Instant::now() < deadline,
-            "{step}: no login record for {user}"
+            "{step}: no {op} record for {user}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -179,183 +242,4 @@ pub fn rotate_recovery(inst: &Instance) -> String {
 /// `keyward uninstall --yes`, with the package's scope (no units or PAM to remove here).
 pub fn uninstall(inst: &Instance) -> std::process::Output {
     inst.keyward(&["uninstall", "--yes", "--package"], b"")
-}
-
-/// Whether any keyslot opens with `pass` (stock cryptsetup, trying every slot).
-pub fn opens_any(inst: &Instance, pass: &str) -> bool {
-    run(
-        Command::new("cryptsetup")
-            .args(["open", "--test-passphrase"])
-            .arg(&inst.image)
-            .args(["--key-file", "-"]),
-        pass.as_bytes(),
-    )
-    .status
-    .success()
-}
-
-/// `keyward status data --json`: the volume's report.
-pub fn status(inst: &Instance) -> Value {
-    let out = inst.keyward(&["status", "data", "--json"], b"");
-    assert_eq!(code(&out), Some(0), "status: {}", stderr(&out));
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["volumes"][0].clone()
-}
-
-fn slots_where(vol: &Value, keep: impl Fn(&Value) -> bool) -> Vec<u64> {
-    vol["holders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|h| keep(h))
-        .map(|h| h["slot"].as_u64().unwrap())
-        .collect()
-}
-
-pub fn service_slot(vol: &Value) -> Option<u64> {
-    let s = slots_where(vol, |h| h["role"] == "service");
-    assert!(s.len() <= 1, "more than one service slot: {vol}");
-    s.first().copied()
-}
-
-pub fn user_slots(vol: &Value, user: &str) -> Vec<u64> {
-    slots_where(vol, |h| h["user"] == user)
-}
-
-pub fn active_recovery(vol: &Value) -> Vec<u64> {
-    slots_where(vol, |h| h["role"] == "recovery" && h["state"] == "active")
-}
-
-pub fn pending_recovery(vol: &Value) -> Option<u64> {
-    slots_where(vol, |h| h["role"] == "recovery" && h["state"] == "pending")
-        .first()
-        .copied()
-}
-
-/// What an interrupted operation may rightly leave for the admin to re-run.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Unfinished {
-    /// Nothing: the volume is fully settled.
-    None,
-    /// An undone bootstrap: no service slot (verify says `missing`).
-    ServiceMissing,
-    /// An undone repair: this stale service slot is still there (verify says `drift`).
-    ServiceDrift(u64),
-    /// A release under way: some of keyward's slots, the service slot too, may be gone.
-    Releasing,
-}
-
-/// Every check after a restart; returns the volume's status report.
-pub fn check(inst: &Instance, held: &Held, step: &str, allowed: Unfinished) -> Value {
-    let vol = status(inst);
-    assert_eq!(vol["violations"], serde_json::json!([]), "{step}: {vol}");
-    assert!(vol["error"].is_null(), "{step}: {vol}");
-
-    // Every keyslot in the header is a reported holder, none half-made: no slot leaked.
-    let meta = inst.metadata();
-    let header: BTreeSet<u64> = meta["keyslots"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(|k| k.parse().unwrap())
-        .collect();
-    let reported: BTreeSet<u64> = slots_where(&vol, |_| true).into_iter().collect();
-    assert_eq!(header, reported, "{step}: {vol}");
-    // A keyslot keyward made and lost track of would show as unmanaged: only the installer's is.
-    let unmanaged = slots_where(&vol, |h| h["role"] == "unmanaged");
-    let installer: &[u64] = if held.no_installer { &[] } else { &[0] };
-    assert_eq!(unmanaged, installer, "{step}: a keyslot leaked: {vol}");
-    let pending_key = std::fs::read(inst.path("state/pending/data")).ok();
-    for h in vol["holders"].as_array().unwrap() {
-        let settled = h["state"] == "active" || h["state"] == "unmanaged";
-        // A pending recovery key is settled too while its stored key opens it.
-        let pending_ok = h["role"] == "recovery"
-            && h["state"] == "pending"
-            && pending_key
-                .as_ref()
-                .is_some_and(|k| inst.opens(h["slot"].as_u64().unwrap(), k));
-        assert!(settled || pending_ok, "{step}: unsettled holder {h}");
-    }
-    if pending_key.is_some() {
-        assert!(
-            pending_recovery(&vol).is_some(),
-            "{step}: a stored key with no slot"
-        );
-    }
-
-    // Stock cryptsetup on every way in a person holds; `proven` collects those that opened.
-    let mut proven = Vec::new();
-    if !held.no_installer {
-        assert!(
-            inst.opens(0, INSTALL_PASS.as_bytes()),
-            "{step}: installer slot"
-        );
-        proven.push(0);
-    }
-    let releasing = allowed == Unfinished::Releasing;
-    for (user, pw) in &held.users {
-        let mine = user_slots(&vol, user);
-        if releasing && mine.is_empty() {
-            continue;
-        }
-        assert_eq!(mine.len(), 1, "{step}: {user}: {vol}");
-        assert!(
-            inst.opens(mine[0], pw.as_bytes()),
-            "{step}: {user} locked out"
-        );
-        proven.push(mine[0]);
-    }
-    let active = active_recovery(&vol);
-    assert!(
-        active.len() <= 1,
-        "{step}: two committed recovery keys: {vol}"
-    );
-    if let Some(key) = &held.recovery {
-        if !(releasing && active.is_empty()) {
-            let works: Vec<u64> = active
-                .iter()
-                .copied()
-                .filter(|s| inst.opens(*s, key.as_bytes()))
-                .collect();
-            assert!(
-                !works.is_empty(),
-                "{step}: the recovery key opens nothing: {vol}"
-            );
-            proven.extend(works);
-        }
-    }
-    // The volume is never left with keyward's service slot as its only way in.
-    assert!(
-        !proven.is_empty(),
-        "{step}: only the service slot is left: {vol}"
-    );
-    let service = service_slot(&vol);
-    let verify_says = match service {
-        Some(s) => {
-            let secret = std::fs::read(inst.path("state/service/data")).unwrap_or_default();
-            if inst.opens(s, &secret) {
-                "ok"
-            } else {
-                assert_eq!(allowed, Unfinished::ServiceDrift(s), "{step}: {vol}");
-                "drift"
-            }
-        }
-        None => {
-            let may = [Unfinished::ServiceMissing, Unfinished::Releasing];
-            assert!(may.contains(&allowed), "{step}: no service slot: {vol}");
-            "missing"
-        }
-    };
-
-    let out = inst.keyward(&["verify", "--json"], b"");
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let report = &v["volumes"][0];
-    assert_eq!(report["service"], verify_says, "{step}: {v}");
-    assert_eq!(report["violations"], serde_json::json!([]), "{step}: {v}");
-    if verify_says == "ok" {
-        assert_eq!(code(&out), Some(0), "{step}: verify: {v}");
-    }
-    let out = inst.keyward(&["audit", "--verify"], b"");
-    assert_eq!(code(&out), Some(0), "{step}: audit: {}", stderr(&out));
-    vol
 }
