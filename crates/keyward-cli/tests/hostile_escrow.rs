@@ -86,7 +86,14 @@ fn episode(run: &mut Run, name: &str, hostile: &Hostile, expect: &str) {
     let (started, cpu_before) = (Instant::now(), cpu_ticks(pid));
     let out = inst.keyward(&["recovery", "rotate", "data"], b"");
     assert_ne!(code(&out), Some(0), "{name}: the CLI says it rotated");
+    let agent = &mut run.agent;
     wait_for(inst, "two retries", || {
+        let alive = agent.try_wait().unwrap().is_none();
+        assert!(
+            alive,
+            "{name}: the agent died:\n{}",
+            &agent_log(inst)[mark..]
+        );
         (retries(&agent_log(inst)[mark..]) >= 2).then_some(())
     });
     let secs = started.elapsed().as_secs_f64();
