@@ -19,6 +19,11 @@ use zeroize::Zeroizing;
 const KEY_FILE: &str = "device.key";
 const ID_FILE: &str = "device.json";
 
+/// The most of any reply the agent reads. An honest one is a few KiB at most (a receipt; a
+/// check-in answer with the server's at most 16 commands); a server that sends more is refused
+/// before its reply can fill the agent's memory.
+const MAX_REPLY_BYTES: u64 = 1 << 20;
+
 /// An error with the class the CLI maps to an exit code.
 pub type Failure = (ErrorCode, String);
 
@@ -31,7 +36,8 @@ fn b64() -> base64::engine::GeneralPurpose {
 }
 
 /// The HTTP client: TLS through rustls, trusting only `[escrow] ca_file` when it is set
-/// (otherwise Mozilla's roots).
+/// (otherwise Mozilla's roots). Redirects are answers, never followed: the device talks only to
+/// the URL it enrolled with, which had to be https:// (or loopback).
 fn http(c: &Config) -> Result<ureq::Agent, Failure> {
     use ureq::tls::{Certificate, RootCerts, TlsConfig};
     let roots = match c.escrow.as_ref().and_then(|e| e.ca_file.as_ref()) {
@@ -59,6 +65,7 @@ fn http(c: &Config) -> Result<ureq::Agent, Failure> {
     Ok(ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(15)))
         .http_status_as_error(false)
+        .max_redirects(0)
         .https_only(false)
         .tls_config(TlsConfig::builder().root_certs(roots).build())
         .build()
@@ -97,7 +104,7 @@ pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> 
         .send(body.to_string())
         .map_err(failed)?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(failed)?;
+    let text = read_reply(&mut resp)?;
     if status != 200 {
         return Err((
             ErrorCode::Refused,
@@ -119,6 +126,15 @@ pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> 
     .map_err(failed)?;
     safe_fs::write_atomic(&dir, ID_FILE, &id, 0o600).map_err(failed)?;
     Ok(device_id)
+}
+
+/// The reply's body as text, refused past [`MAX_REPLY_BYTES`].
+fn read_reply(resp: &mut ureq::http::Response<ureq::Body>) -> Result<String, Failure> {
+    resp.body_mut()
+        .with_config()
+        .limit(MAX_REPLY_BYTES)
+        .read_to_string()
+        .map_err(failed)
 }
 
 /// Whether `url`'s real host (parsed as the HTTP client will, so userinfo such as
@@ -208,7 +224,7 @@ fn signed(
             )
         })?;
     let status = resp.status().as_u16();
-    let text = resp.body_mut().read_to_string().map_err(failed)?;
+    let text = read_reply(&mut resp)?;
     if status != 200 {
         let code = if status >= 500 {
             ErrorCode::Unavailable

@@ -343,6 +343,11 @@ pub fn pin_test_server(
 /// Start the agent, wait for its control socket, and enroll through `keyward enroll`.
 /// Returns the agent and the device id.
 pub fn enroll_agent(inst: &Instance, server: &Server) -> (Child, String) {
+    enroll_agent_at(inst, server, &server.url())
+}
+
+/// [`enroll_agent`] with `server`'s token, given at `url` (a proxy in front of it).
+pub fn enroll_agent_at(inst: &Instance, server: &Server, url: &str) -> (Child, String) {
     let agent_dir = inst.path("agent");
     let agent = inst.spawn_agent(&inst.path("agent.stderr"));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -355,7 +360,7 @@ pub fn enroll_agent(inst: &Instance, server: &Server) -> (Child, String) {
         std::thread::sleep(Duration::from_millis(25));
     }
     let out = inst.keyward(
-        &["enroll", &server.url(), "--token-stdin"],
+        &["enroll", url, "--token-stdin"],
         format!("{}\n", server.token()).as_bytes(),
     );
     assert_eq!(code(&out), Some(0), "{}\n{}", stderr(&out), agent_log(inst));

@@ -7,6 +7,7 @@
 
 pub mod browser;
 pub mod escrow;
+pub mod hostile;
 pub mod http;
 pub mod team;
 pub mod ui_client;
