@@ -104,8 +104,9 @@ pub fn open_append(path: &Path, expect: Expect, mode: u32) -> std::io::Result<Fi
     Ok(f)
 }
 
-/// `O_NOFOLLOW` on a link fails with ELOOP ("too many levels of symbolic links"): say what
-/// it means, and name the file.
+/// An open that failed, with the file named (a bare "Permission denied" says nothing about
+/// which file). `O_NOFOLLOW` on a link fails with ELOOP ("too many levels of symbolic links"):
+/// say what it means. The error's kind is kept (callers treat NotFound as "absent").
 fn named(path: &Path, e: std::io::Error) -> std::io::Error {
     if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
         refused(
@@ -113,7 +114,10 @@ fn named(path: &Path, e: std::io::Error) -> std::io::Error {
             "is a symbolic link (refused: keyward never follows one)",
         )
     } else {
-        e
+        std::io::Error::new(
+            e.kind(),
+            format!("{}: {e}", keyward_core::quote(&path.to_string_lossy())),
+        )
     }
 }
 
