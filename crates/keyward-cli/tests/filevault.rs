@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "filevault/login.rs"]
+mod login;
 
 use std::collections::BTreeSet;
 

@@ -1,7 +1,9 @@
-//! PAM events, handled off the request path: the helper answers the PAM module at once and a
-//! worker thread per user does the work — one job per user at a time, later events folding
-//! into the pending one. A login grants a missing slot or heals one the password no longer
-//! opens; a password change moves the user's slots to the new password via the service secret.
+//! Captured logins and password changes (pam_keyward.so; on a Mac, the authorization plugin),
+//! handled off the request path: the helper answers the caller at once and a worker thread per
+//! user does the work — one job per user at a time, later events folding into the pending one.
+//! Each volume gets its kind's login: on LUKS2 a login grants a missing slot or heals one the
+//! password no longer opens, and a password change moves the user's slot to the new password via
+//! the service secret; on FileVault, `filevault::login` grants or revokes a Secure Token.
 //!
 //! A login by a user whose slot already works costs no KDF run: the helper remembers, per slot,
 //! a keyed digest of the password that last opened it (in memory only, keyed by a secret drawn
@@ -11,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use keyward_core::audit::Record;
-use keyward_core::config::Volume;
+use keyward_core::config::{Volume, VolumeKind};
 use keyward_core::store::GrantRequest;
 use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
 use keyward_sys::audit_file::now_rfc3339;
@@ -165,12 +167,25 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
 #[cfg(target_os = "linux")]
 use crate::password_check::verify as verify_password;
 
-/// A Mac's logins reach keyward through an authorization plugin (issue 19), not PAM.
+/// No system check of a password outside Linux. A Mac needs none for its own volume: a Secure
+/// Token is granted or removed only by sysadminctl authenticating the password itself.
 #[cfg(not(target_os = "linux"))]
 fn verify_password(user: &UserName, _password: &Secret, _change: bool) -> Result<(), String> {
     Err(format!(
         "{user}: no password check on this system; nothing enrolled"
     ))
+}
+
+/// What a login or password change did on one volume.
+#[derive(Debug)]
+pub(crate) enum VolumeLogin {
+    /// What happened there, for the record.
+    Done(String),
+    /// Nothing for this user, for a reason about the user rather than the volume (not managed,
+    /// the system refused the password); nothing on the volume was touched.
+    Refused(String),
+    /// The event does not concern this kind of volume.
+    Skipped,
 }
 
 fn login(
@@ -181,14 +196,16 @@ fn login(
 ) -> Result<String, String> {
     let c = &ctx.config;
     let admin = accounts::is_admin(c, user)?;
-    let uid = match accounts::standing(c, user, None)? {
-        Standing::Managed(uid) => Some(uid),
-        _ if admin => None,
-        other => return Err(format!("not managed ({})", other.label())),
-    };
-    verify_password(user, password, after_change)?;
+    let standing = accounts::standing(c, user, None)?;
+    // Who may hold a LUKS2 slot, and whether the system takes the password: both about the
+    // user, so asked once, and only if a LUKS2 volume is configured (a Mac has no such check).
+    let luks2 = c
+        .volumes
+        .iter()
+        .any(|v| v.kind == VolumeKind::Luks2)
+        .then(|| luks2_gate(user, &standing, admin, password, after_change));
     let mut done = Vec::new();
-    if admin && !after_change {
+    if admin && !after_change && matches!(luks2, Some(Ok(_))) {
         // An admin's login bootstraps any volume that has no service slot yet, from a password
         // that opens an existing slot. The password is used once and not kept.
         for v in luks2_volumes(c) {
@@ -209,27 +226,83 @@ fn login(
             }
         }
     }
-    let Some(uid) = uid else {
-        return Ok(done.join("; "));
-    };
-    done.extend(
-        luks2_volumes(c).map(|v| match on_volume(ctx, v, user, uid, password) {
-            Ok(s) => match crate::boot_order::after_login(c, v, user) {
-                Ok(order) => format!("{}: {s}{order}", v.name),
-                Err(e) => format!("{}: {s}; boot order not changed: {e}", v.name),
-            },
-            Err(e) => format!("{}: failed: {e}", v.name),
-        }),
-    );
+    let outcomes: Vec<(&Volume, Result<VolumeLogin, String>)> = c
+        .volumes
+        .iter()
+        .map(|v| {
+            let outcome = match (v.kind, &luks2) {
+                (VolumeKind::FileVault, _) => {
+                    crate::filevault::login(c, v, user, &standing, password, after_change)
+                }
+                (_, Some(Ok(Some(uid)))) => luks2_login(ctx, v, user, *uid, password),
+                (_, Some(Err(why))) => Ok(VolumeLogin::Refused(why.clone())),
+                (_, Some(Ok(None)) | None) => Ok(VolumeLogin::Skipped),
+            };
+            (v, outcome)
+        })
+        .collect();
+    // A user-level refusal with nothing done anywhere is the job's error, as it always was.
+    let nothing_done = done.is_empty()
+        && outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Ok(VolumeLogin::Refused(_) | VolumeLogin::Skipped)));
+    if nothing_done {
+        if let Some((_, Ok(VolumeLogin::Refused(why)))) = outcomes
+            .iter()
+            .find(|(_, o)| matches!(o, Ok(VolumeLogin::Refused(_))))
+        {
+            return Err(why.clone());
+        }
+    }
+    done.extend(outcomes.into_iter().filter_map(|(v, o)| match o {
+        Ok(VolumeLogin::Done(s)) => Some(format!("{}: {s}", v.name)),
+        Ok(VolumeLogin::Refused(why)) => Some(format!("{}: nothing done: {why}", v.name)),
+        Ok(VolumeLogin::Skipped) => None,
+        Err(e) => Some(format!("{}: failed: {e}", v.name)),
+    }));
     Ok(done.join("; "))
 }
 
-/// The volumes PAM events act on. A Mac's logins reach keyward through an authorization
-/// plugin, not PAM (not built yet), and macOS itself moves a token to a user's new password.
+/// May `user` hold a LUKS2 slot (their uid), or only bootstrap as an admin (`None`), with this
+/// password? A LUKS2 slot is granted through the service secret, which would take any password,
+/// so the system must vouch for it first.
+fn luks2_gate(
+    user: &UserName,
+    standing: &Standing,
+    admin: bool,
+    password: &Secret,
+    after_change: bool,
+) -> Result<Option<Uid>, String> {
+    let uid = match standing {
+        Standing::Managed(uid) => Some(*uid),
+        _ if admin => None,
+        other => return Err(format!("not managed ({})", other.label())),
+    };
+    verify_password(user, password, after_change)?;
+    Ok(uid)
+}
+
+/// A login or password change on one LUKS2 volume: the slot, then the boot order.
+fn luks2_login(
+    ctx: &Ctx,
+    v: &Volume,
+    user: &UserName,
+    uid: Uid,
+    password: &Secret,
+) -> Result<VolumeLogin, String> {
+    let s = on_volume(ctx, v, user, uid, password)?;
+    Ok(VolumeLogin::Done(
+        match crate::boot_order::after_login(&ctx.config, v, user) {
+            Ok(order) => format!("{s}{order}"),
+            Err(e) => format!("{s}; boot order not changed: {e}"),
+        },
+    ))
+}
+
+/// The LUKS2 volumes, which an admin's login may bootstrap (a Mac's bootstrap needs the token
+/// holder's name: `keyward bootstrap VOLUME --holder`).
 fn luks2_volumes(c: &keyward_core::config::Config) -> impl Iterator<Item = &Volume> {
-    c.volumes
-        .iter()
-        .filter(|v| v.kind == keyward_core::config::VolumeKind::Luks2)
+    c.volumes.iter().filter(|v| v.kind == VolumeKind::Luks2)
 }
 
 /// Grant, heal, or leave alone the user's slot on one volume.

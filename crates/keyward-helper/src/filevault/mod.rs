@@ -8,10 +8,12 @@
 //! build with `simulated-mac`, keyward-macos's simulated Mac; anywhere else a FileVault volume
 //! is refused with a clear error.
 
+mod login;
 mod ops;
 mod recovery;
 mod seams;
 
+pub(crate) use login::login;
 pub use ops::{
     bootstrap, grant, release, revoke, service_repair, service_rotate, settle, status, verify,
 };

@@ -4,12 +4,12 @@
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{ErrorCode, Reply, Response, VerifyReport, VolumeReport};
 use keyward_core::store::GrantRequest;
-use keyward_core::{Authority, HolderRole, Secret, Uid, UnlockStore, UserName};
+use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName};
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
 
-use super::{mac_failure, standing, with_store, working, Standing};
+use super::{mac_failure, standing, with_store, working, Standing, Store};
 use crate::ops::failure;
 
 fn short_name(user: &UserName) -> Result<ShortName, Response> {
@@ -127,22 +127,33 @@ pub fn grant(
     user: &UserName,
     password: &Secret,
 ) -> Result<Reply, Response> {
-    let name = short_name(user)?;
     with_store(c, v, |s| {
-        let (_, service) = working(s, v)?;
-        let uid = s
-            .read_account(&name)
-            .map_err(mac_failure)?
-            .and_then(|a| a.unique_id)
-            .and_then(|u| u32::try_from(u.get()).ok())
-            .and_then(|u| Uid::new(u).ok())
-            .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
-        let req = GrantRequest::user(user.clone(), uid);
-        let slot = s
-            .grant(&req, Authority::Service(&service), password)
-            .map_err(crate::ops::store_failure)?;
+        let slot = grant_in(s, v, user, password)?;
         Ok(Reply::Granted { slot: slot.get() })
     })
+}
+
+/// The grant itself, on a store the caller holds (an admin's `keyward grant`, a login capture):
+/// `-secureTokenOn` with USER's `password`, authorised by the service account, proven by
+/// `-secureTokenStatus`. sysadminctl refuses a wrong password, so nothing changes then.
+pub(super) fn grant_in(
+    s: &mut Store<'_>,
+    v: &Volume,
+    user: &UserName,
+    password: &Secret,
+) -> Result<SlotId, Response> {
+    let name = short_name(user)?;
+    let (_, service) = working(s, v)?;
+    let uid = s
+        .read_account(&name)
+        .map_err(mac_failure)?
+        .and_then(|a| a.unique_id)
+        .and_then(|u| u32::try_from(u.get()).ok())
+        .and_then(|u| Uid::new(u).ok())
+        .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
+    let req = GrantRequest::user(user.clone(), uid);
+    s.grant(&req, Authority::Service(&service), password)
+        .map_err(crate::ops::store_failure)
 }
 
 /// `keyward revoke`: refused. macOS removes a Secure Token only with its holder's own password
