@@ -62,7 +62,7 @@ pub fn open(_device: &Path, _lock_path: &Path, _kdf: KdfPolicy) -> Result<LuksSt
 
 #[cfg(not(target_os = "linux"))]
 impl keyward_core::UnlockStore for LuksStore {
-    fn state(&mut self) -> Result<keyward_core::VolumeState, StoreError> {
+    fn state(&mut self) -> Result<VolumeState, StoreError> {
         match *self {}
     }
     fn grant(
