@@ -184,6 +184,12 @@ async fn verify(config: &Config, health: &mut schedule::Health) {
                         r.volume, u.user, u.status
                     );
                 }
+                for f in &r.findings {
+                    eprintln!(
+                        "keywardd: {}: {} in keyslot {} ({}): {}",
+                        r.volume, f.finding, f.slot, f.role, f.detail
+                    );
+                }
                 health.insert(
                     r.volume.clone(),
                     keyward_core::schedule::ServiceHealth::from_report(&r.service),

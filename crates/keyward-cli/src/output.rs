@@ -1,6 +1,6 @@
 //! Printing replies for people (tables) and programs (`--json`, a stable shape).
 
-use keyward_core::ipc::{VerifyReport, VolumeReport};
+use keyward_core::ipc::{FindingReport, VerifyReport, VolumeReport};
 use serde_json::json;
 
 use crate::Failure;
@@ -55,11 +55,24 @@ pub fn status(volumes: &[VolumeReport], json: bool) -> Result<(), Failure> {
         for w in &v.violations {
             println!("  warning: {w}");
         }
+        for f in &v.findings {
+            println!("  {}", finding(f));
+        }
     }
     Ok(())
 }
 
-/// `keyward verify`: exits 1 if any volume drifted or could not be checked.
+/// One finding as a line: `weak-kdf: keyslot 1 (unmanaged): pbkdf2-sha256, 1000 iterations: …`.
+fn finding(f: &FindingReport) -> String {
+    let holder = match &f.user {
+        Some(u) => format!("{} {u}", f.role),
+        None => f.role.clone(),
+    };
+    format!("{}: keyslot {} ({holder}): {}", f.finding, f.slot, f.detail)
+}
+
+/// `keyward verify`: exits 1 if any volume drifted, could not be checked, breaks an invariant, or
+/// has a finding (a passphrase slot below the KDF floor).
 pub fn verify(reports: &[VerifyReport], json: bool) -> Result<(), Failure> {
     if json {
         print_json(&json!({ "volumes": reports }))?;
@@ -84,13 +97,15 @@ pub fn verify(reports: &[VerifyReport], json: bool) -> Result<(), Failure> {
             for w in &r.violations {
                 println!("{}: violation: {w}", r.volume);
             }
+            for f in &r.findings {
+                println!("{}: {}", r.volume, finding(f));
+            }
         }
     }
     let users_ok = |r: &VerifyReport| r.users.iter().all(|u| u.status == "managed" || u.revoked);
-    if reports
-        .iter()
-        .all(|r| r.service == "ok" && users_ok(r) && r.violations.is_empty())
-    {
+    if reports.iter().all(|r| {
+        r.service == "ok" && users_ok(r) && r.violations.is_empty() && r.findings.is_empty()
+    }) {
         Ok(())
     } else {
         Err(Failure::new(1, "verification found problems"))

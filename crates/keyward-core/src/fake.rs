@@ -142,6 +142,15 @@ impl SlotBackend for MemoryBackend {
                 if !hash.is_empty() {
                     kdf["hash"] = json!(hash);
                 }
+                // The costs libcryptsetup writes: keyward's random-key PBKDF2, and its LUKS2
+                // argon2id default on a machine with plenty of memory.
+                if kind == "pbkdf2" {
+                    kdf["iterations"] = json!(crate::kdf::RANDOM_KEY_PBKDF2_ITERATIONS);
+                } else {
+                    kdf["time"] = json!(4);
+                    kdf["memory"] = json!(1_048_576);
+                    kdf["cpus"] = json!(4);
+                }
                 let mut slot = json!({"type": "luks2", "kdf": kdf});
                 if s.priority != SlotPriority::Normal {
                     slot["priority"] = json!(s.priority.to_luks2());

@@ -15,7 +15,7 @@ use crate::ids::{UserName, VolumeName};
 use crate::secret::Secret;
 
 /// The protocol version a hello carries.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The largest frame payload either side accepts.
 pub const MAX_FRAME: usize = 64 * 1024;
 
@@ -317,8 +317,39 @@ pub struct VolumeReport {
     pub holders: Vec<HolderReport>,
     /// Broken invariants, in words.
     pub violations: Vec<String>,
+    /// What is wrong with a slot short of an invariant: `weak-kdf`.
+    pub findings: Vec<FindingReport>,
     /// Why the volume could not be read, if it could not.
     pub error: Option<String>,
+}
+
+/// A slot that is a problem though no invariant is broken; for now one kind, `weak-kdf`: a
+/// passphrase slot whose key derivation is below the floor (`keyward_core::kdf_floor`), made by
+/// keyward or any other tool. `keyward verify` fails on any; `keyward status` shows them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FindingReport {
+    /// `weak-kdf`.
+    pub finding: String,
+    /// Keyslot.
+    pub slot: u32,
+    /// Its holder's role: `user` or `unmanaged` (a slot keyward did not make).
+    pub role: String,
+    /// Login name, for a keyward user slot.
+    pub user: Option<String>,
+    /// KDF type: `pbkdf2`, `argon2id`, `argon2i`, or what the header says.
+    pub kdf: String,
+    /// PBKDF2's hash.
+    pub hash: Option<String>,
+    /// PBKDF2's iterations.
+    pub iterations: Option<u64>,
+    /// argon2's passes.
+    pub time: Option<u64>,
+    /// argon2's memory, KiB.
+    pub memory_kib: Option<u64>,
+    /// argon2's lanes.
+    pub cpus: Option<u64>,
+    /// The slot's parameters and what the floor asks for, in words.
+    pub detail: String,
 }
 
 impl VolumeReport {
@@ -328,6 +359,7 @@ impl VolumeReport {
             volume: volume.to_owned(),
             holders: vec![],
             violations: vec![],
+            findings: vec![],
             error: Some(error.into()),
         }
     }
@@ -377,6 +409,7 @@ impl VolumeReport {
                     }
                 })
                 .collect(),
+            findings: Vec::new(),
             error: None,
         }
     }
@@ -397,6 +430,9 @@ pub struct VerifyReport {
     /// Broken invariants after verification, in words (I1: no way in a person can use without
     /// keyward). Any makes `keyward verify` fail.
     pub violations: Vec<String>,
+    /// Slots that are a problem short of an invariant (`weak-kdf`). Any makes `keyward verify`
+    /// fail.
+    pub findings: Vec<FindingReport>,
 }
 
 /// A user slot found by verification.

@@ -23,6 +23,7 @@ pub mod ids;
 pub mod invariants;
 pub mod ipc;
 pub mod kdf;
+pub mod kdf_floor;
 pub mod model;
 pub mod orderings;
 pub mod policy;
@@ -31,6 +32,7 @@ pub mod schedule;
 pub mod secret;
 pub mod store;
 pub mod token;
+pub mod weak_kdf;
 
 pub use error::{InputError, Refusal, StoreError};
 pub use ids::{SlotId, TokenId, Uid, UserName, VolumeName};

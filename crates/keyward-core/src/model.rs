@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use crate::ids::{SlotId, TokenId, Uid, UserName};
+use crate::kdf_floor::SlotKdf;
 use crate::token::{KeywardToken, Role, TokenState};
 
 /// One active keyslot.
@@ -16,6 +17,8 @@ pub struct SlotInfo {
     pub priority: SlotPriority,
     /// KDF as text, e.g. `argon2id` or `pbkdf2-sha512`.
     pub kdf: String,
+    /// The KDF's parameters, as the header records them (judged by [`crate::kdf_floor`]).
+    pub params: SlotKdf,
     /// The slot's whole JSON object, canonical; any change to the slot changes it (used to
     /// prove that unmanaged slots are untouched, I2).
     pub fingerprint: String,
@@ -198,6 +201,7 @@ impl VolumeState {
         for (k, v) in keyslots {
             let id = SlotId::parse(k).map_err(|e| HeaderParseError(e.to_string()))?;
             let kdf = v.get("kdf").ok_or_else(|| err("keyslot without kdf"))?;
+            let params = SlotKdf::from_luks2(kdf);
             let kind = kdf.get("type").and_then(Value::as_str).unwrap_or("unknown");
             let kdf = match kdf.get("hash").and_then(Value::as_str) {
                 Some(h) => format!("{kind}-{h}"),
@@ -211,6 +215,7 @@ impl VolumeState {
                     .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
                     .take(32)
                     .collect(),
+                params,
                 fingerprint: v.to_string(),
             });
         }

@@ -4,8 +4,24 @@
 
 use std::path::Path;
 
-use keyward_core::kdf::KdfPolicy;
-use keyward_core::StoreError;
+use keyward_core::ipc::FindingReport;
+use keyward_core::kdf::{KdfBuild, KdfPolicy};
+use keyward_core::{StoreError, VolumeState};
+
+/// Whether this build honours `[kdf] danger_fast_kdf`: only with the `test-kdf` feature (which
+/// `failpoints` turns on). A shipped helper refuses the setting at start, and never lowers the
+/// KDF floor whatever a config says.
+pub const KDF_BUILD: KdfBuild = if cfg!(feature = "test-kdf") {
+    KdfBuild::Test
+} else {
+    KdfBuild::Shipped
+};
+
+/// The `weak-kdf` findings of a LUKS2 volume: passphrase slots below the floor of `kdf` in this
+/// build.
+pub fn weak_kdfs(kdf: &KdfPolicy, state: &VolumeState) -> Vec<FindingReport> {
+    FindingReport::weak_kdfs(state, kdf.passphrase_floor(KDF_BUILD))
+}
 
 #[cfg(target_os = "linux")]
 pub use keyward_luks::LuksStore;
@@ -46,7 +62,7 @@ pub fn open(_device: &Path, _lock_path: &Path, _kdf: KdfPolicy) -> Result<LuksSt
 
 #[cfg(not(target_os = "linux"))]
 impl keyward_core::UnlockStore for LuksStore {
-    fn state(&mut self) -> Result<keyward_core::VolumeState, StoreError> {
+    fn state(&mut self) -> Result<VolumeState, StoreError> {
         match *self {}
     }
     fn grant(

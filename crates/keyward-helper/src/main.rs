@@ -61,8 +61,14 @@ fn run() -> Result<(), String> {
     let config = daemon::load_config(&path)?;
     #[cfg(feature = "simulated-mac")]
     eprintln!("keyward-helper: WARNING: built with simulated-mac: kind = \"filevault\" volumes are served by a simulated Mac. Tests only!");
+    config
+        .kdf
+        .check(luks::KDF_BUILD)
+        .map_err(|e| e.to_string())?;
+    // A shipped build never gets here with danger_fast_kdf (refused just above).
+    #[cfg(feature = "test-kdf")]
     if config.kdf.danger_fast_kdf {
-        eprintln!("keyward-helper: WARNING: danger_fast_kdf is set: passphrase slots get PBKDF2 x1000. Tests only!");
+        eprintln!("keyward-helper: WARNING: built with test-kdf and danger_fast_kdf is set: passphrase slots get PBKDF2 x1000 and the KDF floor is lowered to match. Tests only!");
     }
     let service = users::user(&config.service_user)
         .map_err(|e| format!("looking up {}: {e}", config.service_user))?

@@ -136,7 +136,10 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
     } else {
         crate::status_cache::report(v.name.as_str(), &v.device, || {
             match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
-                Ok(state) => VolumeReport::from_state(v.name.as_str(), &state),
+                Ok(state) => VolumeReport {
+                    findings: crate::luks::weak_kdfs(&c.kdf, &state),
+                    ..VolumeReport::from_state(v.name.as_str(), &state)
+                },
                 Err(e) => failed_report(v, e),
             }
         })
@@ -175,6 +178,7 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
         detail: None,
         users: user_standing(c, v),
         violations: Vec::new(),
+        findings: Vec::new(),
     };
     let outcome = open(c, v).and_then(|mut store| {
         Ok(match service::settle(c, v, &mut store)? {
@@ -203,11 +207,13 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
         Err(Response::Ok(_)) => {}
     }
     // After any revocation above: is there still a way in a person can use without keyward?
+    // And is every passphrase slot, whoever made it, above the KDF floor?
     if let Ok(state) = open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
         r.violations = invariants::check_state(&state)
             .iter()
             .map(ToString::to_string)
             .collect();
+        r.findings = crate::luks::weak_kdfs(&c.kdf, &state);
     }
     r
 }

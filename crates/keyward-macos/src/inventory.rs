@@ -180,6 +180,8 @@ pub fn build_view(inv: &Inventory, reg: &Registry) -> Result<View, MacError> {
                 Target::Account(_) => KDF_SECURE_TOKEN.to_owned(),
                 Target::RecoveryKey => KDF_RECOVERY_KEY.to_owned(),
             },
+            // macOS derives its own keys; the LUKS2 KDF floor does not apply.
+            params: keyward_core::kdf_floor::SlotKdf::NotLuks2,
             fingerprint: match t {
                 Target::Account(a) => format!(
                     "account {} {}",
