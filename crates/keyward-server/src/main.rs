@@ -26,6 +26,7 @@
 //! keyward-server key show DEVICE VOLUME --reason TEXT --state DIR
 //!                                                       decrypt, audit who/why/when, mark for rotation
 //! ```
+#![forbid(unsafe_code)]
 
 mod operator;
 pub(crate) use operator::operator;
