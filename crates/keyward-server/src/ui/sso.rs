@@ -32,8 +32,10 @@ use crate::oidc::SsoError;
 pub const SSO_COOKIE: &str = "__Host-keyward-sso";
 /// How long a sign-in may take at the provider.
 const FLOW_SECS: i64 = 600;
-/// The most of a provider's error text kept.
+/// The most of a provider's error text (or of one group's name) kept.
 const MAX_ERROR: usize = 200;
+/// The most groups named in one audit record.
+const MAX_GROUPS_SHOWN: usize = 20;
 
 /// The callback's query: a code and the state, or the provider's error.
 #[derive(Debug, Deserialize)]
@@ -55,6 +57,20 @@ fn short(s: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_ERROR)
         .collect()
+}
+
+/// The groups as the audit shows them: a directory user can be in hundreds, so the first
+/// [`MAX_GROUPS_SHOWN`] (each cut to [`MAX_ERROR`] characters) and how many more.
+fn groups_shown(groups: &[String]) -> String {
+    let mut shown: Vec<String> = groups
+        .iter()
+        .take(MAX_GROUPS_SHOWN)
+        .map(|g| short(g))
+        .collect();
+    if groups.len() > MAX_GROUPS_SHOWN {
+        shown.push(format!("and {} more", groups.len() - MAX_GROUPS_SHOWN));
+    }
+    shown.join(", ")
 }
 
 /// `GET /ui/sso`: to the provider.
@@ -177,7 +193,7 @@ pub async fn callback(
         "issuer {}, subject {:?}, groups [{}]",
         sso.issuer(),
         person.subject,
-        person.groups.join(", ")
+        groups_shown(&person.groups)
     );
     let Some(role) = person.role else {
         let why = format!("no group maps to a role ({identity})");
@@ -201,4 +217,21 @@ pub async fn callback(
     h.append(SET_COOKIE, session::set_cookie_lax(SSO_COOKIE, "", 0));
     h.append(SET_COOKIE, session::set_cookie(LOGIN_COOKIE, "", 0));
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_audit_names_at_most_twenty_groups_and_counts_the_rest() {
+        let few: Vec<String> = ["a", "b"].iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(groups_shown(&few), "a, b");
+        let many: Vec<String> = (0..250).map(|i| format!("g{i}")).collect();
+        let shown = groups_shown(&many);
+        assert!(shown.starts_with("g0, g1, "), "{shown}");
+        assert!(shown.ends_with("g19, and 230 more"), "{shown}");
+        let long = vec!["x".repeat(5000)];
+        assert_eq!(groups_shown(&long).len(), MAX_ERROR);
+    }
 }
