@@ -1,6 +1,6 @@
 //! The seam between the mechanism's logic and the authorization engine: [`Engine`], the two
 //! things the mechanism asks of it. The real implementation is the callback adapter in
-//! `macos_ffi`; tests use fakes. No I/O and no unsafe here.
+//! `macos_ffi`; tests use fakes. No I/O and no FFI here.
 
 use std::ffi::CStr;
 

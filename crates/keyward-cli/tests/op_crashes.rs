@@ -217,16 +217,8 @@ fn crash_at_every_step_of_an_uninstall() {
 
 #[test]
 fn crash_at_every_step_of_a_login_rekey() {
-    const STEPS: &[&str] = &[
-        "rekey.intent-written",
-        "rekey.slot-added",
-        "rekey.verified",
-        "rekey.token-moved",
-        "rekey.old-destroyed",
-        "login.rekeyed",
-    ];
     let (old, new) = ("alice old pw", "alice new pw");
-    for step in STEPS {
+    for step in REKEY_STEPS {
         let mut inst = fixture("");
         inst.bootstrap();
         let mut held = Held::default();

@@ -108,15 +108,7 @@ fn crash_at_every_step_of_a_password_change() {
     // Every step a PAM password change passes: the store's rekey, then the helper's own step
     // between the rekey and the job's record (shared with a login's rekey; a change has no
     // step of its own).
-    const STEPS: &[&str] = &[
-        "rekey.intent-written",
-        "rekey.slot-added",
-        "rekey.verified",
-        "rekey.token-moved",
-        "rekey.old-destroyed",
-        "login.rekeyed",
-    ];
-    for step in STEPS {
+    for step in REKEY_STEPS {
         let (mut inst, mut held) = with_holders(step);
         crash_at(&mut inst, step, change_password);
         alice_holds(&inst, &mut held, step, rekey_goes_forward(step));

@@ -243,3 +243,14 @@ pub fn rotate_recovery(inst: &Instance) -> String {
 pub fn uninstall(inst: &Instance) -> std::process::Output {
     inst.keyward(&["uninstall", "--yes", "--package"], b"")
 }
+
+/// Every step a rekey passes (a login's after a password changed elsewhere, and a PAM password
+/// change's): the store's rekey, then the helper's own step before the job's record.
+pub const REKEY_STEPS: &[&str] = &[
+    "rekey.intent-written",
+    "rekey.slot-added",
+    "rekey.verified",
+    "rekey.token-moved",
+    "rekey.old-destroyed",
+    "login.rekeyed",
+];
