@@ -503,6 +503,28 @@ fn hostile(backend: &Backend) {
             .status,
         400
     );
+
+    // A NUL anywhere (PostgreSQL refuses one in text): a 400, never a 500, on every database.
+    assert_eq!(
+        b.get(&format!("/ui/devices?{}", form(&[("q", "a\0b")])))
+            .status,
+        400
+    );
+    assert_eq!(b.get("/ui/devices/dev-%00").status, 400);
+    let fields = [
+        ("csrf", token.as_str()),
+        ("volume", "data"),
+        ("reason", "why\0"),
+    ];
+    let r = b.post(&format!("/ui/devices/{device}/request"), &fields);
+    assert_eq!(r.status, 400, "{}", r.body);
+    let mut stranger = Browser::new(&srv);
+    assert_eq!(stranger.login("ad\0min", PASSWORD).status, 400);
+    assert_eq!(
+        stranger.login(ADMIN, PASSWORD).status,
+        303,
+        "nothing locked"
+    );
 }
 
 /// Descriptors the serving process holds open.

@@ -75,11 +75,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(crate::metrics::metrics))
         .merge(crate::ui::router())
         .merge(crate::admin_api::router())
+        .layer(axum::middleware::from_fn(crate::nul_guard::refuse_nul))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
         ))
-        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(DefaultBodyLimit::max(crate::nul_guard::MAX_BODY))
         .with_state(state)
 }
 

@@ -51,6 +51,7 @@ mod metrics;
 mod migrations;
 mod notify;
 mod notify_queue;
+mod nul_guard;
 mod oidc;
 mod private_file;
 mod reveal_flow;
