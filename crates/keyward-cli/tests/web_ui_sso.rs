@@ -254,3 +254,33 @@ fn password_sign_in_works_while_the_provider_is_down_and_the_secret_must_be_priv
     assert_eq!(stray.status, 403, "{}", stray.body);
     assert!(sign_in_audit(&srv).contains("ui-sso-refused|sso:?|the state is not the one"));
 }
+
+/// `GET /ui/sso` needs no session and keeps a row per sign-in begun: one address may have
+/// at most 20 under way (the 21st is a 429 and keeps nothing), and another address is not
+/// held up by it. Against the real provider, on every database.
+#[test]
+fn sign_ins_under_way_are_capped_per_address() {
+    if !browser_ready() {
+        return;
+    }
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let mut srv = Server::start_on(&inst, &backend);
+        let redirect = format!("{}/ui/sso/callback", srv.url());
+        let op = provider(&inst, &redirect);
+        let secret = secret_file(&inst, 0o600);
+        srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
+        let mut one = Browser::from(&srv, "127.0.0.3");
+        for i in 0..20 {
+            let r = one.get("/ui/sso");
+            assert_eq!(r.status, 303, "{backend:?} sign-in {i}: {}", r.body);
+        }
+        let r = one.get("/ui/sso");
+        assert_eq!(r.status, 429, "{backend:?}: {}", r.body);
+        assert!(r.body.contains("too many sign-ins under way"), "{}", r.body);
+        assert_eq!(srv.query("SELECT count(*) FROM sso_logins").trim(), "20");
+        let r = Browser::from(&srv, "127.0.0.4").get("/ui/sso");
+        assert_eq!(r.status, 303, "{backend:?}: another address: {}", r.body);
+        assert_eq!(srv.query("SELECT count(*) FROM sso_logins").trim(), "21");
+    }
+}

@@ -234,6 +234,19 @@ Migration {
         "ALTER TABLE admins ADD COLUMN totp TEXT",
         "ALTER TABLE admins ADD COLUMN totp_step BIGINT NOT NULL DEFAULT 0",
     ],
+},
+// Where each SSO sign-in under way began (`ui/sso.rs`): `GET /ui/sso` needs no session, so
+// the rows one address (or one IPv6 /64) may hold at once are capped, as are all of them.
+Migration {
+    version: 12,
+    sqlite: &[
+        "ALTER TABLE sso_logins ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX sso_logins_source ON sso_logins (source)",
+    ],
+    postgres: &[
+        "ALTER TABLE sso_logins ADD COLUMN source TEXT NOT NULL DEFAULT ''",
+        "CREATE INDEX sso_logins_source ON sso_logins (source)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

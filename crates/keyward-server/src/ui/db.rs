@@ -280,29 +280,65 @@ pub async fn add_session(
     Ok(())
 }
 
-/// Keep a single sign-on under way: its state's hash, nonce and PKCE verifier.
+/// The most single sign-ons one source (an address, or an IPv6 /64) may have under way.
+pub const SSO_UNDER_WAY_PER_SOURCE: i64 = 20;
+/// The most single sign-ons under way in all.
+pub const SSO_UNDER_WAY: i64 = 10_000;
+
+/// Whether a single sign-on under way was kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SsoKept {
+    /// Kept.
+    Kept,
+    /// Not kept: its source has [`SSO_UNDER_WAY_PER_SOURCE`] under way already.
+    SourceFull,
+    /// Not kept: [`SSO_UNDER_WAY`] are under way already.
+    Full,
+}
+
+/// Keep a single sign-on under way, begun from `source`: its state's hash, nonce and PKCE
+/// verifier; those begun before `created_before` are dropped first. `GET /ui/sso` needs no
+/// session, so how many one source and all sources may hold is capped (instances racing may
+/// overshoot a cap by the requests in flight, no more).
 pub async fn add_sso_login(
     pool: &AnyPool,
-    state_hash: &str,
-    nonce: &str,
-    verifier: &str,
+    login: (&str, &str, &str),
+    source: &str,
     now: i64,
     created_before: i64,
-) -> Result<()> {
+) -> Result<SsoKept> {
+    let (state_hash, nonce, verifier) = login;
     sqlx::query("DELETE FROM sso_logins WHERE created < $1")
         .bind(created_before)
         .execute(pool)
         .await?;
+    let from_source: i64 = sqlx::query("SELECT COUNT(*) FROM sso_logins WHERE source = $1")
+        .bind(source)
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    if from_source >= SSO_UNDER_WAY_PER_SOURCE {
+        return Ok(SsoKept::SourceFull);
+    }
+    let all: i64 = sqlx::query("SELECT COUNT(*) FROM sso_logins")
+        .fetch_one(pool)
+        .await?
+        .try_get(0)?;
+    if all >= SSO_UNDER_WAY {
+        return Ok(SsoKept::Full);
+    }
     sqlx::query(
-        "INSERT INTO sso_logins (state_hash, nonce, verifier, created) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO sso_logins (state_hash, nonce, verifier, created, source) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(state_hash)
     .bind(nonce)
     .bind(verifier)
     .bind(now)
+    .bind(source)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(SsoKept::Kept)
 }
 
 /// Take (once: it is deleted) the sign-in under way with this state hash, if it began at or

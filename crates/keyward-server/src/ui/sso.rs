@@ -74,7 +74,10 @@ fn groups_shown(groups: &[String]) -> String {
 }
 
 /// `GET /ui/sso`: to the provider.
-pub async fn start(State(s): State<Arc<AppState>>) -> Result<Response, UiError> {
+pub async fn start(
+    State(s): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+) -> Result<Response, UiError> {
     let sso = sso_of(&s)?;
     let begun = match sso.begin().await {
         Ok(b) => b,
@@ -84,15 +87,26 @@ pub async fn start(State(s): State<Arc<AppState>>) -> Result<Response, UiError> 
         }
     };
     let now = session::unix_now();
-    db::add_sso_login(
+    let state_hash = session::hash_token(&begun.state);
+    let kept = db::add_sso_login(
         s.store.pool(),
-        &session::hash_token(&begun.state),
-        &begun.nonce,
-        &begun.verifier,
+        (&state_hash, &begun.nonce, &begun.verifier),
+        &throttle::source_key(peer.ip()),
         now,
         now - FLOW_SECS,
     )
     .await?;
+    match kept {
+        db::SsoKept::Kept => {}
+        db::SsoKept::SourceFull => {
+            return Err(UiError::TooMany(
+                "too many sign-ins under way from this address; finish one or wait ten minutes",
+            ))
+        }
+        db::SsoKept::Full => return Err(UiError::TooMany(
+            "too many sign-ins under way; try again in a few minutes or sign in with a password",
+        )),
+    }
     let location =
         HeaderValue::from_str(&begun.url).map_err(|e| UiError::Internal(e.to_string()))?;
     let mut r = StatusCode::SEE_OTHER.into_response();
