@@ -2,6 +2,8 @@
 // (panva's, OpenID Certified), on loopback, with its development login pages (any password).
 // Started by crates/keyward-cli/tests/web_ui_sso.rs, which passes in:
 //   KEYWARD_SSO_CLIENT_ID, KEYWARD_SSO_CLIENT_SECRET, KEYWARD_SSO_REDIRECT   the one client
+//   KEYWARD_SSO_TLS_CERT, KEYWARD_SSO_TLS_KEY (optional)   serve HTTPS with this certificate for
+//                                   127.0.0.1 (the issuer is then https://127.0.0.1:PORT)
 // It prints one JSON line, {"issuer": URL}, once it listens (the issuer names `localhost`, so
 // the provider is another site than the escrow server at 127.0.0.1, as in real life), and
 // serves until killed. People and their groups:
@@ -10,7 +12,9 @@
 //   mallory sales                     → no role
 // The ID token carries the profile, email and groups claims (conformIdTokenClaims off), is
 // signed RS256 with a key made at start, and PKCE is required.
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import { generateKeyPairSync } from 'node:crypto';
 import Provider from 'oidc-provider';
 
@@ -29,9 +33,13 @@ const GROUPS = {
 const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const jwk = { ...privateKey.export({ format: 'jwk' }), kid: 'test-1', use: 'sig', alg: 'RS256' };
 
-const server = createServer();
+const tls = process.env.KEYWARD_SSO_TLS_CERT
+  ? { cert: readFileSync(process.env.KEYWARD_SSO_TLS_CERT), key: readFileSync(env('KEYWARD_SSO_TLS_KEY')) }
+  : null;
+const server = tls ? createTlsServer(tls) : createServer();
 server.listen(0, '127.0.0.1', () => {
-  const issuer = `http://localhost:${server.address().port}`;
+  const port = server.address().port;
+  const issuer = tls ? `https://127.0.0.1:${port}` : `http://localhost:${port}`;
   const provider = new Provider(issuer, {
     clients: [
       {

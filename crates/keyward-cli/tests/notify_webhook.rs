@@ -18,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::escrow::*;
+use common::pki::make_pki;
 use common::team::*;
 use common::*;
 use serde_json::Value;
@@ -44,10 +45,16 @@ struct Receiver {
 impl Receiver {
     /// Start it on `port`, answering after `hang` seconds.
     fn start(dir: &std::path::Path, port: u16, hang: u32) -> Self {
+        Self::start_with(dir, port, hang, &[])
+    }
+
+    /// The same, with more of the script's options (e.g. `--tls-cert`).
+    fn start_with(dir: &std::path::Path, port: u16, hang: u32, more: &[&std::ffi::OsStr]) -> Self {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/notify/receiver.py");
         let (out, seen) = (dir.join("events.jsonl"), dir.join("seen.jsonl"));
         let mut child = Command::new("python3")
             .arg(script)
+            .args(more)
             .args(["--port", &port.to_string(), "--hang", &hang.to_string()])
             .arg("--secret-file")
             .arg(dir.join("notify.key"))
@@ -119,11 +126,16 @@ fn dir(t: &Team) -> PathBuf {
 
 /// Write the key (0600) and serve with `[notify]` to `port` (plus `extra` lines).
 fn notify_to(t: &mut Team, port: u16, extra: &str) {
+    notify_url(t, &format!("http://127.0.0.1:{port}/hooks/keyward"), extra);
+}
+
+/// The same, to `url`.
+fn notify_url(t: &mut Team, url: &str, extra: &str) {
     let key = dir(t).join("notify.key");
     std::fs::write(&key, format!("{KEY}\n")).unwrap();
     chmod(&key, 0o600);
     t.srv.reconfigure(&format!(
-        "[notify]\nurl = \"http://127.0.0.1:{port}/hooks/keyward\"\nsecret_file = \"{}\"\n{extra}",
+        "[notify]\nurl = \"{url}\"\nsecret_file = \"{}\"\n{extra}",
         key.display()
     ));
 }
@@ -502,4 +514,71 @@ fn a_secret_others_may_read_or_a_short_one_or_plain_http_elsewhere_stops_the_ser
     std::fs::remove_file(&key).unwrap();
     let e = serve(&table("https://hooks.example.com/"));
     assert!(e.contains("notify.key"), "{e}");
+}
+
+/// A receiver behind a company CA: events reach it over HTTPS through `[notify] ca_file`;
+/// with Mozilla's roots alone the handshake fails, nothing reaches it and the event waits in
+/// the outbox; a ca_file with no certificate stops the server, naming the table and the file.
+#[test]
+fn a_receiver_behind_a_company_ca_is_trusted_through_ca_file_only() {
+    let mut t = team(&Backend::Sqlite);
+    let d = dir(&t);
+    let (ca, cert, key) = make_pki(&d, "hook");
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}/hooks/keyward");
+    let tls = [
+        std::ffi::OsStr::new("--tls-cert"),
+        cert.as_os_str(),
+        std::ffi::OsStr::new("--tls-key"),
+        key.as_os_str(),
+    ];
+    notify_url(&mut t, &url, &format!("ca_file = \"{}\"\n", ca.display()));
+    let rx = Receiver::start_with(&d, port, 0, &tls);
+    let (status, body) = t.request(&t.helpdesk);
+    assert_eq!(status, 200, "{body}");
+    let got = rx.wait_for(1, Duration::from_secs(20));
+    assert_eq!(events(&got).len(), 1, "{got:#?}");
+    check_event(
+        &events(&got)[0],
+        "reveal-requested",
+        "api:helpdesk-bot",
+        &t,
+        body["id"].as_str(),
+    );
+
+    notify_url(&mut t, &url, "");
+    let (status, body) = t.request(&t.helpdesk);
+    assert_eq!(status, 200, "{body}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(rx.deliveries().len(), 1, "nothing more verified");
+    assert_eq!(rx.attempts(), 1, "no request got past the handshake");
+    assert_eq!(outbox(&t.srv), "1", "the event waits to be sent");
+
+    let junk = d.join("not-a-ca.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let config = d.join("server-bad-ca.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[notify]\nurl = \"{url}\"\nsecret_file = \"{}\"\nca_file = \"{}\"\n",
+            d.join("notify.key").display(),
+            junk.display()
+        ),
+    )
+    .unwrap();
+    t.srv.stop();
+    let out = t.srv.cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[notify] ca_file")
+            && stderr(&out).contains("holds no PEM certificate"),
+        "{}",
+        stderr(&out)
+    );
 }

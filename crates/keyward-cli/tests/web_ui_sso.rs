@@ -15,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 
 use common::browser::{artifacts, browser_ready, ui_dir};
 use common::escrow::*;
+use common::pki::make_pki;
 use common::ui_client::{http, Browser};
 use common::*;
 
@@ -42,8 +43,22 @@ impl Drop for Provider {
 }
 
 fn provider(inst: &Instance, redirect: &str) -> Provider {
+    provider_with(inst, redirect, None)
+}
+
+/// The provider, over HTTPS with `tls` (certificate, key) when given.
+fn provider_with(
+    inst: &Instance,
+    redirect: &str,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> Provider {
     let log = inst.path("oidc-provider.log");
-    let mut child = Command::new("node")
+    let mut cmd = Command::new("node");
+    if let Some((cert, key)) = tls {
+        cmd.env("KEYWARD_SSO_TLS_CERT", cert)
+            .env("KEYWARD_SSO_TLS_KEY", key);
+    }
+    let mut child = cmd
         .arg("oidc-provider.mjs")
         .current_dir(ui_dir())
         .env("KEYWARD_SSO_CLIENT_ID", CLIENT_ID)
@@ -283,4 +298,64 @@ fn sign_ins_under_way_are_capped_per_address() {
         assert_eq!(r.status, 303, "{backend:?}: another address: {}", r.body);
         assert_eq!(srv.query("SELECT count(*) FROM sso_logins").trim(), "21");
     }
+}
+
+/// A provider behind a company CA: trusted through `[oidc] ca_file` only (Mozilla's roots do
+/// not vouch for it: /ui/sso says the provider cannot be reached), and a ca_file with no
+/// certificate in it stops the server, naming the table and the file.
+#[test]
+fn a_provider_behind_a_company_ca_is_trusted_through_ca_file_only() {
+    if !browser_ready() {
+        return;
+    }
+    let inst = Instance::prepare();
+    let mut srv = Server::start(&inst);
+    let (ca, cert, key) = make_pki(inst.root.path(), "idp");
+    let redirect = format!("{}/ui/sso/callback", srv.url());
+    let op = provider_with(&inst, &redirect, Some((&cert, &key)));
+    assert!(op.issuer.starts_with("https://127.0.0.1:"), "{}", op.issuer);
+    let secret = secret_file(&inst, 0o600);
+    let toml = oidc_toml(&op.issuer, &secret, &redirect);
+
+    srv.reconfigure(&toml);
+    let r = Browser::new(&srv).get("/ui/sso");
+    assert_eq!(
+        r.status, 502,
+        "Mozilla's roots must not vouch for it: {}",
+        r.body
+    );
+
+    let with_ca = toml.replace(
+        "[oidc.roles]",
+        &format!("ca_file = \"{}\"\n[oidc.roles]", ca.display()),
+    );
+    srv.reconfigure(&with_ca);
+    let r = Browser::new(&srv).get("/ui/sso");
+    assert_eq!(r.status, 303, "{}\n{}", r.body, op.log());
+    let to = r.header("location").unwrap();
+    assert!(to.starts_with(&format!("{}/", op.issuer)), "{to}");
+
+    let junk = inst.path("not-a-ca.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let bad = toml.replace(
+        "[oidc.roles]",
+        &format!("ca_file = \"{}\"\n[oidc.roles]", junk.display()),
+    );
+    let config = inst.path("server-bad-ca.toml");
+    std::fs::write(&config, bad).unwrap();
+    srv.stop();
+    let out = srv.cmd(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("[oidc] ca_file")
+            && stderr(&out).contains("holds no PEM certificate"),
+        "{}",
+        stderr(&out)
+    );
 }

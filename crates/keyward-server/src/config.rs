@@ -53,6 +53,10 @@ pub struct OidcConfig {
     /// then the subject).
     #[serde(default = "default_name_claim")]
     pub name_claim: String,
+    /// Trust only the CA certificates in this PEM file for the provider (default: Mozilla's
+    /// roots), for a provider behind a company CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     /// `[oidc.roles]`: group → role. A person gets the highest role of their groups' (viewer <
     /// helpdesk < approver < admin); no mapped group, no sign-in.
     pub roles: BTreeMap<String, String>,
@@ -192,6 +196,10 @@ pub struct NotifyConfig {
     /// Retries stop this long after the event (and a `notify-failed` record is audited).
     #[serde(default = "default_notify_give_up")]
     pub give_up_secs: u32,
+    /// Trust only the CA certificates in this PEM file for the receiver (default: Mozilla's
+    /// roots), for a receiver behind a company CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_notify_timeout() -> u32 {
@@ -388,6 +396,7 @@ mod tests {
         assert_eq!(oidc.groups_claim, default_groups_claim());
         assert_eq!(oidc.name_claim, default_name_claim());
         assert_eq!(oidc.roles.len(), 4);
+        assert_eq!(oidc.ca_file, Some("/etc/keyward/company-ca.pem".into()));
         // `[notify]` has no default (absent: no webhook): its url and secret file are examples,
         // its other options show their defaults.
         let example = NotifyConfig {
@@ -395,6 +404,7 @@ mod tests {
             secret_file: "/etc/keyward/notify.key".into(),
             timeout_secs: 10,
             give_up_secs: 86400,
+            ca_file: Some("/etc/keyward/company-ca.pem".into()),
         };
         assert_eq!(parsed.notify, Some(example), "{text}");
         for option in [

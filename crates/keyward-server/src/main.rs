@@ -36,6 +36,7 @@ mod api;
 mod api_tokens;
 mod backup;
 mod batch;
+mod ca_roots;
 mod checkin;
 mod commands;
 mod config;

@@ -45,6 +45,9 @@ pub enum NotifyError {
         /// How long its line is.
         len: usize,
     },
+    /// `ca_file` cannot be read or holds no certificate.
+    #[error("{0}")]
+    CaFile(String),
 }
 
 /// What the sender did, for `/metrics` (this instance's counts; the depth is the database's).
@@ -122,7 +125,10 @@ impl Notifier {
             .max_redirects(0)
             .tls_config(
                 ureq::tls::TlsConfig::builder()
-                    .root_certs(ureq::tls::RootCerts::WebPki)
+                    .root_certs(
+                        crate::ca_roots::roots("[notify]", config.ca_file.as_deref())
+                            .map_err(NotifyError::CaFile)?,
+                    )
                     .build(),
             )
             .build()

@@ -153,11 +153,14 @@ impl Sso {
                     .map_err(|e: crate::roles::UnknownRole| SsoError::Setup(e.to_string()))
             })
             .collect::<Result<_, _>>()?;
+        let roots =
+            crate::ca_roots::roots("[oidc]", config.ca_file.as_deref()).map_err(SsoError::Setup)?;
         let http = ureq::Agent::config_builder()
             .timeout_global(Some(HTTP_TIMEOUT))
             .max_redirects(0)
             .http_status_as_error(false)
             .https_only(false)
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
             .build()
             .into();
         Ok(Sso {

@@ -450,8 +450,10 @@ impl Server {
     pub fn reconfigure(&mut self, toml: &str) {
         let file = self.state.with_file_name("server.toml");
         std::fs::write(&file, toml).unwrap();
-        self.serve_args
-            .extend(["--config".to_owned(), file.display().to_string()]);
+        if !self.serve_args.iter().any(|a| a == "--config") {
+            self.serve_args
+                .extend(["--config".to_owned(), file.display().to_string()]);
+        }
         self.stop();
         self.resume();
     }

@@ -9,6 +9,7 @@ pub mod browser;
 pub mod escrow;
 pub mod hostile;
 pub mod http;
+pub mod pki;
 pub mod team;
 pub mod ui_client;
 

@@ -8,13 +8,15 @@ X-Keyward-Timestamp + "." + body) with the key from --secret-file (its one line,
 and a timestamp within --max-skew seconds of now. A verified event is appended to --out as
 one JSON line {"timestamp", "signature", "raw", "event"} and answered 204; anything else is
 answered 401 and recorded nowhere but --seen. --hang SECS sleeps that long before answering
-(a receiver that hangs). Prints "ready PORT" once it listens.
+(a receiver that hangs). --tls-cert/--tls-key serve HTTPS with that certificate. Prints
+"ready PORT" once it listens.
 """
 
 import argparse
 import hashlib
 import hmac
 import json
+import ssl
 import sys
 import threading
 import time
@@ -29,6 +31,8 @@ def main():
     p.add_argument("--seen", required=True)
     p.add_argument("--hang", type=float, default=0.0)
     p.add_argument("--max-skew", type=int, default=300)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     args = p.parse_args()
     with open(args.secret_file, "rb") as f:
         secret = f.read().strip()
@@ -74,6 +78,10 @@ def main():
 
     server = ThreadingHTTPServer(("127.0.0.1", args.port), Handler)
     server.daemon_threads = True
+    if args.tls_cert:
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     print(f"ready {server.server_address[1]}", flush=True)
     server.serve_forever()
 
