@@ -4,7 +4,8 @@
 //! so a backup restores into either database (also a way from SQLite to PostgreSQL). Restore
 //! goes only into an empty state directory and an empty database, in one transaction.
 //! Accounts (with their password hashes and roles), API tokens (hashes only), reveal requests
-//! and signed commands are kept: a restored server is the same team's. Request nonces,
+//! signed commands and webhook events not yet delivered are kept: a restored server is the
+//! same team's, and still tells what it had not told yet. Request nonces,
 //! sessions, single sign-ons under way and login failures are not: they expire anyway. A
 //! backup made before a table existed restores with that table empty.
 
@@ -150,6 +151,23 @@ const TABLES: &[Table] = &[
             ("decided", Kind::OptInt),
             ("expires", Kind::Int),
             ("revealed", Kind::OptInt),
+        ],
+    ),
+    (
+        // Webhook events not yet delivered, in the order they were made (a restore numbers
+        // them anew in that order); a lease held by the old server is not kept.
+        "notify_outbox",
+        "seq",
+        &[
+            ("id", Kind::Text),
+            ("event", Kind::Text),
+            ("device", Kind::Text),
+            ("volume", Kind::Text),
+            ("body", Kind::Text),
+            ("created", Kind::Int),
+            ("attempts", Kind::Int),
+            ("next_attempt", Kind::Int),
+            ("last_error", Kind::OptText),
         ],
     ),
 ];
