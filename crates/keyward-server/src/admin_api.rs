@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::reveal_flow::{Refusal, Request};
 use crate::reveals::{self, Actor, FlowError};
 use crate::roles::Right;
@@ -188,7 +188,8 @@ async fn devices(
     let entries: Vec<DeviceEntry> = devices
         .iter()
         .map(|d| {
-            let volumes = crate::checkin::parse(d)
+            let volumes = d
+                .report()
                 .map(|(_, report)| {
                     report
                         .volumes

@@ -9,111 +9,41 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
-use ed25519_dalek::{Signature, Signer, VerifyingKey};
-use keyward_core::escrow::{request_message, Receipt};
+use ed25519_dalek::{Signer, VerifyingKey};
+use keyward_core::escrow::Receipt;
 use keyward_core::VolumeName;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
-use crate::identity::Identity;
-use crate::store::Store;
-use crate::writer::{NewEscrow, Nonce, Outcome, Unit};
-
-/// Shared by the handlers.
-pub struct AppState {
-    /// The database.
-    pub store: Store,
-    /// Where the device API's writes go.
-    pub writer: crate::writer::Writer,
-    /// Enrolled devices' public keys.
-    pub device_keys: crate::device_keys::DeviceKeys,
-    /// The server identity.
-    pub identity: Identity,
-    /// This instance's request counters.
-    pub counters: crate::metrics::Counters,
-    /// The fleet gauges, refreshed in the background.
-    pub gauges: crate::fleet_gauges::Gauges,
-    /// The bearer token `/metrics` requires, if any.
-    pub metrics_token: Option<crate::metrics::MetricsToken>,
-    /// Log every request (otherwise only 5xx).
-    pub log_requests: bool,
-    /// The admin web UI's settings.
-    pub ui: crate::ui::Settings,
-    /// `[reveal]` of the config file: who may see a key, and how.
-    pub reveal: crate::config::RevealConfig,
-    /// `[oidc]` of the config file: single sign-on to the web UI, if set.
-    pub sso: Option<Arc<crate::oidc::Sso>>,
-    /// The `[notify]` webhook's sender, if one is configured (for `/metrics`).
-    pub notifier: Option<Arc<crate::notify::Notifier>>,
-}
-
-/// How far a request's timestamp may be from the server's clock.
-pub const MAX_SKEW_SECS: u64 = 300;
+use crate::app_state::AppState;
+use crate::device_auth::{
+    bad, internal, refuse, replayed, revoked, token_ok, unauthorized, verify, ApiError,
+};
+use crate::tokens::token_hash;
+use crate::writer::{NewEscrow, Outcome, Unit};
 
 /// The OpenAPI document, served at `/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// The router.
-pub fn router(state: Arc<AppState>) -> Router {
+/// Enrollment, escrow and the OpenAPI document (check-in is `checkin.rs`'s).
+pub fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/enroll", post(enroll))
         .route("/v1/devices/{device}/escrow/{volume}", put(escrow))
         .route(
-            "/v1/devices/{device}/checkin",
-            post(crate::checkin::checkin),
-        )
-        .route(
             "/v1/openapi.json",
             get(|| async { ([("content-type", "application/json")], OPENAPI) }),
         )
-        .route("/metrics", get(crate::metrics::metrics))
-        .merge(crate::ui::router())
-        .merge(crate::admin_api::router())
-        .layer(axum::middleware::from_fn(crate::nul_guard::refuse_nul))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::metrics::track,
-        ))
-        .layer(DefaultBodyLimit::max(crate::nul_guard::MAX_BODY))
-        .with_state(state)
-}
-
-/// An error answer: a status and a message, never a secret.
-pub struct ApiError(StatusCode, String);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
-    }
-}
-
-pub(crate) fn bad(msg: &str) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, msg.into())
-}
-
-fn unauthorized(msg: &str) -> ApiError {
-    ApiError(StatusCode::UNAUTHORIZED, msg.into())
-}
-
-pub(crate) fn internal(e: impl std::fmt::Display) -> ApiError {
-    crate::log::error("internal error", &[("error", e.to_string().into())]);
-    ApiError(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_id(prefix: &str) -> Result<String, ApiError> {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).map_err(internal)?;
-    Ok(format!("{prefix}-{}", hex(&b)))
+    Ok(format!("{prefix}-{}", crate::digest::hex(&b)))
 }
 
 /// A new escrow id: the time in microseconds (fixed-width hex), then 64 random bits. Ids in
@@ -124,18 +54,7 @@ fn escrow_id() -> Result<String, ApiError> {
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
-    Ok(format!("esc-{micros:014x}{}", hex(&b)))
-}
-
-pub(crate) fn token_ok(s: &str, min: usize) -> bool {
-    (min..=64).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Hex SHA-256 of an enrollment token (only the digest is stored).
-pub fn token_hash(token: &str) -> String {
-    hex(&sha2::Sha256::digest(token.trim().as_bytes()))
+    Ok(format!("esc-{micros:014x}{}", crate::digest::hex(&b)))
 }
 
 #[derive(Deserialize)]
@@ -182,79 +101,6 @@ async fn enroll(
     }
     s.device_keys.remember(&device_id, key);
     Ok(Json(EnrollResponse { device_id }))
-}
-
-fn header<'a>(h: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
-    h.get(name)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauthorized("unsigned request"))
-}
-
-/// Check a device request's signature and time (not its nonce: that is recorded with the
-/// request's write, or by [`refuse`] if it has none). The nonce, for the writer.
-pub(crate) async fn verify(
-    s: &AppState,
-    device: &str,
-    method: &str,
-    path: &str,
-    h: &HeaderMap,
-    body: &[u8],
-) -> Result<Nonce, ApiError> {
-    let ts: u64 = header(h, "x-keyward-timestamp")?
-        .parse()
-        .map_err(|_| unauthorized("bad timestamp"))?;
-    let nonce = header(h, "x-keyward-nonce")?;
-    if !token_ok(nonce, 16) {
-        return Err(unauthorized("bad nonce"));
-    }
-    let sig = base64::engine::general_purpose::STANDARD
-        .decode(header(h, "x-keyward-signature")?)
-        .ok()
-        .and_then(|b| <[u8; 64]>::try_from(b).ok())
-        .ok_or_else(|| unauthorized("bad signature"))?;
-    let key = s
-        .device_keys
-        .get(&s.store, device)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| unauthorized("unknown device"))?;
-    let msg = request_message(method, path, ts, nonce, body);
-    key.verify_strict(&msg, &Signature::from_bytes(&sig))
-        .map_err(|_| unauthorized("bad signature"))?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if now.abs_diff(ts) > MAX_SKEW_SECS {
-        return Err(unauthorized("stale request"));
-    }
-    Ok(Nonce {
-        device: device.to_owned(),
-        value: nonce.to_owned(),
-        ts: i64::try_from(ts).unwrap_or(i64::MAX),
-    })
-}
-
-/// A verified request refused for its content: its nonce is still spent, and a replayed one
-/// is refused as a replay first, as if the nonce had been checked before the body.
-pub(crate) async fn refuse(s: &AppState, nonce: Nonce, why: ApiError) -> ApiError {
-    match s.writer.submit(Unit::Nonce(nonce)).await {
-        Ok(Outcome::NonceFresh(true)) => why,
-        Ok(Outcome::NonceFresh(false)) => unauthorized("replayed request"),
-        Ok(Outcome::Revoked) => revoked(),
-        Ok(other) => internal(format!("nonce answered {other:?}")),
-        Err(e) => internal(e),
-    }
-}
-
-/// The answer to a write whose nonce was replayed.
-pub(crate) fn replayed() -> ApiError {
-    unauthorized("replayed request")
-}
-
-/// The answer to every request of a revoked device.
-pub(crate) fn revoked() -> ApiError {
-    unauthorized("device revoked")
 }
 
 #[derive(Deserialize)]
@@ -333,7 +179,7 @@ fn parse_escrow(
     let ciphertext = base64::engine::general_purpose::STANDARD
         .decode(&req.ciphertext)
         .map_err(|_| bad("ciphertext is not base64"))?;
-    if hex(&sha2::Sha256::digest(&ciphertext)) != req.sha256 {
+    if crate::digest::sha256_hex(&ciphertext) != req.sha256 {
         return Err(bad("sha256 does not match the ciphertext"));
     }
     if let Some(why) = crate::age_check::refuse_reason(&ciphertext, identity) {

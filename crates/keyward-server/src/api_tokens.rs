@@ -125,7 +125,7 @@ pub async fn run(action: ApiTokenAction) -> Result<(), String> {
             .bind(&name)
             .bind(crate::ui::hash_token(&token))
             .bind(role.as_str())
-            .bind(crate::reveals::unix_now())
+            .bind(crate::clock::unix_now())
             .execute(store.pool())
             .await
             .map_err(|e| e.to_string())?;

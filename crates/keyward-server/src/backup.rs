@@ -220,7 +220,7 @@ pub async fn backup(
     let doc = Zeroizing::new(
         serde_json::to_vec(&serde_json::json!({
             "format": FORMAT,
-            "created": crate::store::now(),
+            "created": crate::clock::now(),
             "identity": identity,
             "tables": dump(store.pool()).await?,
         }))

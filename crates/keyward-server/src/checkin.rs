@@ -10,7 +10,8 @@ use axum::http::HeaderMap;
 use axum::Json;
 use keyward_core::schedule::{CheckIn, CheckInReply};
 
-use crate::api::{bad, internal, refuse, replayed, revoked, token_ok, verify, ApiError, AppState};
+use crate::app_state::AppState;
+use crate::device_auth::{bad, internal, refuse, replayed, revoked, token_ok, verify, ApiError};
 use crate::store::{Device, Store};
 use crate::writer::{CheckInWrite, Outcome, Unit};
 
@@ -18,7 +19,7 @@ use crate::writer::{CheckInWrite, Outcome, Unit};
 const MAX_VOLUMES: usize = 64;
 
 /// `POST /v1/devices/{device}/checkin`. The report is kept, the device's command reports
-/// recorded and its answer read in the writer's transaction (`batch.rs`).
+/// recorded and its answer read in the writer's transaction (`writer/batch.rs`).
 pub async fn checkin(
     State(s): State<Arc<AppState>>,
     Path(device): Path<String>,
@@ -74,23 +75,12 @@ fn parse_body(body: &[u8]) -> Result<CheckInWrite, ApiError> {
     })
 }
 
-/// A device's latest report, parsed: (when, report).
-pub fn parse(d: &Device) -> Option<(String, CheckIn)> {
-    let (at, text) = d.checkin.as_ref()?;
-    serde_json::from_str(text).ok().map(|r| (at.clone(), r))
-}
-
-/// A device's latest report, if it has checked in.
-pub async fn latest(store: &Store, device: &str) -> Result<Option<(String, CheckIn)>, String> {
-    Ok(store.device(device).await?.as_ref().and_then(parse))
-}
-
 /// `keyward-server device list`: every device, whether it is revoked, its last check-in, and
 /// per volume the escrow state it reported and whether its key waits for rotation after use.
 pub async fn list(store: &Store, json: bool) -> Result<(), String> {
     let mut all = Vec::new();
     for d in store.devices("", i64::MAX).await? {
-        let last = parse(&d);
+        let last = Device::report(&d);
         let mut volumes = Vec::new();
         for v in last
             .as_ref()

@@ -15,12 +15,6 @@ use crate::store::Store;
 /// Default lifetime of a command.
 pub const DEFAULT_TTL_SECS: u64 = 24 * 3600;
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -57,7 +51,7 @@ pub async fn issue(
     let id: String = std::iter::once("cmd-".to_owned())
         .chain(raw.iter().map(|b| format!("{b:02x}")))
         .collect();
-    let issued = unix_now();
+    let issued = crate::clock::unix_secs();
     let command = Command {
         id: id.clone(),
         device: device.to_owned(),
@@ -87,7 +81,7 @@ pub async fn issue(
     sqlx::query(
         "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, $3, $4, $5, $6)",
     )
-    .bind(crate::store::now())
+    .bind(crate::clock::now())
     .bind(who)
     .bind(format!("command-{kind}"))
     .bind(device)
@@ -124,7 +118,7 @@ pub async fn record(
         )
         .bind(status)
         .bind(detail)
-        .bind(crate::store::now())
+        .bind(crate::clock::now())
         .bind(&r.id)
         .bind(device)
         .execute(&mut *conn)
@@ -140,13 +134,13 @@ pub async fn pending(
     devices: &[&str],
 ) -> Result<std::collections::HashMap<String, Vec<String>>, sqlx::Error> {
     let mut by_device: std::collections::HashMap<String, Vec<String>> = Default::default();
-    for chunk in devices.chunks(crate::batch::ROWS_PER_STATEMENT) {
+    for chunk in devices.chunks(crate::sql::ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT device, signed FROM commands WHERE status = 'pending' AND expires > $1 \
              AND device IN ({}) ORDER BY device, issued, id",
-            crate::batch::numbered(2, chunk.len())
+            crate::sql::numbered(2, chunk.len())
         );
-        let mut q = sqlx::query(&sql).bind(int(unix_now()));
+        let mut q = sqlx::query(&sql).bind(int(crate::clock::unix_secs()));
         for d in chunk {
             q = q.bind(*d);
         }
@@ -187,7 +181,7 @@ pub async fn list(store: &Store, device: Option<&str>) -> Result<Vec<Listed>, St
     .fetch_all(store.pool())
     .await
     .map_err(|e| e.to_string())?;
-    let now = int(unix_now());
+    let now = int(crate::clock::unix_secs());
     rows.iter()
         .map(|r| {
             let get = |c: &str| r.try_get::<String, _>(c).map_err(|e| e.to_string());

@@ -1,7 +1,7 @@
 //! `keyward-server device list|revoke`: the admin's view of enrolled devices and the way to
 //! cut one off. A revoked device stays in the database (its escrows stay retrievable and its
 //! audit trail stays), but every request it signs is refused with 401 from the revocation's
-//! commit on, at every instance (the writer reads the revocation in each batch, `batch.rs`).
+//! commit on, at every instance (the writer reads the revocation in each batch, `writer/batch.rs`).
 
 use crate::store::{AuditRecord, Revoked, Store};
 
@@ -55,7 +55,7 @@ pub async fn revoke(store: &Store, device: &str, reason: &str, who: &str) -> Res
     }
     let shown = keyward_core::quote(device);
     let record = AuditRecord {
-        at: crate::store::now(),
+        at: crate::clock::now(),
         who: who.to_owned(),
         action: "device-revoke".into(),
         device: Some(device.to_owned()),

@@ -6,7 +6,7 @@
 //! the background, so a restarted instance does not send a fleet's first requests to the
 //! database one key at a time. A revoked device's key stays cached: revocation is not a
 //! property of the key but a row the writer reads in the transaction of every request's write
-//! (`batch.rs`), so it takes effect at once on every instance.
+//! (`writer/batch.rs`), so it takes effect at once on every instance.
 
 use std::collections::HashMap;
 use std::sync::RwLock;

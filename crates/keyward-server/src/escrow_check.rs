@@ -9,7 +9,6 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use sha2::Digest;
 use sqlx::Row;
 use zeroize::Zeroizing;
 
@@ -48,10 +47,6 @@ enum Verdict {
     Undecryptable,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Check every receipt in `file`; ids of failures go to stderr (at most 20).
 pub async fn check(store: &Store, identity: &Identity, file: &Path) -> Result<Tally, String> {
     let input = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
@@ -81,7 +76,7 @@ pub async fn check(store: &Store, identity: &Identity, file: &Path) -> Result<Ta
                 if get("device")? != device
                     || get("volume")? != volume
                     || get("sha256")? != sha256
-                    || hex(&sha2::Sha256::digest(&ciphertext)) != sha256
+                    || crate::digest::sha256_hex(&ciphertext) != sha256
                 {
                     Verdict::Mismatched
                 } else {
@@ -89,7 +84,7 @@ pub async fn check(store: &Store, identity: &Identity, file: &Path) -> Result<Ta
                         Err(_) => Verdict::Undecryptable,
                         Ok(key) => {
                             let key = Zeroizing::new(key);
-                            let digest = hex(&sha2::Sha256::digest(key.as_slice()));
+                            let digest = crate::digest::sha256_hex(key.as_slice());
                             if key_sha256.is_some_and(|want| want != "-" && want != digest) {
                                 Verdict::Mismatched
                             } else {

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use crate::api::AppState;
 use crate::store::Store;
 
 /// Devices read a page while walking the fleet.
@@ -85,7 +84,7 @@ pub async fn take(store: &Store) -> Result<Snapshot, String> {
         for d in &page {
             f.devices += 1;
             f.revoked += u64::from(d.revoked.is_some());
-            let Some((_, report)) = crate::checkin::parse(d) else {
+            let Some((_, report)) = d.report() else {
                 continue;
             };
             f.checked_in += 1;
@@ -113,18 +112,18 @@ pub async fn take(store: &Store) -> Result<Snapshot, String> {
 }
 
 /// Refresh the snapshot every `every`, for as long as the server runs.
-pub async fn refresh_every(state: Arc<AppState>, every: Duration) {
+pub async fn refresh_every(store: Store, gauges: Arc<Gauges>, every: Duration) {
     let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match take(&state.store).await {
+        match take(&store).await {
             Ok(snapshot) => {
-                state.gauges.set(snapshot);
-                state.gauges.refreshes.fetch_add(1, Ordering::Relaxed);
+                gauges.set(snapshot);
+                gauges.refreshes.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
-                state.gauges.failures.fetch_add(1, Ordering::Relaxed);
+                gauges.failures.fetch_add(1, Ordering::Relaxed);
                 crate::log::error("refreshing the fleet gauges", &[("error", e.into())]);
             }
         }

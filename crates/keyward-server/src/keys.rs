@@ -8,7 +8,6 @@
 
 use zeroize::Zeroizing;
 
-use crate::checkin;
 use crate::identity::Identity;
 use crate::notify_queue::{Event, EventKind};
 use crate::store::{AuditRecord, Store};
@@ -124,14 +123,14 @@ pub async fn reveal(
         None => format!("{reason} [{}]", found.id),
     };
     let record = AuditRecord {
-        at: crate::store::now(),
+        at: crate::clock::now(),
         who: who.to_owned(),
         action: "key-show".into(),
         device: Some(device.to_owned()),
         volume: Some(volume.to_owned()),
         reason: Some(noted),
     };
-    let spend = request.map(|id| (id, crate::reveals::unix_now()));
+    let spend = request.map(|id| (id, crate::clock::unix_now()));
     let event = Event {
         kind: EventKind::KeyRevealed,
         at: &record.at,
@@ -142,12 +141,13 @@ pub async fn reveal(
         reason,
     };
     let event = store.notifying().then_some(&event);
-    if !store.reveal(&found.id, &record, spend, event).await? {
+    if !record_reveal(store, &found.id, &record, spend, event).await? {
         return Err(RevealError::RequestSpent);
     }
-    let reported = checkin::latest(store, device)
+    let reported = store
+        .latest_report(device)
         .await
-        .map_err(|e| RevealError::Store(crate::store::StoreError::other(e)))?
+        .map_err(RevealError::Store)?
         .and_then(|(at, r)| {
             r.volumes
                 .into_iter()
@@ -173,4 +173,33 @@ pub async fn reveal(
         key,
         standing,
     })
+}
+
+/// Record a key retrieval and mark the key for rotation after use, together; with a
+/// reveal request `(id, now)`, spend it in the same transaction; with `event`, queue the
+/// webhook's in it too. False, with nothing written, if that request was no longer
+/// approved and unexpired.
+async fn record_reveal(
+    store: &Store,
+    escrow_id: &str,
+    record: &AuditRecord,
+    request: Option<(&str, i64)>,
+    event: Option<&Event<'_>>,
+) -> Result<bool, crate::store::StoreError> {
+    let mut tx = store.pool().begin().await?;
+    if let Some((id, now)) = request {
+        if !crate::reveal_requests::consume(&mut tx, id, now).await? {
+            return Ok(false);
+        }
+    }
+    crate::store::insert_audit(&mut *tx, record).await?;
+    if let Some(event) = event {
+        crate::notify_queue::enqueue(&mut tx, event).await?;
+    }
+    sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = $1")
+        .bind(escrow_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -7,7 +7,7 @@ use serde_json::{Map, Value};
 /// Log `msg` at `level` with `fields`.
 pub fn event(level: &str, msg: &str, fields: &[(&str, Value)]) {
     let mut line = Map::new();
-    line.insert("ts".into(), crate::store::now().into());
+    line.insert("ts".into(), crate::clock::now().into());
     line.insert("level".into(), level.into());
     line.insert("msg".into(), msg.into());
     for (k, v) in fields {

@@ -34,22 +34,24 @@ mod admin_api;
 mod age_check;
 mod api;
 mod api_tokens;
+mod app_state;
 mod backup;
-mod batch;
 mod ca_roots;
 mod checkin;
+mod clock;
 mod commands;
 mod config;
 mod conn;
 mod device_admin;
+mod device_auth;
 mod device_keys;
+mod digest;
 mod escrow_check;
 mod fleet_gauges;
 mod identity;
 mod keys;
 mod log;
 mod metrics;
-mod migrations;
 mod notify;
 mod notify_queue;
 mod nul_guard;
@@ -59,6 +61,8 @@ mod reveal_flow;
 mod reveal_requests;
 mod reveals;
 mod roles;
+mod routes;
+mod sql;
 mod store;
 mod tls;
 mod tokens;
@@ -370,7 +374,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         } => {
             let (config, config_file) =
                 config::ServerConfig::load(config.as_deref()).map_err(|e| e.to_string())?;
-            batch::keep_escrows_per_volume(escrows_kept);
+            writer::batch::keep_escrows_per_volume(escrows_kept);
             let metrics_token = metrics.token()?;
             let tls = match (&tls_cert, &tls_key) {
                 (Some(c), Some(k)) => Some(tls::acceptor(c, k)?),
@@ -397,13 +401,13 @@ async fn run(cli: Cli) -> Result<(), String> {
                 .with_notify(notifier.is_some());
             let writer = writer::Writer::start(&store).await?;
             tokio::spawn(prune_nonces(writer.clone()));
-            let state = Arc::new(api::AppState {
+            let state = Arc::new(app_state::AppState {
                 store,
                 writer,
                 device_keys: device_keys::DeviceKeys::default(),
                 identity,
                 counters: metrics::Counters::default(),
-                gauges: fleet_gauges::Gauges::default(),
+                gauges: Arc::new(fleet_gauges::Gauges::default()),
                 metrics_token,
                 log_requests,
                 ui: ui_options.settings(),
@@ -464,11 +468,12 @@ async fn run(cli: Cli) -> Result<(), String> {
                 tokio::spawn(n.deliver_forever(state.store.pool().clone()));
             }
             tokio::spawn(fleet_gauges::refresh_every(
-                state.clone(),
+                state.store.clone(),
+                state.gauges.clone(),
                 metrics.metrics_refresh,
             ));
             limits.fit_descriptor_limit();
-            conn::serve(listener, tls, api::router(state), limits).await
+            conn::serve(listener, tls, routes::router(state), limits).await
         }
         Command::Device { action } => device_admin::run(action).await,
         Command::Audit { at } => audit(&at).await,
@@ -608,7 +613,7 @@ async fn audit(at: &Where) -> Result<(), String> {
 }
 
 /// Fill the device-key cache from the database while serving.
-async fn warm_device_keys(state: Arc<api::AppState>) {
+async fn warm_device_keys(state: Arc<app_state::AppState>) {
     match state.device_keys.warm(&state.store).await {
         Ok(n) => log::info("device keys cached", &[("devices", n.into())]),
         Err(e) => log::error("caching device keys", &[("error", e.to_string().into())]),
@@ -625,7 +630,7 @@ async fn prune_nonces(writer: writer::Writer) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let before = i64::try_from(now.saturating_sub(api::MAX_SKEW_SECS * 2)).unwrap_or(0);
+        let before = i64::try_from(now.saturating_sub(device_auth::MAX_SKEW_SECS * 2)).unwrap_or(0);
         loop {
             match writer
                 .submit(writer::Unit::Prune {

@@ -17,9 +17,9 @@ use hmac::{Hmac, Mac};
 use sqlx::AnyPool;
 use zeroize::Zeroizing;
 
+use crate::clock::unix_now;
 use crate::config::NotifyConfig;
 use crate::notify_queue as queue;
-use crate::reveals::unix_now;
 
 /// The shortest secret accepted, in bytes (HMAC-SHA256's own output size).
 pub const MIN_SECRET_BYTES: usize = 32;

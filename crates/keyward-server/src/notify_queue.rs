@@ -87,7 +87,7 @@ fn event_id() -> Result<String> {
 /// Queue `event` inside the caller's transaction (the one that stores the step); its id.
 pub async fn enqueue(conn: &mut AnyConnection, event: &Event<'_>) -> Result<String> {
     let id = event_id()?;
-    let now = crate::reveals::unix_now();
+    let now = crate::clock::unix_now();
     sqlx::query(
         "INSERT INTO notify_outbox (id, event, device, volume, body, created, next_attempt) \
          VALUES ($1, $2, $3, $4, $5, $6, $6)",
@@ -192,7 +192,7 @@ pub async fn give_up(pool: &AnyPool, ev: &Claimed, error: &str) -> Result<()> {
         .await?;
     if done.rows_affected() == 1 {
         let record = AuditRecord {
-            at: crate::store::now(),
+            at: crate::clock::now(),
             who: "server".into(),
             action: "notify-failed".into(),
             device: Some(ev.device.clone()),

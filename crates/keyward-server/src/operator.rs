@@ -42,7 +42,7 @@ fn describe(login: Option<u32>, euid: u32, sudo_user: Option<&str>) -> String {
 pub async fn audit_cli(store: &Store, action: &str, what: String) -> Result<(), String> {
     store
         .audit(&AuditRecord {
-            at: crate::store::now(),
+            at: crate::clock::now(),
             who: operator(),
             action: action.into(),
             device: None,

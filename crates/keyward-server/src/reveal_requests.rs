@@ -151,7 +151,7 @@ pub async fn expire_due(pool: &AnyPool, now: i64, limit: i64) -> Result<u64> {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            let record = crate::reveals::audit_record(
+            let record = audit_record(
                 "server",
                 "reveal-expire",
                 &req,
@@ -193,4 +193,17 @@ pub async fn list(pool: &AnyPool, which: Listing<'_>, limit: i64) -> Result<Vec<
         .fetch_all(pool)
         .await?;
     rows.iter().map(request).collect()
+}
+
+/// The audit record of a step on `req`: who, what, the device and volume, and the reason with
+/// the request id.
+pub fn audit_record(who: &str, action: &str, req: &Request, reason: &str) -> AuditRecord {
+    AuditRecord {
+        at: crate::clock::now(),
+        who: who.to_owned(),
+        action: action.to_owned(),
+        device: Some(req.device.clone()),
+        volume: Some(req.volume.clone()),
+        reason: Some(format!("{reason} [request {}]", req.id)),
+    }
 }

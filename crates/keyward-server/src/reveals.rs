@@ -9,11 +9,11 @@
 
 use keyward_core::VolumeName;
 
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::keys::{self, Retrieval, RevealError, Revealed};
 use crate::notify_queue::{Event, EventKind};
 use crate::reveal_flow::{self, Refusal, Request, State};
-use crate::reveal_requests as db;
+use crate::reveal_requests::{self as db, audit_record};
 use crate::roles::{Right, Role};
 use crate::store::{AuditRecord, StoreError};
 
@@ -51,26 +51,6 @@ pub enum FlowError {
     /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// Now, in Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The audit record of a step on `req`: who, what, the device and volume, and the reason with
-/// the request id.
-pub fn audit_record(who: &str, action: &str, req: &Request, reason: &str) -> AuditRecord {
-    AuditRecord {
-        at: crate::store::now(),
-        who: who.to_owned(),
-        action: action.to_owned(),
-        device: Some(req.device.clone()),
-        volume: Some(req.volume.clone()),
-        reason: Some(format!("{reason} [request {}]", req.id)),
-    }
 }
 
 /// The webhook's event for a step by `who` on `req`, audited as `record`.
@@ -135,7 +115,7 @@ pub async fn request(
     {
         return Err(FlowError::NoEscrow);
     }
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     let single = !s.reveal.require_approval;
     let req = Request {
         id: request_id()?,
@@ -174,8 +154,8 @@ async fn current(s: &AppState, id: &str) -> Result<Request, FlowError> {
     let req = db::get(s.store.pool(), id)
         .await?
         .ok_or(FlowError::NoRequest)?;
-    if req.lapsed(unix_now()) {
-        db::expire_due(s.store.pool(), unix_now(), 100).await?;
+    if req.lapsed(crate::clock::unix_now()) {
+        db::expire_due(s.store.pool(), crate::clock::unix_now(), 100).await?;
         return db::get(s.store.pool(), id)
             .await?
             .ok_or(FlowError::NoRequest);
@@ -191,7 +171,7 @@ pub async fn decide(
     approve: bool,
 ) -> Result<Request, FlowError> {
     let req = current(s, id).await?;
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     reveal_flow::may_decide(&req, &actor.who, actor.role, now)?;
     let (to, action, kind, expires) = if approve {
         (
@@ -237,7 +217,7 @@ pub async fn reveal(
     id: &str,
 ) -> Result<(Request, Revealed), FlowError> {
     let req = current(s, id).await?;
-    reveal_flow::may_reveal(&req, &actor.who, actor.role, unix_now())?;
+    reveal_flow::may_reveal(&req, &actor.who, actor.role, crate::clock::unix_now())?;
     let what = Retrieval {
         device: &req.device,
         volume: &req.volume,
@@ -253,7 +233,7 @@ pub async fn reveal(
             // Used or expired by someone else's move in the meantime: say which.
             let now = current(s, id).await?;
             Err(
-                reveal_flow::may_reveal(&now, &actor.who, actor.role, unix_now())
+                reveal_flow::may_reveal(&now, &actor.who, actor.role, crate::clock::unix_now())
                     .err()
                     .unwrap_or(Refusal::Used)
                     .into(),
@@ -271,7 +251,7 @@ pub async fn expire_every_minute(s: std::sync::Arc<AppState>) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + minute, minute);
     loop {
         tick.tick().await;
-        if let Err(e) = db::expire_due(s.store.pool(), unix_now(), 1000).await {
+        if let Err(e) = db::expire_due(s.store.pool(), crate::clock::unix_now(), 1000).await {
             crate::log::error(
                 "expiring reveal requests",
                 &[("error", e.to_string().into())],

@@ -3,14 +3,14 @@
 //! in the state directory, WAL, `synchronous=FULL`) is the default; PostgreSQL serves a fleet
 //! from several stateless instances. Nothing lives in process memory that another instance
 //! would need: single-use tokens, request nonces, sessions and login failures are rows.
-//! The dialects differ only in the schema's DDL (`migrations.rs`). The device API's writes
+//! The dialects differ only in the schema's DDL (`store/migrations.rs`). The device API's writes
 //! (enrollment, nonces, escrows, check-ins) do not come here but go through the writer
-//! (`writer.rs`, `batch.rs`), on connections of their own; this pool serves everything else.
+//! (`writer.rs`, `writer/batch.rs`), on connections of their own; this pool serves everything else.
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Executor, Row};
 
-use crate::migrations;
+mod migrations;
 
 /// Which database the URL named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +84,14 @@ pub struct Device {
     pub revoked: Option<Revocation>,
 }
 
+impl Device {
+    /// Its latest report, parsed: (when, report), if it has checked in.
+    pub fn report(&self) -> Option<(String, keyward_core::schedule::CheckIn)> {
+        let (at, text) = self.checkin.as_ref()?;
+        serde_json::from_str(text).ok().map(|r| (at.clone(), r))
+    }
+}
+
 /// When and by whom a device was revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Revocation {
@@ -132,16 +140,6 @@ fn escrow(r: &AnyRow) -> Result<Escrow> {
 }
 
 const ESCROW_COLUMNS: &str = "id, ciphertext, created, rotate_after_use";
-
-/// Now, RFC 3339 with nanoseconds (fixed width, so text order is time order).
-pub fn now() -> String {
-    timestamp(std::time::SystemTime::now())
-}
-
-/// `t`, RFC 3339 with nanoseconds.
-pub fn timestamp(t: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_nanos(t).to_string()
-}
 
 /// A pool of at most `max` connections; SQLite's in WAL mode, every commit synced to disk
 /// (`synchronous = FULL`: a receipt promises the escrow survives a power cut), waiting up to
@@ -229,7 +227,7 @@ impl Store {
         for chunk in hashes.chunks(500) {
             let sql = format!(
                 "INSERT INTO tokens (hash, created, expires, used) VALUES {}",
-                crate::batch::placeholders(chunk.len(), 3, ", 0")
+                crate::sql::placeholders(chunk.len(), 3, ", 0")
             );
             let mut q = sqlx::query(&sql);
             for h in chunk {
@@ -317,35 +315,6 @@ impl Store {
         })
     }
 
-    /// Record a key retrieval and mark the key for rotation after use, together; with a
-    /// reveal request `(id, now)`, spend it in the same transaction; with `event`, queue the
-    /// webhook's in it too. False, with nothing written, if that request was no longer
-    /// approved and unexpired.
-    pub async fn reveal(
-        &self,
-        escrow_id: &str,
-        record: &AuditRecord,
-        request: Option<(&str, i64)>,
-        event: Option<&crate::notify_queue::Event<'_>>,
-    ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        if let Some((id, now)) = request {
-            if !crate::reveal_requests::consume(&mut tx, id, now).await? {
-                return Ok(false);
-            }
-        }
-        insert_audit(&mut *tx, record).await?;
-        if let Some(event) = event {
-            crate::notify_queue::enqueue(&mut tx, event).await?;
-        }
-        sqlx::query("UPDATE escrows SET rotate_after_use = 1 WHERE id = $1")
-            .bind(escrow_id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
     /// Append an audit record.
     pub async fn audit(&self, record: &AuditRecord) -> Result<()> {
         insert_audit(&self.pool, record).await
@@ -401,6 +370,14 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(device).collect()
+    }
+
+    /// A device's latest report, if it is enrolled and has checked in.
+    pub async fn latest_report(
+        &self,
+        device: &str,
+    ) -> Result<Option<(String, keyward_core::schedule::CheckIn)>> {
+        Ok(self.device(device).await?.as_ref().and_then(Device::report))
     }
 
     /// One device.

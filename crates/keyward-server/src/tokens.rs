@@ -1,5 +1,5 @@
 //! Enrollment tokens: `keyward-server token create|list|revoke`, and the rules the writer
-//! applies when a device spends one (`batch.rs`). A token is 192 random bits, shown once and
+//! applies when a device spends one (`writer/batch.rs`). A token is 192 random bits, shown once and
 //! stored as its SHA-256 only; it enrolls one device, before it expires (24 hours by default)
 //! and unless an admin revoked it. Its id is the first 16 hex digits of that digest: enough
 //! to name it in `list` and `revoke`, useless for enrolling. Creating and revoking are audited.
@@ -68,12 +68,6 @@ pub enum TokenAction {
     },
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 /// Unix seconds as RFC 3339 (seconds), or "-" for 0 (unknown).
 fn shown(t: i64) -> String {
     match u64::try_from(t) {
@@ -140,7 +134,7 @@ async fn create(store: &Store, count: u32, lifetime: Duration, who: &str) -> Res
     if lifetime < Duration::from_secs(1) || lifetime > MAX_LIFETIME {
         return Err("--expires-in must be between 1s and 90d".into());
     }
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     let expires = now.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
     let mut tokens = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -148,9 +142,9 @@ async fn create(store: &Store, count: u32, lifetime: Duration, who: &str) -> Res
         getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
         tokens.push(raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
     }
-    let hashes: Vec<String> = tokens.iter().map(|t| crate::api::token_hash(t)).collect();
+    let hashes: Vec<String> = tokens.iter().map(|t| token_hash(t)).collect();
     let record = AuditRecord {
-        at: crate::store::now(),
+        at: crate::clock::now(),
         who: who.to_owned(),
         action: "token-create".into(),
         device: None,
@@ -185,7 +179,7 @@ async fn list(store: &Store, json: bool) -> Result<(), String> {
     .fetch_all(store.pool())
     .await
     .map_err(|e| e.to_string())?;
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     let mut all = Vec::with_capacity(rows.len());
     for r in &rows {
         let get = |c: &str| r.try_get::<i64, _>(c).map_err(|e| e.to_string());
@@ -230,7 +224,7 @@ async fn revoke(store: &Store, id: &str, who: &str) -> Result<Option<&'static st
         "UPDATE tokens SET revoked = $2 WHERE substr(hash, 1, 16) = $1 AND used = 0 AND revoked = 0",
     )
     .bind(&id)
-    .bind(unix_now())
+    .bind(crate::clock::unix_now())
     .execute(&mut *tx)
     .await
     .map_err(err)?;
@@ -238,7 +232,7 @@ async fn revoke(store: &Store, id: &str, who: &str) -> Result<Option<&'static st
         sqlx::query(
             "INSERT INTO audit (at, who, action, device, volume, reason) VALUES ($1, $2, 'token-revoke', NULL, NULL, $3)",
         )
-        .bind(crate::store::now())
+        .bind(crate::clock::now())
         .bind(who)
         .bind(format!("enrollment token {id}"))
         .execute(&mut *tx)
@@ -268,11 +262,11 @@ pub async fn spend(
     now: i64,
 ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
     let mut spent = std::collections::HashSet::new();
-    for chunk in hashes.chunks(crate::batch::ROWS_PER_STATEMENT) {
+    for chunk in hashes.chunks(crate::sql::ROWS_PER_STATEMENT) {
         let sql = format!(
             "UPDATE tokens SET used = 1 WHERE used = 0 AND revoked = 0 AND expires > $1 \
              AND hash IN ({}) RETURNING hash",
-            crate::batch::numbered(2, chunk.len())
+            crate::sql::numbered(2, chunk.len())
         );
         let mut q = sqlx::query(&sql).bind(now);
         for hash in chunk {
@@ -296,10 +290,10 @@ pub async fn refusals(
         .iter()
         .map(|h| ((*h).to_owned(), TokenRefused::Unknown))
         .collect();
-    for chunk in hashes.chunks(crate::batch::ROWS_PER_STATEMENT) {
+    for chunk in hashes.chunks(crate::sql::ROWS_PER_STATEMENT) {
         let sql = format!(
             "SELECT hash, used, revoked, expires FROM tokens WHERE hash IN ({})",
-            crate::batch::numbered(1, chunk.len())
+            crate::sql::numbered(1, chunk.len())
         );
         let mut q = sqlx::query(&sql);
         for hash in chunk {
@@ -315,6 +309,11 @@ pub async fn refusals(
         }
     }
     Ok(out)
+}
+
+/// Hex SHA-256 of an enrollment token (only the digest is stored).
+pub fn token_hash(token: &str) -> String {
+    crate::digest::sha256_hex(token.trim().as_bytes())
 }
 
 #[cfg(test)]

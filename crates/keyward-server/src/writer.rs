@@ -1,7 +1,7 @@
 //! The writer: every write of the device API (enrollment, request nonces, escrows, check-ins,
 //! nonce pruning) goes through a queue to one writer per instance, which takes whatever has
 //! queued up while it last committed (at most [`MAX_BATCH`]) and applies it in one transaction
-//! with one commit (`batch.rs`), then answers each request. On SQLite the write lock is then
+//! with one commit (`writer/batch.rs`), then answers each request. On SQLite the write lock is then
 //! never fought over and one fsync (`synchronous = FULL`, still) covers a whole batch; on
 //! PostgreSQL the instances' writers commit side by side. One writer, not several: the
 //! databases spend their time per statement more than per row, so fewer, fuller batches win
@@ -28,6 +28,8 @@ use sqlx::{Any, AnyPool, Connection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Dialect, Store, StoreError};
+
+pub mod batch;
 
 /// Units in one transaction at most.
 pub const MAX_BATCH: usize = 256;
@@ -286,7 +288,7 @@ async fn in_transaction(
     };
     let done = async {
         let mut tx = conn.begin_with(begin).await?;
-        let outcomes = crate::batch::apply(&mut tx, units, SystemTime::now()).await?;
+        let outcomes = batch::apply(&mut tx, units, SystemTime::now()).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(outcomes)
     }

@@ -12,7 +12,7 @@ use sqlx::Row;
 
 use super::session::Admin;
 use super::{db, layout, UiError};
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::roles::Right;
 
 /// `GET /ui/accounts`.

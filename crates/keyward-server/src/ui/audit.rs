@@ -12,7 +12,7 @@ use super::health::Tone;
 use super::layout::{self, badge, device_href, when};
 use super::session::Admin;
 use super::UiError;
-use crate::api::AppState;
+use crate::app_state::AppState;
 
 /// Records on the page.
 const SHOWN: i64 = 500;
@@ -30,7 +30,7 @@ fn tone(action: &str) -> Tone {
 pub async fn page(State(s): State<Arc<AppState>>, admin: Admin) -> Result<Html<String>, UiError> {
     let mut records = s.store.audit_trail(SHOWN).await?;
     records.reverse();
-    let now = layout::now_secs();
+    let now = crate::clock::unix_secs();
     let body = html! {
         div.heading { h1 { "Audit log" } }
         p.summary { "The newest " (records.len()) " records, newest first. "

@@ -44,7 +44,7 @@ pub async fn add_admin(
     )
     .bind(name)
     .bind(phc)
-    .bind(crate::store::now())
+    .bind(crate::clock::now())
     .bind(role)
     .bind(totp)
     .execute(pool)

@@ -17,7 +17,7 @@ use super::health::{self, DeviceHealth, Held, Reported, VolumeHealth};
 use super::layout::{self, badge, device_href, when};
 use super::session::Admin;
 use super::{db, UiError};
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::roles::Right;
 use crate::store::{Device, Escrow};
 
@@ -57,10 +57,8 @@ fn service_word(v: &VolumeCheckIn) -> String {
 
 /// Judge each device's last report against what the server holds, in one query for all.
 async fn assess(s: &AppState, devices: Vec<Device>, now: u64) -> Result<Vec<Assessed>, UiError> {
-    let reports: Vec<Option<CheckIn>> = devices
-        .iter()
-        .map(|d| crate::checkin::parse(d).map(|(_, r)| r))
-        .collect();
+    let reports: Vec<Option<CheckIn>> =
+        devices.iter().map(|d| d.report().map(|(_, r)| r)).collect();
     let ids: Vec<&str> = reports
         .iter()
         .flatten()
@@ -137,7 +135,7 @@ pub async fn list(
     let mut devices = s.store.devices(&q, limit).await?;
     let truncated = devices.len() > PAGE;
     devices.truncate(PAGE);
-    let now = layout::now_secs();
+    let now = crate::clock::unix_secs();
     let mut rows = assess(&s, devices, now).await?;
     rows.sort_by_key(|a| a.health.urgency());
     let count = |f: fn(&DeviceHealth) -> bool| rows.iter().filter(|a| f(&a.health)).count();
@@ -214,7 +212,7 @@ pub async fn page(
         .device(&id)
         .await?
         .ok_or(UiError::NotFound("no device has that id"))?;
-    let now = layout::now_secs();
+    let now = crate::clock::unix_secs();
     let escrows = s.store.escrows(&id).await?;
     let assessed = assess(&s, vec![device], now)
         .await?

@@ -2,7 +2,7 @@
 //! and the logout form, badges, times, links to devices. Markup only (maud escapes every
 //! value); no data access.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use maud::{html, Markup, DOCTYPE};
 
@@ -117,13 +117,6 @@ pub fn when(rfc3339: &str, now: u64) -> Markup {
 pub fn when_unix(secs: i64, now: u64) -> Markup {
     let t = UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     when(&humantime::format_rfc3339_seconds(t).to_string(), now)
-}
-
-/// Now, in Unix seconds.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::second_factor;
 use super::session::{self, Admin, LOGIN_COOKIE, SESSION_COOKIE};
 use super::throttle::{self, Failures, Verdict, LOCKOUT_SECS};
 use super::{db, layout, UiError};
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::store::AuditRecord;
 
 /// Longest name kept from a login attempt (names are at most 64 characters).
@@ -107,7 +107,7 @@ pub(super) async fn audit(
 ) -> Result<(), UiError> {
     s.store
         .audit(&AuditRecord {
-            at: crate::store::now(),
+            at: crate::clock::now(),
             who: who.to_owned(),
             action: action.to_owned(),
             device: None,
@@ -174,7 +174,7 @@ pub async fn submit(
     let name: String = f.name.trim().chars().take(MAX_NAME).collect();
     let source = throttle::source_key(peer.ip());
     let pool = s.store.pool();
-    let now = session::unix_now();
+    let now = crate::clock::unix_now();
     let verdict = judge(pool, &name, &source, now).await?;
     let stored = if verdict != Verdict::Try || !super::admin::name_ok(&name) {
         None

@@ -41,7 +41,7 @@ use axum::Router;
 pub use error::UiError;
 pub use session::hash_token;
 
-use crate::api::AppState;
+use crate::app_state::AppState;
 
 /// The stylesheet and the icon, the UI's only static files.
 const STYLE: &str = include_str!("style.css");
@@ -50,21 +50,6 @@ const ICON: &str = include_str!("favicon.svg");
 /// No script, no frame, no plugin, nothing from elsewhere; forms post only here.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
-
-/// The UI's settings.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// A device whose last check-in is older than this is shown as stale.
-    pub stale_after_secs: u64,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        Settings {
-            stale_after_secs: 3 * 3600,
-        }
-    }
-}
 
 /// `serve` options for the UI.
 #[derive(clap::Args, Debug, Clone)]
@@ -76,8 +61,8 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     /// The settings these options make.
-    pub fn settings(&self) -> Settings {
-        Settings {
+    pub fn settings(&self) -> crate::app_state::UiSettings {
+        crate::app_state::UiSettings {
             stale_after_secs: self.stale_after,
         }
     }

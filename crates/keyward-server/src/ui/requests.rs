@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::layout::{self, badge, device_href, when_unix};
 use super::session::Admin;
 use super::UiError;
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::reveal_flow::{Request, State as ReqState};
 use crate::reveal_requests::{self as db, Listing};
 use crate::roles::Right;
@@ -163,11 +163,11 @@ fn post_button(admin: &Admin, action: &str, class: &str, label: &str) -> Markup 
 pub async fn queue(State(s): State<Arc<AppState>>, admin: Admin) -> Result<Html<String>, UiError> {
     admin.require(Right::Decide)?;
     let pool = s.store.pool();
-    db::expire_due(pool, crate::reveals::unix_now(), 100).await?;
+    db::expire_due(pool, crate::clock::unix_now(), 100).await?;
     let me = admin.who();
     let pending = db::list(pool, Listing::PendingFor(&me), SHOWN).await?;
     let decided = db::list(pool, Listing::Decided, 50).await?;
-    let now = layout::now_secs();
+    let now = crate::clock::unix_secs();
     let hours = s.reveal.approval_hours;
     let body = html! {
         div.heading { h1 { "Reveal requests" } }
@@ -202,10 +202,10 @@ pub async fn queue(State(s): State<Arc<AppState>>, admin: Admin) -> Result<Html<
 pub async fn mine(State(s): State<Arc<AppState>>, admin: Admin) -> Result<Html<String>, UiError> {
     admin.require(Right::RequestReveal)?;
     let pool = s.store.pool();
-    db::expire_due(pool, crate::reveals::unix_now(), 100).await?;
+    db::expire_due(pool, crate::clock::unix_now(), 100).await?;
     let me = admin.who();
     let rows = db::list(pool, Listing::MadeBy(&me), SHOWN).await?;
-    let now = layout::now_secs();
+    let now = crate::clock::unix_secs();
     let body = html! {
         div.heading { h1 { "My requests" } }
         p.summary { "Request a key on a device's page. Once approved you may reveal it once, "

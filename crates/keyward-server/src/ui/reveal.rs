@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::layout::{self, device_href};
 use super::session::Admin;
 use super::UiError;
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::keys::{Retrieval, Revealed, MAX_REASON};
 use crate::roles::Right;
 

@@ -8,7 +8,7 @@
 use super::db::{self, TotpRow};
 use super::totp::{self, Secret};
 use super::UiError;
-use crate::api::AppState;
+use crate::app_state::AppState;
 
 /// An account's second factor, opened for one login.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ use base64::Engine;
 use sha2::Digest;
 
 use super::{db, UiError};
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::roles::{Right, Role};
 
 /// The session cookie. `__Host-`: the browser takes it only with Secure, Path=/ and no Domain.
@@ -26,13 +26,6 @@ pub const LOGIN_COOKIE: &str = "__Host-keyward-login";
 pub const IDLE_SECS: i64 = 30 * 60;
 /// A session ends this long after login, used or not.
 pub const ABSOLUTE_SECS: i64 = 8 * 3600;
-
-/// Now, in Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 /// 256 random bits, URL-safe base64.
 pub fn random_token() -> Result<String, UiError> {
@@ -199,7 +192,7 @@ pub async fn begin_as(
 ) -> Result<HeaderValue, UiError> {
     let id = random_token()?;
     let csrf = random_token()?;
-    let now = unix_now();
+    let now = crate::clock::unix_now();
     db::add_session(
         state.store.pool(),
         &db::NewSession {
@@ -240,7 +233,7 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         let id_hash = hash_token(id);
         let pool = state.store.pool();
         let row = db::session(pool, &id_hash).await?.ok_or_else(absent)?;
-        let now = unix_now();
+        let now = crate::clock::unix_now();
         if now - row.created >= ABSOLUTE_SECS || now - row.seen >= IDLE_SECS {
             db::end_session(pool, &id_hash).await?;
             return Err(absent());

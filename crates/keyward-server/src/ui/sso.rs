@@ -25,7 +25,7 @@ use serde::Deserialize;
 use super::login::{audit, login_page};
 use super::session::{self, LOGIN_COOKIE};
 use super::{db, layout, throttle, UiError};
-use crate::api::AppState;
+use crate::app_state::AppState;
 use crate::oidc::SsoError;
 
 /// The cookie that holds a sign-in's `state` between `/ui/sso` and its callback.
@@ -86,7 +86,7 @@ pub async fn start(
             return Ok(unavailable());
         }
     };
-    let now = session::unix_now();
+    let now = crate::clock::unix_now();
     let state_hash = session::hash_token(&begun.state);
     let kept = db::add_sso_login(
         s.store.pool(),
@@ -186,7 +186,7 @@ pub async fn callback(
         let why = "the state is not the one this browser's sign-in began with";
         return refused(nobody(), why.to_owned()).await;
     }
-    let now = session::unix_now();
+    let now = crate::clock::unix_now();
     let pool = s.store.pool();
     let Some((nonce, verifier)) =
         db::take_sso_login(pool, &session::hash_token(state), now - FLOW_SECS).await?
