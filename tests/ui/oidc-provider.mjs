@@ -2,6 +2,8 @@
 // (panva's, OpenID Certified), on loopback, with its development login pages (any password).
 // Started by crates/keyward-cli/tests/web_ui_sso.rs, which passes in:
 //   KEYWARD_SSO_CLIENT_ID, KEYWARD_SSO_CLIENT_SECRET, KEYWARD_SSO_REDIRECT   the one client
+//   KEYWARD_SSO_USERINFO_ONLY=1 (optional)   the ID token carries no profile, email or groups
+//                                   claims: they are only at the userinfo endpoint
 //   KEYWARD_SSO_TLS_CERT, KEYWARD_SSO_TLS_KEY (optional)   serve HTTPS with this certificate for
 //                                   127.0.0.1 (the issuer is then https://127.0.0.1:PORT)
 // It prints one JSON line, {"issuer": URL}, once it listens (the issuer names `localhost`, so
@@ -60,7 +62,7 @@ server.listen(0, '127.0.0.1', () => {
       email: ['email'],
       groups: ['groups'],
     },
-    conformIdTokenClaims: false,
+    conformIdTokenClaims: process.env.KEYWARD_SSO_USERINFO_ONLY === '1',
     pkce: { required: () => true },
     findAccount: async (_ctx, sub) => ({
       accountId: sub,

@@ -43,17 +43,19 @@ impl Drop for Provider {
 }
 
 fn provider(inst: &Instance, redirect: &str) -> Provider {
-    provider_with(inst, redirect, None)
+    provider_with(inst, redirect, None, &[])
 }
 
-/// The provider, over HTTPS with `tls` (certificate, key) when given.
+/// The provider, over HTTPS with `tls` (certificate, key) when given, with `env` set.
 fn provider_with(
     inst: &Instance,
     redirect: &str,
     tls: Option<(&std::path::Path, &std::path::Path)>,
+    env: &[(&str, &str)],
 ) -> Provider {
     let log = inst.path("oidc-provider.log");
     let mut cmd = Command::new("node");
+    cmd.envs(env.iter().copied());
     if let Some((cert, key)) = tls {
         cmd.env("KEYWARD_SSO_TLS_CERT", cert)
             .env("KEYWARD_SSO_TLS_KEY", key);
@@ -216,6 +218,57 @@ fn sso_in_the_browser(backend: &Backend) {
     assert_eq!(srv.query("SELECT count(*) FROM sso_logins").trim(), "1");
 }
 
+/// A provider that puts groups (and names) only at its userinfo endpoint, as oidc-provider
+/// does by the letter of the spec for the code flow (`conformIdTokenClaims`): alice still
+/// becomes an admin and mallory is still refused, her groups read from userinfo.
+#[test]
+fn groups_only_at_the_userinfo_endpoint_still_give_the_role() {
+    if !browser_ready() {
+        return;
+    }
+    let inst = Instance::prepare();
+    let mut srv = Server::start(&inst);
+    let redirect = format!("{}/ui/sso/callback", srv.url());
+    let op = provider_with(
+        &inst,
+        &redirect,
+        None,
+        &[("KEYWARD_SSO_USERINFO_ONLY", "1")],
+    );
+    let secret = secret_file(&inst, 0o600);
+    srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
+    let handoff = inst.path("handoff");
+    std::fs::create_dir(&handoff).unwrap();
+    let out = Command::new("node")
+        .args([
+            "--test",
+            "--test-reporter=spec",
+            "--test-name-pattern",
+            "get the role their groups map to|no role is refused",
+            "sso.test.mjs",
+        ])
+        .current_dir(ui_dir())
+        .env("KEYWARD_UI_URL", srv.url())
+        .env("KEYWARD_SSO_ISSUER", &op.issuer)
+        .env("KEYWARD_UI_HANDOFF", &handoff)
+        .env("KEYWARD_UI_ARTIFACTS", artifacts(&Backend::Sqlite))
+        .output()
+        .unwrap();
+    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{report}\n{}",
+        op.log()
+    );
+    assert!(report.contains("pass 2"), "{report}");
+    let audit = sign_in_audit(&srv);
+    assert!(
+        audit.contains("ui-login|sso:alice|") && audit.contains("groups [keyward-admins]"),
+        "{audit}"
+    );
+    assert!(audit.contains("ui-sso-refused|sso:mallory|"), "{audit}");
+}
+
 #[test]
 fn password_sign_in_works_while_the_provider_is_down_and_the_secret_must_be_private() {
     let inst = Instance::prepare();
@@ -312,7 +365,7 @@ fn a_provider_behind_a_company_ca_is_trusted_through_ca_file_only() {
     let mut srv = Server::start(&inst);
     let (ca, cert, key) = make_pki(inst.root.path(), "idp");
     let redirect = format!("{}/ui/sso/callback", srv.url());
-    let op = provider_with(&inst, &redirect, Some((&cert, &key)));
+    let op = provider_with(&inst, &redirect, Some((&cert, &key)), &[]);
     assert!(op.issuer.starts_with("https://127.0.0.1:"), "{}", op.issuer);
     let secret = secret_file(&inst, 0o600);
     let toml = oidc_toml(&op.issuer, &secret, &redirect);

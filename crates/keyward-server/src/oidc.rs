@@ -21,8 +21,8 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AdditionalClaims, AuthenticationFlow, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    IdToken, IdTokenClaims, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    Scope, TokenResponse,
+    IdToken, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    RedirectUrl, Scope, TokenResponse, UserInfoClaims,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -270,32 +270,40 @@ impl Sso {
                 })?
             }
         };
-        Ok(self.person(&claims))
+        let mut all = as_map(&claims)?;
+        if !all.contains_key(&self.config.groups_claim) {
+            // Providers that keep the ID token small (or follow the spec's letter for the
+            // code flow) give profile claims only at the userinfo endpoint: ask there, for
+            // this subject only, with the access token this sign-in got.
+            if let Ok(request) = client.user_info(
+                tokens.access_token().clone(),
+                Some(claims.subject().clone()),
+            ) {
+                let info: UserInfoClaims<OtherClaims, CoreGenderClaim> = request
+                    .request_async(&http)
+                    .await
+                    .map_err(|e| SsoError::Provider(format!("userinfo: {}", chain(&e))))?;
+                for (k, v) in as_map(&info)? {
+                    all.entry(k).or_insert(v);
+                }
+            }
+        }
+        Ok(self.person(claims.subject().as_str(), &all))
     }
 
-    fn person(&self, claims: &IdTokenClaims<OtherClaims, CoreGenderClaim>) -> Person {
-        let other = &claims.additional_claims().all;
-        let standard = |claim: &str| match claim {
-            "preferred_username" => claims.preferred_username().map(|n| n.as_str().to_owned()),
-            "email" => claims.email().map(|e| e.as_str().to_owned()),
-            "name" => claims
-                .name()
-                .and_then(|n| n.get(None))
-                .map(|n| n.as_str().to_owned()),
-            _ => None,
-        };
+    /// Who `claims` (the ID token's, completed from userinfo) name, and their role.
+    fn person(&self, subject: &str, claims: &serde_json::Map<String, serde_json::Value>) -> Person {
         let claim = |name: &str| {
-            other
+            claims
                 .get(name)
                 .and_then(|v| v.as_str().map(str::to_owned))
-                .or_else(|| standard(name))
                 .filter(|v| !v.is_empty())
         };
-        let subject = clean(claims.subject().as_str());
+        let subject = clean(subject);
         let name = claim(&self.config.name_claim)
             .or_else(|| claim("email"))
             .map_or_else(|| subject.clone(), |n| clean(&n));
-        let groups = groups_of(other.get(&self.config.groups_claim));
+        let groups = groups_of(claims.get(&self.config.groups_claim));
         let role = role_for(&groups, &self.roles);
         Person {
             name,
@@ -356,6 +364,18 @@ fn send(
         .read_to_vec()
         .map_err(|e| HttpError(format!("{url}: {e}")))?;
     Ok(openidconnect::HttpResponse::from_parts(parts, bytes))
+}
+
+/// Claims as one JSON object (standard ones by their names, the others as the provider sent
+/// them).
+fn as_map<T: Serialize>(
+    claims: &T,
+) -> Result<serde_json::Map<String, serde_json::Value>, SsoError> {
+    match serde_json::to_value(claims) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        Ok(_) => Err(SsoError::Token("the claims are not an object".to_owned())),
+        Err(e) => Err(SsoError::Token(e.to_string())),
+    }
 }
 
 /// An error and its causes, on one line.
