@@ -465,35 +465,9 @@ fn an_event_nobody_takes_is_given_up_and_audited() {
 fn a_secret_others_may_read_or_a_short_one_or_plain_http_elsewhere_stops_the_server() {
     let inst = Instance::prepare();
     let mut srv = Server::start(&inst);
-    srv.stop();
     let dir = srv.state.parent().unwrap().to_owned();
     let key = dir.join("notify.key");
-    let config = dir.join("server.toml");
-    let serve = |toml: &str| {
-        std::fs::write(&config, toml).unwrap();
-        let mut child = Command::new(bin("keyward-server"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--state")
-            .arg(&srv.state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // It must stop at once; one that serves is stopped here and fails the test.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let out = child.wait_with_output().unwrap();
-                panic!("it served with {toml}: {}", stderr(&out));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let out = child.wait_with_output().unwrap();
-        assert!(!out.status.success());
-        stderr(&out)
-    };
+    let mut serve = |toml: &str| srv.refused_config(toml);
     let table = |url: &str| {
         format!(
             "[notify]\nurl = \"{url}\"\nsecret_file = \"{}\"\n",
@@ -556,29 +530,13 @@ fn a_receiver_behind_a_company_ca_is_trusted_through_ca_file_only() {
 
     let junk = d.join("not-a-ca.pem");
     std::fs::write(&junk, "not a certificate\n").unwrap();
-    let config = d.join("server-bad-ca.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[notify]\nurl = \"{url}\"\nsecret_file = \"{}\"\nca_file = \"{}\"\n",
-            d.join("notify.key").display(),
-            junk.display()
-        ),
-    )
-    .unwrap();
-    t.srv.stop();
-    let out = t.srv.cmd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    let e = t.srv.refused_config(&format!(
+        "[notify]\nurl = \"{url}\"\nsecret_file = \"{}\"\nca_file = \"{}\"\n",
+        d.join("notify.key").display(),
+        junk.display()
+    ));
     assert!(
-        stderr(&out).contains("[notify] ca_file")
-            && stderr(&out).contains("holds no PEM certificate"),
-        "{}",
-        stderr(&out)
+        e.contains("[notify] ca_file") && e.contains("holds no PEM certificate"),
+        "{e}"
     );
 }

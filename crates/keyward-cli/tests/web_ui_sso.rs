@@ -102,6 +102,39 @@ fn oidc_toml(issuer: &str, secret: &std::path::Path, redirect: &str) -> String {
     )
 }
 
+/// `sso.test.mjs` in Chromium against `srv` and `op` (only the tests matching `only`, if
+/// given), alice's callback URL handed off in `handoff`: its report, once it passed.
+fn in_the_browser(
+    srv: &Server,
+    op: &Provider,
+    handoff: &std::path::Path,
+    backend: &Backend,
+    only: Option<&str>,
+) -> String {
+    std::fs::create_dir(handoff).unwrap();
+    let mut cmd = Command::new("node");
+    cmd.args(["--test", "--test-reporter=spec"]);
+    if let Some(pattern) = only {
+        cmd.args(["--test-name-pattern", pattern]);
+    }
+    let out = cmd
+        .arg("sso.test.mjs")
+        .current_dir(ui_dir())
+        .env("KEYWARD_UI_URL", srv.url())
+        .env("KEYWARD_SSO_ISSUER", &op.issuer)
+        .env("KEYWARD_UI_HANDOFF", handoff)
+        .env("KEYWARD_UI_ARTIFACTS", artifacts(backend))
+        .output()
+        .unwrap();
+    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        out.status.success(),
+        "browser test failed:\n{report}\nthe provider's log:\n{}",
+        op.log()
+    );
+    report
+}
+
 /// Every audit record of the UI's sign-ins: `ACTION|WHO|REASON`, one a line.
 fn sign_in_audit(srv: &Server) -> String {
     srv.query(
@@ -129,22 +162,7 @@ fn sso_in_the_browser(backend: &Backend) {
     srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
 
     let handoff = inst.path("handoff");
-    std::fs::create_dir(&handoff).unwrap();
-    let out = Command::new("node")
-        .args(["--test", "--test-reporter=spec", "sso.test.mjs"])
-        .current_dir(ui_dir())
-        .env("KEYWARD_UI_URL", srv.url())
-        .env("KEYWARD_SSO_ISSUER", &op.issuer)
-        .env("KEYWARD_UI_HANDOFF", &handoff)
-        .env("KEYWARD_UI_ARTIFACTS", artifacts(backend))
-        .output()
-        .unwrap();
-    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{report}\nthe provider's log:\n{}",
-        op.log()
-    );
+    let report = in_the_browser(&srv, &op, &handoff, backend, None);
     assert!(report.contains("pass 3"), "{report}");
 
     // alice's callback replayed with its state cookie: the sign-in it finished is gone.
@@ -237,28 +255,12 @@ fn groups_only_at_the_userinfo_endpoint_still_give_the_role() {
     );
     let secret = secret_file(&inst, 0o600);
     srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
-    let handoff = inst.path("handoff");
-    std::fs::create_dir(&handoff).unwrap();
-    let out = Command::new("node")
-        .args([
-            "--test",
-            "--test-reporter=spec",
-            "--test-name-pattern",
-            "get the role their groups map to|no role is refused",
-            "sso.test.mjs",
-        ])
-        .current_dir(ui_dir())
-        .env("KEYWARD_UI_URL", srv.url())
-        .env("KEYWARD_SSO_ISSUER", &op.issuer)
-        .env("KEYWARD_UI_HANDOFF", &handoff)
-        .env("KEYWARD_UI_ARTIFACTS", artifacts(&Backend::Sqlite))
-        .output()
-        .unwrap();
-    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{report}\n{}",
-        op.log()
+    let report = in_the_browser(
+        &srv,
+        &op,
+        &inst.path("handoff"),
+        &Backend::Sqlite,
+        Some("get the role their groups map to|no role is refused"),
     );
     assert!(report.contains("pass 2"), "{report}");
     let audit = sign_in_audit(&srv);
@@ -288,22 +290,8 @@ fn password_sign_in_works_while_the_provider_is_down_and_the_secret_must_be_priv
     let redirect = format!("{}/ui/sso/callback", srv.url());
     let secret = secret_file(&inst, 0o644);
     let toml = oidc_toml(&issuer, &secret, &redirect);
-    let config = inst.path("server-sso.toml");
-    std::fs::write(&config, &toml).unwrap();
-    srv.stop();
-    let out = srv.cmd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("group or others may read it (chmod 600)"),
-        "{}",
-        stderr(&out)
-    );
+    let e = srv.refused_config(&toml);
+    assert!(e.contains("group or others may read it (chmod 600)"), "{e}");
 
     chmod(&secret, 0o600);
     srv.reconfigure(&toml);
@@ -394,21 +382,9 @@ fn a_provider_behind_a_company_ca_is_trusted_through_ca_file_only() {
         "[oidc.roles]",
         &format!("ca_file = \"{}\"\n[oidc.roles]", junk.display()),
     );
-    let config = inst.path("server-bad-ca.toml");
-    std::fs::write(&config, bad).unwrap();
-    srv.stop();
-    let out = srv.cmd(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    let e = srv.refused_config(&bad);
     assert!(
-        stderr(&out).contains("[oidc] ca_file")
-            && stderr(&out).contains("holds no PEM certificate"),
-        "{}",
-        stderr(&out)
+        e.contains("[oidc] ca_file") && e.contains("holds no PEM certificate"),
+        "{e}"
     );
 }

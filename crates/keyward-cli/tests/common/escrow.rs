@@ -135,6 +135,40 @@ impl Server {
         super::run(&mut c, stdin)
     }
 
+    /// Stop this server, then `serve --config` with `toml` (written next to the state): it
+    /// must refuse to start, exiting 1 within 10 s (one that serves is killed, failing the
+    /// test). Its standard error.
+    pub fn refused_config(&mut self, toml: &str) -> String {
+        self.stop();
+        let config = self.state.with_file_name("server-refused.toml");
+        std::fs::write(&config, toml).unwrap();
+        let mut c = Command::new(bin("keyward-server"));
+        c.args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--state")
+            .arg(&self.state);
+        if let Some(db) = &self.db {
+            c.args(["--db", db]);
+        }
+        let mut child = c
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let out = child.wait_with_output().unwrap();
+                panic!("it served with {toml}: {}", stderr(&out));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(code(&out), Some(1), "{toml}: {}", stderr(&out));
+        stderr(&out)
+    }
+
     /// `keyward-server ARGS --state … [--db …]`.
     pub fn cmd(&self, args: &[&str]) -> Output {
         let mut c = Command::new(bin("keyward-server"));
