@@ -4,6 +4,8 @@
 //   KEYWARD_SSO_CLIENT_ID, KEYWARD_SSO_CLIENT_SECRET, KEYWARD_SSO_REDIRECT   the one client
 //   KEYWARD_SSO_USERINFO_ONLY=1 (optional)   the ID token carries no profile, email or groups
 //                                   claims: they are only at the userinfo endpoint
+//   KEYWARD_SSO_ID_TOKEN_ALG (optional)   how ID tokens are signed (e.g. HS256, with the client
+//                                   secret: keyward must refuse it); RS256 by default
 //   KEYWARD_SSO_TLS_CERT, KEYWARD_SSO_TLS_KEY (optional)   serve HTTPS with this certificate for
 //                                   127.0.0.1 (the issuer is then https://127.0.0.1:PORT)
 // It prints one JSON line, {"issuer": URL}, once it listens (the issuer names `localhost`, so
@@ -51,9 +53,11 @@ server.listen(0, '127.0.0.1', () => {
         grant_types: ['authorization_code'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',
+        id_token_signed_response_alg: process.env.KEYWARD_SSO_ID_TOKEN_ALG || 'RS256',
       },
     ],
     jwks: { keys: [jwk] },
+    enabledJWA: { idTokenSigningAlgValues: ['RS256', 'HS256'] },
     cookies: { keys: ['keyward-test-cookie-key-not-a-secret'] },
     scopes: ['openid', 'profile', 'email', 'groups'],
     claims: {

@@ -271,6 +271,41 @@ fn groups_only_at_the_userinfo_endpoint_still_give_the_role() {
     assert!(audit.contains("ui-sso-refused|sso:mallory|"), "{audit}");
 }
 
+/// A provider that signs ID tokens with HS256 (an HMAC keyed by the client secret, which
+/// anyone holding the secret could forge): the token is refused before any role is looked at.
+#[test]
+fn an_id_token_signed_with_the_client_secret_is_refused() {
+    if !browser_ready() {
+        return;
+    }
+    let inst = Instance::prepare();
+    let mut srv = Server::start(&inst);
+    let redirect = format!("{}/ui/sso/callback", srv.url());
+    let op = provider_with(
+        &inst,
+        &redirect,
+        None,
+        &[("KEYWARD_SSO_ID_TOKEN_ALG", "HS256")],
+    );
+    let secret = secret_file(&inst, 0o600);
+    srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
+    let report = in_the_browser(
+        &srv,
+        &op,
+        &inst.path("handoff"),
+        &Backend::Sqlite,
+        Some("no role is refused"),
+    );
+    assert!(report.contains("pass 1"), "{report}");
+    let audit = sign_in_audit(&srv);
+    assert!(
+        audit.contains("ui-sso-refused|sso:?|") && audit.contains("the ID token was refused"),
+        "{audit}"
+    );
+    assert!(!audit.contains("no group maps to a role"), "{audit}");
+    assert!(!audit.contains("ui-login|"), "{audit}");
+}
+
 #[test]
 fn password_sign_in_works_while_the_provider_is_down_and_the_secret_must_be_private() {
     let inst = Instance::prepare();
