@@ -1,27 +1,19 @@
 //! `keyward audit [--verify] [--json]`: reads the log and its head directly (the CLI runs as
-//! root); nothing here writes.
+//! root), together under the log's lock; nothing here writes.
 
 use keyward_core::audit::{self, Record};
 use keyward_core::config::Config;
-use keyward_sys::safe_fs::{self, Expect};
 
 use crate::Failure;
 
 pub fn run(config: &Config, verify: bool, json: bool) -> Result<(), Failure> {
     let path = config.audit_log();
-    let bytes = safe_fs::read_checked(
-        &path,
-        Expect {
-            uid: 0,
-            forbidden_mode: 0o022,
-        },
-        1 << 30,
-    )
-    .map_err(|e| Failure::new(1, format!("audit log: {e}")))?
-    .unwrap_or_default();
+    // The log and its head, read together under the log's lock (the helper holds it while it
+    // writes a record and its head).
+    let (bytes, head) =
+        keyward_sys::audit_file::read_log_and_head(&path, &config.state_dir, 1 << 30)
+            .map_err(|e| Failure::new(1, format!("audit log: {e}")))?;
     let text = String::from_utf8(bytes).map_err(|_| Failure::new(1, "audit log is not UTF-8"))?;
-    let head = keyward_sys::audit_file::read_head(&config.state_dir)
-        .map_err(|e| Failure::new(1, format!("audit head: {e}")))?;
     let lines: Vec<&str> = text.lines().collect();
     if verify {
         let records = audit::verify(lines.iter().copied(), head.as_ref())

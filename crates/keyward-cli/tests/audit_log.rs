@@ -278,3 +278,91 @@ fn the_agents_repeated_reads_are_folded() {
     assert_eq!(inst.audit_lines().len(), lines.len() + 3);
     verify_chain(&inst);
 }
+
+/// `keyward audit --verify` run while the helper writes changes and reads never sees a change
+/// record without its head, nor half a line: it reads the log and the head under the log's
+/// lock, which the helper holds while it writes a record and its head. (Before the lock an
+/// admin verifying during a login could be told the chain was broken.)
+#[test]
+fn verifying_while_the_helper_writes_never_reports_a_false_break() {
+    let inst = Instance::prepare().start();
+    inst.bootstrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (verified, failures) = std::thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..12 {
+                let out = inst.keyward(&["service", "rotate", "data"], b"");
+                assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+                status_ok(&inst);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut verified = 0;
+        let mut failures = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let out = inst.keyward(&["audit", "--verify"], b"");
+            verified += 1;
+            if code(&out) != Some(0) {
+                failures.push(stderr(&out));
+            }
+        }
+        (verified, failures)
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {verified}: {failures:#?}",
+        failures.len()
+    );
+    assert!(verified > 10, "only {verified} verifications ran alongside");
+    verify_chain(&inst);
+}
+
+/// Anyone who may read the log (group `adm`) can take its lock: one who holds it does not
+/// stall the helper, whose change goes ahead (unlocked) within a second, recorded and chained.
+#[test]
+fn a_reader_holding_the_logs_lock_does_not_stall_the_helper() {
+    let inst = Instance::prepare().start();
+    inst.bootstrap();
+    let log = inst.path("log/audit.jsonl");
+    let mut holder = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=4",
+            "--clear-groups",
+            "flock",
+            "-s",
+        ])
+        .arg(&log)
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    // The holder has the lock once a non-blocking exclusive try fails.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while Command::new("flock")
+        .args(["-n", "-x"])
+        .arg(&log)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the holder never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = inst.keyward(&["service", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(
+        holder.try_wait().unwrap().is_none(),
+        "the holder still holds it"
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(inst
+        .audit_lines()
+        .iter()
+        .any(|l| op_of(l) == "service-rotate"));
+    verify_chain(&inst);
+}

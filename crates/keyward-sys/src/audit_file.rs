@@ -24,6 +24,81 @@ pub struct AuditLog {
 
 const HEAD_FILE: &str = "audit.head";
 
+/// The log's advisory lock (`flock`), held by the helper while it writes a record and its
+/// head, and shared by a reader while it reads the log and the head: a reader never sees a
+/// change record whose head is not written yet, nor half a line. Released when dropped.
+struct LogLock<'a>(&'a std::fs::File);
+
+/// How long the helper waits for readers before it writes a record without the lock. Anyone
+/// who may read the log (group `adm`) can take the lock: holding it must not stall the helper.
+const WRITER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl<'a> LogLock<'a> {
+    /// A reader's shared lock, waiting as long as a write takes.
+    fn shared(file: &'a std::fs::File) -> std::io::Result<Self> {
+        rustix::fs::flock(file, rustix::fs::FlockOperation::LockShared)?;
+        Ok(LogLock(file))
+    }
+
+    /// The writer's exclusive lock, or None after [`WRITER_PATIENCE`] (the write goes ahead
+    /// unlocked: a reader holding the lock that long is not keyward's).
+    fn exclusive(file: &'a std::fs::File) -> Option<Self> {
+        let deadline = std::time::Instant::now() + WRITER_PATIENCE;
+        loop {
+            match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Some(LogLock(file)),
+                Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(e) => {
+                    eprintln!("keyward-helper: audit log: writing without the log's lock: {e}");
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LogLock<'_> {
+    fn drop(&mut self) {
+        // Closing the file would release it too; an unlock that fails leaves nothing held.
+        let _ = rustix::fs::flock(self.0, rustix::fs::FlockOperation::Unlock);
+    }
+}
+
+/// The log (`path`, root's and not group- or world-writable, at most `limit` bytes) and its
+/// recorded head, read together under the log's shared lock: what `keyward audit` checks.
+/// No log yet: empty.
+pub fn read_log_and_head(
+    path: &Path,
+    state_dir: &Path,
+    limit: u64,
+) -> std::io::Result<(Vec<u8>, Option<Head>)> {
+    let expect = Expect {
+        uid: 0,
+        forbidden_mode: 0o022,
+    };
+    let file = match safe_fs::open_read(path, expect) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok((Vec::new(), read_head(state_dir)?))
+        }
+        Err(e) => return Err(e),
+    };
+    let _lock = LogLock::shared(&file)?;
+    let mut bytes = Vec::new();
+    (&file).take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is larger than {limit} bytes", path.display()),
+        ));
+    }
+    Ok((bytes, read_head(state_dir)?))
+}
+
 /// Free space below which the helper refuses to change anything: a change it could not record
 /// must not happen. Generous next to a record (~300 bytes), small next to any disk.
 pub const RESERVED_BYTES: u64 = 1 << 20;
@@ -152,6 +227,8 @@ impl AuditLog {
         // root:adm 0640: log readers may read it; nobody but root may write it.
         let gid = rustix::fs::Gid::from_raw(reader_gid);
         rustix::fs::fchown(&file, Some(rustix::fs::Uid::ROOT), Some(gid))?;
+        // Held through the repairs below (a reader waits for them); released on return.
+        let repairing = LogLock::exclusive(&file).map(std::mem::forget).is_some();
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
         let mut events = Vec::new();
@@ -201,6 +278,9 @@ impl AuditLog {
                 found.seq
             ))),
             None => {}
+        }
+        if repairing {
+            rustix::fs::flock(&log.file, rustix::fs::FlockOperation::Unlock)?;
         }
         Ok((log, events))
     }
@@ -271,8 +351,9 @@ impl AuditLog {
         let (line, head) = record.chain(&self.head);
         let mut bytes = line.clone().into_bytes();
         bytes.push(b'\n');
+        let lock = LogLock::exclusive(&self.file);
         let before = self.file.metadata()?.len();
-        let written = self.file.write_all(&bytes).and_then(|()| {
+        let written = (&self.file).write_all(&bytes).and_then(|()| {
             if durable {
                 self.file.sync_data()
             } else {
@@ -297,6 +378,7 @@ impl AuditLog {
                 eprintln!("keyward-helper: audit log: recording the head: {e}");
             }
         }
+        drop(lock);
         if let Some(s) = &self.syslog {
             // authpriv.info; best effort — the file is the record of truth.
             let msg = format!("<86>keyward-helper[{}]: {line}", std::process::id());
