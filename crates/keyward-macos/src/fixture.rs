@@ -44,6 +44,10 @@ fixtures!(
     "dscl-passwd-auth-failed",
     "diskutil-verify-ok",
     "diskutil-verify-incorrect",
+    "security-authdb-read",
+    "security-authdb-write-ok",
+    "security-authdb-write-denied",
+    "security-authdb-write-unreadable",
 );
 
 /// Why a fixture could not be used.

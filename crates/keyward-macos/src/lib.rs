@@ -14,6 +14,7 @@
 
 pub mod authdb;
 pub mod build;
+pub mod bundle;
 pub mod command;
 pub mod error;
 #[cfg(feature = "fake")]
