@@ -211,8 +211,8 @@ mod tests {
                 [format!("removed {CAPTURE} from {RIGHT}")]
             );
             assert_eq!(
-                mac.login_right.as_deref(),
-                Some(&original[..]),
+                mac.login_right.as_deref().map(String::from_utf8_lossy),
+                Some(String::from_utf8_lossy(&original)),
                 "{name}: byte for byte"
             );
             let again = uninstall_login_capture(&mut mac).unwrap();
@@ -271,6 +271,26 @@ mod tests {
         assert_eq!(f.code, 1);
         assert!(f.message.contains("NO (-60005)"), "{}", f.message);
         assert!(f.message.contains("exit status 255"), "{}", f.message);
+        assert!(
+            f.message.contains("the right is unchanged"),
+            "{}",
+            f.message
+        );
+        assert_eq!(mac.login_right.as_deref(), Some(&original[..]));
+
+        // A failure without the NO verdict: the exit status alone says so.
+        mac.script(
+            Purpose::WriteLoginRight,
+            "security-authdb-write-unreadable",
+            false,
+        );
+        let f = install_login_capture(&mut mac, plugins.path()).unwrap_err();
+        assert_eq!(f.code, 1);
+        assert!(
+            f.message.contains("Unable to read the right definition"),
+            "{}",
+            f.message
+        );
         assert!(
             f.message.contains("the right is unchanged"),
             "{}",

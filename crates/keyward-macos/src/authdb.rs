@@ -52,10 +52,14 @@ fn apply(
             .ok()
             .and_then(|back| login_right::mechanisms(&back.stdout).ok())
             .map(|now| now == before);
-        return Err(MacError::LoginRightNotWritten {
-            reason: failed.to_string(),
-            unchanged,
-        });
+        let reason = match failed {
+            MacError::Unrecognized { exit, excerpt, .. } => match excerpt {
+                Some(said) => format!("{exit}: {said}"),
+                None => exit,
+            },
+            other => other.to_string(),
+        };
+        return Err(MacError::LoginRightNotWritten { reason, unchanged });
     }
     let back = run_ok(runner, &security::read_login_right())?;
     let now = login_right::mechanisms(&back.stdout)?;
