@@ -40,6 +40,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create the service account, directories and systemd units (idempotent).
+    #[cfg_attr(
+        target_os = "macos",
+        command(
+            about = "Add the login capture (keyward:capture,privileged) to system.login.console (idempotent)"
+        )
+    )]
     Install {
         /// Where to write the systemd units.
         #[arg(long, default_value = "/etc/systemd/system")]
@@ -54,6 +60,12 @@ enum Command {
     },
     /// Remove keyward's slots (refused if a volume would be left without another way in),
     /// then the account, directories and units.
+    #[cfg_attr(
+        target_os = "macos",
+        command(
+            about = "Take the login capture out of system.login.console, then remove keyward's rights (refused if a volume would be left without another way in), account and directories"
+        )
+    )]
     Uninstall {
         /// Confirm: uninstalling removes every unlock right keyward granted.
         #[arg(long)]
