@@ -28,6 +28,7 @@ pub mod keychain_macos;
 pub mod login_right;
 pub mod names;
 pub mod parse;
+pub mod password_sync;
 #[cfg(any(target_os = "macos", test))]
 pub mod process;
 mod reconcile;
