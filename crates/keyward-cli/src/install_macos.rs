@@ -96,12 +96,17 @@ pub fn install() -> Result<(), Failure> {
 #[cfg(target_os = "macos")]
 pub fn uninstall(config: &keyward_core::config::Config) -> Result<(), Failure> {
     crate::install::check_release(config)?;
+    // The agent's directory is the service user's; the helper deletes that account when it
+    // releases keyward's rights, so its uid is looked up first.
+    let service_uid = keyward_sys::users::user_for_creation(&config.service_user)
+        .map_err(|e| Failure::new(1, format!("user lookup: {e}")))?
+        .map(|a| a.uid.get());
     let mut runner = keyward_macos::process::ProcessRunner::in_admin_shell(DEADLINE);
     for line in uninstall_login_capture(&mut runner)? {
         println!("{line}");
     }
     crate::install::release(config)?;
-    crate::install::remove_dirs(config, None)?;
+    crate::install::remove_dirs(config, service_uid)?;
     println!(
         "the bundle {}/{} can now be deleted",
         bundle::PLUGINS_DIR,
