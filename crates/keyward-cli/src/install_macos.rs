@@ -128,19 +128,8 @@ mod tests {
     use keyward_macos::login_right::mechanisms;
     use std::os::unix::fs::PermissionsExt;
 
-    const RIGHTS: &[&str] = &[
-        "login-console-macos14.plist",
-        "login-console-macos14-crypt.plist",
-        "login-console-macos10.10-fv2authplugin.plist",
-        "login-console-third-party-at-the-spot.plist",
-    ];
-
     fn right(name: &str) -> Vec<u8> {
-        let path = format!(
-            "{}/../keyward-macos/fixtures/authdb/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(path).unwrap()
+        keyward_macos::fixture::login_right(name).unwrap().to_vec()
     }
 
     fn mac_with(right: Vec<u8>) -> FakeMac {
@@ -206,8 +195,8 @@ mod tests {
     #[test]
     fn uninstall_gives_back_the_original_bytes() {
         let plugins = plugins();
-        for name in RIGHTS {
-            let original = right(name);
+        for (name, original) in keyward_macos::fixture::LOGIN_RIGHTS {
+            let original = original.to_vec();
             let mut mac = mac_with(original.clone());
             install_login_capture(&mut mac, plugins.path()).unwrap();
             assert_ne!(mac.login_right.as_deref(), Some(&original[..]), "{name}");

@@ -14,16 +14,8 @@ use keyward_macos::runner::{Exit, Output, RunError, Runner};
 use keyward_macos::MacError;
 use plist::Value;
 
-const FIXTURES: &[&str] = &[
-    "login-console-macos14.plist",
-    "login-console-macos14-crypt.plist",
-    "login-console-macos10.10-fv2authplugin.plist",
-    "login-console-third-party-at-the-spot.plist",
-];
-
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/fixtures/authdb/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(path).unwrap()
+    keyward_macos::fixture::login_right(name).unwrap().to_vec()
 }
 
 fn changed(e: Edit) -> (Vec<u8>, Option<String>) {
@@ -39,7 +31,7 @@ fn value(xml: &[u8]) -> Value {
 
 #[test]
 fn install_puts_capture_right_after_authenticate_and_keeps_everything_else() {
-    for name in FIXTURES {
+    for (name, _) in keyward_macos::fixture::LOGIN_RIGHTS {
         let original = fixture(name);
         let before = mechanisms(&original).unwrap();
         let (edited, kept_after) = changed(insert_capture(&original).unwrap());
@@ -73,7 +65,7 @@ fn a_third_party_mechanism_at_the_spot_is_kept_and_named() {
 
 #[test]
 fn install_is_idempotent_and_uninstall_restores_the_right() {
-    for name in FIXTURES {
+    for (name, _) in keyward_macos::fixture::LOGIN_RIGHTS {
         let original = fixture(name);
         let (edited, _) = changed(insert_capture(&original).unwrap());
         assert_eq!(insert_capture(&edited).unwrap(), Edit::Unchanged, "{name}");

@@ -13,6 +13,14 @@ use keyward_macos::fixture::render;
 use keyward_macos::password_sync::{judge, PasswordSync};
 use keyward_macos::MacError;
 
+fn account<'a>(s: &'a mut Store, name: &str) -> &'a mut keyward_macos::fake::FakeAccount {
+    s.runner_mut()
+        .accounts
+        .iter_mut()
+        .find(|a| a.name == name)
+        .unwrap()
+}
+
 fn fx(name: &str) -> keyward_macos::runner::Output {
     render(name, &[("realname", "Jane Appleseed")]).unwrap()
 }
@@ -58,12 +66,7 @@ fn a_reset_is_found_at_login_and_a_change_with_the_old_password_is_not() {
 
     // Reset without the old password (dscl . -passwd as root): login takes the new one,
     // FileVault keeps the old.
-    let a = s
-        .runner_mut()
-        .accounts
-        .iter_mut()
-        .find(|a| a.name == "admin")
-        .unwrap();
+    let a = account(&mut s, "admin");
     a.login_password = Some(b"reset-pw".to_vec());
     assert_eq!(
         s.login_password_sync(&admin, &secret("reset-pw")).unwrap(),
@@ -71,12 +74,7 @@ fn a_reset_is_found_at_login_and_a_change_with_the_old_password_is_not() {
     );
 
     // Changed with the old one: FileVault follows.
-    let a = s
-        .runner_mut()
-        .accounts
-        .iter_mut()
-        .find(|a| a.name == "admin")
-        .unwrap();
+    let a = account(&mut s, "admin");
     a.unlock_password = Some(b"reset-pw".to_vec());
     assert_eq!(
         s.login_password_sync(&admin, &secret("reset-pw")).unwrap(),
