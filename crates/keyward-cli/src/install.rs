@@ -8,6 +8,10 @@
 //! pam-auth-update, so install and uninstall handle only the account and directories; and its
 //! default config names no volume until an administrator adds one, which only this mode accepts.
 
+// On a Mac only the config loading and the uninstall steps shared with install_macos.rs are
+// used; the Linux steps (useradd, units, PAM) are compiled but unused there.
+#![cfg_attr(target_os = "macos", allow(dead_code))]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -293,6 +297,34 @@ pub fn uninstall(
     package: bool,
 ) -> Result<(), Failure> {
     // First make sure every volume can give up keyward's slots; only then touch anything.
+    check_release(config)?;
+    release(config)?;
+    for (dir, (file, _)) in unit_files(unit_dir, tmpfiles_dir, package) {
+        let p = dir.join(file);
+        if std::fs::symlink_metadata(&p).is_ok() {
+            std::fs::remove_file(&p).map_err(io("unit"))?;
+            println!("removed {}", p.display());
+        }
+    }
+    if !package {
+        uninstall_pam()?;
+    }
+    let account = users::user_for_creation(&config.service_user).map_err(io("user lookup"))?;
+    remove_dirs(config, account.map(|a| a.uid.get()))?;
+    if account.is_some() {
+        run_tool(
+            Command::new("userdel")
+                .arg("--")
+                .arg(config.service_user.as_str()),
+        )?;
+        println!("removed system user {}", config.service_user);
+    }
+    Ok(())
+}
+
+/// Uninstall's first step, on every platform: refuse (changing nothing) unless every configured
+/// volume can give up keyward's rights and no secret of an unconfigured volume would be lost.
+pub fn check_release(config: &Config) -> Result<(), Failure> {
     let unconfigured = secrets_of_unconfigured_volumes(config)?;
     if !unconfigured.is_empty() {
         return Err(Failure::new(
@@ -317,6 +349,12 @@ pub fn uninstall(
             other => return Err(client::unexpected(&other).into()),
         }
     }
+    Ok(())
+}
+
+/// Have the helper release keyward's rights on every configured volume.
+pub fn release(config: &Config) -> Result<(), Failure> {
+    let socket = config.helper_socket();
     for v in &config.volumes {
         match client::call(
             &socket,
@@ -332,21 +370,13 @@ pub fn uninstall(
             other => return Err(client::unexpected(&other).into()),
         }
     }
-    for (dir, (file, _)) in unit_files(unit_dir, tmpfiles_dir, package) {
-        let p = dir.join(file);
-        if std::fs::symlink_metadata(&p).is_ok() {
-            std::fs::remove_file(&p).map_err(io("unit"))?;
-            println!("removed {}", p.display());
-        }
-    }
-    if !package {
-        uninstall_pam()?;
-    }
-    let account = users::user_for_creation(&config.service_user).map_err(io("user lookup"))?;
-    let owners: Vec<u32> = [Some(0), account.map(|a| a.uid.get())]
-        .into_iter()
-        .flatten()
-        .collect();
+    Ok(())
+}
+
+/// Remove keyward's directories (state, agent state, runtime, log): only real directories
+/// owned by root or the service account (`service_uid`, while it exists).
+pub fn remove_dirs(config: &Config, service_uid: Option<u32>) -> Result<(), Failure> {
+    let owners: Vec<u32> = [Some(0), service_uid].into_iter().flatten().collect();
     for dir in [
         &config.state_dir,
         &config.agent_state_dir,
@@ -354,14 +384,6 @@ pub fn uninstall(
         &config.log_dir,
     ] {
         remove_our_dir(dir, &owners)?;
-    }
-    if account.is_some() {
-        run_tool(
-            Command::new("userdel")
-                .arg("--")
-                .arg(config.service_user.as_str()),
-        )?;
-        println!("removed system user {}", config.service_user);
     }
     Ok(())
 }

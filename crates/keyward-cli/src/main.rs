@@ -7,6 +7,10 @@
 
 mod audit_cmd;
 mod install;
+// The macOS install path: built for macOS, and for Linux tests, which drive it through the
+// simulated Mac.
+#[cfg(any(target_os = "macos", test))]
+mod install_macos;
 mod output;
 
 use std::path::PathBuf;
@@ -36,6 +40,12 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create the service account, directories and systemd units (idempotent).
+    #[cfg_attr(
+        target_os = "macos",
+        command(
+            about = "Add the login capture (keyward:capture,privileged) to system.login.console (idempotent)"
+        )
+    )]
     Install {
         /// Where to write the systemd units.
         #[arg(long, default_value = "/etc/systemd/system")]
@@ -50,6 +60,12 @@ enum Command {
     },
     /// Remove keyward's slots (refused if a volume would be left without another way in),
     /// then the account, directories and units.
+    #[cfg_attr(
+        target_os = "macos",
+        command(
+            about = "Take the login capture out of system.login.console, then remove keyward's rights (refused if a volume would be left without another way in), account and directories"
+        )
+    )]
     Uninstall {
         /// Confirm: uninstalling removes every unlock right keyward granted.
         #[arg(long)]
@@ -377,16 +393,23 @@ fn run(cli: Cli) -> Result<(), Failure> {
             other => Err(client::unexpected(&other).into()),
         },
         Command::Audit { verify, json } => audit_cmd::run(&config, verify, json),
+        #[cfg(not(target_os = "macos"))]
         Command::Install { unit_dir, tmpfiles_dir, package } => {
             install::install(&config, &unit_dir, &tmpfiles_dir, package)
         }
+        // A Mac has no units, tmpfiles.d or PAM, and no package mode: the login capture only.
+        #[cfg(target_os = "macos")]
+        Command::Install { .. } => install_macos::install(),
         Command::Uninstall { yes: false, .. } => Err(Failure::new(
             2,
             "uninstall removes every unlock right keyward granted (users keep other ways in only if they have them); re-run with --yes",
         )),
+        #[cfg(not(target_os = "macos"))]
         Command::Uninstall { yes: true, unit_dir, tmpfiles_dir, package } => {
             install::uninstall(&config, &unit_dir, &tmpfiles_dir, package)
         }
+        #[cfg(target_os = "macos")]
+        Command::Uninstall { yes: true, .. } => install_macos::uninstall(&config),
         Command::Generate { .. } => Ok(()),
         Command::Recovery { action: RecoveryAction::Rotate { volume, show: false, .. } } => {
             if config.escrow.is_none() {

@@ -9,9 +9,9 @@ use crate::error::MacError;
 use crate::login_right::{self, Edit, LoginRightError};
 use crate::runner::{Output, Runner};
 
-/// What an install or uninstall did.
+/// What an install or uninstall did. Exhaustive on purpose: the CLI says what happened for
+/// each case, and must be told when there is a new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum LoginRightChange {
     /// The right was already as wanted.
     Unchanged,
@@ -39,12 +39,28 @@ fn apply(
     edit: fn(&[u8]) -> Result<Edit, LoginRightError>,
 ) -> Result<LoginRightChange, MacError> {
     let current = run_ok(runner, &security::read_login_right())?;
+    let before = login_right::mechanisms(&current.stdout)?;
     let (plist, kept_after) = match edit(&current.stdout)? {
         Edit::Unchanged => return Ok(LoginRightChange::Unchanged),
         Edit::Changed { plist, kept_after } => (plist, kept_after),
     };
     let wanted = login_right::mechanisms(&plist)?;
-    run_ok(runner, &security::write_login_right(plist))?;
+    if let Err(failed) = run_ok(runner, &security::write_login_right(plist)) {
+        // Say whether the database still holds the right as it was: a refused write should
+        // have changed nothing, and the administrator must know if it did.
+        let unchanged = run_ok(runner, &security::read_login_right())
+            .ok()
+            .and_then(|back| login_right::mechanisms(&back.stdout).ok())
+            .map(|now| now == before);
+        let reason = match failed {
+            MacError::Unrecognized { exit, excerpt, .. } => match excerpt {
+                Some(said) => format!("{exit}: {said}"),
+                None => exit,
+            },
+            other => other.to_string(),
+        };
+        return Err(MacError::LoginRightNotWritten { reason, unchanged });
+    }
     let back = run_ok(runner, &security::read_login_right())?;
     let now = login_right::mechanisms(&back.stdout)?;
     if now != wanted {
@@ -56,10 +72,12 @@ fn apply(
     Ok(LoginRightChange::Written { kept_after })
 }
 
-/// Run a `security` command that must exit 0.
+/// Run a `security` command that must succeed: exit 0 and no `NO (status)` line (the tool's
+/// verdict on stderr; Apple's SecurityTool/authz.c prints it and returns -1 on a refusal).
 fn run_ok(runner: &mut impl Runner, inv: &Invocation) -> Result<Output, MacError> {
     let out = runner.run(inv)?;
-    if out.exit.success() {
+    let refused = out.stderr_text().lines().any(|l| l.starts_with("NO ("));
+    if out.exit.success() && !refused {
         return Ok(out);
     }
     let excerpt: String = out.stderr_text().trim().chars().take(200).collect();

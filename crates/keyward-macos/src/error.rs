@@ -110,6 +110,20 @@ pub enum MacError {
     /// The `system.login.console` right is not one keyward can edit.
     #[error("system.login.console: {0}")]
     LoginRight(#[from] crate::login_right::LoginRightError),
+    /// `security authorizationdb write system.login.console` failed; `unchanged` says whether
+    /// the right read back afterwards is the one that was there before (`None`: it could not
+    /// be read back).
+    #[error("security authorizationdb write system.login.console failed ({reason}); {}", match unchanged {
+        Some(true) => "the right is unchanged",
+        Some(false) => "the right no longer reads as it did before: check it with `security authorizationdb read system.login.console`",
+        None => "it could not be read back to check it",
+    })]
+    LoginRightNotWritten {
+        /// What `security` said.
+        reason: String,
+        /// Whether the right is as it was.
+        unchanged: Option<bool>,
+    },
     /// A check of I1–I3 failed after an operation.
     #[error("invariant violated after the operation: {0}")]
     InvariantViolated(String),

@@ -44,7 +44,44 @@ fixtures!(
     "dscl-passwd-auth-failed",
     "diskutil-verify-ok",
     "diskutil-verify-incorrect",
+    "security-authdb-read",
+    "security-authdb-write-ok",
+    "security-authdb-write-denied",
+    "security-authdb-write-unreadable",
 );
+
+/// The `system.login.console` rights in `fixtures/authdb/` (transcribed, not recorded; see the
+/// README there), by file name: what `security authorizationdb read` prints.
+pub const LOGIN_RIGHTS: &[(&str, &[u8])] = &[
+    (
+        "login-console-macos14.plist",
+        include_bytes!("../fixtures/authdb/login-console-macos14.plist"),
+    ),
+    (
+        "login-console-macos14-crypt.plist",
+        include_bytes!("../fixtures/authdb/login-console-macos14-crypt.plist"),
+    ),
+    (
+        "login-console-macos10.10-fv2authplugin.plist",
+        include_bytes!("../fixtures/authdb/login-console-macos10.10-fv2authplugin.plist"),
+    ),
+    (
+        "login-console-third-party-at-the-spot.plist",
+        include_bytes!("../fixtures/authdb/login-console-third-party-at-the-spot.plist"),
+    ),
+];
+
+/// One of [`LOGIN_RIGHTS`], by file name.
+pub fn login_right(name: &str) -> Result<&'static [u8], FixtureError> {
+    LOGIN_RIGHTS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, r)| *r)
+        .ok_or_else(|| FixtureError {
+            name: name.to_owned(),
+            reason: "no such right",
+        })
+}
 
 /// Why a fixture could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,6 +14,7 @@
 
 pub mod authdb;
 pub mod build;
+pub mod bundle;
 pub mod command;
 pub mod error;
 #[cfg(feature = "fake")]
@@ -27,6 +28,7 @@ pub mod keychain_macos;
 pub mod login_right;
 pub mod names;
 pub mod parse;
+pub mod password_sync;
 #[cfg(any(target_os = "macos", test))]
 pub mod process;
 mod reconcile;

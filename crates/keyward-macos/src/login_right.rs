@@ -6,15 +6,19 @@
 //! The rule: `keyward:capture,privileged` goes right after `builtin:authenticate,privileged`
 //! (so it only ever sees a password macOS has just accepted), once; everything else in the
 //! right — other keys, other mechanisms, third-party ones included, and their order — is kept
-//! as it was. The result is parsed back and compared before it is handed out. A right keyward
+//! as it was. The edit is made on the text, as `pam-auth-update` edits /etc/pam.d: one
+//! `<string>` line is inserted (indented like the line above it) or removed, and every other
+//! byte is the one that was read, so uninstall gives back exactly the bytes install read. The
+//! result is parsed back and compared, key by key, before it is handed out. A right keyward
 //! does not understand is refused, never guessed at.
 
 use plist::Value;
 
 /// The right keyward edits.
 pub const RIGHT: &str = "system.login.console";
-/// keyward's mechanism (the bundle `keyward`, mechanism `capture`, in the root plugin host).
-pub const CAPTURE: &str = "keyward:capture,privileged";
+/// keyward's mechanism (the bundle `keyward`, mechanism `capture`, in the root plugin host):
+/// the plug-in's own constant, so the bundle's name and the right's entry cannot drift apart.
+pub const CAPTURE: &str = keyward_authplugin::CAPTURE_RIGHT_ENTRY;
 /// The mechanism keyward's goes right after: macOS's own password check.
 pub const AUTHENTICATE: &str = "builtin:authenticate,privileged";
 
@@ -53,12 +57,13 @@ pub enum LoginRightError {
         /// Its index in `mechanisms`.
         position: usize,
     },
-    /// The edited right could not be written.
-    #[error("could not write the edited right: {0}")]
-    Write(String),
     /// The edited right did not parse back to exactly what was meant.
     #[error("the edited right does not read back as written")]
     RoundTrip,
+    /// The mechanism's `<string>` element is not spelled exactly once in the text (it is also
+    /// in a comment, or written with entities): keyward edits the text and will not guess.
+    #[error("{0:?} is not written exactly once as a plain <string> element in the right's text; keyward will not guess which one to edit")]
+    NotPlainText(&'static str),
 }
 
 /// The outcome of an edit.
@@ -96,7 +101,20 @@ pub fn insert_capture(xml: &[u8]) -> Result<Edit, LoginRightError> {
     let kept_after = names.get(at + 1).cloned();
     let mut edited = names;
     edited.insert(at + 1, CAPTURE.to_owned());
-    let plist = write_with(value, edited)?;
+    let text = plist_text(xml);
+    let anchor = element(AUTHENTICATE);
+    let start = only_occurrence(text, &anchor, AUTHENTICATE)?;
+    let end = start + anchor.len();
+    // On a line of its own, the new element gets a line of its own with the same indentation;
+    // otherwise (a one-line array) it goes right after the anchor.
+    let mut insertion = Vec::new();
+    if let Some(indent) = own_line_indent(text, start) {
+        insertion.push(b'\n');
+        insertion.extend_from_slice(indent);
+    }
+    insertion.extend_from_slice(element(CAPTURE).as_bytes());
+    let plist = [&text[..end], &insertion[..], &text[end..]].concat();
+    check(&value, &plist, edited)?;
     Ok(Edit::Changed { plist, kept_after })
 }
 
@@ -115,7 +133,24 @@ pub fn remove_capture(xml: &[u8]) -> Result<Edit, LoginRightError> {
         return Ok(Edit::Unchanged);
     }
     let edited: Vec<String> = names.into_iter().filter(|n| n != CAPTURE).collect();
-    let plist = write_with(value, edited)?;
+    let text = plist_text(xml);
+    let ours = element(CAPTURE);
+    let start = only_occurrence(text, &ours, CAPTURE)?;
+    let end = start + ours.len();
+    // The reverse of insert_capture: the element and the line break (and indentation) before it.
+    let from = match own_line_indent(text, start) {
+        Some(indent) => {
+            let newline = start - indent.len() - 1;
+            if newline > 0 && text[newline - 1] == b'\r' {
+                newline - 1
+            } else {
+                newline
+            }
+        }
+        None => start,
+    };
+    let plist = [&text[..from], &text[end..]].concat();
+    check(&value, &plist, edited)?;
     Ok(Edit::Changed {
         plist,
         kept_after: None,
@@ -175,25 +210,72 @@ fn keyward_entries(names: &[String]) -> Vec<(usize, String)> {
     names
         .iter()
         .enumerate()
-        .filter(|(_, n)| n.starts_with("keyward:"))
+        .filter(|(_, n)| {
+            n.strip_prefix(keyward_authplugin::PLUGIN_NAME)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })
         .map(|(i, n)| (i, n.clone()))
         .collect()
 }
 
-/// The right with its mechanisms replaced by `names`, as XML, checked by parsing it back.
-fn write_with(mut value: Value, names: Vec<String>) -> Result<Vec<u8>, LoginRightError> {
+/// The property list itself: what was read, up to `</plist>` and the line break after it
+/// (anything after that is not part of the right).
+fn plist_text(xml: &[u8]) -> &[u8] {
+    let Some(at) = find(xml, b"</plist>") else {
+        return xml;
+    };
+    let mut end = at + b"</plist>".len();
+    if xml.get(end) == Some(&b'\r') {
+        end += 1;
+    }
+    if xml.get(end) == Some(&b'\n') {
+        end += 1;
+    }
+    &xml[..end]
+}
+
+/// A mechanism as the `<string>` element the right's text holds.
+fn element(name: &str) -> String {
+    format!("<string>{name}</string>")
+}
+
+/// Where `needle` is in `text`; it must be there exactly once.
+fn only_occurrence(
+    text: &[u8],
+    needle: &str,
+    name: &'static str,
+) -> Result<usize, LoginRightError> {
+    let needle = needle.as_bytes();
+    let mut found =
+        (0..text.len().saturating_sub(needle.len() - 1)).filter(|&i| text[i..].starts_with(needle));
+    match (found.next(), found.next()) {
+        (Some(at), None) => Ok(at),
+        _ => Err(LoginRightError::NotPlainText(name)),
+    }
+}
+
+/// The indentation before the element at `start`, if only spaces and tabs precede it on its
+/// line (and a line break precedes the line).
+fn own_line_indent(text: &[u8], start: usize) -> Option<&[u8]> {
+    let line_start = text[..start].iter().rposition(|b| *b == b'\n')? + 1;
+    let indent = &text[line_start..start];
+    indent
+        .iter()
+        .all(|b| *b == b' ' || *b == b'\t')
+        .then_some(indent)
+}
+
+/// The edited text must parse to the original right with exactly `names` as its mechanisms,
+/// every other key and value unchanged (reals included).
+fn check(original: &Value, edited: &[u8], names: Vec<String>) -> Result<(), LoginRightError> {
+    let mut want = original.clone();
     let array = names.into_iter().map(Value::String).collect();
-    match value.as_dictionary_mut() {
+    match want.as_dictionary_mut() {
         Some(dict) => dict.insert("mechanisms".to_owned(), Value::Array(array)),
         None => return Err(LoginRightError::NotADictionary),
     };
-    let mut out = Vec::new();
-    value
-        .to_writer_xml(&mut out)
-        .map_err(|e| LoginRightError::Write(e.to_string()))?;
-    // Every other key, and its value, must come back exactly (reals included).
-    match Value::from_reader_xml(&out[..]) {
-        Ok(back) if back == value => Ok(out),
+    match Value::from_reader_xml(edited) {
+        Ok(back) if back == want => Ok(()),
         _ => Err(LoginRightError::RoundTrip),
     }
 }

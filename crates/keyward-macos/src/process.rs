@@ -15,24 +15,59 @@ use crate::runner::{Exit, Output, RunError, Runner};
 
 const MAX_OUTPUT: u64 = 1024 * 1024;
 
-/// Runs Apple's tools for real. Only the helper uses it: it must have no controlling terminal.
+/// Runs Apple's tools for real.
 #[derive(Debug, Clone)]
 pub struct ProcessRunner {
     deadline: Duration,
+    terminal: Terminal,
+}
+
+/// When a controlling terminal makes the runner refuse a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Terminal {
+    /// Always (the helper, a launchd daemon, never has one).
+    Refuse,
+    /// Only for a command that carries a secret on stdin: its `-` prompts would read the
+    /// terminal. Commands without a secret (`security authorizationdb`) prompt for nothing.
+    RefuseWithSecrets,
+}
+
+/// Whether a command must not run while the process has a controlling terminal.
+fn refuses_terminal(rule: Terminal, carries_secret: bool) -> bool {
+    match rule {
+        Terminal::Refuse => true,
+        Terminal::RefuseWithSecrets => carries_secret,
+    }
 }
 
 impl ProcessRunner {
-    /// A runner that kills any command still running after `deadline` (sysadminctl waiting
-    /// at a prompt it cannot read would otherwise hang the helper).
+    /// The helper's runner: refuses every command while a terminal is open, and kills any
+    /// command still running after `deadline` (sysadminctl waiting at a prompt it cannot read
+    /// would otherwise hang the helper).
     pub fn new(deadline: Duration) -> Self {
-        ProcessRunner { deadline }
+        ProcessRunner {
+            deadline,
+            terminal: Terminal::Refuse,
+        }
+    }
+
+    /// The CLI's runner, for `keyward install` typed by an administrator at a terminal: runs
+    /// commands that carry no secret (the authorizationdb edit) and still refuses any that
+    /// does.
+    pub fn in_admin_shell(deadline: Duration) -> Self {
+        ProcessRunner {
+            deadline,
+            terminal: Terminal::RefuseWithSecrets,
+        }
     }
 }
 
 impl Runner for ProcessRunner {
     fn run(&mut self, inv: &Invocation) -> Result<Output, RunError> {
         // A controlling terminal means the `-` prompts would read the terminal, not stdin.
-        if std::fs::File::open("/dev/tty").is_ok() {
+        if refuses_terminal(self.terminal, inv.has_secret_stdin())
+            && std::fs::File::open("/dev/tty").is_ok()
+        {
             return Err(RunError::ControllingTerminal(inv.program.name()));
         }
         run_path(
@@ -180,6 +215,22 @@ mod tests {
         let big = vec![b'x'; 256 * 1024];
         let o = sh("exit 0", &big, Duration::from_secs(10));
         assert_eq!(o.exit, Exit::Code(0));
+    }
+
+    #[test]
+    fn only_the_admin_shell_runner_runs_commands_without_secrets_at_a_terminal() {
+        assert!(refuses_terminal(Terminal::Refuse, false));
+        assert!(refuses_terminal(Terminal::Refuse, true));
+        assert!(refuses_terminal(Terminal::RefuseWithSecrets, true));
+        assert!(!refuses_terminal(Terminal::RefuseWithSecrets, false));
+        assert_eq!(
+            ProcessRunner::new(Duration::ZERO).terminal,
+            Terminal::Refuse
+        );
+        assert_eq!(
+            ProcessRunner::in_admin_shell(Duration::ZERO).terminal,
+            Terminal::RefuseWithSecrets
+        );
     }
 
     #[test]

@@ -14,16 +14,8 @@ use keyward_macos::runner::{Exit, Output, RunError, Runner};
 use keyward_macos::MacError;
 use plist::Value;
 
-const FIXTURES: &[&str] = &[
-    "login-console-macos14.plist",
-    "login-console-macos14-crypt.plist",
-    "login-console-macos10.10-fv2authplugin.plist",
-    "login-console-third-party-at-the-spot.plist",
-];
-
 fn fixture(name: &str) -> Vec<u8> {
-    let path = format!("{}/fixtures/authdb/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read(path).unwrap()
+    keyward_macos::fixture::login_right(name).unwrap().to_vec()
 }
 
 fn changed(e: Edit) -> (Vec<u8>, Option<String>) {
@@ -39,7 +31,7 @@ fn value(xml: &[u8]) -> Value {
 
 #[test]
 fn install_puts_capture_right_after_authenticate_and_keeps_everything_else() {
-    for name in FIXTURES {
+    for (name, _) in keyward_macos::fixture::LOGIN_RIGHTS {
         let original = fixture(name);
         let before = mechanisms(&original).unwrap();
         let (edited, kept_after) = changed(insert_capture(&original).unwrap());
@@ -73,12 +65,22 @@ fn a_third_party_mechanism_at_the_spot_is_kept_and_named() {
 
 #[test]
 fn install_is_idempotent_and_uninstall_restores_the_right() {
-    for name in FIXTURES {
+    for (name, _) in keyward_macos::fixture::LOGIN_RIGHTS {
         let original = fixture(name);
         let (edited, _) = changed(insert_capture(&original).unwrap());
         assert_eq!(insert_capture(&edited).unwrap(), Edit::Unchanged, "{name}");
         let (restored, _) = changed(remove_capture(&edited).unwrap());
-        assert_eq!(value(&restored), value(&original), "{name}");
+        assert_eq!(
+            String::from_utf8_lossy(&restored),
+            String::from_utf8_lossy(&original),
+            "{name}: byte for byte"
+        );
+        // One line more than the original, nothing else changed.
+        assert_eq!(
+            String::from_utf8(edited).unwrap().lines().count(),
+            String::from_utf8(original.clone()).unwrap().lines().count() + 1,
+            "{name}"
+        );
         assert_eq!(
             remove_capture(&original).unwrap(),
             Edit::Unchanged,
@@ -282,4 +284,86 @@ fn a_right_keyward_does_not_understand_is_never_written() {
         "{e}"
     );
     assert_eq!(db.calls.len(), 1, "only the read");
+}
+
+#[test]
+fn a_right_on_one_line_is_edited_in_place_and_restored() {
+    let compact = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict><key>class</key><string>evaluate-mechanisms</string><key>mechanisms</key><array><string>{AUTHENTICATE}</string><string>loginwindow:done</string></array></dict></plist>"
+    );
+    let (edited, _) = changed(insert_capture(compact.as_bytes()).unwrap());
+    assert_eq!(
+        String::from_utf8(edited.clone()).unwrap(),
+        compact.replace(
+            &format!("<string>{AUTHENTICATE}</string>"),
+            &format!("<string>{AUTHENTICATE}</string><string>{CAPTURE}</string>")
+        )
+    );
+    let (restored, _) = changed(remove_capture(&edited).unwrap());
+    assert_eq!(restored, compact.as_bytes());
+}
+
+#[test]
+fn a_mechanism_spelled_twice_in_the_text_is_refused() {
+    let stock = String::from_utf8(fixture("login-console-macos14.plist")).unwrap();
+    let quoted = stock.replace(
+        "<dict>",
+        &format!("<!-- <string>{AUTHENTICATE}</string> -->\n<dict>"),
+    );
+    assert_eq!(
+        insert_capture(quoted.as_bytes()).unwrap_err(),
+        LoginRightError::NotPlainText(AUTHENTICATE)
+    );
+    let (installed, _) = changed(insert_capture(stock.as_bytes()).unwrap());
+    let twice = String::from_utf8(installed).unwrap().replace(
+        "<dict>",
+        &format!("<!-- <string>{CAPTURE}</string> -->\n<dict>"),
+    );
+    assert_eq!(
+        remove_capture(twice.as_bytes()).unwrap_err(),
+        LoginRightError::NotPlainText(CAPTURE)
+    );
+}
+
+/// `security` saying `NO (status)` is a failure even with exit status 0 (Apple's source exits
+/// non-zero then, but the verdict line is what it promises to print).
+struct RefusingAuthDb {
+    right: Vec<u8>,
+    writes: usize,
+}
+
+impl Runner for RefusingAuthDb {
+    fn run(&mut self, inv: &Invocation) -> Result<Output, RunError> {
+        match inv.purpose {
+            Purpose::ReadLoginRight => Ok(Output::new(Exit::Code(0), &self.right, b"YES (0)\n")),
+            Purpose::WriteLoginRight => {
+                self.writes += 1;
+                Ok(Output::new(Exit::Code(0), b"", b"NO (-60005)\n"))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_no_verdict_is_a_failure_whatever_the_exit_status() {
+    let original = fixture("login-console-macos14.plist");
+    let mut db = RefusingAuthDb {
+        right: original.clone(),
+        writes: 0,
+    };
+    let e = install_login_capture(&mut db).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            MacError::LoginRightNotWritten {
+                unchanged: Some(true),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("NO (-60005)"), "{e}");
+    assert_eq!(db.writes, 1);
+    assert_eq!(db.right, original);
 }

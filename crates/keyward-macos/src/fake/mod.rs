@@ -98,6 +98,9 @@ pub struct FakeMac {
     pub unlisted_holders: Vec<String>,
     /// The next password change re-wraps the login password but not FileVault's (torn).
     pub tear_next_password_change: bool,
+    /// `system.login.console` as the authorization database holds it (the bytes last written);
+    /// `None`: the simulated Mac has no authorization database and `security` is unscripted.
+    pub login_right: Option<Vec<u8>>,
     /// Every call, in order.
     pub calls: Vec<Call>,
     scripted: Vec<Scripted>,
@@ -112,6 +115,10 @@ fn field(argv: &[String], i: usize) -> Result<&str, RunError> {
 
 fn render(name: &'static str, vars: &[(&str, &str)]) -> Result<Output, RunError> {
     fixture::render(name, vars).map_err(|e| RunError::Unscripted(e.to_string()))
+}
+
+fn no_authdb() -> RunError {
+    RunError::Unscripted("the simulated Mac has no authorization database (set login_right)".into())
 }
 
 fn plist_password(stdin: &[u8]) -> Option<Vec<u8>> {
@@ -325,10 +332,27 @@ impl FakeMac {
             Purpose::DirectoryWrite => self.dscl_write(argv),
             Purpose::ChangePassword => self.passwd(stdin, true),
             Purpose::SetInitialPassword => self.passwd(stdin, false),
-            // The authorization database is not simulated: its tests bring their own runner.
-            Purpose::ReadLoginRight | Purpose::WriteLoginRight => Err(RunError::Unscripted(
-                "the simulated Mac has no authorization database".into(),
-            )),
+            Purpose::ReadLoginRight => {
+                let right = self.login_right.as_deref().ok_or_else(no_authdb)?;
+                let text = String::from_utf8_lossy(right);
+                render(
+                    "security-authdb-read",
+                    &[("right", text.strip_suffix('\n').unwrap_or(&text))],
+                )
+            }
+            Purpose::WriteLoginRight => {
+                if self.login_right.is_none() {
+                    return Err(no_authdb());
+                }
+                // Like security: stdin must be a property list dictionary, or nothing is set.
+                let is_dict =
+                    plist::Value::from_reader_xml(stdin).is_ok_and(|v| v.as_dictionary().is_some());
+                if !is_dict {
+                    return render("security-authdb-write-unreadable", &[]);
+                }
+                self.login_right = Some(stdin.to_vec());
+                render("security-authdb-write-ok", &[])
+            }
             Purpose::VerifyUnlock => {
                 let uuid = field(argv, 5)?;
                 let ok = self.accounts.iter().any(|a| {
