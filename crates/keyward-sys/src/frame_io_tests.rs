@@ -175,3 +175,45 @@ fn writing_to_a_peer_that_has_gone_is_an_error() {
         "{fault:?}"
     );
 }
+
+/// Set in the child the next test starts: it is that child.
+const SIGPIPE_CHILD: &str = "KEYWARD_FRAME_IO_SIGPIPE_CHILD";
+
+/// A login program hosting the PAM module may leave `SIGPIPE` at its default, which kills the
+/// process; Rust's runtime ignores it, so the write runs in a child of this test binary that
+/// restores the default first. The child must exit normally, not by the signal.
+#[test]
+fn writing_to_a_peer_that_has_gone_raises_no_sigpipe() {
+    if std::env::var_os(SIGPIPE_CHILD).is_some() {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        // SAFETY: SIG_DFL installs no handler, so no code runs in signal context; this child
+        // process runs this one test only.
+        unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }.unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let fault = write_message(
+            &ours,
+            &login_capture(),
+            Instant::now() + Duration::from_secs(5),
+        );
+        assert!(fault.is_err(), "the write to a closed peer succeeded");
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "frame_io::tests::writing_to_a_peer_that_has_gone_raises_no_sigpipe",
+            "--test-threads=1",
+        ])
+        .env(SIGPIPE_CHILD, "1")
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the child ended by {:?}: {said} {}",
+        std::os::unix::process::ExitStatusExt::signal(&out.status),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("1 passed"), "the child ran no test: {said}");
+}
