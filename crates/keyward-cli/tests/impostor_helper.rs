@@ -11,11 +11,13 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 
-/// Bind `argv[1]`, print `ready <euid>`, then for each of `argv[2]` connections print how many
-/// bytes arrived before the client closed (5 s at most each).
+/// Bind `argv[1]`, print `ready <euid>`, then for each of `argv[2]` connections answer the
+/// first bytes with `argv[3]` (hex: the helper's hello reply, so a client that went on would
+/// send its request, password and all) and print how many bytes arrived before the client
+/// closed (5 s at most each).
 const LISTENER: &str = r#"
 import os, socket, sys
-path, conns = sys.argv[1], int(sys.argv[2])
+path, conns, hello = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.bind(path)
 s.listen(8)
@@ -30,12 +32,25 @@ for _ in range(conns):
             b = c.recv(65536)
             if not b:
                 break
+            if n == 0:
+                c.sendall(hello)
             n += len(b)
     except socket.timeout:
         pass
     print(n, flush=True)
     c.close()
 "#;
+
+/// The frame a helper answers a hello with, in hex.
+fn hello_reply_hex() -> String {
+    let reply = keyward_core::ipc::encode_frame(&keyward_core::ipc::Response::Ok(
+        keyward_core::ipc::Reply::Hello {
+            version: keyward_core::ipc::PROTOCOL_VERSION,
+        },
+    ))
+    .unwrap();
+    reply.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 struct Listener {
     child: Child,
@@ -57,6 +72,7 @@ impl Listener {
             ])
             .arg(socket)
             .arg(conns.to_string())
+            .arg(hello_reply_hex())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -118,8 +134,8 @@ for who in nobody root; do
   printf 'auth requisite pam_unix.so\nauth optional %s socket=%s\naccount required pam_permit.so\n' \
     "$SO" "$T/$who/helper.sock" > /etc/pam.d/kw-$who
 done
-setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c "$LISTENER" "$T/nobody/helper.sock" 1 > nobody.count &
-/usr/bin/python3 -c "$LISTENER" "$T/root/helper.sock" 1 > root.count &
+setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c "$LISTENER" "$T/nobody/helper.sock" 1 "$HELLO" > nobody.count &
+/usr/bin/python3 -c "$LISTENER" "$T/root/helper.sock" 1 "$HELLO" > root.count &
 for f in nobody root; do
   for _ in $(seq 100); do [ -s $f.count ] && break; sleep 0.05; done
 done
@@ -153,6 +169,7 @@ fn a_login_hands_no_password_to_a_helper_socket_that_is_not_root() {
         .env("T", t)
         .env("SO", bin("libpam_keyward.so"))
         .env("LISTENER", LISTENER)
+        .env("HELLO", hello_reply_hex())
         .output()
         .unwrap();
     let read = |f: &str| {

@@ -75,7 +75,9 @@ fn a_helper_that_accepts_and_says_nothing_costs_at_most_the_budget() {
 
 /// A stand-in helper run by python3 (as `uid`, or as this test's root when `None`): it binds
 /// `helper.sock` in its own directory, says `ready <euid>`, then for each of `conns`
-/// connections prints how many bytes it received before the client closed.
+/// connections answers the first bytes it gets with the helper's hello reply — so a client
+/// that went on would send its request, password and all — and prints how many bytes it
+/// received before the client closed.
 #[cfg(target_os = "linux")]
 struct Listener {
     child: std::process::Child,
@@ -87,7 +89,7 @@ struct Listener {
 #[cfg(target_os = "linux")]
 const LISTENER: &str = r#"
 import os, socket, sys
-path, conns = sys.argv[1], int(sys.argv[2])
+path, conns, hello = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 s.bind(path)
 s.listen(8)
@@ -102,6 +104,8 @@ for _ in range(conns):
             b = c.recv(65536)
             if not b:
                 break
+            if n == 0:
+                c.sendall(hello)
             n += len(b)
     except socket.timeout:
         pass
@@ -139,6 +143,7 @@ impl Listener {
             .args(["-c", LISTENER])
             .arg(&socket)
             .arg(conns.to_string())
+            .arg(hello_reply_hex())
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -166,6 +171,16 @@ impl Drop for Listener {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The frame a helper answers a hello with, in hex.
+#[cfg(target_os = "linux")]
+fn hello_reply_hex() -> String {
+    let reply = ipc::encode_frame(&Response::Ok(Reply::Hello {
+        version: ipc::PROTOCOL_VERSION,
+    }))
+    .unwrap();
+    reply.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(target_os = "linux")]
@@ -208,18 +223,25 @@ fn a_listener_that_is_not_root_is_sent_nothing_not_even_the_hello() {
     assert_eq!(nobody.bytes_received(), 0, "call_within");
 }
 
-/// The control: the same listener run by root does receive what the client sends, so the zero
-/// above is the client's refusal and not a listener that counts nothing.
+/// The control: the same listener run by root gets the hello and then the request with its
+/// password, so the zero above is the client's refusal and not a listener that counts nothing.
 #[test]
 #[cfg(target_os = "linux")]
 fn the_same_listener_run_by_root_receives_the_frames() {
     let mut root = Listener::start(None, 1);
-    let e = call_by(&root.socket, Request::Policy, Duration::from_millis(300)).unwrap_err();
+    let login = Secret::copy_from(b"hunter2 hunter2");
+    let alice = UserName::parse("alice").unwrap();
+    let e = send_login_capture(&root.socket, alice.clone(), &login).unwrap_err();
     assert_eq!(e.code, 5, "{e}");
     assert!(!e.message.contains("not root"), "{e}");
     let hello = ipc::encode_frame(&Request::Hello {
         version: ipc::PROTOCOL_VERSION,
     })
     .unwrap();
-    assert_eq!(root.bytes_received(), hello.len());
+    let capture = ipc::encode_frame(&Request::LoginCapture {
+        user: alice,
+        password: password(),
+    })
+    .unwrap();
+    assert_eq!(root.bytes_received(), hello.len() + capture.len());
 }
