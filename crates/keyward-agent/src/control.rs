@@ -1,13 +1,19 @@
 //! The agent's control socket (`agent_state_dir/agent.sock`, 0600): root's CLI hands the agent
 //! an enrollment token, asks for a rotation or wakes the escrow round here — secrets never travel through a file. Only
-//! root may talk to it (checked by `SO_PEERCRED`, besides the socket's mode).
+//! root may talk to it (checked by `SO_PEERCRED`, besides the socket's mode). Frames are read
+//! and written by `keyward_sys::frame_io`, zeroized like the helper's (a token is a secret).
 
-use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keyward_core::config::Config;
 use keyward_core::ipc::{self, AgentReply, AgentRequest, AgentResponse, ErrorCode};
+use keyward_sys::frame_io;
+
+/// A whole request frame must arrive within this of starting to wait for it, and a reply be
+/// written within it. Only root's CLI talks here, one request at a time; enrollment and
+/// rotation talk to the network between frames, which this does not bound.
+const FRAME_DEADLINE: Duration = Duration::from_secs(120);
 
 /// Serve forever (on its own thread).
 pub fn serve(listener: UnixListener, config: Config, wake: &tokio::sync::Notify) {
@@ -20,19 +26,20 @@ pub fn serve(listener: UnixListener, config: Config, wake: &tokio::sync::Notify)
     }
 }
 
-fn read_frame(s: &mut UnixStream) -> Option<Vec<u8>> {
-    let mut prefix = [0u8; 4];
-    s.read_exact(&mut prefix).ok()?;
-    let mut body = vec![0u8; ipc::frame_len(prefix).ok()?];
-    s.read_exact(&mut body).ok()?;
-    Some(body)
-}
-
-fn handle(mut s: UnixStream, config: &Config, wake: &tokio::sync::Notify) {
-    // Enrollment and rotation talk to the network; give them time.
-    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
-    while let Some(frame) = read_frame(&mut s) {
-        let reply = match ipc::decode_agent_request(&frame) {
+/// Answer one connection's requests until it closes, errs or stalls. A frame that is cut,
+/// late, oversized or undecodable ends the connection (a malformed one is answered first).
+fn handle(s: UnixStream, config: &Config, wake: &tokio::sync::Notify) {
+    loop {
+        let deadline = Instant::now() + FRAME_DEADLINE;
+        let request = match frame_io::read_frame(&s, deadline) {
+            Ok(payload) => ipc::decode_agent_request(&payload),
+            Err(frame_io::FrameFault::Closed) => return,
+            Err(e) => {
+                eprintln!("keywardd: control socket: {e}");
+                return;
+            }
+        };
+        let reply = match request {
             Ok(AgentRequest::Hello { .. }) => AgentResponse::Ok(AgentReply::Hello {
                 version: ipc::PROTOCOL_VERSION,
             }),
@@ -59,10 +66,8 @@ fn handle(mut s: UnixStream, config: &Config, wake: &tokio::sync::Notify) {
                 message: "malformed request".into(),
             },
         };
-        let Ok(bytes) = ipc::encode_frame(&reply) else {
-            return;
-        };
-        if s.write_all(&bytes).is_err() {
+        if let Err(e) = frame_io::write_message(&s, &reply, Instant::now() + FRAME_DEADLINE) {
+            eprintln!("keywardd: control socket: {e}");
             return;
         }
     }

@@ -1,9 +1,10 @@
-//! One request to the helper: connect, hello, request, response. Used by the CLI and the agent,
-//! and — through [`send_login_capture`] and [`LOGIN_PATH_BUDGET`] — by the two login-path
-//! callers, the PAM module and the macOS authorization plugin, so both speak the same frames
-//! under the same time rule.
+//! One request to the helper: connect, check that the helper's end of the socket is root, hello,
+//! request, response. Used by the CLI and the agent, and — through [`send_login_capture`] and
+//! [`LOGIN_PATH_BUDGET`] — by the two login-path callers, the PAM module and the macOS
+//! authorization plugin, so both speak the same frames under the same time rule. Also the CLI's
+//! one request to the agent's control socket ([`call_agent`]). Frames are read and written by
+//! [`crate::frame_io`].
 
-use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -12,6 +13,9 @@ use keyward_core::ipc::{
     self, AgentReply, AgentRequest, AgentResponse, Reply, Request, Response, WireSecret,
 };
 use keyward_core::{Secret, UserName};
+
+use crate::frame_io::{self, FrameFault};
+use crate::peer;
 
 /// A failed call: the CLI exit code that goes with it, and a message safe to print.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,15 +46,74 @@ fn unavailable(e: impl std::fmt::Display) -> CallError {
     failure(5, format!("the keyward helper is unavailable: {e}"))
 }
 
-fn exchange(stream: &mut UnixStream, req: &Request) -> Result<Response, CallError> {
-    let frame = ipc::encode_frame(req).map_err(|e| failure(2, e.to_string()))?;
-    stream.write_all(&frame).map_err(unavailable)?;
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix).map_err(unavailable)?;
-    let len = ipc::frame_len(prefix).map_err(unavailable)?;
-    let mut payload = vec![0u8; len];
-    stream.read_exact(&mut payload).map_err(unavailable)?;
-    ipc::decode_response(&payload).map_err(unavailable)
+/// A request that cannot be framed (too large) is the caller's error; anything else while
+/// sending means the helper is not there to take it.
+fn not_sent(fault: FrameFault) -> CallError {
+    match fault {
+        FrameFault::Frame(e) => failure(2, e.to_string()),
+        other => unavailable(other),
+    }
+}
+
+/// How long one exchange may take.
+#[derive(Debug, Clone, Copy)]
+enum Limit {
+    /// Each frame, written or read, within this of starting it; `connect` may block.
+    PerFrame(Duration),
+    /// The whole exchange, connecting included, by this instant.
+    By(Instant),
+}
+
+impl Limit {
+    fn deadline(self) -> Instant {
+        match self {
+            // A day bounds what a caller may ask for, so the sum cannot overflow.
+            Limit::PerFrame(d) => Instant::now() + d.min(Duration::from_secs(86_400)),
+            Limit::By(deadline) => deadline,
+        }
+    }
+}
+
+/// The helper runs as root. Anything else listening at its socket path — a socket planted
+/// where a stale or misconfigured path points, a test double run by a user — is not the helper
+/// and is sent nothing: not a password, not even the hello. The kernel recorded the listener's
+/// credentials when it called `listen(2)`, so this needs no answer from it.
+fn insist_on_root(stream: &UnixStream, socket: &Path) -> Result<(), CallError> {
+    let uid = peer::effective_uid(stream).map_err(unavailable)?;
+    if uid.get() == 0 {
+        return Ok(());
+    }
+    Err(failure(
+        5,
+        format!(
+            "refusing to talk to {}: the process listening there runs as uid {}, not root, so it \
+             is not the keyward helper; nothing was sent",
+            keyward_core::quote(&socket.display().to_string()),
+            uid.get()
+        ),
+    ))
+}
+
+/// One frame out and one back.
+fn exchange(stream: &UnixStream, req: &Request, limit: Limit) -> Result<Response, CallError> {
+    frame_io::write_message(stream, req, limit.deadline()).map_err(not_sent)?;
+    frame_io::read_message(stream, limit.deadline(), ipc::decode_response).map_err(unavailable)
+}
+
+/// Hello, then `req`, on a stream already checked to be the helper's.
+fn converse(stream: &UnixStream, req: &Request, limit: Limit) -> Result<Reply, CallError> {
+    let hello = Request::Hello {
+        version: ipc::PROTOCOL_VERSION,
+    };
+    match exchange(stream, &hello, limit)? {
+        Response::Ok(Reply::Hello { .. }) => {}
+        Response::Ok(other) => return Err(unexpected(&other)),
+        Response::Error { code, message } => return Err(failure(code.exit_code(), message)),
+    }
+    match exchange(stream, req, limit)? {
+        Response::Ok(reply) => Ok(reply),
+        Response::Error { code, message } => Err(failure(code.exit_code(), message)),
+    }
 }
 
 /// Send `req` and return the reply, or the helper's error with its exit code.
@@ -58,29 +121,11 @@ pub fn call(socket: &Path, req: Request) -> Result<Reply, CallError> {
     call_within(socket, req, TIMEOUT)
 }
 
-/// Like [`call`], giving up when any single read or write takes longer than `timeout`.
+/// Like [`call`], giving up when any one frame, written or read, takes longer than `timeout`.
 pub fn call_within(socket: &Path, req: Request, timeout: Duration) -> Result<Reply, CallError> {
-    let mut stream = UnixStream::connect(socket).map_err(unavailable)?;
-    stream
-        .set_read_timeout(Some(timeout))
-        .map_err(unavailable)?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .map_err(unavailable)?;
-    match exchange(
-        &mut stream,
-        &Request::Hello {
-            version: ipc::PROTOCOL_VERSION,
-        },
-    )? {
-        Response::Ok(Reply::Hello { .. }) => {}
-        Response::Ok(other) => return Err(unexpected(&other)),
-        Response::Error { code, message } => return Err(failure(code.exit_code(), message)),
-    }
-    match exchange(&mut stream, &req)? {
-        Response::Ok(reply) => Ok(reply),
-        Response::Error { code, message } => Err(failure(code.exit_code(), message)),
-    }
+    let stream = UnixStream::connect(socket).map_err(unavailable)?;
+    insist_on_root(&stream, socket)?;
+    converse(&stream, &req, Limit::PerFrame(timeout))
 }
 
 /// Like [`call`], but the whole exchange — connecting included — ends within `budget`, however
@@ -89,19 +134,9 @@ pub fn call_within(socket: &Path, req: Request, timeout: Duration) -> Result<Rep
 /// the PAM module in a login.
 pub fn call_by(socket: &Path, req: Request, budget: Duration) -> Result<Reply, CallError> {
     let deadline = Instant::now() + budget;
-    let mut stream = connect_by(socket, deadline)?;
-    let hello = Request::Hello {
-        version: ipc::PROTOCOL_VERSION,
-    };
-    match exchange_by(&mut stream, &hello, deadline)? {
-        Response::Ok(Reply::Hello { .. }) => {}
-        Response::Ok(other) => return Err(unexpected(&other)),
-        Response::Error { code, message } => return Err(failure(code.exit_code(), message)),
-    }
-    match exchange_by(&mut stream, &req, deadline)? {
-        Response::Ok(reply) => Ok(reply),
-        Response::Error { code, message } => Err(failure(code.exit_code(), message)),
-    }
+    let stream = connect_by(socket, deadline)?;
+    insist_on_root(&stream, socket)?;
+    converse(&stream, &req, Limit::By(deadline))
 }
 
 /// The longest a caller on a login path (pam_keyward.so, the macOS authorization plugin) waits
@@ -111,8 +146,9 @@ pub const LOGIN_PATH_BUDGET: Duration = Duration::from_millis(200);
 
 /// Hand a login's user and password to the helper (`Request::LoginCapture`) within
 /// [`LOGIN_PATH_BUDGET`]. The password goes from `password` into the zeroizing request and
-/// frame and nowhere else. The helper answers at once (`Reply::Queued`) and does the work
-/// later; any other outcome is the error the caller logs and ignores.
+/// frame and nowhere else — and only to a helper running as root. The helper answers at once
+/// (`Reply::Queued`) and does the work later; any other outcome is the error the caller logs
+/// and ignores.
 pub fn send_login_capture(
     socket: &Path,
     user: UserName,
@@ -178,68 +214,25 @@ fn connect_by(socket: &Path, deadline: Instant) -> Result<UnixStream, CallError>
     }
 }
 
-/// One frame out and one back, each read and write bounded by the time left.
-fn exchange_by(
-    stream: &mut UnixStream,
-    req: &Request,
-    deadline: Instant,
-) -> Result<Response, CallError> {
-    let frame = ipc::encode_frame(req).map_err(|e| failure(2, e.to_string()))?;
-    let mut sent = 0;
-    while sent < frame.len() {
-        stream
-            .set_write_timeout(Some(left(deadline)?))
-            .map_err(unavailable)?;
-        match stream.write(&frame[sent..]) {
-            Ok(0) => return Err(unavailable("the helper closed the connection")),
-            Ok(n) => sent += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(unavailable(e)),
-        }
-    }
-    let mut read_exactly = |buf: &mut [u8]| -> Result<(), CallError> {
-        let mut got = 0;
-        while got < buf.len() {
-            stream
-                .set_read_timeout(Some(left(deadline)?))
-                .map_err(unavailable)?;
-            match stream.read(&mut buf[got..]) {
-                Ok(0) => return Err(unavailable("the helper closed the connection")),
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(unavailable(e)),
-            }
-        }
-        Ok(())
-    };
-    let mut prefix = [0u8; 4];
-    read_exactly(&mut prefix)?;
-    let len = ipc::frame_len(prefix).map_err(unavailable)?;
-    let mut payload = vec![0u8; len];
-    read_exactly(&mut payload)?;
-    ipc::decode_response(&payload).map_err(unavailable)
-}
-
 /// A reply of the wrong kind (a helper of another version).
 pub fn unexpected(r: &Reply) -> CallError {
     failure(1, format!("unexpected reply from the helper: {r:?}"))
 }
 
-/// One request to the agent's control socket (root only).
+/// One request to the agent's control socket (root only). The agent runs as the service user,
+/// not root, so its peer is not checked here: its socket lives in the agent's own 0700
+/// directory, which only the service user (and root) can put a socket in.
 pub fn call_agent(socket: &Path, req: AgentRequest) -> Result<AgentReply, CallError> {
-    let agent_down =
-        |e: std::io::Error| failure(5, format!("the keyward agent is unavailable: {e}"));
-    let mut stream = UnixStream::connect(socket).map_err(agent_down)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(agent_down)?;
-    let mut ask = |r: &AgentRequest| -> Result<AgentResponse, CallError> {
-        let frame = ipc::encode_frame(r).map_err(|e| failure(2, e.to_string()))?;
-        stream.write_all(&frame).map_err(agent_down)?;
-        let mut prefix = [0u8; 4];
-        stream.read_exact(&mut prefix).map_err(agent_down)?;
-        let len = ipc::frame_len(prefix).map_err(|e| failure(5, e.to_string()))?;
-        let mut payload = vec![0u8; len];
-        stream.read_exact(&mut payload).map_err(agent_down)?;
-        ipc::decode_agent_response(&payload).map_err(|e| failure(5, e.to_string()))
+    let agent_down = |e: FrameFault| failure(5, format!("the keyward agent is unavailable: {e}"));
+    let stream = UnixStream::connect(socket).map_err(|e| agent_down(FrameFault::Io(e)))?;
+    let ask = |r: &AgentRequest| -> Result<AgentResponse, CallError> {
+        let limit = Limit::PerFrame(TIMEOUT);
+        frame_io::write_message(&stream, r, limit.deadline()).map_err(|f| match f {
+            FrameFault::Frame(e) => failure(2, e.to_string()),
+            other => agent_down(other),
+        })?;
+        frame_io::read_message(&stream, limit.deadline(), ipc::decode_agent_response)
+            .map_err(agent_down)
     };
     match ask(&AgentRequest::Hello {
         version: ipc::PROTOCOL_VERSION,
@@ -254,76 +247,5 @@ pub fn call_agent(socket: &Path, req: AgentRequest) -> Result<AgentReply, CallEr
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A listener that never accepts, its backlog full: `connect` would block forever.
-    fn hung_listener(dir: &Path) -> (rustix::fd::OwnedFd, Vec<rustix::fd::OwnedFd>) {
-        use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
-        let path = dir.join("hung.sock");
-        let addr = SocketAddrUnix::new(&path).expect("addr");
-        let listener =
-            rustix::net::socket(AddressFamily::UNIX, SocketType::STREAM, None).expect("socket");
-        rustix::net::bind(&listener, &addr).expect("bind");
-        rustix::net::listen(&listener, 1).expect("listen");
-        let mut held = Vec::new();
-        for _ in 0..4096 {
-            let fd = nonblocking_socket().expect("socket");
-            match rustix::net::connect(&fd, &addr) {
-                Ok(()) => held.push(fd),
-                Err(rustix::io::Errno::AGAIN) => return (listener, held),
-                Err(e) => panic!("connect: {e}"),
-            }
-        }
-        panic!("the backlog never filled");
-    }
-
-    #[test]
-    fn a_helper_that_accepts_nothing_costs_at_most_the_budget() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (_listener, _held) = hung_listener(dir.path());
-        let socket = dir.path().join("hung.sock");
-        // A blocking connect would hang here: prove it, in a thread we abandon.
-        let blocked = std::sync::mpsc::channel::<()>();
-        let s = socket.clone();
-        std::thread::spawn(move || {
-            let _ = UnixStream::connect(&s);
-            let _ = blocked.0.send(());
-        });
-        assert!(
-            blocked.1.recv_timeout(Duration::from_millis(500)).is_err(),
-            "the listener does accept: the test proves nothing"
-        );
-        let started = Instant::now();
-        let e = call_by(&socket, Request::Policy, Duration::from_millis(200))
-            .expect_err("nothing answers");
-        assert_eq!(e.code, 5, "{e}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-
-    #[test]
-    fn a_helper_that_accepts_and_says_nothing_costs_at_most_the_budget() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let socket = dir.path().join("mute.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
-        std::thread::spawn(move || {
-            let mut keep = Vec::new();
-            for s in listener.incoming() {
-                keep.push(s);
-            }
-        });
-        let started = Instant::now();
-        let e = call_by(&socket, Request::Policy, Duration::from_millis(200))
-            .expect_err("nothing answers");
-        assert_eq!(e.code, 5, "{e}");
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "{:?}",
-            started.elapsed()
-        );
-    }
-}
+#[path = "helper_client_tests.rs"]
+mod tests;

@@ -1,10 +1,11 @@
 //! keyward-sys: every syscall keyward's daemons make outside libcryptsetup, behind small safe
 //! functions: peer credentials, process hardening, files opened without following links and
-//! checked for owner and mode, users and groups, and the audit file. No policy here: callers
-//! decide what an owner or mode must be.
+//! checked for owner and mode, users and groups, the audit file, and frame I/O on keyward's
+//! sockets. No policy here: callers decide what an owner or mode must be.
 
 pub mod audit_file;
 pub mod daemon;
+pub mod frame_io;
 pub mod hardening;
 pub mod helper_client;
 pub mod listen;

@@ -42,3 +42,18 @@ pub fn credentials(stream: &UnixStream) -> std::io::Result<Peer> {
         pid,
     })
 }
+
+/// The peer's effective uid only: what a client asks of the server it connected to (the
+/// kernel recorded the server's credentials when it called `listen(2)`). On macOS this is
+/// `getpeereid` alone, without the pid lookup [`credentials`] adds.
+#[cfg(target_os = "linux")]
+pub fn effective_uid(stream: &UnixStream) -> std::io::Result<Uid> {
+    credentials(stream).map(|p| p.uid)
+}
+
+/// The peer's effective uid only (`getpeereid`).
+#[cfg(target_os = "macos")]
+pub fn effective_uid(stream: &UnixStream) -> std::io::Result<Uid> {
+    let (u, _) = nix::unistd::getpeereid(stream)?;
+    uid(u.as_raw())
+}

@@ -3,7 +3,8 @@
 //! helper over its socket, then returns `PAM_IGNORE`. It never blocks or fails a login or a
 //! password change: every entry point is inside `catch_unwind`, every helper call has the
 //! login-path budget (`helper_client::LOGIN_PATH_BUDGET`, 200 ms), and every outcome — helper down, slow, refusing, a panic — is logged to syslog and
-//! ignored. It builds no path from the user name and sends no secret anywhere but the socket.
+//! ignored. It builds no path from the user name and sends no secret anywhere but the socket,
+//! and there only once the kernel says root is listening on it (`keyward_sys::helper_client`).
 //!
 //! Module arguments: `socket=PATH` (default `/run/keyward/helper.sock`); `stash` for the
 //! password line the `keyward-directory` profile places before pam_sss ([`stash`]).
