@@ -219,10 +219,10 @@ fn login(
                         v.name
                     ));
                 }
-                Err(keyward_core::ipc::Response::Error { message, .. }) => {
+                Err(message) => {
                     done.push(format!("{}: no bootstrap: {message}", v.name));
                 }
-                Ok(_) | Err(_) => {}
+                Ok(_) => {}
             }
         }
     }
@@ -314,10 +314,7 @@ fn on_volume(
     password: &Secret,
 ) -> Result<String, String> {
     let c = &ctx.config;
-    let msg = |r: keyward_core::ipc::Response| match r {
-        keyward_core::ipc::Response::Error { message, .. } => message,
-        keyward_core::ipc::Response::Ok(_) => String::new(),
-    };
+    let msg = |e: crate::error::OpError| e.to_string();
     let mut store = ops::open(c, v).map_err(msg)?;
     let state = store.state().map_err(|e| e.to_string())?;
     let mine = state.holders().into_iter().find_map(|h| match h.role {

@@ -10,6 +10,7 @@
 mod accounts;
 mod boot_order;
 mod commands;
+mod error;
 mod filevault;
 mod jobs;
 mod luks;

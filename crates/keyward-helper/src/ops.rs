@@ -4,21 +4,19 @@
 
 use crate::luks::LuksStore;
 use keyward_core::config::{Config, Volume, VolumeKind};
-use keyward_core::ipc::{
-    ErrorCode, Reply, Request, Response, UserReport, VerifyReport, VolumeReport,
-};
+use keyward_core::ipc::{Reply, Request, UserReport, VerifyReport, VolumeReport};
 use keyward_core::policy::AccountState;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::Role;
 use keyward_core::{
-    invariants, Authority, HolderRole, Secret, SlotId, StoreError, UnlockStore, UserName,
-    VolumeName,
+    invariants, Authority, HolderRole, Secret, SlotId, UnlockStore, UserName, VolumeName,
 };
 
 use std::sync::Arc;
 
 use crate::accounts::{self, Standing};
 use crate::commands;
+use crate::error::OpError;
 use crate::filevault;
 use crate::jobs::{self, Job};
 use crate::policy_override;
@@ -28,9 +26,9 @@ use crate::service::{self, Settled};
 use crate::service_secret;
 
 /// Run one request.
-pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Response {
+pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Result<Reply, OpError> {
     let c = &ctx.config;
-    let result = match request {
+    match request {
         Request::Status { volume } => volumes(c, volume.as_ref())
             .map(|vs| Reply::Status(vs.iter().map(|v| status(c, v)).collect())),
         Request::Verify { volume } => volumes(c, volume.as_ref())
@@ -85,49 +83,22 @@ pub fn dispatch(ctx: &Arc<Ctx>, request: Request, caller: jobs::Caller) -> Respo
         }
         Request::Command { signed } => commands::run(c, &signed),
         Request::Policy => Ok(Reply::Policy(policy_override::report(c))),
-        Request::Hello { .. } => Err(failure(ErrorCode::Usage, "unexpected hello")),
-        _ => Err(failure(
-            ErrorCode::Usage,
-            "operation not supported by this helper",
+        Request::Hello { .. } => Err(OpError::Usage("unexpected hello".into())),
+        _ => Err(OpError::Usage(
+            "operation not supported by this helper".into(),
         )),
-    };
-    match result {
-        Ok(reply) => Response::Ok(reply),
-        Err(e) => e,
     }
 }
 
-pub(crate) fn failure(code: ErrorCode, message: impl Into<String>) -> Response {
-    Response::Error {
-        code,
-        message: message.into(),
-    }
-}
-
-pub(crate) fn store_failure(e: StoreError) -> Response {
-    let code = match e {
-        StoreError::AuthenticationFailed => ErrorCode::AuthenticationFailed,
-        StoreError::Refused(_) => ErrorCode::Refused,
-        StoreError::Busy => ErrorCode::Busy,
-        _ => ErrorCode::Failed,
-    };
-    failure(code, e.to_string())
-}
-
-fn volumes<'a>(c: &'a Config, name: Option<&VolumeName>) -> Result<Vec<&'a Volume>, Response> {
+fn volumes<'a>(c: &'a Config, name: Option<&VolumeName>) -> Result<Vec<&'a Volume>, OpError> {
     match name {
         None => Ok(c.volumes.iter().collect()),
-        Some(n) => c.volume(n).map(|v| vec![v]).ok_or_else(|| {
-            failure(
-                ErrorCode::Usage,
-                format!("no volume named {n} in the configuration"),
-            )
-        }),
+        Some(n) => configured(c, n).map(|v| vec![v]),
     }
 }
 
-pub(crate) fn open(c: &Config, v: &Volume) -> Result<LuksStore, Response> {
-    crate::luks::open(&v.device, &c.lock_path(&v.name), c.kdf).map_err(store_failure)
+pub(crate) fn open(c: &Config, v: &Volume) -> Result<LuksStore, OpError> {
+    crate::luks::open(&v.device, &c.lock_path(&v.name), c.kdf).map_err(OpError::Store)
 }
 
 fn status(c: &Config, v: &Volume) -> VolumeReport {
@@ -135,12 +106,12 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
         filevault::status(c, v)
     } else {
         crate::status_cache::report(v.name.as_str(), &v.device, || {
-            match open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
+            match open(c, v).and_then(|mut s| s.state().map_err(OpError::Store)) {
                 Ok(state) => VolumeReport {
                     findings: crate::luks::weak_kdfs(&c.kdf, &state),
                     ..VolumeReport::from_state(v.name.as_str(), &state)
                 },
-                Err(e) => failed_report(v, e),
+                Err(e) => failed_report(v, &e),
             }
         })
     };
@@ -161,11 +132,8 @@ fn status(c: &Config, v: &Volume) -> VolumeReport {
 }
 
 /// The status report of a volume that could not be read.
-pub(crate) fn failed_report(v: &Volume, e: Response) -> VolumeReport {
-    match e {
-        Response::Error { message, .. } => VolumeReport::failed(v.name.as_str(), message),
-        Response::Ok(_) => VolumeReport::failed(v.name.as_str(), "unexpected reply"),
-    }
+pub(crate) fn failed_report(v: &Volume, e: &OpError) -> VolumeReport {
+    VolumeReport::failed(v.name.as_str(), e.to_string())
 }
 
 fn verify(c: &Config, v: &Volume) -> VerifyReport {
@@ -200,15 +168,14 @@ fn verify(c: &Config, v: &Volume) -> VerifyReport {
             r.service = s.into();
             r.detail = d;
         }
-        Err(Response::Error { message, .. }) => {
+        Err(e) => {
             r.service = "error".into();
-            r.detail = Some(message);
+            r.detail = Some(e.to_string());
         }
-        Err(Response::Ok(_)) => {}
     }
     // After any revocation above: is there still a way in a person can use without keyward?
     // And is every passphrase slot, whoever made it, above the KDF floor?
-    if let Ok(state) = open(c, v).and_then(|mut s| s.state().map_err(store_failure)) {
+    if let Ok(state) = open(c, v).and_then(|mut s| s.state().map_err(OpError::Store)) {
         r.violations = invariants::check_state(&state)
             .iter()
             .map(ToString::to_string)
@@ -256,13 +223,9 @@ fn user_standing(c: &Config, v: &Volume) -> Vec<UserReport> {
     out
 }
 
-pub(crate) fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, Response> {
-    c.volume(name).ok_or_else(|| {
-        failure(
-            ErrorCode::Usage,
-            format!("no volume named {name} in the configuration"),
-        )
-    })
+pub(crate) fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, OpError> {
+    c.volume(name)
+        .ok_or_else(|| OpError::NoSuchVolume(name.clone()))
 }
 
 pub(crate) fn bootstrap(
@@ -270,14 +233,12 @@ pub(crate) fn bootstrap(
     name: &VolumeName,
     holder: Option<&UserName>,
     passphrase: &Secret,
-) -> Result<Reply, Response> {
+) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
     match v.kind {
         VolumeKind::FileVault => return filevault::bootstrap(c, v, holder, passphrase),
         _ if holder.is_some() => {
-            return Err(failure(
-                ErrorCode::Usage,
-                format!("{name} is a LUKS2 volume: its passphrase opens a keyslot, not an account; leave out --holder"),
+            return Err(OpError::Usage(format!("{name} is a LUKS2 volume: its passphrase opens a keyslot, not an account; leave out --holder"),
             ))
         }
         _ => {}
@@ -286,15 +247,13 @@ pub(crate) fn bootstrap(
     match service::settle(c, v, &mut store)? {
         Settled::Working(slot, _) => return Ok(Reply::Bootstrapped { slot: slot.get(), created: false }),
         Settled::Drift(slot) => {
-            return Err(failure(
-                ErrorCode::Refused,
-                format!("service slot {slot} exists but no stored secret opens it; keyward will not replace it blindly"),
+            return Err(OpError::Refused(format!("service slot {slot} exists but no stored secret opens it; keyward will not replace it blindly"),
             ))
         }
         Settled::Missing => {}
     }
-    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
-    let secret = keyward_sys::random::service_secret().map_err(store_failure)?;
+    let io = OpError::io("service secret");
+    let secret = keyward_sys::random::service_secret().map_err(OpError::Store)?;
     // The secret is durable before the slot that needs it exists.
     service_secret::store_next(c, name, &secret).map_err(io)?;
     service::failpoint("bootstrap.next-written");
@@ -313,7 +272,7 @@ pub(crate) fn bootstrap(
         }
         Err(e) => {
             service_secret::discard_next(c, name).map_err(io)?;
-            Err(store_failure(e))
+            Err(OpError::Store(e))
         }
     }
 }
@@ -321,7 +280,7 @@ pub(crate) fn bootstrap(
 /// `keyward service repair`: a drifted service slot (no stored secret opens it) is replaced.
 /// The new secret is durable before its slot exists; the new slot is granted by the holder's
 /// passphrase; only then does the reconcile pass revoke the stale one.
-fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<Reply, Response> {
+fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
     if v.kind == VolumeKind::FileVault {
         return filevault::service_repair(c, v);
@@ -330,20 +289,16 @@ fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<
     let stale = match service::settle(c, v, &mut store)? {
         Settled::Drift(slot) => slot,
         Settled::Working(slot, _) => {
-            return Err(failure(
-                ErrorCode::Refused,
-                format!("service slot {slot} works; nothing to repair (rotate it with `keyward service rotate`)"),
+            return Err(OpError::Refused(format!("service slot {slot} works; nothing to repair (rotate it with `keyward service rotate`)"),
             ))
         }
         Settled::Missing => {
-            return Err(failure(
-                ErrorCode::Refused,
-                format!("{name} has no service slot; run `keyward bootstrap {name}`"),
+            return Err(OpError::Refused(format!("{name} has no service slot; run `keyward bootstrap {name}`"),
             ))
         }
     };
-    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
-    let secret = keyward_sys::random::service_secret().map_err(store_failure)?;
+    let io = OpError::io("service secret");
+    let secret = keyward_sys::random::service_secret().map_err(OpError::Store)?;
     service_secret::store_next(c, name, &secret).map_err(io)?;
     service::failpoint("service-repair.next-written");
     let req = GrantRequest {
@@ -354,7 +309,7 @@ fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<
         Ok(slot) => slot,
         Err(e) => {
             service_secret::discard_next(c, name).map_err(io)?;
-            return Err(store_failure(e));
+            return Err(OpError::Store(e));
         }
     };
     service::failpoint("service-repair.slot-added");
@@ -365,10 +320,9 @@ fn service_repair(c: &Config, name: &VolumeName, passphrase: &Secret) -> Result<
             old: stale.get(),
             new: new.get(),
         }),
-        other => Err(failure(
-            ErrorCode::Failed,
-            format!("after repair the service slot is {other:?}; run `keyward verify`"),
-        )),
+        other => Err(OpError::Failed(format!(
+            "after repair the service slot is {other:?}; run `keyward verify`"
+        ))),
     }
 }
 
@@ -377,7 +331,7 @@ fn grant(
     name: &VolumeName,
     user: &UserName,
     passphrase: &Secret,
-) -> Result<Reply, Response> {
+) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
     // A Mac's accounts are judged by its own backend (no /etc/shadow there).
     if v.kind == VolumeKind::FileVault {
@@ -389,75 +343,65 @@ fn grant(
     let req = GrantRequest::user(user.clone(), uid);
     let new = store
         .grant(&req, Authority::Service(&service), passphrase)
-        .map_err(store_failure)?;
+        .map_err(OpError::Store)?;
     Ok(Reply::Granted { slot: new.get() })
 }
 
 /// One rule for who may hold a user slot, at login, at `grant` and at `verify` (issue 14): a
 /// user the policy manages now (`accounts::standing`). An admin's `grant` of anyone else is
 /// refused (exit 4), so `verify` never finds a holder keyward itself let in and would revoke.
-fn grantable(c: &Config, user: &UserName) -> Result<keyward_core::Uid, Response> {
-    match accounts::standing(c, user, None).map_err(|e| failure(ErrorCode::Failed, e))? {
+fn grantable(c: &Config, user: &UserName) -> Result<keyward_core::Uid, OpError> {
+    match accounts::standing(c, user, None).map_err(|e| OpError::Failed(e))? {
         Standing::Managed(uid) => Ok(uid),
-        Standing::Deleted => Err(failure(ErrorCode::Usage, format!("no such user: {user}"))),
+        Standing::Deleted => Err(OpError::Usage(format!("no such user: {user}"))),
         Standing::Disabled(state) => {
             let what = if state == AccountState::Locked {
                 "locked"
             } else {
                 "expired"
             };
-            Err(failure(
-                ErrorCode::Refused,
-                format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right"),
+            Err(OpError::Refused(format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right"),
             ))
         }
-        other => Err(failure(
-            ErrorCode::Refused,
-            format!(
-                "{user} is not managed ({}): add them to [policy] managed_group or managed_users \
+        other => Err(OpError::Refused(format!(
+            "{user} is not managed ({}): add them to [policy] managed_group or managed_users \
                  first (root, system accounts and uids outside uid_min..=uid_max never are); \
                  keyward gives no unlock right that verify would then revoke",
-                other.label()
-            ),
-        )),
+            other.label()
+        ))),
     }
 }
 
-pub(crate) fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, Response> {
+pub(crate) fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
     if v.kind == VolumeKind::FileVault {
         return filevault::revoke(c, v, user);
     }
     let mut store = open(c, v)?;
-    let state = store.state().map_err(store_failure)?;
+    let state = store.state().map_err(OpError::Store)?;
     let slot = state
         .holders()
         .into_iter()
         .find(|h| matches!(&h.role, HolderRole::User { name: n, .. } if n == user))
         .map(|h| h.slot)
-        .ok_or_else(|| {
-            failure(
-                ErrorCode::Failed,
-                format!("{user} holds no keyward slot on {name}"),
-            )
-        })?;
-    store.revoke(slot).map_err(store_failure)?;
+        .ok_or_else(|| OpError::Failed(format!("{user} holds no keyward slot on {name}")))?;
+    store.revoke(slot).map_err(OpError::Store)?;
     Ok(Reply::Revoked { slot: slot.get() })
 }
 
 /// Uninstall one volume: every keyward slot goes (users and recovery first, the service slot
 /// last), but only if a slot keyward does not manage remains as a way in (I1); otherwise
 /// nothing is removed.
-fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, Response> {
+fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
     if v.kind == VolumeKind::FileVault {
         return filevault::release(c, v, dry_run);
     }
     let mut store = open(c, v)?;
     if !dry_run {
-        store.reconcile().map_err(store_failure)?;
+        store.reconcile().map_err(OpError::Store)?;
     }
-    let state = store.state().map_err(store_failure)?;
+    let state = store.state().map_err(OpError::Store)?;
     let mut ours: Vec<(bool, SlotId)> = state
         .holders()
         .into_iter()
@@ -470,9 +414,7 @@ fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, Respon
         .filter(|s| !ours.iter().any(|(_, o)| o == s))
         .count();
     if others == 0 && !ours.is_empty() {
-        return Err(failure(
-            ErrorCode::Refused,
-            format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first"),
+        return Err(OpError::Refused(format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first"),
         ));
     }
     let slots: Vec<u32> = ours.iter().map(|(_, s)| s.get()).collect();
@@ -480,10 +422,10 @@ fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, Respon
         return Ok(Reply::Released { slots });
     }
     for (_, slot) in &ours {
-        store.revoke(*slot).map_err(store_failure)?;
+        store.revoke(*slot).map_err(OpError::Store)?;
     }
     service::failpoint("release.revoked");
-    let io = |e: std::io::Error| failure(ErrorCode::Failed, format!("service secret: {e}"));
+    let io = OpError::io("service secret");
     service_secret::discard_next(c, name).map_err(io)?;
     service_secret::forget(c, name).map_err(io)?;
     Ok(Reply::Released { slots })

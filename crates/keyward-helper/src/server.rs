@@ -495,7 +495,10 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
             }
         }
         let (volume, user) = (request.volume().cloned(), request.user().cloned());
-        let response = crate::ops::dispatch(ctx, request, peer);
+        let response = match crate::ops::dispatch(ctx, request, peer) {
+            Ok(reply) => Response::Ok(reply),
+            Err(e) => error(e.code(), e.to_string()),
+        };
         let named = Named {
             volume: volume.as_ref(),
             user: user.as_ref(),

@@ -10,12 +10,13 @@
 
 use crate::luks::LuksStore;
 use keyward_core::config::{Config, Volume};
-use keyward_core::ipc::{ErrorCode, Reply, Response};
+use keyward_core::ipc::Reply;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::{Role, TokenState};
 use keyward_core::{Authority, Secret, SlotId, UnlockStore, VolumeName};
 
-use crate::ops::{configured, failure, open, store_failure};
+use crate::error::OpError;
+use crate::ops::{configured, open};
 use crate::service_secret;
 
 /// Where a volume's service secret stands.
@@ -29,8 +30,11 @@ pub enum Settled {
     Drift(SlotId),
 }
 
-fn io(e: std::io::Error) -> Response {
-    failure(ErrorCode::Failed, format!("service secret: {e}"))
+fn io(e: std::io::Error) -> OpError {
+    OpError::Io {
+        what: "service secret",
+        source: e,
+    }
 }
 
 /// A test build kills the process here (SIGKILL, as a power cut would) when
@@ -46,11 +50,11 @@ pub(crate) fn failpoint(name: &str) {
 /// Find the working service slot and secret, tidying up after an interrupted bootstrap or
 /// rotation: a pending slot the newest stored secret opens is committed, and service slots no
 /// stored secret opens are revoked (never the last way in: revoke checks I1).
-pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, Response> {
+pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, OpError> {
     // First whatever an interrupted header operation left (grant, rekey, revoke).
-    store.reconcile().map_err(store_failure)?;
+    store.reconcile().map_err(OpError::Store)?;
     crate::recovery::expire_pending(c, v, store)?;
-    let state = store.state().map_err(store_failure)?;
+    let state = store.state().map_err(OpError::Store)?;
     let slots: Vec<(SlotId, TokenState)> = state
         .keyward_tokens()
         .filter(|(_, t)| t.role == Role::Service)
@@ -60,9 +64,9 @@ pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, 
         service_secret::discard_next(c, &v.name).map_err(io)?;
         return Ok(Settled::Missing);
     }
-    let mut opens = |secret: &Secret| -> Result<Option<(SlotId, TokenState)>, Response> {
+    let mut opens = |secret: &Secret| -> Result<Option<(SlotId, TokenState)>, OpError> {
         for (s, st) in &slots {
-            if store.verify(*s, secret).map_err(store_failure)? {
+            if store.verify(*s, secret).map_err(OpError::Store)? {
                 return Ok(Some((*s, *st)));
             }
         }
@@ -92,46 +96,38 @@ pub fn settle(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<Settled, 
         _ => return Ok(Settled::Drift(slots[0].0)),
     };
     if state == TokenState::Pending {
-        store.commit(slot, None).map_err(store_failure)?;
+        store.commit(slot, None).map_err(OpError::Store)?;
         failpoint("service-settle.committed");
     }
     for (other, _) in slots.iter().filter(|(s, _)| *s != slot) {
-        store.revoke(*other).map_err(store_failure)?;
+        store.revoke(*other).map_err(OpError::Store)?;
     }
     Ok(Settled::Working(slot, secret))
 }
 
 /// The working service slot and secret, or an error that says what to do.
-pub fn working(
-    c: &Config,
-    v: &Volume,
-    store: &mut LuksStore,
-) -> Result<(SlotId, Secret), Response> {
+pub fn working(c: &Config, v: &Volume, store: &mut LuksStore) -> Result<(SlotId, Secret), OpError> {
     match settle(c, v, store)? {
         Settled::Working(slot, s) => Ok((slot, s)),
-        Settled::Missing => Err(failure(
-            ErrorCode::Failed,
-            format!(
-                "volume {} has no service slot: run `keyward bootstrap {}`",
-                v.name, v.name
-            ),
-        )),
-        Settled::Drift(slot) => Err(failure(
-            ErrorCode::Failed,
-            format!("the stored service secret does not open service slot {slot}"),
-        )),
+        Settled::Missing => Err(OpError::Failed(format!(
+            "volume {} has no service slot: run `keyward bootstrap {}`",
+            v.name, v.name
+        ))),
+        Settled::Drift(slot) => Err(OpError::Failed(format!(
+            "the stored service secret does not open service slot {slot}"
+        ))),
     }
 }
 
 /// `keyward service rotate VOLUME`.
-pub fn rotate(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
+pub fn rotate(c: &Config, name: &VolumeName) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
     if v.kind == keyward_core::config::VolumeKind::FileVault {
         return crate::filevault::service_rotate(c, v);
     }
     let mut store = open(c, v)?;
     let (old, current) = working(c, v, &mut store)?;
-    let new = keyward_sys::random::service_secret().map_err(store_failure)?;
+    let new = keyward_sys::random::service_secret().map_err(OpError::Store)?;
     service_secret::store_next(c, name, &new).map_err(io)?;
     failpoint("service-rotate.next-written");
     let req = GrantRequest {
@@ -142,15 +138,15 @@ pub fn rotate(c: &Config, name: &VolumeName) -> Result<Reply, Response> {
         Ok(s) => s,
         Err(e) => {
             service_secret::discard_next(c, name).map_err(io)?;
-            return Err(store_failure(e));
+            return Err(OpError::Store(e));
         }
     };
     failpoint("service-rotate.slot-added");
     service_secret::promote_next(c, name).map_err(io)?;
     failpoint("service-rotate.renamed");
-    store.commit(slot, None).map_err(store_failure)?;
+    store.commit(slot, None).map_err(OpError::Store)?;
     failpoint("service-rotate.committed");
-    store.revoke(old).map_err(store_failure)?;
+    store.revoke(old).map_err(OpError::Store)?;
     Ok(Reply::ServiceRotated {
         old: old.get(),
         new: slot.get(),

@@ -6,7 +6,6 @@
 //! the middle of it loses no record either.
 
 use keyward_core::config::{Config, Volume, VolumeKind};
-use keyward_core::ipc::Response;
 use keyward_core::store::ReconcileAction;
 use keyward_core::{Role, TokenId, TokenState, UnlockStore, VolumeState};
 use keyward_sys::audit_file::AuditLog;
@@ -18,7 +17,7 @@ use crate::{filevault, luks, ops, recovery, server, service};
 pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
     for v in &config.volumes {
         if v.kind == VolumeKind::FileVault {
-            if let Err(Response::Error { message, .. }) = filevault::settle(config, v) {
+            if let Err(message) = filevault::settle(config, v) {
                 eprintln!("keyward-helper: {}: start-up reconcile: {message}", v.name);
             }
             continue;
@@ -65,10 +64,7 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
                     record("recovery-reconcile", note)?;
                 }
             }
-            Err(e) => eprintln!(
-                "keyward-helper: {}: start-up reconcile failed: {e:?}",
-                v.name
-            ),
+            Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
         let settled =
             ops::open(config, v).and_then(|mut store| service::settle(config, v, &mut store));
@@ -78,10 +74,7 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
                 v.name
             ),
             Ok(_) => {}
-            Err(e) => eprintln!(
-                "keyward-helper: {}: start-up reconcile failed: {e:?}",
-                v.name
-            ),
+            Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
     }
     Ok(())
@@ -89,7 +82,7 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
 
 /// Reconcile one LUKS2 volume; what was done, in words.
 fn reconcile(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
-    let mut store = ops::open(config, v).map_err(|e| format!("{e:?}"))?;
+    let mut store = ops::open(config, v).map_err(|e| e.to_string())?;
     let before = store.state().map_err(|e| e.to_string())?;
     let actions = store.reconcile().map_err(|e| e.to_string())?;
     Ok(actions.iter().map(|a| describe(&before, a)).collect())
@@ -97,7 +90,7 @@ fn reconcile(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
 
 /// What reconcile is about to finish or undo on one LUKS2 volume, in words.
 fn interrupted(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
-    let mut store = ops::open(config, v).map_err(|e| format!("{e:?}"))?;
+    let mut store = ops::open(config, v).map_err(|e| e.to_string())?;
     let state = store.state().map_err(|e| e.to_string())?;
     let slot = |s: Option<keyward_core::SlotId>| s.map_or_else(|| "none".into(), |s| s.to_string());
     Ok(state

@@ -9,12 +9,12 @@
 //! comes back as the operation's error, which the caller records.
 
 use keyward_core::config::{Config, Volume};
-use keyward_core::ipc::Response;
 use keyward_core::{HolderRole, Secret, SlotId, Uid, UserName};
 use keyward_macos::names::ShortName;
 
 use super::{mac_failure, ops, with_store};
 use crate::accounts::{self, Standing};
+use crate::error::OpError;
 use crate::jobs::VolumeLogin;
 
 /// What the user holds on the Mac.
@@ -69,11 +69,8 @@ fn decide(holding: Holding, standing: &Standing, revoke_unmanaged: bool) -> Acti
     }
 }
 
-fn message(r: Response) -> String {
-    match r {
-        Response::Error { message, .. } => message,
-        Response::Ok(_) => "unexpected reply".into(),
-    }
+fn message(e: OpError) -> String {
+    e.to_string()
 }
 
 /// `user` logged in on the Mac with `password`; `standing` is theirs now (by name). A PAM
@@ -108,8 +105,9 @@ pub(crate) fn login(
             (None, None) => Holding::Nothing,
         };
         let standing = match holding {
-            Holding::Keyward { uid, .. } => accounts::standing(c, user, Some(uid))
-                .map_err(|e| crate::ops::failure(keyward_core::ipc::ErrorCode::Failed, e))?,
+            Holding::Keyward { uid, .. } => {
+                accounts::standing(c, user, Some(uid)).map_err(OpError::Failed)?
+            }
             Holding::Nothing | Holding::Other(_) => standing.clone(),
         };
         Ok(match decide(holding, &standing, revoke_unmanaged) {

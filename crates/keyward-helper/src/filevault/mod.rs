@@ -20,14 +20,13 @@ pub use ops::{
 pub use recovery::{abort, begin, commit, escrow_begin, escrow_commit};
 
 use keyward_core::config::{Config, Volume};
-use keyward_core::ipc::{ErrorCode, Response};
 use keyward_core::{SlotId, StoreError};
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::{ShortName, VolumeOperand};
 use keyward_macos::registry::FileJournal;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
-use crate::ops::{failure, store_failure};
+use crate::error::OpError;
 
 /// The store the helper works on: the seams borrowed from the one Mac, the registry file.
 pub(crate) type Store<'a> = FileVaultStore<&'a mut seams::Runner, FileJournal, &'a mut seams::Keys>;
@@ -42,8 +41,8 @@ fn registry_path(c: &Config) -> std::path::PathBuf {
 pub(crate) fn with_store<T>(
     c: &Config,
     v: &Volume,
-    f: impl FnOnce(&mut Store<'_>) -> Result<T, Response>,
-) -> Result<T, Response> {
+    f: impl FnOnce(&mut Store<'_>) -> Result<T, OpError>,
+) -> Result<T, OpError> {
     let account = v.service_account.as_ref().unwrap_or(&c.service_user);
     let service_user = ShortName::parse(account.as_str()).map_err(mac_failure)?;
     let operand = v
@@ -66,7 +65,7 @@ pub(crate) fn with_store<T>(
 
 /// A backend error as the protocol says it: a refused password is `AuthenticationFailed`
 /// (exit 3), what macOS or keyward's safety rules will not do is `Refused` (exit 4).
-pub(crate) fn mac_failure(e: MacError) -> Response {
+pub(crate) fn mac_failure(e: MacError) -> OpError {
     let refused = matches!(
         e,
         MacError::WouldStrand
@@ -75,13 +74,10 @@ pub(crate) fn mac_failure(e: MacError) -> Response {
             | MacError::AccountConflict(_)
     );
     if refused {
-        return failure(ErrorCode::Refused, e.to_string());
+        return OpError::Refused(e.to_string());
     }
     let message = e.to_string();
-    match store_failure(StoreError::from(e)) {
-        Response::Error { code, .. } => failure(code, message),
-        ok => ok,
-    }
+    OpError::Store(StoreError::from(e)).reworded(|_| message)
 }
 
 /// Where the service account stands.
@@ -97,7 +93,7 @@ pub(crate) enum Standing {
 
 /// Finish whatever a crash interrupted (reconcile, a half-done password rotation), then say
 /// where the service account stands.
-pub(crate) fn standing(s: &mut Store<'_>) -> Result<Standing, Response> {
+pub(crate) fn standing(s: &mut Store<'_>) -> Result<Standing, OpError> {
     s.reconcile_now().map_err(mac_failure)?;
     match s.settle_service_password() {
         // No token yet and no password stored: nothing to settle.
@@ -127,7 +123,7 @@ pub(crate) fn standing(s: &mut Store<'_>) -> Result<Standing, Response> {
 pub(crate) fn working(
     s: &mut Store<'_>,
     v: &Volume,
-) -> Result<(SlotId, keyward_core::Secret), Response> {
+) -> Result<(SlotId, keyward_core::Secret), OpError> {
     match standing(s)? {
         Standing::Working(slot) => {
             let password = s
@@ -137,21 +133,15 @@ pub(crate) fn working(
                 .ok_or_else(|| mac_failure(MacError::NoServicePassword))?;
             Ok((slot, password))
         }
-        Standing::Missing => Err(failure(
-            ErrorCode::Failed,
-            format!(
-                "{} holds no Secure Token on {}: run `keyward bootstrap {} --holder ADMIN`",
-                s.config().service_user,
-                v.name,
-                v.name
-            ),
-        )),
-        Standing::Drift(slot) => Err(failure(
-            ErrorCode::Failed,
-            format!(
-                "the keychain's service password does not unlock {} (slot {slot})",
-                s.config().service_user
-            ),
-        )),
+        Standing::Missing => Err(OpError::Failed(format!(
+            "{} holds no Secure Token on {}: run `keyward bootstrap {} --holder ADMIN`",
+            s.config().service_user,
+            v.name,
+            v.name
+        ))),
+        Standing::Drift(slot) => Err(OpError::Failed(format!(
+            "the keychain's service password does not unlock {} (slot {slot})",
+            s.config().service_user
+        ))),
     }
 }

@@ -2,7 +2,7 @@
 //! make of status, verify, bootstrap, grant, revoke, uninstall and the service rotation.
 
 use keyward_core::config::{Config, Volume};
-use keyward_core::ipc::{ErrorCode, Reply, Response, VerifyReport, VolumeReport};
+use keyward_core::ipc::{Reply, VerifyReport, VolumeReport};
 use keyward_core::store::GrantRequest;
 use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName};
 use keyward_macos::keychain::{Keychain, KeychainItem};
@@ -10,25 +10,24 @@ use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
 
 use super::{mac_failure, standing, with_store, working, Standing, Store};
-use crate::ops::failure;
+use crate::error::OpError;
 
-fn short_name(user: &UserName) -> Result<ShortName, Response> {
+fn short_name(user: &UserName) -> Result<ShortName, OpError> {
     ShortName::parse(user.as_str()).map_err(mac_failure)
 }
 
 /// `keyward status`: the same report as for a LUKS2 volume.
 pub fn status(c: &Config, v: &Volume) -> VolumeReport {
     with_store(c, v, |s| Ok(s.report(v.name.as_str())))
-        .unwrap_or_else(|e| crate::ops::failed_report(v, e))
+        .unwrap_or_else(|e| crate::ops::failed_report(v, &e))
 }
 
 /// Start-up: finish what a crash interrupted, and say how the service account stands.
-pub fn settle(c: &Config, v: &Volume) -> Result<(), Response> {
+pub fn settle(c: &Config, v: &Volume) -> Result<(), OpError> {
     with_store(c, v, |s| match standing(s)? {
-        Standing::Drift(slot) => Err(failure(
-            ErrorCode::Failed,
-            format!("the keychain's service password does not unlock slot {slot}"),
-        )),
+        Standing::Drift(slot) => Err(OpError::Failed(format!(
+            "the keychain's service password does not unlock slot {slot}"
+        ))),
         Standing::Working(_) | Standing::Missing => Ok(()),
     })
 }
@@ -50,8 +49,7 @@ pub fn verify(c: &Config, v: &Volume) -> VerifyReport {
                 "the keychain's service password does not unlock the service account's token (slot {slot})"
             )),
         ),
-        Err(Response::Error { message, .. }) => ("error", Some(message)),
-        Err(Response::Ok(_)) => ("error", None),
+        Err(e) => ("error", Some(e.to_string())),
     };
     let violations =
         with_store(c, v, |s| Ok(s.report(v.name.as_str()).violations)).unwrap_or_default();
@@ -74,11 +72,9 @@ pub fn bootstrap(
     v: &Volume,
     holder: Option<&UserName>,
     password: &Secret,
-) -> Result<Reply, Response> {
+) -> Result<Reply, OpError> {
     let holder = holder.ok_or_else(|| {
-        failure(
-            ErrorCode::Usage,
-            format!(
+        OpError::Usage(format!(
                 "{} is a FileVault volume: name the Secure Token holder whose password this is (keyward bootstrap {} --holder NAME)",
                 v.name, v.name
             ),
@@ -94,9 +90,7 @@ pub fn bootstrap(
                 })
             }
             Standing::Drift(slot) => {
-                return Err(failure(
-                    ErrorCode::Refused,
-                    format!("the service account holds a Secure Token (slot {slot}) that the keychain's password does not unlock; keyward will not replace it blindly (see `keyward service repair`)"),
+                return Err(OpError::Refused(format!("the service account holds a Secure Token (slot {slot}) that the keychain's password does not unlock; keyward will not replace it blindly (see `keyward service repair`)"),
                 ))
             }
             Standing::Missing => {}
@@ -123,12 +117,7 @@ pub fn bootstrap(
 }
 
 /// `keyward grant VOLUME USER`: a Secure Token for USER, authorised by the service account.
-pub fn grant(
-    c: &Config,
-    v: &Volume,
-    user: &UserName,
-    password: &Secret,
-) -> Result<Reply, Response> {
+pub fn grant(c: &Config, v: &Volume, user: &UserName, password: &Secret) -> Result<Reply, OpError> {
     with_store(c, v, |s| {
         let slot = grant_in(s, v, user, password)?;
         Ok(Reply::Granted { slot: slot.get() })
@@ -143,7 +132,7 @@ pub(super) fn grant_in(
     v: &Volume,
     user: &UserName,
     password: &Secret,
-) -> Result<SlotId, Response> {
+) -> Result<SlotId, OpError> {
     let name = short_name(user)?;
     let (_, service) = working(s, v)?;
     let uid = s
@@ -152,30 +141,28 @@ pub(super) fn grant_in(
         .and_then(|a| a.unique_id)
         .and_then(|u| u32::try_from(u.get()).ok())
         .and_then(|u| Uid::new(u).ok())
-        .ok_or_else(|| failure(ErrorCode::Usage, format!("no such user: {user}")))?;
+        .ok_or_else(|| OpError::Usage(format!("no such user: {user}")))?;
     let req = GrantRequest::user(user.clone(), uid);
     s.grant(&req, Authority::Service(&service), password)
-        .map_err(crate::ops::store_failure)
+        .map_err(OpError::Store)
 }
 
 /// `keyward revoke`: refused. macOS removes a Secure Token only with its holder's own password
 /// (`sysadminctl -secureTokenOff USER -password …`), which keyward does not keep.
-pub fn revoke(c: &Config, v: &Volume, user: &UserName) -> Result<Reply, Response> {
+pub fn revoke(c: &Config, v: &Volume, user: &UserName) -> Result<Reply, OpError> {
     with_store(c, v, |s| {
-        let state = s.state().map_err(crate::ops::store_failure)?;
+        let state = s.state().map_err(OpError::Store)?;
         let holds = state
             .holders()
             .into_iter()
             .any(|h| matches!(&h.role, HolderRole::User { name, .. } if name == user));
         if !holds {
-            return Err(failure(
-                ErrorCode::Failed,
-                format!("{user} holds no keyward right on {}", v.name),
-            ));
+            return Err(OpError::Failed(format!(
+                "{user} holds no keyward right on {}",
+                v.name
+            )));
         }
-        Err(failure(
-            ErrorCode::Refused,
-            format!("{user}'s Secure Token on {} cannot be removed by keyward: macOS removes a token only with its holder's own password (sysadminctl -secureTokenOff), which keyward does not keep; nothing changed", v.name),
+        Err(OpError::Refused(format!("{user}'s Secure Token on {} cannot be removed by keyward: macOS removes a token only with its holder's own password (sysadminctl -secureTokenOff), which keyward does not keep; nothing changed", v.name),
         ))
     })
 }
@@ -183,7 +170,7 @@ pub fn revoke(c: &Config, v: &Volume, user: &UserName) -> Result<Reply, Response
 /// `keyward uninstall`: delete the service account, only while another token holder or an
 /// escrowed recovery key remains. Users keep their own tokens (macOS would need each user's
 /// password to remove them).
-pub fn release(c: &Config, v: &Volume, dry_run: bool) -> Result<Reply, Response> {
+pub fn release(c: &Config, v: &Volume, dry_run: bool) -> Result<Reply, OpError> {
     with_store(c, v, |s| {
         // delete_service_account reconciles and checks again before it deletes anything.
         let (slot, allowed) = s.service_account_removable().map_err(mac_failure)?;
@@ -200,7 +187,7 @@ pub fn release(c: &Config, v: &Volume, dry_run: bool) -> Result<Reply, Response>
 
 /// `keyward service rotate`: the service password changes with the old one; the new one is in
 /// the keychain (as `next`) before the account gets it.
-pub fn service_rotate(c: &Config, v: &Volume) -> Result<Reply, Response> {
+pub fn service_rotate(c: &Config, v: &Volume) -> Result<Reply, OpError> {
     with_store(c, v, |s| {
         let (old, _) = working(s, v)?;
         let new = generate_service_password().map_err(mac_failure)?;
@@ -215,20 +202,14 @@ pub fn service_rotate(c: &Config, v: &Volume) -> Result<Reply, Response> {
 /// `keyward service repair`: refused on a Mac, with the way out. A token holder's password is
 /// never reset (FileVault would keep the old one), so a service account whose password nobody
 /// knows can only be deleted by an admin and bootstrapped again.
-pub fn service_repair(c: &Config, v: &Volume) -> Result<Reply, Response> {
+pub fn service_repair(c: &Config, v: &Volume) -> Result<Reply, OpError> {
     with_store(c, v, |s| {
         match standing(s)? {
-        Standing::Working(slot) => Err(failure(
-            ErrorCode::Refused,
-            format!("the service account's token (slot {slot}) works; nothing to repair (rotate it with `keyward service rotate`)"),
+        Standing::Working(slot) => Err(OpError::Refused(format!("the service account's token (slot {slot}) works; nothing to repair (rotate it with `keyward service rotate`)"),
         )),
-        Standing::Missing => Err(failure(
-            ErrorCode::Refused,
-            format!("{} has no service token; run `keyward bootstrap {} --holder ADMIN`", v.name, v.name),
+        Standing::Missing => Err(OpError::Refused(format!("{} has no service token; run `keyward bootstrap {} --holder ADMIN`", v.name, v.name),
         )),
-        Standing::Drift(_) => Err(failure(
-            ErrorCode::Refused,
-            format!(
+        Standing::Drift(_) => Err(OpError::Refused(format!(
                 "on a Mac a drifted service account cannot be repaired in place (resetting a token holder's password breaks FileVault): delete it as an admin (sysadminctl -deleteUser {} -adminUser ADMIN -adminPassword -), then run `keyward bootstrap {} --holder ADMIN`",
                 s.config().service_user, v.name
             ),

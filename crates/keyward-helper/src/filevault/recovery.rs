@@ -13,19 +13,19 @@
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::escrow::Receipt;
-use keyward_core::ipc::{ErrorCode, Reply, Response, WireSecret};
+use keyward_core::ipc::{Reply, WireSecret};
 use keyward_core::token::{EscrowRef, Role, TokenState};
 use keyward_core::{Secret, SlotId};
 use keyward_macos::registry::Journal;
 
 use super::{mac_failure, with_store, working, Store};
-use crate::ops::failure;
+use crate::error::OpError;
 use crate::recovery::{
     check_confirm, check_receipt, drop_pending, escrow_meta, load_pending, seal_pending,
 };
 
 /// The pending recovery key's slot and creation time, from keyward's registry.
-fn pending_entry(s: &mut Store<'_>) -> Result<Option<(SlotId, std::time::SystemTime)>, Response> {
+fn pending_entry(s: &mut Store<'_>) -> Result<Option<(SlotId, std::time::SystemTime)>, OpError> {
     let reg = s.journal_mut().load().map_err(mac_failure)?;
     Ok(reg
         .entries
@@ -40,7 +40,7 @@ fn settle_pending(
     c: &Config,
     v: &Volume,
     s: &mut Store<'_>,
-) -> Result<Option<(SlotId, Secret)>, Response> {
+) -> Result<Option<(SlotId, Secret)>, OpError> {
     // No reconcile here: `working` (begin) and `commit_recovery` (commit) each run one, and an
     // interrupted intent is never `pending`.
     let key = load_pending(c, &v.name)?;
@@ -68,7 +68,7 @@ fn settle_pending(
 }
 
 /// The pending key (a new one made now if there is none), sealed before it is returned.
-fn pending_or_new(c: &Config, v: &Volume) -> Result<(SlotId, Secret), Response> {
+fn pending_or_new(c: &Config, v: &Volume) -> Result<(SlotId, Secret), OpError> {
     with_store(c, v, |s| {
         working(s, v)?;
         if let Some(found) = settle_pending(c, v, s)? {
@@ -90,20 +90,19 @@ fn commit_pending(
     c: &Config,
     v: &Volume,
     slot: Option<u32>,
-    prove: impl FnOnce(&Secret) -> Result<Option<EscrowRef>, Response>,
-) -> Result<Reply, Response> {
+    prove: impl FnOnce(&Secret) -> Result<Option<EscrowRef>, OpError>,
+) -> Result<Reply, OpError> {
     with_store(c, v, |s| {
         let Some((pending, key)) = settle_pending(c, v, s)? else {
-            return Err(failure(
-                ErrorCode::Failed,
-                format!("{} has no pending recovery key", v.name),
-            ));
+            return Err(OpError::Failed(format!(
+                "{} has no pending recovery key",
+                v.name
+            )));
         };
         if slot.is_some_and(|n| n != pending.get()) {
-            return Err(failure(
-                ErrorCode::Failed,
-                format!("the pending recovery key is slot {pending}, not {slot:?}"),
-            ));
+            return Err(OpError::Failed(format!(
+                "the pending recovery key is slot {pending}, not {slot:?}"
+            )));
         }
         let escrow = prove(&key)?;
         s.commit_recovery(pending, escrow).map_err(mac_failure)?;
@@ -116,7 +115,7 @@ fn commit_pending(
 }
 
 /// Standalone step 1: the pending key itself, for the admin's terminal.
-pub fn begin(c: &Config, v: &Volume) -> Result<Reply, Response> {
+pub fn begin(c: &Config, v: &Volume) -> Result<Reply, OpError> {
     let (slot, key) = pending_or_new(c, v)?;
     Ok(Reply::RecoveryPending {
         slot: slot.get(),
@@ -125,14 +124,14 @@ pub fn begin(c: &Config, v: &Volume) -> Result<Reply, Response> {
 }
 
 /// Standalone step 2: commit when the admin has typed the last group back.
-pub fn commit(c: &Config, v: &Volume, slot: u32, confirm: &Secret) -> Result<Reply, Response> {
+pub fn commit(c: &Config, v: &Volume, slot: u32, confirm: &Secret) -> Result<Reply, OpError> {
     commit_pending(c, v, Some(slot), |key| {
         check_confirm(key, confirm).map(|()| None)
     })
 }
 
 /// Escrowed step 1: only the ciphertext to the escrow server's recipient.
-pub fn escrow_begin(c: &Config, v: &Volume) -> Result<Reply, Response> {
+pub fn escrow_begin(c: &Config, v: &Volume) -> Result<Reply, OpError> {
     let (slot, key) = pending_or_new(c, v)?;
     let meta = escrow_meta(c, &v.name, &key)?;
     Ok(Reply::RecoveryEscrow {
@@ -144,14 +143,14 @@ pub fn escrow_begin(c: &Config, v: &Volume) -> Result<Reply, Response> {
 }
 
 /// Escrowed step 2: commit on the server's signed receipt.
-pub fn escrow_commit(c: &Config, v: &Volume, receipt: &Receipt) -> Result<Reply, Response> {
+pub fn escrow_commit(c: &Config, v: &Volume, receipt: &Receipt) -> Result<Reply, OpError> {
     commit_pending(c, v, None, |key| {
         check_receipt(c, &v.name, key, receipt).map(Some)
     })
 }
 
 /// Give up on the pending key: FileVault cannot go back, so it stays in force, not escrowed.
-pub fn abort(c: &Config, v: &Volume) -> Result<Reply, Response> {
+pub fn abort(c: &Config, v: &Volume) -> Result<Reply, OpError> {
     with_store(c, v, |s| {
         let pending = pending_entry(s)?;
         if let Some((slot, _)) = pending {
