@@ -1,20 +1,22 @@
-//! Accepting connections, classifying each caller once by its kernel credentials, framing,
-//! the allow-list check, and the audit record for every request answered or refused.
+//! The edge: accepting connections, classifying each caller once by its kernel credentials,
+//! framing, the allow-list check, the wire `Response` (an `OpError` becomes its error code and
+//! so the CLI's exit code here, and nowhere else), and the audit record for every request
+//! answered or refused. What a request does is `dispatch`'s.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward_core::access::{permits, CallerClass};
-use keyward_core::audit::{Fold, Record};
 use keyward_core::catalog::Operation;
-use keyward_core::config::Config;
 use keyward_core::ipc::{self, ErrorCode, FrameError, Reply, Request, Response};
-use keyward_core::{Uid, UserName, VolumeName};
-use keyward_sys::audit_file::{now_rfc3339, AuditLog};
+use keyward_core::{UserName, VolumeName};
 use keyward_sys::peer::{self, Peer};
+
+use crate::audit;
+use crate::ctx::Ctx;
 
 /// At most this many root connections (the CLI, the PAM module) are served at once.
 const MAX_ADMIN_CONNECTIONS: usize = 16;
@@ -26,21 +28,6 @@ const MAX_AGENT_CONNECTIONS: usize = 4;
 const FRAME_DEADLINE: Duration = Duration::from_secs(5);
 /// Writing a reply may take no longer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Ctx {
-    /// The root-owned configuration.
-    pub config: Config,
-    /// The service user: connections from it are the agent class.
-    pub service_uid: Uid,
-    /// The audit log (appends are serialized).
-    pub audit: Mutex<AuditLog>,
-    /// The agent's repeated reads, folded into one audit record a minute.
-    pub fold: Mutex<Fold>,
-    /// PAM events waiting or running.
-    pub jobs: crate::jobs::Jobs,
-}
 
 /// Connections in service, per class.
 #[derive(Debug, Default)]
@@ -119,24 +106,6 @@ fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) 
         Ok(true) => eprintln!("keyward-helper: connection refused: {why}"),
         Ok(false) => {}
         Err(e) => eprintln!("keyward-helper: audit log: {e}"),
-    }
-}
-
-/// An audit record for something that is not a request (start-up events); `result` is the
-/// record's result (`ok…` or `error:…`).
-pub fn record_for_event(op: &str, result: &str) -> Record {
-    Record {
-        seq: 0,
-        time: now_rfc3339(),
-        prev: String::new(),
-        caller: "helper".into(),
-        uid: 0,
-        pid: i32::try_from(std::process::id()).unwrap_or(0),
-        op: op.into(),
-        volume: None,
-        user: None,
-        result: result.into(),
-        folded: None,
     }
 }
 
@@ -226,19 +195,19 @@ fn record(
             Some(n) => folded = (n > 0).then_some(n),
         }
     }
-    let entry = Record {
-        seq: 0,
-        time: now_rfc3339(),
-        prev: String::new(),
-        caller: class.map_or("refused", CallerClass::label).into(),
+    let who = audit::Who {
+        caller: class.map_or("refused", CallerClass::label),
         uid: peer.map_or(u32::MAX, |p| p.uid.get()),
         pid: peer.map_or(0, |p| p.pid),
-        op: op.into(),
-        volume: named.volume.map(|v| v.as_str().to_owned()),
-        user: named.user.map(|u| u.as_str().to_owned()),
-        result: result.into(),
-        folded,
     };
+    let entry = audit::record(
+        who,
+        op,
+        named.volume.map(VolumeName::as_str),
+        named.user.map(UserName::as_str),
+        result,
+        folded,
+    );
     let mut log = match ctx.audit.lock() {
         Ok(log) => log,
         Err(poisoned) => poisoned.into_inner(),
@@ -495,7 +464,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
             }
         }
         let (volume, user) = (request.volume().cloned(), request.user().cloned());
-        let response = match crate::ops::dispatch(ctx, request, peer) {
+        let response = match crate::dispatch::run(ctx, request, peer) {
             Ok(reply) => Response::Ok(reply),
             Err(e) => error(e.code(), e.to_string()),
         };

@@ -18,9 +18,10 @@ use keyward_core::policy::PolicyOverride;
 use keyward_core::quote;
 use keyward_sys::safe_fs;
 
+use super::recovery;
 use crate::error::OpError;
-use crate::ops;
-use crate::{policy_override, recovery, service};
+use crate::failpoint::failpoint;
+use crate::policy_override;
 
 /// The replay journal, in `state_dir`.
 const JOURNAL: &str = "command-journal.json";
@@ -66,7 +67,7 @@ pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, OpError> {
             OpError::Failed(format!("command {id} ({kind}): {why}; nothing changed"))
         }
     })?;
-    service::failpoint("command.recorded");
+    failpoint("command.recorded");
     match act(c, command) {
         Ok(outcome) => Ok(Reply::CommandDone {
             id: command.id.clone(),
@@ -115,7 +116,7 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, OpError> {
             // The helper cannot reach the server: it begins the rotation (a pending key,
             // sealed; ciphertext only for the server) and the agent carries it from here.
             // Should the agent not, its schedule resumes a pending rotation at the next round.
-            match recovery::escrow_begin(c, volume)? {
+            match recovery::escrow_begin(c, super::configured(c, volume)?)? {
                 Reply::RecoveryEscrow { slot, .. } => Ok(CommandOutcome::RecoveryRotationBegun {
                     volume: volume.clone(),
                     slot,
@@ -123,7 +124,7 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, OpError> {
                 other => Err(unexpected(other)),
             }
         }
-        Action::RotateService { volume } => match service::rotate(c, volume)? {
+        Action::RotateService { volume } => match super::service_rotate(c, volume)? {
             Reply::ServiceRotated { old, new } => Ok(CommandOutcome::ServiceRotated {
                 volume: volume.clone(),
                 old,
@@ -131,7 +132,7 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, OpError> {
             }),
             other => Err(unexpected(other)),
         },
-        Action::RevokeUser { volume, user } => match ops::revoke(c, volume, user)? {
+        Action::RevokeUser { volume, user } => match super::revoke(c, volume, user)? {
             Reply::Revoked { slot } => Ok(CommandOutcome::UserRevoked {
                 volume: volume.clone(),
                 user: user.clone(),

@@ -12,10 +12,12 @@ use keyward_core::config::{Config, Volume};
 use keyward_core::{HolderRole, Secret, SlotId, Uid, UserName};
 use keyward_macos::names::ShortName;
 
-use super::{mac_failure, ops, with_store};
+use keyward_core::store::GrantRequest;
+
+use super::{mac_failure, with_store, MacVault};
 use crate::accounts::{self, Standing};
 use crate::error::OpError;
-use crate::jobs::VolumeLogin;
+use crate::vault::{Vault, VolumeLogin};
 
 /// What the user holds on the Mac.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +114,11 @@ pub(crate) fn login(
         };
         Ok(match decide(holding, &standing, revoke_unmanaged) {
             Action::Grant => {
-                let slot = ops::grant_in(s, v, user, password)?;
+                let mut vault = MacVault { c, v, s };
+                let (_, service) = vault.working()?;
+                let uid = vault.grantee(user)?;
+                let req = GrantRequest::user(user.clone(), uid);
+                let slot = vault.grant(&req, &service, password)?;
                 VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
             }
             Action::Keep(why) => VolumeLogin::Done(why),

@@ -1,99 +1,27 @@
 //! Captured logins and password changes (pam_keyward.so; on a Mac, the authorization plugin),
 //! handled off the request path: the helper answers the caller at once and a worker thread per
 //! user does the work — one job per user at a time, later events folding into the pending one.
-//! Each volume gets its kind's login: on LUKS2 a login grants a missing slot or heals one the
-//! password no longer opens, and a password change moves the user's slot to the new password via
-//! the service secret; on FileVault, `filevault::login` grants or revokes a Secure Token.
+//! On a volume whose rights are granted through the service secret (LUKS2) a login grants a
+//! missing right or heals one the password no longer opens, and a password change moves the
+//! user's right to the new password; on a Mac, the vault's own login grants or revokes a Secure
+//! Token (macOS authenticates the password itself).
 //!
 //! A login by a user whose slot already works costs no KDF run: the helper remembers, per slot,
-//! a keyed digest of the password that last opened it (in memory only, keyed by a secret drawn
-//! at start, so nothing on disk or in a core dump helps an attacker), and compares digests.
+//! a keyed digest of the password that last opened it (`ctx::Jobs`, in memory only, keyed by a
+//! secret drawn at start, so nothing on disk or in a core dump helps an attacker).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use keyward_core::audit::Record;
-use keyward_core::config::{Volume, VolumeKind};
+use keyward_core::config::Volume;
 use keyward_core::store::GrantRequest;
-use keyward_core::{Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
-use keyward_sys::audit_file::now_rfc3339;
-use sha2::{Digest, Sha256};
+use keyward_core::{HolderRole, Secret, Uid, UserName};
 
 use crate::accounts::{self, Standing};
-use crate::ops;
-use crate::server::Ctx;
-
-/// One PAM event.
-#[derive(Debug)]
-pub enum Job {
-    /// A login with this password.
-    Login(Secret),
-    /// A password change to `new`.
-    Change {
-        /// The new password.
-        new: Secret,
-    },
-}
-
-/// Who handed the event over (the PAM module's process), for the audit record. The request
-/// itself is not audited on arrival: the job writes one record with its outcome, so a login
-/// costs the PAM stack no fsync.
-pub type Caller = keyward_sys::peer::Peer;
-
-#[derive(Debug, Default)]
-struct Pending {
-    running: bool,
-    next: Option<(Job, Option<Caller>)>,
-    /// Events folded into `next` since the last record.
-    folded: u32,
-}
-
-/// The queue and the verification memory.
-#[derive(Debug)]
-pub struct Jobs {
-    queue: Mutex<HashMap<UserName, Pending>>,
-    verified: Mutex<HashMap<(VolumeName, SlotId), [u8; 32]>>,
-    key: Secret,
-}
-
-impl Jobs {
-    /// An empty queue with a fresh digest key.
-    pub fn new() -> Result<Self, String> {
-        let key = keyward_sys::random::service_secret().map_err(|e| e.to_string())?;
-        Ok(Jobs {
-            queue: Mutex::default(),
-            verified: Mutex::default(),
-            key,
-        })
-    }
-
-    fn digest(&self, password: &Secret) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.key.expose());
-        h.update(password.expose());
-        h.finalize().into()
-    }
-
-    fn remember(&self, v: &VolumeName, slot: SlotId, password: &Secret) {
-        let d = self.digest(password);
-        lock(&self.verified).insert((v.clone(), slot), d);
-    }
-
-    fn recently_verified(&self, v: &VolumeName, slot: SlotId, password: &Secret) -> bool {
-        let d = self.digest(password);
-        lock(&self.verified)
-            .get(&(v.clone(), slot))
-            .is_some_and(|known| known == &d)
-    }
-
-    fn forget(&self, v: &VolumeName, slot: SlotId) {
-        lock(&self.verified).remove(&(v.clone(), slot));
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use crate::audit;
+use crate::ctx::{lock, Caller, Ctx, Job};
+use crate::error::OpError;
+use crate::failpoint::failpoint;
+use crate::vault::{self, with_vault, VolumeLogin};
 
 /// Queue a job for `user`, starting a worker if none runs for them.
 pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job, caller: Caller) {
@@ -141,23 +69,17 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
             Job::Login(password) => ("login-capture", login(ctx, user, &password, false)),
             Job::Change { new } => ("password-change", login(ctx, user, &new, true)),
         };
-        let record = Record {
-            seq: 0,
-            time: now_rfc3339(),
-            prev: String::new(),
-            caller: "admin".into(),
+        let who = audit::Who {
+            caller: "admin",
             uid: caller.map_or(0, |c| c.uid.get()),
             pid: caller.map_or(0, |c| c.pid),
-            op: op.into(),
-            volume: None,
-            user: Some(user.to_string()),
-            result: match (result, folded) {
-                (Ok(done), 0) => format!("ok: {done}"),
-                (Ok(done), n) => format!("ok: {done} (and {n} earlier event(s) folded in)"),
-                (Err(why), _) => format!("error:Refused: {why}"),
-            },
-            folded: None,
         };
+        let result = match (result, folded) {
+            (Ok(done), 0) => format!("ok: {done}"),
+            (Ok(done), n) => format!("ok: {done} (and {n} earlier event(s) folded in)"),
+            (Err(why), _) => format!("error:Refused: {why}"),
+        };
+        let record = audit::record(who, op, None, Some(user.as_str()), &result, None);
         if let Err(e) = lock(&ctx.audit).append(record) {
             eprintln!("keyward-helper: audit log: {e}");
         }
@@ -176,18 +98,6 @@ fn verify_password(user: &UserName, _password: &Secret, _change: bool) -> Result
     ))
 }
 
-/// What a login or password change did on one volume.
-#[derive(Debug)]
-pub(crate) enum VolumeLogin {
-    /// What happened there, for the record.
-    Done(String),
-    /// Nothing for this user, for a reason about the user rather than the volume (not managed,
-    /// the system refused the password); nothing on the volume was touched.
-    Refused(String),
-    /// The event does not concern this kind of volume.
-    Skipped,
-}
-
 fn login(
     ctx: &Ctx,
     user: &UserName,
@@ -202,14 +112,18 @@ fn login(
     let luks2 = c
         .volumes
         .iter()
-        .any(|v| v.kind == VolumeKind::Luks2)
+        .any(vault::login_needs_password_check)
         .then(|| luks2_gate(user, &standing, admin, password, after_change));
     let mut done = Vec::new();
     if admin && !after_change && matches!(luks2, Some(Ok(_))) {
         // An admin's login bootstraps any volume that has no service slot yet, from a password
         // that opens an existing slot. The password is used once and not kept.
-        for v in luks2_volumes(c) {
-            match ops::bootstrap(c, &v.name, None, password) {
+        for v in c
+            .volumes
+            .iter()
+            .filter(|v| vault::login_needs_password_check(v))
+        {
+            match super::bootstrap(c, &v.name, None, password) {
                 Ok(keyward_core::ipc::Reply::Bootstrapped {
                     slot,
                     created: true,
@@ -230,13 +144,11 @@ fn login(
         .volumes
         .iter()
         .map(|v| {
-            let outcome = match (v.kind, &luks2) {
-                (VolumeKind::FileVault, _) => {
-                    crate::filevault::login(c, v, user, &standing, password, after_change)
-                }
-                (_, Some(Ok(Some(uid)))) => luks2_login(ctx, v, user, *uid, password),
-                (_, Some(Err(why))) => Ok(VolumeLogin::Refused(why.clone())),
-                (_, Some(Ok(None)) | None) => Ok(VolumeLogin::Skipped),
+            let outcome = match (vault::login_needs_password_check(v), &luks2) {
+                (false, _) => vault::own_login(c, v, user, &standing, password, after_change),
+                (true, Some(Ok(Some(uid)))) => luks2_login(ctx, v, user, *uid, password),
+                (true, Some(Err(why))) => Ok(VolumeLogin::Refused(why.clone())),
+                (true, Some(Ok(None)) | None) => Ok(VolumeLogin::Skipped),
             };
             (v, outcome)
         })
@@ -299,12 +211,6 @@ fn luks2_login(
     ))
 }
 
-/// The LUKS2 volumes, which an admin's login may bootstrap (a Mac's bootstrap needs the token
-/// holder's name: `keyward bootstrap VOLUME --holder`).
-fn luks2_volumes(c: &keyward_core::config::Config) -> impl Iterator<Item = &Volume> {
-    c.volumes.iter().filter(|v| v.kind == VolumeKind::Luks2)
-}
-
 /// Grant, heal, or leave alone the user's slot on one volume.
 fn on_volume(
     ctx: &Ctx,
@@ -313,42 +219,37 @@ fn on_volume(
     uid: Uid,
     password: &Secret,
 ) -> Result<String, String> {
-    let c = &ctx.config;
-    let msg = |e: crate::error::OpError| e.to_string();
-    let mut store = ops::open(c, v).map_err(msg)?;
-    let state = store.state().map_err(|e| e.to_string())?;
-    let mine = state.holders().into_iter().find_map(|h| match h.role {
-        HolderRole::User { name, .. } if &name == user => Some(h.slot),
-        _ => None,
-    });
-    if let Some(slot) = mine {
-        if ctx.jobs.recently_verified(&v.name, slot, password) {
-            return Ok(format!("slot {slot} works (verified earlier)"));
+    with_vault(&ctx.config, v, |vault| {
+        let state = vault.state()?;
+        let mine = state.holders().into_iter().find_map(|h| match h.role {
+            HolderRole::User { name, .. } if &name == user => Some(h.slot),
+            _ => None,
+        });
+        if let Some(slot) = mine {
+            if ctx.jobs.recently_verified(&v.name, slot, password) {
+                return Ok(format!("slot {slot} works (verified earlier)"));
+            }
+            if vault.opens(slot, password)? {
+                ctx.jobs.remember(&v.name, slot, password);
+                return Ok(format!("slot {slot} works"));
+            }
         }
-        if store.verify(slot, password).map_err(|e| e.to_string())? {
-            ctx.jobs.remember(&v.name, slot, password);
-            return Ok(format!("slot {slot} works"));
+        let (_, service) = vault.working()?;
+        match mine {
+            Some(old) => {
+                let new = vault.rekey(old, &service, password)?;
+                failpoint("login.rekeyed");
+                ctx.jobs.forget(&v.name, old);
+                ctx.jobs.remember(&v.name, new, password);
+                Ok(format!("rekeyed slot {old} to slot {new}"))
+            }
+            None => {
+                let req = GrantRequest::user(user.clone(), uid);
+                let new = vault.grant(&req, &service, password)?;
+                ctx.jobs.remember(&v.name, new, password);
+                Ok(format!("granted slot {new}"))
+            }
         }
-    }
-    let (_, service) = crate::service::working(c, v, &mut store).map_err(msg)?;
-    let authority = Authority::Service(&service);
-    match mine {
-        Some(old) => {
-            let new = store
-                .rekey(old, authority, password)
-                .map_err(|e| e.to_string())?;
-            crate::service::failpoint("login.rekeyed");
-            ctx.jobs.forget(&v.name, old);
-            ctx.jobs.remember(&v.name, new, password);
-            Ok(format!("rekeyed slot {old} to slot {new}"))
-        }
-        None => {
-            let req = GrantRequest::user(user.clone(), uid);
-            let new = store
-                .grant(&req, authority, password)
-                .map_err(|e| e.to_string())?;
-            ctx.jobs.remember(&v.name, new, password);
-            Ok(format!("granted slot {new}"))
-        }
-    }
+    })
+    .map_err(|e: OpError| e.to_string())
 }
