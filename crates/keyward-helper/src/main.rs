@@ -12,7 +12,6 @@
 // accounts, luks, audit, ctx, error.
 mod accounts;
 mod audit;
-mod boot_order;
 mod ctx;
 mod dispatch;
 mod error;

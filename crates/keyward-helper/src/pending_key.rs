@@ -9,6 +9,7 @@ use keyward_sys::safe_fs;
 
 use crate::error::OpError;
 use crate::failpoint::failpoint;
+use crate::service_secret::state_owner;
 
 fn io(source: std::io::Error) -> OpError {
     OpError::Io {
@@ -23,7 +24,7 @@ fn dir(c: &Config) -> std::path::PathBuf {
 
 /// The sealed key, if any.
 pub fn load(c: &Config, v: &VolumeName) -> Result<Option<Secret>, OpError> {
-    safe_fs::read_secret(&dir(c).join(v.as_str()), 0).map_err(io)
+    safe_fs::read_secret(&dir(c).join(v.as_str()), state_owner(c).0).map_err(io)
 }
 
 /// Forget the key and its escrow record.
@@ -39,7 +40,8 @@ pub fn drop(c: &Config, v: &VolumeName) -> Result<(), OpError> {
 
 /// Keep a pending key root-only until its commit.
 pub fn seal(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
-    safe_fs::ensure_dir(&dir(c), 0, 0, 0o700).map_err(io)?;
+    let (uid, gid) = state_owner(c);
+    safe_fs::ensure_dir(&dir(c), uid, gid, 0o700).map_err(io)?;
     safe_fs::write_atomic(&dir(c), v.as_str(), key.expose(), 0o600).map_err(io)?;
     failpoint("recovery-begin.sealed");
     Ok(())
@@ -48,7 +50,7 @@ pub fn seal(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
 /// The stored escrow record (JSON), if any.
 pub fn load_escrow(c: &Config, v: &VolumeName) -> Result<Option<Vec<u8>>, OpError> {
     let path = dir(c).join(format!("{v}.escrow"));
-    safe_fs::read_checked(&path, safe_fs::Expect::private(0), 1 << 20).map_err(io)
+    safe_fs::read_checked(&path, safe_fs::Expect::private(state_owner(c).0), 1 << 20).map_err(io)
 }
 
 /// Store the escrow record (JSON).

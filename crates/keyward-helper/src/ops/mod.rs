@@ -9,6 +9,8 @@
 pub mod commands;
 pub mod jobs;
 pub mod recovery;
+#[cfg(test)]
+mod tests;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{Reply, VerifyReport, VolumeReport};
@@ -17,7 +19,7 @@ use keyward_core::{HolderRole, Secret, UserName, VolumeName};
 
 use crate::accounts;
 use crate::error::OpError;
-use crate::vault::{self, with_vault, ServiceStanding};
+use crate::vault::{self, with_vault, ServiceStanding, Vault};
 
 /// The configured volume named `name`.
 pub fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, OpError> {
@@ -72,23 +74,30 @@ pub fn bootstrap(
     passphrase: &Secret,
 ) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
-    with_vault(c, v, |vault| {
-        vault.check_bootstrap_holder(holder)?;
-        match vault.service()? {
-            ServiceStanding::Working(slot, _) => {
-                return Ok(Reply::Bootstrapped {
-                    slot: slot.get(),
-                    created: false,
-                })
-            }
-            ServiceStanding::Drift(slot) => return Err(vault.refuse_blind_replace(slot)),
-            ServiceStanding::Missing => {}
+    with_vault(c, v, |vault| bootstrap_on(vault, holder, passphrase))
+}
+
+/// Bootstrap on an open vault.
+pub fn bootstrap_on(
+    vault: &mut dyn Vault,
+    holder: Option<&UserName>,
+    passphrase: &Secret,
+) -> Result<Reply, OpError> {
+    vault.check_bootstrap_holder(holder)?;
+    match vault.service()? {
+        ServiceStanding::Working(slot, _) => {
+            return Ok(Reply::Bootstrapped {
+                slot: slot.get(),
+                created: false,
+            })
         }
-        let slot = vault.create_service(holder, passphrase)?;
-        Ok(Reply::Bootstrapped {
-            slot: slot.get(),
-            created: true,
-        })
+        ServiceStanding::Drift(slot) => return Err(vault.refuse_blind_replace(slot)),
+        ServiceStanding::Missing => {}
+    }
+    let slot = vault.create_service(holder, passphrase)?;
+    Ok(Reply::Bootstrapped {
+        slot: slot.get(),
+        created: true,
     })
 }
 
@@ -109,13 +118,16 @@ pub fn service_repair(
 /// `keyward service rotate`: a new service secret; the old right goes.
 pub fn service_rotate(c: &Config, name: &VolumeName) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
-    with_vault(c, v, |vault| {
-        let (old, current) = vault.working()?;
-        let new = vault.rotate_service(old, &current)?;
-        Ok(Reply::ServiceRotated {
-            old: old.get(),
-            new: new.get(),
-        })
+    with_vault(c, v, service_rotate_on)
+}
+
+/// Service rotation on an open vault.
+pub fn service_rotate_on(vault: &mut dyn Vault) -> Result<Reply, OpError> {
+    let (old, current) = vault.working()?;
+    let new = vault.rotate_service(old, &current)?;
+    Ok(Reply::ServiceRotated {
+        old: old.get(),
+        new: new.get(),
     })
 }
 
@@ -127,29 +139,39 @@ pub fn grant(
     passphrase: &Secret,
 ) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
-    with_vault(c, v, |vault| {
-        let uid = vault.grantee(user)?;
-        let (_, service) = vault.working()?;
-        let req = GrantRequest::user(user.clone(), uid);
-        let slot = vault.grant(&req, &service, passphrase)?;
-        Ok(Reply::Granted { slot: slot.get() })
-    })
+    with_vault(c, v, |vault| grant_on(vault, user, passphrase))
+}
+
+/// Grant on an open vault.
+pub fn grant_on(
+    vault: &mut dyn Vault,
+    user: &UserName,
+    passphrase: &Secret,
+) -> Result<Reply, OpError> {
+    let uid = vault.grantee(user)?;
+    let (_, service) = vault.working()?;
+    let req = GrantRequest::user(user.clone(), uid);
+    let slot = vault.grant(&req, &service, passphrase)?;
+    Ok(Reply::Granted { slot: slot.get() })
 }
 
 /// `keyward revoke`: the user's keyward right goes.
 pub fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, OpError> {
     let v = configured(c, name)?;
-    with_vault(c, v, |vault| {
-        let state = vault.state()?;
-        let slot = state
-            .holders()
-            .into_iter()
-            .find(|h| matches!(&h.role, HolderRole::User { name: n, .. } if n == user))
-            .map(|h| h.slot)
-            .ok_or_else(|| vault.no_right(user))?;
-        vault.revoke_user(user, slot)?;
-        Ok(Reply::Revoked { slot: slot.get() })
-    })
+    with_vault(c, v, |vault| revoke_on(vault, user))
+}
+
+/// Revoke on an open vault.
+pub fn revoke_on(vault: &mut dyn Vault, user: &UserName) -> Result<Reply, OpError> {
+    let state = vault.state()?;
+    let slot = state
+        .holders()
+        .into_iter()
+        .find(|h| matches!(&h.role, HolderRole::User { name: n, .. } if n == user))
+        .map(|h| h.slot)
+        .ok_or_else(|| vault.no_right(user))?;
+    vault.revoke_user(user, slot)?;
+    Ok(Reply::Revoked { slot: slot.get() })
 }
 
 /// `keyward uninstall` of one volume: keyward's rights go, only while another way in remains.

@@ -110,7 +110,7 @@ fn check_receipt(
 }
 
 /// The pending key (made now if there is none), sealed no later than its right exists.
-fn pending_or_new(vault: &mut dyn Vault) -> Result<(SlotId, Secret), OpError> {
+pub(crate) fn pending_or_new(vault: &mut dyn Vault) -> Result<(SlotId, Secret), OpError> {
     let (_, service) = vault.working()?;
     if let Some(found) = vault.settle_pending_recovery()? {
         return Ok(found);
@@ -119,7 +119,7 @@ fn pending_or_new(vault: &mut dyn Vault) -> Result<(SlotId, Secret), OpError> {
 }
 
 /// Commit the pending key once `prove` accepts it; `slot`, if given, must be the one pending.
-fn commit_pending(
+pub(crate) fn commit_pending(
     c: &Config,
     vault: &mut dyn Vault,
     slot: Option<u32>,

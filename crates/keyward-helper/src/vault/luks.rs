@@ -27,7 +27,7 @@ pub fn open(c: &Config, v: &Volume) -> Result<crate::luks::LuksStore, OpError> {
 pub struct LuksVault<'c, S> {
     pub(super) c: &'c Config,
     pub(super) v: &'c Volume,
-    pub(super) store: S,
+    pub(crate) store: S,
 }
 
 impl<'c, S: UnlockStore> LuksVault<'c, S> {

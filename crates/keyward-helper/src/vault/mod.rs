@@ -14,6 +14,7 @@
 #[cfg(any(target_os = "macos", feature = "simulated-mac"))]
 pub mod filevault;
 pub mod luks;
+pub mod luks_boot_order;
 pub mod luks_recovery;
 pub mod luks_service;
 
