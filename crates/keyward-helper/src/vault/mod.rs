@@ -219,3 +219,42 @@ pub fn own_login(
     }
     Err(no_filevault().to_string())
 }
+
+/// A helper built for Linux without the simulated Mac has no FileVault code: a FileVault
+/// volume in its config is refused with a clear error, never served.
+#[cfg(all(test, not(any(target_os = "macos", feature = "simulated-mac"))))]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use keyward_core::ipc::ErrorCode;
+
+    fn mac_config() -> Config {
+        Config::parse("[[volume]]\nname = \"mac\"\ndevice = \"/\"\nkind = \"filevault\"\n").unwrap()
+    }
+
+    #[test]
+    fn a_filevault_volume_is_refused_where_there_is_no_mac() {
+        let c = mac_config();
+        let v = &c.volumes[0];
+        let e = with_vault(&c, v, |_| Ok(())).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Refused);
+        assert!(e.to_string().contains("needs macOS"), "{e}");
+        let report = status(&c, v);
+        assert!(
+            report
+                .error
+                .as_deref()
+                .is_some_and(|m| m.contains("needs macOS")),
+            "{report:?}"
+        );
+        let login = own_login(
+            &c,
+            v,
+            &UserName::parse("alice").unwrap(),
+            &Standing::Deleted,
+            &Secret::copy_from(b"pw"),
+            false,
+        );
+        assert!(login.unwrap_err().contains("needs macOS"));
+    }
+}
