@@ -14,6 +14,7 @@ use keyward_core::catalog::Operation;
 use keyward_core::ipc::{self, ErrorCode, FrameError, Reply, Request, Response};
 use keyward_core::{UserName, VolumeName};
 use keyward_sys::peer::{self, Peer};
+use zeroize::Zeroizing;
 
 use crate::audit;
 use crate::ctx::Ctx;
@@ -309,13 +310,15 @@ fn read_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result
     Ok(())
 }
 
-/// One whole frame within [`FRAME_DEADLINE`] of starting to wait for it.
-fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, Fault> {
+/// One whole frame within [`FRAME_DEADLINE`] of starting to wait for it. Frames carry
+/// passwords (a login capture, a grant), so the payload is read into one buffer of its final
+/// size that is wiped when dropped.
+fn read_frame(stream: &mut UnixStream) -> Result<Zeroizing<Vec<u8>>, Fault> {
     let deadline = Instant::now() + FRAME_DEADLINE;
     let mut prefix = [0u8; 4];
     read_by(stream, &mut prefix, deadline)?;
     let len = ipc::frame_len(prefix).map_err(Fault::Frame)?;
-    let mut payload = vec![0u8; len];
+    let mut payload = Zeroizing::new(vec![0u8; len]);
     match read_by(stream, &mut payload, deadline) {
         // The prefix came: a close now is a cut frame, not a goodbye.
         Err(Fault::Closed) => Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
