@@ -121,10 +121,7 @@ pub fn with_vault<T>(
 ) -> Result<T, OpError> {
     match v.kind {
         VolumeKind::FileVault => with_filevault(c, v, f),
-        _ => {
-            let store = luks::open(c, v)?;
-            f(&mut luks::LuksVault::new(c, v, store))
-        }
+        _ => luks::with_vault(c, v, f),
     }
 }
 
