@@ -14,6 +14,7 @@ mod accounts;
 mod audit;
 mod ctx;
 mod dispatch;
+mod edge_audit;
 mod error;
 mod failpoint;
 mod luks;

@@ -5,7 +5,7 @@
 //! the chain. What reconcile is about to do is recorded before it acts, so a second crash in
 //! the middle of it loses no record either.
 
-use keyward_core::config::{Config, Volume, VolumeKind};
+use keyward_core::config::{Config, Volume};
 use keyward_core::store::ReconcileAction;
 use keyward_core::{Role, TokenId, TokenState, UnlockStore, VolumeState};
 use keyward_sys::audit_file::AuditLog;
@@ -18,8 +18,8 @@ use crate::{audit, luks};
 /// cannot be written (the helper then does not start).
 pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
     for v in &config.volumes {
-        if v.kind == VolumeKind::FileVault {
-            if let Err(message) = vault::settle_filevault(config, v) {
+        if let Some(settled) = vault::settle_by_itself(config, v) {
+            if let Err(message) = settled {
                 eprintln!("keyward-helper: {}: start-up reconcile: {message}", v.name);
             }
             continue;

@@ -169,14 +169,17 @@ fn filevault_status(_: &Config, v: &Volume) -> VolumeReport {
     VolumeReport::failed(v.name.as_str(), no_filevault().to_string())
 }
 
-/// Start-up: finish what a crash interrupted on a FileVault volume (LUKS2 volumes are settled
-/// step by step by `start`, which records each step).
-pub fn settle_filevault(c: &Config, v: &Volume) -> Result<(), OpError> {
-    with_filevault(c, v, |vault| match vault.service()? {
-        ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
-            "the keychain's service password does not unlock slot {slot}"
-        ))),
-        ServiceStanding::Working(..) | ServiceStanding::Missing => Ok(()),
+/// Start-up on a volume whose store finishes what a crash interrupted by itself (a Mac's):
+/// `Some` with the outcome. A LUKS2 volume (`None`) is settled step by step by `start`, which
+/// puts each step on the record.
+pub fn settle_by_itself(c: &Config, v: &Volume) -> Option<Result<(), OpError>> {
+    (v.kind == VolumeKind::FileVault).then(|| {
+        with_filevault(c, v, |vault| match vault.service()? {
+            ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
+                "the keychain's service password does not unlock slot {slot}"
+            ))),
+            ServiceStanding::Working(..) | ServiceStanding::Missing => Ok(()),
+        })
     })
 }
 
