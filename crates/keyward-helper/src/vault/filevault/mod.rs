@@ -10,6 +10,8 @@
 mod login;
 mod recovery;
 mod seams;
+#[cfg(all(test, feature = "simulated-mac", not(target_os = "macos")))]
+mod tests;
 mod vault;
 
 pub(crate) use login::login;
