@@ -7,22 +7,27 @@
 //! It takes its socket from systemd (`LISTEN_FDS`) or binds `runtime_dir/helper.sock` itself.
 #![forbid(unsafe_code)]
 
+// Layers, each using only those below it (docs/ARCHITECTURE.md draws them):
+// server → dispatch → ops → vault → state (service_secret, pending_key, policy_override),
+// accounts, luks, audit, ctx, error.
 mod accounts;
-mod boot_order;
-mod commands;
-mod filevault;
-mod jobs;
+mod audit;
+mod ctx;
+mod dispatch;
+mod edge_audit;
+mod error;
+mod failpoint;
 mod luks;
 mod ops;
 #[cfg(target_os = "linux")]
 mod password_check;
+mod pending_key;
 mod policy_override;
-mod recovery;
 mod server;
-mod service;
 mod service_secret;
 mod start;
 mod status_cache;
+mod vault;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -94,7 +99,7 @@ fn run() -> Result<(), String> {
     for event in found {
         eprintln!("keyward-helper: WARNING: {}", event.result());
         audit
-            .append(server::record_for_event(event.op(), &event.result()))
+            .append(audit::event(event.op(), &event.result()))
             .map_err(|e| format!("audit log: {e}"))?;
     }
     let self_bound = listener_from_systemd.is_none();
@@ -129,8 +134,8 @@ fn run() -> Result<(), String> {
     );
     // Finish or undo whatever a crash interrupted, before serving anyone, on the record.
     start::settle_all(&config, &mut audit)?;
-    let jobs = jobs::Jobs::new()?;
-    let ctx = Arc::new(server::Ctx {
+    let jobs = ctx::Jobs::new()?;
+    let ctx = Arc::new(ctx::Ctx {
         config,
         service_uid: service.uid,
         audit: Mutex::new(audit),

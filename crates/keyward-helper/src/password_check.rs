@@ -138,6 +138,14 @@ fn run_child(user: &UserName, password: &Secret) -> Result<Result<(), String>, S
     }
 }
 
+/// Read at most `MAX_INPUT + 1` bytes into one buffer allocated at that size up front: a
+/// growing buffer would leave copies of the password in freed memory, unwiped.
+fn read_input(from: impl Read) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut input = Zeroizing::new(Vec::with_capacity(MAX_INPUT + 1));
+    from.take(MAX_INPUT as u64 + 1).read_to_end(&mut input)?;
+    Ok(input)
+}
+
 /// `keyward-helper --check-password`: read `USER\nPASSWORD` from stdin (a socket pair from the
 /// helper), ask PAM, print `accepted` or `refused: WHY`.
 pub fn child_main() -> ExitCode {
@@ -145,15 +153,13 @@ pub fn child_main() -> ExitCode {
         println!("error: prctl(PR_SET_DUMPABLE): {e}");
         return ExitCode::FAILURE;
     }
-    let mut input = Zeroizing::new(Vec::new());
-    if let Err(e) = std::io::stdin()
-        .lock()
-        .take(MAX_INPUT as u64 + 1)
-        .read_to_end(&mut input)
-    {
-        println!("error: reading: {e}");
-        return ExitCode::FAILURE;
-    }
+    let input = match read_input(std::io::stdin().lock()) {
+        Ok(input) => input,
+        Err(e) => {
+            println!("error: reading: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let Some(split) = input.iter().position(|&b| b == b'\n') else {
         println!("error: no user name");
         return ExitCode::FAILURE;
@@ -184,4 +190,19 @@ pub fn child_main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_childs_input_buffer_never_grows_so_no_unwiped_copy_is_left() {
+        for len in [0, 1, 100, MAX_INPUT, MAX_INPUT + 1, 3 * MAX_INPUT] {
+            let data = vec![b'x'; len];
+            let input = read_input(data.as_slice()).expect("reading a slice");
+            assert_eq!(input.len(), len.min(MAX_INPUT + 1));
+            assert_eq!(input.capacity(), MAX_INPUT + 1, "input of {len} bytes");
+        }
+    }
 }

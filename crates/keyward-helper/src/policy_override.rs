@@ -3,11 +3,11 @@
 //! policy, and reported to the agent (`Request::Policy`), which cannot read the helper's state.
 
 use keyward_core::config::{Config, Policy};
-use keyward_core::ipc::{ErrorCode, PolicyReport, Response};
+use keyward_core::ipc::PolicyReport;
 use keyward_core::policy::PolicyOverride;
 use keyward_sys::safe_fs;
 
-use crate::ops::failure;
+use crate::error::OpError;
 
 const FILE: &str = "policy-override.json";
 
@@ -21,10 +21,10 @@ pub fn load(c: &Config) -> Result<Option<PolicyOverride>, String> {
 }
 
 /// Replace the override (durably).
-pub fn store(c: &Config, o: &PolicyOverride) -> Result<(), Response> {
-    let json = serde_json::to_vec(o).map_err(|e| failure(ErrorCode::Failed, e.to_string()))?;
+pub fn store(c: &Config, o: &PolicyOverride) -> Result<(), OpError> {
+    let json = serde_json::to_vec(o).map_err(|e| OpError::Failed(e.to_string()))?;
     safe_fs::write_atomic(&c.state_dir, FILE, &json, 0o600)
-        .map_err(|e| failure(ErrorCode::Failed, format!("policy override: {e}")))
+        .map_err(|e| OpError::Failed(format!("policy override: {e}")))
 }
 
 /// The policy in force and the command that set its override. If the override cannot be

@@ -1,20 +1,21 @@
-//! Accepting connections, classifying each caller once by its kernel credentials, framing,
-//! the allow-list check, and the audit record for every request answered or refused.
+//! The edge: accepting connections, classifying each caller once by its kernel credentials,
+//! framing, the allow-list check, and the wire `Response` (an `OpError` becomes its error code
+//! and so the CLI's exit code here, and nowhere else). Every request answered or refused is
+//! recorded through `edge_audit`; what a request does is `dispatch`'s.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward_core::access::{permits, CallerClass};
-use keyward_core::audit::{Fold, Record};
-use keyward_core::catalog::Operation;
-use keyward_core::config::Config;
 use keyward_core::ipc::{self, ErrorCode, FrameError, Reply, Request, Response};
-use keyward_core::{Uid, UserName, VolumeName};
-use keyward_sys::audit_file::{now_rfc3339, AuditLog};
 use keyward_sys::peer::{self, Peer};
+use zeroize::Zeroizing;
+
+use crate::ctx::Ctx;
+use crate::edge_audit::{audit, audit_answer, error, refuse, room_for_change, Named};
 
 /// At most this many root connections (the CLI, the PAM module) are served at once.
 const MAX_ADMIN_CONNECTIONS: usize = 16;
@@ -26,21 +27,6 @@ const MAX_AGENT_CONNECTIONS: usize = 4;
 const FRAME_DEADLINE: Duration = Duration::from_secs(5);
 /// Writing a reply may take no longer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Ctx {
-    /// The root-owned configuration.
-    pub config: Config,
-    /// The service user: connections from it are the agent class.
-    pub service_uid: Uid,
-    /// The audit log (appends are serialized).
-    pub audit: Mutex<AuditLog>,
-    /// The agent's repeated reads, folded into one audit record a minute.
-    pub fold: Mutex<Fold>,
-    /// PAM events waiting or running.
-    pub jobs: crate::jobs::Jobs,
-}
 
 /// Connections in service, per class.
 #[derive(Debug, Default)]
@@ -104,214 +90,6 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
     }
 }
 
-/// Record a connection closed unread (folded like every untrusted caller's refusals).
-fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) {
-    let result = format!("error:refused: {why}");
-    match record(
-        ctx,
-        class,
-        peer,
-        "connect",
-        Named::default(),
-        &result,
-        false,
-    ) {
-        Ok(true) => eprintln!("keyward-helper: connection refused: {why}"),
-        Ok(false) => {}
-        Err(e) => eprintln!("keyward-helper: audit log: {e}"),
-    }
-}
-
-/// An audit record for something that is not a request (start-up events); `result` is the
-/// record's result (`ok…` or `error:…`).
-pub fn record_for_event(op: &str, result: &str) -> Record {
-    Record {
-        seq: 0,
-        time: now_rfc3339(),
-        prev: String::new(),
-        caller: "helper".into(),
-        uid: 0,
-        pid: i32::try_from(std::process::id()).unwrap_or(0),
-        op: op.into(),
-        volume: None,
-        user: None,
-        result: result.into(),
-        folded: None,
-    }
-}
-
-/// The volume and user a request named, for its audit record.
-#[derive(Clone, Copy, Default)]
-struct Named<'a> {
-    volume: Option<&'a VolumeName>,
-    user: Option<&'a UserName>,
-}
-
-impl<'a> From<&'a Request> for Named<'a> {
-    fn from(r: &'a Request) -> Self {
-        Named {
-            volume: r.volume(),
-            user: r.user(),
-        }
-    }
-}
-
-fn audit(
-    ctx: &Ctx,
-    class: Option<CallerClass>,
-    peer: Option<Peer>,
-    op: &str,
-    named: Named<'_>,
-    result: &str,
-) {
-    if let Err(e) = record(ctx, class, peer, op, named, result, false) {
-        eprintln!("keyward-helper: audit log: {e}");
-    }
-}
-
-/// The key under which an untrusted caller's record is folded with identical ones, or `None`
-/// when it must be written on its own: root's records, and the agent's state changes that did
-/// something (only its idempotent verify and recovery-begin fold when plain "ok"). The key
-/// holds the error's code, never its message, and no volume or user name: those are the
-/// caller's to choose, and a new name must not buy a new record.
-fn fold_key(
-    class: Option<CallerClass>,
-    peer: Option<Peer>,
-    op: &str,
-    result: &str,
-    change: bool,
-) -> Option<String> {
-    // Root's records, and every signed command the agent relays (each refusal names the
-    // command: evidence of a forged or replayed one), are written one by one.
-    if class == Some(CallerClass::Admin) || op == Operation::RunCommand.name() {
-        return None;
-    }
-    let outcome = if result.starts_with("error:") {
-        result.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
-    } else if result == "ok" && (!change || matches!(op, "verify" | "recovery-begin")) {
-        "ok".to_owned()
-    } else {
-        return None;
-    };
-    Some(format!(
-        "{} {} {op} {outcome}",
-        class.map_or("refused", CallerClass::label),
-        peer.map_or(u32::MAX, |p| p.uid.get())
-    ))
-}
-
-/// Append one record; `Ok(false)` when it was folded into a later one, or skipped because the
-/// log's file system is down to what keyward keeps for change records (an untrusted caller's
-/// reads and refusals never eat into that).
-fn record(
-    ctx: &Ctx,
-    class: Option<CallerClass>,
-    peer: Option<Peer>,
-    op: &str,
-    named: Named<'_>,
-    result: &str,
-    change: bool,
-) -> std::io::Result<bool> {
-    let mut folded = None;
-    if let Some(key) = fold_key(class, peer, op, result, change) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let admitted = match ctx.fold.lock() {
-            Ok(mut f) => f.admit(&key, now),
-            Err(poisoned) => poisoned.into_inner().admit(&key, now),
-        };
-        match admitted {
-            None => return Ok(false),
-            Some(n) => folded = (n > 0).then_some(n),
-        }
-    }
-    let entry = Record {
-        seq: 0,
-        time: now_rfc3339(),
-        prev: String::new(),
-        caller: class.map_or("refused", CallerClass::label).into(),
-        uid: peer.map_or(u32::MAX, |p| p.uid.get()),
-        pid: peer.map_or(0, |p| p.pid),
-        op: op.into(),
-        volume: named.volume.map(|v| v.as_str().to_owned()),
-        user: named.user.map(|u| u.as_str().to_owned()),
-        result: result.into(),
-        folded,
-    };
-    let mut log = match ctx.audit.lock() {
-        Ok(log) => log,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if class != Some(CallerClass::Admin) && !change && log.room_for_untrusted().is_err() {
-        return Ok(false);
-    }
-    if change {
-        log.append(entry).map(|()| true)
-    } else {
-        log.append_read(entry).map(|()| true)
-    }
-}
-
-/// Is there room in the audit log to record a change? Asked before every state-changing
-/// operation: a change that could not be recorded must not happen.
-fn room_for_change(ctx: &Ctx) -> std::io::Result<()> {
-    match ctx.audit.lock() {
-        Ok(log) => log.room_for_change(),
-        Err(poisoned) => poisoned.into_inner().room_for_change(),
-    }
-}
-
-/// Record an answered request. A state change whose record cannot be written is reported to
-/// the caller as a failure (the change itself already happened: the error says so); an
-/// agent's repeated reads are folded into one record a minute.
-fn audit_answer(
-    ctx: &Ctx,
-    class: CallerClass,
-    peer: Peer,
-    op: Operation,
-    named: Named<'_>,
-    response: Response,
-) -> Response {
-    let result = result_text(&response);
-    match record(
-        ctx,
-        Some(class),
-        Some(peer),
-        op.name(),
-        named,
-        &result,
-        op.changes_state(),
-    ) {
-        Ok(_) => response,
-        Err(e) if op.changes_state() => {
-            eprintln!("keyward-helper: audit log: {e}");
-            error(
-                ErrorCode::Failed,
-                format!(
-                    "{} could not be recorded in the audit log ({e}); its outcome was: {result}",
-                    op.name()
-                ),
-            )
-        }
-        Err(e) => {
-            eprintln!("keyward-helper: audit log: {e}");
-            response
-        }
-    }
-}
-
-fn result_text(r: &Response) -> String {
-    match r {
-        // A signed command's record names it and what it did (its errors name it too).
-        Response::Ok(Reply::CommandDone { id, outcome }) => {
-            format!("ok: command {}: {outcome}", keyward_core::quote(id))
-        }
-        Response::Ok(_) => "ok".into(),
-        Response::Error { code, message } => format!("error:{code:?}: {message}"),
-    }
-}
-
 /// Why a connection ended early.
 enum Fault {
     Closed,
@@ -340,13 +118,15 @@ fn read_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result
     Ok(())
 }
 
-/// One whole frame within [`FRAME_DEADLINE`] of starting to wait for it.
-fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, Fault> {
+/// One whole frame within [`FRAME_DEADLINE`] of starting to wait for it. Frames carry
+/// passwords (a login capture, a grant), so the payload is read into one buffer of its final
+/// size that is wiped when dropped.
+fn read_frame(stream: &mut UnixStream) -> Result<Zeroizing<Vec<u8>>, Fault> {
     let deadline = Instant::now() + FRAME_DEADLINE;
     let mut prefix = [0u8; 4];
     read_by(stream, &mut prefix, deadline)?;
     let len = ipc::frame_len(prefix).map_err(Fault::Frame)?;
-    let mut payload = vec![0u8; len];
+    let mut payload = Zeroizing::new(vec![0u8; len]);
     match read_by(stream, &mut payload, deadline) {
         // The prefix came: a close now is a cut frame, not a goodbye.
         Err(Fault::Closed) => Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
@@ -357,13 +137,6 @@ fn read_frame(stream: &mut UnixStream) -> Result<Vec<u8>, Fault> {
 fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
     let frame = ipc::encode_frame(r).map_err(|e| std::io::Error::other(e.to_string()))?;
     stream.write_all(&frame)
-}
-
-fn error(code: ErrorCode, message: impl Into<String>) -> Response {
-    Response::Error {
-        code,
-        message: message.into(),
-    }
 }
 
 fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
@@ -495,7 +268,10 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
             }
         }
         let (volume, user) = (request.volume().cloned(), request.user().cloned());
-        let response = crate::ops::dispatch(ctx, request, peer);
+        let response = match crate::dispatch::run(ctx, request, peer) {
+            Ok(reply) => Response::Ok(reply),
+            Err(e) => error(e.code(), e.to_string()),
+        };
         let named = Named {
             volume: volume.as_ref(),
             user: user.as_ref(),

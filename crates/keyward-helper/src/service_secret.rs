@@ -6,18 +6,33 @@ use keyward_core::config::Config;
 use keyward_core::{Secret, VolumeName};
 use keyward_sys::safe_fs;
 
+/// Who owns the helper's state files (uid, gid): root; a unit test's temporary state is
+/// whoever runs the test.
+pub fn state_owner(config: &Config) -> (u32, u32) {
+    #[cfg(test)]
+    if let Ok(meta) = std::fs::metadata(&config.state_dir) {
+        use std::os::unix::fs::MetadataExt;
+        return (meta.uid(), meta.gid());
+    }
+    let _ = config;
+    (0, 0)
+}
+
 fn dir(config: &Config) -> std::path::PathBuf {
     config.state_dir.join("service")
 }
 
 /// The current secret, if one is stored.
 pub fn load(config: &Config, v: &VolumeName) -> std::io::Result<Option<Secret>> {
-    safe_fs::read_secret(&config.service_secret_path(v), 0)
+    safe_fs::read_secret(&config.service_secret_path(v), state_owner(config).0)
 }
 
 /// A secret written by an interrupted bootstrap or rotation, if any.
 pub fn load_next(config: &Config, v: &VolumeName) -> std::io::Result<Option<Secret>> {
-    safe_fs::read_secret(&dir(config).join(format!("{v}.next")), 0)
+    safe_fs::read_secret(
+        &dir(config).join(format!("{v}.next")),
+        state_owner(config).0,
+    )
 }
 
 /// Store a new secret as `<volume>.next` (before its slot exists).

@@ -5,20 +5,21 @@
 //! the chain. What reconcile is about to do is recorded before it acts, so a second crash in
 //! the middle of it loses no record either.
 
-use keyward_core::config::{Config, Volume, VolumeKind};
-use keyward_core::ipc::Response;
+use keyward_core::config::{Config, Volume};
 use keyward_core::store::ReconcileAction;
 use keyward_core::{Role, TokenId, TokenState, UnlockStore, VolumeState};
 use keyward_sys::audit_file::AuditLog;
 
-use crate::{filevault, luks, ops, recovery, server, service};
+use crate::vault::luks::{open, LuksVault};
+use crate::vault::{self, luks_recovery, luks_service, ServiceStanding};
+use crate::{audit, luks};
 
 /// Settle every volume; an audit record for each thing done. Fails only when the audit log
 /// cannot be written (the helper then does not start).
 pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
     for v in &config.volumes {
-        if v.kind == VolumeKind::FileVault {
-            if let Err(Response::Error { message, .. }) = filevault::settle(config, v) {
+        if let Some(settled) = vault::settle_by_itself(config, v) {
+            if let Err(message) = settled {
                 eprintln!("keyward-helper: {}: start-up reconcile: {message}", v.name);
             }
             continue;
@@ -26,10 +27,7 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
         let mut record = |op: &str, note: String| {
             eprintln!("keyward-helper: {}: {note}", v.name);
             audit
-                .append(server::record_for_event(
-                    op,
-                    &format!("ok: {}: {note}", v.name),
-                ))
+                .append(audit::event(op, &format!("ok: {}: {note}", v.name)))
                 .map_err(|e| format!("audit log: {e}"))
         };
         // A header write the crash interrupted is restored first.
@@ -57,31 +55,26 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
             }
             Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
-        let recovered = ops::open(config, v)
-            .and_then(|mut store| recovery::settle_at_start(config, v, &mut store));
+        let recovered = open(config, v).and_then(|store| {
+            luks_recovery::settle_at_start(&mut LuksVault::new(config, v, store))
+        });
         match recovered {
             Ok(done) => {
                 for note in done {
                     record("recovery-reconcile", note)?;
                 }
             }
-            Err(e) => eprintln!(
-                "keyward-helper: {}: start-up reconcile failed: {e:?}",
-                v.name
-            ),
+            Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
-        let settled =
-            ops::open(config, v).and_then(|mut store| service::settle(config, v, &mut store));
+        let settled = open(config, v)
+            .and_then(|store| luks_service::settle(&mut LuksVault::new(config, v, store)));
         match settled {
-            Ok(service::Settled::Drift(slot)) => eprintln!(
+            Ok(ServiceStanding::Drift(slot)) => eprintln!(
                 "keyward-helper: {}: the stored service secret opens no service slot ({slot})",
                 v.name
             ),
             Ok(_) => {}
-            Err(e) => eprintln!(
-                "keyward-helper: {}: start-up reconcile failed: {e:?}",
-                v.name
-            ),
+            Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
     }
     Ok(())
@@ -89,7 +82,7 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
 
 /// Reconcile one LUKS2 volume; what was done, in words.
 fn reconcile(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
-    let mut store = ops::open(config, v).map_err(|e| format!("{e:?}"))?;
+    let mut store = open(config, v).map_err(|e| e.to_string())?;
     let before = store.state().map_err(|e| e.to_string())?;
     let actions = store.reconcile().map_err(|e| e.to_string())?;
     Ok(actions.iter().map(|a| describe(&before, a)).collect())
@@ -97,7 +90,7 @@ fn reconcile(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
 
 /// What reconcile is about to finish or undo on one LUKS2 volume, in words.
 fn interrupted(config: &Config, v: &Volume) -> Result<Vec<String>, String> {
-    let mut store = ops::open(config, v).map_err(|e| format!("{e:?}"))?;
+    let mut store = open(config, v).map_err(|e| e.to_string())?;
     let state = store.state().map_err(|e| e.to_string())?;
     let slot = |s: Option<keyward_core::SlotId>| s.map_or_else(|| "none".into(), |s| s.to_string());
     Ok(state

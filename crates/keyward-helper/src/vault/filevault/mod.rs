@@ -1,36 +1,41 @@
-//! FileVault volumes (`kind = "filevault"` in `keyward.toml`): the catalog's operations for a
-//! Mac, over keyward-macos's [`FileVaultStore`]. The orderings live in keyward-macos; this
-//! module owns what the helper adds around them — one Mac at a time, the root-only registry
-//! file, the service account's standing, the sealed pending recovery key, and the mapping of
-//! the backend's errors onto the protocol's codes.
+//! The FileVault vault (`kind = "filevault"` in `keyward.toml`): the [`Vault`] of a Mac, over
+//! keyward-macos's [`FileVaultStore`]. The orderings live in keyward-macos; this module owns
+//! what the helper adds around them — one Mac at a time, the root-only registry file, the
+//! service account's standing, the sealed pending recovery key, and the mapping of the
+//! backend's errors onto the helper's.
 //!
-//! The store's seams ([`seams`]) are Apple's tools and the System keychain on macOS; in a test
-//! build with `simulated-mac`, keyward-macos's simulated Mac; anywhere else a FileVault volume
-//! is refused with a clear error.
+//! Compiled only on macOS, or on Linux with the `simulated-mac` test feature, where the store's
+//! seams ([`seams`]) are keyward-macos's simulated Mac.
 
 mod login;
-mod ops;
 mod recovery;
 mod seams;
+#[cfg(all(test, feature = "simulated-mac", not(target_os = "macos")))]
+mod tests;
+mod vault;
 
 pub(crate) use login::login;
-pub use ops::{
-    bootstrap, grant, release, revoke, service_repair, service_rotate, settle, status, verify,
-};
-pub use recovery::{abort, begin, commit, escrow_begin, escrow_commit};
 
 use keyward_core::config::{Config, Volume};
-use keyward_core::ipc::{ErrorCode, Response};
+use keyward_core::ipc::VolumeReport;
 use keyward_core::{SlotId, StoreError};
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::{ShortName, VolumeOperand};
 use keyward_macos::registry::FileJournal;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
-use crate::ops::{failure, store_failure};
+use super::{ServiceStanding, Vault};
+use crate::error::OpError;
 
 /// The store the helper works on: the seams borrowed from the one Mac, the registry file.
 pub(crate) type Store<'a> = FileVaultStore<&'a mut seams::Runner, FileJournal, &'a mut seams::Keys>;
+
+/// A FileVault volume and its store.
+pub struct MacVault<'c, 's, 'm> {
+    c: &'c Config,
+    v: &'c Volume,
+    s: &'s mut Store<'m>,
+}
 
 /// keyward's record of the rights it manages on this Mac (root-only state, 0600).
 fn registry_path(c: &Config) -> std::path::PathBuf {
@@ -42,8 +47,8 @@ fn registry_path(c: &Config) -> std::path::PathBuf {
 pub(crate) fn with_store<T>(
     c: &Config,
     v: &Volume,
-    f: impl FnOnce(&mut Store<'_>) -> Result<T, Response>,
-) -> Result<T, Response> {
+    f: impl FnOnce(&mut Store<'_>) -> Result<T, OpError>,
+) -> Result<T, OpError> {
     let account = v.service_account.as_ref().unwrap_or(&c.service_user);
     let service_user = ShortName::parse(account.as_str()).map_err(mac_failure)?;
     let operand = v
@@ -64,9 +69,24 @@ pub(crate) fn with_store<T>(
     .map_err(mac_failure)?
 }
 
-/// A backend error as the protocol says it: a refused password is `AuthenticationFailed`
+/// Run `f` on the Mac's vault.
+pub fn with_vault<T>(
+    c: &Config,
+    v: &Volume,
+    f: impl FnOnce(&mut dyn Vault) -> Result<T, OpError>,
+) -> Result<T, OpError> {
+    with_store(c, v, |s| f(&mut MacVault { c, v, s }))
+}
+
+/// `keyward status`: the same report as for a LUKS2 volume.
+pub fn status(c: &Config, v: &Volume) -> VolumeReport {
+    with_store(c, v, |s| Ok(s.report(v.name.as_str())))
+        .unwrap_or_else(|e| VolumeReport::failed(v.name.as_str(), e.to_string()))
+}
+
+/// A backend error as the helper says it: a refused password is `AuthenticationFailed`
 /// (exit 3), what macOS or keyward's safety rules will not do is `Refused` (exit 4).
-pub(crate) fn mac_failure(e: MacError) -> Response {
+pub(crate) fn mac_failure(e: MacError) -> OpError {
     let refused = matches!(
         e,
         MacError::WouldStrand
@@ -75,29 +95,15 @@ pub(crate) fn mac_failure(e: MacError) -> Response {
             | MacError::AccountConflict(_)
     );
     if refused {
-        return failure(ErrorCode::Refused, e.to_string());
+        return OpError::Refused(e.to_string());
     }
     let message = e.to_string();
-    match store_failure(StoreError::from(e)) {
-        Response::Error { code, .. } => failure(code, message),
-        ok => ok,
-    }
-}
-
-/// Where the service account stands.
-#[derive(Debug)]
-pub(crate) enum Standing {
-    /// It holds a token and the keychain's password unlocks the volume for it.
-    Working(SlotId),
-    /// It holds no token (bootstrap needed).
-    Missing,
-    /// It holds a token that the keychain's password does not unlock.
-    Drift(SlotId),
+    OpError::Store(StoreError::from(e)).reworded(|_| message)
 }
 
 /// Finish whatever a crash interrupted (reconcile, a half-done password rotation), then say
 /// where the service account stands.
-pub(crate) fn standing(s: &mut Store<'_>) -> Result<Standing, Response> {
+pub(crate) fn standing(s: &mut Store<'_>) -> Result<ServiceStanding, OpError> {
     s.reconcile_now().map_err(mac_failure)?;
     match s.settle_service_password() {
         // No token yet and no password stored: nothing to settle.
@@ -107,19 +113,19 @@ pub(crate) fn standing(s: &mut Store<'_>) -> Result<Standing, Response> {
     let service = s.config().service_user.clone();
     let (_, view) = s.view().map_err(mac_failure)?;
     let Some(slot) = view.slot_of(&service) else {
-        return Ok(Standing::Missing);
+        return Ok(ServiceStanding::Missing);
     };
     let Some(password) = s
         .keychain_mut()
         .read(KeychainItem::ServiceCurrent)
         .map_err(mac_failure)?
     else {
-        return Ok(Standing::Drift(slot));
+        return Ok(ServiceStanding::Drift(slot));
     };
     if s.verify_in(&view, slot, &password).map_err(mac_failure)? {
-        Ok(Standing::Working(slot))
+        Ok(ServiceStanding::Working(slot, password))
     } else {
-        Ok(Standing::Drift(slot))
+        Ok(ServiceStanding::Drift(slot))
     }
 }
 
@@ -127,31 +133,18 @@ pub(crate) fn standing(s: &mut Store<'_>) -> Result<Standing, Response> {
 pub(crate) fn working(
     s: &mut Store<'_>,
     v: &Volume,
-) -> Result<(SlotId, keyward_core::Secret), Response> {
+) -> Result<(SlotId, keyward_core::Secret), OpError> {
     match standing(s)? {
-        Standing::Working(slot) => {
-            let password = s
-                .keychain_mut()
-                .read(KeychainItem::ServiceCurrent)
-                .map_err(mac_failure)?
-                .ok_or_else(|| mac_failure(MacError::NoServicePassword))?;
-            Ok((slot, password))
-        }
-        Standing::Missing => Err(failure(
-            ErrorCode::Failed,
-            format!(
-                "{} holds no Secure Token on {}: run `keyward bootstrap {} --holder ADMIN`",
-                s.config().service_user,
-                v.name,
-                v.name
-            ),
-        )),
-        Standing::Drift(slot) => Err(failure(
-            ErrorCode::Failed,
-            format!(
-                "the keychain's service password does not unlock {} (slot {slot})",
-                s.config().service_user
-            ),
-        )),
+        ServiceStanding::Working(slot, password) => Ok((slot, password)),
+        ServiceStanding::Missing => Err(OpError::Failed(format!(
+            "{} holds no Secure Token on {}: run `keyward bootstrap {} --holder ADMIN`",
+            s.config().service_user,
+            v.name,
+            v.name
+        ))),
+        ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
+            "the keychain's service password does not unlock {} (slot {slot})",
+            s.config().service_user
+        ))),
     }
 }

@@ -13,13 +13,15 @@ use std::sync::{Mutex, PoisonError};
 use keyward_core::command::{Action, Command, CommandError, SignedCommand};
 use keyward_core::command_journal::Journal;
 use keyward_core::config::Config;
-use keyward_core::ipc::{CommandOutcome, ErrorCode, Reply, Response};
+use keyward_core::ipc::{CommandOutcome, Reply};
 use keyward_core::policy::PolicyOverride;
 use keyward_core::quote;
 use keyward_sys::safe_fs;
 
-use crate::ops::{self, failure};
-use crate::{policy_override, recovery, service};
+use super::recovery;
+use crate::error::OpError;
+use crate::failpoint::failpoint;
+use crate::policy_override;
 
 /// The replay journal, in `state_dir`.
 const JOURNAL: &str = "command-journal.json";
@@ -36,20 +38,17 @@ fn now() -> u64 {
 }
 
 /// Verify, record, act.
-pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, Response> {
+pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, OpError> {
     // Quoted: until verified, the id is whatever the caller sent.
     let id = quote(&signed.command.id);
     let kind = signed.command.action.kind();
     let refused = |why: &dyn std::fmt::Display| {
-        failure(
-            ErrorCode::Refused,
-            format!("command {id} ({kind}) refused: {why}; nothing changed"),
-        )
+        OpError::Refused(format!(
+            "command {id} ({kind}) refused: {why}; nothing changed"
+        ))
     };
     let escrow = c.escrow.as_ref().ok_or_else(|| {
-        failure(
-            ErrorCode::Failed,
-            format!("command {id} ({kind}): no [escrow] server is configured, so there is no key to verify it with; nothing changed"),
+        OpError::Failed(format!("command {id} ({kind}): no [escrow] server is configured, so there is no key to verify it with; nothing changed"),
         )
     })?;
     let device = recovery::this_device(c, escrow)?;
@@ -57,31 +56,25 @@ pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, Response> {
     let command = signed
         .verify(&escrow.server_signing_key, &device, now)
         .map_err(|e| match e {
-            CommandError::BadServerKey => failure(
-                ErrorCode::Failed,
-                format!("command {id} ({kind}): {e}; nothing changed"),
-            ),
+            CommandError::BadServerKey => {
+                OpError::Failed(format!("command {id} ({kind}): {e}; nothing changed"))
+            }
             e => refused(&e),
         })?;
     record(c, command, now).map_err(|e| match e {
         Recording::Refused(e) => refused(&e),
-        Recording::Io(why) => failure(
-            ErrorCode::Failed,
-            format!("command {id} ({kind}): {why}; nothing changed"),
-        ),
+        Recording::Io(why) => {
+            OpError::Failed(format!("command {id} ({kind}): {why}; nothing changed"))
+        }
     })?;
-    service::failpoint("command.recorded");
+    failpoint("command.recorded");
     match act(c, command) {
         Ok(outcome) => Ok(Reply::CommandDone {
             id: command.id.clone(),
             outcome,
         }),
         // The id stays used: the server sends a new command if it still wants this done.
-        Err(Response::Error { code, message }) => Err(failure(
-            code,
-            format!("command {id} ({kind}) failed: {message}"),
-        )),
-        Err(other) => Err(other),
+        Err(e) => Err(e.reworded(|message| format!("command {id} ({kind}) failed: {message}"))),
     }
 }
 
@@ -116,14 +109,14 @@ fn record(c: &Config, command: &Command, now: u64) -> Result<(), Recording> {
 }
 
 /// Carry out a verified, recorded command.
-fn act(c: &Config, command: &Command) -> Result<CommandOutcome, Response> {
-    let unexpected = |r: Reply| failure(ErrorCode::Failed, format!("unexpected reply {r:?}"));
+fn act(c: &Config, command: &Command) -> Result<CommandOutcome, OpError> {
+    let unexpected = |r: Reply| OpError::Failed(format!("unexpected reply {r:?}"));
     match &command.action {
         Action::RotateRecovery { volume } => {
             // The helper cannot reach the server: it begins the rotation (a pending key,
             // sealed; ciphertext only for the server) and the agent carries it from here.
             // Should the agent not, its schedule resumes a pending rotation at the next round.
-            match recovery::escrow_begin(c, volume)? {
+            match recovery::escrow_begin(c, super::configured(c, volume)?)? {
                 Reply::RecoveryEscrow { slot, .. } => Ok(CommandOutcome::RecoveryRotationBegun {
                     volume: volume.clone(),
                     slot,
@@ -131,7 +124,7 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, Response> {
                 other => Err(unexpected(other)),
             }
         }
-        Action::RotateService { volume } => match service::rotate(c, volume)? {
+        Action::RotateService { volume } => match super::service_rotate(c, volume)? {
             Reply::ServiceRotated { old, new } => Ok(CommandOutcome::ServiceRotated {
                 volume: volume.clone(),
                 old,
@@ -139,7 +132,7 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, Response> {
             }),
             other => Err(unexpected(other)),
         },
-        Action::RevokeUser { volume, user } => match ops::revoke(c, volume, user)? {
+        Action::RevokeUser { volume, user } => match super::revoke(c, volume, user)? {
             Reply::Revoked { slot } => Ok(CommandOutcome::UserRevoked {
                 volume: volume.clone(),
                 user: user.clone(),
@@ -151,15 +144,12 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, Response> {
             recovery_rotation_days,
             revoke_unmanaged,
         } => {
-            let current = policy_override::load(c).map_err(|e| failure(ErrorCode::Failed, e))?;
+            let current = policy_override::load(c).map_err(OpError::Failed)?;
             if let Some(newer) = current.filter(|o| o.issued > command.issued) {
-                return Err(failure(
-                    ErrorCode::Refused,
-                    format!(
-                        "superseded by the policy of command {}, issued later; nothing changed",
-                        quote(&newer.command_id)
-                    ),
-                ));
+                return Err(OpError::Refused(format!(
+                    "superseded by the policy of command {}, issued later; nothing changed",
+                    quote(&newer.command_id)
+                )));
             }
             policy_override::store(
                 c,
@@ -172,9 +162,8 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, Response> {
             )?;
             Ok(CommandOutcome::PolicySet(policy_override::report(c)))
         }
-        _ => Err(failure(
-            ErrorCode::Usage,
-            "this helper does not know that action",
+        _ => Err(OpError::Usage(
+            "this helper does not know that action".into(),
         )),
     }
 }

@@ -9,13 +9,15 @@
 //! comes back as the operation's error, which the caller records.
 
 use keyward_core::config::{Config, Volume};
-use keyward_core::ipc::Response;
 use keyward_core::{HolderRole, Secret, SlotId, Uid, UserName};
 use keyward_macos::names::ShortName;
 
-use super::{mac_failure, ops, with_store};
+use keyward_core::store::GrantRequest;
+
+use super::{mac_failure, with_store, MacVault};
 use crate::accounts::{self, Standing};
-use crate::jobs::VolumeLogin;
+use crate::error::OpError;
+use crate::vault::{Vault, VolumeLogin};
 
 /// What the user holds on the Mac.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,11 +71,8 @@ fn decide(holding: Holding, standing: &Standing, revoke_unmanaged: bool) -> Acti
     }
 }
 
-fn message(r: Response) -> String {
-    match r {
-        Response::Error { message, .. } => message,
-        Response::Ok(_) => "unexpected reply".into(),
-    }
+fn message(e: OpError) -> String {
+    e.to_string()
 }
 
 /// `user` logged in on the Mac with `password`; `standing` is theirs now (by name). A PAM
@@ -108,13 +107,18 @@ pub(crate) fn login(
             (None, None) => Holding::Nothing,
         };
         let standing = match holding {
-            Holding::Keyward { uid, .. } => accounts::standing(c, user, Some(uid))
-                .map_err(|e| crate::ops::failure(keyward_core::ipc::ErrorCode::Failed, e))?,
+            Holding::Keyward { uid, .. } => {
+                accounts::standing(c, user, Some(uid)).map_err(OpError::Failed)?
+            }
             Holding::Nothing | Holding::Other(_) => standing.clone(),
         };
         Ok(match decide(holding, &standing, revoke_unmanaged) {
             Action::Grant => {
-                let slot = ops::grant_in(s, v, user, password)?;
+                let mut vault = MacVault { c, v, s };
+                let (_, service) = vault.working()?;
+                let uid = vault.grantee(user)?;
+                let req = GrantRequest::user(user.clone(), uid);
+                let slot = vault.grant(&req, &service, password)?;
                 VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
             }
             Action::Keep(why) => VolumeLogin::Done(why),

@@ -1,0 +1,107 @@
+//! What every connection and job shares: the root-owned configuration, the audit log, and the
+//! PAM events queued per user with the verification memory of the slots they opened. Data and
+//! its locks only; what a job does is `ops::jobs`, what a connection does is `server`.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use keyward_core::audit::Fold;
+use keyward_core::config::Config;
+use keyward_core::{Secret, SlotId, Uid, UserName, VolumeName};
+use keyward_sys::audit_file::AuditLog;
+use sha2::{Digest, Sha256};
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The root-owned configuration.
+    pub config: Config,
+    /// The service user: connections from it are the agent class.
+    pub service_uid: Uid,
+    /// The audit log (appends are serialized).
+    pub audit: Mutex<AuditLog>,
+    /// The agent's repeated reads, folded into one audit record a minute.
+    pub fold: Mutex<Fold>,
+    /// PAM events waiting or running.
+    pub jobs: Jobs,
+}
+
+/// One PAM event.
+#[derive(Debug)]
+pub enum Job {
+    /// A login with this password.
+    Login(Secret),
+    /// A password change to `new`.
+    Change {
+        /// The new password.
+        new: Secret,
+    },
+}
+
+/// Who handed the event over (the PAM module's process), for the audit record. The request
+/// itself is not audited on arrival: the job writes one record with its outcome, so a login
+/// costs the PAM stack no fsync.
+pub type Caller = keyward_sys::peer::Peer;
+
+/// A user's queue: at most one event waiting behind the running one.
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// A worker runs for this user.
+    pub running: bool,
+    /// The next event.
+    pub next: Option<(Job, Option<Caller>)>,
+    /// Events folded into `next` since the last record.
+    pub folded: u32,
+}
+
+/// The queue and the verification memory.
+#[derive(Debug)]
+pub struct Jobs {
+    /// Per user.
+    pub queue: Mutex<HashMap<UserName, Pending>>,
+    verified: Mutex<HashMap<(VolumeName, SlotId), [u8; 32]>>,
+    key: Secret,
+}
+
+/// A poisoned lock still guards consistent data here (every update is one insert or remove).
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Jobs {
+    /// An empty queue with a fresh digest key.
+    pub fn new() -> Result<Self, String> {
+        let key = keyward_sys::random::service_secret().map_err(|e| e.to_string())?;
+        Ok(Jobs {
+            queue: Mutex::default(),
+            verified: Mutex::default(),
+            key,
+        })
+    }
+
+    fn digest(&self, password: &Secret) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(self.key.expose());
+        h.update(password.expose());
+        h.finalize().into()
+    }
+
+    /// `password` opened `slot` on `v` just now.
+    pub fn remember(&self, v: &VolumeName, slot: SlotId, password: &Secret) {
+        let d = self.digest(password);
+        lock(&self.verified).insert((v.clone(), slot), d);
+    }
+
+    /// Did `password` open `slot` on `v` last time?
+    pub fn recently_verified(&self, v: &VolumeName, slot: SlotId, password: &Secret) -> bool {
+        let d = self.digest(password);
+        lock(&self.verified)
+            .get(&(v.clone(), slot))
+            .is_some_and(|known| known == &d)
+    }
+
+    /// `slot` on `v` is gone or changed.
+    pub fn forget(&self, v: &VolumeName, slot: SlotId) {
+        lock(&self.verified).remove(&(v.clone(), slot));
+    }
+}

@@ -1,0 +1,79 @@
+//! Request → operation: the one match over the catalog's requests the helper serves. The
+//! caller's class was checked against the allow-list by `server` before this runs; names were
+//! parsed while decoding. Frames, peers and the wire `Response` stay in `server`.
+
+use std::sync::Arc;
+
+use keyward_core::ipc::{Reply, Request};
+
+use crate::ctx::{Caller, Ctx, Job};
+use crate::error::OpError;
+use crate::ops::{self, commands, configured, jobs, recovery, volumes};
+use crate::policy_override;
+
+/// Run one request.
+pub fn run(ctx: &Arc<Ctx>, request: Request, caller: Caller) -> Result<Reply, OpError> {
+    let c = &ctx.config;
+    match request {
+        Request::Status { volume } => volumes(c, volume.as_ref())
+            .map(|vs| Reply::Status(vs.iter().map(|v| ops::status(c, v)).collect())),
+        Request::Verify { volume } => volumes(c, volume.as_ref())
+            .map(|vs| Reply::Verified(vs.iter().map(|v| ops::verify(c, v)).collect())),
+        Request::Bootstrap { volume, passphrase } => {
+            ops::bootstrap(c, &volume, None, &passphrase.into_secret())
+        }
+        Request::BootstrapFrom {
+            volume,
+            holder,
+            passphrase,
+        } => ops::bootstrap(c, &volume, Some(&holder), &passphrase.into_secret()),
+        Request::Grant {
+            volume,
+            user,
+            passphrase,
+        } => ops::grant(c, &volume, &user, &passphrase.into_secret()),
+        Request::Revoke { volume, user } => ops::revoke(c, &volume, &user),
+        Request::Release { volume, dry_run } => ops::release(c, &volume, dry_run),
+        Request::ServiceRotate { volume } => ops::service_rotate(c, &volume),
+        Request::ServiceRepair { volume, passphrase } => {
+            ops::service_repair(c, &volume, &passphrase.into_secret())
+        }
+        Request::RecoveryBegin { volume } => recovery::begin(c, configured(c, &volume)?),
+        Request::RecoveryCommit {
+            volume,
+            slot,
+            confirm,
+        } => recovery::commit(c, configured(c, &volume)?, slot, &confirm.into_secret()),
+        Request::RecoveryAbort { volume } => recovery::abort(c, configured(c, &volume)?),
+        Request::SetDevice { device_id } => recovery::set_device(c, &device_id),
+        Request::RecoveryEscrowBegin { volume } => {
+            recovery::escrow_begin(c, configured(c, &volume)?)
+        }
+        Request::RecoveryEscrowCommit { volume, receipt } => {
+            recovery::escrow_commit(c, configured(c, &volume)?, &receipt)
+        }
+        Request::LoginCapture { user, password } => {
+            jobs::submit(ctx, user, Job::Login(password.into_secret()), caller);
+            Ok(Reply::Queued)
+        }
+        Request::PasswordChange { user, new, old } => {
+            // The old password is not needed: the service secret opens the way. Drop it now.
+            drop(old);
+            jobs::submit(
+                ctx,
+                user,
+                Job::Change {
+                    new: new.into_secret(),
+                },
+                caller,
+            );
+            Ok(Reply::Queued)
+        }
+        Request::Command { signed } => commands::run(c, &signed),
+        Request::Policy => Ok(Reply::Policy(policy_override::report(c))),
+        Request::Hello { .. } => Err(OpError::Usage("unexpected hello".into())),
+        _ => Err(OpError::Usage(
+            "operation not supported by this helper".into(),
+        )),
+    }
+}

@@ -1,0 +1,212 @@
+//! The edge's audit trail: the one record of every request the helper answers or refuses
+//! and of every connection it closes unread, the folding of an untrusted caller's repeats into
+//! one record a minute, and the room check before a change. Records are built by `audit`;
+//! this module decides which are written.
+
+use keyward_core::access::CallerClass;
+use keyward_core::catalog::Operation;
+use keyward_core::ipc::{ErrorCode, Reply, Request, Response};
+use keyward_core::{UserName, VolumeName};
+use keyward_sys::peer::Peer;
+
+use crate::audit;
+use crate::ctx::Ctx;
+
+/// Record a connection closed unread (folded like every untrusted caller's refusals).
+pub(crate) fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) {
+    let result = format!("error:refused: {why}");
+    match record(
+        ctx,
+        class,
+        peer,
+        "connect",
+        Named::default(),
+        &result,
+        false,
+    ) {
+        Ok(true) => eprintln!("keyward-helper: connection refused: {why}"),
+        Ok(false) => {}
+        Err(e) => eprintln!("keyward-helper: audit log: {e}"),
+    }
+}
+
+/// The volume and user a request named, for its audit record.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Named<'a> {
+    pub(crate) volume: Option<&'a VolumeName>,
+    pub(crate) user: Option<&'a UserName>,
+}
+
+impl<'a> From<&'a Request> for Named<'a> {
+    fn from(r: &'a Request) -> Self {
+        Named {
+            volume: r.volume(),
+            user: r.user(),
+        }
+    }
+}
+
+/// Record a refusal or fault (folded for untrusted callers).
+pub(crate) fn audit(
+    ctx: &Ctx,
+    class: Option<CallerClass>,
+    peer: Option<Peer>,
+    op: &str,
+    named: Named<'_>,
+    result: &str,
+) {
+    if let Err(e) = record(ctx, class, peer, op, named, result, false) {
+        eprintln!("keyward-helper: audit log: {e}");
+    }
+}
+
+/// The key under which an untrusted caller's record is folded with identical ones, or `None`
+/// when it must be written on its own: root's records, and the agent's state changes that did
+/// something (only its idempotent verify and recovery-begin fold when plain "ok"). The key
+/// holds the error's code, never its message, and no volume or user name: those are the
+/// caller's to choose, and a new name must not buy a new record.
+fn fold_key(
+    class: Option<CallerClass>,
+    peer: Option<Peer>,
+    op: &str,
+    result: &str,
+    change: bool,
+) -> Option<String> {
+    // Root's records, and every signed command the agent relays (each refusal names the
+    // command: evidence of a forged or replayed one), are written one by one.
+    if class == Some(CallerClass::Admin) || op == Operation::RunCommand.name() {
+        return None;
+    }
+    let outcome = if result.starts_with("error:") {
+        result.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
+    } else if result == "ok" && (!change || matches!(op, "verify" | "recovery-begin")) {
+        "ok".to_owned()
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{} {} {op} {outcome}",
+        class.map_or("refused", CallerClass::label),
+        peer.map_or(u32::MAX, |p| p.uid.get())
+    ))
+}
+
+/// Append one record; `Ok(false)` when it was folded into a later one, or skipped because the
+/// log's file system is down to what keyward keeps for change records (an untrusted caller's
+/// reads and refusals never eat into that).
+fn record(
+    ctx: &Ctx,
+    class: Option<CallerClass>,
+    peer: Option<Peer>,
+    op: &str,
+    named: Named<'_>,
+    result: &str,
+    change: bool,
+) -> std::io::Result<bool> {
+    let mut folded = None;
+    if let Some(key) = fold_key(class, peer, op, result, change) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let admitted = match ctx.fold.lock() {
+            Ok(mut f) => f.admit(&key, now),
+            Err(poisoned) => poisoned.into_inner().admit(&key, now),
+        };
+        match admitted {
+            None => return Ok(false),
+            Some(n) => folded = (n > 0).then_some(n),
+        }
+    }
+    let who = audit::Who {
+        caller: class.map_or("refused", CallerClass::label),
+        uid: peer.map_or(u32::MAX, |p| p.uid.get()),
+        pid: peer.map_or(0, |p| p.pid),
+    };
+    let entry = audit::record(
+        who,
+        op,
+        named.volume.map(VolumeName::as_str),
+        named.user.map(UserName::as_str),
+        result,
+        folded,
+    );
+    let mut log = match ctx.audit.lock() {
+        Ok(log) => log,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if class != Some(CallerClass::Admin) && !change && log.room_for_untrusted().is_err() {
+        return Ok(false);
+    }
+    if change {
+        log.append(entry).map(|()| true)
+    } else {
+        log.append_read(entry).map(|()| true)
+    }
+}
+
+/// Is there room in the audit log to record a change? Asked before every state-changing
+/// operation: a change that could not be recorded must not happen.
+pub(crate) fn room_for_change(ctx: &Ctx) -> std::io::Result<()> {
+    match ctx.audit.lock() {
+        Ok(log) => log.room_for_change(),
+        Err(poisoned) => poisoned.into_inner().room_for_change(),
+    }
+}
+
+/// Record an answered request. A state change whose record cannot be written is reported to
+/// the caller as a failure (the change itself already happened: the error says so); an
+/// agent's repeated reads are folded into one record a minute.
+pub(crate) fn audit_answer(
+    ctx: &Ctx,
+    class: CallerClass,
+    peer: Peer,
+    op: Operation,
+    named: Named<'_>,
+    response: Response,
+) -> Response {
+    let result = result_text(&response);
+    match record(
+        ctx,
+        Some(class),
+        Some(peer),
+        op.name(),
+        named,
+        &result,
+        op.changes_state(),
+    ) {
+        Ok(_) => response,
+        Err(e) if op.changes_state() => {
+            eprintln!("keyward-helper: audit log: {e}");
+            error(
+                ErrorCode::Failed,
+                format!(
+                    "{} could not be recorded in the audit log ({e}); its outcome was: {result}",
+                    op.name()
+                ),
+            )
+        }
+        Err(e) => {
+            eprintln!("keyward-helper: audit log: {e}");
+            response
+        }
+    }
+}
+
+fn result_text(r: &Response) -> String {
+    match r {
+        // A signed command's record names it and what it did (its errors name it too).
+        Response::Ok(Reply::CommandDone { id, outcome }) => {
+            format!("ok: command {}: {outcome}", keyward_core::quote(id))
+        }
+        Response::Ok(_) => "ok".into(),
+        Response::Error { code, message } => format!("error:{code:?}: {message}"),
+    }
+}
+
+/// An error reply.
+pub(crate) fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    Response::Error {
+        code,
+        message: message.into(),
+    }
+}

@@ -1,0 +1,255 @@
+//! Captured logins and password changes (pam_keyward.so; on a Mac, the authorization plugin),
+//! handled off the request path: the helper answers the caller at once and a worker thread per
+//! user does the work — one job per user at a time, later events folding into the pending one.
+//! On a volume whose rights are granted through the service secret (LUKS2) a login grants a
+//! missing right or heals one the password no longer opens, and a password change moves the
+//! user's right to the new password; on a Mac, the vault's own login grants or revokes a Secure
+//! Token (macOS authenticates the password itself).
+//!
+//! A login by a user whose slot already works costs no KDF run: the helper remembers, per slot,
+//! a keyed digest of the password that last opened it (`ctx::Jobs`, in memory only, keyed by a
+//! secret drawn at start, so nothing on disk or in a core dump helps an attacker).
+
+use std::sync::Arc;
+
+use keyward_core::config::Volume;
+use keyward_core::store::GrantRequest;
+use keyward_core::{HolderRole, Secret, Uid, UserName};
+
+use crate::accounts::{self, Standing};
+use crate::audit;
+use crate::ctx::{lock, Caller, Ctx, Job};
+use crate::error::OpError;
+use crate::failpoint::failpoint;
+use crate::vault::{self, with_vault, VolumeLogin};
+
+/// Queue a job for `user`, starting a worker if none runs for them.
+pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job, caller: Caller) {
+    let mut queue = lock(&ctx.jobs.queue);
+    let entry = queue.entry(user.clone()).or_default();
+    // A pending password change is not displaced by a login; otherwise the newest event wins.
+    let keep_change =
+        matches!(entry.next, Some((Job::Change { .. }, _))) && matches!(job, Job::Login(_));
+    if entry.next.is_some() {
+        entry.folded += 1;
+    }
+    if !keep_change {
+        entry.next = Some((job, Some(caller)));
+    }
+    if entry.running {
+        return;
+    }
+    entry.running = true;
+    drop(queue);
+    let ctx = Arc::clone(ctx);
+    let spawned = std::thread::Builder::new()
+        .name("job".into())
+        .spawn(move || work(&ctx, &user));
+    if let Err(e) = spawned {
+        eprintln!("keyward-helper: cannot start a job thread: {e}");
+    }
+}
+
+fn work(ctx: &Arc<Ctx>, user: &UserName) {
+    loop {
+        let (job, caller, folded) = {
+            let mut queue = lock(&ctx.jobs.queue);
+            let Some(pending) = queue.get_mut(user) else {
+                return;
+            };
+            match pending.next.take() {
+                Some((j, c)) => (j, c, std::mem::take(&mut pending.folded)),
+                None => {
+                    queue.remove(user);
+                    return;
+                }
+            }
+        };
+        let (op, result) = match job {
+            Job::Login(password) => ("login-capture", login(ctx, user, &password, false)),
+            Job::Change { new } => ("password-change", login(ctx, user, &new, true)),
+        };
+        let who = audit::Who {
+            caller: "admin",
+            uid: caller.map_or(0, |c| c.uid.get()),
+            pid: caller.map_or(0, |c| c.pid),
+        };
+        let result = match (result, folded) {
+            (Ok(done), 0) => format!("ok: {done}"),
+            (Ok(done), n) => format!("ok: {done} (and {n} earlier event(s) folded in)"),
+            (Err(why), _) => format!("error:Refused: {why}"),
+        };
+        let record = audit::record(who, op, None, Some(user.as_str()), &result, None);
+        if let Err(e) = lock(&ctx.audit).append(record) {
+            eprintln!("keyward-helper: audit log: {e}");
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+use crate::password_check::verify as verify_password;
+
+/// No system check of a password outside Linux. A Mac needs none for its own volume: a Secure
+/// Token is granted or removed only by sysadminctl authenticating the password itself.
+#[cfg(not(target_os = "linux"))]
+fn verify_password(user: &UserName, _password: &Secret, _change: bool) -> Result<(), String> {
+    Err(format!(
+        "{user}: no password check on this system; nothing enrolled"
+    ))
+}
+
+fn login(
+    ctx: &Ctx,
+    user: &UserName,
+    password: &Secret,
+    after_change: bool,
+) -> Result<String, String> {
+    let c = &ctx.config;
+    let admin = accounts::is_admin(c, user)?;
+    let standing = accounts::standing(c, user, None)?;
+    // Who may hold a LUKS2 slot, and whether the system takes the password: both about the
+    // user, so asked once, and only if a LUKS2 volume is configured (a Mac has no such check).
+    let luks2 = c
+        .volumes
+        .iter()
+        .any(vault::login_needs_password_check)
+        .then(|| luks2_gate(user, &standing, admin, password, after_change));
+    let mut done = Vec::new();
+    if admin && !after_change && matches!(luks2, Some(Ok(_))) {
+        // An admin's login bootstraps any volume that has no service slot yet, from a password
+        // that opens an existing slot. The password is used once and not kept.
+        for v in c
+            .volumes
+            .iter()
+            .filter(|v| vault::login_needs_password_check(v))
+        {
+            match super::bootstrap(c, &v.name, None, password) {
+                Ok(keyward_core::ipc::Reply::Bootstrapped {
+                    slot,
+                    created: true,
+                }) => {
+                    done.push(format!(
+                        "{}: bootstrapped service slot {slot} at an admin's login",
+                        v.name
+                    ));
+                }
+                Err(message) => {
+                    done.push(format!("{}: no bootstrap: {message}", v.name));
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+    let outcomes: Vec<(&Volume, Result<VolumeLogin, String>)> = c
+        .volumes
+        .iter()
+        .map(|v| {
+            let outcome = match (vault::login_needs_password_check(v), &luks2) {
+                (false, _) => vault::own_login(c, v, user, &standing, password, after_change),
+                (true, Some(Ok(Some(uid)))) => luks2_login(ctx, v, user, *uid, password),
+                (true, Some(Err(why))) => Ok(VolumeLogin::Refused(why.clone())),
+                (true, Some(Ok(None)) | None) => Ok(VolumeLogin::Skipped),
+            };
+            (v, outcome)
+        })
+        .collect();
+    // A user-level refusal with nothing done anywhere is the job's error, as it always was.
+    let nothing_done = done.is_empty()
+        && outcomes
+            .iter()
+            .all(|(_, o)| matches!(o, Ok(VolumeLogin::Refused(_) | VolumeLogin::Skipped)));
+    if nothing_done {
+        if let Some((_, Ok(VolumeLogin::Refused(why)))) = outcomes
+            .iter()
+            .find(|(_, o)| matches!(o, Ok(VolumeLogin::Refused(_))))
+        {
+            return Err(why.clone());
+        }
+    }
+    done.extend(outcomes.into_iter().filter_map(|(v, o)| match o {
+        Ok(VolumeLogin::Done(s)) => Some(format!("{}: {s}", v.name)),
+        Ok(VolumeLogin::Refused(why)) => Some(format!("{}: nothing done: {why}", v.name)),
+        Ok(VolumeLogin::Skipped) => None,
+        Err(e) => Some(format!("{}: failed: {e}", v.name)),
+    }));
+    Ok(done.join("; "))
+}
+
+/// May `user` hold a LUKS2 slot (their uid), or only bootstrap as an admin (`None`), with this
+/// password? A LUKS2 slot is granted through the service secret, which would take any password,
+/// so the system must vouch for it first.
+fn luks2_gate(
+    user: &UserName,
+    standing: &Standing,
+    admin: bool,
+    password: &Secret,
+    after_change: bool,
+) -> Result<Option<Uid>, String> {
+    let uid = match standing {
+        Standing::Managed(uid) => Some(*uid),
+        _ if admin => None,
+        other => return Err(format!("not managed ({})", other.label())),
+    };
+    verify_password(user, password, after_change)?;
+    Ok(uid)
+}
+
+/// A login or password change on one LUKS2 volume: the slot, then the boot order.
+fn luks2_login(
+    ctx: &Ctx,
+    v: &Volume,
+    user: &UserName,
+    uid: Uid,
+    password: &Secret,
+) -> Result<VolumeLogin, String> {
+    let s = on_volume(ctx, v, user, uid, password)?;
+    Ok(VolumeLogin::Done(
+        match vault::luks_boot_order::after_login(&ctx.config, v, user) {
+            Ok(order) => format!("{s}{order}"),
+            Err(e) => format!("{s}; boot order not changed: {e}"),
+        },
+    ))
+}
+
+/// Grant, heal, or leave alone the user's slot on one volume.
+fn on_volume(
+    ctx: &Ctx,
+    v: &Volume,
+    user: &UserName,
+    uid: Uid,
+    password: &Secret,
+) -> Result<String, String> {
+    with_vault(&ctx.config, v, |vault| {
+        let state = vault.state()?;
+        let mine = state.holders().into_iter().find_map(|h| match h.role {
+            HolderRole::User { name, .. } if &name == user => Some(h.slot),
+            _ => None,
+        });
+        if let Some(slot) = mine {
+            if ctx.jobs.recently_verified(&v.name, slot, password) {
+                return Ok(format!("slot {slot} works (verified earlier)"));
+            }
+            if vault.opens(slot, password)? {
+                ctx.jobs.remember(&v.name, slot, password);
+                return Ok(format!("slot {slot} works"));
+            }
+        }
+        let (_, service) = vault.working()?;
+        match mine {
+            Some(old) => {
+                let new = vault.rekey(old, &service, password)?;
+                failpoint("login.rekeyed");
+                ctx.jobs.forget(&v.name, old);
+                ctx.jobs.remember(&v.name, new, password);
+                Ok(format!("rekeyed slot {old} to slot {new}"))
+            }
+            None => {
+                let req = GrantRequest::user(user.clone(), uid);
+                let new = vault.grant(&req, &service, password)?;
+                ctx.jobs.remember(&v.name, new, password);
+                Ok(format!("granted slot {new}"))
+            }
+        }
+    })
+    .map_err(|e: OpError| e.to_string())
+}

@@ -1,0 +1,59 @@
+//! The pending recovery key of each volume, sealed root-only (0600, written atomically) in
+//! `state_dir/pending/<volume>` from before its slot exists until its commit, and beside it
+//! `<volume>.escrow`, what the escrow server is sent for it (ciphertext only). State only: the
+//! rotation's protocol is `ops::recovery`'s.
+
+use keyward_core::config::Config;
+use keyward_core::{Secret, VolumeName};
+use keyward_sys::safe_fs;
+
+use crate::error::OpError;
+use crate::failpoint::failpoint;
+use crate::service_secret::state_owner;
+
+fn io(source: std::io::Error) -> OpError {
+    OpError::Io {
+        what: "pending recovery key",
+        source,
+    }
+}
+
+fn dir(c: &Config) -> std::path::PathBuf {
+    c.state_dir.join("pending")
+}
+
+/// The sealed key, if any.
+pub fn load(c: &Config, v: &VolumeName) -> Result<Option<Secret>, OpError> {
+    safe_fs::read_secret(&dir(c).join(v.as_str()), state_owner(c).0).map_err(io)
+}
+
+/// Forget the key and its escrow record.
+pub fn drop(c: &Config, v: &VolumeName) -> Result<(), OpError> {
+    for name in [v.to_string(), format!("{v}.escrow")] {
+        match std::fs::remove_file(dir(c).join(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Keep a pending key root-only until its commit.
+pub fn seal(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
+    let (uid, gid) = state_owner(c);
+    safe_fs::ensure_dir(&dir(c), uid, gid, 0o700).map_err(io)?;
+    safe_fs::write_atomic(&dir(c), v.as_str(), key.expose(), 0o600).map_err(io)?;
+    failpoint("recovery-begin.sealed");
+    Ok(())
+}
+
+/// The stored escrow record (JSON), if any.
+pub fn load_escrow(c: &Config, v: &VolumeName) -> Result<Option<Vec<u8>>, OpError> {
+    let path = dir(c).join(format!("{v}.escrow"));
+    safe_fs::read_checked(&path, safe_fs::Expect::private(state_owner(c).0), 1 << 20).map_err(io)
+}
+
+/// Store the escrow record (JSON).
+pub fn store_escrow(c: &Config, v: &VolumeName, json: &[u8]) -> Result<(), OpError> {
+    safe_fs::write_atomic(&dir(c), &format!("{v}.escrow"), json, 0o600).map_err(io)
+}

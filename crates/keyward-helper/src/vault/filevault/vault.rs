@@ -1,0 +1,215 @@
+//! What a Secure Token and the hidden service account make of the [`Vault`] operations:
+//! verify, bootstrap, grant, revoke (refused: macOS needs the holder's own password), uninstall
+//! and the service rotation (repair refused, with the way out).
+
+use keyward_core::ipc::VerifyReport;
+use keyward_core::store::GrantRequest;
+use keyward_core::token::EscrowRef;
+use keyward_core::{
+    Authority, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName, VolumeState,
+};
+use keyward_macos::keychain::{Keychain, KeychainItem};
+use keyward_macos::names::ShortName;
+use keyward_macos::service::generate_service_password;
+use keyward_macos::MacError;
+
+use super::{mac_failure, recovery, standing, working, MacVault};
+use crate::error::OpError;
+use crate::vault::{ServiceStanding, Vault};
+
+fn short_name(user: &UserName) -> Result<ShortName, OpError> {
+    ShortName::parse(user.as_str()).map_err(mac_failure)
+}
+
+impl Vault for MacVault<'_, '_, '_> {
+    fn name(&self) -> &VolumeName {
+        &self.v.name
+    }
+
+    fn state(&mut self) -> Result<VolumeState, OpError> {
+        Ok(self.s.state()?)
+    }
+
+    fn service(&mut self) -> Result<ServiceStanding, OpError> {
+        standing(self.s)
+    }
+
+    fn working(&mut self) -> Result<(SlotId, Secret), OpError> {
+        working(self.s, self.v)
+    }
+
+    fn check_bootstrap_holder(&self, holder: Option<&UserName>) -> Result<(), OpError> {
+        let holder = holder.ok_or_else(|| {
+            OpError::Usage(format!(
+                "{} is a FileVault volume: name the Secure Token holder whose password this is (keyward bootstrap {} --holder NAME)",
+                self.v.name, self.v.name
+            ))
+        })?;
+        short_name(holder).map(drop)
+    }
+
+    fn refuse_blind_replace(&self, slot: SlotId) -> OpError {
+        OpError::Refused(format!("the service account holds a Secure Token (slot {slot}) that the keychain's password does not unlock; keyward will not replace it blindly (see `keyward service repair`)"))
+    }
+
+    /// Create the hidden service account (if needed) and give it a Secure Token authorised
+    /// by a current holder's name and password.
+    fn create_service(
+        &mut self,
+        holder: Option<&UserName>,
+        password: &Secret,
+    ) -> Result<SlotId, OpError> {
+        let holder = holder
+            .map(short_name)
+            .transpose()?
+            .ok_or_else(|| OpError::Usage("no Secure Token holder named".into()))?;
+        // A password made by an interrupted bootstrap is kept: the account may already have it.
+        let stored = self
+            .s
+            .keychain_mut()
+            .read(KeychainItem::ServiceCurrent)
+            .map_err(mac_failure)?;
+        let service_password = match stored {
+            Some(p) => p,
+            None => generate_service_password().map_err(mac_failure)?,
+        };
+        self.s
+            .create_service_account(&service_password)
+            .map_err(mac_failure)?;
+        self.s
+            .grant_service_token(&holder, password)
+            .map_err(mac_failure)
+    }
+
+    /// The service password changes with the old one; the new one is in the keychain (as
+    /// `next`) before the account gets it.
+    fn rotate_service(&mut self, _: SlotId, _: &Secret) -> Result<SlotId, OpError> {
+        let new = generate_service_password().map_err(mac_failure)?;
+        self.s.rotate_service_password(&new).map_err(mac_failure)
+    }
+
+    /// Refused on a Mac, with the way out. A token holder's password is never reset (FileVault
+    /// would keep the old one), so a service account whose password nobody knows can only be
+    /// deleted by an admin and bootstrapped again.
+    fn repair_service(&mut self, _: &Secret) -> Result<(SlotId, SlotId), OpError> {
+        let name = &self.v.name;
+        Err(match standing(self.s)? {
+            ServiceStanding::Working(slot, _) => OpError::Refused(format!("the service account's token (slot {slot}) works; nothing to repair (rotate it with `keyward service rotate`)")),
+            ServiceStanding::Missing => OpError::Refused(format!("{name} has no service token; run `keyward bootstrap {name} --holder ADMIN`")),
+            ServiceStanding::Drift(_) => OpError::Refused(format!(
+                "on a Mac a drifted service account cannot be repaired in place (resetting a token holder's password breaks FileVault): delete it as an admin (sysadminctl -deleteUser {} -adminUser ADMIN -adminPassword -), then run `keyward bootstrap {name} --holder ADMIN`",
+                self.s.config().service_user
+            )),
+        })
+    }
+
+    /// A Mac's accounts are judged by its own directory (no /etc/shadow there).
+    fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError> {
+        let name = short_name(user)?;
+        self.s
+            .read_account(&name)
+            .map_err(mac_failure)?
+            .and_then(|a| a.unique_id)
+            .and_then(|u| u32::try_from(u.get()).ok())
+            .and_then(|u| Uid::new(u).ok())
+            .ok_or_else(|| OpError::Usage(format!("no such user: {user}")))
+    }
+
+    fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
+        self.s.verify_slot(slot, secret).map_err(mac_failure)
+    }
+
+    fn rekey(
+        &mut self,
+        slot: SlotId,
+        service: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, OpError> {
+        Ok(self.s.rekey(slot, Authority::Service(service), secret)?)
+    }
+
+    /// `-secureTokenOn` with the user's `password`, authorised by the service account, proven
+    /// by `-secureTokenStatus`. sysadminctl refuses a wrong password, so nothing changes then.
+    fn grant(
+        &mut self,
+        req: &GrantRequest,
+        service: &Secret,
+        password: &Secret,
+    ) -> Result<SlotId, OpError> {
+        Ok(self.s.grant(req, Authority::Service(service), password)?)
+    }
+
+    /// Refused: macOS removes a Secure Token only with its holder's own password
+    /// (`sysadminctl -secureTokenOff USER -password …`), which keyward does not keep.
+    fn revoke_user(&mut self, user: &UserName, _: SlotId) -> Result<(), OpError> {
+        Err(OpError::Refused(format!("{user}'s Secure Token on {} cannot be removed by keyward: macOS removes a token only with its holder's own password (sysadminctl -secureTokenOff), which keyward does not keep; nothing changed", self.v.name)))
+    }
+
+    fn no_right(&self, user: &UserName) -> OpError {
+        OpError::Failed(format!("{user} holds no keyward right on {}", self.v.name))
+    }
+
+    /// Delete the service account, only while another token holder or an escrowed recovery
+    /// key remains. Users keep their own tokens (macOS would need each user's password).
+    fn release(&mut self, dry_run: bool) -> Result<Vec<u32>, OpError> {
+        // delete_service_account reconciles and checks again before it deletes anything.
+        let (slot, allowed) = self.s.service_account_removable().map_err(mac_failure)?;
+        let slots: Vec<u32> = slot.iter().map(|s| s.get()).collect();
+        if !allowed && slot.is_some() {
+            return Err(mac_failure(MacError::WouldStrand));
+        }
+        if !dry_run && slot.is_some() {
+            self.s.delete_service_account().map_err(mac_failure)?;
+        }
+        Ok(slots)
+    }
+
+    fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
+        recovery::settle_pending(self.c, self.v, self.s)
+    }
+
+    fn new_pending_recovery(&mut self, _: &Secret) -> Result<(SlotId, Secret), OpError> {
+        recovery::new_pending(self.c, self.v, self.s)
+    }
+
+    /// FileVault already retired the previous key when it made this one: nothing else goes.
+    fn commit_recovery(
+        &mut self,
+        slot: SlotId,
+        escrow: Option<EscrowRef>,
+    ) -> Result<Vec<SlotId>, OpError> {
+        self.s.commit_recovery(slot, escrow).map_err(mac_failure)?;
+        Ok(Vec::new())
+    }
+
+    fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
+        recovery::abort(self.s)
+    }
+
+    /// Does the keychain's service password still unlock the volume?
+    fn verify(&mut self) -> VerifyReport {
+        let name = &self.v.name;
+        let (service, detail) = match standing(self.s) {
+            Ok(ServiceStanding::Working(..)) => ("ok", None),
+            Ok(ServiceStanding::Missing) => (
+                "missing",
+                Some(format!("the service account holds no Secure Token: run `keyward bootstrap {name} --holder ADMIN`")),
+            ),
+            Ok(ServiceStanding::Drift(slot)) => (
+                "drift",
+                Some(format!("the keychain's service password does not unlock the service account's token (slot {slot})")),
+            ),
+            Err(e) => ("error", Some(e.to_string())),
+        };
+        VerifyReport {
+            volume: name.to_string(),
+            service: service.into(),
+            detail,
+            // Users' standing needs a revocation macOS allows only with the user's own password.
+            users: Vec::new(),
+            violations: self.s.report(name.as_str()).violations,
+            // The KDF floor is LUKS2's: macOS derives FileVault's keys itself.
+            findings: Vec::new(),
+        }
+    }
+}

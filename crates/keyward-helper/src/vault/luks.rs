@@ -1,0 +1,317 @@
+//! The LUKS2 vault: a keyward keyslot per right, over any [`UnlockStore`] (keyward-luks's
+//! libcryptsetup store in the helper, keyward-core's in-memory one in unit tests), with the
+//! service secret in `service_secret` and a pending recovery key in `pending_key`. The service
+//! slot's life is in [`super::luks_service`], the recovery slots' in [`super::luks_recovery`].
+
+use keyward_core::config::{Config, Volume};
+use keyward_core::ipc::{UserReport, VerifyReport, VolumeReport};
+use keyward_core::store::GrantRequest;
+use keyward_core::token::EscrowRef;
+use keyward_core::{
+    invariants, Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName,
+    VolumeState,
+};
+
+use super::{luks_recovery, luks_service, ServiceStanding, Vault};
+use crate::accounts::{self, Standing};
+use crate::error::OpError;
+use crate::failpoint::failpoint;
+use crate::{policy_override, service_secret};
+
+/// Open `v`'s LUKS2 store, holding its per-volume lock.
+pub fn open(c: &Config, v: &Volume) -> Result<crate::luks::LuksStore, OpError> {
+    Ok(crate::luks::open(&v.device, &c.lock_path(&v.name), c.kdf)?)
+}
+
+/// Run `f` on `v`'s LUKS2 vault, holding the volume's lock.
+pub fn with_vault<T>(
+    c: &Config,
+    v: &Volume,
+    f: impl FnOnce(&mut dyn Vault) -> Result<T, OpError>,
+) -> Result<T, OpError> {
+    let store = open(c, v)?;
+    #[cfg(target_os = "linux")]
+    return f(&mut LuksVault::new(c, v, store));
+    // No LUKS2 store exists off Linux (`open` always fails there).
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = f;
+        match store {}
+    }
+}
+
+/// A LUKS2 volume and its store.
+pub struct LuksVault<'c, S> {
+    pub(super) c: &'c Config,
+    pub(super) v: &'c Volume,
+    pub(crate) store: S,
+}
+
+impl<'c, S: UnlockStore> LuksVault<'c, S> {
+    /// The vault of `v`, over `store` (opened and locked by the caller).
+    pub fn new(c: &'c Config, v: &'c Volume, store: S) -> Self {
+        LuksVault { c, v, store }
+    }
+
+    /// Every user slot with its holder's standing; with `revoke_unmanaged`, the slots of users
+    /// who are no longer managed are revoked (never the last way in: revoke checks I1).
+    fn user_standing(&mut self) -> Vec<UserReport> {
+        let Ok(state) = self.store.state() else {
+            return Vec::new();
+        };
+        // The server's signed override, if any, decides too.
+        let revoke_unmanaged = policy_override::effective(self.c).revoke_unmanaged;
+        let mut out = Vec::new();
+        for h in state.holders() {
+            let HolderRole::User { name, uid } = &h.role else {
+                continue;
+            };
+            let (status, why) = match accounts::standing(self.c, name, Some(*uid)) {
+                Ok(s) => (s.label(), None),
+                Err(e) => ("unknown", Some(e)),
+            };
+            let mut report = UserReport {
+                user: name.to_string(),
+                slot: h.slot.get(),
+                status: status.into(),
+                revoked: false,
+                detail: why,
+            };
+            if status != "managed" && status != "unknown" && revoke_unmanaged {
+                match self.store.revoke(h.slot) {
+                    Ok(()) => report.revoked = true,
+                    Err(e) => report.detail = Some(e.to_string()),
+                }
+            }
+            out.push(report);
+        }
+        out
+    }
+}
+
+impl<S: UnlockStore> Vault for LuksVault<'_, S> {
+    fn name(&self) -> &VolumeName {
+        &self.v.name
+    }
+
+    fn state(&mut self) -> Result<VolumeState, OpError> {
+        Ok(self.store.state()?)
+    }
+
+    fn service(&mut self) -> Result<ServiceStanding, OpError> {
+        luks_service::settle(self)
+    }
+
+    fn working(&mut self) -> Result<(SlotId, Secret), OpError> {
+        match luks_service::settle(self)? {
+            ServiceStanding::Working(slot, s) => Ok((slot, s)),
+            ServiceStanding::Missing => Err(OpError::Failed(format!(
+                "volume {} has no service slot: run `keyward bootstrap {}`",
+                self.v.name, self.v.name
+            ))),
+            ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
+                "the stored service secret does not open service slot {slot}"
+            ))),
+        }
+    }
+
+    fn check_bootstrap_holder(&self, holder: Option<&UserName>) -> Result<(), OpError> {
+        match holder {
+            Some(_) => Err(OpError::Usage(format!(
+                "{} is a LUKS2 volume: its passphrase opens a keyslot, not an account; leave out --holder",
+                self.v.name
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn refuse_blind_replace(&self, slot: SlotId) -> OpError {
+        OpError::Refused(format!(
+            "service slot {slot} exists but no stored secret opens it; keyward will not replace it blindly"
+        ))
+    }
+
+    fn create_service(
+        &mut self,
+        _: Option<&UserName>,
+        passphrase: &Secret,
+    ) -> Result<SlotId, OpError> {
+        luks_service::create(self, passphrase)
+    }
+
+    fn rotate_service(&mut self, old: SlotId, current: &Secret) -> Result<SlotId, OpError> {
+        luks_service::rotate(self, old, current)
+    }
+
+    fn repair_service(&mut self, passphrase: &Secret) -> Result<(SlotId, SlotId), OpError> {
+        luks_service::repair(self, passphrase)
+    }
+
+    /// One rule for who may hold a user slot, at login, at `grant` and at `verify` (issue 14):
+    /// a user the policy manages now. An admin's `grant` of anyone else is refused (exit 4),
+    /// so `verify` never finds a holder keyward itself let in and would revoke.
+    fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError> {
+        grantable(self.c, user)
+    }
+
+    fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
+        Ok(self.store.verify(slot, secret)?)
+    }
+
+    fn rekey(
+        &mut self,
+        slot: SlotId,
+        service: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, OpError> {
+        Ok(self
+            .store
+            .rekey(slot, Authority::Service(service), secret)?)
+    }
+
+    fn grant(
+        &mut self,
+        req: &GrantRequest,
+        service: &Secret,
+        password: &Secret,
+    ) -> Result<SlotId, OpError> {
+        Ok(self
+            .store
+            .grant(req, Authority::Service(service), password)?)
+    }
+
+    fn revoke_user(&mut self, _: &UserName, slot: SlotId) -> Result<(), OpError> {
+        Ok(self.store.revoke(slot)?)
+    }
+
+    fn no_right(&self, user: &UserName) -> OpError {
+        OpError::Failed(format!("{user} holds no keyward slot on {}", self.v.name))
+    }
+
+    /// Every keyward slot goes (users and recovery first, the service slot last), but only if
+    /// a slot keyward does not manage remains as a way in (I1); otherwise nothing is removed.
+    fn release(&mut self, dry_run: bool) -> Result<Vec<u32>, OpError> {
+        let name = &self.v.name;
+        if !dry_run {
+            self.store.reconcile()?;
+        }
+        let state = self.store.state()?;
+        let mut ours: Vec<(bool, SlotId)> = state
+            .holders()
+            .into_iter()
+            .filter(|h| h.token.is_some())
+            .map(|h| (h.role == HolderRole::Service, h.slot))
+            .collect();
+        ours.sort();
+        let others = invariants::committed_paths(&state)
+            .into_iter()
+            .filter(|s| !ours.iter().any(|(_, o)| o == s))
+            .count();
+        if others == 0 && !ours.is_empty() {
+            return Err(OpError::Refused(format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first")));
+        }
+        let slots: Vec<u32> = ours.iter().map(|(_, s)| s.get()).collect();
+        if dry_run {
+            return Ok(slots);
+        }
+        for (_, slot) in &ours {
+            self.store.revoke(*slot)?;
+        }
+        failpoint("release.revoked");
+        let io = OpError::io("service secret");
+        service_secret::discard_next(self.c, name).map_err(io)?;
+        service_secret::forget(self.c, name).map_err(io)?;
+        Ok(slots)
+    }
+
+    fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
+        luks_recovery::settle_pending(self)
+    }
+
+    fn new_pending_recovery(&mut self, service: &Secret) -> Result<(SlotId, Secret), OpError> {
+        luks_recovery::new_pending(self, service)
+    }
+
+    fn commit_recovery(
+        &mut self,
+        slot: SlotId,
+        escrow: Option<EscrowRef>,
+    ) -> Result<Vec<SlotId>, OpError> {
+        luks_recovery::commit(self, slot, escrow)
+    }
+
+    fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
+        luks_recovery::abort(self)
+    }
+
+    fn verify(&mut self) -> VerifyReport {
+        let users = self.user_standing();
+        let (service, detail) = match luks_service::settle(self) {
+            Ok(ServiceStanding::Working(..)) => ("ok", None),
+            Ok(ServiceStanding::Missing) => (
+                "missing",
+                Some("no service slot: run `keyward bootstrap`".to_owned()),
+            ),
+            Ok(ServiceStanding::Drift(slot)) => (
+                "drift",
+                Some(format!(
+                    "the stored service secret does not open service slot {slot}"
+                )),
+            ),
+            Err(e) => ("error", Some(e.to_string())),
+        };
+        let mut r = VerifyReport {
+            volume: self.v.name.to_string(),
+            service: service.into(),
+            detail,
+            users,
+            violations: Vec::new(),
+            findings: Vec::new(),
+        };
+        // After any revocation above: is there still a way in a person can use without
+        // keyward? And is every passphrase slot, whoever made it, above the KDF floor?
+        if let Ok(state) = self.store.state() {
+            r.violations = invariants::check_state(&state)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            r.findings = crate::luks::weak_kdfs(&self.c.kdf, &state);
+        }
+        r
+    }
+}
+
+/// Who may hold a user slot: a user the policy manages now (`accounts::standing`).
+pub fn grantable(c: &Config, user: &UserName) -> Result<Uid, OpError> {
+    match accounts::standing(c, user, None).map_err(OpError::Failed)? {
+        Standing::Managed(uid) => Ok(uid),
+        Standing::Deleted => Err(OpError::Usage(format!("no such user: {user}"))),
+        Standing::Disabled(state) => {
+            let what = if state == keyward_core::policy::AccountState::Locked {
+                "locked"
+            } else {
+                "expired"
+            };
+            Err(OpError::Refused(format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right")))
+        }
+        other => Err(OpError::Refused(format!(
+            "{user} is not managed ({}): add them to [policy] managed_group or managed_users \
+             first (root, system accounts and uids outside uid_min..=uid_max never are); \
+             keyward gives no unlock right that verify would then revoke",
+            other.label()
+        ))),
+    }
+}
+
+/// `keyward status` of a LUKS2 volume, from the cache while its header is unchanged.
+pub fn status(c: &Config, v: &Volume) -> VolumeReport {
+    crate::status_cache::report(v.name.as_str(), &v.device, || {
+        match open(c, v).and_then(|mut s| Ok(s.state()?)) {
+            Ok(state) => VolumeReport {
+                findings: crate::luks::weak_kdfs(&c.kdf, &state),
+                ..VolumeReport::from_state(v.name.as_str(), &state)
+            },
+            Err(e) => VolumeReport::failed(v.name.as_str(), e.to_string()),
+        }
+    })
+}
