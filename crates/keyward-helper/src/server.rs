@@ -3,16 +3,15 @@
 //! and so the CLI's exit code here, and nowhere else). Every request answered or refused is
 //! recorded through `edge_audit`; what a request does is `dispatch`'s.
 
-use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use keyward_core::access::{permits, CallerClass};
-use keyward_core::ipc::{self, ErrorCode, FrameError, Reply, Request, Response};
+use keyward_core::ipc::{self, ErrorCode, Reply, Request, Response};
+use keyward_sys::frame_io::{self, FrameFault};
 use keyward_sys::peer::{self, Peer};
-use zeroize::Zeroizing;
 
 use crate::ctx::Ctx;
 use crate::edge_audit::{audit, audit_answer, error, refuse, room_for_change, Named};
@@ -90,77 +89,27 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
     }
 }
 
-/// Why a connection ended early.
-enum Fault {
-    Closed,
-    Frame(FrameError),
-    Io(std::io::Error),
+/// Write `r` whole within [`WRITE_TIMEOUT`].
+fn send(stream: &UnixStream, r: &Response) -> Result<(), FrameFault> {
+    frame_io::write_message(stream, r, Instant::now() + WRITE_TIMEOUT)
 }
 
-/// Read exactly `buf.len()` bytes, all before `deadline`: each read may wait only for the
-/// time left, so a client trickling a byte at a time cannot stretch a frame past it.
-fn read_by(stream: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<(), Fault> {
-    let mut got = 0;
-    while got < buf.len() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(Fault::Io(std::io::ErrorKind::TimedOut.into()));
-        }
-        stream.set_read_timeout(Some(left)).map_err(Fault::Io)?;
-        match stream.read(&mut buf[got..]) {
-            Ok(0) if got == 0 => return Err(Fault::Closed),
-            Ok(0) => return Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(Fault::Io(e)),
-        }
-    }
-    Ok(())
-}
-
-/// One whole frame within [`FRAME_DEADLINE`] of starting to wait for it. Frames carry
-/// passwords (a login capture, a grant), so the payload is read into one buffer of its final
-/// size that is wiped when dropped.
-fn read_frame(stream: &mut UnixStream) -> Result<Zeroizing<Vec<u8>>, Fault> {
-    let deadline = Instant::now() + FRAME_DEADLINE;
-    let mut prefix = [0u8; 4];
-    read_by(stream, &mut prefix, deadline)?;
-    let len = ipc::frame_len(prefix).map_err(Fault::Frame)?;
-    let mut payload = Zeroizing::new(vec![0u8; len]);
-    match read_by(stream, &mut payload, deadline) {
-        // The prefix came: a close now is a cut frame, not a goodbye.
-        Err(Fault::Closed) => Err(Fault::Io(std::io::ErrorKind::UnexpectedEof.into())),
-        other => other.map(|()| payload),
-    }
-}
-
-fn send(stream: &mut UnixStream, r: &Response) -> std::io::Result<()> {
-    let frame = ipc::encode_frame(r).map_err(|e| std::io::Error::other(e.to_string()))?;
-    stream.write_all(&frame)
-}
-
-fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
-    if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
-        return;
-    }
+fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
     let mut greeted = false;
     loop {
-        let payload = match read_frame(&mut stream) {
+        // Frames carry passwords (a login capture, a grant): `frame_io` reads each into one
+        // buffer of its final size, wiped when dropped, whole within the deadline however it
+        // is trickled.
+        let payload = match frame_io::read_frame(&stream, Instant::now() + FRAME_DEADLINE) {
             Ok(p) => p,
-            Err(Fault::Closed) => return,
+            Err(FrameFault::Closed) => return,
             Err(fault) => {
                 let why = match fault {
-                    Fault::Frame(e) => e.to_string(),
-                    Fault::Io(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                        ) =>
-                    {
-                        "client too slow".to_owned()
-                    }
-                    Fault::Io(e) => format!("read: {e}"),
-                    Fault::Closed => String::new(),
+                    FrameFault::Frame(e) => e.to_string(),
+                    FrameFault::TooSlow => "client too slow".to_owned(),
+                    FrameFault::Cut => "read: unexpected end of file".to_owned(),
+                    FrameFault::Io(e) => format!("read: {e}"),
+                    FrameFault::Closed => String::new(),
                 };
                 audit(
                     ctx,
@@ -170,7 +119,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
                     Named::default(),
                     &format!("error:Usage: {why}"),
                 );
-                let _ = send(&mut stream, &error(ErrorCode::Usage, why));
+                let _ = send(&stream, &error(ErrorCode::Usage, why));
                 return;
             }
         };
@@ -185,7 +134,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
                     Named::default(),
                     &format!("error:Usage: {e}"),
                 );
-                let _ = send(&mut stream, &error(ErrorCode::Usage, e.to_string()));
+                let _ = send(&stream, &error(ErrorCode::Usage, e.to_string()));
                 return;
             }
         };
@@ -195,7 +144,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
                 let hello = Response::Ok(Reply::Hello {
                     version: ipc::PROTOCOL_VERSION,
                 });
-                if send(&mut stream, &hello).is_err() {
+                if send(&stream, &hello).is_err() {
                     return;
                 }
                 continue;
@@ -213,7 +162,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
                     Named::default(),
                     &format!("error:Usage: {msg}"),
                 );
-                let _ = send(&mut stream, &error(ErrorCode::Usage, msg));
+                let _ = send(&stream, &error(ErrorCode::Usage, msg));
                 return;
             }
             (_, false) | (Request::Hello { .. }, true) => {
@@ -226,7 +175,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
                     Named::from(&request),
                     &format!("error:Usage: {msg}"),
                 );
-                let _ = send(&mut stream, &error(ErrorCode::Usage, msg));
+                let _ = send(&stream, &error(ErrorCode::Usage, msg));
                 return;
             }
             (r, true) => match r.operation() {
@@ -248,7 +197,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
                 Named::from(&request),
                 &format!("error:Refused: {msg}"),
             );
-            let _ = send(&mut stream, &error(ErrorCode::Refused, msg));
+            let _ = send(&stream, &error(ErrorCode::Refused, msg));
             return;
         }
         if op.changes_state() {
@@ -263,7 +212,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
                     &format!("error:Refused: {msg}"),
                 );
                 eprintln!("keyward-helper: {}: {msg}", op.name());
-                let _ = send(&mut stream, &error(ErrorCode::Refused, msg));
+                let _ = send(&stream, &error(ErrorCode::Refused, msg));
                 return;
             }
         }
@@ -282,7 +231,7 @@ fn handle(mut stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass
         } else {
             audit_answer(ctx, class, peer, op, named, response)
         };
-        if send(&mut stream, &response).is_err() {
+        if send(&stream, &response).is_err() {
             return;
         }
     }

@@ -11,7 +11,8 @@ use keyward_core::{Role, TokenId, TokenState, UnlockStore, VolumeState};
 use keyward_sys::audit_file::AuditLog;
 
 use crate::vault::luks::{open, LuksVault};
-use crate::vault::{self, luks_recovery, luks_service, ServiceStanding};
+use crate::vault::luks::{recovery, service};
+use crate::vault::{self, ServiceStanding};
 use crate::{audit, luks};
 
 /// Settle every volume; an audit record for each thing done. Fails only when the audit log
@@ -55,9 +56,8 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
             }
             Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
-        let recovered = open(config, v).and_then(|store| {
-            luks_recovery::settle_at_start(&mut LuksVault::new(config, v, store))
-        });
+        let recovered = open(config, v)
+            .and_then(|store| recovery::settle_at_start(&mut LuksVault::new(config, v, store)));
         match recovered {
             Ok(done) => {
                 for note in done {
@@ -67,7 +67,7 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
             Err(e) => eprintln!("keyward-helper: {}: start-up reconcile failed: {e}", v.name),
         }
         let settled = open(config, v)
-            .and_then(|store| luks_service::settle(&mut LuksVault::new(config, v, store)));
+            .and_then(|store| service::settle(&mut LuksVault::new(config, v, store)));
         match settled {
             Ok(ServiceStanding::Drift(slot)) => eprintln!(
                 "keyward-helper: {}: the stored service secret opens no service slot ({slot})",

@@ -204,7 +204,7 @@ fn luks2_login(
 ) -> Result<VolumeLogin, String> {
     let s = on_volume(ctx, v, user, uid, password)?;
     Ok(VolumeLogin::Done(
-        match vault::luks_boot_order::after_login(&ctx.config, v, user) {
+        match vault::luks::boot_order::after_login(&ctx.config, v, user) {
             Ok(order) => format!("{s}{order}"),
             Err(e) => format!("{s}; boot order not changed: {e}"),
         },

@@ -1,7 +1,11 @@
 //! The LUKS2 vault: a keyward keyslot per right, over any [`UnlockStore`] (keyward-luks's
 //! libcryptsetup store in the helper, keyward-core's in-memory one in unit tests), with the
 //! service secret in `service_secret` and a pending recovery key in `pending_key`. The service
-//! slot's life is in [`super::luks_service`], the recovery slots' in [`super::luks_recovery`].
+//! slot's life is in [`service`], the recovery slots' in [`recovery`].
+
+pub mod boot_order;
+pub mod recovery;
+pub mod service;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{UserReport, VerifyReport, VolumeReport};
@@ -12,7 +16,7 @@ use keyward_core::{
     VolumeState,
 };
 
-use super::{luks_recovery, luks_service, ServiceStanding, Vault};
+use super::{ServiceStanding, Vault};
 use crate::accounts::{self, Standing};
 use crate::error::OpError;
 use crate::failpoint::failpoint;
@@ -99,11 +103,11 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
     }
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
-        luks_service::settle(self)
+        service::settle(self)
     }
 
     fn working(&mut self) -> Result<(SlotId, Secret), OpError> {
-        match luks_service::settle(self)? {
+        match service::settle(self)? {
             ServiceStanding::Working(slot, s) => Ok((slot, s)),
             ServiceStanding::Missing => Err(OpError::Failed(format!(
                 "volume {} has no service slot: run `keyward bootstrap {}`",
@@ -136,15 +140,15 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         _: Option<&UserName>,
         passphrase: &Secret,
     ) -> Result<SlotId, OpError> {
-        luks_service::create(self, passphrase)
+        service::create(self, passphrase)
     }
 
     fn rotate_service(&mut self, old: SlotId, current: &Secret) -> Result<SlotId, OpError> {
-        luks_service::rotate(self, old, current)
+        service::rotate(self, old, current)
     }
 
     fn repair_service(&mut self, passphrase: &Secret) -> Result<(SlotId, SlotId), OpError> {
-        luks_service::repair(self, passphrase)
+        service::repair(self, passphrase)
     }
 
     /// One rule for who may hold a user slot, at login, at `grant` and at `verify` (issue 14):
@@ -225,11 +229,11 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
     }
 
     fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
-        luks_recovery::settle_pending(self)
+        recovery::settle_pending(self)
     }
 
     fn new_pending_recovery(&mut self, service: &Secret) -> Result<(SlotId, Secret), OpError> {
-        luks_recovery::new_pending(self, service)
+        recovery::new_pending(self, service)
     }
 
     fn commit_recovery(
@@ -237,16 +241,16 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         slot: SlotId,
         escrow: Option<EscrowRef>,
     ) -> Result<Vec<SlotId>, OpError> {
-        luks_recovery::commit(self, slot, escrow)
+        recovery::commit(self, slot, escrow)
     }
 
     fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
-        luks_recovery::abort(self)
+        recovery::abort(self)
     }
 
     fn verify(&mut self) -> VerifyReport {
         let users = self.user_standing();
-        let (service, detail) = match luks_service::settle(self) {
+        let (service, detail) = match service::settle(self) {
             Ok(ServiceStanding::Working(..)) => ("ok", None),
             Ok(ServiceStanding::Missing) => (
                 "missing",

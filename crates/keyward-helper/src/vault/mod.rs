@@ -14,9 +14,6 @@
 #[cfg(any(target_os = "macos", feature = "simulated-mac"))]
 pub mod filevault;
 pub mod luks;
-pub mod luks_boot_order;
-pub mod luks_recovery;
-pub mod luks_service;
 
 use keyward_core::config::{Config, Volume, VolumeKind};
 use keyward_core::ipc::{VerifyReport, VolumeReport};

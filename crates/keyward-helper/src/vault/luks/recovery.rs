@@ -6,7 +6,7 @@ use keyward_core::store::GrantRequest;
 use keyward_core::token::{EscrowRef, Role, TokenState};
 use keyward_core::{Authority, Secret, SlotId, UnlockStore};
 
-use super::luks::LuksVault;
+use super::LuksVault;
 use crate::error::OpError;
 use crate::failpoint::failpoint;
 use crate::pending_key;

@@ -12,11 +12,12 @@ use keyward_core::store::GrantRequest;
 use keyward_core::token::{Role, TokenState};
 use keyward_core::{Authority, Secret, SlotId, UnlockStore};
 
-use super::luks::LuksVault;
-use super::{luks_recovery, ServiceStanding};
+use super::recovery;
+use super::LuksVault;
 use crate::error::OpError;
 use crate::failpoint::failpoint;
 use crate::service_secret;
+use crate::vault::ServiceStanding;
 
 fn io(source: std::io::Error) -> OpError {
     OpError::Io {
@@ -32,7 +33,7 @@ pub fn settle<S: UnlockStore>(vault: &mut LuksVault<'_, S>) -> Result<ServiceSta
     let (c, name) = (vault.c, &vault.v.name);
     // First whatever an interrupted header operation left (grant, rekey, revoke).
     vault.store.reconcile()?;
-    luks_recovery::expire_pending(vault)?;
+    recovery::expire_pending(vault)?;
     let store = &mut vault.store;
     let state = store.state()?;
     let slots: Vec<(SlotId, TokenState)> = state

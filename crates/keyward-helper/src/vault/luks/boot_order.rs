@@ -13,7 +13,7 @@ use keyward_core::{HolderRole, SlotPriority, UnlockStore, UserName};
 /// first. Returns a note for the audit record ("" when nothing changed).
 pub fn after_login(c: &Config, v: &Volume, user: &UserName) -> Result<String, String> {
     let primary = c.policy.primary_user.as_ref().unwrap_or(user);
-    let mut store = crate::vault::luks::open(c, v).map_err(|e| e.to_string())?;
+    let mut store = super::open(c, v).map_err(|e| e.to_string())?;
     let state = store.state().map_err(|e| e.to_string())?;
     let slot = state.holders().into_iter().find_map(|h| match h.role {
         HolderRole::User { name, .. } if &name == primary => Some(h.slot),
