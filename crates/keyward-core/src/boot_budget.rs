@@ -39,6 +39,30 @@ pub fn passphrase_slots_after_add(state: &VolumeState, new: SlotId) -> u32 {
     u32::try_from(kept).unwrap_or(u32::MAX).saturating_add(1)
 }
 
+/// libcryptsetup's argon2id benchmark cannot resolve short targets (it never goes below
+/// 64 MiB × 4 passes unless the memory ceiling is lower), so a budgeted slot is calibrated at
+/// this target and its share computed from that.
+pub const CALIBRATION_MS: u32 = 1000;
+
+/// The argon2 cost that takes about `share_ms` here, from `calibrated`, the cost libcryptsetup's
+/// benchmark fitted into `calibrated_ms`: work (memory × passes) scales with time; it is spent
+/// at libcryptsetup's fewest passes with as much memory as that allows (memory is what makes
+/// guessing costly on a GPU), at most `calibrated`'s memory. A share at or above the
+/// calibration time keeps `calibrated`. May be below the floor: see [`lift_to_floor`].
+pub fn scale_to_share(calibrated: Argon2Cost, calibrated_ms: u32, share_ms: u32) -> Argon2Cost {
+    if share_ms >= calibrated_ms || calibrated_ms == 0 {
+        return calibrated;
+    }
+    let work = u128::from(calibrated.memory_kib) * u128::from(calibrated.time);
+    let share = work * u128::from(share_ms) / u128::from(calibrated_ms);
+    let passes = LIBCRYPTSETUP_ARGON2_MIN_PASSES;
+    let memory = u64::try_from(share / u128::from(passes)).unwrap_or(u64::MAX);
+    Argon2Cost {
+        memory_kib: memory.min(calibrated.memory_kib),
+        time: passes,
+    }
+}
+
 /// Does `cost` meet `floor`?
 pub fn meets_floor(cost: Argon2Cost, floor: &KdfFloor) -> bool {
     floor
@@ -94,6 +118,27 @@ mod tests {
         assert_eq!(per_slot_ms(1000, 28), 35);
         assert_eq!(per_slot_ms(10, 32), 1);
         assert_eq!(per_slot_ms(1, u32::MAX), 1);
+    }
+
+    #[test]
+    fn the_calibrated_work_is_scaled_to_the_share_at_four_passes() {
+        // 256 MiB × 4 passes in 1000 ms: 250 ms is a quarter of the work.
+        let cal = cost(262_144, 4);
+        assert_eq!(scale_to_share(cal, 1000, 250), cost(65_536, 4));
+        // More passes calibrated: the work is still memory × passes.
+        assert_eq!(scale_to_share(cost(65_536, 8), 1000, 500), cost(65_536, 4));
+        assert_eq!(scale_to_share(cost(65_536, 8), 1000, 100), cost(13_107, 4));
+        // A share at or above the calibration keeps the benchmark's answer (N = 1).
+        assert_eq!(scale_to_share(cal, 1000, 1000), cal);
+        assert_eq!(scale_to_share(cal, 1000, 5000), cal);
+        // A tiny share comes out below the floor, which lift_to_floor then raises.
+        let tiny = scale_to_share(cal, 1000, 1);
+        assert_eq!(tiny, cost(262, 4));
+        assert!(!meets_floor(tiny, &OWASP_FLOOR));
+        assert_eq!(
+            lift_to_floor(tiny, &OWASP_FLOOR, None),
+            Some(cost(7_168, 5))
+        );
     }
 
     #[test]

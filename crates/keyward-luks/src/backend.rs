@@ -194,8 +194,11 @@ impl SlotBackend for LuksBackend {
         secret: &Secret,
         kdf: KdfClass,
     ) -> Result<(), StoreError> {
-        self.write("add keyslot", |dev, policy| {
-            crate::kdf::apply(dev, policy, kdf)?;
+        // A boot budget shares its time among the passphrase slots the volume will hold.
+        let slots = keyward_core::boot_budget::passphrase_slots_after_add(&self.read()?, slot);
+        let mut shortfall = None;
+        let added = self.write("add keyslot", |dev, policy| {
+            shortfall = crate::kdf::apply(dev, policy, kdf, slots)?;
             let Some(from) = authority_slot else {
                 return dev
                     .keyslot_handle()
@@ -219,7 +222,12 @@ impl SlotBackend for LuksBackend {
                     CryptVolumeKey::empty(),
                 )
                 .map(drop)
-        })
+        });
+        if let (Ok(()), Some(short)) = (&added, shortfall) {
+            // The helper's stderr is its log (journald); the slot itself is sound.
+            eprintln!("keyward: {}: slot {slot}: {short}", shown(&self.device));
+        }
+        added
     }
 
     fn test_slot(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {
