@@ -45,9 +45,10 @@ pub fn passphrase_slots_after_add(state: &VolumeState, new: SlotId) -> u32 {
 pub const CALIBRATION_MS: u32 = 1000;
 
 /// The argon2 cost that takes about `share_ms` here, from `calibrated`, the cost libcryptsetup's
-/// benchmark fitted into `calibrated_ms`: work (memory × passes) scales with time; it is spent
-/// at libcryptsetup's fewest passes with as much memory as that allows (memory is what makes
-/// guessing costly on a GPU), at most `calibrated`'s memory. A share at or above the
+/// benchmark fitted into `calibrated_ms`: work (memory × passes) scales with time. Memory comes
+/// first (it is what makes guessing costly on a GPU): as much as the share allows at
+/// libcryptsetup's fewest passes, up to `calibrated`'s memory (the ceiling the benchmark
+/// respected); the rest of the work becomes more passes, rounded down. A share at or above the
 /// calibration time keeps `calibrated`. May be below the floor: see [`lift_to_floor`].
 pub fn scale_to_share(calibrated: Argon2Cost, calibrated_ms: u32, share_ms: u32) -> Argon2Cost {
     if share_ms >= calibrated_ms || calibrated_ms == 0 {
@@ -55,11 +56,16 @@ pub fn scale_to_share(calibrated: Argon2Cost, calibrated_ms: u32, share_ms: u32)
     }
     let work = u128::from(calibrated.memory_kib) * u128::from(calibrated.time);
     let share = work * u128::from(share_ms) / u128::from(calibrated_ms);
-    let passes = LIBCRYPTSETUP_ARGON2_MIN_PASSES;
-    let memory = u64::try_from(share / u128::from(passes)).unwrap_or(u64::MAX);
+    let min_passes = u128::from(LIBCRYPTSETUP_ARGON2_MIN_PASSES);
+    let memory = (share / min_passes).min(u128::from(calibrated.memory_kib));
+    let passes = if memory == 0 {
+        min_passes
+    } else {
+        (share / memory).max(min_passes)
+    };
     Argon2Cost {
-        memory_kib: memory.min(calibrated.memory_kib),
-        time: passes,
+        memory_kib: u64::try_from(memory).unwrap_or(u64::MAX),
+        time: u64::try_from(passes).unwrap_or(u64::MAX),
     }
 }
 
@@ -125,9 +131,14 @@ mod tests {
         // 256 MiB × 4 passes in 1000 ms: 250 ms is a quarter of the work.
         let cal = cost(262_144, 4);
         assert_eq!(scale_to_share(cal, 1000, 250), cost(65_536, 4));
-        // More passes calibrated: the work is still memory × passes.
+        // More passes calibrated: the work is still memory × passes; memory stays at the
+        // calibrated ceiling and the passes shrink, then memory does.
+        assert_eq!(scale_to_share(cost(65_536, 8), 1000, 800), cost(65_536, 6));
         assert_eq!(scale_to_share(cost(65_536, 8), 1000, 500), cost(65_536, 4));
+        assert_eq!(scale_to_share(cost(65_536, 8), 1000, 400), cost(52_428, 4));
         assert_eq!(scale_to_share(cost(65_536, 8), 1000, 100), cost(13_107, 4));
+        // Nothing at all fits: zero memory, which the floor lift raises.
+        assert_eq!(scale_to_share(cost(65_536, 4), 1000, 0), cost(0, 4));
         // A share at or above the calibration keeps the benchmark's answer (N = 1).
         assert_eq!(scale_to_share(cal, 1000, 1000), cal);
         assert_eq!(scale_to_share(cal, 1000, 5000), cal);

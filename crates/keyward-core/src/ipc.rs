@@ -330,7 +330,8 @@ pub struct VolumeReport {
 /// ([`crate::unlock_cost`]): work, not time.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UnlockCostReport {
-    /// The slots a typed passphrase tries, in order (`prefer`, then `normal`, by number).
+    /// The slots a typed passphrase tries, in order (`prefer`, then `normal`, each in header
+    /// order).
     pub order: Vec<u32>,
     /// The keyward user whose slot is tried last.
     pub last_user: Option<String>,

@@ -1,7 +1,7 @@
 //! What an unlock at the boot prompt costs on one volume (issue 18), from the KDF parameters
 //! each keyslot's header records: a typed passphrase is tried against the `prefer` slots, then
-//! the `normal` ones, each group by slot number (libcryptsetup's order; `ignore` slots are
-//! never tried), so the last user in that order and a wrong password pay for every slot before.
+//! the `normal` ones, each group in the order the header lists them (libcryptsetup's order:
+//! json-c keeps insertion order; `ignore` slots are never tried), so the last user in that order and a wrong password pay for every slot before.
 //!
 //! The cost is work, not time: argon2 slots add memory × passes (KiB-passes: each is one 1 KiB
 //! block compressed once, whatever the lanes), PBKDF2 slots add iterations. Wall time is that
@@ -56,20 +56,67 @@ pub struct SlowestUnlock {
     pub wrong_password: Work,
 }
 
-/// The order a typed passphrase tries `state`'s slots in: `prefer` by number, then `normal`
-/// by number; `ignore` never.
+/// The order a typed passphrase tries `state`'s slots in: the `prefer` slots, then the
+/// `normal` ones, each group in the header's order ([`VolumeState::slot_order`]; by number for
+/// slots it does not list); `ignore` never.
 pub fn try_order(state: &VolumeState) -> Vec<SlotId> {
-    let mut order: Vec<(u8, SlotId)> = state
+    let position = |id: SlotId| {
+        state
+            .slot_order
+            .iter()
+            .position(|s| *s == id)
+            .unwrap_or(usize::MAX)
+    };
+    let mut order: Vec<(u8, usize, SlotId)> = state
         .slots
         .iter()
         .filter_map(|s| match s.priority {
-            SlotPriority::Prefer => Some((0, s.id)),
-            SlotPriority::Normal => Some((1, s.id)),
+            SlotPriority::Prefer => Some((0, position(s.id), s.id)),
+            SlotPriority::Normal => Some((1, position(s.id), s.id)),
             _ => None,
         })
         .collect();
-    order.sort_by_key(|(group, id)| (*group, id.get()));
-    order.into_iter().map(|(_, id)| id).collect()
+    order.sort_by_key(|(group, at, id)| (*group, *at, id.get()));
+    order.into_iter().map(|(_, _, id)| id).collect()
+}
+
+/// The keyslot numbers in the order a LUKS2 header's JSON text lists them (`keyslots` object
+/// keys; serde_json's own map would sort them). `None` if the text is not a JSON object with a
+/// `keyslots` object whose keys are slot numbers.
+pub fn header_slot_order(json: &str) -> Option<Vec<SlotId>> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Keys;
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a keyslots object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut keys = Vec::new();
+            while let Some(k) = map.next_key::<String>()? {
+                map.next_value::<IgnoredAny>()?;
+                keys.push(k);
+            }
+            Ok(keys)
+        }
+    }
+    struct SlotKeys(Vec<String>);
+    impl<'de> serde::Deserialize<'de> for SlotKeys {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_map(Keys).map(SlotKeys)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        keyslots: SlotKeys,
+    }
+    let meta: Meta = serde_json::from_str(json).ok()?;
+    meta.keyslots
+        .0
+        .iter()
+        .map(|k| SlotId::parse(k).ok())
+        .collect()
 }
 
 /// What the last-tried user and a wrong passphrase cost on `state`.
@@ -171,6 +218,29 @@ mod tests {
             (u.wrong_password.slots, u.wrong_password.argon2_kib_passes),
             (2, 36_864 + 4_194_304)
         );
+    }
+
+    #[test]
+    fn the_header_order_decides_within_a_priority_group() {
+        // keyward bootstrapped (service at 31), then granted 30 and 29; json-c keeps that
+        // order, and so does cryptsetup when it tries them.
+        let text = r#"{"keyslots":{"0":{"type":"luks2"},"31":{"a":[1,{"b":2}]},"30":{},"29":{}},
+                       "tokens":{}}"#;
+        let order = header_slot_order(text).expect("an order");
+        assert_eq!(ids(&order), vec![0, 31, 30, 29]);
+        let mut s = state(
+            json!({"0": argon2(1, 4, 9216), "29": argon2(2, 4, 9216), "30": argon2(1, 4, 9216),
+                   "31": pbkdf2(None)}),
+            json!({"0": user(30, "alice"), "1": user(29, "bob")}),
+        );
+        s.slot_order = order;
+        assert_eq!(ids(&try_order(&s)), vec![29, 0, 31, 30]);
+        let u = slowest_unlock(&s);
+        assert_eq!(u.last_user.map(|(slot, n, _)| (slot.get(), n)), Some((30, "alice".into())));
+        // Not a header, or a key that is no slot number: no order (then by number).
+        assert_eq!(header_slot_order("[]"), None);
+        assert_eq!(header_slot_order(r#"{"keyslots":{"x":{}}}"#), None);
+        assert_eq!(header_slot_order(r#"{"tokens":{}}"#), None);
     }
 
     #[test]

@@ -105,8 +105,10 @@ fn budgeted(
     slots: u32,
 ) -> Result<(CryptPbkdfType, Option<BudgetShortfall>), LibcryptErr> {
     let calibrate_ms = d.time_ms.max(CALIBRATION_MS);
-    let (calibrated, threads) =
-        benchmark_argon2id(calibrate_ms, d.max_memory_kb, d.parallel_threads, key_size)?;
+    let (calibrated, threads) = match test_calibration() {
+        Some(fixed) => (fixed, d.parallel_threads),
+        None => benchmark_argon2id(calibrate_ms, d.max_memory_kb, d.parallel_threads, key_size)?,
+    };
     let benchmarked = scale_to_share(calibrated, calibrate_ms, d.time_ms);
     let ceiling = (d.max_memory_kb > 0).then_some(u64::from(d.max_memory_kb));
     let written = lift_to_floor(benchmarked, floor, ceiling).ok_or_else(|| {
@@ -131,6 +133,25 @@ fn budgeted(
         },
         short,
     ))
+}
+
+/// Test builds only: `KEYWARD_TEST_ARGON2_CALIBRATION=MEMORYxPASSES` stands for what the
+/// benchmark measured, so an end-to-end test can check the budget's arithmetic on real slots
+/// without depending on how busy the machine is (tests/boot_budget.rs). Slot writing and
+/// everything after it stay real.
+#[cfg(feature = "failpoints")]
+fn test_calibration() -> Option<Argon2Cost> {
+    let v = std::env::var("KEYWARD_TEST_ARGON2_CALIBRATION").ok()?;
+    let (m, t) = v.split_once('x')?;
+    Some(Argon2Cost {
+        memory_kib: m.parse().ok()?,
+        time: t.parse().ok()?,
+    })
+}
+
+#[cfg(not(feature = "failpoints"))]
+fn test_calibration() -> Option<Argon2Cost> {
+    None
 }
 
 /// libcryptsetup's own argon2id benchmark (what `cryptsetup luksAddKey --iter-time` runs): the
