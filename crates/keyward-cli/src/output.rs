@@ -78,9 +78,11 @@ fn unlock_cost(c: &UnlockCostReport) -> Vec<String> {
             order.join(", ")
         }
     )];
-    if let (Some(user), Some(slot), Some(w)) = (&c.last_user, c.last_user_slot, &c.last_user_cost)
-    {
-        lines.push(format!("  last user tried, {user} (slot {slot}): {}", work(w)));
+    if let (Some(user), Some(slot), Some(w)) = (&c.last_user, c.last_user_slot, &c.last_user_cost) {
+        lines.push(format!(
+            "  last user tried, {user} (slot {slot}): {}",
+            work(w)
+        ));
     }
     lines.push(format!("  wrong passphrase: {}", work(&c.wrong_password)));
     lines

@@ -60,7 +60,10 @@ stop_helper
 fn argon2(meta: &Value, slot: &str) -> (u64, u64) {
     let kdf = &meta["keyslots"][slot]["kdf"];
     assert_eq!(kdf["type"], "argon2id", "slot {slot}: {kdf}");
-    (kdf["memory"].as_u64().unwrap(), kdf["time"].as_u64().unwrap())
+    (
+        kdf["memory"].as_u64().unwrap(),
+        kdf["time"].as_u64().unwrap(),
+    )
 }
 
 #[test]
@@ -85,7 +88,11 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
         first["keyslots"][k.as_str()]["kdf"]["memory"] == 65536
             && first["keyslots"][k.as_str()]["kdf"]["time"] == 6
     });
-    assert!(alice_first.is_some(), "alice's first slot: {first}\n{}", ctx());
+    assert!(
+        alice_first.is_some(),
+        "alice's first slot: {first}\n{}",
+        ctx()
+    );
     assert_eq!(argon2(&meta, &slot("bob")), (65_536, 4), "{}", ctx());
     assert_eq!(argon2(&meta, &slot("carol")), (52_428, 4), "{}", ctx());
     assert_eq!(argon2(&meta, &slot("alice")), (52_428, 4), "{}", ctx());
@@ -137,8 +144,13 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
     let (at, last) = tried
         .iter()
         .enumerate()
-        .filter_map(|(i, n)| users.iter().find(|u| slot(u) == n.to_string()).map(|u| (i, *u)))
-        .last()
+        .rev()
+        .find_map(|(i, n)| {
+            users
+                .iter()
+                .find(|u| slot(u) == n.to_string())
+                .map(|u| (i, *u))
+        })
         .unwrap();
     assert_eq!(cost["last_user"], last, "{status}");
     assert_eq!(cost["last_user_slot"], tried[at], "{status}");
@@ -148,7 +160,10 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
     let text = read("status.txt");
     let order: Vec<String> = tried.iter().map(ToString::to_string).collect();
     assert!(
-        text.contains(&format!("a typed passphrase tries slots {}", order.join(", "))),
+        text.contains(&format!(
+            "a typed passphrase tries slots {}",
+            order.join(", ")
+        )),
         "{text}"
     );
     assert!(

@@ -58,11 +58,10 @@ pub fn scale_to_share(calibrated: Argon2Cost, calibrated_ms: u32, share_ms: u32)
     let share = work * u128::from(share_ms) / u128::from(calibrated_ms);
     let min_passes = u128::from(LIBCRYPTSETUP_ARGON2_MIN_PASSES);
     let memory = (share / min_passes).min(u128::from(calibrated.memory_kib));
-    let passes = if memory == 0 {
-        min_passes
-    } else {
-        (share / memory).max(min_passes)
-    };
+    let passes = share
+        .checked_div(memory)
+        .unwrap_or(min_passes)
+        .max(min_passes);
     Argon2Cost {
         memory_kib: u64::try_from(memory).unwrap_or(u64::MAX),
         time: u64::try_from(passes).unwrap_or(u64::MAX),
@@ -155,7 +154,12 @@ mod tests {
     #[test]
     fn a_benchmarked_cost_at_or_above_the_floor_is_kept() {
         let f = &OWASP_FLOOR;
-        for c in [cost(9_216, 4), cost(1_048_576, 4), cost(19_456, 7), cost(7_168, 5)] {
+        for c in [
+            cost(9_216, 4),
+            cost(1_048_576, 4),
+            cost(19_456, 7),
+            cost(7_168, 5),
+        ] {
             assert_eq!(lift_to_floor(c, f, None), Some(c));
         }
     }

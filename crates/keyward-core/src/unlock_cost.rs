@@ -236,7 +236,10 @@ mod tests {
         s.slot_order = order;
         assert_eq!(ids(&try_order(&s)), vec![29, 0, 31, 30]);
         let u = slowest_unlock(&s);
-        assert_eq!(u.last_user.map(|(slot, n, _)| (slot.get(), n)), Some((30, "alice".into())));
+        assert_eq!(
+            u.last_user.map(|(slot, n, _)| (slot.get(), n)),
+            Some((30, "alice".into()))
+        );
         // Not a header, or a key that is no slot number: no order (then by number).
         assert_eq!(header_slot_order("[]"), None);
         assert_eq!(header_slot_order(r#"{"keyslots":{"x":{}}}"#), None);

@@ -183,8 +183,8 @@ impl SlotBackend for LuksBackend {
     fn read(&mut self) -> Result<VolumeState, StoreError> {
         let meta = self.ctx()?.status_handle().dump_json();
         let meta = meta.map_err(|_| StoreError::CorruptHeader(shown(&self.device)))?;
-        let mut state = VolumeState::from_luks2_json(&meta)
-            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        let mut state =
+            VolumeState::from_luks2_json(&meta).map_err(|e| StoreError::Backend(e.to_string()))?;
         // The order a typed passphrase tries slots in (`keyward status`'s boot unlock cost);
         // unknown (by number) if the text cannot be read.
         state.slot_order = crate::probe::metadata_text(&self.device)
