@@ -173,3 +173,36 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
         "{text}"
     );
 }
+
+/// The helper refuses a budget beside the settings it contradicts, and says which, before it
+/// serves: `argon2_time_ms` (config load) and `danger_fast_kdf` (the KDF policy check).
+#[test]
+fn the_helper_refuses_a_budget_with_argon2_time_ms_or_danger_fast_kdf() {
+    for (lines, says) in [
+        (
+            &["danger_fast_kdf = false", "argon2_time_ms = 500"][..],
+            "kdf.boot_budget_ms and kdf.argon2_time_ms both set",
+        ),
+        (
+            &["danger_fast_kdf = true"][..],
+            "boot_budget_ms sizes argon2id passphrase slots; danger_fast_kdf",
+        ),
+    ] {
+        let mut inst = Instance::prepare();
+        set_table_line(&inst, "kdf", "boot_budget_ms = 1000");
+        for l in lines {
+            set_table_line(&inst, "kdf", l);
+        }
+        assert!(!inst.try_start(), "the helper started with {lines:?}");
+        assert!(
+            inst.helper_stderr().contains(says),
+            "{}",
+            inst.helper_stderr()
+        );
+    }
+    // Alone, the budget is accepted.
+    let mut inst = Instance::prepare();
+    set_table_line(&inst, "kdf", "danger_fast_kdf = false");
+    set_table_line(&inst, "kdf", "boot_budget_ms = 1000");
+    assert!(inst.try_start(), "{}", inst.helper_stderr());
+}
