@@ -28,7 +28,7 @@ pub fn luks2_metadata(data: &[u8]) {
         if let Ok(text) = std::str::from_utf8(data) {
             state.slot_order = crate::unlock_cost::header_slot_order(text).unwrap_or_default();
         }
-        let _ = crate::ipc::UnlockCostReport::from_state(&state);
+        let _ = ipc::UnlockCostReport::from_state(&state);
     }
 }
 
