@@ -1,6 +1,6 @@
 //! Printing replies for people (tables) and programs (`--json`, a stable shape).
 
-use keyward_core::ipc::{FindingReport, VerifyReport, VolumeReport};
+use keyward_core::ipc::{FindingReport, UnlockCostReport, VerifyReport, VolumeReport, WorkReport};
 use serde_json::json;
 
 use crate::Failure;
@@ -58,8 +58,46 @@ pub fn status(volumes: &[VolumeReport], json: bool) -> Result<(), Failure> {
         for f in &v.findings {
             println!("  {}", finding(f));
         }
+        if let Some(c) = &v.unlock_cost {
+            for line in unlock_cost(c) {
+                println!("  {line}");
+            }
+        }
     }
     Ok(())
+}
+
+/// The slowest unlocks at the boot prompt, as KDF work (docs/MACHINE-OUTPUT.md).
+fn unlock_cost(c: &UnlockCostReport) -> Vec<String> {
+    let order: Vec<String> = c.order.iter().map(ToString::to_string).collect();
+    let mut lines = vec![format!(
+        "boot unlock: a typed passphrase tries slots {}",
+        if order.is_empty() {
+            "(none)".to_owned()
+        } else {
+            order.join(", ")
+        }
+    )];
+    if let (Some(user), Some(slot), Some(w)) = (&c.last_user, c.last_user_slot, &c.last_user_cost) {
+        lines.push(format!(
+            "  last user tried, {user} (slot {slot}): {}",
+            work(w)
+        ));
+    }
+    lines.push(format!("  wrong passphrase: {}", work(&c.wrong_password)));
+    lines
+}
+
+/// `4 slots: argon2 147456 KiB-passes, pbkdf2 1000 iterations`.
+fn work(w: &WorkReport) -> String {
+    let unknown = match w.unknown_slots {
+        0 => String::new(),
+        n => format!(", {n} of unknown cost"),
+    };
+    format!(
+        "{} slots: argon2 {} KiB-passes, pbkdf2 {} iterations{unknown}",
+        w.slots, w.argon2_kib_passes, w.pbkdf2_iterations
+    )
 }
 
 /// One finding as a line: `weak-kdf: keyslot 1 (unmanaged): pbkdf2-sha256, 1000 iterations: …`.

@@ -188,6 +188,7 @@ struct RawKdf {
     danger_fast_kdf: bool,
     argon2_time_ms: Option<u32>,
     argon2_memory_kib: Option<u32>,
+    boot_budget_ms: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -311,6 +312,22 @@ impl Config {
                 danger_fast_kdf: raw.kdf.danger_fast_kdf,
                 argon2_time_ms: raw.kdf.argon2_time_ms,
                 argon2_max_memory_kib: raw.kdf.argon2_memory_kib,
+                boot_budget_ms: match (raw.kdf.boot_budget_ms, raw.kdf.argon2_time_ms) {
+                    (Some(0), _) => {
+                        return Err(ConfigError(
+                            "kdf.boot_budget_ms must be at least 1 (leave it out for no budget)"
+                                .into(),
+                        ))
+                    }
+                    (Some(_), Some(_)) => {
+                        return Err(ConfigError(
+                            "kdf.boot_budget_ms and kdf.argon2_time_ms both set: the budget \
+                             sets each passphrase slot's time; keep one"
+                                .into(),
+                        ))
+                    }
+                    (budget, _) => budget,
+                },
             },
             volumes,
             policy: Policy {
@@ -437,6 +454,27 @@ mod tests {
             c.policy.primary_user.map(|u| u.to_string()),
             Some("alice".into())
         );
+    }
+
+    #[test]
+    fn boot_budget() {
+        let vol = "[[volume]]\nname = \"a\"\ndevice = \"/x\"\n";
+        let c = Config::parse(vol).expect("valid");
+        assert_eq!(c.kdf.boot_budget_ms, None);
+        let c = Config::parse(&format!("[kdf]\nboot_budget_ms = 3000\n{vol}")).expect("valid");
+        assert_eq!(c.kdf.boot_budget_ms, Some(3000));
+        for (bad, says) in [
+            ("[kdf]\nboot_budget_ms = 0\n", "at least 1"),
+            (
+                "[kdf]\nboot_budget_ms = 3000\nargon2_time_ms = 500\n",
+                "both set",
+            ),
+            ("[kdf]\nboot_budget_ms = -1\n", "expected u32"),
+            ("[kdf]\nboot_budget = 3000\n", "unknown field"),
+        ] {
+            let e = Config::parse(&format!("{bad}{vol}")).expect_err(bad);
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

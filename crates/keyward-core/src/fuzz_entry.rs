@@ -21,9 +21,14 @@ pub fn luks2_metadata(data: &[u8]) {
         return;
     };
     let _ = KeywardToken::from_json(&json);
-    if let Ok(state) = VolumeState::from_luks2_json(&json) {
+    if let Ok(mut state) = VolumeState::from_luks2_json(&json) {
         let _ = state.holders();
         let _ = invariants::check_state(&state);
+        // The keyslot order is read from the header's text, as keyward-luks reads it.
+        if let Ok(text) = std::str::from_utf8(data) {
+            state.slot_order = crate::unlock_cost::header_slot_order(text).unwrap_or_default();
+        }
+        let _ = ipc::UnlockCostReport::from_state(&state);
     }
 }
 

@@ -321,6 +321,72 @@ pub struct VolumeReport {
     pub findings: Vec<FindingReport>,
     /// Why the volume could not be read, if it could not.
     pub error: Option<String>,
+    /// What the slowest unlocks at the boot prompt cost (`None` for a FileVault volume or one
+    /// that could not be read).
+    pub unlock_cost: Option<UnlockCostReport>,
+}
+
+/// The slowest unlocks of one LUKS2 volume, from its slots' KDF parameters
+/// ([`crate::unlock_cost`]): work, not time.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UnlockCostReport {
+    /// The slots a typed passphrase tries, in order (`prefer`, then `normal`, each in header
+    /// order).
+    pub order: Vec<u32>,
+    /// The keyward user whose slot is tried last.
+    pub last_user: Option<String>,
+    /// That user's slot.
+    pub last_user_slot: Option<u32>,
+    /// What unlocking as that user costs: every slot up to and including theirs.
+    pub last_user_cost: Option<WorkReport>,
+    /// What a wrong passphrase costs: every slot in `order`.
+    pub wrong_password: WorkReport,
+}
+
+/// Summed key-derivation work of the slots tried.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WorkReport {
+    /// Slots tried.
+    pub slots: u32,
+    /// argon2 memory (KiB) × passes, summed.
+    pub argon2_kib_passes: u64,
+    /// PBKDF2 iterations, summed.
+    pub pbkdf2_iterations: u64,
+    /// Slots whose KDF keyward cannot read: their cost is unknown, not counted.
+    pub unknown_slots: u32,
+}
+
+impl From<crate::unlock_cost::Work> for WorkReport {
+    fn from(w: crate::unlock_cost::Work) -> Self {
+        WorkReport {
+            slots: w.slots,
+            argon2_kib_passes: w.argon2_kib_passes,
+            pbkdf2_iterations: w.pbkdf2_iterations,
+            unknown_slots: w.unknown_slots,
+        }
+    }
+}
+
+impl UnlockCostReport {
+    /// The report for a volume's state; `None` for a FileVault volume (macOS derives its keys,
+    /// in no LUKS2 order).
+    pub fn from_state(state: &crate::model::VolumeState) -> Option<Self> {
+        if state
+            .slots
+            .iter()
+            .any(|s| s.params == crate::kdf_floor::SlotKdf::NotLuks2)
+        {
+            return None;
+        }
+        let u = crate::unlock_cost::slowest_unlock(state);
+        Some(UnlockCostReport {
+            order: u.order.iter().map(|s| s.get()).collect(),
+            last_user_slot: u.last_user.as_ref().map(|(s, _, _)| s.get()),
+            last_user_cost: u.last_user.as_ref().map(|(_, _, w)| (*w).into()),
+            last_user: u.last_user.map(|(_, n, _)| n),
+            wrong_password: u.wrong_password.into(),
+        })
+    }
 }
 
 /// A slot that is a problem though no invariant is broken; for now one kind, `weak-kdf`: a
@@ -361,6 +427,7 @@ impl VolumeReport {
             violations: vec![],
             findings: vec![],
             error: Some(error.into()),
+            unlock_cost: None,
         }
     }
 
@@ -411,6 +478,7 @@ impl VolumeReport {
                 .collect(),
             findings: Vec::new(),
             error: None,
+            unlock_cost: UnlockCostReport::from_state(state),
         }
     }
 }

@@ -35,6 +35,10 @@ pub enum KdfParams {
         time_ms: Option<u32>,
         /// Memory ceiling in KiB.
         max_memory_kib: Option<u32>,
+        /// Set when a boot budget chose `time_ms`: the benchmarked cost must then be lifted to
+        /// this floor if the budget's share is too short for it
+        /// ([`crate::boot_budget::lift_to_floor`]).
+        floor: Option<&'static KdfFloor>,
     },
 }
 
@@ -58,6 +62,10 @@ pub enum KdfBuild {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum KdfPolicyError {
+    /// `boot_budget_ms` and `danger_fast_kdf` together: fast test slots are PBKDF2, which the
+    /// budget does not size.
+    #[error("[kdf] boot_budget_ms sizes argon2id passphrase slots; danger_fast_kdf makes them PBKDF2 × 1000: set one, not both")]
+    BudgetWithFastKdf,
     /// `danger_fast_kdf = true` in a build that ships.
     #[error("[kdf] danger_fast_kdf = true is for test builds only (cargo feature keyward-helper/test-kdf); remove it: passphrase slots must meet the KDF floor")]
     FastKdfInShippedBuild,
@@ -82,15 +90,29 @@ pub struct KdfPolicy {
     pub argon2_time_ms: Option<u32>,
     /// Override the argon2id memory ceiling.
     pub argon2_max_memory_kib: Option<u32>,
+    /// The boot budget: every new or rekeyed passphrase slot gets the time target
+    /// budget ÷ (passphrase slots the volume will hold), never below the floor. Excludes
+    /// `argon2_time_ms` (config load refuses both).
+    pub boot_budget_ms: Option<u32>,
 }
 
 impl KdfPolicy {
-    /// The parameters for a new slot of `class`.
-    pub fn params(&self, class: KdfClass) -> KdfParams {
+    /// The parameters for a new slot of `class` on a volume whose typed password will try
+    /// `passphrase_slots` passphrase slots once it is added
+    /// ([`crate::boot_budget::passphrase_slots_after_add`]); only a boot budget looks at it.
+    pub fn params(&self, class: KdfClass, passphrase_slots: u32) -> KdfParams {
         match class {
-            KdfClass::Passphrase if !self.danger_fast_kdf => KdfParams::Argon2id {
-                time_ms: self.argon2_time_ms,
-                max_memory_kib: self.argon2_max_memory_kib,
+            KdfClass::Passphrase if !self.danger_fast_kdf => match self.boot_budget_ms {
+                Some(budget) => KdfParams::Argon2id {
+                    time_ms: Some(crate::boot_budget::per_slot_ms(budget, passphrase_slots)),
+                    max_memory_kib: self.argon2_max_memory_kib,
+                    floor: Some(&OWASP_FLOOR),
+                },
+                None => KdfParams::Argon2id {
+                    time_ms: self.argon2_time_ms,
+                    max_memory_kib: self.argon2_max_memory_kib,
+                    floor: None,
+                },
             },
             KdfClass::Passphrase | KdfClass::RandomKey => KdfParams::Pbkdf2Sha512 {
                 iterations: RANDOM_KEY_PBKDF2_ITERATIONS,
@@ -114,6 +136,9 @@ impl KdfPolicy {
     pub fn check(&self, build: KdfBuild) -> Result<(), KdfPolicyError> {
         if self.danger_fast_kdf && build == KdfBuild::Shipped {
             return Err(KdfPolicyError::FastKdfInShippedBuild);
+        }
+        if self.danger_fast_kdf && self.boot_budget_ms.is_some() {
+            return Err(KdfPolicyError::BudgetWithFastKdf);
         }
         let least = self
             .passphrase_floor(build)
@@ -139,12 +164,16 @@ mod tests {
     #[test]
     fn passphrases_get_argon2id_unless_danger() {
         let p = KdfPolicy::default();
-        assert!(matches!(
-            p.params(KdfClass::Passphrase),
-            KdfParams::Argon2id { .. }
-        ));
         assert_eq!(
-            p.params(KdfClass::RandomKey),
+            p.params(KdfClass::Passphrase, 5),
+            KdfParams::Argon2id {
+                time_ms: None,
+                max_memory_kib: None,
+                floor: None
+            }
+        );
+        assert_eq!(
+            p.params(KdfClass::RandomKey, 5),
             KdfParams::Pbkdf2Sha512 { iterations: 1000 }
         );
         let fast = KdfPolicy {
@@ -152,9 +181,53 @@ mod tests {
             ..p
         };
         assert_eq!(
-            fast.params(KdfClass::Passphrase),
+            fast.params(KdfClass::Passphrase, 5),
             KdfParams::Pbkdf2Sha512 { iterations: 1000 }
         );
+    }
+
+    #[test]
+    fn a_boot_budget_gives_each_passphrase_slot_its_share_and_the_floor() {
+        let p = KdfPolicy {
+            boot_budget_ms: Some(2000),
+            argon2_max_memory_kib: Some(65_536),
+            ..KdfPolicy::default()
+        };
+        for (slots, share) in [(1, 2000), (4, 500), (16, 125), (32, 62)] {
+            assert_eq!(
+                p.params(KdfClass::Passphrase, slots),
+                KdfParams::Argon2id {
+                    time_ms: Some(share),
+                    max_memory_kib: Some(65_536),
+                    floor: Some(&OWASP_FLOOR)
+                },
+                "{slots} slots"
+            );
+        }
+        // Random keys stay PBKDF2 × 1000: the budget is for passphrases.
+        assert_eq!(
+            p.params(KdfClass::RandomKey, 16),
+            KdfParams::Pbkdf2Sha512 { iterations: 1000 }
+        );
+        // With argon2_time_ms instead, the count does not matter (today's behaviour).
+        let fixed = KdfPolicy {
+            argon2_time_ms: Some(800),
+            ..KdfPolicy::default()
+        };
+        assert_eq!(
+            fixed.params(KdfClass::Passphrase, 16),
+            fixed.params(KdfClass::Passphrase, 1)
+        );
+        // A budget and danger_fast_kdf contradict each other.
+        let both = KdfPolicy {
+            danger_fast_kdf: true,
+            ..p
+        };
+        assert_eq!(
+            both.check(KdfBuild::Test),
+            Err(KdfPolicyError::BudgetWithFastKdf)
+        );
+        assert_eq!(p.check(KdfBuild::Shipped), Ok(()));
     }
 
     #[test]

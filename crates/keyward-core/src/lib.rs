@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod audit;
+pub mod boot_budget;
 pub mod catalog;
 pub mod command;
 pub mod command_journal;
@@ -32,6 +33,7 @@ pub mod schedule;
 pub mod secret;
 pub mod store;
 pub mod token;
+pub mod unlock_cost;
 pub mod weak_kdf;
 
 pub use error::{InputError, Refusal, StoreError};

@@ -181,6 +181,11 @@ pub struct VolumeState {
     pub slots: Vec<SlotInfo>,
     /// Tokens, ascending.
     pub tokens: Vec<TokenEntry>,
+    /// The order the header's JSON lists its keyslots in, which is the order libcryptsetup
+    /// tries a typed passphrase against each priority group (json-c keeps insertion order, so
+    /// a slot added later is tried later whatever its number). Empty when unknown (a FileVault
+    /// volume, or a header read as parsed JSON): then by number.
+    pub slot_order: Vec<SlotId>,
 }
 
 /// Why a header's JSON could not be modelled.
@@ -229,7 +234,11 @@ impl VolumeState {
             }
         }
         tokens.sort_by_key(TokenEntry::id);
-        Ok(VolumeState { slots, tokens })
+        Ok(VolumeState {
+            slots,
+            tokens,
+            slot_order: Vec::new(),
+        })
     }
 
     /// The slot with this number, if active.

@@ -183,7 +183,14 @@ impl SlotBackend for LuksBackend {
     fn read(&mut self) -> Result<VolumeState, StoreError> {
         let meta = self.ctx()?.status_handle().dump_json();
         let meta = meta.map_err(|_| StoreError::CorruptHeader(shown(&self.device)))?;
-        VolumeState::from_luks2_json(&meta).map_err(|e| StoreError::Backend(e.to_string()))
+        let mut state =
+            VolumeState::from_luks2_json(&meta).map_err(|e| StoreError::Backend(e.to_string()))?;
+        // The order a typed passphrase tries slots in (`keyward status`'s boot unlock cost);
+        // unknown (by number) if the text cannot be read.
+        state.slot_order = crate::probe::metadata_text(&self.device)
+            .and_then(|t| keyward_core::unlock_cost::header_slot_order(&t))
+            .unwrap_or_default();
+        Ok(state)
     }
 
     fn add_slot(
@@ -194,8 +201,11 @@ impl SlotBackend for LuksBackend {
         secret: &Secret,
         kdf: KdfClass,
     ) -> Result<(), StoreError> {
-        self.write("add keyslot", |dev, policy| {
-            crate::kdf::apply(dev, policy, kdf)?;
+        // A boot budget shares its time among the passphrase slots the volume will hold.
+        let slots = keyward_core::boot_budget::passphrase_slots_after_add(&self.read()?, slot);
+        let mut shortfall = None;
+        let added = self.write("add keyslot", |dev, policy| {
+            shortfall = crate::kdf::apply(dev, policy, kdf, slots)?;
             let Some(from) = authority_slot else {
                 return dev
                     .keyslot_handle()
@@ -219,7 +229,12 @@ impl SlotBackend for LuksBackend {
                     CryptVolumeKey::empty(),
                 )
                 .map(drop)
-        })
+        });
+        if let (Ok(()), Some(short)) = (&added, shortfall) {
+            // The helper's stderr is its log (journald); the slot itself is sound.
+            eprintln!("keyward: {}: slot {slot}: {short}", shown(&self.device));
+        }
+        added
     }
 
     fn test_slot(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {

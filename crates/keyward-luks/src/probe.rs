@@ -119,6 +119,32 @@ pub fn seqid(device: &Path) -> Option<u64> {
     }
 }
 
+/// The primary header copy's JSON text (after the 4 KiB binary header, up to its NUL), as
+/// libcryptsetup wrote it: unlike the parsed JSON, it keeps the keyslots' order. `None` if it
+/// cannot be read; call after [`probe`] has checked both copies.
+pub fn metadata_text(device: &Path) -> Option<String> {
+    let mut f = open(device).ok()?;
+    let mut head = [0u8; 24];
+    if read_up_to(&mut f, &mut head, device).ok()? < head.len() {
+        return None;
+    }
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&head[8..16]);
+    let hdr_size = u64::from_be_bytes(size);
+    if !(16384..=MAX_HDR).contains(&hdr_size) {
+        return None;
+    }
+    let mut area = vec![0u8; usize::try_from(hdr_size - BINARY_HDR).ok()?];
+    f.seek(SeekFrom::Start(BINARY_HDR)).ok()?;
+    f.read_exact(&mut area).ok()?;
+    let end = area.iter().position(|b| *b == 0).unwrap_or(area.len());
+    area.truncate(end);
+    String::from_utf8(area).ok()
+}
+
+/// The LUKS2 binary header's size: the JSON area follows it.
+const BINARY_HDR: u64 = 4096;
+
 fn open(device: &Path) -> Result<File, StoreError> {
     File::options()
         .read(true)

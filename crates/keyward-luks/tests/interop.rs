@@ -160,6 +160,7 @@ fn passphrases_get_argon2id_by_default() {
         danger_fast_kdf: false,
         argon2_time_ms: Some(50),
         argon2_max_memory_kib: Some(32 * 1024),
+        boot_budget_ms: None,
     };
     let mut store = keyward_luks::open(&img.path, &img.lock, policy).unwrap();
     let slot = store

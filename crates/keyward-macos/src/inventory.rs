@@ -201,7 +201,11 @@ pub fn build_view(inv: &Inventory, reg: &Registry) -> Result<View, MacError> {
         })
         .collect();
     Ok(View {
-        state: VolumeState { slots, tokens },
+        state: VolumeState {
+            slots,
+            tokens,
+            ..VolumeState::default()
+        },
         targets,
     })
 }

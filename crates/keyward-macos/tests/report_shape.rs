@@ -1,7 +1,8 @@
 //! `keyward status --json` has one shape on both platforms: a LUKS2 volume (the metadata of a
 //! real image, fixtures/luks2-header.json) and a FileVault volume (the simulated Mac) produce
 //! the same keys with the same value types, holder role by holder role. The JSON is built the
-//! way keyward-cli's `output::status` prints it: `{"volumes": [VolumeReport, …]}`.
+//! way keyward-cli's `output::status` prints it: `{"volumes": [VolumeReport, …]}`. One field is
+//! LUKS2's alone: `unlock_cost` (the boot prompt's try order; FileVault has none), `null` there.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -87,9 +88,12 @@ fn status_json_has_the_same_shape_for_luks2_and_filevault() {
     let strip = |v: &Value| {
         let mut v = v.clone();
         v["volumes"][0]["holders"] = json!([]);
+        v["volumes"][0]["unlock_cost"] = Value::Null;
         shape(&v)
     };
     assert_eq!(strip(&l), strip(&f));
+    assert!(l["volumes"][0]["unlock_cost"].is_object(), "{l}");
+    assert_eq!(f["volumes"][0]["unlock_cost"], Value::Null);
     let (lh, fh) = (holders_by_role(&l), holders_by_role(&f));
     assert_eq!(
         lh.keys().collect::<Vec<_>>(),

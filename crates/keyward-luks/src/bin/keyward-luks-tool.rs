@@ -14,7 +14,8 @@
 //! ```
 //! The authority is the service secret, unless `--holder` says it is a current holder's
 //! passphrase. `--danger-fast-kdf` uses PBKDF2 for passphrases (tests only);
-//! `--argon2-time-ms N` and `--argon2-memory-kib N` override the argon2id defaults.
+//! `--argon2-time-ms N` and `--argon2-memory-kib N` override the argon2id defaults;
+//! `--boot-budget-ms N` sets `[kdf] boot_budget_ms` (scripts/bench-boot).
 //! Exit codes follow the keyward CLI contract: 0 ok, 1 error, 2 usage, 3 authentication
 //! failed, 4 refused by a safety rule, 6 busy.
 
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
             "--holder" => flags.holder = true,
             "--argon2-time-ms" => flags.argon2_time_ms = number(&mut args),
             "--argon2-memory-kib" => flags.argon2_memory_kib = number(&mut args),
+            "--boot-budget-ms" => flags.boot_budget_ms = number(&mut args),
             _ => break,
         }
         if !args.is_empty() {
@@ -71,6 +73,7 @@ struct Flags {
     holder: bool,
     argon2_time_ms: Option<u32>,
     argon2_memory_kib: Option<u32>,
+    boot_budget_ms: Option<u32>,
 }
 
 enum Failure {
@@ -123,6 +126,7 @@ fn run(args: &[String], flags: Flags) -> Result<serde_json::Value, Failure> {
         danger_fast_kdf: flags.fast,
         argon2_time_ms: flags.argon2_time_ms,
         argon2_max_memory_kib: flags.argon2_memory_kib,
+        boot_budget_ms: flags.boot_budget_ms,
     };
     let mut store = keyward_luks::open(Path::new(device), Path::new(lock), kdf)?;
     let stdin = std::io::stdin();

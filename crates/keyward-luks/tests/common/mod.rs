@@ -17,6 +17,7 @@ pub const FAST: KdfPolicy = KdfPolicy {
     danger_fast_kdf: true,
     argon2_time_ms: None,
     argon2_max_memory_kib: None,
+    boot_budget_ms: None,
 };
 
 pub fn secret(s: &str) -> Secret {
