@@ -98,8 +98,19 @@ fn agent_class_may_look_but_not_change() {
         b"pw\n",
     );
     assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    // Refused for who asks, and saying so.
+    assert!(
+        stderr(&out).contains("not allowed for the agent class"),
+        "{}",
+        stderr(&out)
+    );
     let out = inst.keyward_as(Some(NOBODY), &["revoke", "data", "daemon"], b"");
     assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not allowed for the agent class"),
+        "{}",
+        stderr(&out)
+    );
     let refused: Vec<_> = inst
         .audit_lines()
         .into_iter()
@@ -129,16 +140,20 @@ for _ in range(24):
         pass
 print(len(held), flush=True)
 frame = b"\0\0\0\xc8" + b"\7" * 200   # a 200-byte frame, a byte a second
-end = time.time() + 12
+start = time.time()
+end = start + 12
 i = 0
+dropped = []
 while time.time() < end:
     for s in list(held):
         try:
             s.send(frame[i:i + 1])
         except OSError:
             held.remove(s)
+            dropped.append(time.time() - start)
     i += 1
     time.sleep(1)
+print(len(held), max(dropped, default=-1.0), flush=True)
 "#;
     let mut flood = std::process::Command::new("setpriv")
         .args([
@@ -151,12 +166,9 @@ while time.time() < end:
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut said = std::io::BufReader::new(flood.stdout.take().unwrap());
     let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(flood.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut said, &mut first).unwrap();
     assert!(
         first.trim().parse::<u32>().unwrap() > 0,
         "the flood connected: {first}"
@@ -172,7 +184,18 @@ while time.time() < end:
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    // Every connection is dropped, the last within the 5 s frame deadline (plus the second
+    // or two the trickler needs to notice): none is allowed to stay by trickling.
+    let mut last = String::new();
+    std::io::BufRead::read_line(&mut said, &mut last).unwrap();
     flood.wait().unwrap();
+    let (left, latest) = last.trim().split_once(' ').unwrap();
+    let latest: f64 = latest.parse().unwrap();
+    assert_eq!(left, "0", "connections still open after 12 s: {last}");
+    assert!(
+        latest < 8.5,
+        "a trickling connection lasted {latest:.1}s (deadline 5 s)"
+    );
     let lines = inst.audit_lines();
     let over = lines
         .iter()
