@@ -44,7 +44,14 @@ fn enroll(inst: &Instance, srv: &Server, url: &str) -> (std::process::Output, f6
 /// One hostile answer: refused with `expect` in the message, in time, nothing changed.
 fn refused(inst: &Instance, srv: &Server, agent: &mut Agent, name: &str, url: &str, expect: &str) {
     let before = enrolled_state(inst);
+    let cpu_before = cpu_ticks(agent.id());
     let (out, secs, token) = enroll(inst, srv, url);
+    // Waiting is not spinning: a little CPU however long the server takes.
+    let cpu = (cpu_ticks(agent.id()) - cpu_before) as f64 / 100.0;
+    assert!(
+        cpu < 1.0 + secs / 10.0,
+        "{name}: {cpu}s of CPU in {secs:.1}s"
+    );
     let err = stderr(&out);
     let context = format!(
         "{name}: {secs:.1}s, stderr: {err}\nagent:\n{}",
