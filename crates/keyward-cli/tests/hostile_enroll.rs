@@ -7,7 +7,8 @@
 //! token. Every time: the CLI fails with a clear, short, escaped message within the agent's
 //! request deadline, the token is in no output, the agent lives, and nothing is enrolled (or
 //! the earlier enrollment stays byte for byte); afterwards enrollment with the real server
-//! works and the first recovery key is escrowed.
+//! works and the first recovery key is escrowed, and nothing the device sent the server holds
+//! a user's passphrase, the service secret, the recovery key or the device key.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -23,6 +24,10 @@ const FAST: &str = "checkin_interval_secs = 1\nretry_initial_secs = 1\nretry_max
 const DEADLINE_SECS: f64 = 15.0;
 /// What a CLI call may take beyond it (starting processes, the helper, a loaded machine).
 const SLACK_SECS: f64 = 5.0;
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
 
 /// What enrollment leaves behind: the agent's key and id, the helper's device id.
 fn enrolled_state(inst: &Instance) -> [Option<Vec<u8>>; 3] {
@@ -181,8 +186,8 @@ fn hostile_enrollment_answers_enroll_nothing() {
     );
     drop(impostor);
 
-    // The real server, through a proxy that keeps its answer: enrolled (then pointed past the
-    // proxy, as enrolling with the server itself would have).
+    // The real server, through a proxy that keeps its answer and every request the agent
+    // sends from now on: enrolled.
     let recorded = inst.path("recorded.json");
     let recorder = Hostile::start(
         &inst,
@@ -202,8 +207,6 @@ fn hostile_enrollment_answers_enroll_nothing() {
         stderr(&out),
         agent_log(&inst)
     );
-    drop(recorder);
-    point_agent_at(&inst, &srv.url());
     let answer = std::fs::read_to_string(inst.path("recorded.json.enroll")).unwrap();
     let device: serde_json::Value = serde_json::from_str(&answer).unwrap();
     let device = device["device_id"].as_str().unwrap().to_owned();
@@ -240,10 +243,56 @@ fn hostile_enrollment_answers_enroll_nothing() {
     drop(hostile);
 
     // The enrollment works: the first recovery key is escrowed with the real server, and its
-    // key opens the disk.
+    // key opens the disk. Meanwhile a user gets a slot and the service secret rotates.
+    let user_pass = "daemon's passphrase, never on the wire";
+    let out = inst.keyward(
+        &["grant", "data", "daemon", "--passphrase-stdin"],
+        format!("{user_pass}\n").as_bytes(),
+    );
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let first_service = std::fs::read(inst.path("state/service/data")).unwrap();
+    let out = inst.keyward(&["service", "rotate", "data"], b"");
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let service = std::fs::read(inst.path("state/service/data")).unwrap();
     let (slot, _) = wait_for(&inst, "the first escrowed key", || settled_key(&inst));
     let key = srv.key_show(&device, "hostile enrollment drill");
     assert!(inst.opens(slot, key.as_bytes()));
+
+    // What the server saw of the device (THREAT-MODEL: a compromised server cannot read users'
+    // passwords or the service secret, they never leave the device): its public key, signed
+    // requests, the key's age ciphertext — and no secret, in any encoding the agent uses.
+    let wire_file = inst.path("recorded.json.wire");
+    let wire = wait_for(&inst, "a check-in after the escrow", || {
+        let w = std::fs::read(&wire_file).ok()?;
+        let after = w.windows(7).position(|x| x == b"/escrow")?;
+        contains(&w[after..], b"/checkin").then_some(w)
+    });
+    assert!(
+        contains(&wire, b"\"ciphertext\""),
+        "no escrow upload recorded"
+    );
+    let seed = std::fs::read_to_string(inst.path("agent/device.key")).unwrap();
+    let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
+    let bare: String = key.chars().filter(char::is_ascii_alphanumeric).collect();
+    for (what, secret) in [
+        ("the user's passphrase", user_pass.as_bytes().to_vec()),
+        ("the first service secret", first_service.clone()),
+        ("the service secret", service.clone()),
+        ("the recovery key", key.as_bytes().to_vec()),
+        ("the recovery key without dashes", bare.into_bytes()),
+        ("the device key", seed.trim().as_bytes().to_vec()),
+    ] {
+        for (form, bytes) in [
+            ("as is", secret.clone()),
+            ("base64", b64(&secret).into_bytes()),
+        ] {
+            assert!(
+                !contains(&wire, &bytes),
+                "{what} ({form}) went to the server"
+            );
+        }
+    }
+    drop(recorder);
     let log = agent_log(&inst);
     assert!(!log.contains(&key), "the agent logged the recovery key");
     let out = inst.keyward(&["audit", "--verify"], b"");

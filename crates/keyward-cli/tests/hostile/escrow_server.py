@@ -34,7 +34,8 @@ Modes that answer check-ins well (no rotation asked for, no commands) and lie el
 And one honest mode:
   record      forward every request to --upstream (the real server) byte for byte; write the
               body of each successful escrow upload's answer (a genuine receipt) to --record,
-              and of each successful enrollment (a genuine answer) to --record.enroll
+              and of each successful enrollment (a genuine answer) to --record.enroll; append
+              every request as it came (request line, all headers, body) to --record.wire
 """
 
 import argparse
@@ -194,6 +195,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.answer(200, b'{"rotate":[],"commands":[' + reply_file() + b"]}")
 
     def mode_record(self, body):
+        with LOG_LOCK, open(ARGS.record + ".wire", "ab") as wire:
+            wire.write(f"{self.command} {self.path}\n{self.headers}".encode() + body + b"\n\n")
         up = urllib.parse.urlsplit(ARGS.upstream)
         conn = http.client.HTTPConnection(up.hostname, up.port, timeout=30)
         headers = {k: v for k, v in self.headers.items()
