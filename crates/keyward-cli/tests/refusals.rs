@@ -235,6 +235,49 @@ fn unrelated_uid_is_closed_before_reading() {
         "{last}"
     );
     assert!(last.contains("\"op\":\"connect\""));
+    // Closed before a byte is read: a stranger's hello finds the socket closed already, or is
+    // still unread when the helper closes (Linux then fails the stranger's next read with
+    // ECONNRESET, where a socket closed after reading it ends with a clean EOF); one that
+    // sends nothing is not waited for.
+    let probe = r#"
+import socket, sys, time
+def ask(payload):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(sys.argv[1])
+    if payload:
+        try:
+            s.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            return "closed", 0.0
+    start = time.time()
+    try:
+        got = "eof" if s.recv(1) == b"" else "data"
+    except ConnectionResetError:
+        got = "reset"
+    except socket.timeout:
+        got = "waited"
+    return got, time.time() - start
+hello = bytes([0, 0, 0, 5, 0, 0, 0, 0, 3])
+(a, _), (b, waited) = ask(hello), ask(b"")
+print(a, b, f"{waited:.2f}")
+"#;
+    let out = run(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=12345", "--regid=12345", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c", probe])
+            .arg(inst.socket()),
+        b"",
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said: Vec<&str> = said.split_whitespace().collect();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        ["reset", "closed"].contains(&said[0]) && said[1] == "eof",
+        "the helper read a stranger's bytes: {said:?}"
+    );
+    let waited: f64 = said[2].parse().unwrap();
+    assert!(waited < 1.0, "a stranger was kept {waited}s");
     still_serves(&mut inst);
 }
 
