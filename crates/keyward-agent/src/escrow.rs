@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use keyward_core::config::Config;
+use keyward_core::enrollment::EnrollmentAnswer;
 use keyward_core::escrow::{request_message, Receipt};
 use keyward_core::ipc::{ErrorCode, Reply, Request};
 use keyward_core::schedule::{CheckIn, CheckInReply};
@@ -24,6 +25,9 @@ const ID_FILE: &str = "device.json";
 /// before its reply can fill the agent's memory.
 const MAX_REPLY_BYTES: u64 = 1 << 20;
 
+/// The most of a server's refusal message the agent passes on.
+const MAX_QUOTED_CHARS: usize = 200;
+
 /// An error with the class the CLI maps to an exit code.
 pub type Failure = (ErrorCode, String);
 
@@ -34,6 +38,11 @@ pub fn failed(e: impl std::fmt::Display) -> Failure {
 fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
+
+/// How long one request may take from connect to its reply's last byte, however the server
+/// paces it: a server that trickles a byte a second never trips a per-read timeout, so the
+/// deadline is for the whole exchange.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(15);
 
 /// The HTTP client: TLS through rustls, trusting only `[escrow] ca_file` when it is set
 /// (otherwise Mozilla's roots). Redirects are answers, never followed: the device talks only to
@@ -63,7 +72,7 @@ fn http(c: &Config) -> Result<ureq::Agent, Failure> {
         None => RootCerts::WebPki,
     };
     Ok(ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(15)))
+        .timeout_global(Some(REQUEST_DEADLINE))
         .http_status_as_error(false)
         .max_redirects(0)
         .https_only(false)
@@ -83,6 +92,8 @@ fn state(c: &Config) -> PathBuf {
 }
 
 /// Enroll: make the device key, present the token, keep key and id. Returns the device id.
+/// Nothing is written (an earlier enrollment stays as it was) unless the answer names a safe
+/// device id and is signed for this new key by the server key the config pins.
 pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> {
     let url = url.trim_end_matches('/');
     let plain_loopback = url.starts_with("http://") && is_loopback(url);
@@ -93,39 +104,89 @@ pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> 
                 .into(),
         ));
     }
+    let pinned = c.escrow.as_ref().map(|e| e.server_signing_key.clone()).ok_or_else(|| {
+        (
+            ErrorCode::Usage,
+            "no [escrow] section in the config pins the server's keys (url, recipient, server_signing_key): add it before enrolling".to_owned(),
+        )
+    })?;
     let mut seed = Zeroizing::new([0u8; 32]);
     getrandom::fill(seed.as_mut_slice()).map_err(failed)?;
     let key = SigningKey::from_bytes(&seed);
+    let device_key = key.verifying_key().to_bytes();
     let token = std::str::from_utf8(token.expose())
         .map_err(|_| (ErrorCode::Usage, "token is not text".into()))?;
-    let body = serde_json::json!({ "token": token.trim(), "device_key": b64().encode(key.verifying_key().to_bytes()) });
+    let body = Zeroizing::new(
+        serde_json::json!({ "token": token.trim(), "device_key": b64().encode(device_key) })
+            .to_string(),
+    );
     let mut resp = http(c)?
         .post(format!("{url}/v1/enroll"))
-        .send(body.to_string())
-        .map_err(failed)?;
+        .header("content-type", "application/json")
+        .send(body.as_str())
+        .map_err(|e| {
+            (
+                ErrorCode::Unavailable,
+                format!("escrow server unreachable ({e})"),
+            )
+        })?;
     let status = resp.status().as_u16();
     let text = read_reply(&mut resp)?;
     if status != 200 {
         return Err((
             ErrorCode::Refused,
-            format!("the server refused enrollment ({status}): {}", text.trim()),
+            format!(
+                "the server refused enrollment ({status}){}",
+                server_says(&text)
+            ),
         ));
     }
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(failed)?;
-    let device_id = v["device_id"]
-        .as_str()
-        .ok_or_else(|| failed("no device_id in the answer"))?
-        .to_owned();
+    let answer: EnrollmentAnswer = parse_reply(&text, "enrollment answer")?;
+    answer
+        .verify(&pinned, &device_key)
+        .map_err(|e| (ErrorCode::Refused, format!("{e}; nothing was enrolled")))?;
     let dir = state(c);
     let encoded = Zeroizing::new(b64().encode(seed.as_slice()));
     safe_fs::write_atomic(&dir, KEY_FILE, encoded.as_bytes(), 0o600).map_err(failed)?;
     let id = serde_json::to_vec(&Enrollment {
         url: url.to_owned(),
-        device_id: device_id.clone(),
+        device_id: answer.device_id.clone(),
     })
     .map_err(failed)?;
     safe_fs::write_atomic(&dir, ID_FILE, &id, 0o600).map_err(failed)?;
-    Ok(device_id)
+    Ok(answer.device_id)
+}
+
+/// The `error` a server gave with a refusal, quoted for a terminal and a log: at most
+/// [`MAX_QUOTED_CHARS`] characters, control characters escaped. Nothing else of its body: a
+/// refusal can be any size and say anything.
+fn server_says(body: &str) -> String {
+    let said = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("error")?.as_str().map(str::to_owned));
+    match said {
+        Some(error) => {
+            let short: String = error.chars().take(MAX_QUOTED_CHARS).collect();
+            let more = if short.len() < error.len() { "…" } else { "" };
+            format!(": \"{}{more}\"", keyward_core::printable(&short))
+        }
+        None => String::new(),
+    }
+}
+
+/// A 200 reply's body as `T`. A body that is not one says where it went wrong, never what it
+/// held: serde quotes the value it did not expect (a string of up to [`MAX_REPLY_BYTES`], with
+/// whatever terminal escapes a hostile server put in it), which must reach neither the log nor
+/// the admin's terminal.
+fn parse_reply<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Result<T, Failure> {
+    serde_json::from_str(text).map_err(|e| {
+        failed(format!(
+            "the server's {what} is malformed ({:?} error at line {} column {})",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// The reply's body as text, refused past [`MAX_REPLY_BYTES`].
@@ -247,7 +308,7 @@ pub fn checkin(c: &Config, report: &CheckIn) -> Result<CheckInReply, Failure> {
     let path = format!("/v1/devices/{}/checkin", enrollment.device_id);
     let body = serde_json::to_string(report).map_err(failed)?;
     let text = signed(c, &key, &enrollment, "POST", &path, body)?;
-    serde_json::from_str(&text).map_err(failed)
+    parse_reply(&text, "check-in answer")
 }
 
 /// One rotation at a time: the CLI's (through the control socket) and the schedule's.
@@ -279,7 +340,7 @@ pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure>
         .to_string();
     let text = signed(c, &key, &enrollment, "PUT", &path, body)
         .map_err(|(code, why)| (code, format!("{why}; the current recovery key stays valid")))?;
-    let receipt: Receipt = serde_json::from_str(&text).map_err(failed)?;
+    let receipt: Receipt = parse_reply(&text, "receipt")?;
     let escrow_id = receipt.escrow_id.clone();
     match helper(
         c,

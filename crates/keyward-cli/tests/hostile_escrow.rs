@@ -1,13 +1,15 @@
 //! A hostile escrow server against the real agent, helper and cryptsetup (issue 16): for each
 //! misbehaviour of `tests/hostile/escrow_server.py` — a reply that is not JSON, one of 50 MiB,
-//! one that never ends, none at all, 503 forever, a redirect elsewhere, a receipt signed by
+//! one that never ends, a 200 KiB JSON string of terminal escapes where a receipt belongs, none at all, 503 forever, a redirect elsewhere, a receipt signed by
 //! another key, genuine receipts (signed by the real server's key) for another device, volume,
 //! rotation or ciphertext, the real server's receipt for an earlier rotation replayed, and a
 //! signed command the server never signed — the agent is asked to rotate the recovery key and
 //! then left to retry on its own. Every time: nothing is committed (the rotation stays pending,
 //! the old key still opens the disk with stock cryptsetup), the agent is alive, backs off
 //! instead of spinning, keeps its memory bounded and writes no secret to its log, and the
-//! audit chain verifies. Pointed back at the real server, the same rotation completes.
+//! audit chain verifies. A server that trickles its reply a byte a second, to the escrow upload
+//! (its body) or to the check-in (from its status line), is hung up on at the agent's deadline
+//! for the whole request. Pointed back at the real server, the same rotation completes.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -31,7 +33,7 @@ const MAX_HWM_GROWTH_KIB: u64 = 8 * 1024;
 /// What a run holds on to: the agent, the key the disk must keep opening, the pending rotation.
 struct Run {
     inst: Instance,
-    agent: std::process::Child,
+    agent: Agent,
     device: String,
     old: (u64, String),
     old_key: String,
@@ -88,7 +90,7 @@ fn episode(run: &mut Run, name: &str, hostile: &Hostile, expect: &str) {
     assert_ne!(code(&out), Some(0), "{name}: the CLI says it rotated");
     let agent = &mut run.agent;
     wait_for(inst, "two retries", || {
-        let alive = agent.try_wait().unwrap().is_none();
+        let alive = agent.alive();
         assert!(
             alive,
             "{name}: the agent died:\n{}",
@@ -100,10 +102,17 @@ fn episode(run: &mut Run, name: &str, hostile: &Hostile, expect: &str) {
     let log = agent_log(inst)[mark..].to_owned();
     let context = format!("{name}: agent log of the episode:\n{log}");
 
-    assert!(run.agent.try_wait().unwrap().is_none(), "{context}");
+    assert!(run.agent.alive(), "{context}");
     assert!(
         log.contains(expect),
         "{name}: expected {expect:?}\n{context}"
+    );
+    // Whatever the server sent, none of it reaches the log raw.
+    assert!(
+        !log.contains('\u{1b}') && log.len() < 64 << 10,
+        "{name}: {} bytes of log, escapes: {}",
+        log.len(),
+        log.contains('\u{1b}')
     );
     // No spinning: a little CPU, and a request or two a round, never a flood.
     let cpu = (cpu_ticks(pid) - cpu_before) as f64 / 100.0;
@@ -145,6 +154,23 @@ fn transport(run: &mut Run, mode: &str, expect: &str) {
             hostile.requests()
         );
     }
+}
+
+/// A server trickling its answer to requests whose path holds `only`, a byte a second from
+/// `phase` (`head`: the status line; `body`: after whole headers): every such request is
+/// hung up on within the agent's deadline for a whole request (15 s), never later.
+fn trickle(run: &mut Run, only: &str, phase: &str) {
+    let hostile = Hostile::start(&run.inst, "trickle", &["--only", only, "--phase", phase]);
+    let name = format!("trickle {only} {phase}");
+    episode(run, &name, &hostile, "timeout");
+    let gave_up = wait_for(&run.inst, "two hang-ups", || {
+        let g = hostile.gave_up_after();
+        (g.len() >= 2).then_some(g)
+    });
+    assert!(
+        gave_up.iter().all(|secs| *secs < 18.0),
+        "{name}: read for {gave_up:?}s before giving up"
+    );
 }
 
 /// Serve `receipt` (JSON) to every escrow upload for one episode.
@@ -194,6 +220,7 @@ fn a_hostile_escrow_server_never_gets_a_rotation_committed() {
         ],
     );
     let (agent, device) = enroll_agent_at(&inst, &srv, &recorder.url);
+    let agent = Agent(agent);
     let (slot1, esc1) = wait_for(&inst, "the first escrowed key", || settled_key(&inst));
     let old_receipt = std::fs::read_to_string(&recorded).unwrap();
     let parsed: Receipt = serde_json::from_str(&old_receipt).unwrap();
@@ -225,6 +252,8 @@ fn a_hostile_escrow_server_never_gets_a_rotation_committed() {
     eprintln!("peak RSS: {hwm_before} KiB before the oversized replies, {hwm} KiB after");
     transport(&mut run, "redirect", "answered 302");
     transport(&mut run, "hang", "timeout");
+    trickle(&mut run, "/escrow/", "body");
+    trickle(&mut run, "/checkin", "head");
 
     // The pending rotation, as the helper gives it to the agent (the same on every call).
     let (pending_slot, rotation, ciphertext, sha256) = escrow_begin(&run.inst.socket());
@@ -247,6 +276,16 @@ fn a_hostile_escrow_server_never_gets_a_rotation_committed() {
     };
     let forged = serde_json::to_string(&forged).unwrap();
     lie_with(&mut run, "wrong-key", &forged, "does not verify");
+
+    // Where a receipt belongs, a 200 KiB JSON string of terminal escapes (a parser's error
+    // would quote it whole into the log).
+    let big = "\u{1b}[2J\u{1b}]0;owned\u{7} ".repeat(10_000);
+    lie_with(
+        &mut run,
+        "string-receipt",
+        &serde_json::to_string(&big).unwrap(),
+        "receipt is malformed",
+    );
 
     // The real server's genuine receipt for the first rotation, replayed.
     lie_with(&mut run, "replayed", &old_receipt, "for another rotation");
@@ -376,7 +415,5 @@ fn a_hostile_escrow_server_never_gets_a_rotation_committed() {
     }
     let out = run.inst.keyward(&["audit", "--verify"], b"");
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
-    assert!(run.agent.try_wait().unwrap().is_none(), "{log}");
-    let _ = run.agent.kill();
-    let _ = run.agent.wait();
+    assert!(run.agent.alive(), "{log}");
 }

@@ -98,8 +98,19 @@ fn agent_class_may_look_but_not_change() {
         b"pw\n",
     );
     assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    // Refused for who asks, and saying so.
+    assert!(
+        stderr(&out).contains("not allowed for the agent class"),
+        "{}",
+        stderr(&out)
+    );
     let out = inst.keyward_as(Some(NOBODY), &["revoke", "data", "daemon"], b"");
     assert_eq!(code(&out), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not allowed for the agent class"),
+        "{}",
+        stderr(&out)
+    );
     let refused: Vec<_> = inst
         .audit_lines()
         .into_iter()
@@ -129,16 +140,20 @@ for _ in range(24):
         pass
 print(len(held), flush=True)
 frame = b"\0\0\0\xc8" + b"\7" * 200   # a 200-byte frame, a byte a second
-end = time.time() + 12
+start = time.time()
+end = start + 12
 i = 0
+dropped = []
 while time.time() < end:
     for s in list(held):
         try:
             s.send(frame[i:i + 1])
         except OSError:
             held.remove(s)
+            dropped.append(time.time() - start)
     i += 1
     time.sleep(1)
+print(len(held), max(dropped, default=-1.0), flush=True)
 "#;
     let mut flood = std::process::Command::new("setpriv")
         .args([
@@ -151,12 +166,9 @@ while time.time() < end:
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut said = std::io::BufReader::new(flood.stdout.take().unwrap());
     let mut first = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(flood.stdout.as_mut().unwrap()),
-        &mut first,
-    )
-    .unwrap();
+    std::io::BufRead::read_line(&mut said, &mut first).unwrap();
     assert!(
         first.trim().parse::<u32>().unwrap() > 0,
         "the flood connected: {first}"
@@ -172,7 +184,18 @@ while time.time() < end:
         );
         std::thread::sleep(Duration::from_secs(2));
     }
+    // Every connection is dropped, the last within the 5 s frame deadline (plus the second
+    // or two the trickler needs to notice): none is allowed to stay by trickling.
+    let mut last = String::new();
+    std::io::BufRead::read_line(&mut said, &mut last).unwrap();
     flood.wait().unwrap();
+    let (left, latest) = last.trim().split_once(' ').unwrap();
+    let latest: f64 = latest.parse().unwrap();
+    assert_eq!(left, "0", "connections still open after 12 s: {last}");
+    assert!(
+        latest < 8.5,
+        "a trickling connection lasted {latest:.1}s (deadline 5 s)"
+    );
     let lines = inst.audit_lines();
     let over = lines
         .iter()
@@ -212,6 +235,49 @@ fn unrelated_uid_is_closed_before_reading() {
         "{last}"
     );
     assert!(last.contains("\"op\":\"connect\""));
+    // Closed before a byte is read: a stranger's hello finds the socket closed already, or is
+    // still unread when the helper closes (Linux then fails the stranger's next read with
+    // ECONNRESET, where a socket closed after reading it ends with a clean EOF); one that
+    // sends nothing is not waited for.
+    let probe = r#"
+import socket, sys, time
+def ask(payload):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(3)
+    s.connect(sys.argv[1])
+    if payload:
+        try:
+            s.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            return "closed", 0.0
+    start = time.time()
+    try:
+        got = "eof" if s.recv(1) == b"" else "data"
+    except ConnectionResetError:
+        got = "reset"
+    except socket.timeout:
+        got = "waited"
+    return got, time.time() - start
+hello = bytes([0, 0, 0, 5, 0, 0, 0, 0, 3])
+(a, _), (b, waited) = ask(hello), ask(b"")
+print(a, b, f"{waited:.2f}")
+"#;
+    let out = run(
+        std::process::Command::new("setpriv")
+            .args(["--reuid=12345", "--regid=12345", "--clear-groups"])
+            .args(["/usr/bin/python3", "-c", probe])
+            .arg(inst.socket()),
+        b"",
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let said: Vec<&str> = said.split_whitespace().collect();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        ["reset", "closed"].contains(&said[0]) && said[1] == "eof",
+        "the helper read a stranger's bytes: {said:?}"
+    );
+    let waited: f64 = said[2].parse().unwrap();
+    assert!(waited < 1.0, "a stranger was kept {waited}s");
     still_serves(&mut inst);
 }
 

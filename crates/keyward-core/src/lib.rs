@@ -15,6 +15,7 @@ pub mod catalog;
 pub mod command;
 pub mod command_journal;
 pub mod config;
+pub mod enrollment;
 pub mod error;
 pub mod escrow;
 #[cfg(feature = "fake")]

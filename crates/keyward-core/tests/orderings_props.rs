@@ -573,3 +573,43 @@ proptest! {
         }
     }
 }
+
+/// THREAT-MODEL.md ("lock the disk by withholding"): a recovery key the escrow server has not
+/// acknowledged is no way in. While the only other slot is a user's, that user's slot cannot
+/// be revoked; once the recovery key is committed (a receipt), it can.
+#[test]
+fn a_pending_recovery_slot_is_not_a_way_in() {
+    let install = secret("install", 0);
+    let mut store = SlotStore::new(MemoryBackend::formatted(&install));
+    let alice = GrantRequest {
+        role: user(1),
+        pending: false,
+    };
+    let slot = store
+        .grant(&alice, Authority::Holder(&install), &secret("alice", 1))
+        .expect("grant");
+    let pending = GrantRequest {
+        role: Role::Recovery,
+        pending: true,
+    };
+    let recovery = store
+        .grant(
+            &pending,
+            Authority::Holder(&install),
+            &secret("recovery", 1),
+        )
+        .expect("pending recovery slot");
+    let zero = SlotId::new(0).expect("0");
+    keyward_core::orderings::SlotBackend::destroy_slot(store.backend_mut(), zero).expect("kill");
+    assert_eq!(check_state(&store.state().expect("read")), vec![]);
+    assert!(matches!(
+        store.revoke(slot),
+        Err(StoreError::Refused(Refusal::WouldLockOut(s))) if s == slot
+    ));
+    assert!(store.verify(slot, &secret("alice", 1)).expect("verify"));
+    store.commit(recovery, None).expect("commit");
+    store
+        .revoke(slot)
+        .expect("the committed recovery key is a way in");
+    assert_eq!(check_state(&store.state().expect("read")), vec![]);
+}

@@ -15,9 +15,10 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use base64::Engine;
 use ed25519_dalek::{Signer, VerifyingKey};
+use keyward_core::enrollment::EnrollmentAnswer;
 use keyward_core::escrow::Receipt;
 use keyward_core::VolumeName;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::app_state::AppState;
 use crate::device_auth::{
@@ -64,15 +65,12 @@ struct EnrollRequest {
     device_key: String,
 }
 
-#[derive(Serialize)]
-struct EnrollResponse {
-    device_id: String,
-}
-
+/// Enroll a device key. The answer is signed over (device id, device key) with the server's
+/// key, so a device enrolls only with the server its config pins (`keyward_core::enrollment`).
 async fn enroll(
     State(s): State<Arc<AppState>>,
     body: Bytes,
-) -> Result<Json<EnrollResponse>, ApiError> {
+) -> Result<Json<EnrollmentAnswer>, ApiError> {
     let req: EnrollRequest =
         serde_json::from_slice(&body).map_err(|_| bad("malformed enrollment request"))?;
     let key = base64::engine::general_purpose::STANDARD
@@ -100,7 +98,11 @@ async fn enroll(
         other => return Err(internal(format!("enrollment answered {other:?}"))),
     }
     s.device_keys.remember(&device_id, key);
-    Ok(Json(EnrollResponse { device_id }))
+    Ok(Json(EnrollmentAnswer::sign(
+        &device_id,
+        &key.to_bytes(),
+        &s.identity.signing,
+    )))
 }
 
 #[derive(Deserialize)]

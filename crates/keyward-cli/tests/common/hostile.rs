@@ -1,6 +1,7 @@
 //! The hostile escrow server (`tests/hostile/escrow_server.py`) as a test drives it: started in
 //! one misbehaviour, its requests counted, stopped on drop; and the agent's side of an
-//! episode: which server its enrollment points at, and how much CPU and memory it has used.
+//! episode: the agent itself (killed on drop, also when a test fails), which server its
+//! enrollment points at, and how much CPU and memory it has used.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,42 @@ impl Hostile {
             .lines()
             .map(str::to_owned)
             .collect()
+    }
+
+    /// How long the agent read each reply it hung up on, in seconds, in order.
+    pub fn gave_up_after(&self) -> Vec<f64> {
+        let mut log = self.log.clone().into_os_string();
+        log.push(".gaveup");
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                l.rsplit_once("gave up after ")
+                    .and_then(|(_, secs)| secs.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("not a gave-up line: {l}"))
+            })
+            .collect()
+    }
+}
+
+/// The agent, killed and reaped when dropped (a failing test leaves no agent behind).
+pub struct Agent(pub Child);
+
+impl Agent {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
