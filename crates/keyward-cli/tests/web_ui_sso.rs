@@ -135,6 +135,17 @@ fn in_the_browser(
     report
 }
 
+/// A server on SQLite configured for SSO with the provider started with `env`.
+fn sso_with(env: &[(&str, &str)]) -> (Instance, Server, Provider) {
+    let inst = Instance::prepare();
+    let mut srv = Server::start(&inst);
+    let redirect = format!("{}/ui/sso/callback", srv.url());
+    let op = provider_with(&inst, &redirect, None, env);
+    let secret = secret_file(&inst, 0o600);
+    srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
+    (inst, srv, op)
+}
+
 /// Every audit record of the UI's sign-ins: `ACTION|WHO|REASON`, one a line.
 fn sign_in_audit(srv: &Server) -> String {
     srv.query(
@@ -244,17 +255,7 @@ fn groups_only_at_the_userinfo_endpoint_still_give_the_role() {
     if !browser_ready() {
         return;
     }
-    let inst = Instance::prepare();
-    let mut srv = Server::start(&inst);
-    let redirect = format!("{}/ui/sso/callback", srv.url());
-    let op = provider_with(
-        &inst,
-        &redirect,
-        None,
-        &[("KEYWARD_SSO_USERINFO_ONLY", "1")],
-    );
-    let secret = secret_file(&inst, 0o600);
-    srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
+    let (inst, srv, op) = sso_with(&[("KEYWARD_SSO_USERINFO_ONLY", "1")]);
     let report = in_the_browser(
         &srv,
         &op,
@@ -278,17 +279,7 @@ fn an_id_token_signed_with_the_client_secret_is_refused() {
     if !browser_ready() {
         return;
     }
-    let inst = Instance::prepare();
-    let mut srv = Server::start(&inst);
-    let redirect = format!("{}/ui/sso/callback", srv.url());
-    let op = provider_with(
-        &inst,
-        &redirect,
-        None,
-        &[("KEYWARD_SSO_ID_TOKEN_ALG", "HS256")],
-    );
-    let secret = secret_file(&inst, 0o600);
-    srv.reconfigure(&oidc_toml(&op.issuer, &secret, &redirect));
+    let (inst, srv, op) = sso_with(&[("KEYWARD_SSO_ID_TOKEN_ALG", "HS256")]);
     let report = in_the_browser(
         &srv,
         &op,

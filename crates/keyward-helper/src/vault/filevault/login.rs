@@ -11,10 +11,11 @@
 use keyward_core::config::{Config, Volume};
 use keyward_core::{HolderRole, Secret, SlotId, Uid, UserName};
 use keyward_macos::names::ShortName;
+use keyward_macos::password_sync::PasswordSync;
 
 use keyward_core::store::GrantRequest;
 
-use super::{mac_failure, with_store, MacVault};
+use super::{mac_failure, out_of_step, with_store, MacVault, Store};
 use crate::accounts::{self, Standing};
 use crate::error::OpError;
 use crate::vault::{Vault, VolumeLogin};
@@ -89,49 +90,75 @@ pub(crate) fn login(
     if after_change {
         return Ok(VolumeLogin::Skipped);
     }
-    let name = ShortName::parse(user.as_str())
-        .map_err(mac_failure)
-        .map_err(message)?;
+    with_store(c, v, |s| login_on(c, v, s, user, standing, password)).map_err(message)
+}
+
+/// [`login`] on an open store.
+pub(crate) fn login_on(
+    c: &Config,
+    v: &Volume,
+    s: &mut Store<'_>,
+    user: &UserName,
+    standing: &Standing,
+    password: &Secret,
+) -> Result<VolumeLogin, OpError> {
+    let name = ShortName::parse(user.as_str()).map_err(mac_failure)?;
     let revoke_unmanaged = crate::policy_override::effective(c).revoke_unmanaged;
-    with_store(c, v, |s| {
-        // Finish an interrupted grant or removal before judging what the user holds.
-        super::standing(s)?;
-        let (_, view) = s.view().map_err(mac_failure)?;
-        let keywards = view.state.holders().into_iter().find_map(|h| match h.role {
-            HolderRole::User { name, uid } if &name == user => Some((h.slot, uid)),
-            _ => None,
-        });
-        let holding = match (keywards, view.slot_of(&name)) {
-            (Some((slot, uid)), _) => Holding::Keyward { slot, uid },
-            (None, Some(slot)) => Holding::Other(slot),
-            (None, None) => Holding::Nothing,
-        };
-        let standing = match holding {
-            Holding::Keyward { uid, .. } => {
-                accounts::standing(c, user, Some(uid)).map_err(OpError::Failed)?
+    // Finish an interrupted grant or removal before judging what the user holds.
+    super::standing(s)?;
+    let (_, view) = s.view().map_err(mac_failure)?;
+    let keywards = view.state.holders().into_iter().find_map(|h| match h.role {
+        HolderRole::User { name, uid } if &name == user => Some((h.slot, uid)),
+        _ => None,
+    });
+    let holding = match (keywards, view.slot_of(&name)) {
+        (Some((slot, uid)), _) => Holding::Keyward { slot, uid },
+        (None, Some(slot)) => Holding::Other(slot),
+        (None, None) => Holding::Nothing,
+    };
+    let standing = match holding {
+        Holding::Keyward { uid, .. } => {
+            accounts::standing(c, user, Some(uid)).map_err(OpError::Failed)?
+        }
+        Holding::Nothing | Holding::Other(_) => standing.clone(),
+    };
+    Ok(match decide(holding, &standing, revoke_unmanaged) {
+        Action::Grant => {
+            let mut vault = MacVault { c, v, s };
+            let (_, service) = vault.working()?;
+            let uid = vault.grantee(user)?;
+            let req = GrantRequest::user(user.clone(), uid);
+            let slot = vault.grant(&req, &service, password)?;
+            VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
+        }
+        Action::Keep(why) if matches!(standing, Standing::Managed(_)) => {
+            // A token holder macOS just let in: does the password it accepted also unlock
+            // FileVault, or did a reset leave FileVault on the old one?
+            // (A check that cannot be made is said in the record; the login stands.)
+            match s.login_password_sync(&name, password) {
+                Ok(sync) => {
+                    let out = sync == PasswordSync::FileVaultOnOldPassword;
+                    out_of_step::note(c, v.name.as_str(), user.as_str(), out)?;
+                    if out {
+                        VolumeLogin::Done(format!("{why}; but {sync}"))
+                    } else {
+                        VolumeLogin::Done(why)
+                    }
+                }
+                Err(e) => VolumeLogin::Done(format!(
+                    "{why}; FileVault's password could not be checked: {e}"
+                )),
             }
-            Holding::Nothing | Holding::Other(_) => standing.clone(),
-        };
-        Ok(match decide(holding, &standing, revoke_unmanaged) {
-            Action::Grant => {
-                let mut vault = MacVault { c, v, s };
-                let (_, service) = vault.working()?;
-                let uid = vault.grantee(user)?;
-                let req = GrantRequest::user(user.clone(), uid);
-                let slot = vault.grant(&req, &service, password)?;
-                VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
-            }
-            Action::Keep(why) => VolumeLogin::Done(why),
-            Action::Revoke { slot, standing } => {
-                s.revoke_right(slot, Some(password)).map_err(mac_failure)?;
-                VolumeLogin::Done(format!(
-                    "{standing}: revoked its Secure Token (slot {slot}) with the login password"
-                ))
-            }
-            Action::NotManaged(why) => VolumeLogin::Refused(why),
-        })
+        }
+        Action::Keep(why) => VolumeLogin::Done(why),
+        Action::Revoke { slot, standing } => {
+            s.revoke_right(slot, Some(password)).map_err(mac_failure)?;
+            VolumeLogin::Done(format!(
+                "{standing}: revoked its Secure Token (slot {slot}) with the login password"
+            ))
+        }
+        Action::NotManaged(why) => VolumeLogin::Refused(why),
     })
-    .map_err(message)
 }
 
 #[cfg(test)]

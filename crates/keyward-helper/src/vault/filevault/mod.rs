@@ -8,6 +8,7 @@
 //! seams ([`seams`]) are keyward-macos's simulated Mac.
 
 mod login;
+mod out_of_step;
 mod recovery;
 mod seams;
 #[cfg(all(test, feature = "simulated-mac", not(target_os = "macos")))]

@@ -191,3 +191,68 @@ fn a_recovery_key_is_committed_only_with_its_last_group_typed_back() {
         }
     );
 }
+
+/// A login as `name` with `password` on the simulated Mac, by a managed user (uid 501).
+fn login_as(m: &mut Mac, name: &str, password: &str) -> crate::vault::VolumeLogin {
+    let config = MacConfig {
+        service_user: ShortName::parse("_keyward").unwrap(),
+        volume: VolumeOperand::parse("/").unwrap(),
+    };
+    let journal = FileJournal::new(&m.c.state_dir.join("macos-registry.json"));
+    let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
+    let managed = crate::accounts::Standing::Managed(keyward_core::Uid::new(501).unwrap());
+    super::login::login_on(
+        &m.c,
+        &m.c.volumes[0],
+        &mut store,
+        &user(name),
+        &managed,
+        &pw(password),
+    )
+    .unwrap()
+}
+
+fn old_password_findings(m: &mut Mac) -> Vec<keyward_core::ipc::FindingReport> {
+    on(m, |v| v.verify())
+        .findings
+        .into_iter()
+        .filter(|f| f.finding == keyward_macos::password_sync::FINDING)
+        .collect()
+}
+
+#[test]
+fn a_login_after_a_reset_finds_filevault_on_the_old_password_until_they_are_in_step_again() {
+    let mut m = bootstrapped();
+    let done = |l: crate::vault::VolumeLogin| match l {
+        crate::vault::VolumeLogin::Done(why) => why,
+        other => panic!("{other:?}"),
+    };
+    // In step: nothing found, nothing recorded.
+    let why = done(login_as(&mut m, "admin", "admin-pw"));
+    assert!(!why.contains("does not unlock"), "{why}");
+    assert!(old_password_findings(&mut m).is_empty());
+
+    // Reset without the old password (dscl . -passwd as root): macOS takes the new one at
+    // login, FileVault still the old one. The login says so, and verify keeps saying so.
+    let admin = |m: &mut Mac| {
+        m.mac
+            .accounts
+            .iter_mut()
+            .find(|a| a.name == "admin")
+            .unwrap()
+    };
+    admin(&mut m).login_password = Some(b"reset-pw".to_vec());
+    let why = done(login_as(&mut m, "admin", "reset-pw"));
+    assert!(why.contains("does not unlock this user's Secure Token"), "{why}");
+    let found = old_password_findings(&mut m);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].user.as_deref(), Some("admin"));
+    assert_ne!(found[0].slot, 0, "the token's slot: {found:?}");
+
+    // Changed properly since (the old password re-wrapped the token): the next login finds
+    // the two in step and the finding goes.
+    admin(&mut m).unlock_password = Some(b"reset-pw".to_vec());
+    let why = done(login_as(&mut m, "admin", "reset-pw"));
+    assert!(!why.contains("does not unlock"), "{why}");
+    assert!(old_password_findings(&mut m).is_empty());
+}

@@ -2,7 +2,7 @@
 //! verify, bootstrap, grant, revoke (refused: macOS needs the holder's own password), uninstall
 //! and the service rotation (repair refused, with the way out).
 
-use keyward_core::ipc::VerifyReport;
+use keyward_core::ipc::{FindingReport, VerifyReport};
 use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{
@@ -10,6 +10,7 @@ use keyward_core::{
 };
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
+use keyward_macos::password_sync::PasswordSync;
 use keyward_macos::service::generate_service_password;
 use keyward_macos::MacError;
 
@@ -208,8 +209,46 @@ impl Vault for MacVault<'_, '_, '_> {
             // Users' standing needs a revocation macOS allows only with the user's own password.
             users: Vec::new(),
             violations: self.s.report(name.as_str()).violations,
-            // The KDF floor is LUKS2's: macOS derives FileVault's keys itself.
-            findings: Vec::new(),
+            // The KDF floor is LUKS2's (macOS derives FileVault's keys itself); what a Mac can
+            // be found with is a user whose last login showed FileVault on an old password.
+            findings: self.out_of_step_findings(),
         }
+    }
+}
+
+impl MacVault<'_, '_, '_> {
+    /// One `filevault-old-password` finding per user whose last login found FileVault on an
+    /// old password (`out_of_step`), with the token's slot; a record that cannot be read is a
+    /// finding too, not silence.
+    fn out_of_step_findings(&mut self) -> Vec<FindingReport> {
+        let finding = |user: Option<String>, slot: u32, detail: String| FindingReport {
+            finding: keyward_macos::password_sync::FINDING.to_owned(),
+            slot,
+            role: "user".to_owned(),
+            user,
+            kdf: "secure-token".to_owned(),
+            hash: None,
+            iterations: None,
+            time: None,
+            memory_kib: None,
+            cpus: None,
+            detail,
+        };
+        let users = match super::out_of_step::users(self.c, self.v.name.as_str()) {
+            Ok(u) => u,
+            Err(e) => return vec![finding(None, 0, e.to_string())],
+        };
+        let view = self.s.view().ok().map(|(_, view)| view);
+        users
+            .into_iter()
+            .map(|user| {
+                let slot = ShortName::parse(&user)
+                    .ok()
+                    .and_then(|n| view.as_ref().and_then(|v| v.slot_of(&n)))
+                    .map_or(0, |s| s.get());
+                let detail = PasswordSync::FileVaultOnOldPassword.to_string();
+                finding(Some(user), slot, format!("at their last login, {detail}"))
+            })
+            .collect()
     }
 }
