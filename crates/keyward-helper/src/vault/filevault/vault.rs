@@ -217,9 +217,9 @@ impl Vault for MacVault<'_, '_, '_> {
 }
 
 impl MacVault<'_, '_, '_> {
-    /// One `filevault-old-password` finding per user whose last login found FileVault on an
-    /// old password (`out_of_step`), with the token's slot; a record that cannot be read is a
-    /// finding too, not silence.
+    /// One `filevault-old-password` finding per token holder whose last login found FileVault
+    /// on an old password (`out_of_step`), with the token's slot; a record that cannot be read
+    /// is a finding too, not silence.
     fn out_of_step_findings(&mut self) -> Vec<FindingReport> {
         let finding = |user: Option<String>, slot: u32, detail: String| FindingReport {
             finding: keyward_macos::password_sync::FINDING.to_owned(),
@@ -239,15 +239,19 @@ impl MacVault<'_, '_, '_> {
             Err(e) => return vec![finding(None, 0, e.to_string())],
         };
         let view = self.s.view().ok().map(|(_, view)| view);
+        // A user who no longer holds a token has no FileVault password to be behind.
         users
             .into_iter()
-            .map(|user| {
+            .filter_map(|user| {
                 let slot = ShortName::parse(&user)
                     .ok()
-                    .and_then(|n| view.as_ref().and_then(|v| v.slot_of(&n)))
-                    .map_or(0, |s| s.get());
+                    .and_then(|n| view.as_ref().and_then(|v| v.slot_of(&n)))?;
                 let detail = PasswordSync::FileVaultOnOldPassword.to_string();
-                finding(Some(user), slot, format!("at their last login, {detail}"))
+                Some(finding(
+                    Some(user),
+                    slot.get(),
+                    format!("at their last login, {detail}"),
+                ))
             })
             .collect()
     }
