@@ -15,31 +15,7 @@ use common::*;
 /// first bytes with `argv[3]` (hex: the helper's hello reply, so a client that went on would
 /// send its request, password and all) and print how many bytes arrived before the client
 /// closed (5 s at most each).
-const LISTENER: &str = r#"
-import os, socket, sys
-path, conns, hello = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(path)
-s.listen(8)
-s.settimeout(30)
-print("ready", os.geteuid(), flush=True)
-for _ in range(conns):
-    c, _ = s.accept()
-    c.settimeout(5)
-    n = 0
-    try:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            if n == 0:
-                c.sendall(hello)
-            n += len(b)
-    except socket.timeout:
-        pass
-    print(n, flush=True)
-    c.close()
-"#;
+const LISTENER: &str = include_str!("../../../tests/impostor/listener.py");
 
 /// The frame a helper answers a hello with, in hex.
 fn hello_reply_hex() -> String {

@@ -87,31 +87,7 @@ struct Listener {
 }
 
 #[cfg(target_os = "linux")]
-const LISTENER: &str = r#"
-import os, socket, sys
-path, conns, hello = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
-s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind(path)
-s.listen(8)
-s.settimeout(20)
-print("ready", os.geteuid(), flush=True)
-for _ in range(conns):
-    c, _ = s.accept()
-    c.settimeout(5)
-    n = 0
-    try:
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            if n == 0:
-                c.sendall(hello)
-            n += len(b)
-    except socket.timeout:
-        pass
-    print(n, flush=True)
-    c.close()
-"#;
+const LISTENER: &str = include_str!("../../../tests/impostor/listener.py");
 
 #[cfg(target_os = "linux")]
 impl Listener {
