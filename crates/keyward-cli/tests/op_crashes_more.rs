@@ -116,6 +116,15 @@ fn crash_at_every_step_of_a_password_change() {
         if step.starts_with("rekey.") {
             reconcile_recorded(&inst, step);
         }
+        // Whatever step the crash hit, the chain holds the rekey's record, written before it.
+        let begun = inst.audit_lines().iter().any(|l| {
+            l.contains("\"op\":\"slot-rekey\"") && l.contains(ALICE) && l.contains("begun")
+        });
+        assert!(
+            begun,
+            "{step}: no slot-rekey record: {:#?}",
+            inst.audit_lines()
+        );
         retry_change(&inst, &mut held, step);
     }
 }

@@ -237,6 +237,20 @@ fn on_volume(
         let (_, service) = vault.working()?;
         match mine {
             Some(old) => {
+                // Recorded durably before the rekey, so a crash after it and before the job's
+                // own record still leaves the change in the chain; a change that cannot be
+                // recorded is not made.
+                let begun = audit::record(
+                    audit::Who::helper(),
+                    "slot-rekey",
+                    Some(v.name.as_str()),
+                    Some(user.as_str()),
+                    &format!("ok: begun: slot {old} follows {user}'s new password (the job's record follows)"),
+                    None,
+                );
+                lock(&ctx.audit)
+                    .append(begun)
+                    .map_err(|e| OpError::Failed(format!("audit log: {e}")))?;
                 let new = vault.rekey(old, &service, password)?;
                 failpoint("login.rekeyed");
                 ctx.jobs.forget(&v.name, old);
