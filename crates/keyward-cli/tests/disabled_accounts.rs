@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::*;
 
@@ -56,10 +55,7 @@ stop_helper
 
 #[test]
 fn expired_or_locked_accounts_get_no_unlock_right() {
-    assert!(
-        Command::new("pamtester").arg("--version").output().is_ok(),
-        "pamtester is not installed (scripts/deps installs it)"
-    );
+    require_pamtester();
     let inst = Instance::prepare();
     run_namespace_script(&inst, &format!("{SHELL_PRELUDE}{SCRIPT}"));
     let read = |f: &str| script_output(&inst, f);

@@ -126,39 +126,14 @@ wait
 
 #[test]
 fn a_login_hands_no_password_to_a_helper_socket_that_is_not_root() {
-    assert!(
-        Command::new("pamtester").arg("--version").output().is_ok(),
-        "pamtester is not installed (scripts/deps installs it)"
+    let run = PamScript::run(
+        PAM_SCRIPT,
+        &[
+            ("LISTENER", LISTENER.to_owned()),
+            ("HELLO", hello_reply_hex()),
+        ],
     );
-    let dir = tempfile::tempdir().unwrap();
-    chmod(dir.path(), 0o755);
-    let t = dir.path();
-    let out = Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "bash",
-            "-c",
-            PAM_SCRIPT,
-        ])
-        .env("T", t)
-        .env("SO", bin("libpam_keyward.so"))
-        .env("LISTENER", LISTENER)
-        .env("HELLO", hello_reply_hex())
-        .output()
-        .unwrap();
-    let read = |f: &str| {
-        std::fs::read_to_string(t.join(f))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    assert!(
-        out.status.success(),
-        "script: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let read = |f: &str| run.read(f);
     for who in ["nobody", "root"] {
         assert_eq!(
             read(&format!("login-{who}.rc")),

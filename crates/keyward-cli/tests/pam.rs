@@ -151,10 +151,7 @@ echo $(( ($(date +%s%N) - start) / 1000000 )) > down-ms.out
 
 #[test]
 fn pam_login_and_password_changes() {
-    assert!(
-        Command::new("pamtester").arg("--version").output().is_ok(),
-        "pamtester is not installed (scripts/deps installs it)"
-    );
+    require_pamtester();
     let inst = Instance::prepare();
     let t = inst.root.path();
     let so = bin("libpam_keyward.so");

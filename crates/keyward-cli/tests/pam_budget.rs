@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::Command;
 
 use common::*;
 
@@ -61,30 +60,8 @@ kill "$hung"
 
 #[test]
 fn a_hung_helper_does_not_hang_a_login() {
-    assert!(
-        Command::new("pamtester").arg("--version").output().is_ok(),
-        "pamtester is not installed (scripts/deps installs it)"
-    );
-    let dir = tempfile::tempdir().unwrap();
-    chmod(dir.path(), 0o755);
-    let t = dir.path();
-    let out = Command::new("unshare")
-        .args(["--mount", "--propagation", "private", "bash", "-c", SCRIPT])
-        .env("T", t)
-        .env("SO", bin("libpam_keyward.so"))
-        .output()
-        .unwrap();
-    let read = |f: &str| {
-        std::fs::read_to_string(t.join(f))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    assert!(
-        out.status.success(),
-        "script: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let run = PamScript::run(SCRIPT, &[]);
+    let read = |f: &str| run.read(f);
     assert_eq!(
         read("login.rc"),
         "0",

@@ -538,3 +538,46 @@ pub fn in_helper_ns(inst: &Instance, script: &str) {
         .unwrap();
     assert!(out.status.success(), "{script}: {}", stderr(&out));
 }
+
+/// pamtester must be installed (scripts/deps installs it): a PAM test never skips silently.
+pub fn require_pamtester() {
+    assert!(
+        Command::new("pamtester").arg("--version").output().is_ok(),
+        "pamtester is not installed (scripts/deps installs it)"
+    );
+}
+
+/// A bash script run in a private mount namespace (so it may bind a copy of /etc), with `$T` a
+/// fresh 0755 directory, `$SO` the built PAM module and `envs` set; it must succeed.
+pub struct PamScript {
+    pub dir: tempfile::TempDir,
+}
+
+impl PamScript {
+    pub fn run(script: &str, envs: &[(&str, String)]) -> Self {
+        require_pamtester();
+        let dir = tempfile::tempdir().unwrap();
+        chmod(dir.path(), 0o755);
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "bash", "-c", script])
+            .env("T", dir.path())
+            .env("SO", bin("libpam_keyward.so"))
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "script: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PamScript { dir }
+    }
+
+    /// A file the script wrote under `$T`, trimmed ("" if it wrote none).
+    pub fn read(&self, f: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(f))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+}
