@@ -8,7 +8,6 @@
 
 mod common;
 
-
 use common::*;
 
 const SCRIPT: &str = r#"

@@ -33,6 +33,13 @@ struct LogLock<'a>(&'a std::fs::File);
 /// who may read the log (group `adm`) can take the lock: holding it must not stall the helper.
 const WRITER_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// After the writer has given up waiting once, it only tries the lock (no wait) for this long:
+/// a reader that holds it on and on costs the helper one second a minute, not one a record.
+const IMPATIENT_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Until when the writer does not wait for the lock (set when it last gave up).
+static IMPATIENT_UNTIL: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
 impl<'a> LogLock<'a> {
     /// A reader's shared lock, waiting as long as a write takes.
     fn shared(file: &'a std::fs::File) -> std::io::Result<Self> {
@@ -43,7 +50,14 @@ impl<'a> LogLock<'a> {
     /// The writer's exclusive lock, or None after [`WRITER_PATIENCE`] (the write goes ahead
     /// unlocked: a reader holding the lock that long is not keyward's).
     fn exclusive(file: &'a std::fs::File) -> Option<Self> {
-        let deadline = std::time::Instant::now() + WRITER_PATIENCE;
+        let now = std::time::Instant::now();
+        let mut impatient = IMPATIENT_UNTIL
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let deadline = match *impatient {
+            Some(until) if now < until => now,
+            _ => now + WRITER_PATIENCE,
+        };
         loop {
             match rustix::fs::flock(file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
                 Ok(()) => return Some(LogLock(file)),
@@ -53,7 +67,10 @@ impl<'a> LogLock<'a> {
                     std::thread::sleep(std::time::Duration::from_millis(2));
                 }
                 Err(e) => {
-                    eprintln!("keyward-helper: audit log: writing without the log's lock: {e}");
+                    if impatient.is_none_or(|until| now >= until) {
+                        eprintln!("keyward-helper: audit log: writing without the log's lock: {e}");
+                    }
+                    *impatient = Some(std::time::Instant::now() + IMPATIENT_FOR);
                     return None;
                 }
             }
