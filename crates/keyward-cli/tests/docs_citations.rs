@@ -28,10 +28,11 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// The citations in `text`: (file, test names).
 fn citations(text: &str) -> Vec<(String, Vec<String>)> {
+    // Any Rust identifier: a test is `snake_case`, but a cited `Type` or `CONST` is checked too
+    // (a name with a capital letter used to be skipped, so a typo in one cited nothing).
     let ident = |s: &str| {
-        !s.is_empty()
-            && s.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     let spans: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
     let between: Vec<&str> = text.split('`').step_by(2).skip(1).collect();
@@ -108,7 +109,7 @@ fn every_test_the_docs_cite_exists() {
             }
         }
         for name in names {
-            if !bodies.contains(&format!("fn {name}(")) {
+            if !defines(&bodies, name) {
                 missing.insert(format!("{file}: no fn {name}"));
             }
         }
@@ -118,6 +119,33 @@ fn every_test_the_docs_cite_exists() {
         "the docs cite what is not there:\n{}",
         missing.into_iter().collect::<Vec<_>>().join("\n")
     );
+}
+
+/// Whether `body` defines `name`: a function (a test), or a type, constant or module.
+fn defines(body: &str, name: &str) -> bool {
+    ["fn ", "struct ", "enum ", "trait ", "type ", "mod ", "const ", "static "]
+        .iter()
+        .any(|kind| {
+            let item = format!("{kind}{name}");
+            body.match_indices(&item).any(|(at, _)| {
+                body[at + item.len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+            })
+        })
+}
+
+#[test]
+fn a_cited_name_must_be_defined_whole_and_capitals_count() {
+    let body = "fn login_works() {}\nstruct ErrorCode;\nconst MAX_X: u8 = 1;";
+    assert!(defines(body, "login_works"));
+    assert!(defines(body, "ErrorCode"));
+    assert!(defines(body, "MAX_X"));
+    assert!(!defines(body, "login_work"), "a prefix is not the name");
+    assert!(!defines(body, "Login_works"));
+    let got = citations("`pam.rs: Login_Works`");
+    assert_eq!(got, vec![("pam.rs".to_owned(), vec!["Login_Works".to_owned()])]);
 }
 
 #[test]
