@@ -126,7 +126,7 @@ pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> 
         .send(body.as_str())
         .map_err(|e| {
             (
-                ErrorCode::Unavailable,
+                ErrorCode::EscrowUnavailable,
                 format!("escrow server unreachable ({e})"),
             )
         })?;
@@ -280,7 +280,7 @@ fn signed(
         .send(body)
         .map_err(|e| {
             (
-                ErrorCode::Unavailable,
+                ErrorCode::EscrowUnavailable,
                 format!("escrow server unreachable ({e})"),
             )
         })?;
@@ -288,7 +288,7 @@ fn signed(
     let text = read_reply(&mut resp)?;
     if status != 200 {
         let code = if status >= 500 {
-            ErrorCode::Unavailable
+            ErrorCode::EscrowUnavailable
         } else {
             ErrorCode::Failed
         };

@@ -190,7 +190,7 @@ fn agent_round_trip(backend: &Backend) {
     // The server goes down: the rotation stops short of committing; the old key stays.
     srv.stop();
     let out = inst.keyward(&["recovery", "rotate", "data"], b"");
-    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(7), "{}", stderr(&out));
     assert!(stderr(&out).contains("stays valid"), "{}", stderr(&out));
     let during = recovery_lines(&inst);
     assert_eq!(during.len(), 2, "{during:?}");

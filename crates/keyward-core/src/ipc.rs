@@ -266,6 +266,10 @@ pub enum ErrorCode {
     Unavailable,
     /// The volume is busy (exit 6).
     Busy,
+    /// The escrow server could not be reached or failed (exit 7): the helper is fine, nothing
+    /// changed on the disk, and trying later is the fix. Not 5, which means a keyward service on
+    /// this machine is not running (docs/ARCHITECTURE.md, "Exit codes").
+    EscrowUnavailable,
 }
 
 impl ErrorCode {
@@ -278,6 +282,7 @@ impl ErrorCode {
             ErrorCode::Refused => 4,
             ErrorCode::Unavailable => 5,
             ErrorCode::Busy => 6,
+            ErrorCode::EscrowUnavailable => 7,
         }
     }
 }
