@@ -3,7 +3,8 @@
 //! It owns the model of "who can unlock this volume" (slots, tokens, holders), the `Secret`
 //! type, the closed operation catalog with its privilege classes, invariants I1–I3, the
 //! orderings that change keyslots without ever losing a working one, the recovery-key
-//! format, and the escrow server's signed receipts and device commands. It performs no I/O:
+//! format, the escrow server's signed receipts and device commands, and (feature `seal`) the
+//! age encryptor the helper escrows recovery keys with. It performs no I/O:
 //! clocks, randomness and devices come in through traits (`SlotBackend`), so everything here
 //! is unit- and property-tested without root.
 #![forbid(unsafe_code)]
@@ -31,6 +32,8 @@ pub mod orderings;
 pub mod policy;
 pub mod recovery_key;
 pub mod schedule;
+#[cfg(feature = "seal")]
+pub mod seal;
 pub mod secret;
 pub mod store;
 pub mod token;

@@ -47,11 +47,13 @@ fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, O
         .escrow
         .as_ref()
         .ok_or_else(|| OpError::Failed("no [escrow] server is configured".into()))?;
-    let recipient: age::x25519::Recipient = escrow
+    let recipient: keyward_core::seal::Recipient = escrow
         .recipient
         .parse()
         .map_err(|e| OpError::Failed(format!("[escrow] recipient: {e}")))?;
-    let ciphertext = age::encrypt(&recipient, key.expose())
+    let random = keyward_core::seal::SealRandomness::fill_with(getrandom::fill)
+        .map_err(|e| OpError::Failed(format!("getrandom: {e}")))?;
+    let ciphertext = keyward_core::seal::seal(&recipient, key.expose(), random)
         .map_err(|e| OpError::Failed(format!("encrypting to the escrow recipient: {e}")))?;
     let sha256 = hex(&sha2::Sha256::digest(&ciphertext));
     let id = keyward_sys::random::service_secret()?;
