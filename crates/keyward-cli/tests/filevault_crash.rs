@@ -628,6 +628,83 @@ fn remember_pending(inst: &Instance, held: &Held) {
     }
 }
 
+/// `state/` and `log/` as the dead helper left them.
+fn snapshot(inst: &Instance) -> std::path::PathBuf {
+    let snap = inst.path("snapshot");
+    let _ = std::fs::remove_dir_all(&snap);
+    std::fs::create_dir(&snap).unwrap();
+    for dir in ["state", "log"] {
+        let out = run(
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(inst.path(dir))
+                .arg(&snap),
+            b"",
+        );
+        assert!(out.status.success(), "cp: {}", stderr(&out));
+    }
+    snap
+}
+
+fn restore(inst: &Instance, snap: &std::path::Path) {
+    for dir in ["state", "log"] {
+        std::fs::remove_dir_all(inst.path(dir)).unwrap();
+        let out = run(
+            std::process::Command::new("cp")
+                .arg("-a")
+                .arg(snap.join(dir))
+                .arg(inst.root.path()),
+            b"",
+        );
+        assert!(out.status.success(), "cp: {}", stderr(&out));
+    }
+}
+
+/// The helper is down after a crash at `step`. The next one's start-up settle (reconcile, an
+/// interrupted password rotation finished) writes too: list its crash points with one traced
+/// start, then for each, start from what the crash left and die there as well, start again,
+/// and check. Leaves the helper running, settled.
+fn crash_in_the_settle(inst: &mut Instance, held: &Held, step: &str) {
+    let snap = snapshot(inst);
+    let log_start = inst.helper_stderr().len();
+    inst.helper_env = vec![("KEYWARD_FAILPOINT_TRACE".into(), "1".into())];
+    assert!(
+        inst.try_start(),
+        "{step}: restart: {}",
+        inst.helper_stderr()
+    );
+    let settle: Vec<String> = inst.helper_stderr()[log_start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("keyward-helper: crash point "))
+        .map(str::to_owned)
+        .collect();
+    inst.helper_env.clear();
+    for point in settle {
+        let step = format!("{step}, then in the start-up settle at {point}");
+        inst.stop_helper();
+        restore(inst, &snap);
+        inst.helper_env = vec![("KEYWARD_FAILPOINT".into(), point.clone())];
+        assert!(!inst.try_start(), "{step}: not reached");
+        let died = inst.start_exit.take().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&died),
+            Some(9),
+            "{step}: a crash point must SIGKILL"
+        );
+        inst.helper_env.clear();
+        assert!(
+            inst.try_start(),
+            "{step}: restart: {}",
+            inst.helper_stderr()
+        );
+        check(inst, held, &step);
+        SETTLE_CRASHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Crashes in a start-up settle, over all the tests of this process (printed, for the record).
+static SETTLE_CRASHES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn crash_everywhere(op: &Op) {
     let points = trace(op);
     eprintln!("{}: {points:?}", op.name);
@@ -648,12 +725,6 @@ fn crash_everywhere(op: &Op) {
             );
         }
         assert!(inst.helper_died(), "{} at {point}: still alive", op.name);
-        inst.helper_env.clear();
-        assert!(
-            inst.try_start(),
-            "{point}: restart: {}",
-            inst.helper_stderr()
-        );
         let step = format!("{} at {point}", op.name);
         // FileVault retires the old key when it makes a new one: from that step on, the old
         // key is gone on a real Mac too, and the re-run hands out the one in force. Before it,
@@ -664,9 +735,16 @@ fn crash_everywhere(op: &Op) {
         if op.replaces_recovery && replaced {
             held.recovery = None;
         }
+        crash_in_the_settle(&mut inst, &held, &step);
         check(&inst, &held, &step);
         (op.finish)(&inst, held, &step);
     }
+    eprintln!(
+        "{}: {} crash points, {} crashes in a start-up settle so far",
+        op.name,
+        points.len(),
+        SETTLE_CRASHES.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
 
 #[test]
