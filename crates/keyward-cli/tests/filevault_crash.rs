@@ -10,12 +10,16 @@
 //! `diskutil apfs unlockVolume -verify` (and `fdesetup validaterecovery`) the helper uses — the
 //! service account's token, if it has one, opens with a password in the keychain, keyward's
 //! status has no invariant violation, `keyward audit --verify` passes, and running the
-//! operation again completes. A last test lists every `failpoint("filevault…")` in the
+//! operation again completes. The restarted helper is then killed in its own start-up settle
+//! too, at every step that settle writes. The escrowed rotation (agent and server) is in
+//! `filevault_crash/escrow.rs`. A last test lists every `failpoint("filevault…")` in the
 //! helper's FileVault code and fails if no operation here reached it.
 //! Needs the `failpoints` and `simulated-mac` features (the README's test command sets them).
 #![allow(clippy::unwrap_used)]
 
 mod common;
+#[path = "filevault_crash/escrow.rs"]
+mod escrow;
 
 use std::collections::BTreeSet;
 
@@ -41,6 +45,11 @@ const SERVICE: &str = "_keyward";
 /// and the agent's account `kcfvagent`, which exists only there, so `keyward uninstall` (run
 /// outside) has no system user to delete and touches nothing outside the instance.
 fn mac_instance(people: bool) -> Instance {
+    prepare_mac(people).start()
+}
+
+/// [`mac_instance`], not started yet.
+fn prepare_mac(people: bool) -> Instance {
     let mut inst = Instance::prepare();
     let cfg = std::fs::read_to_string(&inst.config).unwrap();
     let start = cfg.find("[[volume]]\nname = \"data\"").unwrap();
@@ -57,7 +66,7 @@ fn mac_instance(people: bool) -> Instance {
     if people {
         with_mac_people(&mut inst);
     }
-    inst.start()
+    inst
 }
 
 fn with_mac_people(inst: &mut Instance) {
