@@ -249,3 +249,42 @@ impl Keychain for SimKeychain {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    use keyward_macos::build::dscl;
+    use keyward_macos::names::ShortName;
+
+    use super::*;
+
+    #[test]
+    fn a_change_is_in_the_root_only_files_when_the_step_returns_and_the_next_load_sees_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = std::fs::metadata(dir.path()).unwrap().uid();
+        let (mut mac, mut keys) = load(dir.path(), owner).unwrap();
+        for file in [MAC_FILE, KEYCHAIN_FILE] {
+            let meta = std::fs::metadata(dir.path().join(file)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
+        }
+        let name = ShortName::parse("_keyward").unwrap();
+        mac.run(&dscl::create_account(&name)).unwrap();
+        keys.write(KeychainItem::ServiceNext, &Secret::copy_from(b"n3xt"))
+            .unwrap();
+        // A reader (a read changes nothing, so nothing is written for it).
+        mac.run(&dscl::read_account(&name)).unwrap();
+
+        // What the next helper process would load, without anything kept in memory.
+        let (again, mut keys_again) = load(dir.path(), owner).unwrap();
+        assert!(again.account("_keyward").is_some());
+        assert!(again.account("admin").is_some_and(|a| a.token));
+        let next = keys_again.read(KeychainItem::ServiceNext).unwrap().unwrap();
+        assert_eq!(next.expose(), b"n3xt");
+        assert!(keys_again
+            .read(KeychainItem::ServiceCurrent)
+            .unwrap()
+            .is_none());
+    }
+}
