@@ -55,22 +55,35 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
     }
 
     /// Create the hidden service account (no token yet) with `password`. Idempotent: an
-    /// existing account that is hidden, below uid 500 and keyward's is left as it is.
+    /// existing account that is hidden, below uid 500 and keyward's is left as it is. The
+    /// password goes to the keychain (as `next`) before the account is made, so an account
+    /// that a crash left half-made (no token, an attribute, its admin membership or its
+    /// password missing) is known as keyward's by that password and finished, not refused as
+    /// someone else's or taken as it is.
     pub fn create_service_account(&mut self, password: &Secret) -> Result<ServiceUid, MacError> {
         let name = self.config.service_user.clone();
+        let mut uid = None;
         if let Some(rec) = self.read_account(&name)? {
-            let uid = rec.unique_id.and_then(|u| u32::try_from(u.get()).ok());
-            return match uid.map(ServiceUid::new) {
-                Some(Ok(uid)) if rec.hidden => Ok(uid),
-                _ => Err(MacError::AccountConflict(name.to_string())),
-            };
+            let existing = rec.unique_id.and_then(|u| u32::try_from(u.get()).ok());
+            // Every step again (each is idempotent): which one the crash cut short is unknown.
+            match existing.map(ServiceUid::new) {
+                known if self.interrupted_creation(&name)? => uid = known.and_then(Result::ok),
+                Some(Ok(uid)) if rec.hidden => return Ok(uid),
+                _ => return Err(MacError::AccountConflict(name.to_string())),
+            }
         }
-        let out = self.exec(&dscl::list_unique_ids())?;
-        let used: Vec<_> = parse::dscl::list_unique_ids(&out)?
-            .into_iter()
-            .map(|(_, u)| u)
-            .collect();
-        let uid = ServiceUid::pick_free(used.iter().copied()).ok_or(MacError::NoFreeServiceUid)?;
+        self.keychain.write(KeychainItem::ServiceNext, password)?;
+        let uid = match uid {
+            Some(uid) => uid,
+            None => {
+                let out = self.exec(&dscl::list_unique_ids())?;
+                let used: Vec<_> = parse::dscl::list_unique_ids(&out)?
+                    .into_iter()
+                    .map(|(_, u)| u)
+                    .collect();
+                ServiceUid::pick_free(used.iter().copied()).ok_or(MacError::NoFreeServiceUid)?
+            }
+        };
         let out = self.exec(&dscl::read_group(&name))?;
         if parse::dscl::read_account(&out)?.is_none() {
             for inv in dscl::create_group(&name, uid) {
@@ -90,7 +103,6 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
             self.write(&dscl::set_attr(&name, attr))?;
         }
         self.write(&dscl::add_to_admin_group(&name))?;
-        self.keychain.write(KeychainItem::ServiceNext, password)?;
         let out = self.exec(&dscl::set_initial_password(&name, password)?)?;
         let _claim = parse::dscl::passwd(Purpose::SetInitialPassword, &out)?;
         self.keychain
@@ -112,6 +124,14 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
             });
         }
         Ok(uid)
+    }
+
+    /// An account named like the service account, holding no token, while keyward's keychain
+    /// holds a service password: the account a crashed creation left behind.
+    fn interrupted_creation(&mut self, name: &ShortName) -> Result<bool, MacError> {
+        let stored = self.keychain.read(KeychainItem::ServiceNext)?.is_some()
+            || self.keychain.read(KeychainItem::ServiceCurrent)?.is_some();
+        Ok(stored && !self.token_status(name)?)
     }
 
     /// Give the service account a Secure Token, authorised by `holder` with `holder_password`
@@ -169,6 +189,11 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
             return Ok(ServicePassword::Current);
         };
         let name = self.config.service_user.clone();
+        if self.read_account(&name)?.is_none() {
+            // A creation that crashed before the account was made: the password reached no one.
+            self.keychain.delete(KeychainItem::ServiceNext)?;
+            return Ok(ServicePassword::Dropped);
+        }
         let (_, view) = self.view()?;
         let account = view.slot_of(&name).and_then(|s| match view.target(s) {
             Some(Target::Account(a)) => Some(a.clone()),

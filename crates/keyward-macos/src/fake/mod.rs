@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
 mod directory;
+pub mod persist;
 
 use crate::command::{Invocation, Purpose};
 use crate::fixture;
 use crate::runner::{Output, RunError, Runner};
 
 /// One simulated account.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct FakeAccount {
     /// Short name.
     pub name: String,
@@ -81,8 +82,9 @@ struct Scripted {
     apply: bool,
 }
 
-/// The simulated Mac.
-#[derive(Debug, Default)]
+/// The simulated Mac. Its model (not the calls or the scripted answers, which belong to one
+/// test) is what [`persist`] saves.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct FakeMac {
     /// Accounts.
     pub accounts: Vec<FakeAccount>,
@@ -102,7 +104,9 @@ pub struct FakeMac {
     /// `None`: the simulated Mac has no authorization database and `security` is unscripted.
     pub login_right: Option<Vec<u8>>,
     /// Every call, in order.
+    #[serde(skip)]
     pub calls: Vec<Call>,
+    #[serde(skip)]
     scripted: Vec<Scripted>,
     keys_made: u32,
 }

@@ -11,6 +11,9 @@ mod login;
 mod out_of_step;
 mod recovery;
 mod seams;
+#[cfg(all(not(target_os = "macos"), feature = "simulated-mac"))]
+mod simulated;
+mod steps;
 #[cfg(all(test, feature = "simulated-mac", not(target_os = "macos")))]
 mod tests;
 mod vault;
@@ -22,14 +25,14 @@ use keyward_core::ipc::VolumeReport;
 use keyward_core::{SlotId, StoreError};
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::{ShortName, VolumeOperand};
-use keyward_macos::registry::FileJournal;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
 use super::{ServiceStanding, Vault};
 use crate::error::OpError;
 
 /// The store the helper works on: the seams borrowed from the one Mac, the registry file.
-pub(crate) type Store<'a> = FileVaultStore<&'a mut seams::Runner, FileJournal, &'a mut seams::Keys>;
+pub(crate) type Store<'a> =
+    FileVaultStore<&'a mut seams::Runner, steps::StepJournal, &'a mut seams::Keys>;
 
 /// A FileVault volume and its store.
 pub struct MacVault<'c, 's, 'm> {
@@ -62,8 +65,8 @@ pub(crate) fn with_store<T>(
         service_user,
         volume: operand,
     };
-    let journal = FileJournal::new(&registry_path(c));
-    seams::with(|runner, keys| {
+    let journal = steps::StepJournal::new(&registry_path(c));
+    seams::with(c, |runner, keys| {
         let mut store = FileVaultStore::new(runner, journal, keys, config);
         f(&mut store)
     })

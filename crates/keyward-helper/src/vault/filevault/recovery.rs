@@ -62,6 +62,20 @@ pub(super) fn settle_pending(
     Ok(found)
 }
 
+/// A stored key with no pending record is a committed (or given-up) key that a crash left on
+/// disk between the registry's save and the key's deletion: it is deleted. Part of settling
+/// the service standing, at start-up and before every operation.
+pub(super) fn drop_unpending(c: &Config, v: &Volume, s: &mut Store<'_>) -> Result<(), OpError> {
+    if pending_key::load(c, &v.name)?.is_some() && pending_entry(s)?.is_none() {
+        pending_key::drop(c, &v.name)?;
+        eprintln!(
+            "keyward-helper: {}: deleted a stored recovery key that is no longer pending",
+            v.name
+        );
+    }
+    Ok(())
+}
+
 /// A new key from `fdesetup changerecovery`, sealed straight after.
 pub(super) fn new_pending(
     c: &Config,

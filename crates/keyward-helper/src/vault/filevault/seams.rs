@@ -1,8 +1,10 @@
 //! The Mac the helper talks to: Apple's tools and the System keychain on macOS, the simulated
-//! Mac in a `simulated-mac` test build, nothing elsewhere. Every operation holds one lock.
+//! Mac in a `simulated-mac` test build (kept in the state directory: `simulated`), nothing
+//! elsewhere. Every operation holds one lock.
 
 use std::sync::{Mutex, PoisonError};
 
+use keyward_core::config::Config;
 use keyward_macos::MacError;
 
 #[cfg(target_os = "macos")]
@@ -17,7 +19,7 @@ mod imp {
 
     static LOCK: Mutex<()> = Mutex::new(());
 
-    pub fn with<T>(f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
+    pub fn with<T>(_: &Config, f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
         let _one_at_a_time = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         let mut keys = Keys::open()?;
         Ok(f(&mut Runner::new(DEADLINE), &mut keys))
@@ -26,21 +28,26 @@ mod imp {
 
 #[cfg(all(not(target_os = "macos"), feature = "simulated-mac"))]
 mod imp {
+    use super::super::simulated;
     use super::*;
-    use keyward_macos::fake::FakeMac;
-    use keyward_macos::keychain::MemoryKeychain;
 
-    pub type Runner = FakeMac;
-    pub type Keys = MemoryKeychain;
+    pub type Runner = simulated::SimMac;
+    pub type Keys = simulated::SimKeychain;
 
-    /// The simulated Mac (the typical one: an admin holding a token, a user without one,
-    /// FileVault on) and its keychain, for the life of the helper process.
-    static SIM: Mutex<Option<(FakeMac, MemoryKeychain)>> = Mutex::new(None);
+    /// The simulated Mac and its keychain, read from the state directory the first time the
+    /// helper touches them (the typical Mac if there is none yet: an admin holding a token, a
+    /// user without one, FileVault on), and saved there after every change.
+    static SIM: Mutex<Option<(Runner, Keys)>> = Mutex::new(None);
 
-    pub fn with<T>(f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
+    pub fn with<T>(c: &Config, f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
         let mut sim = SIM.lock().unwrap_or_else(PoisonError::into_inner);
-        let (mac, keys) =
-            sim.get_or_insert_with(|| (FakeMac::typical(), MemoryKeychain::default()));
+        let (mac, keys) = match &mut *sim {
+            Some(loaded) => loaded,
+            none => {
+                let owner = crate::service_secret::state_owner(c).0;
+                none.insert(simulated::load(&c.state_dir, owner)?)
+            }
+        };
         let out = f(mac, keys);
         // The simulation records every call for its own tests; a long-lived helper drops them.
         mac.calls.clear();
@@ -72,7 +79,10 @@ mod imp {
 
     static LOCK: Mutex<()> = Mutex::new(());
 
-    pub fn with<T>(_f: impl FnOnce(&mut Runner, &mut Keys) -> T) -> Result<T, MacError> {
+    pub fn with<T>(
+        _: &Config,
+        _f: impl FnOnce(&mut Runner, &mut Keys) -> T,
+    ) -> Result<T, MacError> {
         let _one_at_a_time = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
         Err(MacError::Unsupported(
             "a kind = \"filevault\" volume needs macOS",

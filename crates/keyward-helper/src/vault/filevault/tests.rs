@@ -10,9 +10,10 @@ use keyward_core::{recovery_key, Secret, UserName};
 use keyward_macos::fake::FakeMac;
 use keyward_macos::keychain::{Keychain, KeychainItem, MemoryKeychain};
 use keyward_macos::names::{ShortName, VolumeOperand};
-use keyward_macos::registry::FileJournal;
 use keyward_macos::{FileVaultStore, MacConfig};
 
+use super::simulated::{SimKeychain, SimMac};
+use super::steps::StepJournal;
 use super::MacVault;
 use crate::ops::recovery::{check_confirm, commit_pending, pending_or_new};
 use crate::ops::{bootstrap_on, grant_on, revoke_on, service_rotate_on};
@@ -21,8 +22,8 @@ use crate::vault::{ServiceStanding, Vault};
 struct Mac {
     _dir: tempfile::TempDir,
     c: Config,
-    mac: FakeMac,
-    keys: MemoryKeychain,
+    mac: SimMac,
+    keys: SimKeychain,
 }
 
 fn mac() -> Mac {
@@ -34,8 +35,8 @@ fn mac() -> Mac {
     Mac {
         c: Config::parse(&text).unwrap(),
         _dir: dir,
-        mac: FakeMac::typical(),
-        keys: MemoryKeychain::default(),
+        mac: SimMac::in_memory(FakeMac::typical()),
+        keys: SimKeychain::in_memory(MemoryKeychain::default()),
     }
 }
 
@@ -45,7 +46,7 @@ fn on<T>(m: &mut Mac, f: impl FnOnce(&mut dyn Vault) -> T) -> T {
         service_user: ShortName::parse("_keyward").unwrap(),
         volume: VolumeOperand::parse("/").unwrap(),
     };
-    let journal = FileJournal::new(&m.c.state_dir.join("macos-registry.json"));
+    let journal = StepJournal::new(&m.c.state_dir.join("macos-registry.json"));
     let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     let v = &m.c.volumes[0];
     f(&mut MacVault {
@@ -198,7 +199,7 @@ fn login_as(m: &mut Mac, name: &str, password: &str) -> crate::vault::VolumeLogi
         service_user: ShortName::parse("_keyward").unwrap(),
         volume: VolumeOperand::parse("/").unwrap(),
     };
-    let journal = FileJournal::new(&m.c.state_dir.join("macos-registry.json"));
+    let journal = StepJournal::new(&m.c.state_dir.join("macos-registry.json"));
     let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     let managed = crate::accounts::Standing::Managed(keyward_core::Uid::new(501).unwrap());
     super::login::login_on(

@@ -32,7 +32,9 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
-        standing(self.s)
+        let standing = standing(self.s)?;
+        recovery::drop_unpending(self.c, self.v, self.s)?;
+        Ok(standing)
     }
 
     fn working(&mut self) -> Result<(SlotId, Secret), OpError> {
