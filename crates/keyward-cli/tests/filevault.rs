@@ -1,6 +1,7 @@
 //! A FileVault volume end to end on Linux: the real CLI, helper, agent and escrow server, with
 //! a `kind = "filevault"` volume served by keyward-macos's simulated Mac (the helper is built
-//! with `simulated-mac`; the Mac's state lives in the helper process: an admin holding a
+//! with `simulated-mac`; the Mac's state is kept in the helper's state directory, so it outlives a
+//! killed helper as a real Mac would: an admin holding a
 //! Secure Token with password `admin-pw`, a user `alice` with `alice-pw` and no token, FileVault
 //! on). Beside it, a LUKS2 image formatted by stock cryptsetup, so both kinds are compared
 //! through the same commands.
