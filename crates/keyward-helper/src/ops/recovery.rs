@@ -69,9 +69,7 @@ fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, O
 
 /// The standalone commit's proof that the admin stored the key: its last group, typed back.
 pub(crate) fn check_confirm(key: &Secret, confirm: &Secret) -> Result<(), OpError> {
-    let typed = Secret::from_vec(recovery_key::normalize_group(confirm.expose()));
-    let expected = Secret::from_vec(recovery_key::normalize_group(recovery_key::last_group(key)));
-    if expected.ct_eq(&typed) {
+    if recovery_key::confirms(key, confirm) {
         Ok(())
     } else {
         Err(OpError::Refused(
