@@ -22,6 +22,7 @@ pub mod escrow;
 pub mod fake;
 pub mod fuzz_entry;
 pub mod ids;
+pub mod interrupted;
 pub mod invariants;
 pub mod ipc;
 pub mod kdf;

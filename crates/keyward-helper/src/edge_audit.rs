@@ -4,8 +4,9 @@
 //! this module decides which are written.
 
 use keyward_core::access::CallerClass;
+use keyward_core::audit::{fold_key, result_of};
 use keyward_core::catalog::Operation;
-use keyward_core::ipc::{ErrorCode, Reply, Request, Response};
+use keyward_core::ipc::{ErrorCode, Request, Response};
 use keyward_core::{UserName, VolumeName};
 use keyward_sys::peer::Peer;
 
@@ -60,37 +61,6 @@ pub(crate) fn audit(
     }
 }
 
-/// The key under which an untrusted caller's record is folded with identical ones, or `None`
-/// when it must be written on its own: root's records, and the agent's state changes that did
-/// something (only its idempotent verify and recovery-begin fold when plain "ok"). The key
-/// holds the error's code, never its message, and no volume or user name: those are the
-/// caller's to choose, and a new name must not buy a new record.
-fn fold_key(
-    class: Option<CallerClass>,
-    peer: Option<Peer>,
-    op: &str,
-    result: &str,
-    change: bool,
-) -> Option<String> {
-    // Root's records, and every signed command the agent relays (each refusal names the
-    // command: evidence of a forged or replayed one), are written one by one.
-    if class == Some(CallerClass::Admin) || op == Operation::RunCommand.name() {
-        return None;
-    }
-    let outcome = if result.starts_with("error:") {
-        result.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
-    } else if result == "ok" && (!change || matches!(op, "verify" | "recovery-begin")) {
-        "ok".to_owned()
-    } else {
-        return None;
-    };
-    Some(format!(
-        "{} {} {op} {outcome}",
-        class.map_or("refused", CallerClass::label),
-        peer.map_or(u32::MAX, |p| p.uid.get())
-    ))
-}
-
 /// Append one record; `Ok(false)` when it was folded into a later one, or skipped because the
 /// log's file system is down to what keyward keeps for change records (an untrusted caller's
 /// reads and refusals never eat into that).
@@ -104,7 +74,7 @@ fn record(
     change: bool,
 ) -> std::io::Result<bool> {
     let mut folded = None;
-    if let Some(key) = fold_key(class, peer, op, result, change) {
+    if let Some(key) = fold_key(class, peer.map(|p| p.uid.get()), op, result, change) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
@@ -164,7 +134,7 @@ pub(crate) fn audit_answer(
     named: Named<'_>,
     response: Response,
 ) -> Response {
-    let result = result_text(&response);
+    let result = result_of(&response);
     match record(
         ctx,
         Some(class),
@@ -189,17 +159,6 @@ pub(crate) fn audit_answer(
             eprintln!("keyward-helper: audit log: {e}");
             response
         }
-    }
-}
-
-fn result_text(r: &Response) -> String {
-    match r {
-        // A signed command's record names it and what it did (its errors name it too).
-        Response::Ok(Reply::CommandDone { id, outcome }) => {
-            format!("ok: command {}: {outcome}", keyward_core::quote(id))
-        }
-        Response::Ok(_) => "ok".into(),
-        Response::Error { code, message } => format!("error:{code:?}: {message}"),
     }
 }
 
