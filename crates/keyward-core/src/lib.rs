@@ -27,6 +27,7 @@ pub mod invariants;
 pub mod ipc;
 pub mod kdf;
 pub mod kdf_floor;
+pub mod login;
 pub mod model;
 pub mod orderings;
 pub mod policy;

@@ -22,7 +22,7 @@ use sha2::Digest;
 
 use crate::error::OpError;
 use crate::failpoint::failpoint;
-use crate::pending_key;
+use crate::pending_key::{self, io};
 use crate::vault::{with_vault, Vault};
 
 /// What the escrow server is sent for a pending key (ciphertext only), kept root-only beside
@@ -196,13 +196,6 @@ pub fn abort(c: &Config, v: &Volume) -> Result<Reply, OpError> {
 }
 
 const DEVICE_FILE: &str = "device_id";
-
-fn io(source: std::io::Error) -> OpError {
-    OpError::Io {
-        what: "pending recovery key",
-        source,
-    }
-}
 
 /// This device's id at the escrow server: what enrollment recorded, else `[escrow] device_id`.
 /// Receipts and signed commands must name it.

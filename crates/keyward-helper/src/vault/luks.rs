@@ -9,6 +9,7 @@ pub mod service;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{UserReport, VerifyReport, VolumeReport};
+use keyward_core::policy::NoGrant;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{
@@ -17,7 +18,7 @@ use keyward_core::{
 };
 
 use super::{ServiceStanding, Vault};
-use crate::accounts::{self, Standing};
+use crate::accounts;
 use crate::error::OpError;
 use crate::failpoint::failpoint;
 use crate::{policy_override, service_secret};
@@ -285,26 +286,13 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
     }
 }
 
-/// Who may hold a user slot: a user the policy manages now (`accounts::standing`).
+/// Who may hold a user slot: a user the policy manages now (`Standing::grantee`).
 pub fn grantable(c: &Config, user: &UserName) -> Result<Uid, OpError> {
-    match accounts::standing(c, user, None).map_err(OpError::Failed)? {
-        Standing::Managed(uid) => Ok(uid),
-        Standing::Deleted => Err(OpError::Usage(format!("no such user: {user}"))),
-        Standing::Disabled(state) => {
-            let what = if state == keyward_core::policy::AccountState::Locked {
-                "locked"
-            } else {
-                "expired"
-            };
-            Err(OpError::Refused(format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right")))
-        }
-        other => Err(OpError::Refused(format!(
-            "{user} is not managed ({}): add them to [policy] managed_group or managed_users \
-             first (root, system accounts and uids outside uid_min..=uid_max never are); \
-             keyward gives no unlock right that verify would then revoke",
-            other.label()
-        ))),
-    }
+    let standing = accounts::standing(c, user, None).map_err(OpError::Failed)?;
+    standing.grantee(user).map_err(|e| match e {
+        NoGrant::NoSuchUser(_) => OpError::Usage(e.to_string()),
+        NoGrant::Refused(why) => OpError::Refused(why),
+    })
 }
 
 /// `keyward status` of a LUKS2 volume, from the cache while its header is unchanged.

@@ -24,17 +24,7 @@ use keyward_core::{Secret, SlotId, Uid, UserName, VolumeName, VolumeState};
 use crate::accounts::Standing;
 use crate::error::OpError;
 
-/// What a login or password change did on one volume.
-#[derive(Debug)]
-pub enum VolumeLogin {
-    /// What happened there, for the record.
-    Done(String),
-    /// Nothing for this user, for a reason about the user rather than the volume (not managed,
-    /// the system refused the password); nothing on the volume was touched.
-    Refused(String),
-    /// The event does not concern this kind of volume.
-    Skipped,
-}
+pub use keyward_core::login::VolumeLogin;
 
 /// Where a volume's service right stands.
 #[derive(Debug)]
