@@ -8,7 +8,6 @@ use crate::ids::Uid;
 
 /// The class of a connected peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum CallerClass {
     /// Effective uid 0: the CLI and the PAM module.
     Admin,

@@ -1,7 +1,7 @@
 //! The edge's audit trail: the one record of every request the helper answers or refuses
 //! and of every connection it closes unread, the folding of an untrusted caller's repeats into
-//! one record a minute, and the room check before a change. Records are built by `audit`;
-//! this module decides which are written.
+//! one record a minute (the key: `keyward_core::audit::fold_key`), and the room check before
+//! a change. Records are built by `audit`; this module decides which are written.
 
 use keyward_core::access::CallerClass;
 use keyward_core::audit::{fold_key, result_of};
@@ -11,7 +11,7 @@ use keyward_core::{UserName, VolumeName};
 use keyward_sys::peer::Peer;
 
 use crate::audit;
-use crate::ctx::Ctx;
+use crate::ctx::{lock, Ctx};
 
 /// Record a connection closed unread (folded like every untrusted caller's refusals).
 pub(crate) fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) {
@@ -78,11 +78,7 @@ fn record(
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let admitted = match ctx.fold.lock() {
-            Ok(mut f) => f.admit(&key, now),
-            Err(poisoned) => poisoned.into_inner().admit(&key, now),
-        };
-        match admitted {
+        match lock(&ctx.fold).admit(&key, now) {
             None => return Ok(false),
             Some(n) => folded = (n > 0).then_some(n),
         }
@@ -100,10 +96,7 @@ fn record(
         result,
         folded,
     );
-    let mut log = match ctx.audit.lock() {
-        Ok(log) => log,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut log = lock(&ctx.audit);
     if class != Some(CallerClass::Admin) && !change && log.room_for_untrusted().is_err() {
         return Ok(false);
     }
@@ -117,10 +110,7 @@ fn record(
 /// Is there room in the audit log to record a change? Asked before every state-changing
 /// operation: a change that could not be recorded must not happen.
 pub(crate) fn room_for_change(ctx: &Ctx) -> std::io::Result<()> {
-    match ctx.audit.lock() {
-        Ok(log) => log.room_for_change(),
-        Err(poisoned) => poisoned.into_inner().room_for_change(),
-    }
+    lock(&ctx.audit).room_for_change()
 }
 
 /// Record an answered request. A state change whose record cannot be written is reported to

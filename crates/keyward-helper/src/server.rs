@@ -34,6 +34,15 @@ struct InService {
     agent: AtomicUsize,
 }
 
+impl InService {
+    fn of(&self, class: CallerClass) -> &AtomicUsize {
+        match class {
+            CallerClass::Agent => &self.agent,
+            CallerClass::Admin => &self.admin,
+        }
+    }
+}
+
 /// Accept forever. Each caller is classified once, here, by its kernel credentials, and
 /// counted against its class's budget; anyone else, or a caller over budget, is closed before
 /// a byte is read, and recorded (refusals of one kind are folded into one record a minute).
@@ -63,12 +72,12 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
             );
             continue;
         };
-        let (count, max) = match class {
-            CallerClass::Agent => (&in_service.agent, MAX_AGENT_CONNECTIONS),
-            _ => (&in_service.admin, MAX_ADMIN_CONNECTIONS),
+        let max = match class {
+            CallerClass::Agent => MAX_AGENT_CONNECTIONS,
+            CallerClass::Admin => MAX_ADMIN_CONNECTIONS,
         };
-        if count.fetch_add(1, Ordering::SeqCst) >= max {
-            count.fetch_sub(1, Ordering::SeqCst);
+        if in_service.of(class).fetch_add(1, Ordering::SeqCst) >= max {
+            in_service.of(class).fetch_sub(1, Ordering::SeqCst);
             refuse(ctx, Some(class), Some(peer), "too many connections");
             continue;
         }
@@ -77,11 +86,7 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
             .name("conn".into())
             .spawn(move || {
                 handle(stream, &ctx, peer, class);
-                let count = match class {
-                    CallerClass::Agent => &in_service.agent,
-                    _ => &in_service.admin,
-                };
-                count.fetch_sub(1, Ordering::SeqCst);
+                in_service.of(class).fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             eprintln!("keyward-helper: cannot start a connection thread: {e}");

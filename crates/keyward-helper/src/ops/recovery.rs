@@ -209,11 +209,7 @@ pub(crate) fn this_device(c: &Config, escrow: &Escrow) -> Result<String, OpError
 
 /// Record the device id the escrow server assigned (`keyward enroll`).
 pub fn set_device(c: &Config, id: &str) -> Result<Reply, OpError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
+    if !keyward_core::enrollment::device_id_ok(id) {
         return Err(OpError::Usage(
             "device id must be 1-64 of A-Z, a-z, 0-9, '-' and '_'".into(),
         ));
