@@ -200,26 +200,14 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         if !dry_run {
             self.store.reconcile()?;
         }
-        let state = self.store.state()?;
-        let mut ours: Vec<(bool, SlotId)> = state
-            .holders()
-            .into_iter()
-            .filter(|h| h.token.is_some())
-            .map(|h| (h.role == HolderRole::Service, h.slot))
-            .collect();
-        ours.sort();
-        let others = invariants::committed_paths(&state)
-            .into_iter()
-            .filter(|s| !ours.iter().any(|(_, o)| o == s))
-            .count();
-        if others == 0 && !ours.is_empty() {
-            return Err(OpError::Refused(format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first")));
-        }
-        let slots: Vec<u32> = ours.iter().map(|(_, s)| s.get()).collect();
+        let ours = invariants::release_order(&self.store.state()?).ok_or_else(|| {
+            OpError::Refused(format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first"))
+        })?;
+        let slots: Vec<u32> = ours.iter().map(|s| s.get()).collect();
         if dry_run {
             return Ok(slots);
         }
-        for (_, slot) in &ours {
+        for slot in &ours {
             self.store.revoke(*slot)?;
         }
         failpoint("release.revoked");
