@@ -503,6 +503,21 @@ pub struct VerifyReport {
     pub findings: Vec<FindingReport>,
 }
 
+impl VerifyReport {
+    /// The report of a volume whose service right stands as `service` (`detail` for anything
+    /// but `ok`), before its users, violations and findings are filled in.
+    pub fn service(volume: &str, service: &str, detail: Option<String>) -> Self {
+        VerifyReport {
+            volume: volume.to_owned(),
+            service: service.to_owned(),
+            detail,
+            users: Vec::new(),
+            violations: Vec::new(),
+            findings: Vec::new(),
+        }
+    }
+}
+
 /// A user slot found by verification.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UserReport {

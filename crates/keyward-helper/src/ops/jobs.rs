@@ -120,7 +120,9 @@ fn login(
             .iter()
             .filter(|v| vault::login_needs_password_check(v))
         {
-            match super::on_volume(c, &v.name, |v| super::bootstrap_on(v, None, password)) {
+            match super::on_volume(c, &v.name, |vault| {
+                super::bootstrap_on(vault, None, password)
+            }) {
                 Ok(keyward_core::ipc::Reply::Bootstrapped {
                     slot,
                     created: true,

@@ -62,14 +62,8 @@ pub fn status(c: &Config, v: &Volume) -> VolumeReport {
 
 /// `keyward verify` of one volume; a volume that cannot be opened reports why.
 pub fn verify(c: &Config, v: &Volume) -> VerifyReport {
-    with_vault(c, v, |vault| Ok(vault.verify())).unwrap_or_else(|e| VerifyReport {
-        volume: v.name.to_string(),
-        service: "error".into(),
-        detail: Some(e.to_string()),
-        users: Vec::new(),
-        violations: Vec::new(),
-        findings: Vec::new(),
-    })
+    with_vault(c, v, |vault| Ok(vault.verify()))
+        .unwrap_or_else(|e| VerifyReport::service(v.name.as_str(), "error", Some(e.to_string())))
 }
 
 /// `keyward bootstrap`: the service right, authorised by a current holder's passphrase

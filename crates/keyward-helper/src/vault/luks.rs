@@ -254,12 +254,8 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
             Err(e) => ("error", Some(e.to_string())),
         };
         let mut r = VerifyReport {
-            volume: self.v.name.to_string(),
-            service: service.into(),
-            detail,
             users,
-            violations: Vec::new(),
-            findings: Vec::new(),
+            ..VerifyReport::service(self.v.name.as_str(), service, detail)
         };
         // After any revocation above: is there still a way in a person can use without
         // keyward? And is every passphrase slot, whoever made it, above the KDF floor?
