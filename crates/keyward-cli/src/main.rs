@@ -419,7 +419,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 ));
             }
             let socket = config.agent_state_dir.join("agent.sock");
-            match client::call_agent(&socket, AgentRequest::RotateRecovery { volume: volume.clone() })? {
+            match client::call_agent(&socket, &config.service_user, AgentRequest::RotateRecovery { volume: volume.clone() })? {
                 AgentReply::Rotated { slot, escrow_id } => {
                     println!(
                         "{volume}: recovery key rotated (keyslot {slot}) and escrowed as {}",
@@ -435,7 +435,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let socket = config.agent_state_dir.join("agent.sock");
             let req = AgentRequest::Enroll { url: url.clone(), token: WireSecret::from_secret(&token) };
             drop(token);
-            let device_id = match client::call_agent(&socket, req)? {
+            let device_id = match client::call_agent(&socket, &config.service_user, req)? {
                 AgentReply::Enrolled { device_id } => device_id,
                 other => return Err(Failure::new(1, format!("unexpected reply from the agent: {other:?}"))),
             };
@@ -448,7 +448,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 keyward_core::printable(&device_id)
             );
             // The agent escrows every volume's recovery key at its next round: make that now.
-            if let Err(e) = client::call_agent(&socket, AgentRequest::CheckInNow) {
+            if let Err(e) = client::call_agent(&socket, &config.service_user, AgentRequest::CheckInNow) {
                 eprintln!(
                     "keyward: warning: the agent will check in at its next interval ({})",
                     keyward_core::printable(&e.message)

@@ -8,7 +8,6 @@ use crate::ids::Uid;
 
 /// The class of a connected peer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum CallerClass {
     /// Effective uid 0: the CLI and the PAM module.
     Admin,
@@ -57,10 +56,10 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
                 | Operation::ServiceRotate
                 | Operation::ServiceRepair
                 | Operation::SetDevice
+                | Operation::RecoveryEscrowBegin
+                | Operation::RecoveryEscrowCommit
                 | Operation::RecoveryBegin
                 | Operation::RecoveryCommit
-                | Operation::RecoveryShow
-                | Operation::RecoveryConfirm
                 | Operation::RecoveryAbort
                 | Operation::RunCommand
                 | Operation::PolicyShow
@@ -74,8 +73,8 @@ pub fn permits(class: CallerClass, op: Operation) -> bool {
             op,
             Operation::Status
                 | Operation::Verify
-                | Operation::RecoveryBegin
-                | Operation::RecoveryCommit
+                | Operation::RecoveryEscrowBegin
+                | Operation::RecoveryEscrowCommit
                 | Operation::RunCommand
                 | Operation::PolicyShow
         ),
@@ -116,10 +115,10 @@ mod tests {
             assert!(!permits(CallerClass::Agent, op));
         }
         // The agent carries escrowed rotations, but never sees a plaintext recovery key.
-        assert!(permits(CallerClass::Agent, Operation::RecoveryBegin));
-        assert!(permits(CallerClass::Agent, Operation::RecoveryCommit));
-        assert!(!permits(CallerClass::Agent, Operation::RecoveryShow));
-        assert!(!permits(CallerClass::Agent, Operation::RecoveryConfirm));
+        assert!(permits(CallerClass::Agent, Operation::RecoveryEscrowBegin));
+        assert!(permits(CallerClass::Agent, Operation::RecoveryEscrowCommit));
+        assert!(!permits(CallerClass::Agent, Operation::RecoveryBegin));
+        assert!(!permits(CallerClass::Agent, Operation::RecoveryCommit));
         // It relays signed commands; the helper checks them.
         assert!(permits(CallerClass::Agent, Operation::RunCommand));
     }

@@ -6,7 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::access::CallerClass;
 use crate::catalog::Operation;
+use crate::ipc::{Reply, Response};
 use sha2::{Digest, Sha256};
 
 /// `prev` of the first record.
@@ -168,6 +170,51 @@ pub fn may_follow_head(r: &Record) -> bool {
         || reads.iter().any(|o| o.name() == r.op)
 }
 
+/// The key under which an untrusted caller's record is folded with identical ones (one record
+/// a minute, [`Fold`]), or `None` when it must be written on its own: root's records, every
+/// signed command the agent relays (each refusal names the command: evidence of a forged or
+/// replayed one), and the agent's state changes that did something (only its idempotent
+/// verify and escrowed recovery begin fold when plain "ok"). The key holds the error's code,
+/// never its message, and no volume or user name: those are the caller's to choose, and a new
+/// name must not buy a new record. `caller` is `None` for a connection refused unclassified;
+/// `uid` is the peer's, if known.
+pub fn fold_key(
+    caller: Option<CallerClass>,
+    uid: Option<u32>,
+    op: &str,
+    result: &str,
+    change: bool,
+) -> Option<String> {
+    if caller == Some(CallerClass::Admin) || op == Operation::RunCommand.name() {
+        return None;
+    }
+    let idempotent = [Operation::Verify, Operation::RecoveryEscrowBegin];
+    let outcome = if result.starts_with("error:") {
+        result.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
+    } else if result == "ok" && (!change || idempotent.iter().any(|o| o.name() == op)) {
+        "ok".to_owned()
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{} {} {op} {outcome}",
+        caller.map_or("refused", CallerClass::label),
+        uid.unwrap_or(u32::MAX)
+    ))
+}
+
+/// The `result` field of an answered request's record: `ok`, a signed command's id and outcome,
+/// or `error:<code>: <message>`.
+pub fn result_of(r: &Response) -> String {
+    match r {
+        Response::Ok(Reply::CommandDone { id, outcome }) => {
+            format!("ok: command {}: {outcome}", crate::quote(id))
+        }
+        Response::Ok(_) => "ok".into(),
+        Response::Error { code, message } => format!("error:{code:?}: {message}"),
+    }
+}
+
 /// Verify a whole log against its head. Returns the parsed records.
 pub fn verify<'a>(
     lines: impl IntoIterator<Item = &'a str>,
@@ -221,6 +268,57 @@ pub fn verify<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fold_keys_fold_untrusted_repeats_by_code_and_never_roots_or_commands() {
+        let agent = Some(CallerClass::Agent);
+        assert_eq!(
+            fold_key(Some(CallerClass::Admin), Some(0), "status", "ok", false),
+            None
+        );
+        assert_eq!(
+            fold_key(agent, Some(7), "run-command", "error:Refused: x", true),
+            None
+        );
+        // By code, not message: a new message (or name in it) buys no new record.
+        let a = fold_key(
+            agent,
+            Some(7),
+            "grant",
+            "error:Refused: grant of alice",
+            true,
+        );
+        let b = fold_key(agent, Some(7), "grant", "error:Refused: grant of bob", true);
+        assert_eq!(a.as_deref(), Some("agent 7 grant error:Refused"));
+        assert_eq!(a, b);
+        assert_eq!(
+            fold_key(agent, Some(7), "status", "ok", false).as_deref(),
+            Some("agent 7 status ok")
+        );
+        // A change that did something is written; the idempotent ones fold.
+        assert_eq!(
+            fold_key(agent, Some(7), "recovery-commit", "ok", true),
+            None
+        );
+        assert!(fold_key(agent, Some(7), "recovery-begin", "ok", true).is_some());
+        assert!(fold_key(agent, Some(7), "verify", "ok", true).is_some());
+        assert_eq!(fold_key(agent, Some(7), "recovery-show", "ok", true), None);
+        assert_eq!(
+            fold_key(None, None, "connect", "error:refused: too many", false).as_deref(),
+            Some("refused 4294967295 connect error:refused")
+        );
+    }
+
+    #[test]
+    fn an_answers_result_names_a_commands_id_or_the_errors_code() {
+        use crate::ipc::ErrorCode;
+        assert_eq!(result_of(&Response::Ok(Reply::Queued)), "ok");
+        let e = Response::Error {
+            code: ErrorCode::Refused,
+            message: "no".into(),
+        };
+        assert_eq!(result_of(&e), "error:Refused: no");
+    }
 
     fn rec(op: &str, user: Option<&str>) -> Record {
         Record {

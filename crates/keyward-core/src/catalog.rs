@@ -94,14 +94,19 @@ catalog! {
     PasswordChange = "password-change" => CredentialsRequired,
     /// Prove that every secret the helper holds still opens its slot.
     Verify = "verify" => CredentialsRequired,
-    /// Start a recovery-key rotation (returns only ciphertext for the escrow server).
-    RecoveryBegin = "recovery-begin" => CredentialsRequired,
-    /// Commit a recovery-key rotation on a signed escrow receipt.
-    RecoveryCommit = "recovery-commit" => CredentialsRequired,
-    /// Standalone rotation: make a pending recovery key and show it to the admin.
-    RecoveryShow = "recovery-show" => CredentialsRequired,
-    /// Standalone rotation: commit after the admin typed the key's last group back.
-    RecoveryConfirm = "recovery-confirm" => CredentialsRequired,
+    /// Start a recovery-key rotation (returns only ciphertext for the escrow server). Named as
+    /// its request, `Request::RecoveryEscrowBegin`; its audit name stays `recovery-begin`.
+    RecoveryEscrowBegin = "recovery-begin" => CredentialsRequired,
+    /// Commit a recovery-key rotation on a signed escrow receipt (`Request::RecoveryEscrowCommit`;
+    /// audit name `recovery-commit`).
+    RecoveryEscrowCommit = "recovery-commit" => CredentialsRequired,
+    /// Standalone rotation: make a pending recovery key and show it to the admin
+    /// (`Request::RecoveryBegin`; its audit name stays `recovery-show`, which the audit trail
+    /// and the allow-list tests have always used).
+    RecoveryBegin = "recovery-show" => CredentialsRequired,
+    /// Standalone rotation: commit after the admin typed the key's last group back
+    /// (`Request::RecoveryCommit`; audit name `recovery-confirm`).
+    RecoveryCommit = "recovery-confirm" => CredentialsRequired,
     /// Rotate the service secret.
     ServiceRotate = "service-rotate" => CredentialsRequired,
     /// Run a command signed by the escrow server's pinned key, for this device, once.

@@ -30,7 +30,6 @@ pub struct Volume {
 
 /// What holds a volume's unlock rights (`kind` in `[[volume]]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
 pub enum VolumeKind {
     /// LUKS2 keyslots (Linux; the default).
     #[default]

@@ -12,7 +12,7 @@
 use std::fmt;
 
 use crate::ids::{SlotId, TokenId};
-use crate::model::{SlotOwner, TokenEntry, VolumeState};
+use crate::model::{HolderRole, SlotOwner, TokenEntry, VolumeState};
 use crate::token::{Role, TokenState};
 
 /// One broken invariant.
@@ -103,6 +103,25 @@ pub fn removal_keeps_a_way_in(state: &VolumeState, slot: SlotId) -> bool {
     })
 }
 
+/// Uninstall's plan (I1): keyward's slots in the order they go — users and recovery first, the
+/// service slot last — or `None` when no slot keyward does not manage would remain a way in,
+/// so that removing them would lock the volume: then none goes.
+pub fn release_order(state: &VolumeState) -> Option<Vec<SlotId>> {
+    let mut ours: Vec<(bool, SlotId)> = state
+        .holders()
+        .into_iter()
+        .filter(|h| h.token.is_some())
+        .map(|h| (h.role == HolderRole::Service, h.slot))
+        .collect();
+    ours.sort();
+    let ours: Vec<SlotId> = ours.into_iter().map(|(_, s)| s).collect();
+    let others = committed_paths(state)
+        .into_iter()
+        .filter(|s| !ours.contains(s))
+        .count();
+    (others > 0 || ours.is_empty()).then_some(ours)
+}
+
 /// I1 and I3 over one state.
 pub fn check_state(state: &VolumeState) -> Vec<Violation> {
     let mut v = Vec::new();
@@ -155,4 +174,59 @@ pub fn check_transition(before: &VolumeState, after: &VolumeState) -> Vec<Violat
             .filter(|x| had_way_in || *x != Violation::NoCommittedPath),
     );
     v
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::fake::MemoryBackend;
+    use crate::orderings::{SlotBackend, SlotStore};
+    use crate::{Authority, GrantRequest, Secret, Uid, UnlockStore, UserName};
+
+    /// Users before the service slot; and nothing at all once only keyward's slots are left.
+    #[test]
+    fn release_goes_service_last_and_never_takes_the_last_way_in() {
+        let installer = Secret::copy_from(b"installer");
+        let mut store = SlotStore::new(MemoryBackend::formatted(&installer));
+        // Alice first, the service slot after her: whichever way the store numbers new slots,
+        // the service slot is not simply the highest or the lowest of keyward's.
+        let alice = GrantRequest::user(UserName::parse("alice").unwrap(), Uid::new(1000).unwrap());
+        let a = store
+            .grant(
+                &alice,
+                Authority::Holder(&installer),
+                &Secret::copy_from(b"a"),
+            )
+            .unwrap();
+        let bob = GrantRequest::user(UserName::parse("bob").unwrap(), Uid::new(1001).unwrap());
+        let service_req = GrantRequest {
+            role: Role::Service,
+            pending: false,
+        };
+        let s = store
+            .grant(
+                &service_req,
+                Authority::Holder(&installer),
+                &Secret::copy_from(b"s"),
+            )
+            .unwrap();
+        let b = store
+            .grant(
+                &bob,
+                Authority::Holder(&installer),
+                &Secret::copy_from(b"b"),
+            )
+            .unwrap();
+        let mut users = vec![a, b];
+        users.sort();
+        users.push(s);
+        assert_eq!(release_order(&store.state().unwrap()), Some(users));
+        // What `cryptsetup luksKillSlot` would do behind keyward's back.
+        store
+            .backend_mut()
+            .destroy_slot(SlotId::new(0).unwrap())
+            .unwrap();
+        assert_eq!(release_order(&store.state().unwrap()), None);
+    }
 }

@@ -54,6 +54,71 @@ impl AccountState {
     }
 }
 
+/// Where a user stands with the policy now: what the helper's NSS and shadow lookups found,
+/// judged by [`decide`] and [`AccountState`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// Managed; their uid now.
+    Managed(Uid),
+    /// Exists but is not managed (why).
+    NotManaged(String),
+    /// No such user.
+    Deleted,
+    /// The name belongs to a different uid than the one the slot was granted to.
+    UidChanged,
+    /// The account is locked or expired: the system refuses its logins, so it holds no
+    /// unlock right either (revoked by verify with `revoke_unmanaged`).
+    Disabled(AccountState),
+}
+
+/// Why a user may not be granted a right, worded for the admin.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoGrant {
+    /// There is no such user (a usage error, exit 2).
+    #[error("no such user: {0}")]
+    NoSuchUser(UserName),
+    /// The policy or the system refuses the user (exit 4).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Standing {
+    /// The label `keyward verify` prints.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Standing::Managed(_) => "managed",
+            Standing::NotManaged(_) => "not-managed",
+            Standing::Deleted => "deleted",
+            Standing::UidChanged => "uid-changed",
+            Standing::Disabled(_) => "disabled",
+        }
+    }
+
+    /// One rule for who may hold a user slot, at login, at `grant` and at `verify` (issue 14):
+    /// a user the policy manages now, as the uid to grant it to. An admin's `grant` of anyone
+    /// else is refused, so `verify` never finds a holder keyward itself let in and would revoke.
+    pub fn grantee(&self, user: &UserName) -> Result<Uid, NoGrant> {
+        let what = match self {
+            Standing::Managed(uid) => return Ok(*uid),
+            Standing::Deleted => return Err(NoGrant::NoSuchUser(user.clone())),
+            Standing::Disabled(AccountState::Locked) => "locked",
+            Standing::Disabled(AccountState::Expired | AccountState::Usable) => "expired",
+            other => {
+                return Err(NoGrant::Refused(format!(
+                    "{user} is not managed ({}): add them to [policy] managed_group or \
+                     managed_users first (root, system accounts and uids outside \
+                     uid_min..=uid_max never are); keyward gives no unlock right that verify \
+                     would then revoke",
+                    other.label()
+                )))
+            }
+        };
+        Err(NoGrant::Refused(format!(
+            "{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right"
+        )))
+    }
+}
+
 /// Why a user is or is not managed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -129,6 +194,37 @@ impl PolicyOverride {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_managed_user_may_be_granted_and_the_refusal_says_why() {
+        let alice = UserName::parse("alice").expect("name");
+        let uid = Uid::new(1000).expect("uid");
+        assert_eq!(Standing::Managed(uid).grantee(&alice), Ok(uid));
+        assert_eq!(
+            Standing::Deleted.grantee(&alice),
+            Err(NoGrant::NoSuchUser(alice.clone()))
+        );
+        let locked = Standing::Disabled(AccountState::Locked).grantee(&alice);
+        assert!(
+            matches!(&locked, Err(NoGrant::Refused(m)) if m.starts_with("alice's account is locked:")),
+            "{locked:?}"
+        );
+        let expired = Standing::Disabled(AccountState::Expired).grantee(&alice);
+        assert!(
+            matches!(&expired, Err(NoGrant::Refused(m)) if m.starts_with("alice's account is expired:")),
+            "{expired:?}"
+        );
+        for (s, label) in [
+            (Standing::NotManaged("x".into()), "not-managed"),
+            (Standing::UidChanged, "uid-changed"),
+        ] {
+            let e = s.grantee(&alice).expect_err("refused").to_string();
+            assert!(
+                e.starts_with(&format!("alice is not managed ({label}): add them")),
+                "{e}"
+            );
+        }
+    }
 
     #[test]
     fn an_override_replaces_only_what_it_names() {

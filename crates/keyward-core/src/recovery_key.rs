@@ -59,13 +59,23 @@ pub fn parse(typed: &[u8]) -> Result<Secret, InputError> {
     Ok(format(&entropy))
 }
 
-/// A typed group, as an admin might enter it: surrounding whitespace ignored, lowercased.
-pub fn normalize_group(typed: &[u8]) -> Vec<u8> {
-    typed
-        .trim_ascii()
-        .iter()
-        .map(u8::to_ascii_lowercase)
-        .collect()
+/// A typed group, as an admin might enter it: surrounding whitespace ignored, lowercased. A
+/// group is part of a recovery key, so its copy is a [`Secret`], wiped when dropped (collected
+/// at its exact size, so no unwiped copy is left by a regrown buffer either).
+pub fn normalize_group(typed: &[u8]) -> Secret {
+    Secret::from_vec(
+        typed
+            .trim_ascii()
+            .iter()
+            .map(u8::to_ascii_lowercase)
+            .collect(),
+    )
+}
+
+/// The standalone commit's proof that the admin stored `key`: `typed` is its last group, as
+/// [`normalize_group`] reads a typed one (compared in constant time).
+pub fn confirms(key: &Secret, typed: &Secret) -> bool {
+    normalize_group(typed.expose()).ct_eq(&normalize_group(last_group(key)))
 }
 
 /// The last group, which standalone rotation asks the admin to type back: what follows the
@@ -107,6 +117,27 @@ mod tests {
         assert_eq!(last_group(&k), b"ccccccvv");
         let filevault = Secret::copy_from(b"AU2A-PHMK-WBGX-PWKX-M3X3-VAPY");
         assert_eq!(last_group(&filevault), b"VAPY");
+    }
+
+    #[test]
+    fn a_typed_last_group_confirms_the_key_in_any_case_and_spacing() {
+        let k = format(&[0x5a; 32]);
+        let last = std::str::from_utf8(last_group(&k))
+            .expect("ascii")
+            .to_owned();
+        for typed in [last.clone(), last.to_uppercase(), format!("  {last}\n")] {
+            assert!(
+                confirms(&k, &Secret::copy_from(typed.as_bytes())),
+                "{typed:?}"
+            );
+        }
+        for typed in ["", "cccccccc", &last[..7], &format!("{last}c")] {
+            assert!(
+                !confirms(&k, &Secret::copy_from(typed.as_bytes())),
+                "{typed:?}"
+            );
+        }
+        assert_eq!(normalize_group(b" AbC\t").expose(), b"abc");
     }
 
     #[test]

@@ -2,38 +2,10 @@
 //! now owned by another uid. Lookups through NSS; the decision is `keyward_core::policy`.
 
 use keyward_core::config::Config;
+pub use keyward_core::policy::Standing;
 use keyward_core::policy::{self, AccountState};
 use keyward_core::{Uid, UserName};
 use keyward_sys::users;
-
-/// A user's standing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Standing {
-    /// Managed; their uid now.
-    Managed(Uid),
-    /// Exists but is not managed (why).
-    NotManaged(String),
-    /// No such user.
-    Deleted,
-    /// The name belongs to a different uid than the one the slot was granted to.
-    UidChanged,
-    /// The account is locked or expired: the system refuses its logins, so it holds no
-    /// unlock right either (revoked by verify with `revoke_unmanaged`).
-    Disabled(AccountState),
-}
-
-impl Standing {
-    /// The label `keyward verify` prints.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Standing::Managed(_) => "managed",
-            Standing::NotManaged(_) => "not-managed",
-            Standing::Deleted => "deleted",
-            Standing::UidChanged => "uid-changed",
-            Standing::Disabled(_) => "disabled",
-        }
-    }
-}
 
 fn member(user: &UserName, gid: u32, group: Option<&str>) -> Result<bool, String> {
     let Some(g) = group else {

@@ -10,6 +10,7 @@ use keyward_core::config::Config;
 use keyward_core::{Secret, SlotId, Uid, UserName, VolumeName};
 use keyward_sys::audit_file::AuditLog;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 /// What every connection shares.
 #[derive(Debug)]
@@ -63,6 +64,19 @@ pub struct Jobs {
     key: Secret,
 }
 
+/// The digest's input: the key, the password's length and the password, zero-padded to whole
+/// 64-byte blocks (SHA-256's), in one wiped buffer allocated at its final size up front (a
+/// growing buffer would leave copies behind in freed memory).
+fn digest_input(key: &[u8], password: &[u8]) -> Zeroizing<Vec<u8>> {
+    let whole_blocks = (key.len() + 8 + password.len()).div_ceil(64) * 64;
+    let mut input = Zeroizing::new(Vec::with_capacity(whole_blocks));
+    input.extend_from_slice(key);
+    input.extend_from_slice(&(password.len() as u64).to_be_bytes());
+    input.extend_from_slice(password);
+    input.resize(whole_blocks, 0);
+    input
+}
+
 /// A poisoned lock still guards consistent data here (every update is one insert or remove).
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -79,11 +93,11 @@ impl Jobs {
         })
     }
 
+    /// The keyed digest of `password`, computed over [`digest_input`] only: sha2 does not wipe
+    /// its block buffer, and given whole blocks from its start it compresses them in place and
+    /// copies none of them into it, so the one copy of the password here is the wiped one.
     fn digest(&self, password: &Secret) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(self.key.expose());
-        h.update(password.expose());
-        h.finalize().into()
+        Sha256::digest(digest_input(self.key.expose(), password.expose())).into()
     }
 
     /// `password` opened `slot` on `v` just now.
@@ -103,5 +117,24 @@ impl Jobs {
     /// `slot` on `v` is gone or changed.
     pub fn forget(&self, v: &VolumeName, slot: SlotId) {
         lock(&self.verified).remove(&(v.clone(), slot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hasher is handed whole blocks only, from a buffer that was never regrown; and the
+    /// length before the password keeps two passwords that differ only in trailing NULs apart.
+    #[test]
+    fn the_digest_input_is_whole_blocks_in_one_allocation() {
+        let key = [7u8; 32];
+        for len in [0, 1, 23, 24, 25, 55, 64, 100, 1000] {
+            let pw = vec![b'p'; len];
+            let input = digest_input(&key, &pw);
+            assert_eq!(input.len() % 64, 0, "password of {len} bytes");
+            assert_eq!(input.capacity(), input.len(), "password of {len} bytes");
+        }
+        assert_ne!(*digest_input(&key, b"pw"), *digest_input(&key, b"pw\0"));
     }
 }

@@ -8,7 +8,7 @@ use keyward_core::ipc::{Reply, Request};
 
 use crate::ctx::{Caller, Ctx, Job};
 use crate::error::OpError;
-use crate::ops::{self, commands, configured, jobs, recovery, volumes};
+use crate::ops::{self, commands, configured, jobs, on_volume, recovery, volumes};
 use crate::policy_override;
 
 /// Run one request.
@@ -19,25 +19,31 @@ pub fn run(ctx: &Arc<Ctx>, request: Request, caller: Caller) -> Result<Reply, Op
             .map(|vs| Reply::Status(vs.iter().map(|v| ops::status(c, v)).collect())),
         Request::Verify { volume } => volumes(c, volume.as_ref())
             .map(|vs| Reply::Verified(vs.iter().map(|v| ops::verify(c, v)).collect())),
-        Request::Bootstrap { volume, passphrase } => {
-            ops::bootstrap(c, &volume, None, &passphrase.into_secret())
-        }
+        Request::Bootstrap { volume, passphrase } => on_volume(c, &volume, |v| {
+            ops::bootstrap_on(v, None, &passphrase.into_secret())
+        }),
         Request::BootstrapFrom {
             volume,
             holder,
             passphrase,
-        } => ops::bootstrap(c, &volume, Some(&holder), &passphrase.into_secret()),
+        } => on_volume(c, &volume, |v| {
+            ops::bootstrap_on(v, Some(&holder), &passphrase.into_secret())
+        }),
         Request::Grant {
             volume,
             user,
             passphrase,
-        } => ops::grant(c, &volume, &user, &passphrase.into_secret()),
-        Request::Revoke { volume, user } => ops::revoke(c, &volume, &user),
-        Request::Release { volume, dry_run } => ops::release(c, &volume, dry_run),
-        Request::ServiceRotate { volume } => ops::service_rotate(c, &volume),
-        Request::ServiceRepair { volume, passphrase } => {
-            ops::service_repair(c, &volume, &passphrase.into_secret())
+        } => on_volume(c, &volume, |v| {
+            ops::grant_on(v, &user, &passphrase.into_secret())
+        }),
+        Request::Revoke { volume, user } => on_volume(c, &volume, |v| ops::revoke_on(v, &user)),
+        Request::Release { volume, dry_run } => {
+            on_volume(c, &volume, |v| ops::release_on(v, dry_run))
         }
+        Request::ServiceRotate { volume } => on_volume(c, &volume, ops::service_rotate_on),
+        Request::ServiceRepair { volume, passphrase } => on_volume(c, &volume, |v| {
+            ops::service_repair_on(v, &passphrase.into_secret())
+        }),
         Request::RecoveryBegin { volume } => recovery::begin(c, configured(c, &volume)?),
         Request::RecoveryCommit {
             volume,

@@ -1,16 +1,17 @@
 //! The edge's audit trail: the one record of every request the helper answers or refuses
 //! and of every connection it closes unread, the folding of an untrusted caller's repeats into
-//! one record a minute, and the room check before a change. Records are built by `audit`;
-//! this module decides which are written.
+//! one record a minute (the key: `keyward_core::audit::fold_key`), and the room check before
+//! a change. Records are built by `audit`; this module decides which are written.
 
 use keyward_core::access::CallerClass;
+use keyward_core::audit::{fold_key, result_of};
 use keyward_core::catalog::Operation;
-use keyward_core::ipc::{ErrorCode, Reply, Request, Response};
+use keyward_core::ipc::{ErrorCode, Request, Response};
 use keyward_core::{UserName, VolumeName};
 use keyward_sys::peer::Peer;
 
 use crate::audit;
-use crate::ctx::Ctx;
+use crate::ctx::{lock, Ctx};
 
 /// Record a connection closed unread (folded like every untrusted caller's refusals).
 pub(crate) fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) {
@@ -60,37 +61,6 @@ pub(crate) fn audit(
     }
 }
 
-/// The key under which an untrusted caller's record is folded with identical ones, or `None`
-/// when it must be written on its own: root's records, and the agent's state changes that did
-/// something (only its idempotent verify and recovery-begin fold when plain "ok"). The key
-/// holds the error's code, never its message, and no volume or user name: those are the
-/// caller's to choose, and a new name must not buy a new record.
-fn fold_key(
-    class: Option<CallerClass>,
-    peer: Option<Peer>,
-    op: &str,
-    result: &str,
-    change: bool,
-) -> Option<String> {
-    // Root's records, and every signed command the agent relays (each refusal names the
-    // command: evidence of a forged or replayed one), are written one by one.
-    if class == Some(CallerClass::Admin) || op == Operation::RunCommand.name() {
-        return None;
-    }
-    let outcome = if result.starts_with("error:") {
-        result.splitn(3, ':').take(2).collect::<Vec<_>>().join(":")
-    } else if result == "ok" && (!change || matches!(op, "verify" | "recovery-begin")) {
-        "ok".to_owned()
-    } else {
-        return None;
-    };
-    Some(format!(
-        "{} {} {op} {outcome}",
-        class.map_or("refused", CallerClass::label),
-        peer.map_or(u32::MAX, |p| p.uid.get())
-    ))
-}
-
 /// Append one record; `Ok(false)` when it was folded into a later one, or skipped because the
 /// log's file system is down to what keyward keeps for change records (an untrusted caller's
 /// reads and refusals never eat into that).
@@ -104,15 +74,11 @@ fn record(
     change: bool,
 ) -> std::io::Result<bool> {
     let mut folded = None;
-    if let Some(key) = fold_key(class, peer, op, result, change) {
+    if let Some(key) = fold_key(class, peer.map(|p| p.uid.get()), op, result, change) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let admitted = match ctx.fold.lock() {
-            Ok(mut f) => f.admit(&key, now),
-            Err(poisoned) => poisoned.into_inner().admit(&key, now),
-        };
-        match admitted {
+        match lock(&ctx.fold).admit(&key, now) {
             None => return Ok(false),
             Some(n) => folded = (n > 0).then_some(n),
         }
@@ -130,10 +96,7 @@ fn record(
         result,
         folded,
     );
-    let mut log = match ctx.audit.lock() {
-        Ok(log) => log,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut log = lock(&ctx.audit);
     if class != Some(CallerClass::Admin) && !change && log.room_for_untrusted().is_err() {
         return Ok(false);
     }
@@ -147,10 +110,7 @@ fn record(
 /// Is there room in the audit log to record a change? Asked before every state-changing
 /// operation: a change that could not be recorded must not happen.
 pub(crate) fn room_for_change(ctx: &Ctx) -> std::io::Result<()> {
-    match ctx.audit.lock() {
-        Ok(log) => log.room_for_change(),
-        Err(poisoned) => poisoned.into_inner().room_for_change(),
-    }
+    lock(&ctx.audit).room_for_change()
 }
 
 /// Record an answered request. A state change whose record cannot be written is reported to
@@ -164,7 +124,7 @@ pub(crate) fn audit_answer(
     named: Named<'_>,
     response: Response,
 ) -> Response {
-    let result = result_text(&response);
+    let result = result_of(&response);
     match record(
         ctx,
         Some(class),
@@ -189,17 +149,6 @@ pub(crate) fn audit_answer(
             eprintln!("keyward-helper: audit log: {e}");
             response
         }
-    }
-}
-
-fn result_text(r: &Response) -> String {
-    match r {
-        // A signed command's record names it and what it did (its errors name it too).
-        Response::Ok(Reply::CommandDone { id, outcome }) => {
-            format!("ok: command {}: {outcome}", keyward_core::quote(id))
-        }
-        Response::Ok(_) => "ok".into(),
-        Response::Error { code, message } => format!("error:{code:?}: {message}"),
     }
 }
 

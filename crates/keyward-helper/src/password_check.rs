@@ -147,49 +147,44 @@ fn read_input(from: impl Read) -> std::io::Result<Zeroizing<Vec<u8>>> {
 }
 
 /// `keyward-helper --check-password`: read `USER\nPASSWORD` from stdin (a socket pair from the
-/// helper), ask PAM, print `accepted` or `refused: WHY`.
+/// helper), ask PAM, print `accepted` or `refused: WHY` (or `error: WHY`, failing).
 pub fn child_main() -> ExitCode {
-    if let Err(e) = keyward_sys::hardening::make_undumpable() {
-        println!("error: prctl(PR_SET_DUMPABLE): {e}");
-        return ExitCode::FAILURE;
-    }
-    let input = match read_input(std::io::stdin().lock()) {
-        Ok(input) => input,
-        Err(e) => {
-            println!("error: reading: {e}");
-            return ExitCode::FAILURE;
+    match child() {
+        Ok(verdict) => {
+            println!("{verdict}");
+            ExitCode::SUCCESS
         }
-    };
-    let Some(split) = input.iter().position(|&b| b == b'\n') else {
-        println!("error: no user name");
-        return ExitCode::FAILURE;
-    };
-    if input.len() > MAX_INPUT {
-        println!("error: input too long");
-        return ExitCode::FAILURE;
-    }
-    let user = match std::str::from_utf8(&input[..split])
-        .ok()
-        .and_then(|n| UserName::parse(n).ok())
-    {
-        Some(u) => u,
-        None => {
-            println!("error: not a user name");
-            return ExitCode::FAILURE;
-        }
-    };
-    let password = Secret::copy_from(&input[split + 1..]);
-    drop(input);
-    match pam_check::check(&user, &password) {
-        Ok(pam_check::Verdict::Accepted) => println!("accepted"),
-        Ok(pam_check::Verdict::Refused(why)) => println!("refused: {why}"),
-        Ok(other) => println!("refused: {other:?}"),
         Err(e) => {
             println!("error: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
     }
-    ExitCode::SUCCESS
+}
+
+fn child() -> Result<String, String> {
+    keyward_sys::hardening::make_undumpable()
+        .map_err(|e| format!("prctl(PR_SET_DUMPABLE): {e}"))?;
+    let input = read_input(std::io::stdin().lock()).map_err(|e| format!("reading: {e}"))?;
+    let split = input
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or("no user name")?;
+    if input.len() > MAX_INPUT {
+        return Err("input too long".into());
+    }
+    let user = std::str::from_utf8(&input[..split])
+        .ok()
+        .and_then(|n| UserName::parse(n).ok())
+        .ok_or("not a user name")?;
+    let password = Secret::copy_from(&input[split + 1..]);
+    drop(input);
+    Ok(
+        match pam_check::check(&user, &password).map_err(|e| e.to_string())? {
+            pam_check::Verdict::Accepted => "accepted".into(),
+            pam_check::Verdict::Refused(why) => format!("refused: {why}"),
+            other => format!("refused: {other:?}"),
+        },
+    )
 }
 
 #[cfg(test)]

@@ -11,11 +11,9 @@ use crate::error::OpError;
 use crate::failpoint::failpoint;
 use crate::service_secret::state_owner;
 
-fn io(source: std::io::Error) -> OpError {
-    OpError::Io {
-        what: "pending recovery key",
-        source,
-    }
+/// An I/O error on the pending key's state.
+pub(crate) fn io(source: std::io::Error) -> OpError {
+    OpError::io("pending recovery key")(source)
 }
 
 fn dir(c: &Config) -> std::path::PathBuf {

@@ -34,6 +34,15 @@ struct InService {
     agent: AtomicUsize,
 }
 
+impl InService {
+    fn of(&self, class: CallerClass) -> &AtomicUsize {
+        match class {
+            CallerClass::Agent => &self.agent,
+            CallerClass::Admin => &self.admin,
+        }
+    }
+}
+
 /// Accept forever. Each caller is classified once, here, by its kernel credentials, and
 /// counted against its class's budget; anyone else, or a caller over budget, is closed before
 /// a byte is read, and recorded (refusals of one kind are folded into one record a minute).
@@ -63,12 +72,12 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
             );
             continue;
         };
-        let (count, max) = match class {
-            CallerClass::Agent => (&in_service.agent, MAX_AGENT_CONNECTIONS),
-            _ => (&in_service.admin, MAX_ADMIN_CONNECTIONS),
+        let max = match class {
+            CallerClass::Agent => MAX_AGENT_CONNECTIONS,
+            CallerClass::Admin => MAX_ADMIN_CONNECTIONS,
         };
-        if count.fetch_add(1, Ordering::SeqCst) >= max {
-            count.fetch_sub(1, Ordering::SeqCst);
+        if in_service.of(class).fetch_add(1, Ordering::SeqCst) >= max {
+            in_service.of(class).fetch_sub(1, Ordering::SeqCst);
             refuse(ctx, Some(class), Some(peer), "too many connections");
             continue;
         }
@@ -77,11 +86,7 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
             .name("conn".into())
             .spawn(move || {
                 handle(stream, &ctx, peer, class);
-                let count = match class {
-                    CallerClass::Agent => &in_service.agent,
-                    _ => &in_service.admin,
-                };
-                count.fetch_sub(1, Ordering::SeqCst);
+                in_service.of(class).fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
             eprintln!("keyward-helper: cannot start a connection thread: {e}");
@@ -95,6 +100,12 @@ fn send(stream: &UnixStream, r: &Response) -> Result<(), FrameFault> {
 }
 
 fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
+    // A refusal or a bad frame: recorded, answered, and the connection closed (by returning).
+    let refuse = |op: &str, named: Named<'_>, code: ErrorCode, msg: String| {
+        let result = format!("error:{code:?}: {msg}");
+        audit(ctx, Some(class), Some(peer), op, named, &result);
+        let _ = send(&stream, &error(code, msg));
+    };
     let mut greeted = false;
     loop {
         // Frames carry passwords (a login capture, a grant): `frame_io` reads each into one
@@ -111,32 +122,12 @@ fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
                     FrameFault::Io(e) => format!("read: {e}"),
                     FrameFault::Closed => String::new(),
                 };
-                audit(
-                    ctx,
-                    Some(class),
-                    Some(peer),
-                    "frame",
-                    Named::default(),
-                    &format!("error:Usage: {why}"),
-                );
-                let _ = send(&stream, &error(ErrorCode::Usage, why));
-                return;
+                return refuse("frame", Named::default(), ErrorCode::Usage, why);
             }
         };
         let request = match ipc::decode_request(&payload) {
             Ok(r) => r,
-            Err(e) => {
-                audit(
-                    ctx,
-                    Some(class),
-                    Some(peer),
-                    "frame",
-                    Named::default(),
-                    &format!("error:Usage: {e}"),
-                );
-                let _ = send(&stream, &error(ErrorCode::Usage, e.to_string()));
-                return;
-            }
+            Err(e) => return refuse("frame", Named::default(), ErrorCode::Usage, e.to_string()),
         };
         let op = match (&request, greeted) {
             (Request::Hello { version }, false) if *version == ipc::PROTOCOL_VERSION => {
@@ -154,29 +145,11 @@ fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
                     "protocol version {version} is not supported (need {})",
                     ipc::PROTOCOL_VERSION
                 );
-                audit(
-                    ctx,
-                    Some(class),
-                    Some(peer),
-                    "hello",
-                    Named::default(),
-                    &format!("error:Usage: {msg}"),
-                );
-                let _ = send(&stream, &error(ErrorCode::Usage, msg));
-                return;
+                return refuse("hello", Named::default(), ErrorCode::Usage, msg);
             }
             (_, false) | (Request::Hello { .. }, true) => {
-                let msg = "the first frame must be the only hello";
-                audit(
-                    ctx,
-                    Some(class),
-                    Some(peer),
-                    "hello",
-                    Named::from(&request),
-                    &format!("error:Usage: {msg}"),
-                );
-                let _ = send(&stream, &error(ErrorCode::Usage, msg));
-                return;
+                let msg = "the first frame must be the only hello".to_owned();
+                return refuse("hello", Named::from(&request), ErrorCode::Usage, msg);
             }
             (r, true) => match r.operation() {
                 Some(op) => op,
@@ -189,31 +162,13 @@ fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
                 op.name(),
                 class.label()
             );
-            audit(
-                ctx,
-                Some(class),
-                Some(peer),
-                op.name(),
-                Named::from(&request),
-                &format!("error:Refused: {msg}"),
-            );
-            let _ = send(&stream, &error(ErrorCode::Refused, msg));
-            return;
+            return refuse(op.name(), Named::from(&request), ErrorCode::Refused, msg);
         }
         if op.changes_state() {
             if let Err(e) = room_for_change(ctx) {
                 let msg = format!("nothing was changed: {e}");
-                audit(
-                    ctx,
-                    Some(class),
-                    Some(peer),
-                    op.name(),
-                    Named::from(&request),
-                    &format!("error:Refused: {msg}"),
-                );
                 eprintln!("keyward-helper: {}: {msg}", op.name());
-                let _ = send(&stream, &error(ErrorCode::Refused, msg));
-                return;
+                return refuse(op.name(), Named::from(&request), ErrorCode::Refused, msg);
             }
         }
         let (volume, user) = (request.volume().cloned(), request.user().cloned());

@@ -219,12 +219,34 @@ pub fn unexpected(r: &Reply) -> CallError {
     failure(1, format!("unexpected reply from the helper: {r:?}"))
 }
 
-/// One request to the agent's control socket (root only). The agent runs as the service user,
-/// not root, so its peer is not checked here: its socket lives in the agent's own 0700
-/// directory, which only the service user (and root) can put a socket in.
-pub fn call_agent(socket: &Path, req: AgentRequest) -> Result<AgentReply, CallError> {
+/// One request to the agent's control socket (root only), which may carry a secret (an
+/// enrollment token). The agent runs as the service user `agent` names, so anything else
+/// listening at the socket path — a socket planted where a misconfigured `agent_state_dir`
+/// points, another account's process — is not the agent and is sent nothing, not even the
+/// hello. The kernel recorded the listener's credentials when it called `listen(2)`.
+pub fn call_agent(
+    socket: &Path,
+    agent: &UserName,
+    req: AgentRequest,
+) -> Result<AgentReply, CallError> {
     let agent_down = |e: FrameFault| failure(5, format!("the keyward agent is unavailable: {e}"));
+    let want = crate::users::user(agent)
+        .map_err(|e| failure(5, format!("looking up the agent's account {agent}: {e}")))?
+        .ok_or_else(|| failure(5, format!("the agent's account {agent} does not exist")))?;
     let stream = UnixStream::connect(socket).map_err(|e| agent_down(FrameFault::Io(e)))?;
+    let uid = peer::effective_uid(&stream).map_err(|e| agent_down(FrameFault::Io(e)))?;
+    if uid != want.uid {
+        return Err(failure(
+            5,
+            format!(
+                "refusing to talk to {}: the process listening there runs as uid {}, not the \
+                 agent's account {agent} (uid {}), so it is not the keyward agent; nothing was sent",
+                keyward_core::quote(&socket.display().to_string()),
+                uid.get(),
+                want.uid.get()
+            ),
+        ));
+    }
     let ask = |r: &AgentRequest| -> Result<AgentResponse, CallError> {
         let limit = Limit::PerFrame(TIMEOUT);
         frame_io::write_message(&stream, r, limit.deadline()).map_err(|f| match f {

@@ -221,3 +221,37 @@ fn the_same_listener_run_by_root_receives_the_frames() {
     .unwrap();
     assert_eq!(root.bytes_received(), hello.len() + capture.len());
 }
+
+/// The agent's control socket: a listener that is not the agent's account gets nothing, not
+/// even the hello (an enrollment request carries a token); the same listener asked for as the
+/// account it runs as gets the hello and the request, so the zero is the client's refusal.
+#[test]
+#[cfg(target_os = "linux")]
+fn an_agent_socket_not_held_by_the_agents_account_is_sent_nothing() {
+    let mut nobody = Listener::start(Some(65534), 2);
+    let root = UserName::parse("root").unwrap();
+    let e = call_agent(&nobody.socket, &root, AgentRequest::CheckInNow).unwrap_err();
+    assert_eq!(e.code, 5, "{e}");
+    assert!(
+        e.message
+            .contains("uid 65534, not the agent's account root")
+            && e.message.contains("nothing was sent"),
+        "{e}"
+    );
+    assert_eq!(nobody.bytes_received(), 0, "refused");
+    let agent = UserName::parse("nobody").unwrap();
+    // Asked for as the account it runs as, the listener gets the hello and, its hello reply
+    // taken for the agent's, the request; then it closes, which is the error.
+    let e = call_agent(&nobody.socket, &agent, AgentRequest::CheckInNow).unwrap_err();
+    assert!(!e.message.contains("nothing was sent"), "{e}");
+    let hello = ipc::encode_frame(&AgentRequest::Hello {
+        version: ipc::PROTOCOL_VERSION,
+    })
+    .unwrap();
+    let request = ipc::encode_frame(&AgentRequest::CheckInNow).unwrap();
+    assert_eq!(
+        nobody.bytes_received(),
+        hello.len() + request.len(),
+        "the hello and the request, as the agent's account"
+    );
+}

@@ -62,10 +62,8 @@ pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, OpError> {
             e => refused(&e),
         })?;
     record(c, command, now).map_err(|e| match e {
-        Recording::Refused(e) => refused(&e),
-        Recording::Io(why) => {
-            OpError::Failed(format!("command {id} ({kind}): {why}; nothing changed"))
-        }
+        OpError::Refused(why) => refused(&why),
+        other => OpError::Failed(format!("command {id} ({kind}): {other}; nothing changed")),
     })?;
     failpoint("command.recorded");
     match act(c, command) {
@@ -78,34 +76,28 @@ pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, OpError> {
     }
 }
 
-/// Why an id could not be recorded.
-enum Recording {
-    /// Replayed, or the journal is full.
-    Refused(CommandError),
-    /// The journal could not be read or written.
-    Io(String),
-}
-
 /// Record `command`'s id as used, durably. An unreadable journal refuses every command (fail
 /// closed): starting a fresh one would make every unexpired command replayable.
-fn record(c: &Config, command: &Command, now: u64) -> Result<(), Recording> {
+fn record(c: &Config, command: &Command, now: u64) -> Result<(), OpError> {
     let _one = JOURNAL_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     let path = c.state_dir.join(JOURNAL);
+    let io = |e: &dyn std::fmt::Display| OpError::Failed(format!("command journal: {e}"));
     let mut journal = match safe_fs::read_checked(&path, safe_fs::Expect::private(0), JOURNAL_LIMIT)
     {
         Ok(None) => Journal::default(),
         Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
-            Recording::Io(format!(
+            OpError::Failed(format!(
                 "the command journal {} is unreadable ({e}); no command runs until an admin repairs it",
                 path.display()
             ))
         })?,
-        Err(e) => return Err(Recording::Io(format!("command journal: {e}"))),
+        Err(e) => return Err(io(&e)),
     };
-    journal.record(command, now).map_err(Recording::Refused)?;
-    let json = serde_json::to_vec(&journal).map_err(|e| Recording::Io(e.to_string()))?;
-    safe_fs::write_atomic(&c.state_dir, JOURNAL, &json, 0o600)
-        .map_err(|e| Recording::Io(format!("command journal: {e}")))
+    journal
+        .record(command, now)
+        .map_err(|e| OpError::Refused(e.to_string()))?;
+    let json = serde_json::to_vec(&journal).map_err(|e| OpError::Failed(e.to_string()))?;
+    safe_fs::write_atomic(&c.state_dir, JOURNAL, &json, 0o600).map_err(|e| io(&e))
 }
 
 /// Carry out a verified, recorded command.
@@ -124,22 +116,26 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, OpError> {
                 other => Err(unexpected(other)),
             }
         }
-        Action::RotateService { volume } => match super::service_rotate(c, volume)? {
-            Reply::ServiceRotated { old, new } => Ok(CommandOutcome::ServiceRotated {
-                volume: volume.clone(),
-                old,
-                new,
-            }),
-            other => Err(unexpected(other)),
-        },
-        Action::RevokeUser { volume, user } => match super::revoke(c, volume, user)? {
-            Reply::Revoked { slot } => Ok(CommandOutcome::UserRevoked {
-                volume: volume.clone(),
-                user: user.clone(),
-                slot,
-            }),
-            other => Err(unexpected(other)),
-        },
+        Action::RotateService { volume } => {
+            match super::on_volume(c, volume, super::service_rotate_on)? {
+                Reply::ServiceRotated { old, new } => Ok(CommandOutcome::ServiceRotated {
+                    volume: volume.clone(),
+                    old,
+                    new,
+                }),
+                other => Err(unexpected(other)),
+            }
+        }
+        Action::RevokeUser { volume, user } => {
+            match super::on_volume(c, volume, |v| super::revoke_on(v, user))? {
+                Reply::Revoked { slot } => Ok(CommandOutcome::UserRevoked {
+                    volume: volume.clone(),
+                    user: user.clone(),
+                    slot,
+                }),
+                other => Err(unexpected(other)),
+            }
+        }
         Action::SetPolicy {
             recovery_rotation_days,
             revoke_unmanaged,

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use keyward_core::config::Volume;
+use keyward_core::login::{self, VolumeLogin};
 use keyward_core::store::GrantRequest;
 use keyward_core::{HolderRole, Secret, Uid, UserName};
 
@@ -21,7 +22,7 @@ use crate::audit;
 use crate::ctx::{lock, Caller, Ctx, Job};
 use crate::error::OpError;
 use crate::failpoint::failpoint;
-use crate::vault::{self, with_vault, VolumeLogin};
+use crate::vault::{self, with_vault};
 
 /// Queue a job for `user`, starting a worker if none runs for them.
 pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job, caller: Caller) {
@@ -74,11 +75,7 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
             uid: caller.map_or(0, |c| c.uid.get()),
             pid: caller.map_or(0, |c| c.pid),
         };
-        let result = match (result, folded) {
-            (Ok(done), 0) => format!("ok: {done}"),
-            (Ok(done), n) => format!("ok: {done} (and {n} earlier event(s) folded in)"),
-            (Err(why), _) => format!("error:Refused: {why}"),
-        };
+        let result = login::job_result(result, folded);
         let record = audit::record(who, op, None, Some(user.as_str()), &result, None);
         if let Err(e) = lock(&ctx.audit).append(record) {
             eprintln!("keyward-helper: audit log: {e}");
@@ -123,7 +120,9 @@ fn login(
             .iter()
             .filter(|v| vault::login_needs_password_check(v))
         {
-            match super::bootstrap(c, &v.name, None, password) {
+            match super::on_volume(c, &v.name, |vault| {
+                super::bootstrap_on(vault, None, password)
+            }) {
                 Ok(keyward_core::ipc::Reply::Bootstrapped {
                     slot,
                     created: true,
@@ -140,7 +139,7 @@ fn login(
             }
         }
     }
-    let outcomes: Vec<(&Volume, Result<VolumeLogin, String>)> = c
+    let outcomes = c
         .volumes
         .iter()
         .map(|v| {
@@ -150,29 +149,10 @@ fn login(
                 (true, Some(Err(why))) => Ok(VolumeLogin::Refused(why.clone())),
                 (true, Some(Ok(None)) | None) => Ok(VolumeLogin::Skipped),
             };
-            (v, outcome)
+            (v.name.to_string(), outcome)
         })
         .collect();
-    // A user-level refusal with nothing done anywhere is the job's error, as it always was.
-    let nothing_done = done.is_empty()
-        && outcomes
-            .iter()
-            .all(|(_, o)| matches!(o, Ok(VolumeLogin::Refused(_) | VolumeLogin::Skipped)));
-    if nothing_done {
-        if let Some((_, Ok(VolumeLogin::Refused(why)))) = outcomes
-            .iter()
-            .find(|(_, o)| matches!(o, Ok(VolumeLogin::Refused(_))))
-        {
-            return Err(why.clone());
-        }
-    }
-    done.extend(outcomes.into_iter().filter_map(|(v, o)| match o {
-        Ok(VolumeLogin::Done(s)) => Some(format!("{}: {s}", v.name)),
-        Ok(VolumeLogin::Refused(why)) => Some(format!("{}: nothing done: {why}", v.name)),
-        Ok(VolumeLogin::Skipped) => None,
-        Err(e) => Some(format!("{}: failed: {e}", v.name)),
-    }));
-    Ok(done.join("; "))
+    login::summary(done, outcomes)
 }
 
 /// May `user` hold a LUKS2 slot (their uid), or only bootstrap as an admin (`None`), with this

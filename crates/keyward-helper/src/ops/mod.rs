@@ -9,8 +9,6 @@
 pub mod commands;
 pub mod jobs;
 pub mod recovery;
-#[cfg(test)]
-mod tests;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{Reply, VerifyReport, VolumeReport};
@@ -25,6 +23,15 @@ use crate::vault::{self, with_vault, ServiceStanding, Vault};
 pub fn configured<'a>(c: &'a Config, name: &VolumeName) -> Result<&'a Volume, OpError> {
     c.volume(name)
         .ok_or_else(|| OpError::NoSuchVolume(name.clone()))
+}
+
+/// Run `f` on the vault of the configured volume `name`.
+pub fn on_volume<T>(
+    c: &Config,
+    name: &VolumeName,
+    f: impl FnOnce(&mut dyn Vault) -> Result<T, OpError>,
+) -> Result<T, OpError> {
+    with_vault(c, configured(c, name)?, f)
 }
 
 /// The configured volumes, or the one named.
@@ -55,29 +62,12 @@ pub fn status(c: &Config, v: &Volume) -> VolumeReport {
 
 /// `keyward verify` of one volume; a volume that cannot be opened reports why.
 pub fn verify(c: &Config, v: &Volume) -> VerifyReport {
-    with_vault(c, v, |vault| Ok(vault.verify())).unwrap_or_else(|e| VerifyReport {
-        volume: v.name.to_string(),
-        service: "error".into(),
-        detail: Some(e.to_string()),
-        users: Vec::new(),
-        violations: Vec::new(),
-        findings: Vec::new(),
-    })
+    with_vault(c, v, |vault| Ok(vault.verify()))
+        .unwrap_or_else(|e| VerifyReport::service(v.name.as_str(), "error", Some(e.to_string())))
 }
 
 /// `keyward bootstrap`: the service right, authorised by a current holder's passphrase
 /// (`holder` names the account on a FileVault volume). Idempotent.
-pub fn bootstrap(
-    c: &Config,
-    name: &VolumeName,
-    holder: Option<&UserName>,
-    passphrase: &Secret,
-) -> Result<Reply, OpError> {
-    let v = configured(c, name)?;
-    with_vault(c, v, |vault| bootstrap_on(vault, holder, passphrase))
-}
-
-/// Bootstrap on an open vault.
 pub fn bootstrap_on(
     vault: &mut dyn Vault,
     holder: Option<&UserName>,
@@ -102,13 +92,8 @@ pub fn bootstrap_on(
 }
 
 /// `keyward service repair`: replace a service right no stored secret opens.
-pub fn service_repair(
-    c: &Config,
-    name: &VolumeName,
-    passphrase: &Secret,
-) -> Result<Reply, OpError> {
-    let v = configured(c, name)?;
-    let (old, new) = with_vault(c, v, |vault| vault.repair_service(passphrase))?;
+pub fn service_repair_on(vault: &mut dyn Vault, passphrase: &Secret) -> Result<Reply, OpError> {
+    let (old, new) = vault.repair_service(passphrase)?;
     Ok(Reply::ServiceRotated {
         old: old.get(),
         new: new.get(),
@@ -116,12 +101,6 @@ pub fn service_repair(
 }
 
 /// `keyward service rotate`: a new service secret; the old right goes.
-pub fn service_rotate(c: &Config, name: &VolumeName) -> Result<Reply, OpError> {
-    let v = configured(c, name)?;
-    with_vault(c, v, service_rotate_on)
-}
-
-/// Service rotation on an open vault.
 pub fn service_rotate_on(vault: &mut dyn Vault) -> Result<Reply, OpError> {
     let (old, current) = vault.working()?;
     let new = vault.rotate_service(old, &current)?;
@@ -132,17 +111,6 @@ pub fn service_rotate_on(vault: &mut dyn Vault) -> Result<Reply, OpError> {
 }
 
 /// `keyward grant`: a right for `user` with `passphrase`, authorised by the service secret.
-pub fn grant(
-    c: &Config,
-    name: &VolumeName,
-    user: &UserName,
-    passphrase: &Secret,
-) -> Result<Reply, OpError> {
-    let v = configured(c, name)?;
-    with_vault(c, v, |vault| grant_on(vault, user, passphrase))
-}
-
-/// Grant on an open vault.
 pub fn grant_on(
     vault: &mut dyn Vault,
     user: &UserName,
@@ -156,12 +124,6 @@ pub fn grant_on(
 }
 
 /// `keyward revoke`: the user's keyward right goes.
-pub fn revoke(c: &Config, name: &VolumeName, user: &UserName) -> Result<Reply, OpError> {
-    let v = configured(c, name)?;
-    with_vault(c, v, |vault| revoke_on(vault, user))
-}
-
-/// Revoke on an open vault.
 pub fn revoke_on(vault: &mut dyn Vault, user: &UserName) -> Result<Reply, OpError> {
     let state = vault.state()?;
     let slot = state
@@ -175,8 +137,10 @@ pub fn revoke_on(vault: &mut dyn Vault, user: &UserName) -> Result<Reply, OpErro
 }
 
 /// `keyward uninstall` of one volume: keyward's rights go, only while another way in remains.
-pub fn release(c: &Config, name: &VolumeName, dry_run: bool) -> Result<Reply, OpError> {
-    let v = configured(c, name)?;
-    let slots = with_vault(c, v, |vault| vault.release(dry_run))?;
+pub fn release_on(vault: &mut dyn Vault, dry_run: bool) -> Result<Reply, OpError> {
+    let slots = vault.release(dry_run)?;
     Ok(Reply::Released { slots })
 }
+
+#[cfg(test)]
+mod tests;

@@ -22,7 +22,7 @@ use sha2::Digest;
 
 use crate::error::OpError;
 use crate::failpoint::failpoint;
-use crate::pending_key;
+use crate::pending_key::{self, io};
 use crate::vault::{with_vault, Vault};
 
 /// What the escrow server is sent for a pending key (ciphertext only), kept root-only beside
@@ -71,9 +71,7 @@ fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, O
 
 /// The standalone commit's proof that the admin stored the key: its last group, typed back.
 pub(crate) fn check_confirm(key: &Secret, confirm: &Secret) -> Result<(), OpError> {
-    let typed = Secret::from_vec(recovery_key::normalize_group(confirm.expose()));
-    let expected = Secret::from_vec(recovery_key::normalize_group(recovery_key::last_group(key)));
-    if expected.ct_eq(&typed) {
+    if recovery_key::confirms(key, confirm) {
         Ok(())
     } else {
         Err(OpError::Refused(
@@ -201,13 +199,6 @@ pub fn abort(c: &Config, v: &Volume) -> Result<Reply, OpError> {
 
 const DEVICE_FILE: &str = "device_id";
 
-fn io(source: std::io::Error) -> OpError {
-    OpError::Io {
-        what: "pending recovery key",
-        source,
-    }
-}
-
 /// This device's id at the escrow server: what enrollment recorded, else `[escrow] device_id`.
 /// Receipts and signed commands must name it.
 pub(crate) fn this_device(c: &Config, escrow: &Escrow) -> Result<String, OpError> {
@@ -220,11 +211,7 @@ pub(crate) fn this_device(c: &Config, escrow: &Escrow) -> Result<String, OpError
 
 /// Record the device id the escrow server assigned (`keyward enroll`).
 pub fn set_device(c: &Config, id: &str) -> Result<Reply, OpError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !ok {
+    if !keyward_core::enrollment::device_id_ok(id) {
         return Err(OpError::Usage(
             "device id must be 1-64 of A-Z, a-z, 0-9, '-' and '_'".into(),
         ));

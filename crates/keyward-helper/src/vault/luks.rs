@@ -9,6 +9,7 @@ pub mod service;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{UserReport, VerifyReport, VolumeReport};
+use keyward_core::policy::NoGrant;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{
@@ -17,7 +18,7 @@ use keyward_core::{
 };
 
 use super::{ServiceStanding, Vault};
-use crate::accounts::{self, Standing};
+use crate::accounts;
 use crate::error::OpError;
 use crate::failpoint::failpoint;
 use crate::{policy_override, service_secret};
@@ -199,26 +200,14 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         if !dry_run {
             self.store.reconcile()?;
         }
-        let state = self.store.state()?;
-        let mut ours: Vec<(bool, SlotId)> = state
-            .holders()
-            .into_iter()
-            .filter(|h| h.token.is_some())
-            .map(|h| (h.role == HolderRole::Service, h.slot))
-            .collect();
-        ours.sort();
-        let others = invariants::committed_paths(&state)
-            .into_iter()
-            .filter(|s| !ours.iter().any(|(_, o)| o == s))
-            .count();
-        if others == 0 && !ours.is_empty() {
-            return Err(OpError::Refused(format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first")));
-        }
-        let slots: Vec<u32> = ours.iter().map(|(_, s)| s.get()).collect();
+        let ours = invariants::release_order(&self.store.state()?).ok_or_else(|| {
+            OpError::Refused(format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first"))
+        })?;
+        let slots: Vec<u32> = ours.iter().map(|s| s.get()).collect();
         if dry_run {
             return Ok(slots);
         }
-        for (_, slot) in &ours {
+        for slot in &ours {
             self.store.revoke(*slot)?;
         }
         failpoint("release.revoked");
@@ -265,12 +254,8 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
             Err(e) => ("error", Some(e.to_string())),
         };
         let mut r = VerifyReport {
-            volume: self.v.name.to_string(),
-            service: service.into(),
-            detail,
             users,
-            violations: Vec::new(),
-            findings: Vec::new(),
+            ..VerifyReport::service(self.v.name.as_str(), service, detail)
         };
         // After any revocation above: is there still a way in a person can use without
         // keyward? And is every passphrase slot, whoever made it, above the KDF floor?
@@ -285,26 +270,13 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
     }
 }
 
-/// Who may hold a user slot: a user the policy manages now (`accounts::standing`).
+/// Who may hold a user slot: a user the policy manages now (`Standing::grantee`).
 pub fn grantable(c: &Config, user: &UserName) -> Result<Uid, OpError> {
-    match accounts::standing(c, user, None).map_err(OpError::Failed)? {
-        Standing::Managed(uid) => Ok(uid),
-        Standing::Deleted => Err(OpError::Usage(format!("no such user: {user}"))),
-        Standing::Disabled(state) => {
-            let what = if state == keyward_core::policy::AccountState::Locked {
-                "locked"
-            } else {
-                "expired"
-            };
-            Err(OpError::Refused(format!("{user}'s account is {what}: the system refuses its logins, so keyward gives it no unlock right")))
-        }
-        other => Err(OpError::Refused(format!(
-            "{user} is not managed ({}): add them to [policy] managed_group or managed_users \
-             first (root, system accounts and uids outside uid_min..=uid_max never are); \
-             keyward gives no unlock right that verify would then revoke",
-            other.label()
-        ))),
-    }
+    let standing = accounts::standing(c, user, None).map_err(OpError::Failed)?;
+    standing.grantee(user).map_err(|e| match e {
+        NoGrant::NoSuchUser(_) => OpError::Usage(e.to_string()),
+        NoGrant::Refused(why) => OpError::Refused(why),
+    })
 }
 
 /// `keyward status` of a LUKS2 volume, from the cache while its header is unchanged.

@@ -21,20 +21,9 @@ use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{Secret, SlotId, Uid, UserName, VolumeName, VolumeState};
 
-use crate::accounts::Standing;
 use crate::error::OpError;
 
-/// What a login or password change did on one volume.
-#[derive(Debug)]
-pub enum VolumeLogin {
-    /// What happened there, for the record.
-    Done(String),
-    /// Nothing for this user, for a reason about the user rather than the volume (not managed,
-    /// the system refused the password); nothing on the volume was touched.
-    Refused(String),
-    /// The event does not concern this kind of volume.
-    Skipped,
-}
+pub use keyward_core::login::VolumeLogin;
 
 /// Where a volume's service right stands.
 #[derive(Debug)]
@@ -117,53 +106,58 @@ pub fn with_vault<T>(
     f: impl FnOnce(&mut dyn Vault) -> Result<T, OpError>,
 ) -> Result<T, OpError> {
     match v.kind {
-        VolumeKind::FileVault => with_filevault(c, v, f),
-        _ => luks::with_vault(c, v, f),
+        VolumeKind::FileVault => filevault::with_vault(c, v, f),
+        VolumeKind::Luks2 => luks::with_vault(c, v, f),
     }
 }
 
-#[cfg(any(target_os = "macos", feature = "simulated-mac"))]
-fn with_filevault<T>(
-    c: &Config,
-    v: &Volume,
-    f: impl FnOnce(&mut dyn Vault) -> Result<T, OpError>,
-) -> Result<T, OpError> {
-    filevault::with_vault(c, v, f)
-}
-
-/// A Linux helper built without the simulated Mac has no FileVault code at all.
+/// A Linux helper built without the simulated Mac has no FileVault code at all: a FileVault
+/// volume in its config is refused with a clear error (worded as keyward-macos words it),
+/// never served.
 #[cfg(not(any(target_os = "macos", feature = "simulated-mac")))]
-fn with_filevault<T>(
-    _: &Config,
-    _: &Volume,
-    _: impl FnOnce(&mut dyn Vault) -> Result<T, OpError>,
-) -> Result<T, OpError> {
-    Err(no_filevault())
-}
+mod filevault {
+    use super::*;
+    use crate::accounts::Standing;
 
-/// The refusal a FileVault volume gets where there is no Mac (worded as keyward-macos words it).
-#[cfg(not(any(target_os = "macos", feature = "simulated-mac")))]
-fn no_filevault() -> OpError {
-    OpError::Refused("not supported on macOS: a kind = \"filevault\" volume needs macOS".into())
+    fn refused() -> OpError {
+        OpError::Refused("not supported on macOS: a kind = \"filevault\" volume needs macOS".into())
+    }
+
+    pub fn with_vault<T>(
+        _: &Config,
+        _: &Volume,
+        _: impl FnOnce(&mut dyn Vault) -> Result<T, OpError>,
+    ) -> Result<T, OpError> {
+        Err(refused())
+    }
+
+    pub fn status(_: &Config, v: &Volume) -> VolumeReport {
+        VolumeReport::failed(v.name.as_str(), refused().to_string())
+    }
+
+    /// Nothing for a FileVault volume to do at a password change; a login says why.
+    pub fn login(
+        _: &Config,
+        _: &Volume,
+        _: &UserName,
+        _: &Standing,
+        _: &Secret,
+        after_change: bool,
+    ) -> Result<VolumeLogin, String> {
+        if after_change {
+            return Ok(VolumeLogin::Skipped);
+        }
+        Err(refused().to_string())
+    }
 }
 
 /// `keyward status` of one volume (a LUKS2 report is cached while its header is unchanged,
 /// so it is read without opening the volume when it can be).
 pub fn status(c: &Config, v: &Volume) -> VolumeReport {
     match v.kind {
-        VolumeKind::FileVault => filevault_status(c, v),
-        _ => luks::status(c, v),
+        VolumeKind::FileVault => filevault::status(c, v),
+        VolumeKind::Luks2 => luks::status(c, v),
     }
-}
-
-#[cfg(any(target_os = "macos", feature = "simulated-mac"))]
-fn filevault_status(c: &Config, v: &Volume) -> VolumeReport {
-    filevault::status(c, v)
-}
-
-#[cfg(not(any(target_os = "macos", feature = "simulated-mac")))]
-fn filevault_status(_: &Config, v: &Volume) -> VolumeReport {
-    VolumeReport::failed(v.name.as_str(), no_filevault().to_string())
 }
 
 /// Start-up on a volume whose store finishes what a crash interrupted by itself (a Mac's):
@@ -171,7 +165,7 @@ fn filevault_status(_: &Config, v: &Volume) -> VolumeReport {
 /// puts each step on the record.
 pub fn settle_by_itself(c: &Config, v: &Volume) -> Option<Result<(), OpError>> {
     (v.kind == VolumeKind::FileVault).then(|| {
-        with_filevault(c, v, |vault| match vault.service()? {
+        filevault::with_vault(c, v, |vault| match vault.service()? {
             ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
                 "the keychain's service password does not unlock slot {slot}"
             ))),
@@ -189,33 +183,7 @@ pub fn login_needs_password_check(v: &Volume) -> bool {
 
 /// A login on a volume that authenticates the password itself (a Mac's): grant or revoke the
 /// user's Secure Token as the policy says.
-#[cfg(any(target_os = "macos", feature = "simulated-mac"))]
-pub fn own_login(
-    c: &Config,
-    v: &Volume,
-    user: &UserName,
-    standing: &Standing,
-    password: &Secret,
-    after_change: bool,
-) -> Result<VolumeLogin, String> {
-    filevault::login(c, v, user, standing, password, after_change)
-}
-
-/// No Mac here: nothing for a FileVault volume to do at a login.
-#[cfg(not(any(target_os = "macos", feature = "simulated-mac")))]
-pub fn own_login(
-    _: &Config,
-    _: &Volume,
-    _: &UserName,
-    _: &Standing,
-    _: &Secret,
-    after_change: bool,
-) -> Result<VolumeLogin, String> {
-    if after_change {
-        return Ok(VolumeLogin::Skipped);
-    }
-    Err(no_filevault().to_string())
-}
+pub(crate) use filevault::login as own_login;
 
 /// A helper built for Linux without the simulated Mac has no FileVault code: a FileVault
 /// volume in its config is refused with a clear error, never served.
@@ -223,6 +191,7 @@ pub fn own_login(
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::accounts::Standing;
     use keyward_core::ipc::ErrorCode;
 
     fn mac_config() -> Config {

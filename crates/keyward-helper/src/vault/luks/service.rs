@@ -20,10 +20,7 @@ use crate::service_secret;
 use crate::vault::ServiceStanding;
 
 fn io(source: std::io::Error) -> OpError {
-    OpError::Io {
-        what: "service secret",
-        source,
-    }
+    OpError::io("service secret")(source)
 }
 
 /// Find the working service slot and secret, tidying up after an interrupted bootstrap or
