@@ -1,12 +1,15 @@
 //! Printing replies for people (tables) and programs (`--json`, a stable shape).
 
 use keyward_core::ipc::{FindingReport, UnlockCostReport, VerifyReport, VolumeReport, WorkReport};
-use serde_json::json;
+use keyward_core::json_view::{StatusJson, VerifyJson};
 
 use crate::Failure;
 
-fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
-    let text = serde_json::to_string_pretty(v).map_err(|e| Failure::new(1, e.to_string()))?;
+/// The stable shape (keyward_core::json_view, docs/MACHINE-OUTPUT.md), never a wire type.
+fn print_json(v: serde_json::Result<serde_json::Value>) -> Result<(), Failure> {
+    let text = v
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .map_err(|e| Failure::new(1, e.to_string()))?;
     println!("{text}");
     Ok(())
 }
@@ -14,7 +17,7 @@ fn print_json(v: &serde_json::Value) -> Result<(), Failure> {
 /// `keyward status`.
 pub fn status(volumes: &[VolumeReport], json: bool) -> Result<(), Failure> {
     if json {
-        return print_json(&json!({ "volumes": volumes }));
+        return print_json(serde_json::to_value(StatusJson::new(volumes)));
     }
     for v in volumes {
         println!("{}:", v.volume);
@@ -113,7 +116,7 @@ fn finding(f: &FindingReport) -> String {
 /// has a finding (a passphrase slot below the KDF floor).
 pub fn verify(reports: &[VerifyReport], json: bool) -> Result<(), Failure> {
     if json {
-        print_json(&json!({ "volumes": reports }))?;
+        print_json(serde_json::to_value(VerifyJson::new(reports)))?;
     } else {
         for r in reports {
             match &r.detail {

@@ -31,7 +31,9 @@ fn citations(text: &str) -> Vec<(String, Vec<String>)> {
     // Any Rust identifier: a test is `snake_case`, but a cited `Type` or `CONST` is checked too
     // (a name with a capital letter used to be skipped, so a typo in one cited nothing).
     let ident = |s: &str| {
-        s.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        s.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
     let spans: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
@@ -123,17 +125,19 @@ fn every_test_the_docs_cite_exists() {
 
 /// Whether `body` defines `name`: a function (a test), or a type, constant or module.
 fn defines(body: &str, name: &str) -> bool {
-    ["fn ", "struct ", "enum ", "trait ", "type ", "mod ", "const ", "static "]
-        .iter()
-        .any(|kind| {
-            let item = format!("{kind}{name}");
-            body.match_indices(&item).any(|(at, _)| {
-                body[at + item.len()..]
-                    .chars()
-                    .next()
-                    .is_some_and(|c| !(c.is_ascii_alphanumeric() || c == '_'))
-            })
+    [
+        "fn ", "struct ", "enum ", "trait ", "type ", "mod ", "const ", "static ",
+    ]
+    .iter()
+    .any(|kind| {
+        let item = format!("{kind}{name}");
+        body.match_indices(&item).any(|(at, _)| {
+            body[at + item.len()..]
+                .chars()
+                .next()
+                .is_some_and(|c| !(c.is_ascii_alphanumeric() || c == '_'))
         })
+    })
 }
 
 #[test]
@@ -145,7 +149,10 @@ fn a_cited_name_must_be_defined_whole_and_capitals_count() {
     assert!(!defines(body, "login_work"), "a prefix is not the name");
     assert!(!defines(body, "Login_works"));
     let got = citations("`pam.rs: Login_Works`");
-    assert_eq!(got, vec![("pam.rs".to_owned(), vec!["Login_Works".to_owned()])]);
+    assert_eq!(
+        got,
+        vec![("pam.rs".to_owned(), vec!["Login_Works".to_owned()])]
+    );
 }
 
 #[test]

@@ -26,6 +26,7 @@ pub mod ids;
 pub mod interrupted;
 pub mod invariants;
 pub mod ipc;
+pub mod json_view;
 pub mod kdf;
 pub mod kdf_floor;
 pub mod login;

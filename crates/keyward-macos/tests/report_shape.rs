@@ -1,7 +1,7 @@
 //! `keyward status --json` has one shape on both platforms: a LUKS2 volume (the metadata of a
 //! real image, fixtures/luks2-header.json) and a FileVault volume (the simulated Mac) produce
 //! the same keys with the same value types, holder role by holder role. The JSON is built the
-//! way keyward-cli's `output::status` prints it: `{"volumes": [VolumeReport, …]}`. One field is
+//! way keyward-cli's `output::status` prints it: `keyward_core::json_view::StatusJson`. One field is
 //! LUKS2's alone: `unlock_cost` (the boot prompt's try order; FileVault has none), `null` there.
 #![allow(clippy::unwrap_used)]
 
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use common::*;
 
 fn status_json(reports: Vec<keyward_core::ipc::VolumeReport>) -> Value {
-    json!({ "volumes": reports })
+    serde_json::to_value(keyward_core::json_view::StatusJson::new(&reports)).unwrap()
 }
 
 /// The shape of a value: objects by key, arrays by their elements' shapes, scalars by type.
