@@ -10,8 +10,9 @@
 //! next login; with the directory down a cached login still works and nothing is revoked, even
 //! with the cache expired; a member removed from the group loses the slot at `verify` once the
 //! directory says so, and so does a user deleted from the directory; a failed lookup (sssd
-//! down) revokes nothing; the helper's own PAM check never captures itself, and one that hangs
-//! is killed at its deadline without holding up the login or the helper; the audit chain holds.
+//! down) revokes nothing; the helper's own PAM check never captures itself, answers one hidden
+//! prompt only, and one that hangs is killed at its deadline without holding up the login or
+//! the helper; the audit chain holds.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -126,6 +127,21 @@ kw status data --json > /dev/null && echo $(( ($(date +%s%N) - start) / 1000000 
 for _ in $(seq 450); do grep -q '"user":"erin".*did not answer within' log/audit.jsonl && break; sleep 0.1; done
 grep '"user":"erin".*did not answer within' log/audit.jsonl > hung-refused.out || true
 s=$(slot_of erin); if opens "$s" 'Hung check 4Hx'; then echo yes > hung-opens.out; fi
+# 5c. The check answers one hidden prompt, and only one. pam_stress accepts whatever password
+# it is given: with one prompt the check passes (the control: the stack decides, and erin's
+# slot follows), with a second prompt (as a second factor would ask) it fails, and the password
+# gets no right.
+refusals() { grep '"user":"erin"' log/audit.jsonl | grep -c 'refused the password' || true; }
+printf 'auth required pam_stress.so\naccount required pam_permit.so\n' > /etc/pam.d/keyward
+printf '%s\n' 'One prompt 5Jq' | pamtester kwmisplaced erin authenticate > one-prompt.out 2>&1 || true
+wait_until user_slot_opens erin 'One prompt 5Jq' && echo yes > one-prompt.ok
+before=$(refusals)
+printf 'auth required pam_stress.so\nauth required pam_stress.so\naccount required pam_permit.so\n' > /etc/pam.d/keyward
+printf '%s\n' 'Two prompts 6Kr' | pamtester kwmisplaced erin authenticate > two-prompts.out 2>&1 || true
+more_refusals() { [ "$(refusals)" -gt "$before" ]; }
+wait_until more_refusals && echo yes > two-prompts-refused.ok
+s=$(slot_of erin); if opens "$s" 'Two prompts 6Kr'; then echo yes > two-prompts-opens.out; fi
+if opens "$s" 'One prompt 5Jq'; then echo yes > one-prompt-kept.ok; fi
 cp keyward-pam.saved /etc/pam.d/keyward
 
 # 6. The directory goes away: a cached login works at once, nothing is revoked, even with
@@ -227,6 +243,25 @@ fn directory_users_get_and_keep_unlock_rights() {
         "the stash line sits between pam_unix and pam_sss:\n{password}"
     );
 
+    // One hidden prompt answered; a second refused, whatever the module would say.
+    assert_eq!(
+        read("one-prompt.ok"),
+        "yes",
+        "a one-prompt stack decides: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("two-prompts-refused.ok"),
+        "yes",
+        "a stack that asks twice fails the check: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("two-prompts-opens.out"),
+        "",
+        "a second prompt gave a right"
+    );
+    assert_eq!(read("one-prompt-kept.ok"), "yes", "{}", ctx());
     // A hung PAM check: killed at its deadline, no right; the login and the helper go on.
     assert!(
         !read("hung-refused.out").is_empty(),
