@@ -10,7 +10,9 @@
 //! next login; with the directory down a cached login still works and nothing is revoked, even
 //! with the cache expired; a member removed from the group loses the slot at `verify` once the
 //! directory says so, and so does a user deleted from the directory; a failed lookup (sssd
-//! down) revokes nothing; the helper's own PAM check never captures itself; the audit chain holds.
+//! down) revokes nothing; the helper's own PAM check never captures itself, answers one hidden
+//! prompt only, and one that hangs is killed at its deadline without holding up the login or
+//! the helper; the audit chain holds.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -111,6 +113,37 @@ login erin "$NEW_erin" 2 && echo yes > erin-reset-login.ok
 wait_until user_slot_opens erin "$NEW_erin" && echo yes > erin-reset.ok
 s=$(slot_of erin); if opens "$s" "$DIR_PW_erin"; then echo yes > erin-old-opens.out; fi
 
+# 5b. A `keyward` PAM stack that hangs (a module waiting on a server that never answers): the
+# helper kills its check at the deadline and gives the password no right; neither the login
+# nor the helper waits for it.
+cp /etc/pam.d/keyward keyward-pam.saved
+printf 'auth required pam_exec.so /bin/sleep 120\naccount required pam_permit.so\n' > /etc/pam.d/keyward
+start=$(date +%s%N)
+printf '%s\n' 'Hung check 4Hx' | pamtester kwmisplaced erin authenticate > hung-login.out 2>&1 || true
+echo $(( ($(date +%s%N) - start) / 1000000 )) > hung-login-ms.out
+sleep 1
+start=$(date +%s%N)
+kw status data --json > /dev/null && echo $(( ($(date +%s%N) - start) / 1000000 )) > hung-status-ms.out
+for _ in $(seq 450); do grep -q '"user":"erin".*did not answer within' log/audit.jsonl && break; sleep 0.1; done
+grep '"user":"erin".*did not answer within' log/audit.jsonl > hung-refused.out || true
+s=$(slot_of erin); if opens "$s" 'Hung check 4Hx'; then echo yes > hung-opens.out; fi
+# 5c. The check answers one hidden prompt, and only one. pam_stress accepts whatever password
+# it is given: with one prompt the check passes (the control: the stack decides, and erin's
+# slot follows), with a second prompt (as a second factor would ask) it fails, and the password
+# gets no right.
+refusals() { grep '"user":"erin"' log/audit.jsonl | grep -c 'refused the password' || true; }
+printf 'auth required pam_stress.so\naccount required pam_permit.so\n' > /etc/pam.d/keyward
+printf '%s\n' 'One prompt 5Jq' | pamtester kwmisplaced erin authenticate > one-prompt.out 2>&1 || true
+wait_until user_slot_opens erin 'One prompt 5Jq' && echo yes > one-prompt.ok
+before=$(refusals)
+printf 'auth required pam_stress.so\nauth required pam_stress.so\naccount required pam_permit.so\n' > /etc/pam.d/keyward
+printf '%s\n' 'Two prompts 6Kr' | pamtester kwmisplaced erin authenticate > two-prompts.out 2>&1 || true
+more_refusals() { [ "$(refusals)" -gt "$before" ]; }
+wait_until more_refusals && echo yes > two-prompts-refused.ok
+s=$(slot_of erin); if opens "$s" 'Two prompts 6Kr'; then echo yes > two-prompts-opens.out; fi
+if opens "$s" 'One prompt 5Jq'; then echo yes > one-prompt-kept.ok; fi
+cp keyward-pam.saved /etc/pam.d/keyward
+
 # 6. The directory goes away: a cached login works at once, nothing is revoked, even with
 # sssd's cache expired (it answers from it while offline).
 dir_stop_slapd
@@ -210,6 +243,49 @@ fn directory_users_get_and_keep_unlock_rights() {
         "the stash line sits between pam_unix and pam_sss:\n{password}"
     );
 
+    // One hidden prompt answered; a second refused, whatever the module would say.
+    assert_eq!(
+        read("one-prompt.ok"),
+        "yes",
+        "a one-prompt stack decides: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("two-prompts-refused.ok"),
+        "yes",
+        "a stack that asks twice fails the check: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("two-prompts-opens.out"),
+        "",
+        "a second prompt gave a right"
+    );
+    assert_eq!(read("one-prompt-kept.ok"), "yes", "{}", ctx());
+    // A hung PAM check: killed at its deadline, no right; the login and the helper go on.
+    assert!(
+        !read("hung-refused.out").is_empty(),
+        "the hung check is refused at its deadline: {}",
+        ctx()
+    );
+    assert_eq!(read("hung-opens.out"), "", "a hung check gave a right");
+    let ms = |f: &str| -> u64 {
+        read(f)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{f}: {e}: {}", ctx()))
+    };
+    // Far less than the check's 30 s deadline (the failed login carries pam_unix's delay of
+    // about two seconds).
+    let (login, status) = (ms("hung-login-ms.out"), ms("hung-status-ms.out"));
+    assert!(
+        login < 10_000,
+        "the login waited for the hung check: {login} ms"
+    );
+    assert!(
+        status < 10_000,
+        "the helper waited for the hung check: {status} ms"
+    );
     let ssh = read("ssh-dave.out");
     assert!(
         ssh.ends_with("dave"),

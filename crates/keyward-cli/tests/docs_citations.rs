@@ -40,13 +40,14 @@ fn citations(text: &str) -> Vec<(String, Vec<String>)> {
     let between: Vec<&str> = text.split('`').step_by(2).skip(1).collect();
     let mut out = Vec::new();
     for (i, span) in spans.iter().enumerate() {
-        let (file, rest) = span.split_once(": ").unwrap_or((span, ""));
+        // `file.rs: name` may break its line after the colon.
+        let (file, rest) = span.split_once(':').unwrap_or((span, ""));
         let file = file.trim();
-        if !file.ends_with(".rs") || file.contains(' ') {
+        if !file.ends_with(".rs") || file.contains(char::is_whitespace) {
             continue;
         }
         let mut names: Vec<String> = rest
-            .split(", ")
+            .split(',')
             .map(str::trim)
             .filter(|n| ident(n))
             .map(str::to_owned)
@@ -158,7 +159,7 @@ fn a_cited_name_must_be_defined_whole_and_capitals_count() {
 #[test]
 fn the_citation_parser_reads_both_forms() {
     let text = "see `web_ui.rs: a_b, c_d` and `pam.rs`: `login_works`, `change_works`; \
-                also `ui/totp.rs` and `not code` and `x.rs`.";
+                also `ui/totp.rs` and `not code` and `x.rs` and `y.rs:\n  e_f`.";
     let got = citations(text);
     let want: Vec<(String, Vec<String>)> = vec![
         ("web_ui.rs".into(), vec!["a_b".into(), "c_d".into()]),
@@ -168,6 +169,7 @@ fn the_citation_parser_reads_both_forms() {
         ),
         ("ui/totp.rs".into(), vec![]),
         ("x.rs".into(), vec![]),
+        ("y.rs".into(), vec!["e_f".into()]),
     ];
     assert_eq!(got, want);
 }

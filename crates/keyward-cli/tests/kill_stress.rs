@@ -2,7 +2,8 @@
 //! view — at random moments while the real CLI runs a service rotation, a standalone recovery
 //! rotation (show, then the last group typed back), a grant or a revoke. Most kills come from
 //! outside after a random delay; some come from a LUKS failpoint, which raises SIGKILL itself
-//! (the helper's own failpoints call `abort()`, so they are not used here). After every kill the
+//! (the helper's own failpoints do too; the crash tests in `rotation.rs`, `escrow_crash.rs` and
+//! `op_crashes*.rs` go through every one of those in turn). After every kill the
 //! helper is restarted and must prove, with stock cryptsetup, that nobody lost their way in:
 //! every managed user's passphrase and the installer's passphrase open their slots, a recovery
 //! key the admin was shown opens every committed recovery slot, the stored service secret opens

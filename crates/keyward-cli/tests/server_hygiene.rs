@@ -7,7 +7,9 @@
 mod common;
 
 use common::escrow::*;
-use common::http::{b64, enroll_key, escrow_body, fresh_metrics, http, signed_as};
+use common::http::{
+    b64, device_with_escrow, enroll_key, escrow_body, fresh_metrics, http, signed_as,
+};
 use common::*;
 use ed25519_dalek::SigningKey;
 
@@ -413,4 +415,49 @@ fn metrics_come_from_memory_and_can_require_a_bearer_token() {
         // Without the option, /metrics stays open (as before).
         assert_eq!(http(&srv.addr, "GET", "/metrics", &[], b"").0, 200);
     }
+}
+
+/// `/metrics` shows how many volumes each recovery state holds — so a device that withholds
+/// its uploads shows as `pending` — and never a device id, escrow id or key: after a device
+/// escrowed a key (its id in the request's path) and another reported a pending one, the
+/// scrape names neither device nor the escrow, nor holds the key.
+#[test]
+fn metrics_count_pending_volumes_and_name_no_device_or_key() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    let secret = "ABCDE-12345-FGHIJ-67890";
+    let (device, escrow) = device_with_escrow(&srv, secret);
+    let key = SigningKey::from_bytes(&[43u8; 32]);
+    let withholding = enroll_key(&srv.addr, &srv.token(), &key);
+    let path = format!("/v1/devices/{withholding}/checkin");
+    let report = serde_json::json!({ "volumes": [{ "volume": "data", "recovery": "pending",
+        "escrow_id": null, "rotated_at": null, "service": "ok", "holders": 1, "violations": 0 }] })
+    .to_string();
+    let h = signed_as(&key, "POST", &path, report.as_bytes(), "pending-checkin-1");
+    let (status, answer) = http(&srv.addr, "POST", &path, &h, report.as_bytes());
+    assert_eq!(status, 200, "{answer}");
+
+    let m = fresh_metrics(&srv.addr);
+    assert_eq!(
+        value(&m, "keyward_volumes{recovery=\"pending\"}").as_deref(),
+        Some("1"),
+        "{m}"
+    );
+    assert_eq!(
+        value(&m, "keyward_volumes{recovery=\"escrowed\"}").as_deref(),
+        Some("1"),
+        "{m}"
+    );
+    for what in [
+        device.as_str(),
+        withholding.as_str(),
+        escrow.as_str(),
+        secret,
+    ] {
+        assert!(!m.contains(what), "{what} in /metrics:\n{m}");
+    }
+    assert!(
+        m.contains("/v1/devices/{device}/checkin"),
+        "requests are counted by route: {m}"
+    );
 }

@@ -15,6 +15,7 @@ use common::http::{admin_api, device_with_escrow};
 use common::team::*;
 use common::*;
 use serde_json::{json, Value};
+use sha2::Digest;
 
 /// The audit trail in full, one record a line: `ACTION by "WHO" device="D" REASON` (the CLI's
 /// `audit` shortens long reasons).
@@ -39,11 +40,22 @@ fn api_tokens_are_shown_once_stored_hashed_and_checked_on_every_route() {
         let t = team(&backend);
         let srv = &t.srv;
         assert!(t.admin.starts_with("kwa_"), "{}", t.admin);
-        // Only the hash is stored; the list never shows a token.
+        // Only the hash is stored (its SHA-256, so a database dump holds no token); the list
+        // never shows a token.
         let stored = srv.query("SELECT name, hash, role FROM api_tokens ORDER BY name");
         assert!(
             !stored.contains(&t.admin) && stored.contains("ops"),
             "{stored}"
+        );
+        let digest: String = sha2::Sha256::digest(t.admin.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            srv.query("SELECT hash FROM api_tokens WHERE name = 'ops'")
+                .trim(),
+            digest,
+            "{backend:?}"
         );
         let list = String::from_utf8(srv.cmd(&["api-token", "list"]).stdout).unwrap();
         for token in [&t.viewer, &t.helpdesk, &t.approver, &t.admin] {

@@ -254,3 +254,75 @@ fn roles(backend: &Backend) {
     assert_eq!(helpdesk.get("/ui/requests/mine").status, 403);
     assert_eq!(count(&srv, "key-show"), 1);
 }
+
+/// One approval reveals the key once, however many instances are asked at the same moment:
+/// the request is spent, conditionally, in the transaction that audits the reveal. Four
+/// reveals of one approved request, from the requester's session, reach two instances at once
+/// (their last bytes held until then, so each reads the request while it is still approved):
+/// one shows the key, the others are refused, and one `key-show` is audited.
+#[test]
+fn one_approval_reveals_once_across_instances() {
+    for backend in backends() {
+        reveal_once_across_instances(&backend);
+    }
+}
+
+fn reveal_once_across_instances(backend: &Backend) {
+    let inst = Instance::prepare();
+    let srv = Server::start_on(&inst, backend);
+    let (device, _) = device_with_escrow(&srv, SECRET);
+    let mut helpdesk = signed_in(&srv, "hannah", "helpdesk");
+    let mut approver = signed_in(&srv, "arthur", "approver");
+    let page = format!("/ui/devices/{device}");
+    let token = helpdesk.get(&page).csrf();
+    let fields = [
+        ("csrf", token.as_str()),
+        ("volume", "data"),
+        ("reason", REASON),
+    ];
+    assert_eq!(
+        helpdesk.post(&format!("{page}/request"), &fields).status,
+        303
+    );
+    let id = pending_of(&srv, "hannah");
+    let token = approver.get("/ui/requests").csrf();
+    let approve = approver.post(&format!("/ui/requests/{id}/approve"), &[("csrf", &token)]);
+    assert_eq!(approve.status, 303, "{}", approve.body);
+
+    let mut other = Server::offline(srv.state.clone(), srv.db.clone());
+    other.resume();
+    const ATTEMPTS: usize = 4;
+    let together = std::sync::Arc::new(std::sync::Barrier::new(ATTEMPTS));
+    let reveal = format!("/ui/requests/{id}/reveal");
+    let attempts: Vec<_> = (0..ATTEMPTS)
+        .map(|i| {
+            let on = if i % 2 == 0 { &srv } else { &other };
+            let mut b = Browser::new(on);
+            b.cookies = helpdesk.cookies.clone();
+            let token = b.get("/ui/requests/mine").csrf();
+            let (reveal, together) = (reveal.clone(), together.clone());
+            std::thread::spawn(move || {
+                let origin = Some(format!("http://{}", b.addr));
+                let r = b.post_held(&reveal, &[("csrf", &token)], origin, Some(&together));
+                let shown = r
+                    .body
+                    .contains(r#"id="recovery-key""#)
+                    .then(|| shown_key(&r.body));
+                (r.status, shown.as_deref() == Some(SECRET))
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, bool)> = attempts.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(
+        answers.iter().filter(|(_, key)| *key).count(),
+        1,
+        "{backend:?}: the key shown by how many: {answers:?}"
+    );
+    assert!(
+        answers
+            .iter()
+            .all(|a| *a == (200, true) || *a == (409, false)),
+        "{backend:?}: {answers:?}"
+    );
+    assert_eq!(count(&srv, "key-show"), 1, "{backend:?}");
+}

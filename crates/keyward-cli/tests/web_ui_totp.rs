@@ -5,7 +5,8 @@
 //! a failed login the lock-out counts; the current code signs in; the same code sent at two
 //! instances at once signs in once; `admin reset-totp` retires the old secret and ends the
 //! account's sessions, `--off` removes the second factor; accounts without TOTP sign in as
-//! before. Neither the secret nor a code reaches the audit trail.
+//! before. Neither the secret nor a code reaches the audit trail, nor the server's log (every
+//! request logged) nor what `admin add` and `admin reset-totp` print besides the URI.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -352,4 +353,117 @@ fn reset(backend: &Backend) {
         !records.contains(&new) && !records.contains(&old),
         "{records}"
     );
+}
+
+/// The server's log, with every request logged (`--log-requests`), and what the admin commands
+/// print on stderr hold neither a TOTP secret nor a code, through sign-ins refused for no code, a
+/// wrong code and a replayed one, a sign-in, and a reset.
+#[test]
+fn neither_secret_nor_code_reaches_the_log() {
+    use std::io::{BufRead, BufReader};
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    let added = srv.cmd_stdin(
+        &[
+            "admin",
+            "add",
+            "alice",
+            "--role",
+            "admin",
+            "--password-stdin",
+            "--totp",
+        ],
+        format!("{PASSWORD}\n").as_bytes(),
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let secret = secret_of(
+        String::from_utf8(added.stdout.clone()).unwrap().trim(),
+        "alice",
+    );
+
+    // An instance of its own on the same state, its log in a file.
+    let log = inst.path("server-log.jsonl");
+    let mut child = Command::new(bin("keyward-server"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-requests",
+            "--state",
+        ])
+        .arg(&srv.state)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let addr = loop {
+        let first = BufReader::new(std::fs::File::open(&log).unwrap())
+            .lines()
+            .next()
+            .transpose()
+            .unwrap()
+            .unwrap_or_default();
+        if let Some((_, a)) = first.rsplit_once("://") {
+            break a.split('"').next().unwrap().to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "not serving: {first}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let browser = || Browser {
+        addr: addr.clone(),
+        cookies: std::collections::HashMap::new(),
+        source: None,
+    };
+    let code = oathtool(&secret, unix_now());
+    assert_refused(&browser().login("alice", PASSWORD), "no code");
+    assert_refused(
+        &browser().login_with_code("alice", PASSWORD, &wrong(&code)),
+        "wrong code",
+    );
+    let used = oathtool(&secret, unix_now());
+    assert_eq!(
+        browser().login_with_code("alice", PASSWORD, &used).status,
+        303
+    );
+    assert_refused(
+        &browser().login_with_code("alice", PASSWORD, &used),
+        "replay",
+    );
+    let reset = srv.cmd(&["admin", "reset-totp", "alice"]);
+    assert!(reset.status.success(), "{}", stderr(&reset));
+    let new = secret_of(
+        String::from_utf8(reset.stdout.clone()).unwrap().trim(),
+        "alice",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.matches("\"route\":\"/ui/login\"").count() >= 8,
+        "the log has the sign-ins: {logged}"
+    );
+    let printed = format!("{}{}", stderr(&added), stderr(&reset));
+    for secret in [secret.as_str(), &new] {
+        assert!(
+            !logged.contains(secret),
+            "{secret} in the server's log:\n{logged}"
+        );
+        assert!(!printed.contains(secret), "{secret} on stderr:\n{printed}");
+    }
+    // A code as a number of its own (timestamps' digits may hold any six in a row).
+    let holds = |text: &str, code: &str| {
+        text.match_indices(code).any(|(at, _)| {
+            let digit = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+            !digit(text[..at].chars().next_back()) && !digit(text[at + code.len()..].chars().next())
+        })
+    };
+    for code in [code.as_str(), &wrong(&code), &used] {
+        assert!(
+            !holds(&logged, code),
+            "{code} in the server's log:\n{logged}"
+        );
+        assert!(!holds(&printed, code), "{code} on stderr:\n{printed}");
+    }
 }

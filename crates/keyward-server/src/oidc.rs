@@ -453,6 +453,99 @@ mod tests {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
+    /// ID tokens made here, signed with Ed25519 keys (one the provider publishes, one it does
+    /// not), checked by [`id_token_verifier`] over a client made from provider metadata as
+    /// `Sso::oauth_client` makes it: only a token for this client, from this issuer, unexpired,
+    /// for this sign-in's nonce and signed with a published key passes; `none` never does.
+    #[test]
+    fn only_an_id_token_for_this_client_issuer_and_nonce_signed_with_a_published_key_passes() {
+        use base64::Engine;
+        use ed25519_dalek::Signer;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        const ISSUER: &str = "https://sso.example.com";
+        const CLIENT: &str = "keyward-escrow";
+        let published = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let unpublished = ed25519_dalek::SigningKey::from_bytes(&[8u8; 32]);
+        let jwk: openidconnect::core::CoreJsonWebKey = serde_json::from_value(json!({
+            "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": "k1",
+            "x": b64(published.verifying_key().as_bytes()),
+        }))
+        .unwrap();
+        let metadata: CoreProviderMetadata = serde_json::from_value(json!({
+            "issuer": ISSUER,
+            "authorization_endpoint": format!("{ISSUER}/auth"),
+            "jwks_uri": format!("{ISSUER}/jwks"),
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+        }))
+        .unwrap();
+        let metadata = metadata.set_jwks(openidconnect::core::CoreJsonWebKeySet::new(vec![jwk]));
+        let client: Client = CoreClient::from_provider_metadata(
+            metadata,
+            ClientId::new(CLIENT.to_owned()),
+            Some(ClientSecret::new("the client secret".to_owned())),
+        );
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+        )
+        .unwrap();
+        let good = json!({
+            "iss": ISSUER, "aud": [CLIENT], "sub": "alice", "nonce": "n-1",
+            "iat": now, "exp": now + 300,
+        });
+        // A compact JWS of `claims` with `alg`, signed by `key` (none: no signature).
+        let token = |claims: &serde_json::Value,
+                     alg: &str,
+                     key: Option<&ed25519_dalek::SigningKey>| {
+            let head = b64(json!({ "alg": alg, "kid": "k1" }).to_string().as_bytes());
+            let body = b64(claims.to_string().as_bytes());
+            let input = format!("{head}.{body}");
+            let sig = key.map_or_else(String::new, |k| b64(&k.sign(input.as_bytes()).to_bytes()));
+            format!("{input}.{sig}")
+        };
+        let passes = |raw: String, nonce: &str| {
+            let parsed: GroupsIdToken = raw.parse().unwrap();
+            parsed
+                .claims(&id_token_verifier(&client), &Nonce::new(nonce.to_owned()))
+                .is_ok()
+        };
+        let with = |field: &str, value: serde_json::Value| {
+            let mut c = good.clone();
+            c[field] = value;
+            c
+        };
+        assert!(
+            passes(token(&good, "EdDSA", Some(&published)), "n-1"),
+            "the control"
+        );
+        for (what, claims) in [
+            ("another client", with("aud", json!(["another-client"]))),
+            (
+                "another issuer",
+                with("iss", json!("https://evil.example.com")),
+            ),
+            ("expired", with("exp", json!(now - 600))),
+        ] {
+            assert!(
+                !passes(token(&claims, "EdDSA", Some(&published)), "n-1"),
+                "{what}"
+            );
+        }
+        assert!(
+            !passes(token(&good, "EdDSA", Some(&published)), "n-2"),
+            "another nonce"
+        );
+        assert!(
+            !passes(token(&good, "EdDSA", Some(&unpublished)), "n-1"),
+            "a key the provider did not publish"
+        );
+        assert!(!passes(token(&good, "none", None), "n-1"), "alg none");
+    }
+
     #[test]
     fn the_highest_mapped_role_wins_and_unmapped_groups_give_none() {
         let m = map(&[

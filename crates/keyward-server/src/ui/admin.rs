@@ -269,5 +269,7 @@ mod tests {
         assert!(!name_ok("a b"));
         assert!(!name_ok("<script>"));
         assert!(!name_ok(&"a".repeat(65)));
+        // No colon: `sso:NAME` (a person signed in by single sign-on) is never an account's.
+        assert!(!name_ok("sso:alice"));
     }
 }
