@@ -139,19 +139,10 @@ fn a_full_disk_while_sealing_the_pending_key_leaves_the_old_key_alone() {
     std::fs::create_dir_all(&pending).unwrap();
     chmod(&inst.path("state"), 0o700);
     chmod(&pending, 0o700);
-    inst.helper_prefix = [
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
+    inst.helper_in_namespace(
         "mount -t tmpfs -o size=4k,mode=700 keyward-test \"$1\" && head -c 4096 /dev/zero > \"$1/filler\" && shift && exec \"$@\"",
-        "sh",
-    ]
-    .map(String::from)
-    .to_vec();
-    inst.helper_prefix.push(pending.display().to_string());
+        &["sh", &pending.display().to_string()],
+    );
     let inst = inst.start();
     inst.bootstrap();
     let before = inst.metadata()["keyslots"].clone();

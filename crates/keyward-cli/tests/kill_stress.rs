@@ -56,18 +56,10 @@ fn private_accounts(inst: &mut Instance) {
     std::fs::write(dir.join("group"), group).unwrap();
     chmod(&dir.join("passwd"), 0o644);
     chmod(&dir.join("group"), 0o644);
-    inst.helper_prefix = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
+    inst.helper_in_namespace(
         r#"mount --bind "$0/passwd" /etc/passwd && mount --bind "$0/group" /etc/group && exec "$@""#,
-    ]
-    .map(String::from)
-    .to_vec();
-    inst.helper_prefix.push(dir.display().to_string());
+        &[&dir.display().to_string()],
+    );
 }
 
 /// splitmix64: small, seedable, good enough to pick operations and delays.

@@ -64,6 +64,26 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Start the helper (from its next start) in a private mount namespace, through `sh -c
+    /// script ARGS… HELPER HELPER-ARGS…`: `script` mounts what it needs (its `$0`, `$1`, … are
+    /// `args`) and ends with `exec "$@"` — `exec` all the way, so the helper keeps the child's
+    /// pid and its death is observed directly.
+    pub fn helper_in_namespace(&mut self, script: &str, args: &[&str]) {
+        self.helper_prefix = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+        ]
+        .iter()
+        .chain(args)
+        .map(|s| (*s).to_owned())
+        .collect();
+    }
+
     /// Files and config only; call [`Instance::start`] to run the helper.
     pub fn prepare() -> Self {
         let root = tempfile::tempdir().unwrap();

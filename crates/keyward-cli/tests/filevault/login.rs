@@ -26,20 +26,10 @@ printf 'admin:admin-pw\nalice:alice-pw\n' | chpasswd
     set_policy(inst, "managed_group = \"keyward-users\"");
     // A token keyward granted goes at the next login of a user who is no longer managed.
     set_policy(inst, "revoke_unmanaged = true");
-    inst.helper_prefix = [
-        "unshare",
-        "-m",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
-        &format!(
-            "mount --bind {} /etc && exec \"$0\" \"$@\"",
-            inst.path("etc-work").display()
-        ),
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    inst.helper_in_namespace(
+        r#"mount --bind "$0" /etc && exec "$@""#,
+        &[&inst.path("etc-work").display().to_string()],
+    );
 }
 
 /// The config without the LUKS2 volume `data`: a Mac's.

@@ -49,19 +49,10 @@ pub fn fixture(policy: &str) -> Instance {
         std::fs::write(dir.join(file), text).unwrap();
         chmod(&dir.join(file), mode);
     }
-    // `exec` all the way: the helper keeps the child's pid, so its death is observed directly.
-    inst.helper_prefix = [
-        "unshare",
-        "--mount",
-        "--propagation",
-        "private",
-        "sh",
-        "-c",
+    inst.helper_in_namespace(
         r#"for f in passwd group shadow; do mount --bind "$0/$f" "/etc/$f" || exit 1; done; exec "$@""#,
-    ]
-    .map(String::from)
-    .to_vec();
-    inst.helper_prefix.push(dir.display().to_string());
+        &[&dir.display().to_string()],
+    );
     inst.start()
 }
 
