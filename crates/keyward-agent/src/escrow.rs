@@ -19,6 +19,10 @@ use zeroize::Zeroizing;
 
 const KEY_FILE: &str = "device.key";
 const ID_FILE: &str = "device.json";
+/// A new enrollment's key, written before `device.json` names it and renamed to `device.key`
+/// after: a crash between the writes leaves either the old enrollment whole (its `device.json`
+/// still names the old key) or the new one finishable (its `device.json` names this key).
+const NEXT_KEY_FILE: &str = "device.key.next";
 
 /// The most of any reply the agent reads. An honest one is a few KiB at most (a receipt; a
 /// check-in answer with the server's at most 16 commands); a server that sends more is refused
@@ -85,6 +89,11 @@ fn http(c: &Config) -> Result<ureq::Agent, Failure> {
 struct Enrollment {
     url: String,
     device_id: String,
+    /// The public half of the device key this enrollment was made with (base64): ties
+    /// `device.json` to its `device.key`. Absent from files written before it was added, which
+    /// are taken as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device_key: Option<String>,
 }
 
 fn state(c: &Config) -> PathBuf {
@@ -145,16 +154,42 @@ pub fn enroll(c: &Config, url: &str, token: &Secret) -> Result<String, Failure> 
     answer
         .verify(&pinned, &device_key)
         .map_err(|e| (ErrorCode::Refused, format!("{e}; nothing was enrolled")))?;
-    let dir = state(c);
-    let encoded = Zeroizing::new(b64().encode(seed.as_slice()));
-    safe_fs::write_atomic(&dir, KEY_FILE, encoded.as_bytes(), 0o600).map_err(failed)?;
-    let id = serde_json::to_vec(&Enrollment {
+    let enrollment = Enrollment {
         url: url.to_owned(),
         device_id: answer.device_id.clone(),
-    })
-    .map_err(failed)?;
-    safe_fs::write_atomic(&dir, ID_FILE, &id, 0o600).map_err(failed)?;
+        device_key: Some(b64().encode(device_key)),
+    };
+    keep(&state(c), &seed, &enrollment)?;
     Ok(answer.device_id)
+}
+
+/// Keep a new enrollment in three durable steps, each leaving a state `load` reads as one whole
+/// enrollment, old or new: the key beside the current one, then `device.json` naming it, then
+/// the key in place.
+fn keep(dir: &Path, seed: &[u8; 32], enrollment: &Enrollment) -> Result<(), Failure> {
+    keep_steps(dir, seed, enrollment, KEEP_STEPS)
+}
+
+const KEEP_STEPS: usize = 3;
+
+/// The first `steps` of [`keep`]'s steps: what a crash after them leaves (tests).
+fn keep_steps(
+    dir: &Path,
+    seed: &[u8; 32],
+    enrollment: &Enrollment,
+    steps: usize,
+) -> Result<(), Failure> {
+    let encoded = Zeroizing::new(b64().encode(seed));
+    let id = serde_json::to_vec(enrollment).map_err(failed)?;
+    for step in 0..steps.min(KEEP_STEPS) {
+        match step {
+            0 => safe_fs::write_atomic(dir, NEXT_KEY_FILE, encoded.as_bytes(), 0o600),
+            1 => safe_fs::write_atomic(dir, ID_FILE, &id, 0o600),
+            _ => safe_fs::rename_durable(dir, NEXT_KEY_FILE, KEY_FILE),
+        }
+        .map_err(failed)?;
+    }
+    Ok(())
 }
 
 /// The `error` a server gave with a refusal, quoted for a terminal and a log: at most
@@ -222,20 +257,45 @@ fn load(dir: &Path) -> Result<(SigningKey, Enrollment), Failure> {
             "not enrolled: run `keyward enroll URL --token-stdin`".to_owned(),
         )
     };
-    let raw = safe_fs::read_checked(&dir.join(KEY_FILE), safe_fs::Expect::private(me), 256)
-        .map_err(failed)?
-        .ok_or_else(not_enrolled)?;
-    let raw = Zeroizing::new(raw);
-    let seed = Zeroizing::new(b64().decode(raw.as_slice()).map_err(failed)?);
-    let seed: [u8; 32] = seed
-        .as_slice()
-        .try_into()
-        .map_err(|_| failed("bad device key"))?;
+    let read_key = |name: &str| -> Result<Option<SigningKey>, Failure> {
+        let Some(raw) = safe_fs::read_checked(&dir.join(name), safe_fs::Expect::private(me), 256)
+            .map_err(failed)?
+        else {
+            return Ok(None);
+        };
+        let raw = Zeroizing::new(raw);
+        let seed = Zeroizing::new(b64().decode(raw.as_slice()).map_err(failed)?);
+        let seed: &[u8; 32] = seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| failed("bad device key"))?;
+        Ok(Some(SigningKey::from_bytes(seed)))
+    };
+    let key = read_key(KEY_FILE)?;
     let ids = safe_fs::read_checked(&dir.join(ID_FILE), safe_fs::Expect::private(me), 4096)
         .map_err(failed)?
         .ok_or_else(not_enrolled)?;
     let enrollment: Enrollment = serde_json::from_slice(&ids).map_err(failed)?;
-    Ok((SigningKey::from_bytes(&seed), enrollment))
+    let Some(public) = enrollment.device_key.clone() else {
+        // Written before device.json named its key: the pair is taken as it is.
+        return Ok((key.ok_or_else(not_enrolled)?, enrollment));
+    };
+    let names = |k: &SigningKey| b64().encode(k.verifying_key().to_bytes()) == public;
+    if let Some(key) = key.filter(names) {
+        return Ok((key, enrollment));
+    }
+    // An enrollment interrupted after device.json named its new key: finish it.
+    match read_key(NEXT_KEY_FILE)? {
+        Some(next) if names(&next) => {
+            safe_fs::rename_durable(dir, NEXT_KEY_FILE, KEY_FILE).map_err(failed)?;
+            Ok((next, enrollment))
+        }
+        _ => Err((
+            ErrorCode::Failed,
+            "device.key is not the key device.json was enrolled with: run `keyward enroll URL --token-stdin` again"
+                .to_owned(),
+        )),
+    }
 }
 
 fn helper(c: &Config, req: Request) -> Result<Reply, Failure> {
@@ -353,6 +413,10 @@ pub fn rotate(c: &Config, volume: &VolumeName) -> Result<(u32, String), Failure>
         other => Err(failed(format!("unexpected reply {other:?}"))),
     }
 }
+
+#[cfg(test)]
+#[path = "escrow_keep_tests.rs"]
+mod keep_tests;
 
 #[cfg(test)]
 mod loopback_tests {
