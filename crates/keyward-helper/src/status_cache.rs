@@ -114,7 +114,7 @@ struct AccountsKey {
 /// The files' key, or `None` when standings must not be kept (a directory source answers).
 fn accounts_key(c: &Config) -> Option<AccountsKey> {
     use std::os::unix::fs::MetadataExt;
-    let files = ACCOUNT_FILES
+    let files: Vec<Option<FileStamp>> = ACCOUNT_FILES
         .iter()
         .map(|f| {
             std::fs::metadata(f).ok().map(|m| FileStamp {
@@ -126,11 +126,28 @@ fn accounts_key(c: &Config) -> Option<AccountsKey> {
             })
         })
         .collect();
-    let nss = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
-    files_only(&nss).then(|| AccountsKey {
+    local_sources(files.last().cloned().flatten()).then(|| AccountsKey {
         files,
         policy: format!("{:?}", c.policy),
     })
+}
+
+/// [`files_only`] of /etc/nsswitch.conf, read again only when its stamp changes.
+fn local_sources(stamp: Option<FileStamp>) -> bool {
+    static LAST: Mutex<Option<(Option<FileStamp>, bool)>> = Mutex::new(None);
+    let mut last = match LAST.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some((kept, verdict)) = last.as_ref() {
+        if *kept == stamp && stamp.is_some() {
+            return *verdict;
+        }
+    }
+    let nss = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    let verdict = files_only(&nss);
+    *last = Some((stamp, verdict));
+    verdict
 }
 
 /// Whether `nsswitch` answers passwd, group and shadow from local files alone (an absent line
