@@ -3,6 +3,7 @@
 //! damage — shows at the very next `status`. Holders' standings are kept too while the account
 //! files are unchanged: counted with `strace -e trace=openat` on the helper, ten `status` calls
 //! with three holders open /etc/shadow at most once, and a locked account shows at once.
+//! Read-only requests (status, a verify that revokes nothing) fsync nothing, a grant does.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -143,6 +144,24 @@ sleep 0.5
 opens /etc/shadow > shadow-before.out; opens /etc/passwd > passwd-before.out
 for _ in $(seq 10); do kw status data > /dev/null; done
 opens /etc/shadow > shadow-after.out; opens /etc/passwd > passwd-after.out
+kill "$(cat strace.pid)"; wait "$(cat strace.pid)" || true
+# syncs: fsync and fdatasync calls of the helper while tracing
+strace -f -qq -e trace=fsync,fdatasync,syncfs,sync_file_range -o sync.out -p "$(cat helper.pid)" & echo $! > sync.pid
+for _ in $(seq 100); do [ -e sync.out ] && break; sleep 0.05; done
+sleep 0.5
+# A grant first (its records are durable: the trace is attached), then reads.
+useradd --no-create-home --groups keyward-users dave; printf 'dave:dave pass\n' | chpasswd
+printf 'dave pass\n' | kw grant data dave --passphrase-stdin > /dev/null
+sleep 0.2
+grep -c 'sync' sync.out > syncs-grant.out || true
+for _ in $(seq 10); do kw status data > /dev/null; kw verify data > /dev/null; done
+sleep 0.2
+grep -c 'sync' sync.out > syncs-all.out || true
+kill "$(cat sync.pid)"; wait "$(cat sync.pid)" || true
+strace -f -qq -e trace=openat -o strace.out -p "$(cat helper.pid)" & echo $! > strace.pid
+for _ in $(seq 100); do [ -s strace.out ] || kw status data > /dev/null; [ -s strace.out ] && break; sleep 0.05; done
+sleep 0.5
+opens /etc/shadow > shadow-prelock.out
 usermod -L bob
 kw status data --json > status-locked.json
 opens /etc/shadow > shadow-locked.out
@@ -172,8 +191,15 @@ fn standings_are_kept_while_the_account_files_are_unchanged() {
         passwd <= 1,
         "/etc/passwd opened {passwd} times for 10 status calls"
     );
+    // 10 status and 10 verify calls that change nothing: no fsync; a grant: its records are.
+    assert!(n("syncs-grant.out") > 0, "the grant's records are durable");
+    assert_eq!(
+        n("syncs-all.out") - n("syncs-grant.out"),
+        0,
+        "fsyncs for 10 status and 10 verify calls"
+    );
     // usermod rewrites /etc/shadow: the next status looks again and sees bob locked.
-    assert!(n("shadow-locked.out") > n("shadow-after.out"));
+    assert!(n("shadow-locked.out") > n("shadow-prelock.out"));
     let v: serde_json::Value = serde_json::from_str(&read("status-locked.json")).unwrap();
     let bob = v["volumes"][0]["holders"]
         .as_array()
