@@ -1,9 +1,11 @@
 //! The boot budget (`[kdf] boot_budget_ms`, issue 18) through the real PAM stack and stock
 //! cryptsetup: users log in and change passwords, and each passphrase slot keyward makes gets
 //! argon2id at the budget's share for the passphrase slots the volume then holds, never below
-//! the KDF floor (and the helper's log says when the floor makes the budget impossible); stock
-//! cryptsetup opens every slot; `keyward status --json` reports the slowest unlocks in the
-//! order stock cryptsetup really tries the slots (its `--debug` trace).
+//! the KDF floor (and the helper's log says when the floor makes the budget impossible, and
+//! `keyward verify` and `keyward status` report it as the finding `boot-budget-impossible`,
+//! verify exiting 1); stock cryptsetup opens every slot; `keyward status --json` reports the
+//! slowest unlocks in the order stock cryptsetup really tries the slots (its `--debug` trace),
+//! which never includes the service slot (`ignore`).
 //!
 //! The first part fixes what the argon2id benchmark measured (`KEYWARD_TEST_ARGON2_CALIBRATION`,
 //! test builds only: 64 MiB × 8 passes in the 1000 ms calibration), so the shares' arithmetic is
@@ -40,6 +42,7 @@ old=$(cat alice.slot)
 printf 'alice pass 2\nalice pass 2\n' | pamtester kwtest alice chauthtok > /dev/null
 wait_until slot_moved alice "$old"
 slot_of alice > alice.slot
+rc=0; kw verify > verify-met.txt 2>&1 || rc=$?; echo "$rc" > verify-met.rc
 stop_helper
 
 # Part 2: the real benchmark, and a budget no machine can meet at the floor.
@@ -49,6 +52,7 @@ start_helper
 login dave 'dave pass 1'
 kw status data --json > status.json
 kw status data > status.txt
+rc=0; kw verify > verify-impossible.txt 2>&1 || rc=$?; echo "$rc" > verify-impossible.rc
 stop_helper
 
 # The order stock cryptsetup tries a wrong passphrase in (the boot path).
@@ -103,6 +107,33 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
         "{}",
         ctx()
     );
+    // A budget met is no finding; one the floor cannot meet is, in verify (exit 1) and status.
+    assert_eq!(read("verify-met.rc"), "0", "{}", read("verify-met.txt"));
+    assert!(!read("verify-met.txt").contains("boot-budget"));
+    let verify = read("verify-impossible.txt");
+    assert_eq!(read("verify-impossible.rc"), "1", "{verify}");
+    // On the passphrase slot stock cryptsetup tries last.
+    let last_tried = read("tried.out")
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        verify.contains(&format!(
+            "data: boot-budget-impossible: keyslot {last_tried} ("
+        )),
+        "{verify}\n{}",
+        ctx()
+    );
+    assert!(
+        verify.contains("[kdf] boot_budget_ms cannot be met: 5 passphrase slots leave 1 ms each"),
+        "{verify}"
+    );
+    assert!(
+        read("status.txt").contains("boot-budget-impossible: keyslot"),
+        "{}",
+        read("status.txt")
+    );
 
     // Stock cryptsetup opens every user's slot with that user's passphrase.
     for (user, pass) in [
@@ -122,7 +153,7 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
         .lines()
         .map(|l| l.parse().unwrap())
         .collect();
-    assert_eq!(tried.len(), 6, "installer, service, four users: {tried:?}");
+    assert_eq!(tried.len(), 5, "installer, four users: {tried:?}");
     assert_eq!(cost["order"], serde_json::json!(tried), "{status}");
     let (mut argon2_work, mut pbkdf2_iterations) = (0, 0);
     let mut upto = Vec::new();
@@ -135,10 +166,13 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
         upto.push((argon2_work, pbkdf2_iterations));
     }
     let wrong = &cost["wrong_password"];
-    assert_eq!(wrong["slots"], 6);
+    assert_eq!(wrong["slots"], 5);
     assert_eq!(wrong["argon2_kib_passes"], argon2_work, "{status}");
     assert_eq!(wrong["pbkdf2_iterations"], pbkdf2_iterations, "{status}");
-    assert_eq!(pbkdf2_iterations, 1000, "the service slot only");
+    assert_eq!(
+        pbkdf2_iterations, 0,
+        "the service slot (ignore) is not tried"
+    );
     // The last user tried: whoever holds the last user slot in cryptsetup's order.
     let users = ["alice", "bob", "carol", "dave"];
     let (at, last) = tried
@@ -168,7 +202,7 @@ fn passphrase_slots_share_the_boot_budget_and_status_reports_the_slowest_unlock(
     );
     assert!(
         text.contains(&format!(
-            "wrong passphrase: 6 slots: argon2 {argon2_work} KiB-passes, pbkdf2 1000 iterations"
+            "wrong passphrase: 5 slots: argon2 {argon2_work} KiB-passes, pbkdf2 0 iterations"
         )),
         "{text}"
     );

@@ -1,6 +1,9 @@
 //! The helper answers `status` from a cache while the LUKS2 header is unchanged (issue 18).
 //! Every change to the header — keyward's own, stock cryptsetup's, a restored header backup,
-//! damage — shows at the very next `status`.
+//! damage — shows at the very next `status`. Holders' standings are kept too while the account
+//! files are unchanged: counted with `strace -e trace=openat` on the helper, ten `status` calls
+//! with three holders open /etc/shadow at most once, and a locked account shows at once.
+//! Read-only requests (status, a verify that revokes nothing) fsync nothing, a grant does.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -124,4 +127,86 @@ fn every_header_change_shows_at_the_next_status() {
         damaged.is_empty() && err.is_some_and(|e| e.contains("checksum")),
         "a damaged header is reported, not the cached state: {damaged:?}"
     );
+}
+
+const STANDINGS: &str = r#"
+groupadd keyward-users
+for u in alice bob carol; do useradd --no-create-home --groups keyward-users "$u"; done
+printf 'alice:alice pass\nbob:bob pass\ncarol:carol pass\n' | chpasswd
+start_helper
+printf '%s\n' "$INSTALL_PASS" | kw bootstrap data --passphrase-stdin > /dev/null
+for u in alice bob carol; do printf '%s pass\n' "$u" | kw grant data "$u" --passphrase-stdin > /dev/null; done
+# opens FILE: how often the traced helper opened FILE so far
+opens() { grep -c "openat(.*\"$1\"" strace.out || true; }
+strace -f -qq -e trace=openat -o strace.out -p "$(cat helper.pid)" & echo $! > strace.pid
+for _ in $(seq 100); do [ -s strace.out ] || kw status data > /dev/null; [ -s strace.out ] && break; sleep 0.05; done
+sleep 0.5
+opens /etc/shadow > shadow-before.out; opens /etc/passwd > passwd-before.out
+for _ in $(seq 10); do kw status data > /dev/null; done
+opens /etc/shadow > shadow-after.out; opens /etc/passwd > passwd-after.out
+kill "$(cat strace.pid)"; wait "$(cat strace.pid)" || true
+# syncs: fsync and fdatasync calls of the helper while tracing
+strace -f -qq -e trace=fsync,fdatasync,syncfs,sync_file_range -o sync.out -p "$(cat helper.pid)" & echo $! > sync.pid
+for _ in $(seq 100); do [ -e sync.out ] && break; sleep 0.05; done
+sleep 0.5
+# A grant first (its records are durable: the trace is attached), then reads.
+useradd --no-create-home --groups keyward-users dave; printf 'dave:dave pass\n' | chpasswd
+printf 'dave pass\n' | kw grant data dave --passphrase-stdin > /dev/null
+sleep 0.2
+grep -c 'sync' sync.out > syncs-grant.out || true
+for _ in $(seq 10); do kw status data > /dev/null; kw verify data > /dev/null; done
+sleep 0.2
+grep -c 'sync' sync.out > syncs-all.out || true
+kill "$(cat sync.pid)"; wait "$(cat sync.pid)" || true
+strace -f -qq -e trace=openat -o strace.out -p "$(cat helper.pid)" & echo $! > strace.pid
+for _ in $(seq 100); do [ -s strace.out ] || kw status data > /dev/null; [ -s strace.out ] && break; sleep 0.05; done
+sleep 0.5
+opens /etc/shadow > shadow-prelock.out
+usermod -L bob
+kw status data --json > status-locked.json
+opens /etc/shadow > shadow-locked.out
+kill "$(cat strace.pid)"; wait "$(cat strace.pid)" || true
+stop_helper
+"#;
+
+/// Issue 18: `status` no longer reads NSS and /etc/shadow once per holder per request.
+#[test]
+fn standings_are_kept_while_the_account_files_are_unchanged() {
+    let inst = Instance::prepare();
+    run_namespace_script(&inst, &format!("{SHELL_PRELUDE}{STANDINGS}"));
+    let read = |f: &str| script_output(&inst, f);
+    let n = |f: &str| -> u64 {
+        read(f)
+            .parse()
+            .unwrap_or_else(|e| panic!("{f}: {e}: {}", script_context(&inst)))
+    };
+    let shadow = n("shadow-after.out") - n("shadow-before.out");
+    let passwd = n("passwd-after.out") - n("passwd-before.out");
+    // Without the cache: 3 holders × 10 requests = 30 of each (at least).
+    assert!(
+        shadow <= 1,
+        "/etc/shadow opened {shadow} times for 10 status calls"
+    );
+    assert!(
+        passwd <= 1,
+        "/etc/passwd opened {passwd} times for 10 status calls"
+    );
+    // 10 status and 10 verify calls that change nothing: no fsync; a grant: its records are.
+    assert!(n("syncs-grant.out") > 0, "the grant's records are durable");
+    assert_eq!(
+        n("syncs-all.out") - n("syncs-grant.out"),
+        0,
+        "fsyncs for 10 status and 10 verify calls"
+    );
+    // usermod rewrites /etc/shadow: the next status looks again and sees bob locked.
+    assert!(n("shadow-locked.out") > n("shadow-prelock.out"));
+    let v: serde_json::Value = serde_json::from_str(&read("status-locked.json")).unwrap();
+    let bob = v["volumes"][0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["user"] == "bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(bob["standing"], "disabled", "{bob}");
 }

@@ -39,6 +39,27 @@ pub fn passphrase_slots_after_add(state: &VolumeState, new: SlotId) -> u32 {
     u32::try_from(kept).unwrap_or(u32::MAX).saturating_add(1)
 }
 
+/// How many passphrase slots a typed password tries on this volume now (not `ignore`, not
+/// holding a random key): what a boot budget is shared among.
+pub fn passphrase_slots(state: &VolumeState) -> u32 {
+    let n = state
+        .slots
+        .iter()
+        .filter(|s| s.priority != SlotPriority::Ignore)
+        .filter(|s| slot_class(state, s.id) == KdfClass::Passphrase)
+        .count();
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// The passphrase slot a typed password reaches last ([`crate::unlock_cost::try_order`]): where
+/// a budget that cannot be met is reported.
+pub fn last_passphrase_slot(state: &VolumeState) -> Option<SlotId> {
+    crate::unlock_cost::try_order(state)
+        .into_iter()
+        .rev()
+        .find(|s| slot_class(state, *s) == KdfClass::Passphrase)
+}
+
 /// libcryptsetup's argon2id benchmark cannot resolve short targets (it never goes below
 /// 64 MiB × 4 passes unless the memory ceiling is lower), so a budgeted slot is calibrated at
 /// this target and its share computed from that.
@@ -244,6 +265,11 @@ mod tests {
                    "2": user_token(3, "active", None)}),
         );
         assert_eq!(passphrase_slots_after_add(&three, slot(4)), 4);
+        // Now: three, and the last a typed password reaches is slot 2 (3 is preferred; the
+        // ignore service slot is never tried).
+        assert_eq!(passphrase_slots(&three), 3);
+        assert_eq!(last_passphrase_slot(&three), Some(slot(2)));
+        assert_eq!(last_passphrase_slot(&only_service), None);
         // A rekey of slot 3 onto slot 4 keeps the count: slot 3 goes once 4 works.
         let rekey = header(
             json!({"0": pbkdf2(), "1": argon2(1), "2": argon2(1), "3": argon2(2)}),

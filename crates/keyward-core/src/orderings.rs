@@ -337,6 +337,25 @@ impl<B: SlotBackend> UnlockStore for SlotStore<B> {
         Ok(())
     }
 
+    fn ignore_at_boot(&mut self, slot: SlotId) -> Result<(), StoreError> {
+        let _guard = self.backend.lock()?;
+        let before = self.stable_state()?;
+        let (_, token) = managed(&before, slot)?;
+        if token.role != Role::Service {
+            return Err(StoreError::Backend(format!(
+                "keyslot {slot} is not a service slot; only those are ignored at boot"
+            )));
+        }
+        if before
+            .slot(slot)
+            .is_some_and(|s| s.priority != SlotPriority::Ignore)
+        {
+            self.backend.set_priority(slot, SlotPriority::Ignore)?;
+            self.check_after(&before)?;
+        }
+        Ok(())
+    }
+
     fn verify(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, StoreError> {
         if self.backend.read()?.slot(slot).is_none() {
             return Err(StoreError::NoSuchSlot(slot));

@@ -166,4 +166,13 @@ pub trait UnlockStore {
         let _ = slot;
         Ok(())
     }
+
+    /// Give service slot `slot` the priority a typed passphrase never tries (LUKS2 `ignore`):
+    /// nobody types its random secret, and keyward (or an admin, with `--key-slot`) opens it by
+    /// number. Only an active or pending service slot; nothing when it already is. Platforms
+    /// without slot priorities have nothing to do.
+    fn ignore_at_boot(&mut self, slot: SlotId) -> Result<(), StoreError> {
+        let _ = slot;
+        Ok(())
+    }
 }

@@ -18,9 +18,12 @@ pub const KDF_BUILD: KdfBuild = if cfg!(feature = "test-kdf") {
 };
 
 /// The `weak-kdf` findings of a LUKS2 volume: passphrase slots below the floor of `kdf` in this
-/// build.
+/// build; and a `[kdf] boot_budget_ms` the floor cannot meet (`boot-budget-impossible`).
 pub fn weak_kdfs(kdf: &KdfPolicy, state: &VolumeState) -> Vec<FindingReport> {
-    FindingReport::weak_kdfs(state, kdf.passphrase_floor(KDF_BUILD))
+    let found = FindingReport::weak_kdfs(state, kdf.passphrase_floor(KDF_BUILD));
+    #[cfg(target_os = "linux")]
+    let found = [found, keyward_luks::budget_findings(kdf, state)].concat();
+    found
 }
 
 #[cfg(target_os = "linux")]

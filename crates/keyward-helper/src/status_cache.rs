@@ -5,12 +5,23 @@
 //! a restored header backup. [`keyward_luks::probe::fingerprint`] verifies both copies first,
 //! so a damaged header is never answered from the cache. Only reports of a header that was read
 //! are kept; errors are recomputed every time.
+//!
+//! Also each holder's standing (issue 18): NSS and /etc/shadow were read once per holder per
+//! `status`. A standing is kept while the account files are the same files with the same
+//! content stamps (device, inode, size, mtime and ctime of /etc/passwd, /etc/group,
+//! /etc/shadow and /etc/nsswitch.conf: useradd, usermod, passwd and chpasswd replace or rewrite
+//! them) and the policy is the same. Only when nsswitch.conf answers passwd, group and shadow
+//! from `files` (and `systemd`, `compat`) alone: a directory (sss, ldap, winbind) changes
+//! without touching a file, so its users are looked up every time. Lookup errors (`unknown`)
+//! are never kept.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
+use keyward_core::config::Config;
 use keyward_core::ipc::VolumeReport;
+use keyward_core::{Uid, UserName};
 
 /// What a report was computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,4 +84,139 @@ pub(crate) fn report(
         lock(cache()).insert(entry, (k, report.clone()));
     }
     report
+}
+
+/// The account files a standing is read from.
+const ACCOUNT_FILES: [&str; 4] = [
+    "/etc/passwd",
+    "/etc/group",
+    crate::accounts::SHADOW,
+    "/etc/nsswitch.conf",
+];
+
+/// One file's identity and content stamps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// What a standing was read from: each account file's identity and stamps, and the policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AccountsKey {
+    files: Vec<Option<FileStamp>>,
+    policy: String,
+}
+
+/// The files' key, or `None` when standings must not be kept (a directory source answers).
+fn accounts_key(c: &Config) -> Option<AccountsKey> {
+    use std::os::unix::fs::MetadataExt;
+    let files: Vec<Option<FileStamp>> = ACCOUNT_FILES
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f).ok().map(|m| FileStamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            })
+        })
+        .collect();
+    local_sources(files.last().cloned().flatten()).then(|| AccountsKey {
+        files,
+        policy: format!("{:?}", c.policy),
+    })
+}
+
+/// [`files_only`] of /etc/nsswitch.conf, read again only when its stamp changes.
+fn local_sources(stamp: Option<FileStamp>) -> bool {
+    static LAST: Mutex<Option<(Option<FileStamp>, bool)>> = Mutex::new(None);
+    let mut last = match LAST.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some((kept, verdict)) = last.as_ref() {
+        if *kept == stamp && stamp.is_some() {
+            return *verdict;
+        }
+    }
+    let nss = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+    let verdict = files_only(&nss);
+    *last = Some((stamp, verdict));
+    verdict
+}
+
+/// Whether `nsswitch` answers passwd, group and shadow from local files alone (an absent line
+/// means glibc's default, `files`).
+fn files_only(nsswitch: &str) -> bool {
+    nsswitch
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default())
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(db, _)| matches!(db.trim(), "passwd" | "group" | "shadow"))
+        .all(|(_, sources)| {
+            sources
+                .split_whitespace()
+                .all(|s| matches!(s, "files" | "systemd" | "compat") || s.starts_with('['))
+        })
+}
+
+type Standings = Option<(AccountsKey, HashMap<(String, u32), &'static str>)>;
+
+fn standings() -> &'static Mutex<Standings> {
+    static STANDINGS: OnceLock<Mutex<Standings>> = OnceLock::new();
+    STANDINGS.get_or_init(|| Mutex::new(None))
+}
+
+/// Where `name` (granted as `uid`) stands now, as `status` shows it: the kept answer while the
+/// account files and policy are unchanged, else a fresh lookup (`accounts::standing`).
+pub(crate) fn standing(c: &Config, name: &UserName, uid: Uid) -> &'static str {
+    let key = accounts_key(c);
+    let entry = (name.to_string(), uid.get());
+    let lock = || match standings().lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(k) = &key {
+        if let Some((kept, map)) = lock().as_ref() {
+            if kept == k {
+                if let Some(label) = map.get(&entry) {
+                    return label;
+                }
+            }
+        }
+    }
+    let label = crate::accounts::standing(c, name, Some(uid)).map_or("unknown", |s| s.label());
+    if let (Some(k), false) = (key, label == "unknown") {
+        let mut g = lock();
+        match g.as_mut() {
+            Some((kept, map)) if *kept == k => {
+                map.insert(entry, label);
+            }
+            _ => *g = Some((k, HashMap::from([(entry, label)]))),
+        }
+    }
+    label
+}
+
+#[cfg(test)]
+mod tests {
+    use super::files_only;
+
+    #[test]
+    fn only_local_sources_are_kept() {
+        assert!(files_only(
+            "passwd: files systemd\ngroup: files systemd\nshadow: files systemd\nhosts: files dns\n"
+        ));
+        assert!(files_only("hosts: files dns\n"), "absent lines: files");
+        assert!(files_only(
+            "passwd: compat\ngroup: files [SUCCESS=merge] systemd\n"
+        ));
+        assert!(!files_only("passwd: files sss\ngroup: files\n"));
+        assert!(!files_only("# c\nshadow: files ldap # x\n"));
+    }
 }

@@ -2,12 +2,21 @@
 //! boot budget (keyward_core::boot_budget): a budgeted passphrase slot is benchmarked here to
 //! its share of the budget, lifted to the KDF floor if that share is too short, and then
 //! written at exactly that cost, so no slot below the floor ever reaches the header.
+//! [`budget_findings`] asks the same question of a volume as it is, for `keyward verify` and
+//! `keyward status` (`boot-budget-impossible`).
 
 use std::ffi::c_char;
 
-use keyward_core::boot_budget::{lift_to_floor, scale_to_share, CALIBRATION_MS};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use keyward_core::boot_budget::{
+    last_passphrase_slot, lift_to_floor, passphrase_slots, scale_to_share, CALIBRATION_MS,
+};
+use keyward_core::ipc::FindingReport;
 use keyward_core::kdf::{KdfClass, KdfParams, KdfPolicy};
 use keyward_core::kdf_floor::{Argon2Cost, KdfFloor};
+use keyward_core::{HolderRole, VolumeState};
 use libcryptsetup_rs::consts::flags::CryptPbkdf;
 use libcryptsetup_rs::consts::vals::{CryptKdf, LuksType};
 use libcryptsetup_rs::{CryptDevice, CryptPbkdfType, CryptSettingsHandle, LibcryptErr};
@@ -70,19 +79,12 @@ pub fn apply(
             max_memory_kib,
             floor,
         } => {
-            // LUKS2 defaults (benchmarked), with the configured overrides.
-            let mut d = CryptSettingsHandle::get_pbkdf_default(&LuksType::Luks2)?;
-            d.type_ = CryptKdf::Argon2Id;
-            if let Some(t) = time_ms {
-                d.time_ms = t;
-            }
-            if let Some(m) = max_memory_kib {
-                d.max_memory_kb = m;
-            }
+            let mut d = argon2id_defaults(time_ms, max_memory_kib)?;
             if let Some(floor) = floor {
                 let key_size = usize::try_from(dev.status_handle().get_volume_key_size())
                     .map_err(|_| LibcryptErr::InvalidConversion)?;
-                let (fixed, short) = budgeted(&d, floor, key_size, passphrase_slots)?;
+                let (fixed, short) =
+                    budgeted(&d, floor, key_size, passphrase_slots, benchmark_argon2id)?;
                 d = fixed;
                 shortfall = short;
             }
@@ -94,6 +96,103 @@ pub fn apply(
     Ok(shortfall)
 }
 
+/// LUKS2's argon2id defaults (benchmarked), with the configured overrides.
+fn argon2id_defaults(
+    time_ms: Option<u32>,
+    max_memory_kib: Option<u32>,
+) -> Result<CryptPbkdfType, LibcryptErr> {
+    let mut d = CryptSettingsHandle::get_pbkdf_default(&LuksType::Luks2)?;
+    d.type_ = CryptKdf::Argon2Id;
+    if let Some(t) = time_ms {
+        d.time_ms = t;
+    }
+    if let Some(m) = max_memory_kib {
+        d.max_memory_kb = m;
+    }
+    Ok(d)
+}
+
+/// The key size the check benchmarks with (AES-XTS-512, LUKS2's default); the benchmark's
+/// result hardly depends on it.
+const CHECK_KEY_SIZE: usize = 64;
+
+/// `[kdf] boot_budget_ms` against `state` as it is: would a passphrase slot sharing the budget
+/// with the passphrase slots a typed password tries now have to be lifted to the KDF floor?
+/// Then one `boot-budget-impossible` finding, on the passphrase slot tried last (the slots
+/// together take longer than the budget). Nothing without a budget or when the share meets
+/// the floor. The benchmark runs once per helper process and settings (a verify or status
+/// must not take a second each); a benchmark that fails is a `boot-budget-unchecked` finding.
+pub fn budget_findings(policy: &KdfPolicy, state: &VolumeState) -> Vec<FindingReport> {
+    let slots = passphrase_slots(state).max(1);
+    let KdfParams::Argon2id {
+        time_ms,
+        max_memory_kib,
+        floor: Some(floor),
+    } = policy.params(KdfClass::Passphrase, slots)
+    else {
+        return Vec::new();
+    };
+    let checked = argon2id_defaults(time_ms, max_memory_kib)
+        .and_then(|d| budgeted(&d, floor, CHECK_KEY_SIZE, slots, benchmark_once));
+    let (finding, detail) = match checked {
+        Ok((_, None)) => return Vec::new(),
+        Ok((_, Some(short))) => ("boot-budget-impossible", short.to_string()),
+        Err(e) => (
+            "boot-budget-unchecked",
+            format!("[kdf] boot_budget_ms: the argon2id benchmark failed: {e}"),
+        ),
+    };
+    let slot = last_passphrase_slot(state);
+    let role = slot.and_then(|s| state.holders().into_iter().find(|h| h.slot == s));
+    let user = role.as_ref().and_then(|h| match &h.role {
+        HolderRole::User { name, .. } => Some(name.to_string()),
+        _ => None,
+    });
+    vec![FindingReport {
+        finding: finding.into(),
+        slot: slot.map_or(0, |s| s.get()),
+        role: role.map_or_else(|| "unmanaged".into(), |h| h.role.label().into()),
+        user,
+        kdf: "argon2id".into(),
+        hash: None,
+        iterations: None,
+        time: None,
+        memory_kib: None,
+        cpus: None,
+        detail,
+    }]
+}
+
+/// An argon2id benchmark: `(time_ms, max_memory_kb, threads, key_size)` → the cost that fits
+/// and the lanes.
+type Benchmark = fn(u32, u32, u32, usize) -> Result<(Argon2Cost, u32), LibcryptErr>;
+
+/// [`benchmark_argon2id`], remembered per settings for the life of the process.
+fn benchmark_once(
+    time_ms: u32,
+    max_memory_kb: u32,
+    threads: u32,
+    key_size: usize,
+) -> Result<(Argon2Cost, u32), LibcryptErr> {
+    type Results = HashMap<(u32, u32, u32, usize), (Argon2Cost, u32)>;
+    static RESULTS: OnceLock<Mutex<Results>> = OnceLock::new();
+    let results = RESULTS.get_or_init(|| Mutex::new(HashMap::new()));
+    let key = (time_ms, max_memory_kb, threads, key_size);
+    let known = match results.lock() {
+        Ok(g) => g.get(&key).copied(),
+        Err(poisoned) => poisoned.into_inner().get(&key).copied(),
+    };
+    if let Some(r) = known {
+        return Ok(r);
+    }
+    let r = benchmark_argon2id(time_ms, max_memory_kb, threads, key_size)?;
+    match results.lock() {
+        Ok(mut g) => g.insert(key, r),
+        Err(poisoned) => poisoned.into_inner().insert(key, r),
+    };
+    Ok(r)
+}
+
 /// Size a budgeted slot: benchmark argon2id on this machine at `d`'s memory ceiling and a
 /// target libcryptsetup can resolve (the share, or [`CALIBRATION_MS`] if the share is shorter),
 /// scale that to the share, lift it to `floor`, and return settings that write exactly that
@@ -103,11 +202,12 @@ fn budgeted(
     floor: &KdfFloor,
     key_size: usize,
     slots: u32,
+    benchmark: Benchmark,
 ) -> Result<(CryptPbkdfType, Option<BudgetShortfall>), LibcryptErr> {
     let calibrate_ms = d.time_ms.max(CALIBRATION_MS);
     let (calibrated, threads) = match test_calibration() {
         Some(fixed) => (fixed, d.parallel_threads),
-        None => benchmark_argon2id(calibrate_ms, d.max_memory_kb, d.parallel_threads, key_size)?,
+        None => benchmark(calibrate_ms, d.max_memory_kb, d.parallel_threads, key_size)?,
     };
     let benchmarked = scale_to_share(calibrated, calibrate_ms, d.time_ms);
     let ceiling = (d.max_memory_kb > 0).then_some(u64::from(d.max_memory_kb));

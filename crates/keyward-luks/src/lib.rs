@@ -12,6 +12,7 @@ mod repair;
 use std::path::Path;
 
 pub use backend::LuksBackend;
+pub use kdf::budget_findings;
 use keyward_core::kdf::KdfPolicy;
 use keyward_core::orderings::SlotStore;
 use keyward_core::StoreError;

@@ -226,8 +226,9 @@ fn opens_without_slot(img: &Image, pass: &[u8]) -> Option<u32> {
 }
 
 /// Issue 18 on a real header: `prefer` gives one user slot priority 2, which stock cryptsetup
-/// tries first; the service slot keeps the default order, so the stored secret still opens
-/// the volume without naming a slot (an admin's way out); unmanaged slots keep theirs.
+/// tries first; `ignore_at_boot` gives the service slot priority 0: stock cryptsetup opens it
+/// only when named (`--key-slot`), and grants by the service secret (which name it) still
+/// work; it refuses a user slot; unmanaged slots keep theirs.
 #[test]
 fn boot_order_on_a_real_header() {
     let img = Image::luks2();
@@ -247,6 +248,18 @@ fn boot_order_on_a_real_header() {
         "the service slot keeps the default order"
     );
     assert_eq!(opens_without_slot(&img, service.expose()), Some(svc.get()));
+    store.ignore_at_boot(svc).unwrap();
+    assert_eq!(
+        priority(svc),
+        serde_json::json!(0),
+        "service slot is ignore"
+    );
+    assert!(img.opens(svc, service.expose()), "--key-slot opens it");
+    assert_eq!(
+        opens_without_slot(&img, service.expose()),
+        None,
+        "never tried unnamed"
+    );
 
     let mut users = Vec::new();
     for n in 0..3u32 {
@@ -264,6 +277,11 @@ fn boot_order_on_a_real_header() {
                 .unwrap(),
         );
     }
+    assert!(
+        store.ignore_at_boot(users[0]).is_err(),
+        "only service slots"
+    );
+    assert_eq!(priority(users[0]), serde_json::Value::Null);
     store.prefer(users[1]).unwrap();
     assert_eq!(priority(users[1]), serde_json::json!(2));
     store.prefer(users[2]).unwrap();

@@ -15,7 +15,6 @@ use keyward_core::ipc::{Reply, VerifyReport, VolumeReport};
 use keyward_core::store::GrantRequest;
 use keyward_core::{HolderRole, Secret, UserName, VolumeName};
 
-use crate::accounts;
 use crate::error::OpError;
 use crate::vault::{self, with_vault, ServiceStanding, Vault};
 
@@ -43,15 +42,14 @@ pub fn volumes<'a>(c: &'a Config, name: Option<&VolumeName>) -> Result<Vec<&'a V
 }
 
 /// `keyward status` of one volume, with where each holder stands now (issue 14: a disabled
-/// account shows as such): NSS and /etc/shadow, not the header, so never cached.
+/// account shows as such): NSS and /etc/shadow, kept while the account files are unchanged
+/// (`status_cache::standing`).
 pub fn status(c: &Config, v: &Volume) -> VolumeReport {
     let mut report = vault::status(c, v);
     for h in &mut report.holders {
         if let (Some(name), Some(uid)) = (&h.user, h.uid) {
             let standing = match (UserName::parse(name), keyward_core::Uid::new(uid)) {
-                (Ok(name), Ok(uid)) => {
-                    accounts::standing(c, &name, Some(uid)).map_or("unknown", |s| s.label())
-                }
+                (Ok(name), Ok(uid)) => crate::status_cache::standing(c, &name, uid),
                 _ => "unknown",
             };
             h.standing = Some(standing.to_owned());

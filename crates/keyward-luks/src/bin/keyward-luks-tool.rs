@@ -6,7 +6,7 @@
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE status              # JSON
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE table               # the same, for people
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE grant-user NAME UID   # stdin: authority, passphrase
-//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE grant-service         # stdin: holder passphrase, service secret
+//! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE grant-service         # stdin: holder passphrase, service secret; slot made `ignore`
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE rekey SLOT            # stdin: authority, new passphrase
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE revoke SLOT
 //! keyward-luks-tool [OPTIONS] DEVICE LOCKFILE verify SLOT           # stdin: secret
@@ -164,6 +164,8 @@ fn run(args: &[String], flags: Flags) -> Result<serde_json::Value, Failure> {
             let auth = read_secret(&mut input)?;
             let secret = read_secret(&mut input)?;
             let slot = store.grant(&grant(Role::Service), Authority::Holder(&auth), &secret)?;
+            // As the helper does (vault/luks/service.rs): never tried for a typed passphrase.
+            store.ignore_at_boot(slot)?;
             json!({ "slot": slot.get() })
         }
         "rekey" => {

@@ -7,10 +7,16 @@
 //! at any step, [`settle`] tests which stored secret opens which service slot and goes forward
 //! where a newer secret's slot exists, back where it does not; the volume always keeps a
 //! service slot whose secret is stored.
+//!
+//! A service slot has LUKS2 priority `ignore` (issue 18): its random secret is never typed, so
+//! a passphrase typed at boot must not pay for it before the users' slots; keyward opens it by
+//! number, and so does the admin's way out (`vault/luks/boot_order.rs`). It is set as soon as
+//! the slot exists, and [`settle`] — at start-up and before every operation — sets it on a
+//! service slot made before this (an upgrade) or left `normal` by a crash or by hand.
 
 use keyward_core::store::GrantRequest;
 use keyward_core::token::{Role, TokenState};
-use keyward_core::{Authority, Secret, SlotId, UnlockStore};
+use keyward_core::{Authority, Secret, SlotId, SlotPriority, UnlockStore};
 
 use super::recovery;
 use super::LuksVault;
@@ -32,8 +38,8 @@ pub fn settle<S: UnlockStore>(vault: &mut LuksVault<'_, S>) -> Result<ServiceSta
     vault.store.reconcile()?;
     recovery::expire_pending(vault)?;
     let store = &mut vault.store;
-    let state = store.state()?;
-    let slots: Vec<(SlotId, TokenState)> = state
+    let header = store.state()?;
+    let slots: Vec<(SlotId, TokenState)> = header
         .keyward_tokens()
         .filter(|(_, t)| t.role == Role::Service)
         .filter_map(|(_, t)| t.keyslot.map(|s| (s, t.state)))
@@ -80,6 +86,12 @@ pub fn settle<S: UnlockStore>(vault: &mut LuksVault<'_, S>) -> Result<ServiceSta
     for (other, _) in slots.iter().filter(|(s, _)| *s != slot) {
         store.revoke(*other)?;
     }
+    if header
+        .slot(slot)
+        .is_some_and(|s| s.priority != SlotPriority::Ignore)
+    {
+        store.ignore_at_boot(slot)?;
+    }
     Ok(ServiceStanding::Working(slot, secret))
 }
 
@@ -103,6 +115,9 @@ fn add_service_slot<S: UnlockStore>(
     match vault.store.grant(&req, authority, &secret) {
         Ok(slot) => {
             failpoint(&format!("{step}.slot-added"));
+            // Never tried for a typed passphrase from the start; a crash before this leaves
+            // it `normal`, which the next settle corrects.
+            vault.store.ignore_at_boot(slot)?;
             Ok(slot)
         }
         Err(e) => {
