@@ -410,8 +410,8 @@ fn the_service_slot_is_not_a_way_in() {
 }
 
 /// Issue 18: `prefer` makes exactly one user slot the first a typed passphrase tries, never
-/// touching unmanaged slots; the service slot keeps the default order (an admin's way out,
-/// `cryptsetup luksAddKey --key-file SERVICE-SECRET`, must find it without naming it).
+/// touching unmanaged slots. (The service slot is `ignore`, never tried by a typed passphrase;
+/// an admin's way out names it: `cryptsetup luksAddKey --key-slot N --new-key-slot M`.)
 #[test]
 fn boot_order_prefers_one_user_slot() {
     use keyward_core::SlotPriority;
