@@ -45,8 +45,11 @@ pub async fn apply(
     now: SystemTime,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut out: Vec<Option<Outcome>> = units.iter().map(|_| None).collect();
-    let revoked = revoked_units(conn, units).await?;
-    let fresh = record_nonces(conn, units, &revoked).await?;
+    let mut fresh = record_nonces(conn, units).await?;
+    let revoked = revoked_units(conn, units, &fresh).await?;
+    for (f, r) in fresh.iter_mut().zip(&revoked) {
+        *f &= !r;
+    }
     for (i, u) in units.iter().enumerate() {
         if revoked[i] {
             out[i] = Some(Outcome::Revoked);
@@ -79,11 +82,19 @@ pub async fn apply(
         .collect()
 }
 
-/// Per unit, whether it comes from a revoked device (one read for the whole batch).
-async fn revoked_units(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<bool>, sqlx::Error> {
+/// Per unit, whether it comes from a revoked device. Only a unit whose nonce was not recorded
+/// can be one ([`record_nonces`] records none of a revoked device's), so the read is of those
+/// units' devices, and there is none in a batch without a replay or a revoked device.
+async fn revoked_units(
+    conn: &mut AnyConnection,
+    units: &[Unit],
+    fresh: &[bool],
+) -> Result<Vec<bool>, sqlx::Error> {
     let devices: Vec<&str> = units
         .iter()
-        .filter_map(|u| nonce_of(u).map(|n| n.device.as_str()))
+        .zip(fresh)
+        .filter(|(_, fresh)| !**fresh)
+        .filter_map(|(u, _)| nonce_of(u).map(|n| n.device.as_str()))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -103,27 +114,21 @@ async fn revoked_units(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<b
     }
     Ok(units
         .iter()
-        .map(|u| nonce_of(u).is_some_and(|n| revoked.contains(&n.device)))
+        .zip(fresh)
+        .map(|(u, fresh)| !fresh && nonce_of(u).is_some_and(|n| revoked.contains(&n.device)))
         .collect())
 }
 
-/// Insert every unit's nonce but a revoked device's; per unit, whether its nonce was new (true
-/// for units without one, false for a revoked device's).
-async fn record_nonces(
-    conn: &mut AnyConnection,
-    units: &[Unit],
-    revoked: &[bool],
-) -> Result<Vec<bool>, sqlx::Error> {
+/// Insert every unit's nonce but a revoked device's (the revocation is read in the same
+/// statement: one round trip to the database for both); per unit, whether its nonce was new
+/// (true for units without one; false for a replay, or a revoked device's).
+async fn record_nonces(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<bool>, sqlx::Error> {
     let mut fresh = vec![true; units.len()];
     // The first of equal nonces in the batch is the candidate; the others are replays of it.
     let mut candidates: HashMap<(i64, &str, &str), usize> = HashMap::new();
     let mut order = Vec::new();
     for (i, n) in units.iter().enumerate() {
         let Some(n) = nonce_of(n) else { continue };
-        if revoked[i] {
-            fresh[i] = false;
-            continue;
-        }
         match candidates.entry((n.ts, n.device.as_str(), n.value.as_str())) {
             std::collections::hash_map::Entry::Occupied(_) => fresh[i] = false,
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -136,8 +141,12 @@ async fn record_nonces(
         for (i, _) in chunk {
             fresh[*i] = false;
         }
+        // VALUES' columns are column1, column2, ... in both databases; SQLite needs the WHERE
+        // before an upsert on INSERT ... SELECT.
         let sql = format!(
-            "INSERT INTO nonces (device, nonce, ts) VALUES {} ON CONFLICT DO NOTHING RETURNING ts, device, nonce",
+            "INSERT INTO nonces (device, nonce, ts) SELECT column1, column2, column3 FROM \
+             (VALUES {}) AS v WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = v.column1 \
+             AND d.revoked IS NOT NULL) ON CONFLICT DO NOTHING RETURNING ts, device, nonce",
             placeholders(chunk.len(), 3, "")
         );
         let mut q = sqlx::query(&sql);
