@@ -202,7 +202,11 @@ fn run(cli: &Cli) -> Result<(), LoadError> {
         warmup: Duration::from_secs(cli.warmup),
         duration: Duration::from_secs(cli.duration),
     };
-    let (by_kind, window) = run::run(&plan, &devices);
+    let run::Ran {
+        by_kind,
+        window,
+        sent,
+    } = run::run(&plan, &devices);
     plan.receipts.finish().map_err(|source| LoadError::File {
         path: cli
             .receipts
@@ -211,7 +215,7 @@ fn run(cli: &Cli) -> Result<(), LoadError> {
         source,
     })?;
     println!(
-        "devices      {}\nservers      {}\nconcurrency  {}\nwindow s     {:.2}",
+        "devices      {}\nservers      {}\nconcurrency  {}\nwindow s     {:.2}\nsent         {sent} (warm-up included)",
         devices.len(),
         plan.bases.len(),
         plan.concurrency,

@@ -53,15 +53,31 @@ pub struct Plan {
 /// A pause after a transport failure, so a dead server is not hammered with reconnects.
 const TRANSPORT_BACKOFF: Duration = Duration::from_millis(10);
 
-/// Run `plan` with `devices` (at least one). Returns the merged tallies and the measured window.
-pub fn run(plan: &Plan, devices: &[Device]) -> (ByKind, Duration) {
+/// What a run did: the tallies of the measured window, the window, and every request sent
+/// (the warm-up's too: what the servers' CPU over the whole run was spent on).
+#[derive(Debug)]
+pub struct Ran {
+    /// Answers and failures by kind, in the measured window.
+    pub by_kind: ByKind,
+    /// The measured window.
+    pub window: Duration,
+    /// Requests sent from start to end, warm-up included.
+    pub sent: u64,
+}
+
+/// Run `plan` with `devices` (at least one).
+pub fn run(plan: &Plan, devices: &[Device]) -> Ran {
     if devices.is_empty() || plan.concurrency == 0 || plan.bases.is_empty() {
-        return (ByKind::new(), Duration::ZERO);
+        return Ran {
+            by_kind: ByKind::new(),
+            window: Duration::ZERO,
+            sent: 0,
+        };
     }
     let start = Instant::now();
     let measure_from = start + plan.warmup;
     let deadline = measure_from + plan.duration;
-    let results: Vec<(ByKind, Instant)> = std::thread::scope(|scope| {
+    let results: Vec<(ByKind, Instant, u64)> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..plan.concurrency)
             .map(|worker| {
                 scope.spawn(move || {
@@ -78,18 +94,24 @@ pub fn run(plan: &Plan, devices: &[Device]) -> (ByKind, Duration) {
             .collect();
         workers
             .into_iter()
-            .map(|w| w.join().unwrap_or_else(|_| (panicked(), deadline)))
+            .map(|w| w.join().unwrap_or_else(|_| (panicked(), deadline, 0)))
             .collect()
     });
     let mut total = ByKind::new();
     let mut last = deadline;
-    for (by_kind, finished) in results {
+    let mut sent = 0;
+    for (by_kind, finished, n) in results {
         for (kind, tally) in by_kind {
             total.entry(kind).or_default().merge(tally);
         }
         last = last.max(finished);
+        sent += n;
     }
-    (total, last.saturating_duration_since(measure_from))
+    Ran {
+        by_kind: total,
+        window: last.saturating_duration_since(measure_from),
+        sent,
+    }
 }
 
 /// A worker that panicked counts as one local failure rather than taking the report down.
@@ -108,14 +130,14 @@ fn unix_now() -> u64 {
 /// A device's escrowed key as it would report it: (escrow id, when rotated).
 type Escrowed = Option<(String, u64)>;
 
-/// One worker's loop; returns its tallies and when its last request ended.
+/// One worker's loop; returns its tallies, when its last request ended, and how many it sent.
 fn work(
     plan: &Plan,
     base: &str,
     devices: &[&Device],
     measure_from: Instant,
     deadline: Instant,
-) -> (ByKind, Instant) {
+) -> (ByKind, Instant, u64) {
     let mut conn = Conn::new(base);
     let mut tallies = ByKind::new();
     let mut state: Vec<Escrowed> = devices
@@ -160,7 +182,7 @@ fn work(
             Err(f) => tally.answered(last - sent, Some(f)),
         }
     }
-    (tallies, last)
+    (tallies, last, turn)
 }
 
 fn getrandom_id() -> Option<String> {

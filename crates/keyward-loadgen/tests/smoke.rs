@@ -134,6 +134,24 @@ fn loadgen_escrows_against_the_real_server_without_errors() {
         .parse()
         .unwrap();
     assert!(requests >= 1, "{report}");
+    // With no warm-up, every request sent is one of the window's (the bench divides the
+    // server's CPU by this count); the window's are the last count (the first is enrollment's).
+    let window: u64 = report
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix("requests "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let sent: u64 = report
+        .lines()
+        .find_map(|l| l.strip_prefix("sent "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(sent, window, "{report}");
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::io::Read;
 pub const MAX_ESCROW_BYTES: usize = 16 * 1024;
 
 /// Why a ciphertext is refused.
-pub fn refuse_reason(ciphertext: &[u8], identity: &age::x25519::Identity) -> Option<&'static str> {
+pub fn refuse_reason(ciphertext: &[u8], identity: &dyn age::Identity) -> Option<&'static str> {
     if ciphertext.len() > MAX_ESCROW_BYTES {
         return Some("ciphertext is larger than an escrow record may be (16 KiB)");
     }
@@ -41,7 +41,7 @@ pub fn refuse_reason(ciphertext: &[u8], identity: &age::x25519::Identity) -> Opt
     let Ok(decryptor) = age::Decryptor::new(ciphertext) else {
         return Some("ciphertext is not an age file");
     };
-    let mut payload = match decryptor.decrypt(std::iter::once(identity as &dyn age::Identity)) {
+    let mut payload = match decryptor.decrypt(std::iter::once(identity)) {
         Ok(reader) => reader,
         Err(_) => return Some("ciphertext is not encrypted to this server"),
     };
@@ -65,23 +65,30 @@ mod tests {
 
     #[test]
     fn only_small_age_files_to_this_server_pass() {
-        let ours = age::x25519::Identity::generate();
+        let identity = age::x25519::Identity::generate();
         let other = age::x25519::Identity::generate();
-        let good = age::encrypt(&ours.to_public(), b"recovery key").unwrap();
-        assert_eq!(refuse_reason(&good, &ours), None);
+        // The server checks with its unwrapper (the same identity, public key kept).
+        let unwrapper = crate::age_unwrap::Unwrapper::new(&identity).unwrap();
+        let ours = &unwrapper;
+        let good = age::encrypt(&identity.to_public(), b"recovery key").unwrap();
+        assert_eq!(refuse_reason(&good, ours), None);
         let theirs = age::encrypt(&other.to_public(), b"recovery key").unwrap();
-        assert!(refuse_reason(&theirs, &ours).is_some());
-        assert!(refuse_reason(b"just some bytes", &ours).is_some());
-        let big = age::encrypt(&ours.to_public(), &vec![0u8; MAX_ESCROW_BYTES]).unwrap();
-        assert!(refuse_reason(&big, &ours).is_some());
+        assert!(refuse_reason(&theirs, ours).is_some());
+        assert!(refuse_reason(b"just some bytes", ours).is_some());
+        let big = age::encrypt(&identity.to_public(), &vec![0u8; MAX_ESCROW_BYTES]).unwrap();
+        assert!(refuse_reason(&big, ours).is_some());
         let two = age::Encryptor::with_recipients(
-            [&ours.to_public() as &dyn age::Recipient, &other.to_public()].into_iter(),
+            [
+                &identity.to_public() as &dyn age::Recipient,
+                &other.to_public(),
+            ]
+            .into_iter(),
         )
         .unwrap();
         let mut out = vec![];
         let mut w = two.wrap_output(&mut out).unwrap();
         std::io::Write::write_all(&mut w, b"k").unwrap();
         w.finish().unwrap();
-        assert!(refuse_reason(&out, &ours).is_some());
+        assert!(refuse_reason(&out, ours).is_some());
     }
 }

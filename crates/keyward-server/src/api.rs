@@ -121,7 +121,7 @@ async fn escrow(
     body: Bytes,
 ) -> Result<Json<Receipt>, ApiError> {
     let nonce = verify(&s, &device, "PUT", uri.path(), &headers, &body).await?;
-    let (volume, req, ciphertext) = match parse_escrow(&volume, &body, &s.identity.age) {
+    let (volume, req, ciphertext) = match parse_escrow(&volume, &body, &s.identity.unwrapper) {
         Ok(parsed) => parsed,
         Err(why) => return Err(refuse(&s, nonce, why).await),
     };
@@ -170,7 +170,7 @@ async fn escrow(
 fn parse_escrow(
     volume: &str,
     body: &[u8],
-    identity: &age::x25519::Identity,
+    identity: &dyn age::Identity,
 ) -> Result<(VolumeName, EscrowRequest, Vec<u8>), ApiError> {
     let volume = VolumeName::parse(volume).map_err(|_| bad("bad volume name"))?;
     let req: EscrowRequest =

@@ -22,6 +22,8 @@ struct Stored {
 pub struct Identity {
     /// Decrypts escrowed keys.
     pub age: age::x25519::Identity,
+    /// The same age identity with its public key computed once, for the escrow check.
+    pub unwrapper: crate::age_unwrap::Unwrapper,
     /// Signs receipts.
     pub signing: SigningKey,
 }
@@ -46,7 +48,12 @@ impl Identity {
             ));
         }
         keyward_sys::safe_fs::write_atomic(dir, FILE, &json, 0o600).map_err(|e| e.to_string())?;
-        Ok(Identity { age, signing })
+        let unwrapper = crate::age_unwrap::Unwrapper::new(&age)?;
+        Ok(Identity {
+            age,
+            unwrapper,
+            signing,
+        })
     }
 
     /// Load it (owner-only file, or refused).
@@ -93,8 +100,10 @@ impl Identity {
             .as_slice()
             .try_into()
             .map_err(|_| "identity: bad signing key")?;
+        let unwrapper = crate::age_unwrap::Unwrapper::new(&age)?;
         Ok(Identity {
             age,
+            unwrapper,
             signing: SigningKey::from_bytes(&seed),
         })
     }

@@ -32,6 +32,7 @@ mod operator;
 pub(crate) use operator::operator;
 mod admin_api;
 mod age_check;
+mod age_unwrap;
 mod api;
 mod api_tokens;
 mod app_state;

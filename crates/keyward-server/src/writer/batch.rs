@@ -45,8 +45,11 @@ pub async fn apply(
     now: SystemTime,
 ) -> Result<Vec<Outcome>, sqlx::Error> {
     let mut out: Vec<Option<Outcome>> = units.iter().map(|_| None).collect();
-    let revoked = revoked_units(conn, units).await?;
-    let fresh = record_nonces(conn, units, &revoked).await?;
+    let mut fresh = record_nonces(conn, units).await?;
+    let revoked = revoked_units(conn, units, &fresh).await?;
+    for (f, r) in fresh.iter_mut().zip(&revoked) {
+        *f &= !r;
+    }
     for (i, u) in units.iter().enumerate() {
         if revoked[i] {
             out[i] = Some(Outcome::Revoked);
@@ -79,11 +82,19 @@ pub async fn apply(
         .collect()
 }
 
-/// Per unit, whether it comes from a revoked device (one read for the whole batch).
-async fn revoked_units(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<bool>, sqlx::Error> {
+/// Per unit, whether it comes from a revoked device. Only a unit whose nonce was not recorded
+/// can be one ([`record_nonces`] records none of a revoked device's), so the read is of those
+/// units' devices, and there is none in a batch without a replay or a revoked device.
+async fn revoked_units(
+    conn: &mut AnyConnection,
+    units: &[Unit],
+    fresh: &[bool],
+) -> Result<Vec<bool>, sqlx::Error> {
     let devices: Vec<&str> = units
         .iter()
-        .filter_map(|u| nonce_of(u).map(|n| n.device.as_str()))
+        .zip(fresh)
+        .filter(|(_, fresh)| !**fresh)
+        .filter_map(|(u, _)| nonce_of(u).map(|n| n.device.as_str()))
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
@@ -103,27 +114,21 @@ async fn revoked_units(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<b
     }
     Ok(units
         .iter()
-        .map(|u| nonce_of(u).is_some_and(|n| revoked.contains(&n.device)))
+        .zip(fresh)
+        .map(|(u, fresh)| !fresh && nonce_of(u).is_some_and(|n| revoked.contains(&n.device)))
         .collect())
 }
 
-/// Insert every unit's nonce but a revoked device's; per unit, whether its nonce was new (true
-/// for units without one, false for a revoked device's).
-async fn record_nonces(
-    conn: &mut AnyConnection,
-    units: &[Unit],
-    revoked: &[bool],
-) -> Result<Vec<bool>, sqlx::Error> {
+/// Insert every unit's nonce but a revoked device's (the revocation is read in the same
+/// statement: one round trip to the database for both); per unit, whether its nonce was new
+/// (true for units without one; false for a replay, or a revoked device's).
+async fn record_nonces(conn: &mut AnyConnection, units: &[Unit]) -> Result<Vec<bool>, sqlx::Error> {
     let mut fresh = vec![true; units.len()];
     // The first of equal nonces in the batch is the candidate; the others are replays of it.
     let mut candidates: HashMap<(i64, &str, &str), usize> = HashMap::new();
     let mut order = Vec::new();
     for (i, n) in units.iter().enumerate() {
         let Some(n) = nonce_of(n) else { continue };
-        if revoked[i] {
-            fresh[i] = false;
-            continue;
-        }
         match candidates.entry((n.ts, n.device.as_str(), n.value.as_str())) {
             std::collections::hash_map::Entry::Occupied(_) => fresh[i] = false,
             std::collections::hash_map::Entry::Vacant(slot) => {
@@ -136,8 +141,12 @@ async fn record_nonces(
         for (i, _) in chunk {
             fresh[*i] = false;
         }
+        // VALUES' columns are column1, column2, ... in both databases; SQLite needs the WHERE
+        // before an upsert on INSERT ... SELECT.
         let sql = format!(
-            "INSERT INTO nonces (device, nonce, ts) VALUES {} ON CONFLICT DO NOTHING RETURNING ts, device, nonce",
+            "INSERT INTO nonces (device, nonce, ts) SELECT column1, column2, column3 FROM \
+             (VALUES {}) AS v WHERE NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = v.column1 \
+             AND d.revoked IS NOT NULL) ON CONFLICT DO NOTHING RETURNING ts, device, nonce",
             placeholders(chunk.len(), 3, "")
         );
         let mut q = sqlx::query(&sql);
@@ -257,23 +266,15 @@ async fn escrow(
     }
     // Keep only the newest escrows per device and volume, so an enrolled device cannot store
     // records without bound; never one its last check-in names (the key now on the disk).
-    let kept = KEPT_ESCROWS_PER_VOLUME.load(std::sync::atomic::Ordering::Relaxed);
-    let mut pruned: HashSet<(&str, &str)> = HashSet::new();
+    let mut pairs: Vec<(&str, &str)> = Vec::new();
+    let mut seen_pairs: HashSet<(&str, &str)> = HashSet::new();
     for (_, device, e, _) in &todo {
-        if inserted.contains(&e.id) && pruned.insert((*device, e.volume.as_str())) {
-            sqlx::query(&format!(
-                "DELETE FROM escrows WHERE device = $1 AND volume = $2 AND id NOT IN \
-                 (SELECT id FROM escrows WHERE device = $1 AND volume = $2 \
-                 ORDER BY created DESC, id DESC LIMIT {kept}) \
-                 AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.device = escrows.device \
-                 AND c.report LIKE '%' || escrows.id || '%')"
-            ))
-            .bind(*device)
-            .bind(e.volume.as_str())
-            .execute(&mut *conn)
-            .await?;
+        if inserted.contains(&e.id) && seen_pairs.insert((*device, e.volume.as_str())) {
+            pairs.push((*device, e.volume.as_str()));
         }
     }
+    let kept = KEPT_ESCROWS_PER_VOLUME.load(std::sync::atomic::Ordering::Relaxed);
+    prune(conn, &pairs, kept).await?;
     for (i, device, e, _) in &todo {
         if inserted.contains(&e.id) {
             out[*i] = Some(Outcome::Escrowed(Some((e.id.clone(), e.sha256.clone()))));
@@ -293,6 +294,35 @@ async fn escrow(
             None => None,
         };
         out[*i] = Some(Outcome::Escrowed(stored));
+    }
+    Ok(())
+}
+
+/// Delete all but the newest `kept` escrows of each (device, volume) in `pairs`, except any
+/// its device's last check-in names: one statement for a whole batch's volumes (one a volume
+/// was one round trip to the database per escrow, a quarter of the writer's statements).
+async fn prune(
+    conn: &mut AnyConnection,
+    pairs: &[(&str, &str)],
+    kept: u32,
+) -> Result<(), sqlx::Error> {
+    for chunk in pairs.chunks(ROWS_PER_STATEMENT) {
+        let each: Vec<String> = (0..chunk.len())
+            .map(|k| format!("(device = ${} AND volume = ${})", 2 * k + 1, 2 * k + 2))
+            .collect();
+        let sql = format!(
+            "DELETE FROM escrows WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+             (PARTITION BY device, volume ORDER BY created DESC, id DESC) AS n FROM escrows \
+             WHERE {}) ranked WHERE n > {kept}) \
+             AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.device = escrows.device \
+             AND c.report LIKE '%' || escrows.id || '%')",
+            each.join(" OR ")
+        );
+        let mut q = sqlx::query(&sql);
+        for (device, volume) in chunk {
+            q = q.bind(*device).bind(*volume);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -515,6 +545,74 @@ mod tests {
             if rotate.len() == 1 && rotate[0].as_str() == "data"));
         // Every nonce so far (n1..n6, at the same second) is older than the cut-off.
         assert!(matches!(out[3], Outcome::Pruned(6)));
+    }
+
+    /// One prune statement for several volumes keeps each volume's newest `kept` escrows and
+    /// the one its device's last check-in names, and touches no other volume.
+    #[tokio::test(flavor = "current_thread")]
+    async fn one_prune_bounds_every_volume_of_a_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::open(&url).await.unwrap();
+        let pool = store.writer_pool(1).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        for (device, volume) in [
+            ("d1", "data"),
+            ("d1", "home"),
+            ("d2", "data"),
+            ("d3", "data"),
+        ] {
+            for n in 0..5 {
+                sqlx::query(
+                    "INSERT INTO escrows (id, device, volume, rotation_id, sha256, ciphertext, \
+                     created, rotate_after_use) VALUES ($1, $2, $3, $4, 'aa', $5, $6, 0)",
+                )
+                .bind(format!("e-{device}-{volume}-{n}"))
+                .bind(device)
+                .bind(volume)
+                .bind(format!("r{n}"))
+                .bind(vec![1u8, 2, 3])
+                .bind(format!("2026-01-0{}T00:00:00Z", n + 1))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            }
+        }
+        // d2's device reports its oldest escrow active.
+        sqlx::query("INSERT INTO checkins (device, at, report) VALUES ('d2', 'now', $1)")
+            .bind(r#"{"volumes":[{"escrow_id":"e-d2-data-0"}]}"#)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        prune(
+            &mut conn,
+            &[("d1", "data"), ("d1", "home"), ("d2", "data")],
+            2,
+        )
+        .await
+        .unwrap();
+        let ids: Vec<String> = sqlx::query("SELECT id FROM escrows ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.try_get(0).unwrap())
+            .collect();
+        let want = [
+            "e-d1-data-3",
+            "e-d1-data-4",
+            "e-d1-home-3",
+            "e-d1-home-4",
+            "e-d2-data-0",
+            "e-d2-data-3",
+            "e-d2-data-4",
+            "e-d3-data-0",
+            "e-d3-data-1",
+            "e-d3-data-2",
+            "e-d3-data-3",
+            "e-d3-data-4",
+        ];
+        assert_eq!(ids, want);
     }
 
     /// A revoked device's units write nothing, not even their nonces; others' in the same
