@@ -3,7 +3,7 @@
 //! damage — shows at the very next `status`. Holders' standings are kept too while the account
 //! files are unchanged: counted with `strace -e trace=openat` on the helper, ten `status` calls
 //! with three holders open /etc/shadow at most once, and a locked account shows at once.
-//! Read-only requests (status, a verify that revokes nothing) fsync nothing, a grant does.
+//! A status request fsyncs nothing, a grant does.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -154,7 +154,7 @@ useradd --no-create-home --groups keyward-users dave; printf 'dave:dave pass\n' 
 printf 'dave pass\n' | kw grant data dave --passphrase-stdin > /dev/null
 sleep 0.2
 grep -c 'sync' sync.out > syncs-grant.out || true
-for _ in $(seq 10); do kw status data > /dev/null; kw verify data > /dev/null; done
+for _ in $(seq 10); do kw status data > /dev/null; done
 sleep 0.2
 grep -c 'sync' sync.out > syncs-all.out || true
 kill "$(cat sync.pid)"; wait "$(cat sync.pid)" || true
@@ -191,12 +191,13 @@ fn standings_are_kept_while_the_account_files_are_unchanged() {
         passwd <= 1,
         "/etc/passwd opened {passwd} times for 10 status calls"
     );
-    // 10 status and 10 verify calls that change nothing: no fsync; a grant: its records are.
+    // 10 status calls: no fsync; a grant: its records are. (A verify stays a durable record:
+    // `audit --verify` allows only reads and refusals past the durable head.)
     assert!(n("syncs-grant.out") > 0, "the grant's records are durable");
     assert_eq!(
         n("syncs-all.out") - n("syncs-grant.out"),
         0,
-        "fsyncs for 10 status and 10 verify calls"
+        "fsyncs for 10 status calls"
     );
     // usermod rewrites /etc/shadow: the next status looks again and sees bob locked.
     assert!(n("shadow-locked.out") > n("shadow-prelock.out"));

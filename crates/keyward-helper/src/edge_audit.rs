@@ -6,7 +6,7 @@
 use keyward_core::access::CallerClass;
 use keyward_core::audit::{fold_key, result_of};
 use keyward_core::catalog::Operation;
-use keyward_core::ipc::{ErrorCode, Reply, Request, Response};
+use keyward_core::ipc::{ErrorCode, Request, Response};
 use keyward_core::{UserName, VolumeName};
 use keyward_sys::peer::Peer;
 
@@ -125,13 +125,10 @@ pub(crate) fn audit_answer(
     response: Response,
 ) -> Response {
     let result = result_of(&response);
-    // A verify that revoked nothing changed nothing: recorded like a read, without an fsync
-    // (issue 18: one fdatasync, two fsyncs and a rename per verify before).
-    let revoked = |r: &Response| match r {
-        Response::Ok(Reply::Verified(vs)) => vs.iter().any(|v| v.users.iter().any(|u| u.revoked)),
-        _ => true,
-    };
-    let change = op.changes_state() && (op != Operation::Verify || revoked(&response));
+    // Every answer of an operation that may change state is a durable record, a verify too:
+    // `audit --verify` allows only reads and refusals past the durable head, and a record does
+    // not say whether the verify it records revoked anything.
+    let change = op.changes_state();
     match record(
         ctx,
         Some(class),
