@@ -82,25 +82,44 @@ pub fn weak_slots(state: &VolumeState, floor: &KdfFloor) -> Vec<WeakKdf> {
 
 // As reported over the helper protocol.
 impl FindingReport {
+    /// A finding about one slot, its KDF parameters not yet filled in (all `None`).
+    pub fn about(
+        finding: &str,
+        slot: u32,
+        role: &str,
+        user: Option<String>,
+        kdf: &str,
+        detail: String,
+    ) -> Self {
+        FindingReport {
+            finding: finding.into(),
+            slot,
+            role: role.into(),
+            user,
+            kdf: kdf.into(),
+            hash: None,
+            iterations: None,
+            time: None,
+            memory_kib: None,
+            cpus: None,
+            detail,
+        }
+    }
+
     /// The `weak-kdf` finding for one slot.
     pub fn weak_kdf(w: &WeakKdf) -> Self {
         let user = match &w.role {
             HolderRole::User { name, .. } => Some(name.to_string()),
             _ => None,
         };
-        let mut f = FindingReport {
-            finding: "weak-kdf".into(),
-            slot: w.slot.get(),
-            role: w.role.label().into(),
+        let mut f = FindingReport::about(
+            "weak-kdf",
+            w.slot.get(),
+            w.role.label(),
             user,
-            kdf: String::new(),
-            hash: None,
-            iterations: None,
-            time: None,
-            memory_kib: None,
-            cpus: None,
-            detail: format!("{}: below the floor: {}", w.kdf, w.shortfall),
-        };
+            "",
+            format!("{}: below the floor: {}", w.kdf, w.shortfall),
+        );
         match &w.kdf {
             SlotKdf::Pbkdf2 { hash, iterations } => {
                 f.kdf = "pbkdf2".into();

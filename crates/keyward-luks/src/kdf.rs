@@ -148,19 +148,14 @@ pub fn budget_findings(policy: &KdfPolicy, state: &VolumeState) -> Vec<FindingRe
         HolderRole::User { name, .. } => Some(name.to_string()),
         _ => None,
     });
-    vec![FindingReport {
-        finding: finding.into(),
-        slot: slot.map_or(0, |s| s.get()),
-        role: role.map_or_else(|| "unmanaged".into(), |h| h.role.label().into()),
+    vec![FindingReport::about(
+        finding,
+        slot.map_or(0, |s| s.get()),
+        role.as_ref().map_or("unmanaged", |h| h.role.label()),
         user,
-        kdf: "argon2id".into(),
-        hash: None,
-        iterations: None,
-        time: None,
-        memory_kib: None,
-        cpus: None,
+        "argon2id",
         detail,
-    }]
+    )]
 }
 
 /// An argon2id benchmark: `(time_ms, max_memory_kb, threads, key_size)` → the cost that fits

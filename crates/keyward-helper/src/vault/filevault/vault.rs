@@ -223,18 +223,9 @@ impl MacVault<'_, '_, '_> {
     /// on an old password (`out_of_step`), with the token's slot; a record that cannot be read
     /// is a finding too, not silence.
     fn out_of_step_findings(&mut self) -> Vec<FindingReport> {
-        let finding = |user: Option<String>, slot: u32, detail: String| FindingReport {
-            finding: keyward_macos::password_sync::FINDING.to_owned(),
-            slot,
-            role: "user".to_owned(),
-            user,
-            kdf: "secure-token".to_owned(),
-            hash: None,
-            iterations: None,
-            time: None,
-            memory_kib: None,
-            cpus: None,
-            detail,
+        let finding = |user: Option<String>, slot: u32, detail: String| {
+            let kind = keyward_macos::password_sync::FINDING;
+            FindingReport::about(kind, slot, "user", user, "secure-token", detail)
         };
         let users = match super::out_of_step::users(self.c, self.v.name.as_str()) {
             Ok(u) => u,
