@@ -325,7 +325,7 @@ fn signed(
         .as_secs();
     let mut nonce = [0u8; 16];
     getrandom::fill(&mut nonce).map_err(failed)?;
-    let nonce: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let nonce = keyward_core::hex::encode(&nonce);
     let signature = key.sign(&request_message(method, path, ts, &nonce, body.as_bytes()));
     let url = format!("{}{path}", enrollment.url);
     let request = match method {

@@ -9,7 +9,6 @@ use serde::{Deserialize, Serialize};
 use crate::access::CallerClass;
 use crate::catalog::Operation;
 use crate::ipc::{Reply, Response};
-use sha2::{Digest, Sha256};
 
 /// `prev` of the first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -111,10 +110,7 @@ impl Default for Head {
 
 /// Hex SHA-256 of one line (without its newline).
 pub fn line_hash(line: &str) -> String {
-    Sha256::digest(line.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::hex::sha256(line.as_bytes())
 }
 
 impl Record {

@@ -146,11 +146,7 @@ pub fn request_message(
     nonce: &str,
     body: &[u8],
 ) -> Vec<u8> {
-    use sha2::Digest;
-    let digest: String = sha2::Sha256::digest(body)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = crate::hex::sha256(body);
     format!("keyward device request v1\n{method}\n{path}\n{timestamp}\n{nonce}\n{digest}\n")
         .into_bytes()
 }

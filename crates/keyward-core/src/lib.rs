@@ -22,6 +22,7 @@ pub mod escrow;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod fuzz_entry;
+pub mod hex;
 pub mod ids;
 pub mod interrupted;
 pub mod invariants;

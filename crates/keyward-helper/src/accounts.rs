@@ -56,9 +56,7 @@ pub fn standing(c: &Config, user: &UserName, granted_uid: Option<Uid>) -> Result
 /// Whether the system lets the account log in, from /etc/shadow. A user with no entry there (a
 /// directory user through sssd) is not judged here: their directory decides at login.
 pub fn account_state(user: &UserName) -> Result<AccountState, String> {
-    let today = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400);
+    let today = keyward_sys::clock::unix_secs() / 86_400;
     Ok(
         match keyward_sys::shadow::entry(std::path::Path::new(SHADOW), user) {
             Ok(Some((hash, expire))) => AccountState::judge(&hash, &expire, today),

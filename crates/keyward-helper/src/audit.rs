@@ -3,7 +3,7 @@
 //! only says what a record holds. No I/O here beyond the clock.
 
 use keyward_core::audit::Record;
-use keyward_sys::audit_file::now_rfc3339;
+use keyward_sys::clock::now_rfc3339;
 
 /// Who a record is about: the caller's class label and kernel credentials.
 #[derive(Debug, Clone, Copy)]

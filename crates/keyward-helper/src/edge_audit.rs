@@ -75,10 +75,7 @@ fn record(
 ) -> std::io::Result<bool> {
     let mut folded = None;
     if let Some(key) = fold_key(class, peer.map(|p| p.uid.get()), op, result, change) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        match lock(&ctx.fold).admit(&key, now) {
+        match lock(&ctx.fold).admit(&key, keyward_sys::clock::unix_secs()) {
             None => return Ok(false),
             Some(n) => folded = (n > 0).then_some(n),
         }

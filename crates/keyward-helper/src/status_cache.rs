@@ -15,13 +15,15 @@
 //! without touching a file, so its users are looked up every time. Lookup errors (`unknown`)
 //! are never kept.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 
 use keyward_core::config::Config;
 use keyward_core::ipc::VolumeReport;
 use keyward_core::{Uid, UserName};
+
+use crate::ctx::lock;
 
 /// What a report was computed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,12 +34,8 @@ struct Key {
 }
 
 /// By volume name and device: a report names its volume.
-type Cache = HashMap<(String, PathBuf), (Key, VolumeReport)>;
-
-fn cache() -> &'static Mutex<Cache> {
-    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
-}
+static REPORTS: Mutex<BTreeMap<(String, PathBuf), (Key, VolumeReport)>> =
+    Mutex::new(BTreeMap::new());
 
 /// keyward-luks is built for Linux only: elsewhere nothing is cached.
 #[cfg(not(target_os = "linux"))]
@@ -69,19 +67,13 @@ pub(crate) fn report(
     let Some(k) = key(device) else {
         return compute();
     };
-    let lock = |c: &'static Mutex<_>| match c.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
     let entry = (volume.to_owned(), device.to_owned());
-    if let Some((cached_key, report)) = lock(cache()).get(&entry) {
-        if *cached_key == k {
-            return report.clone();
-        }
+    if let Some((_, report)) = lock(&REPORTS).get(&entry).filter(|(kept, _)| *kept == k) {
+        return report.clone();
     }
     let report = compute();
     if report.error.is_none() {
-        lock(cache()).insert(entry, (k, report.clone()));
+        lock(&REPORTS).insert(entry, (k, report.clone()));
     }
     report
 }
@@ -135,10 +127,7 @@ fn accounts_key(c: &Config) -> Option<AccountsKey> {
 /// [`files_only`] of /etc/nsswitch.conf, read again only when its stamp changes.
 fn local_sources(stamp: Option<FileStamp>) -> bool {
     static LAST: Mutex<Option<(Option<FileStamp>, bool)>> = Mutex::new(None);
-    let mut last = match LAST.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut last = lock(&LAST);
     if let Some((kept, verdict)) = last.as_ref() {
         if *kept == stamp && stamp.is_some() {
             return *verdict;
@@ -165,39 +154,30 @@ fn files_only(nsswitch: &str) -> bool {
         })
 }
 
-type Standings = Option<(AccountsKey, HashMap<(String, u32), &'static str>)>;
+/// Standings by name and uid.
+type Standings = BTreeMap<(String, u32), &'static str>;
 
-fn standings() -> &'static Mutex<Standings> {
-    static STANDINGS: OnceLock<Mutex<Standings>> = OnceLock::new();
-    STANDINGS.get_or_init(|| Mutex::new(None))
-}
+/// The standings kept, with what they were read from.
+static STANDINGS: Mutex<Option<(AccountsKey, Standings)>> = Mutex::new(None);
 
 /// Where `name` (granted as `uid`) stands now, as `status` shows it: the kept answer while the
 /// account files and policy are unchanged, else a fresh lookup (`accounts::standing`).
 pub(crate) fn standing(c: &Config, name: &UserName, uid: Uid) -> &'static str {
     let key = accounts_key(c);
     let entry = (name.to_string(), uid.get());
-    let lock = || match standings().lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    };
-    if let Some(k) = &key {
-        if let Some((kept, map)) = lock().as_ref() {
-            if kept == k {
-                if let Some(label) = map.get(&entry) {
-                    return label;
-                }
-            }
+    if let Some((kept, map)) = lock(&STANDINGS).as_ref() {
+        if let Some(label) = map.get(&entry).filter(|_| key.as_ref() == Some(kept)) {
+            return label;
         }
     }
     let label = crate::accounts::standing(c, name, Some(uid)).map_or("unknown", |s| s.label());
     if let (Some(k), false) = (key, label == "unknown") {
-        let mut g = lock();
-        match g.as_mut() {
-            Some((kept, map)) if *kept == k => {
+        let mut kept = lock(&STANDINGS);
+        match kept.as_mut() {
+            Some((was, map)) if *was == k => {
                 map.insert(entry, label);
             }
-            _ => *g = Some((k, HashMap::from([(entry, label)]))),
+            _ => *kept = Some((k, BTreeMap::from([(entry, label)]))),
         }
     }
     label

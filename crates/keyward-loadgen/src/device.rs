@@ -25,9 +25,7 @@ pub(crate) fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use keyward_core::hex::encode as hex;
 
 /// An enrolled device.
 #[derive(Debug)]

@@ -30,9 +30,7 @@ pub fn generate_service_password() -> Result<Secret, MacError> {
     let mut raw = zeroize::Zeroizing::new([0u8; 32]);
     getrandom::fill(&mut raw[..]).map_err(|e| MacError::Keychain(format!("getrandom: {e}")))?;
     let mut hex = zeroize::Zeroizing::new(Vec::with_capacity(64));
-    for b in raw.iter() {
-        hex.extend_from_slice(format!("{b:02x}").as_bytes());
-    }
+    keyward_core::hex::encode_into(&raw[..], &mut hex);
     Ok(Secret::copy_from(&hex))
 }
 

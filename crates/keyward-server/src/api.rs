@@ -44,7 +44,7 @@ pub fn routes() -> Router<Arc<AppState>> {
 fn random_id(prefix: &str) -> Result<String, ApiError> {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).map_err(internal)?;
-    Ok(format!("{prefix}-{}", crate::digest::hex(&b)))
+    Ok(format!("{prefix}-{}", keyward_core::hex::encode(&b)))
 }
 
 /// A new escrow id: the time in microseconds (fixed-width hex), then 64 random bits. Ids in
@@ -55,7 +55,10 @@ fn escrow_id() -> Result<String, ApiError> {
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
-    Ok(format!("esc-{micros:014x}{}", crate::digest::hex(&b)))
+    Ok(format!(
+        "esc-{micros:014x}{}",
+        keyward_core::hex::encode(&b)
+    ))
 }
 
 #[derive(Deserialize)]
@@ -181,7 +184,7 @@ fn parse_escrow(
     let ciphertext = base64::engine::general_purpose::STANDARD
         .decode(&req.ciphertext)
         .map_err(|_| bad("ciphertext is not base64"))?;
-    if crate::digest::sha256_hex(&ciphertext) != req.sha256 {
+    if keyward_core::hex::sha256(&ciphertext) != req.sha256 {
         return Err(bad("sha256 does not match the ciphertext"));
     }
     if let Some(why) = crate::age_check::refuse_reason(&ciphertext, identity) {

@@ -76,7 +76,7 @@ pub async fn check(store: &Store, identity: &Identity, file: &Path) -> Result<Ta
                 if get("device")? != device
                     || get("volume")? != volume
                     || get("sha256")? != sha256
-                    || crate::digest::sha256_hex(&ciphertext) != sha256
+                    || keyward_core::hex::sha256(&ciphertext) != sha256
                 {
                     Verdict::Mismatched
                 } else {
@@ -84,7 +84,7 @@ pub async fn check(store: &Store, identity: &Identity, file: &Path) -> Result<Ta
                         Err(_) => Verdict::Undecryptable,
                         Ok(key) => {
                             let key = Zeroizing::new(key);
-                            let digest = crate::digest::sha256_hex(key.as_slice());
+                            let digest = keyward_core::hex::sha256(key.as_slice());
                             if key_sha256.is_some_and(|want| want != "-" && want != digest) {
                                 Verdict::Mismatched
                             } else {

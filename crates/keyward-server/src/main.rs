@@ -46,7 +46,6 @@ mod conn;
 mod device_admin;
 mod device_auth;
 mod device_keys;
-mod digest;
 mod escrow_check;
 mod fleet_gauges;
 mod identity;

@@ -313,7 +313,7 @@ pub async fn refusals(
 
 /// Hex SHA-256 of an enrollment token (only the digest is stored).
 pub fn token_hash(token: &str) -> String {
-    crate::digest::sha256_hex(token.trim().as_bytes())
+    keyward_core::hex::sha256(token.trim().as_bytes())
 }
 
 #[cfg(test)]

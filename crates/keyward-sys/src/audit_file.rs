@@ -167,9 +167,7 @@ impl OpenEvent {
 
 /// Move a torn tail aside: a new file beside the log, never over an existing one.
 fn save_torn(log: &Path, torn: &[u8], gid: u32) -> std::io::Result<PathBuf> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let secs = crate::clock::unix_secs();
     let name = log.file_name().map_or_else(
         || "audit.jsonl".into(),
         |n| n.to_string_lossy().into_owned(),
@@ -403,9 +401,4 @@ impl AuditLog {
         }
         Ok(())
     }
-}
-
-/// The current time as RFC 3339 (seconds).
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

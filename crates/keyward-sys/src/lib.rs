@@ -4,6 +4,7 @@
 //! sockets. No policy here: callers decide what an owner or mode must be.
 
 pub mod audit_file;
+pub mod clock;
 pub mod daemon;
 pub mod frame_io;
 pub mod hardening;

@@ -31,12 +31,6 @@ const JOURNAL_LIMIT: u64 = 1 << 20;
 /// Check-and-record is one step: two connections with the same command cannot both pass.
 static JOURNAL_LOCK: Mutex<()> = Mutex::new(());
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Verify, record, act.
 pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, OpError> {
     // Quoted: until verified, the id is whatever the caller sent.
@@ -52,7 +46,7 @@ pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, OpError> {
         )
     })?;
     let device = recovery::this_device(c, escrow)?;
-    let now = now();
+    let now = keyward_sys::clock::unix_secs();
     let command = signed
         .verify(&escrow.server_signing_key, &device, now)
         .map_err(|e| match e {

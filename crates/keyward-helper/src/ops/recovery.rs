@@ -18,7 +18,6 @@ use keyward_core::ipc::{Reply, WireSecret};
 use keyward_core::token::EscrowRef;
 use keyward_core::{recovery_key, Secret, SlotId, VolumeName};
 use keyward_sys::safe_fs;
-use sha2::Digest;
 
 use crate::error::OpError;
 use crate::failpoint::failpoint;
@@ -34,19 +33,12 @@ struct EscrowMeta {
     sha256: String,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, OpError> {
     let stored = pending_key::load_escrow(c, v)?;
     if let Some(meta) = stored.and_then(|b| serde_json::from_slice::<EscrowMeta>(&b).ok()) {
         return Ok(meta);
     }
-    let escrow = c
-        .escrow
-        .as_ref()
-        .ok_or_else(|| OpError::Failed("no [escrow] server is configured".into()))?;
+    let escrow = escrow_of(c)?;
     let recipient: keyward_core::seal::Recipient = escrow
         .recipient
         .parse()
@@ -55,7 +47,7 @@ fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, O
         .map_err(|e| OpError::Failed(format!("getrandom: {e}")))?;
     let ciphertext = keyward_core::seal::seal(&recipient, key.expose(), random)
         .map_err(|e| OpError::Failed(format!("encrypting to the escrow recipient: {e}")))?;
-    let sha256 = hex(&sha2::Sha256::digest(&ciphertext));
+    let sha256 = keyward_core::hex::sha256(&ciphertext);
     let id = keyward_sys::random::service_secret()?;
     let rotation_id = String::from_utf8_lossy(&id.expose()[..32]).into_owned();
     let meta = EscrowMeta {
@@ -67,6 +59,11 @@ fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, O
     pending_key::store_escrow(c, v, &json)?;
     failpoint("recovery-escrow.sealed");
     Ok(meta)
+}
+
+/// The configured escrow server.
+fn escrow_of(c: &Config) -> Result<&Escrow, OpError> {
+    (c.escrow.as_ref()).ok_or_else(|| OpError::Failed("no [escrow] server is configured".into()))
 }
 
 /// The standalone commit's proof that the admin stored the key: its last group, typed back.
@@ -88,10 +85,7 @@ fn check_receipt(
     key: &Secret,
     receipt: &Receipt,
 ) -> Result<EscrowRef, OpError> {
-    let escrow = c
-        .escrow
-        .as_ref()
-        .ok_or_else(|| OpError::Failed("no [escrow] server is configured".into()))?;
+    let escrow = escrow_of(c)?;
     let device = this_device(c, escrow)?;
     let meta = escrow_meta(c, name, key)?;
     receipt

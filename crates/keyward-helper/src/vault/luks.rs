@@ -107,16 +107,13 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         service::settle(self)
     }
 
-    fn working(&mut self) -> Result<(SlotId, Secret), OpError> {
-        match service::settle(self)? {
-            ServiceStanding::Working(slot, s) => Ok((slot, s)),
-            ServiceStanding::Missing => Err(OpError::Failed(format!(
-                "volume {} has no service slot: run `keyward bootstrap {}`",
-                self.v.name, self.v.name
-            ))),
-            ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
-                "the stored service secret does not open service slot {slot}"
-            ))),
+    fn unusable(&self, standing: &ServiceStanding) -> String {
+        let name = &self.v.name;
+        match standing {
+            ServiceStanding::Drift(slot) => {
+                format!("the stored service secret does not open service slot {slot}")
+            }
+            _ => format!("volume {name} has no service slot: run `keyward bootstrap {name}`"),
         }
     }
 
@@ -239,20 +236,8 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
 
     fn verify(&mut self) -> VerifyReport {
         let users = self.user_standing();
-        let (service, detail) = match service::settle(self) {
-            Ok(ServiceStanding::Working(..)) => ("ok", None),
-            Ok(ServiceStanding::Missing) => (
-                "missing",
-                Some("no service slot: run `keyward bootstrap`".to_owned()),
-            ),
-            Ok(ServiceStanding::Drift(slot)) => (
-                "drift",
-                Some(format!(
-                    "the stored service secret does not open service slot {slot}"
-                )),
-            ),
-            Err(e) => ("error", Some(e.to_string())),
-        };
+        let settled = service::settle(self);
+        let (service, detail) = self.service_verdict(settled);
         let mut r = VerifyReport {
             users,
             ..VerifyReport::service(self.v.name.as_str(), service, detail)

@@ -45,8 +45,29 @@ pub trait Vault {
     fn state(&mut self) -> Result<VolumeState, OpError>;
     /// Finish interrupted service work; where the service right stands.
     fn service(&mut self) -> Result<ServiceStanding, OpError>;
+    /// Why a service right that is `Missing` or `Drift` cannot be used, and what to do, in the
+    /// kind's words (a keyslot, the service account's Secure Token).
+    fn unusable(&self, standing: &ServiceStanding) -> String;
     /// The working service right and its secret, or an error that says what to do.
-    fn working(&mut self) -> Result<(SlotId, Secret), OpError>;
+    fn working(&mut self) -> Result<(SlotId, Secret), OpError> {
+        match self.service()? {
+            ServiceStanding::Working(slot, secret) => Ok((slot, secret)),
+            other => Err(OpError::Failed(self.unusable(&other))),
+        }
+    }
+    /// `verify`'s word for where the service right stands (`ok`, `missing`, `drift`, `error`)
+    /// and the detail to show.
+    fn service_verdict(
+        &self,
+        settled: Result<ServiceStanding, OpError>,
+    ) -> (&'static str, Option<String>) {
+        match settled {
+            Ok(ServiceStanding::Working(..)) => ("ok", None),
+            Ok(s @ ServiceStanding::Missing) => ("missing", Some(self.unusable(&s))),
+            Ok(s @ ServiceStanding::Drift(_)) => ("drift", Some(self.unusable(&s))),
+            Err(e) => ("error", Some(e.to_string())),
+        }
+    }
     /// Is `holder` the right thing to name at bootstrap (LUKS2: nobody; FileVault: the Secure
     /// Token holder whose password this is)? Asked before anything is read.
     fn check_bootstrap_holder(&self, holder: Option<&UserName>) -> Result<(), OpError>;

@@ -22,7 +22,7 @@ pub(crate) use login::login;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::VolumeReport;
-use keyward_core::{SlotId, StoreError};
+use keyward_core::StoreError;
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::{ShortName, VolumeOperand};
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
@@ -130,25 +130,5 @@ pub(crate) fn standing(s: &mut Store<'_>) -> Result<ServiceStanding, OpError> {
         Ok(ServiceStanding::Working(slot, password))
     } else {
         Ok(ServiceStanding::Drift(slot))
-    }
-}
-
-/// The working service slot and password, or an error that says what to do.
-pub(crate) fn working(
-    s: &mut Store<'_>,
-    v: &Volume,
-) -> Result<(SlotId, keyward_core::Secret), OpError> {
-    match standing(s)? {
-        ServiceStanding::Working(slot, password) => Ok((slot, password)),
-        ServiceStanding::Missing => Err(OpError::Failed(format!(
-            "{} holds no Secure Token on {}: run `keyward bootstrap {} --holder ADMIN`",
-            s.config().service_user,
-            v.name,
-            v.name
-        ))),
-        ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
-            "the keychain's service password does not unlock {} (slot {slot})",
-            s.config().service_user
-        ))),
     }
 }

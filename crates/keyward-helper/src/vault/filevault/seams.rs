@@ -1,6 +1,6 @@
 //! The Mac the helper talks to: Apple's tools and the System keychain on macOS, the simulated
-//! Mac in a `simulated-mac` test build (kept in the state directory: `simulated`), nothing
-//! elsewhere. Every operation holds one lock.
+//! Mac in a `simulated-mac` test build (kept in the state directory: `simulated`). The module
+//! is not compiled anywhere else (`vault/mod.rs`). Every operation holds one lock.
 
 use std::sync::{Mutex, PoisonError};
 
@@ -52,41 +52,6 @@ mod imp {
         // The simulation records every call for its own tests; a long-lived helper drops them.
         mac.calls.clear();
         Ok(out)
-    }
-}
-
-#[cfg(all(not(target_os = "macos"), not(feature = "simulated-mac")))]
-mod imp {
-    use super::*;
-    use keyward_macos::command::Invocation;
-    use keyward_macos::runner::{Output, RunError};
-
-    /// No Mac here.
-    #[derive(Debug)]
-    pub struct NoMac;
-
-    impl keyward_macos::runner::Runner for NoMac {
-        fn run(&mut self, inv: &Invocation) -> Result<Output, RunError> {
-            Err(RunError::Spawn {
-                program: inv.program.name(),
-                reason: "not a Mac".into(),
-            })
-        }
-    }
-
-    pub type Runner = NoMac;
-    pub type Keys = keyward_macos::keychain::MemoryKeychain;
-
-    static LOCK: Mutex<()> = Mutex::new(());
-
-    pub fn with<T>(
-        _: &Config,
-        _f: impl FnOnce(&mut Runner, &mut Keys) -> T,
-    ) -> Result<T, MacError> {
-        let _one_at_a_time = LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-        Err(MacError::Unsupported(
-            "a kind = \"filevault\" volume needs macOS",
-        ))
     }
 }
 

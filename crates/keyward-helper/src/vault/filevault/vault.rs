@@ -14,7 +14,7 @@ use keyward_macos::password_sync::PasswordSync;
 use keyward_macos::service::generate_service_password;
 use keyward_macos::MacError;
 
-use super::{mac_failure, recovery, standing, working, MacVault};
+use super::{mac_failure, recovery, standing, MacVault};
 use crate::error::OpError;
 use crate::vault::{ServiceStanding, Vault};
 
@@ -37,8 +37,16 @@ impl Vault for MacVault<'_, '_, '_> {
         Ok(standing)
     }
 
-    fn working(&mut self) -> Result<(SlotId, Secret), OpError> {
-        working(self.s, self.v)
+    fn unusable(&self, standing: &ServiceStanding) -> String {
+        let (name, account) = (&self.v.name, &self.s.config().service_user);
+        match standing {
+            ServiceStanding::Drift(slot) => format!(
+                "the keychain's service password does not unlock {account}'s Secure Token (slot {slot})"
+            ),
+            _ => format!(
+                "{account} holds no Secure Token on {name}: run `keyward bootstrap {name} --holder ADMIN`"
+            ),
+        }
     }
 
     fn check_bootstrap_holder(&self, holder: Option<&UserName>) -> Result<(), OpError> {
@@ -192,18 +200,8 @@ impl Vault for MacVault<'_, '_, '_> {
     /// Does the keychain's service password still unlock the volume?
     fn verify(&mut self) -> VerifyReport {
         let name = &self.v.name;
-        let (service, detail) = match standing(self.s) {
-            Ok(ServiceStanding::Working(..)) => ("ok", None),
-            Ok(ServiceStanding::Missing) => (
-                "missing",
-                Some(format!("the service account holds no Secure Token: run `keyward bootstrap {name} --holder ADMIN`")),
-            ),
-            Ok(ServiceStanding::Drift(slot)) => (
-                "drift",
-                Some(format!("the keychain's service password does not unlock the service account's token (slot {slot})")),
-            ),
-            Err(e) => ("error", Some(e.to_string())),
-        };
+        let settled = standing(self.s);
+        let (service, detail) = self.service_verdict(settled);
         VerifyReport {
             volume: name.to_string(),
             service: service.into(),
