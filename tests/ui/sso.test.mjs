@@ -3,7 +3,8 @@
 // its groups map to. Run by crates/keyward-cli/tests/web_ui_sso.rs, which passes in:
 //   KEYWARD_UI_URL        the escrow server (http://127.0.0.1:PORT)
 //   KEYWARD_SSO_ISSUER    the provider (http://localhost:PORT: another site)
-//   KEYWARD_UI_HANDOFF    a directory: the URL of alice's successful callback goes to callback.txt
+//   KEYWARD_UI_HANDOFF    a directory: the URL of alice's successful callback goes to callback.txt,
+//                         the Cookie header the browser sent with it to cookie.txt
 //   KEYWARD_UI_ARTIFACTS  where screenshots go
 // alice (keyward-admins) becomes an admin, hank (it-helpdesk) the help desk; mallory (sales)
 // is refused; a callback whose state is not the browser's, and an ID token minted for another
@@ -33,18 +34,23 @@ async function atTheProvider(page, who) {
   }
 }
 
-// From keyward's login page, "Sign in with SSO" as `who`; the callback URL it came back to.
+// From keyward's login page, "Sign in with SSO" as `who`; the callback URL it came back to
+// and the Cookie header sent with it (the sealed sign-in).
 async function signIn(page, who) {
   let callback = null;
-  page.on('request', (r) => {
-    if (r.url().startsWith(`${base}/ui/sso/callback`)) callback = r.url();
+  let cookies = null;
+  page.on('request', async (r) => {
+    if (r.url().startsWith(`${base}/ui/sso/callback`)) {
+      callback = r.url();
+      cookies = (await r.allHeaders()).cookie ?? '';
+    }
   });
   await page.goto(`${base}/ui/login`);
   await page.click('#sso');
   await atTheProvider(page, who);
   await page.waitForURL((u) => u.href.startsWith(base));
   await page.waitForLoadState('load');
-  return callback;
+  return { callback, cookies };
 }
 
 test('people sign in with SSO and get the role their groups map to', async () => {
@@ -53,7 +59,7 @@ test('people sign in with SSO and get the role their groups map to', async () =>
   const hank = await browser('hank', complaints, base);
   try {
     let page = alice.page;
-    const callback = await signIn(page, 'alice');
+    const { callback, cookies } = await signIn(page, 'alice');
     await page.waitForURL(/\/ui\/devices$/);
     assert.equal(await page.locator('header .who strong').textContent(), 'sso:alice');
     assert.equal(await page.locator('#role').textContent(), 'admin');
@@ -61,6 +67,8 @@ test('people sign in with SSO and get the role their groups map to', async () =>
     await shot(page, 'sso-admin');
     assert.ok(callback, 'the provider sent the browser back to the callback');
     writeFileSync(join(handoff, 'callback.txt'), callback);
+    assert.ok(cookies, 'the browser sent its sign-in cookie to the callback');
+    writeFileSync(join(handoff, 'cookie.txt'), cookies);
     // The same callback again, in the same browser: refused (the sign-in was used).
     const again = await page.goto(callback);
     assert.equal(again.status(), 403);

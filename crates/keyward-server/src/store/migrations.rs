@@ -247,6 +247,23 @@ Migration {
         "ALTER TABLE sso_logins ADD COLUMN source TEXT NOT NULL DEFAULT ''",
         "CREATE INDEX sso_logins_source ON sso_logins (source)",
     ],
+},
+// SSO sign-ins under way live in the browser's sealed cookie (`ui/sso_cookie.rs`), not here:
+// `GET /ui/sso` stores nothing, so nobody can fill a table by beginning sign-ins. What is kept
+// is the hash of each sign-in's `state` once the provider has vouched, for ten minutes, so a
+// callback is used once across instances.
+Migration {
+    version: 13,
+    sqlite: &[
+        "DROP TABLE sso_logins",
+        "CREATE TABLE sso_used (state_hash TEXT PRIMARY KEY, created INTEGER NOT NULL)",
+        "CREATE INDEX sso_used_created ON sso_used (created)",
+    ],
+    postgres: &[
+        "DROP TABLE sso_logins",
+        "CREATE TABLE sso_used (state_hash TEXT PRIMARY KEY, created BIGINT NOT NULL)",
+        "CREATE INDEX sso_used_created ON sso_used (created)",
+    ],
 }];
 
 /// Apply every migration the database has not seen. Several instances starting at once are

@@ -280,96 +280,38 @@ pub async fn add_session(
     Ok(())
 }
 
-/// The most single sign-ons one source (an address, or an IPv6 /64) may have under way.
-pub const SSO_UNDER_WAY_PER_SOURCE: i64 = 20;
-/// The most single sign-ons under way in all.
-pub const SSO_UNDER_WAY: i64 = 10_000;
-
-/// Whether a single sign-on under way was kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SsoKept {
-    /// Kept.
-    Kept,
-    /// Not kept: its source has [`SSO_UNDER_WAY_PER_SOURCE`] under way already.
-    SourceFull,
-    /// Not kept: [`SSO_UNDER_WAY`] are under way already.
-    Full,
-}
-
-/// Keep a single sign-on under way, begun from `source`: its state's hash, nonce and PKCE
-/// verifier; those begun before `created_before` are dropped first. `GET /ui/sso` needs no
-/// session, so how many one source and all sources may hold is capped (instances racing may
-/// overshoot a cap by the requests in flight, no more).
-pub async fn add_sso_login(
-    pool: &AnyPool,
-    login: (&str, &str, &str),
-    source: &str,
-    now: i64,
-    created_before: i64,
-) -> Result<SsoKept> {
-    let (state_hash, nonce, verifier) = login;
-    sqlx::query("DELETE FROM sso_logins WHERE created < $1")
-        .bind(created_before)
-        .execute(pool)
+/// Has the sign-in whose `state` hashes to `state_hash` signed someone in already?
+pub async fn sso_used(pool: &AnyPool, state_hash: &str) -> Result<bool> {
+    let row = sqlx::query("SELECT 1 FROM sso_used WHERE state_hash = $1")
+        .bind(state_hash)
+        .fetch_optional(pool)
         .await?;
-    let from_source: i64 = sqlx::query("SELECT COUNT(*) FROM sso_logins WHERE source = $1")
-        .bind(source)
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
-    if from_source >= SSO_UNDER_WAY_PER_SOURCE {
-        return Ok(SsoKept::SourceFull);
-    }
-    let all: i64 = sqlx::query("SELECT COUNT(*) FROM sso_logins")
-        .fetch_one(pool)
-        .await?
-        .try_get(0)?;
-    if all >= SSO_UNDER_WAY {
-        return Ok(SsoKept::Full);
-    }
-    sqlx::query(
-        "INSERT INTO sso_logins (state_hash, nonce, verifier, created, source) \
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(state_hash)
-    .bind(nonce)
-    .bind(verifier)
-    .bind(now)
-    .bind(source)
-    .execute(pool)
-    .await?;
-    Ok(SsoKept::Kept)
+    Ok(row.is_some())
 }
 
-/// Take (once: it is deleted) the sign-in under way with this state hash, if it began at or
-/// after `created_after`: its nonce and PKCE verifier.
-pub async fn take_sso_login(
+/// Record a sign-in the provider vouched for as used (those used before `prune_before` are
+/// dropped first: their cookies have expired); `false` when it was used already (two
+/// callbacks racing: only one goes on). Written only after the provider has vouched, so a
+/// stranger cannot fill the table.
+pub async fn mark_sso_used(
     pool: &AnyPool,
     state_hash: &str,
-    created_after: i64,
-) -> Result<Option<(String, zeroize::Zeroizing<String>)>> {
-    let mut tx = pool.begin().await?;
-    let row = sqlx::query("SELECT nonce, verifier, created FROM sso_logins WHERE state_hash = $1")
-        .bind(state_hash)
-        .fetch_optional(&mut *tx)
+    now: i64,
+    prune_before: i64,
+) -> Result<bool> {
+    sqlx::query("DELETE FROM sso_used WHERE created < $1")
+        .bind(prune_before)
+        .execute(pool)
         .await?;
-    let gone = sqlx::query("DELETE FROM sso_logins WHERE state_hash = $1")
-        .bind(state_hash)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    // Two callbacks racing for one row: only the one whose DELETE removed it goes on.
-    if gone.rows_affected() != 1 {
-        return Ok(None);
-    }
-    let Some(r) = row else { return Ok(None) };
-    if r.try_get::<i64, _>("created")? < created_after {
-        return Ok(None);
-    }
-    Ok(Some((
-        r.try_get("nonce")?,
-        zeroize::Zeroizing::new(r.try_get("verifier")?),
-    )))
+    let done = sqlx::query(
+        "INSERT INTO sso_used (state_hash, created) VALUES ($1, $2) \
+         ON CONFLICT (state_hash) DO NOTHING",
+    )
+    .bind(state_hash)
+    .bind(now)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// The session with this id hash, if its account still exists (or it is a single sign-on's).

@@ -27,8 +27,6 @@ pub enum UiError {
     NotFound(&'static str),
     /// Too many password hashes running.
     Busy,
-    /// Too many of something a caller without a session may start (SSO sign-ins under way).
-    TooMany(&'static str),
     /// Something broke; the message is for the log.
     Internal(String),
 }
@@ -70,11 +68,6 @@ impl IntoResponse for UiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Busy",
                 "too many logins at once; try again in a moment".to_owned(),
-            ),
-            UiError::TooMany(m) => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "Too many sign-ins",
-                m.to_owned(),
             ),
             UiError::Internal(e) => {
                 crate::log::error("admin UI", &[("error", e.into())]);

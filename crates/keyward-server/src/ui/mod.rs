@@ -24,6 +24,7 @@ mod reveal;
 mod second_factor;
 mod session;
 mod sso;
+mod sso_cookie;
 mod throttle;
 mod totp;
 

@@ -2,11 +2,13 @@
 //! identity provider; `GET /ui/sso/callback` finishes it. The protocol is `crate::oidc`'s; this
 //! file owns where a sign-in under way lives and what a finished one does.
 //!
-//! A sign-in under way is bound to the browser that began it twice over: its `state` is kept in
-//! a cookie (SameSite=Lax, so the provider's redirect back carries it) that the callback's
-//! `state` must equal, and as a row (the hash of the state → nonce and PKCE verifier) that the
-//! callback takes once, within ten minutes. A callback from another browser (login CSRF), a
-//! replayed one, a tampered state, or an ID token for another nonce signs nobody in.
+//! A sign-in under way lives only in the browser that began it: its `state`, nonce and PKCE
+//! verifier sealed in a cookie (`sso_cookie`; SameSite=Lax, so the provider's redirect back
+//! carries it) that opens only under this server's key, for the callback's `state`, within ten
+//! minutes — so `GET /ui/sso` stores nothing a stranger could fill. Once the provider has
+//! vouched, the state's hash is recorded as used (`sso_used`), so a callback signs in once,
+//! across instances. A callback from another browser (login CSRF), a replayed one, a tampered
+//! or expired state, or an ID token for another nonce signs nobody in.
 //!
 //! A person the provider vouched for gets a session as `sso:NAME` (no account name has a
 //! colon) with the role their groups map to at this sign-in; no mapped group, no session. Every
@@ -24,14 +26,13 @@ use serde::Deserialize;
 
 use super::login::{audit, login_page};
 use super::session::{self, LOGIN_COOKIE};
+use super::sso_cookie::{self, CookieKey, UnderWay, FLOW_SECS};
 use super::{db, layout, throttle, UiError};
 use crate::app_state::AppState;
 use crate::oidc::SsoError;
 
 /// The cookie that holds a sign-in's `state` between `/ui/sso` and its callback.
 pub const SSO_COOKIE: &str = "__Host-keyward-sso";
-/// How long a sign-in may take at the provider.
-const FLOW_SECS: i64 = 600;
 /// The most of a provider's error text (or of one group's name) kept.
 const MAX_ERROR: usize = 200;
 /// The most groups named in one audit record.
@@ -50,6 +51,11 @@ fn sso_of(s: &AppState) -> Result<&crate::oidc::Sso, UiError> {
     s.sso.as_deref().ok_or(UiError::NotFound(
         "single sign-on is not configured ([oidc])",
     ))
+}
+
+/// The key this server (and every instance with its identity) seals sign-in cookies under.
+fn cookie_key(s: &AppState) -> CookieKey {
+    CookieKey::derive(&zeroize::Zeroizing::new(s.identity.signing.to_bytes()))
 }
 
 fn short(s: &str) -> String {
@@ -73,11 +79,8 @@ fn groups_shown(groups: &[String]) -> String {
     shown.join(", ")
 }
 
-/// `GET /ui/sso`: to the provider.
-pub async fn start(
-    State(s): State<Arc<AppState>>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-) -> Result<Response, UiError> {
+/// `GET /ui/sso`: to the provider, the sign-in sealed in the browser's cookie.
+pub async fn start(State(s): State<Arc<AppState>>) -> Result<Response, UiError> {
     let sso = sso_of(&s)?;
     let begun = match sso.begin().await {
         Ok(b) => b,
@@ -86,27 +89,15 @@ pub async fn start(
             return Ok(unavailable());
         }
     };
-    let now = crate::clock::unix_now();
-    let state_hash = session::hash_token(&begun.state);
-    let kept = db::add_sso_login(
-        s.store.pool(),
-        (&state_hash, &begun.nonce, &begun.verifier),
-        &throttle::source_key(peer.ip()),
-        now,
-        now - FLOW_SECS,
-    )
-    .await?;
-    match kept {
-        db::SsoKept::Kept => {}
-        db::SsoKept::SourceFull => {
-            return Err(UiError::TooMany(
-                "too many sign-ins under way from this address; finish one or wait ten minutes",
-            ))
-        }
-        db::SsoKept::Full => return Err(UiError::TooMany(
-            "too many sign-ins under way; try again in a few minutes or sign in with a password",
-        )),
-    }
+    let under_way = UnderWay {
+        state: begun.state.clone(),
+        nonce: begun.nonce.clone(),
+        verifier: begun.verifier.to_string(),
+        created: crate::clock::unix_now(),
+    };
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| UiError::Internal(e.to_string()))?;
+    let sealed = sso_cookie::seal(&cookie_key(&s), &under_way, nonce).map_err(UiError::Internal)?;
     let location =
         HeaderValue::from_str(&begun.url).map_err(|e| UiError::Internal(e.to_string()))?;
     let mut r = StatusCode::SEE_OTHER.into_response();
@@ -114,7 +105,7 @@ pub async fn start(
     h.insert(LOCATION, location);
     h.insert(
         SET_COOKIE,
-        session::set_cookie_lax(SSO_COOKIE, &begun.state, FLOW_SECS),
+        session::set_cookie_lax(SSO_COOKIE, &sealed, FLOW_SECS),
     );
     Ok(r)
 }
@@ -182,19 +173,19 @@ pub async fn callback(
         return refused(nobody(), "a callback without a code and a state".to_owned()).await;
     };
     let cookie = session::cookie_value(&headers, SSO_COOKIE).unwrap_or("");
-    if cookie.is_empty() || !session::tokens_match(cookie, state) {
-        let why = "the state is not the one this browser's sign-in began with";
+    let now = crate::clock::unix_now();
+    let under_way = match sso_cookie::open(&cookie_key(&s), cookie, state, now) {
+        Ok(u) => u,
+        Err(why) => return refused(nobody(), why.to_string()).await,
+    };
+    let pool = s.store.pool();
+    let state_hash = session::hash_token(state);
+    if db::sso_used(pool, &state_hash).await? {
+        let why = "this sign-in was used already";
         return refused(nobody(), why.to_owned()).await;
     }
-    let now = crate::clock::unix_now();
-    let pool = s.store.pool();
-    let Some((nonce, verifier)) =
-        db::take_sso_login(pool, &session::hash_token(state), now - FLOW_SECS).await?
-    else {
-        let why = "no sign-in under way has this state (used, expired or never begun)";
-        return refused(nobody(), why.to_owned()).await;
-    };
-    let person = match sso.finish(code, &verifier, &nonce).await {
+    let verifier = zeroize::Zeroizing::new(under_way.verifier.clone());
+    let person = match sso.finish(code, &verifier, &under_way.nonce).await {
         Ok(p) => p,
         Err(e @ SsoError::Token(_)) => return refused(nobody(), e.to_string()).await,
         Err(e) => {
@@ -202,6 +193,11 @@ pub async fn callback(
             return refused(nobody(), e.to_string()).await;
         }
     };
+    // Used once: the provider has vouched, so only real sign-ins are kept (ten minutes).
+    if !db::mark_sso_used(pool, &state_hash, now, now - FLOW_SECS).await? {
+        let why = "this sign-in was used already";
+        return refused(nobody(), why.to_owned()).await;
+    }
     let who = format!("sso:{}", person.name);
     let identity = format!(
         "issuer {}, subject {:?}, groups [{}]",
