@@ -1,0 +1,184 @@
+//! The escrow server attacked by one of its own enrolled devices (a compromised agent holding a
+//! genuine device key), with the real server on each database: what it can make the server
+//! store, and what it can make the server's database choke on.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use common::escrow::*;
+use common::http::{enroll_key, escrow_body, http, signed_as};
+use common::*;
+use ed25519_dalek::SigningKey;
+
+/// An age file holding `key`, sealed to this server's recipient (what a device uploads).
+fn sealed_to(srv: &Server, key: &str) -> Vec<u8> {
+    let (recipient, _) = srv.public_keys();
+    let recipient = <age::x25519::Recipient as std::str::FromStr>::from_str(&recipient).unwrap();
+    age::encrypt(&recipient, key.as_bytes()).unwrap()
+}
+
+/// Upload one escrow of `volume` as `device`; (status, answer).
+fn upload(
+    srv: &Server,
+    key: &SigningKey,
+    device: &str,
+    volume: &str,
+    rotation: &str,
+) -> (u16, String) {
+    let path = format!("/v1/devices/{device}/escrow/{volume}");
+    let body = escrow_body(
+        rotation,
+        &sealed_to(srv, &format!("key {volume} {rotation}")),
+    );
+    let h = signed_as(
+        key,
+        "PUT",
+        &path,
+        body.as_bytes(),
+        &format!("n-{volume}-{rotation}-pad0000"),
+    );
+    http(&srv.addr, "PUT", &path, &h, body.as_bytes())
+}
+
+fn escrow_id(answer: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(answer).unwrap()["escrow_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A check-in as `device`, with `content_type` (None: no such header); (status, answer).
+fn checkin(
+    srv: &Server,
+    key: &SigningKey,
+    device: &str,
+    report: &serde_json::Value,
+    content_type: Option<&str>,
+    nonce: &str,
+) -> (u16, String) {
+    let path = format!("/v1/devices/{device}/checkin");
+    let body = report.to_string();
+    let h = signed_as(key, "POST", &path, body.as_bytes(), nonce);
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        srv.addr,
+        body.len()
+    );
+    if let Some(t) = content_type {
+        req.push_str(&format!("Content-Type: {t}\r\n"));
+    }
+    for (k, v) in h {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let mut s = TcpStream::connect(&srv.addr).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, resp)
+}
+
+fn volume_report(volume: &str, escrow: &str) -> serde_json::Value {
+    serde_json::json!({ "volume": volume, "recovery": "escrowed", "escrow_id": escrow,
+        "rotated_at": null, "service": "ok", "holders": 2, "violations": 0 })
+}
+
+fn count(srv: &Server, sql: &str) -> usize {
+    srv.query(sql).trim().parse().unwrap()
+}
+
+/// Escrows are kept per device *and volume*, and a device names its volumes: before, one
+/// device key stored 16 escrows (16 KiB each) under every volume name it made up, without
+/// bound. Now a device's escrows name at most 64 volumes (as many as a check-in may report);
+/// a new volume past that is a 409, with nothing stored, while its volumes keep working. And
+/// only the check-in's own `escrow_id` keeps an escrow from the prune: before, any escrow id
+/// anywhere in the stored report (a command report's free-text `detail`) kept it forever.
+#[test]
+fn a_device_cannot_store_escrows_without_bound() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        let key = SigningKey::from_bytes(&[41u8; 32]);
+        let device = enroll_key(&srv.addr, &srv.token(), &key);
+        for n in 0..70 {
+            let (status, answer) = upload(&srv, &key, &device, &format!("v{n}"), "rot-0");
+            if n < 64 {
+                assert_eq!(status, 200, "volume {n}: {answer}");
+            } else {
+                assert_eq!(status, 409, "volume {n} (past 64): {answer}");
+                assert!(answer.contains("64 volumes"), "{answer}");
+            }
+        }
+        let volumes = count(
+            &srv,
+            &format!("SELECT COUNT(DISTINCT volume) FROM escrows WHERE device = '{device}'"),
+        );
+        assert_eq!(volumes, 64, "{backend:?}");
+        // Its own volumes still take new rotations.
+        let (status, answer) = upload(&srv, &key, &device, "v0", "rot-1");
+        assert_eq!(status, 200, "{answer}");
+        // Another device is not limited by this one's volumes.
+        let other = SigningKey::from_bytes(&[42u8; 32]);
+        let other_id = enroll_key(&srv.addr, &srv.token(), &other);
+        let (status, answer) = upload(&srv, &other, &other_id, "v69", "rot-0");
+        assert_eq!(status, 200, "{answer}");
+
+        // Naming old escrows in a command report's detail keeps nothing from the prune.
+        let mut ids = vec![];
+        for n in 1..=16 {
+            let (status, answer) = upload(&srv, &key, &device, "v1", &format!("rot-{n}"));
+            assert_eq!(status, 200, "{answer}");
+            ids.push(escrow_id(&answer));
+        }
+        let active = ids.last().unwrap().clone();
+        let reports: Vec<serde_json::Value> = ids
+            .chunks(8)
+            .enumerate()
+            .map(|(k, chunk)| {
+                serde_json::json!({ "id": format!("cmd-not-a-real-one-{k:04}"), "status": "done",
+                    "detail": chunk.iter().map(|id| format!("\"escrow_id\":\"{id}\"")).collect::<Vec<_>>().join(" ") })
+            })
+            .collect();
+        let report =
+            serde_json::json!({ "volumes": [volume_report("v1", &active)], "commands": reports });
+        let (status, answer) = checkin(
+            &srv,
+            &key,
+            &device,
+            &report,
+            Some("application/json"),
+            "keep-them-all-000001",
+        );
+        assert_eq!(status, 200, "{answer}");
+        for n in 17..=32 {
+            let (status, answer) = upload(&srv, &key, &device, "v1", &format!("rot-{n}"));
+            assert_eq!(status, 200, "{answer}");
+        }
+        let kept = count(
+            &srv,
+            &format!("SELECT COUNT(*) FROM escrows WHERE device = '{device}' AND volume = 'v1'"),
+        );
+        assert_eq!(
+            kept, 17,
+            "{backend:?}: the 16 newest and the active one, nothing named elsewhere"
+        );
+        let active_kept = count(
+            &srv,
+            &format!("SELECT COUNT(*) FROM escrows WHERE id = '{active}'"),
+        );
+        assert_eq!(
+            active_kept, 1,
+            "the escrow the check-in names as active was pruned"
+        );
+    }
+}
