@@ -182,3 +182,73 @@ fn a_device_cannot_store_escrows_without_bound() {
         );
     }
 }
+
+/// The NUL guard read JSON's `\u0000` escape only in bodies labelled JSON, but the device API
+/// parses its body as JSON whatever its label: a check-in sent as `text/plain` (or with no
+/// content type) carried a NUL in a command report into the database — stored on SQLite, a
+/// 500 on PostgreSQL (which refuses NUL in text), failing the writer's whole batch, which is
+/// then retried unit by unit for every device in it. Now it is a 400 at the edge on both, and
+/// the command stays as it was.
+#[test]
+fn a_nul_in_a_device_body_of_any_content_type_is_refused() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        let key = SigningKey::from_bytes(&[43u8; 32]);
+        let device = enroll_key(&srv.addr, &srv.token(), &key);
+        let out = srv.cmd(&["command", "rotate-service", &device, "data"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let listed = srv.cmd(&["command", "list", &device, "--json"]);
+        assert!(listed.status.success(), "{}", stderr(&listed));
+        let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        let command = listed[0]["id"].as_str().unwrap().to_owned();
+        for (k, content_type) in [Some("text/plain"), None, Some("application/octet-stream")]
+            .into_iter()
+            .enumerate()
+        {
+            for (j, (id, detail)) in [
+                (command.clone(), "done\u{0}then some".to_owned()),
+                (format!("{command}\u{0}"), "done".to_owned()),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let report = serde_json::json!({ "volumes": [],
+                    "commands": [{ "id": id, "status": "done", "detail": detail }] });
+                assert!(report.to_string().contains("\\u0000"));
+                let (status, answer) = checkin(
+                    &srv,
+                    &key,
+                    &device,
+                    &report,
+                    content_type,
+                    &format!("nul-checkin-{k}-{j}-0000"),
+                );
+                assert_eq!(
+                    status, 400,
+                    "{backend:?} {content_type:?}: a NUL reached the handler: {answer}"
+                );
+            }
+        }
+        let status = srv.query(&format!(
+            "SELECT status FROM commands WHERE id = '{command}'"
+        ));
+        assert_eq!(status.trim(), "pending", "{backend:?}");
+        // The same check-in without the NUL is taken.
+        let report = serde_json::json!({ "volumes": [],
+            "commands": [{ "id": command, "status": "done", "detail": "done" }] });
+        let (status, answer) = checkin(
+            &srv,
+            &key,
+            &device,
+            &report,
+            Some("text/plain"),
+            "nul-checkin-clean-0000",
+        );
+        assert_eq!(status, 200, "{answer}");
+        let status = srv.query(&format!(
+            "SELECT status FROM commands WHERE id = '{command}'"
+        ));
+        assert_eq!(status.trim(), "done", "{backend:?}");
+    }
+}

@@ -23,8 +23,9 @@ enum Encoding {
     Percent,
     /// A JSON body.
     Json,
-    /// Anything else: only a raw NUL counts.
-    Raw,
+    /// Anything else, labelled or not: JSON's escape counts too, because the device API
+    /// (`api.rs`, `checkin.rs`) parses its body as JSON whatever its `Content-Type`.
+    Other,
 }
 
 /// Whether `bytes` holds a NUL, raw or escaped as `encoding` escapes one.
@@ -32,8 +33,9 @@ fn holds_nul(bytes: &[u8], encoding: Encoding) -> bool {
     bytes.contains(&0)
         || match encoding {
             Encoding::Percent => bytes.windows(3).any(|w| w == b"%00"),
-            Encoding::Json => bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000")),
-            Encoding::Raw => false,
+            Encoding::Json | Encoding::Other => {
+                bytes.windows(6).any(|w| w.eq_ignore_ascii_case(b"\\u0000"))
+            }
         }
 }
 
@@ -49,7 +51,7 @@ fn body_encoding(parts: &axum::http::request::Parts) -> Encoding {
     } else if content_type.contains("json") {
         Encoding::Json
     } else {
-        Encoding::Raw
+        Encoding::Other
     }
 }
 
@@ -90,7 +92,7 @@ mod tests {
 
     #[test]
     fn nul_is_found_in_every_encoding() {
-        for e in [Encoding::Percent, Encoding::Json, Encoding::Raw] {
+        for e in [Encoding::Percent, Encoding::Json, Encoding::Other] {
             assert!(holds_nul(b"a\0b", e));
         }
         assert!(holds_nul(
@@ -111,7 +113,9 @@ mod tests {
             br#"{"reason":"desk \u00e9, 100%00"}"#,
             Encoding::Json
         ));
-        assert!(!holds_nul(br#"\u0000 %00"#, Encoding::Raw));
+        // A body not labelled JSON may still be read as JSON (the device API's are).
+        assert!(holds_nul(br#"{"detail":"a\u0000"}"#, Encoding::Other));
+        assert!(!holds_nul(b"%00", Encoding::Other));
         assert!(!holds_nul(b"", p));
     }
 }
