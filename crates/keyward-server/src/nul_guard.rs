@@ -1,5 +1,9 @@
 //! A middleware that refuses, with 400, any request carrying a NUL character in its path, its
-//! query or its body (raw, percent-encoded as in a URL or a form, or escaped as in JSON).
+//! query or its body (raw, percent-encoded as in a URL or a form, or escaped as in JSON), and
+//! with 408 a body that does not arrive whole within the serve's `--body-read-timeout` (it
+//! reads every body first, so it is where a body's deadline is kept: hyper's own timer ends
+//! with the header, and the idle timeout is reset by every byte, so a body sent a byte at a
+//! time held its connection for as long as its sender liked).
 //!
 //! No keyward input has a use for NUL, and PostgreSQL refuses a NUL in a text value outright:
 //! without this guard, a NUL in any id, name or search term reached the database and came back
@@ -59,8 +63,8 @@ fn refuse(status: StatusCode, message: &str) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
-/// The middleware.
-pub async fn refuse_nul(req: Request, next: Next) -> Response {
+/// The middleware; `deadline` is how long the whole body may take to arrive.
+pub async fn refuse_nul(req: Request, next: Next, deadline: std::time::Duration) -> Response {
     let in_uri = req
         .uri()
         .path_and_query()
@@ -72,10 +76,17 @@ pub async fn refuse_nul(req: Request, next: Next) -> Response {
         );
     }
     let (parts, body) = req.into_parts();
-    let bytes: Bytes = match axum::body::to_bytes(body, MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
-    };
+    let bytes: Bytes =
+        match tokio::time::timeout(deadline, axum::body::to_bytes(body, MAX_BODY)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return refuse(StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+            Err(_) => {
+                return refuse(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                )
+            }
+        };
     if holds_nul(&bytes, body_encoding(&parts)) {
         return refuse(
             StatusCode::BAD_REQUEST,
