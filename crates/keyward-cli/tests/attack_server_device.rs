@@ -252,3 +252,68 @@ fn a_nul_in_a_device_body_of_any_content_type_is_refused() {
         assert_eq!(status.trim(), "done", "{backend:?}");
     }
 }
+
+/// Each command report in a check-in is one `UPDATE` in the writer's transaction, which every
+/// device's escrows and check-ins wait behind; the body limit (64 KiB) let a device send about
+/// a thousand per check-in, and its ids unchecked. The agent keeps at most 256 unreported
+/// outcomes, with ids of at most 64 of `[A-Za-z0-9_-]`; now a check-in with more reports, or
+/// another id, is a 400 with nothing written, and one with 256 is taken.
+#[test]
+fn a_check_in_carries_at_most_the_agents_256_command_reports() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        let key = SigningKey::from_bytes(&[44u8; 32]);
+        let device = enroll_key(&srv.addr, &srv.token(), &key);
+        let reports = |n: usize, id: &dyn Fn(usize) -> String| -> serde_json::Value {
+            let commands: Vec<serde_json::Value> = (0..n)
+                .map(|k| serde_json::json!({ "id": id(k), "status": "done", "detail": "" }))
+                .collect();
+            serde_json::json!({ "volumes": [], "commands": commands })
+        };
+        let checkins = || {
+            count(
+                &srv,
+                &format!("SELECT COUNT(*) FROM checkins WHERE device = '{device}'"),
+            )
+        };
+        let short = |k: usize| format!("c{k}");
+        for (n, (report, what)) in [
+            (reports(1000, &short), "1000 reports"),
+            (reports(257, &short), "257 reports"),
+            (
+                reports(1, &|_| "not an id; DROP TABLE commands".to_owned()),
+                "a malformed id",
+            ),
+            (reports(1, &|_| "x".repeat(65)), "a 65-character id"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert!(
+                report.to_string().len() < 64 * 1024,
+                "{what}: over the body limit"
+            );
+            let (status, answer) = checkin(
+                &srv,
+                &key,
+                &device,
+                &report,
+                Some("application/json"),
+                &format!("many-reports-{n}-000000"),
+            );
+            assert_eq!(status, 400, "{backend:?}: {what}: {answer}");
+            assert_eq!(checkins(), 0, "{backend:?}: {what} was kept");
+        }
+        let (status, answer) = checkin(
+            &srv,
+            &key,
+            &device,
+            &reports(256, &|k| format!("cmd-{k:04}-{}", "a".repeat(55))),
+            Some("application/json"),
+            "many-reports-ok-000000",
+        );
+        assert_eq!(status, 200, "{backend:?}: the agent's most: {answer}");
+        assert_eq!(checkins(), 1);
+    }
+}
