@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::escrow::*;
 use common::http::device_with_escrow;
+use common::ui_client::Browser;
 use common::*;
 
 /// The idle timeout counts bytes in either direction, and hyper's header timeout ends with the
@@ -114,5 +115,43 @@ fn a_body_sent_a_byte_at_a_time_cannot_hold_the_server() {
             answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
             "a trickled body's answer: {answer:?}"
         );
+    }
+}
+
+/// Every sign-in refused by the lock-out wrote an audit record, whoever sent it and however
+/// often: with the login form's cookie (which anyone gets), an outsider grew the server's audit
+/// trail by a row per request, with a name of their choosing, and buried the records people
+/// read. Now a refusal is recorded once a minute per action and address (the next record counts
+/// those folded into it), while the failures that led to the lock-out are each recorded.
+#[test]
+fn refused_sign_ins_cannot_grow_the_audit_trail_without_bound() {
+    for backend in backends() {
+        let inst = Instance::prepare();
+        let srv = Server::start_on(&inst, &backend);
+        srv.add_account("olivia", "olivia's long passphrase", "admin");
+        let mut b = Browser::new(&srv);
+        let rows = |action: &str| -> usize {
+            srv.query(&format!(
+                "SELECT COUNT(*) FROM audit WHERE action = '{action}'"
+            ))
+            .trim()
+            .parse()
+            .unwrap()
+        };
+        for _ in 0..5 {
+            assert_eq!(b.login("olivia", "a guess").status, 401);
+        }
+        assert_eq!(rows("ui-login-failed"), 5, "{backend:?}");
+        for n in 0..30 {
+            let r = b.login("olivia", "another guess");
+            assert_eq!(r.status, 429, "{backend:?}: attempt {n}: {}", r.body);
+        }
+        assert_eq!(
+            rows("ui-login-locked"),
+            1,
+            "{backend:?}: one refusal record a minute from one address"
+        );
+        // The refusals are still answered and the lock-out holds, the right password included.
+        assert_eq!(b.login("olivia", "olivia's long passphrase").status, 429);
     }
 }

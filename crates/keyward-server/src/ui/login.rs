@@ -5,7 +5,8 @@
 //! unknown names too, so a lock-out says nothing about which names exist. An account with
 //! TOTP also needs its current code (`second_factor.rs`); a missing or wrong code is a failed
 //! login like a wrong password, with the same message. Every attempt — success, failure,
-//! refused — is audited with the address it came from.
+//! refused — is audited with the address it came from; refusals, which anyone can send, once a
+//! minute per address, counting the rest (`refusal_fold.rs`).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use zeroize::Zeroizing;
 
 use super::db::FailuresOf;
 use super::password::{self, Slot};
+use super::refusal_fold::{Fold, Folder};
 use super::second_factor;
 use super::session::{self, Admin, LOGIN_COOKIE, SESSION_COOKIE};
 use super::throttle::{self, Failures, Verdict, LOCKOUT_SECS};
@@ -117,6 +119,10 @@ pub(super) async fn audit(
         .await?;
     Ok(())
 }
+
+/// Refused sign-ins recorded and counted (`refusal_fold.rs`), for this instance.
+static REFUSALS: std::sync::LazyLock<std::sync::Mutex<Folder>> =
+    std::sync::LazyLock::new(Default::default);
 
 /// The failures that bear on a login for `name` from `source`, and the verdict at `now`.
 async fn judge(
@@ -224,7 +230,18 @@ pub async fn submit(
         )),
     };
     if let Some((action, why, problem, retry_after)) = refused {
-        audit(&s, &name, action, &format!("{why} (from {source})")).await?;
+        // Anyone can send these: recorded once a minute per address, the rest counted.
+        let fold = REFUSALS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(action, &source, now);
+        if let Fold::Record { folded } = fold {
+            let why = match folded {
+                0 => format!("{why} (from {source})"),
+                n => format!("{why} (from {source}; {n} more from there since the last record)"),
+            };
+            audit(&s, &name, action, &why).await?;
+        }
         let mut r = again(StatusCode::TOO_MANY_REQUESTS, &problem);
         r.headers_mut().insert(RETRY_AFTER, retry_after.into());
         return Ok(r);
