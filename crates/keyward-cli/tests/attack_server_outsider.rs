@@ -155,3 +155,41 @@ fn refused_sign_ins_cannot_grow_the_audit_trail_without_bound() {
         assert_eq!(b.login("olivia", "olivia's long passphrase").status, 429);
     }
 }
+
+/// The server's CPU time so far, in clock ticks (user and system, `/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A sign-in the lock-out refuses still ran a full argon2 hash ("locked or not: one hash of the
+/// same cost"), though its 429 already says it was refused: four at once fill the server's
+/// hashing slots, so an outsider refused at every try still kept people from signing in (503),
+/// paying nothing for being locked out. Now a refused sign-in hashes nothing: fifteen of them
+/// cost the server less CPU than the five failures that locked the address (each of those
+/// hashes, as before, known name or not).
+#[test]
+fn a_locked_out_address_costs_the_server_no_hashing() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    srv.add_account("olivia", "olivia's long passphrase", "admin");
+    let pid = srv.pid().unwrap();
+    let mut b = Browser::new(&srv);
+    assert_eq!(b.get("/ui/login").status, 200);
+    let before = cpu_ticks(pid);
+    for _ in 0..5 {
+        assert_eq!(b.login("olivia", "a guess").status, 401);
+    }
+    let failing = cpu_ticks(pid) - before;
+    let before = cpu_ticks(pid);
+    for _ in 0..15 {
+        assert_eq!(b.login("olivia", "a guess").status, 429);
+    }
+    let refused = cpu_ticks(pid) - before;
+    assert!(
+        refused < failing,
+        "15 refused sign-ins cost the server {refused} ticks of CPU, 5 failed ones {failing}"
+    );
+}

@@ -182,24 +182,6 @@ pub async fn submit(
     let pool = s.store.pool();
     let now = crate::clock::unix_now();
     let verdict = judge(pool, &name, &source, now).await?;
-    let stored = if verdict != Verdict::Try || !super::admin::name_ok(&name) {
-        None
-    } else {
-        db::admin_hash(pool, &name).await?
-    };
-    let second = if stored.is_some() {
-        second_factor::load(&s, &name).await?
-    } else {
-        None
-    };
-    // Locked or not, known or not: one hash of the same cost.
-    let slot = Slot::take().ok_or(UiError::Busy)?;
-    let matched = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        password::verify(password.as_bytes(), stored.as_deref())
-    })
-    .await
-    .map_err(|e| UiError::Internal(e.to_string()))?;
     let again = |status: StatusCode, problem: &str| {
         (
             status,
@@ -246,6 +228,26 @@ pub async fn submit(
         r.headers_mut().insert(RETRY_AFTER, retry_after.into());
         return Ok(r);
     }
+    let stored = if !super::admin::name_ok(&name) {
+        None
+    } else {
+        db::admin_hash(pool, &name).await?
+    };
+    let second = if stored.is_some() {
+        second_factor::load(&s, &name).await?
+    } else {
+        None
+    };
+    // Known or not: one hash of the same cost. A refused sign-in (above) hashes nothing: its
+    // 429 says it was refused anyway, and hashing for it let a locked-out sender keep the
+    // hashing slots full.
+    let slot = Slot::take().ok_or(UiError::Busy)?;
+    let matched = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        password::verify(password.as_bytes(), stored.as_deref())
+    })
+    .await
+    .map_err(|e| UiError::Internal(e.to_string()))?;
     // The code after the password, and spent only with the right one.
     let matched =
         matched && second_factor::passes(&s, &name, second.as_ref(), &f.code, now).await?;
