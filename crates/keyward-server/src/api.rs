@@ -153,6 +153,15 @@ async fn escrow(
             ))
         }
         Outcome::Escrowed(None) => return Err(internal("escrow vanished after insert")),
+        Outcome::TooManyVolumes => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                format!(
+                    "this device already has escrows of {} volumes",
+                    crate::writer::batch::MAX_VOLUMES_PER_DEVICE
+                ),
+            ))
+        }
         Outcome::Replayed => return Err(replayed()),
         Outcome::Revoked => return Err(revoked()),
         other => return Err(internal(format!("escrow answered {other:?}"))),

@@ -18,6 +18,12 @@ use crate::writer::{CheckInWrite, Outcome, Unit};
 /// At most this many volumes in one report.
 const MAX_VOLUMES: usize = 64;
 
+/// At most this many command reports in one check-in: as many outcomes as the agent keeps
+/// unreported (`keyward-agent`'s `MAX_UNREPORTED`). Each is a statement in the writer's
+/// transaction, which every device waits behind; the body limit alone let a device send
+/// about a thousand.
+const MAX_COMMAND_REPORTS: usize = 256;
+
 /// `POST /v1/devices/{device}/checkin`. The report is kept, the device's command reports
 /// recorded and its answer read in the writer's transaction (`writer/batch.rs`).
 pub async fn checkin(
@@ -58,6 +64,13 @@ fn parse_body(body: &[u8]) -> Result<CheckInWrite, ApiError> {
         serde_json::from_slice(body).map_err(|_| bad("malformed check-in report"))?;
     if report.volumes.len() > MAX_VOLUMES {
         return Err(bad("too many volumes"));
+    }
+    if report.commands.len() > MAX_COMMAND_REPORTS {
+        return Err(bad("too many command reports"));
+    }
+    // A command id is the server's own `[A-Za-z0-9_-]{1,64}`; the agent echoes no other.
+    if !report.commands.iter().all(|c| token_ok(&c.id, 1)) {
+        return Err(bad("bad command id"));
     }
     let mut escrow_ids = Vec::new();
     for v in &report.volumes {

@@ -4,7 +4,9 @@
 //! * at most `--max-connections` open at once; at the cap the loop stops accepting (the rest
 //!   wait in the kernel's backlog, costing no CPU and no file descriptor of ours) until one closes;
 //! * a TLS handshake must finish within `--handshake-timeout`;
-//! * a request's header must arrive within `--header-read-timeout` (hyper's timer);
+//! * a request's header must arrive within `--header-read-timeout` (hyper's timer), and its
+//!   body within `--body-read-timeout` (the router's edge, `nul_guard.rs`: without it a body
+//!   sent a byte at a time, inside the idle timeout, held a connection without end);
 //! * a connection with no bytes in either direction for `--idle-timeout` is shut down
 //!   gracefully (a request in flight still gets its answer), then dropped after one more period.
 //!
@@ -43,6 +45,10 @@ pub struct Limits {
     /// A request header not fully read within this ends the connection.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Duration,
+    /// A request body not fully read within this (from its first byte's wait) is answered 408
+    /// and its connection closed (`nul_guard.rs` reads every body).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub body_read_timeout: Duration,
     /// A connection silent in both directions for this long (keep-alive or not) is closed.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub idle_timeout: Duration,

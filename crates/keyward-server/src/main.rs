@@ -7,7 +7,8 @@
 //! keyward-server serve --state DIR [--listen ADDR]      HTTP API (plain HTTP on loopback only)
 //!                [--config FILE]                        server.toml (config.rs; default /etc/keyward/server.toml)
 //!                [--max-connections N] [--handshake-timeout D] [--header-read-timeout D]
-//!                [--idle-timeout D] [--escrows-kept N]  connection limits (conn.rs), escrows kept (batch.rs)
+//!                [--idle-timeout D] [--body-read-timeout D] [--escrows-kept N]
+//!                                                       connection limits (conn.rs), escrows kept (batch.rs)
 //!                [--metrics-refresh D] [--metrics-token-file FILE]   /metrics (metrics.rs, fleet_gauges.rs)
 //! keyward-server device list [--json] --state DIR      devices, state, last check-in, escrow state per volume
 //! keyward-server device revoke DEVICE [--reason TEXT] --state DIR   refuse its requests (401; audited)
@@ -473,7 +474,8 @@ async fn run(cli: Cli) -> Result<(), String> {
                 metrics.metrics_refresh,
             ));
             limits.fit_descriptor_limit();
-            conn::serve(listener, tls, routes::router(state), limits).await
+            let router = routes::router(state, limits.body_read_timeout);
+            conn::serve(listener, tls, router, limits).await
         }
         Command::Device { action } => device_admin::run(action).await,
         Command::Audit { at } => audit(&at).await,

@@ -113,12 +113,23 @@ pub enum Refusal {
     Expired,
 }
 
+/// The person behind an actor as the audit names them: a web UI account `web:NAME` and an API
+/// token `api:NAME` of one name are one person (`keyward-server admin add` and `api-token add`
+/// take names of one form), so neither can be the other's second person. A name signed in by
+/// single sign-on (`web:sso:NAME`) is its own: account and token names have no colon.
+fn person(actor: &str) -> &str {
+    actor
+        .strip_prefix("web:")
+        .or_else(|| actor.strip_prefix("api:"))
+        .unwrap_or(actor)
+}
+
 /// Whether `actor` (with `role`) may approve or deny `req` at `now`.
 pub fn may_decide(req: &Request, actor: &str, role: Role, now: i64) -> Result<(), Refusal> {
     if !role.may(Right::Decide) {
         return Err(Refusal::RoleLacks(role));
     }
-    if actor == req.requester {
+    if person(actor) == person(&req.requester) {
         return Err(Refusal::OwnRequest);
     }
     if req.lapsed(now) {
@@ -187,6 +198,23 @@ mod tests {
         assert_eq!(
             may_decide(&r, "web:hannah", Role::Admin, 1500),
             Err(Refusal::OwnRequest)
+        );
+        // Nor with a token of the same name, nor the other way round; an SSO name is another.
+        assert_eq!(
+            may_decide(&r, "api:hannah", Role::Approver, 1500),
+            Err(Refusal::OwnRequest)
+        );
+        let by_token = Request {
+            requester: "api:hannah".into(),
+            ..r.clone()
+        };
+        assert_eq!(
+            may_decide(&by_token, "web:hannah", Role::Approver, 1500),
+            Err(Refusal::OwnRequest)
+        );
+        assert_eq!(
+            may_decide(&r, "web:sso:hannah", Role::Approver, 1500),
+            Ok(())
         );
         assert_eq!(
             may_decide(&r, "web:alice", Role::Approver, 2000),

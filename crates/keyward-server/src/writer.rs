@@ -116,6 +116,9 @@ pub enum Outcome {
     /// The rotation's stored escrow, (id, sha256): this one's, or the one stored before it.
     /// None only if it vanished between the insert and the read.
     Escrowed(Option<(String, String)>),
+    /// An escrow of a volume new to its device, which already has escrows of
+    /// `batch::MAX_VOLUMES_PER_DEVICE` volumes: nothing stored.
+    TooManyVolumes,
     /// A kept check-in: the volumes whose active key an admin has seen, and the signed
     /// commands (JSON) to deliver.
     CheckedIn {

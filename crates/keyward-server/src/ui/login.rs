@@ -5,7 +5,8 @@
 //! unknown names too, so a lock-out says nothing about which names exist. An account with
 //! TOTP also needs its current code (`second_factor.rs`); a missing or wrong code is a failed
 //! login like a wrong password, with the same message. Every attempt — success, failure,
-//! refused — is audited with the address it came from.
+//! refused — is audited with the address it came from; refusals, which anyone can send, once a
+//! minute per address, counting the rest (`refusal_fold.rs`).
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use zeroize::Zeroizing;
 
 use super::db::FailuresOf;
 use super::password::{self, Slot};
+use super::refusal_fold::{Fold, Folder};
 use super::second_factor;
 use super::session::{self, Admin, LOGIN_COOKIE, SESSION_COOKIE};
 use super::throttle::{self, Failures, Verdict, LOCKOUT_SECS};
@@ -118,6 +120,10 @@ pub(super) async fn audit(
     Ok(())
 }
 
+/// Refused sign-ins recorded and counted (`refusal_fold.rs`), for this instance.
+static REFUSALS: std::sync::LazyLock<std::sync::Mutex<Folder>> =
+    std::sync::LazyLock::new(Default::default);
+
 /// The failures that bear on a login for `name` from `source`, and the verdict at `now`.
 async fn judge(
     pool: &sqlx::AnyPool,
@@ -176,24 +182,6 @@ pub async fn submit(
     let pool = s.store.pool();
     let now = crate::clock::unix_now();
     let verdict = judge(pool, &name, &source, now).await?;
-    let stored = if verdict != Verdict::Try || !super::admin::name_ok(&name) {
-        None
-    } else {
-        db::admin_hash(pool, &name).await?
-    };
-    let second = if stored.is_some() {
-        second_factor::load(&s, &name).await?
-    } else {
-        None
-    };
-    // Locked or not, known or not: one hash of the same cost.
-    let slot = Slot::take().ok_or(UiError::Busy)?;
-    let matched = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        password::verify(password.as_bytes(), stored.as_deref())
-    })
-    .await
-    .map_err(|e| UiError::Internal(e.to_string()))?;
     let again = |status: StatusCode, problem: &str| {
         (
             status,
@@ -224,11 +212,42 @@ pub async fn submit(
         )),
     };
     if let Some((action, why, problem, retry_after)) = refused {
-        audit(&s, &name, action, &format!("{why} (from {source})")).await?;
+        // Anyone can send these: recorded once a minute per address, the rest counted.
+        let fold = REFUSALS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(action, &source, now);
+        if let Fold::Record { folded } = fold {
+            let why = match folded {
+                0 => format!("{why} (from {source})"),
+                n => format!("{why} (from {source}; {n} more from there since the last record)"),
+            };
+            audit(&s, &name, action, &why).await?;
+        }
         let mut r = again(StatusCode::TOO_MANY_REQUESTS, &problem);
         r.headers_mut().insert(RETRY_AFTER, retry_after.into());
         return Ok(r);
     }
+    let stored = if !super::admin::name_ok(&name) {
+        None
+    } else {
+        db::admin_hash(pool, &name).await?
+    };
+    let second = if stored.is_some() {
+        second_factor::load(&s, &name).await?
+    } else {
+        None
+    };
+    // Known or not: one hash of the same cost. A refused sign-in (above) hashes nothing: its
+    // 429 says it was refused anyway, and hashing for it let a locked-out sender keep the
+    // hashing slots full.
+    let slot = Slot::take().ok_or(UiError::Busy)?;
+    let matched = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        password::verify(password.as_bytes(), stored.as_deref())
+    })
+    .await
+    .map_err(|e| UiError::Internal(e.to_string()))?;
     // The code after the password, and spent only with the right one.
     let matched =
         matched && second_factor::passes(&s, &name, second.as_ref(), &f.code, now).await?;

@@ -19,6 +19,7 @@ mod health;
 mod layout;
 mod login;
 mod password;
+mod refusal_fold;
 mod requests;
 mod reveal;
 mod second_factor;

@@ -24,6 +24,11 @@ use crate::writer::{CheckInWrite, NewEscrow, Nonce, Outcome, Unit};
 static KEPT_ESCROWS_PER_VOLUME: std::sync::atomic::AtomicU32 =
     std::sync::atomic::AtomicU32::new(16);
 
+/// The most volumes one device's escrows may name (as many as a check-in may report,
+/// `checkin.rs`). Escrows are kept per device and volume, and the device names its volumes:
+/// without this, one device key stored 16 escrows under every name it made up.
+pub const MAX_VOLUMES_PER_DEVICE: usize = 64;
+
 /// Set how many escrows per device and volume are kept.
 pub fn keep_escrows_per_volume(n: u32) {
     KEPT_ESCROWS_PER_VOLUME.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
@@ -244,10 +249,18 @@ async fn escrow(
         .collect();
     let mut inserted: HashSet<String> = HashSet::new();
     for chunk in todo.chunks(ROWS_PER_STATEMENT) {
+        // A device's escrows name at most MAX_VOLUMES_PER_DEVICE volumes: a row for a volume
+        // it has no escrow of yet is inserted only while it has fewer (the count is of rows
+        // stored before this statement, so the uploads of one batch can pass it together).
+        // SQLite needs the WHERE before an upsert on INSERT ... SELECT.
         let sql = format!(
             "INSERT INTO escrows (id, device, volume, rotation_id, sha256, ciphertext, created, \
-             rotate_after_use) VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-            placeholders(chunk.len(), 7, ", 0")
+             rotate_after_use) SELECT column1, column2, column3, column4, column5, column6, \
+             column7, 0 FROM (VALUES {}) AS v WHERE EXISTS (SELECT 1 FROM escrows e WHERE \
+             e.device = v.column2 AND e.volume = v.column3) OR (SELECT COUNT(DISTINCT e.volume) \
+             FROM escrows e WHERE e.device = v.column2) < {MAX_VOLUMES_PER_DEVICE} \
+             ON CONFLICT DO NOTHING RETURNING id",
+            placeholders(chunk.len(), 7, "")
         );
         let mut q = sqlx::query(&sql);
         for (_, device, e, created) in chunk {
@@ -289,17 +302,19 @@ async fn escrow(
         .bind(e.rotation_id.as_str())
         .fetch_optional(&mut *conn)
         .await?;
-        let stored = match row {
-            Some(r) => Some((r.try_get("id")?, r.try_get("sha256")?)),
-            None => None,
-        };
-        out[*i] = Some(Outcome::Escrowed(stored));
+        // Neither inserted nor stored before: refused for the device's number of volumes.
+        out[*i] = Some(match row {
+            Some(r) => Outcome::Escrowed(Some((r.try_get("id")?, r.try_get("sha256")?))),
+            None => Outcome::TooManyVolumes,
+        });
     }
     Ok(())
 }
 
 /// Delete all but the newest `kept` escrows of each (device, volume) in `pairs`, except any
-/// its device's last check-in names: one statement for a whole batch's volumes (one a volume
+/// its device's last check-in names as a volume's `escrow_id` (matched with its JSON key and
+/// quotes: an id in a command report's free-text detail is escaped there, so a device cannot
+/// keep escrows by naming them elsewhere in its report): one statement for a whole batch's volumes (one a volume
 /// was one round trip to the database per escrow, a quarter of the writer's statements).
 async fn prune(
     conn: &mut AnyConnection,
@@ -315,7 +330,7 @@ async fn prune(
              (PARTITION BY device, volume ORDER BY created DESC, id DESC) AS n FROM escrows \
              WHERE {}) ranked WHERE n > {kept}) \
              AND NOT EXISTS (SELECT 1 FROM checkins c WHERE c.device = escrows.device \
-             AND c.report LIKE '%' || escrows.id || '%')",
+             AND c.report LIKE '%\"escrow_id\":\"' || escrows.id || '\"%')",
             each.join(" OR ")
         );
         let mut q = sqlx::query(&sql);
