@@ -115,13 +115,16 @@ pub enum Refusal {
 
 /// The person behind an actor as the audit names them: a web UI account `web:NAME` and an API
 /// token `api:NAME` of one name are one person (`keyward-server admin add` and `api-token add`
-/// take names of one form), so neither can be the other's second person. A name signed in by
-/// single sign-on (`web:sso:NAME`) is its own: account and token names have no colon.
+/// take names of one form), so neither can be the other's second person; nor can the same
+/// name signed in by single sign-on (`web:sso:NAME`): the provider's "hannah" is taken to be
+/// the account "hannah" (the safe reading for a two-person rule: at worst a third person is
+/// asked, never one person let through twice).
 fn person(actor: &str) -> &str {
-    actor
+    let name = actor
         .strip_prefix("web:")
         .or_else(|| actor.strip_prefix("api:"))
-        .unwrap_or(actor)
+        .unwrap_or(actor);
+    name.strip_prefix("sso:").unwrap_or(name)
 }
 
 /// Whether `actor` (with `role`) may approve or deny `req` at `now`.
@@ -199,7 +202,7 @@ mod tests {
             may_decide(&r, "web:hannah", Role::Admin, 1500),
             Err(Refusal::OwnRequest)
         );
-        // Nor with a token of the same name, nor the other way round; an SSO name is another.
+        // Nor with a token of the same name, nor the other way round, nor signed in by SSO.
         assert_eq!(
             may_decide(&r, "api:hannah", Role::Approver, 1500),
             Err(Refusal::OwnRequest)
@@ -214,6 +217,10 @@ mod tests {
         );
         assert_eq!(
             may_decide(&r, "web:sso:hannah", Role::Approver, 1500),
+            Err(Refusal::OwnRequest)
+        );
+        assert_eq!(
+            may_decide(&r, "web:sso:alice", Role::Approver, 1500),
             Ok(())
         );
         assert_eq!(
