@@ -48,9 +48,7 @@ pub async fn issue(
     }
     let mut raw = [0u8; 16];
     getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
-    let id: String = std::iter::once("cmd-".to_owned())
-        .chain(raw.iter().map(|b| format!("{b:02x}")))
-        .collect();
+    let id = format!("cmd-{}", keyward_core::hex::encode(&raw));
     let issued = crate::clock::unix_secs();
     let command = Command {
         id: id.clone(),

@@ -93,8 +93,7 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     let tag = mac.finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+    format!("sha256={}", keyward_core::hex::encode(&tag))
 }
 
 /// The wait before the next attempt after `attempts` failed ones: 1 s, doubling, at most

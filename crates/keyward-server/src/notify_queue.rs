@@ -80,8 +80,7 @@ impl Event<'_> {
 fn event_id() -> Result<String> {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).map_err(|e| StoreError::other(e.to_string()))?;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("evt-{hex}"))
+    Ok(format!("evt-{}", keyward_core::hex::encode(&b)))
 }
 
 /// Queue `event` inside the caller's transaction (the one that stores the step); its id.

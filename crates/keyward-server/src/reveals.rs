@@ -74,8 +74,7 @@ fn event<'a>(
 fn request_id() -> Result<String, FlowError> {
     let mut b = [0u8; 12];
     getrandom::fill(&mut b).map_err(|e| StoreError::other(e.to_string()))?;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!("req-{hex}"))
+    Ok(format!("req-{}", keyward_core::hex::encode(&b)))
 }
 
 /// Whether `id` could be a request id (so it may be looked up and echoed).

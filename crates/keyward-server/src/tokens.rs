@@ -140,7 +140,7 @@ async fn create(store: &Store, count: u32, lifetime: Duration, who: &str) -> Res
     for _ in 0..count {
         let mut raw = [0u8; 24];
         getrandom::fill(&mut raw).map_err(|e| e.to_string())?;
-        tokens.push(raw.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        tokens.push(keyward_core::hex::encode(&raw));
     }
     let hashes: Vec<String> = tokens.iter().map(|t| token_hash(t)).collect();
     let record = AuditRecord {

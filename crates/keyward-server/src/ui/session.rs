@@ -12,7 +12,6 @@ use axum::http::header::{COOKIE, HOST, ORIGIN, REFERER};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use base64::Engine;
-use sha2::Digest;
 
 use super::{db, UiError};
 use crate::app_state::AppState;
@@ -43,10 +42,7 @@ pub fn token_ok(t: &str) -> bool {
 
 /// What the database keeps of a session id: hex SHA-256.
 pub fn hash_token(token: &str) -> String {
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    keyward_core::hex::sha256(token.as_bytes())
 }
 
 /// Equal, in time that depends on the lengths only.
