@@ -136,3 +136,86 @@ fn the_agent_cannot_eat_the_change_reserve_with_forged_commands() {
         stderr(&out)
     );
 }
+
+const CASE_SCRIPT: &str = r#"
+source "$DIRENV"
+trap 'kill "$(cat "$T/helper.pid" 2>/dev/null)" 2>/dev/null || true; dir_stop' EXIT
+DIR_SSSD_EXTRA='case_sensitive = false' dir_start
+# The helper's check: the directory decides. A login service: pam_sss, then keyward's capture.
+printf 'auth required pam_sss.so\naccount required pam_permit.so\n' > /etc/pam.d/keyward
+printf 'auth [success=1 default=ignore] pam_sss.so forward_pass\nauth requisite pam_deny.so\nauth required pam_permit.so\nauth optional %s socket=%s\naccount required pam_permit.so\n' \
+  "$SO" "$T/run/helper.sock" > /etc/pam.d/kwlogin
+printf 'auth required pam_sss.so\naccount required pam_permit.so\n' > /etc/pam.d/kwprobe
+start_helper
+trap 'kill "$(cat "$T/helper.pid")" 2>/dev/null || true; dir_stop' EXIT
+printf '%s\n' "$INSTALL_PASS" | kw bootstrap data --passphrase-stdin > /dev/null
+getent passwd DAVE > getent-DAVE.out || true
+# sssd's PAM responder answers a moment after its NSS one.
+probe() { printf '%s\n' "$DIR_PW_dave" | pamtester kwprobe dave authenticate > probe.out 2>&1; }
+dir_wait probe || true
+n=0
+for name in dave DAVE Dave dAve daVe davE; do
+  printf '%s\n' "$DIR_PW_dave" | pamtester kwlogin "$name" authenticate >> logins.out 2>&1 && n=$((n + 1))
+done
+echo "$n" > logins-ok.out
+# Let the helper's jobs finish (each checks the password with the directory first).
+for _ in $(seq 100); do grep -q '"op":"login-capture"' log/audit.jsonl && break; sleep 0.1; done
+sleep 5
+kw status data --json > status.json
+"#;
+
+/// A directory whose names are case-insensitive (sssd's `case_sensitive = false`, the usual
+/// setting for Active Directory) takes `DAVE`, `Dave` and `dave` as one account, and PAM hands
+/// keyward the name as typed at the login prompt, while the helper matches an existing right by
+/// the exact name. Were every spelling a holder of its own, a directory user could fill the
+/// volume's 32 keyslots by logging in under spellings of their own name (then no one else is
+/// granted a right and no recovery key can be rotated). The attack fails: a user name keyward
+/// takes is lower case, so only `dave` is captured (seen failing, six slots for one uid, with
+/// upper case allowed in `UserName::parse`).
+#[test]
+fn one_account_under_many_spellings_holds_one_slot() {
+    let inst = Instance::prepare();
+    let cfg = std::fs::read_to_string(&inst.config)
+        .unwrap()
+        .replace("uid_min = 1\n", "");
+    std::fs::write(&inst.config, cfg).unwrap();
+    set_policy(&inst, "managed_group = \"kwdir\"");
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = namespace_script(&inst, &format!("{SHELL_PRELUDE}{CASE_SCRIPT}"))
+        .env("DIRENV", manifest.join("tests/directory/env.sh"))
+        .output()
+        .unwrap();
+    let read = |f: &str| script_output(&inst, f);
+    assert!(
+        out.status.success(),
+        "script: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        script_context(&inst)
+    );
+    // The control: the directory does take every spelling.
+    assert!(
+        read("getent-DAVE.out").starts_with("dave:"),
+        "sssd folds case: {}",
+        read("getent-DAVE.out")
+    );
+    assert_eq!(
+        read("logins-ok.out"),
+        "6",
+        "{}\nprobe: {}",
+        read("logins.out"),
+        read("probe.out")
+    );
+    let status: serde_json::Value = serde_json::from_str(&read("status.json")).unwrap();
+    let users: Vec<&serde_json::Value> = status["volumes"][0]["holders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|h| h["role"] == "user")
+        .collect();
+    assert_eq!(
+        users.len(),
+        1,
+        "one account, one slot: {users:?}\n{}",
+        script_context(&inst)
+    );
+}
