@@ -11,8 +11,8 @@
 //! with the cache expired; a member removed from the group loses the slot at `verify` once the
 //! directory says so, and so does a user deleted from the directory; a failed lookup (sssd
 //! down) revokes nothing; the helper's own PAM check never captures itself, answers one hidden
-//! prompt only, and one that hangs is killed at its deadline without holding up the login or
-//! the helper; the audit chain holds.
+//! prompt only (a second hidden prompt or a visible one fails it), and one that hangs is killed
+//! at its deadline without holding up the login or the helper; the audit chain holds.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -142,6 +142,21 @@ more_refusals() { [ "$(refusals)" -gt "$before" ]; }
 wait_until more_refusals && echo yes > two-prompts-refused.ok
 s=$(slot_of erin); if opens "$s" 'Two prompts 6Kr'; then echo yes > two-prompts-opens.out; fi
 if opens "$s" 'One prompt 5Jq'; then echo yes > one-prompt-kept.ok; fi
+# 5d. A visible (echo-on) prompt — a user name, or a code shown as typed — is refused as well.
+# pam_one_prompt asks one question and accepts any answer: asked hidden, the check passes (the
+# control: erin's slot follows); asked visible, the conversation refuses it and the password
+# gets no right.
+cc -shared -fPIC -o "$T/pam_one_prompt.so" "$ONE_PROMPT_C" -lpam
+printf 'auth required %s\naccount required pam_permit.so\n' "$T/pam_one_prompt.so" > /etc/pam.d/keyward
+printf '%s\n' 'Hidden prompt 7Lm' | pamtester kwmisplaced erin authenticate > hidden-prompt.out 2>&1 || true
+wait_until user_slot_opens erin 'Hidden prompt 7Lm' && echo yes > hidden-prompt.ok
+before=$(refusals)
+printf 'auth required %s visible\naccount required pam_permit.so\n' "$T/pam_one_prompt.so" > /etc/pam.d/keyward
+printf '%s\n' 'Visible prompt 8Mn' | pamtester kwmisplaced erin authenticate > visible-prompt.out 2>&1 || true
+wait_until more_refusals && echo yes > visible-prompt-refused.ok
+grep '"user":"erin"' log/audit.jsonl | grep 'refused the password' | tail -n 1 > visible-prompt-refusal.out || true
+s=$(slot_of erin); if opens "$s" 'Visible prompt 8Mn'; then echo yes > visible-prompt-opens.out; fi
+if opens "$s" 'Hidden prompt 7Lm'; then echo yes > hidden-prompt-kept.ok; fi
 cp keyward-pam.saved /etc/pam.d/keyward
 
 # 6. The directory goes away: a cached login works at once, nothing is revoked, even with
@@ -203,6 +218,10 @@ fn directory_users_get_and_keep_unlock_rights() {
     let out = namespace_script(&inst, &format!("{SHELL_PRELUDE}{SCRIPT}"))
         .env("DIST", &dist)
         .env("DIRENV", manifest.join("tests/directory/env.sh"))
+        .env(
+            "ONE_PROMPT_C",
+            manifest.join("tests/directory/pam_one_prompt.c"),
+        )
         .output()
         .unwrap();
     eprintln!(
@@ -262,6 +281,31 @@ fn directory_users_get_and_keep_unlock_rights() {
         "a second prompt gave a right"
     );
     assert_eq!(read("one-prompt-kept.ok"), "yes", "{}", ctx());
+    // A visible (echo-on) prompt refused by the conversation; the same module asking hidden
+    // decides.
+    assert_eq!(
+        read("hidden-prompt.ok"),
+        "yes",
+        "a one-hidden-prompt module decides: {}",
+        ctx()
+    );
+    assert_eq!(
+        read("visible-prompt-refused.ok"),
+        "yes",
+        "a stack that asks a visible prompt fails the check: {}",
+        ctx()
+    );
+    let refusal = read("visible-prompt-refusal.out");
+    assert!(
+        refusal.contains("Conversation error"),
+        "the refusal names the conversation: {refusal}"
+    );
+    assert_eq!(
+        read("visible-prompt-opens.out"),
+        "",
+        "a visible prompt gave a right"
+    );
+    assert_eq!(read("hidden-prompt-kept.ok"), "yes", "{}", ctx());
     // A hung PAM check: killed at its deadline, no right; the login and the helper go on.
     assert!(
         !read("hung-refused.out").is_empty(),

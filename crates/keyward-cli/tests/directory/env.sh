@@ -308,6 +308,7 @@ offline_timeout = 2
 offline_timeout_max = 4
 offline_timeout_random_offset = 0
 debug_level = 2
+${DIR_SSSD_EXTRA:-}
 EOF
   chown root:root /etc/sssd/sssd.conf
   chmod 600 /etc/sssd/sssd.conf
