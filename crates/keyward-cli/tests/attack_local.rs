@@ -98,15 +98,8 @@ fn the_agent_cannot_eat_the_change_reserve_with_forged_commands() {
     let log_dir = log_dir_on_tmpfs(&mut inst, "2m");
     let inst = inst.start();
     inst.bootstrap();
-    let fill = log_dir.join("fill");
     // Leave 1 MiB + 96 KiB free: above the reserve, so changes are allowed.
-    in_helper_ns(
-        &inst,
-        &format!(
-            "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -1120K {0}",
-            fill.display()
-        ),
-    );
+    fill_log_dir_leaving(&inst, &log_dir, "1120K");
     let out = inst.keyward(&["service", "rotate", "data"], b"");
     assert_eq!(code(&out), Some(0), "room for a change: {}", stderr(&out));
 

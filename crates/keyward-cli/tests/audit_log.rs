@@ -196,15 +196,8 @@ fn a_change_that_cannot_be_recorded_is_refused() {
     let log_dir = log_dir_on_tmpfs(&mut inst, "2m");
     let inst = inst.start();
     inst.bootstrap();
-    let fill = log_dir.join("fill");
     // Fill the tmpfs, then give back 256 KiB: room for records, less than keyward keeps.
-    in_helper_ns(
-        &inst,
-        &format!(
-            "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -256K {0}",
-            fill.display()
-        ),
-    );
+    fill_log_dir_leaving(&inst, &log_dir, "256K");
     let service_slot = |inst: &Instance| {
         let out = inst.keyward(&["status", "data", "--json"], b"");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -248,7 +241,7 @@ fn a_change_that_cannot_be_recorded_is_refused() {
     let verified = ns_keyward(&["audit", "--verify"]);
     assert_eq!(code(&verified), Some(0), "{}", stderr(&verified));
 
-    in_helper_ns(&inst, &format!("rm {}", fill.display()));
+    in_helper_ns(&inst, &format!("rm {}", log_dir.join("fill").display()));
     let out = inst.keyward(&["service", "rotate", "data"], b"");
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert_ne!(service_slot(&inst), before.0);

@@ -543,6 +543,19 @@ pub fn log_dir_on_tmpfs(inst: &mut Instance, size: &str) -> PathBuf {
     log_dir
 }
 
+/// Fill the log directory's tmpfs ([`log_dir_on_tmpfs`]), in the helper's mount namespace,
+/// until only `free` (a `truncate` size such as `1120K`) is left.
+pub fn fill_log_dir_leaving(inst: &Instance, log_dir: &Path, free: &str) {
+    let fill = log_dir.join("fill");
+    in_helper_ns(
+        inst,
+        &format!(
+            "dd if=/dev/zero of={0} bs=64k 2>/dev/null; truncate -s -{free} {0}",
+            fill.display()
+        ),
+    );
+}
+
 /// Run `sh -c SCRIPT` in the running helper's mount namespace (where a tmpfs of its own is).
 pub fn in_helper_ns(inst: &Instance, script: &str) {
     let out = Command::new("nsenter")
