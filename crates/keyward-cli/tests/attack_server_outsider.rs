@@ -193,3 +193,24 @@ fn a_locked_out_address_costs_the_server_no_hashing() {
         "15 refused sign-ins cost the server {refused} ticks of CPU, 5 failed ones {failing}"
     );
 }
+
+/// The request counters were keyed by the method as sent, and HTTP lets a client make up
+/// methods, so an outsider with no credentials sending `KWX0`, `KWX1`, … grew the server's
+/// memory and `/metrics` by one series a request, without bound. Now a made-up method is
+/// counted as `OTHER`.
+#[test]
+fn made_up_methods_do_not_grow_the_request_counters() {
+    let inst = Instance::prepare();
+    let srv = Server::start(&inst);
+    for n in 0..40 {
+        let (status, _) = http::http(&srv.addr, &format!("KWX{n}"), "/metrics", &[], b"");
+        assert!((400..500).contains(&status), "KWX{n}: {status}");
+    }
+    let (status, m) = http::http(&srv.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(status, 200, "{m}");
+    assert!(!m.contains("KWX"), "a made-up method became a series:\n{m}");
+    assert!(
+        m.contains("OTHER"),
+        "made-up methods were not counted:\n{m}"
+    );
+}

@@ -14,13 +14,30 @@ use axum::response::{IntoResponse, Response};
 use super::authorized;
 use crate::app_state::AppState;
 
+/// The label of a request's method: one of the standard methods, or `OTHER`, so an outsider
+/// sending made-up methods (`X1`, `X2`, …) cannot grow the counters without bound.
+fn method_label(m: &axum::http::Method) -> &'static str {
+    match m.as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "OTHER",
+    }
+}
+
 /// Count and log one request.
 pub async fn track(State(s): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let start = Instant::now();
     let resp = next.run(req).await;
     let secs = start.elapsed().as_secs_f64();
