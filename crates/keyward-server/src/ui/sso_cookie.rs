@@ -64,7 +64,6 @@ impl Drop for UnderWay {
 
 /// Why a callback's cookie signs nobody in.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum Refusal {
     /// Missing, cut, tampered with, or sealed under another key.
     #[error("the state is not the one this browser's sign-in began with: no sign-in cookie this server sealed")]
