@@ -39,6 +39,7 @@ pub mod schedule;
 #[cfg(feature = "seal")]
 pub mod seal;
 pub mod secret;
+pub mod slot_memory;
 pub mod store;
 pub mod token;
 pub mod unlock_cost;

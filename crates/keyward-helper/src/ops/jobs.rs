@@ -7,8 +7,8 @@
 //! Token (macOS authenticates the password itself).
 //!
 //! A login by a user whose slot already works costs no KDF run: the helper remembers, per slot,
-//! a keyed digest of the password that last opened it (`ctx::Jobs`, in memory only, keyed by a
-//! secret drawn at start, so nothing on disk or in a core dump helps an attacker).
+//! a keyed digest of the password that last opened it (`keyward_core::slot_memory`, in memory
+//! only, keyed by a secret drawn at start, so nothing on disk or in a core dump helps an attacker).
 
 use std::sync::Arc;
 
@@ -206,11 +206,11 @@ fn on_volume(
             _ => None,
         });
         if let Some(slot) = mine {
-            if ctx.jobs.recently_verified(&v.name, slot, password) {
+            if lock(&ctx.jobs.opened).opened_last(&v.name, slot, password) {
                 return Ok(format!("slot {slot} works (verified earlier)"));
             }
             if vault.opens(slot, password)? {
-                ctx.jobs.remember(&v.name, slot, password);
+                lock(&ctx.jobs.opened).remember(&v.name, slot, password);
                 return Ok(format!("slot {slot} works"));
             }
         }
@@ -233,14 +233,15 @@ fn on_volume(
                     .map_err(|e| OpError::Failed(format!("audit log: {e}")))?;
                 let new = vault.rekey(old, &service, password)?;
                 failpoint("login.rekeyed");
-                ctx.jobs.forget(&v.name, old);
-                ctx.jobs.remember(&v.name, new, password);
+                let mut opened = lock(&ctx.jobs.opened);
+                opened.forget(&v.name, old);
+                opened.remember(&v.name, new, password);
                 Ok(format!("rekeyed slot {old} to slot {new}"))
             }
             None => {
                 let req = GrantRequest::user(user.clone(), uid);
                 let new = vault.grant(&req, &service, password)?;
-                ctx.jobs.remember(&v.name, new, password);
+                lock(&ctx.jobs.opened).remember(&v.name, new, password);
                 Ok(format!("granted slot {new}"))
             }
         }
