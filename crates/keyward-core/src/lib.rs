@@ -31,6 +31,7 @@ pub mod json_view;
 pub mod kdf;
 pub mod kdf_floor;
 pub mod login;
+pub mod login_queue;
 pub mod model;
 pub mod orderings;
 pub mod policy;

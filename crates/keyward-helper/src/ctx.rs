@@ -3,13 +3,13 @@
 //! (`keyward_core::slot_memory`). Data and its locks only; what a job does is `ops::jobs`, what
 //! a connection does is `server`.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use keyward_core::audit::Fold;
 use keyward_core::config::Config;
+use keyward_core::login_queue::LoginQueue;
 use keyward_core::slot_memory::SlotMemory;
-use keyward_core::{Secret, Uid, UserName};
+use keyward_core::Uid;
 use keyward_sys::audit_file::AuditLog;
 
 /// What every connection shares.
@@ -27,39 +27,16 @@ pub struct Ctx {
     pub jobs: Jobs,
 }
 
-/// One PAM event.
-#[derive(Debug)]
-pub enum Job {
-    /// A login with this password.
-    Login(Secret),
-    /// A password change to `new`.
-    Change {
-        /// The new password.
-        new: Secret,
-    },
-}
-
 /// Who handed the event over (the PAM module's process), for the audit record. The request
 /// itself is not audited on arrival: the job writes one record with its outcome, so a login
 /// costs the PAM stack no fsync.
 pub type Caller = keyward_sys::peer::Peer;
 
-/// A user's queue: at most one event waiting behind the running one.
-#[derive(Debug, Default)]
-pub struct Pending {
-    /// A worker runs for this user.
-    pub running: bool,
-    /// The next event.
-    pub next: Option<(Job, Option<Caller>)>,
-    /// Events folded into `next` since the last record.
-    pub folded: u32,
-}
-
 /// The queue and the verification memory.
 #[derive(Debug)]
 pub struct Jobs {
     /// Per user.
-    pub queue: Mutex<HashMap<UserName, Pending>>,
+    pub queue: Mutex<LoginQueue<Caller>>,
     /// Which password last opened which slot (keyed digests, memory only).
     pub opened: Mutex<SlotMemory>,
 }

@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use keyward_core::ipc::{Reply, Request};
+use keyward_core::login_queue::Event;
 
-use crate::ctx::{Caller, Ctx, Job};
+use crate::ctx::{Caller, Ctx};
 use crate::error::OpError;
 use crate::ops::{self, commands, configured, jobs, on_volume, recovery, volumes};
 use crate::policy_override;
@@ -59,20 +60,13 @@ pub fn run(ctx: &Arc<Ctx>, request: Request, caller: Caller) -> Result<Reply, Op
             recovery::escrow_commit(c, configured(c, &volume)?, &receipt)
         }
         Request::LoginCapture { user, password } => {
-            jobs::submit(ctx, user, Job::Login(password.into_secret()), caller);
+            jobs::submit(ctx, user, Event::Login(password.into_secret()), caller);
             Ok(Reply::Queued)
         }
         Request::PasswordChange { user, new, old } => {
             // The old password is not needed: the service secret opens the way. Drop it now.
             drop(old);
-            jobs::submit(
-                ctx,
-                user,
-                Job::Change {
-                    new: new.into_secret(),
-                },
-                caller,
-            );
+            jobs::submit(ctx, user, Event::Change(new.into_secret()), caller);
             Ok(Reply::Queued)
         }
         Request::Command { signed } => commands::run(c, &signed),

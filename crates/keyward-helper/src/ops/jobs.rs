@@ -1,6 +1,7 @@
 //! Captured logins and password changes (pam_keyward.so; on a Mac, the authorization plugin),
 //! handled off the request path: the helper answers the caller at once and a worker thread per
-//! user does the work — one job per user at a time, later events folding into the pending one.
+//! user does the work — one job per user at a time, later events folding into the pending one
+//! (`keyward_core::login_queue`).
 //! On a volume whose rights are granted through the service secret (LUKS2) a login grants a
 //! missing right or heals one the password no longer opens, and a password change moves the
 //! user's right to the new password; on a Mac, the vault's own login grants or revokes a Secure
@@ -14,34 +15,22 @@ use std::sync::Arc;
 
 use keyward_core::config::Volume;
 use keyward_core::login::{self, VolumeLogin};
+use keyward_core::login_queue::Event;
 use keyward_core::store::GrantRequest;
 use keyward_core::{HolderRole, Secret, Uid, UserName};
 
 use crate::accounts::{self, Standing};
 use crate::audit;
-use crate::ctx::{lock, Caller, Ctx, Job};
+use crate::ctx::{lock, Caller, Ctx};
 use crate::error::OpError;
 use crate::failpoint::failpoint;
 use crate::vault::{self, with_vault};
 
-/// Queue a job for `user`, starting a worker if none runs for them.
-pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job, caller: Caller) {
-    let mut queue = lock(&ctx.jobs.queue);
-    let entry = queue.entry(user.clone()).or_default();
-    // A pending password change is not displaced by a login; otherwise the newest event wins.
-    let keep_change =
-        matches!(entry.next, Some((Job::Change { .. }, _))) && matches!(job, Job::Login(_));
-    if entry.next.is_some() {
-        entry.folded += 1;
-    }
-    if !keep_change {
-        entry.next = Some((job, Some(caller)));
-    }
-    if entry.running {
+/// Queue `event` for `user`, starting a worker if none runs for them.
+pub fn submit(ctx: &Arc<Ctx>, user: UserName, event: Event, caller: Caller) {
+    if !lock(&ctx.jobs.queue).submit(&user, event, caller) {
         return;
     }
-    entry.running = true;
-    drop(queue);
     let ctx = Arc::clone(ctx);
     let spawned = std::thread::Builder::new()
         .name("job".into())
@@ -52,28 +41,19 @@ pub fn submit(ctx: &Arc<Ctx>, user: UserName, job: Job, caller: Caller) {
 }
 
 fn work(ctx: &Arc<Ctx>, user: &UserName) {
+    // The lock is held only to take the next event (a `let`, not a `while let` scrutinee).
     loop {
-        let (job, caller, folded) = {
-            let mut queue = lock(&ctx.jobs.queue);
-            let Some(pending) = queue.get_mut(user) else {
-                return;
-            };
-            match pending.next.take() {
-                Some((j, c)) => (j, c, std::mem::take(&mut pending.folded)),
-                None => {
-                    queue.remove(user);
-                    return;
-                }
-            }
+        let Some((event, caller, folded)) = lock(&ctx.jobs.queue).next(user) else {
+            return;
         };
-        let (op, result) = match job {
-            Job::Login(password) => ("login-capture", login(ctx, user, &password, false)),
-            Job::Change { new } => ("password-change", login(ctx, user, &new, true)),
+        let (op, result) = match event {
+            Event::Login(password) => ("login-capture", login(ctx, user, &password, false)),
+            Event::Change(new) => ("password-change", login(ctx, user, &new, true)),
         };
         let who = audit::Who {
             caller: "admin",
-            uid: caller.map_or(0, |c| c.uid.get()),
-            pid: caller.map_or(0, |c| c.pid),
+            uid: caller.uid.get(),
+            pid: caller.pid,
         };
         let result = login::job_result(result, folded);
         let record = audit::record(who, op, None, Some(user.as_str()), &result, None);
