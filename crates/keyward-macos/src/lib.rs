@@ -25,6 +25,7 @@ pub mod inventory;
 pub mod keychain;
 #[cfg(target_os = "macos")]
 pub mod keychain_macos;
+pub mod login_capture;
 pub mod login_right;
 pub mod names;
 pub mod parse;
