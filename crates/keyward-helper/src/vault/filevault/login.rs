@@ -77,7 +77,9 @@ pub(crate) fn login_on(
             match s.login_password_sync(&name, password) {
                 Ok(sync) => {
                     let out = sync == PasswordSync::FileVaultOnOldPassword;
-                    out_of_step::note(c, v.name.as_str(), user.as_str(), out)?;
+                    out_of_step(c)
+                        .note(v.name.as_str(), user.as_str(), out)
+                        .map_err(mac_failure)?;
                     if out {
                         VolumeLogin::Done(format!("{why}; but {sync}"))
                     } else {

@@ -8,7 +8,6 @@
 //! seams ([`seams`]) are keyward-macos's simulated Mac.
 
 mod login;
-mod out_of_step;
 mod recovery;
 mod seams;
 #[cfg(all(not(target_os = "macos"), feature = "simulated-mac"))]
@@ -25,6 +24,7 @@ use keyward_core::ipc::VolumeReport;
 use keyward_core::StoreError;
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::{ShortName, VolumeOperand};
+use keyward_macos::out_of_step::OutOfStep;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
 use super::{ServiceStanding, Vault};
@@ -44,6 +44,11 @@ pub struct MacVault<'c, 's, 'm> {
 /// keyward's record of the rights it manages on this Mac (root-only state, 0600).
 fn registry_path(c: &Config) -> std::path::PathBuf {
     c.state_dir.join("macos-registry.json")
+}
+
+/// The users whose last login found FileVault on an old password (root-only state, 0600).
+fn out_of_step(c: &Config) -> OutOfStep {
+    OutOfStep::new(&c.state_dir, crate::service_secret::state_owner(c).0)
 }
 
 /// Run `f` on the Mac's store; one operation at a time (the helper is the registry's only

@@ -2,7 +2,7 @@
 //! verify, bootstrap, grant, revoke (refused: macOS needs the holder's own password), uninstall
 //! and the service rotation (repair refused, with the way out).
 
-use keyward_core::ipc::{FindingReport, VerifyReport};
+use keyward_core::ipc::VerifyReport;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{
@@ -10,11 +10,10 @@ use keyward_core::{
 };
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
-use keyward_macos::password_sync::PasswordSync;
 use keyward_macos::service::generate_service_password;
 use keyward_macos::MacError;
 
-use super::{mac_failure, recovery, standing, MacVault};
+use super::{mac_failure, out_of_step, recovery, standing, MacVault};
 use crate::error::OpError;
 use crate::vault::{ServiceStanding, Vault};
 
@@ -211,39 +210,9 @@ impl Vault for MacVault<'_, '_, '_> {
             violations: self.s.report(name.as_str()).violations,
             // The KDF floor is LUKS2's (macOS derives FileVault's keys itself); what a Mac can
             // be found with is a user whose last login showed FileVault on an old password.
-            findings: self.out_of_step_findings(),
+            findings: self
+                .s
+                .old_password_findings(&out_of_step(self.c), name.as_str()),
         }
-    }
-}
-
-impl MacVault<'_, '_, '_> {
-    /// One `filevault-old-password` finding per token holder whose last login found FileVault
-    /// on an old password (`out_of_step`), with the token's slot; a record that cannot be read
-    /// is a finding too, not silence.
-    fn out_of_step_findings(&mut self) -> Vec<FindingReport> {
-        let finding = |user: Option<String>, slot: u32, detail: String| {
-            let kind = keyward_macos::password_sync::FINDING;
-            FindingReport::about(kind, slot, "user", user, "secure-token", detail)
-        };
-        let users = match super::out_of_step::users(self.c, self.v.name.as_str()) {
-            Ok(u) => u,
-            Err(e) => return vec![finding(None, 0, e.to_string())],
-        };
-        let view = self.s.view().ok().map(|(_, view)| view);
-        // A user who no longer holds a token has no FileVault password to be behind.
-        users
-            .into_iter()
-            .filter_map(|user| {
-                let slot = ShortName::parse(&user)
-                    .ok()
-                    .and_then(|n| view.as_ref().and_then(|v| v.slot_of(&n)))?;
-                let detail = PasswordSync::FileVaultOnOldPassword.to_string();
-                Some(finding(
-                    Some(user),
-                    slot.get(),
-                    format!("at their last login, {detail}"),
-                ))
-            })
-            .collect()
     }
 }
