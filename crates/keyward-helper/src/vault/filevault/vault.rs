@@ -193,7 +193,7 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
-        recovery::abort(self.s)
+        self.s.abandon_pending().map_err(mac_failure)
     }
 
     /// Does the keychain's service password still unlock the volume?
