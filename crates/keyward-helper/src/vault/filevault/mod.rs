@@ -22,9 +22,9 @@ pub(crate) use login::login;
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::VolumeReport;
 use keyward_core::StoreError;
-use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::{ShortName, VolumeOperand};
 use keyward_macos::out_of_step::OutOfStep;
+use keyward_macos::service::ServiceStanding as MacStanding;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
 use super::{ServiceStanding, Vault};
@@ -110,30 +110,12 @@ pub(crate) fn mac_failure(e: MacError) -> OpError {
     OpError::Store(StoreError::from(e)).reworded(|_| message)
 }
 
-/// Finish whatever a crash interrupted (reconcile, a half-done password rotation), then say
-/// where the service account stands.
+/// Finish whatever a crash interrupted, then say where the service account stands
+/// (keyward-macos's ordering, in the helper's terms).
 pub(crate) fn standing(s: &mut Store<'_>) -> Result<ServiceStanding, OpError> {
-    s.reconcile_now().map_err(mac_failure)?;
-    match s.settle_service_password() {
-        // No token yet and no password stored: nothing to settle.
-        Ok(_) | Err(MacError::NoServicePassword) => {}
-        Err(e) => return Err(mac_failure(e)),
-    }
-    let service = s.config().service_user.clone();
-    let (_, view) = s.view().map_err(mac_failure)?;
-    let Some(slot) = view.slot_of(&service) else {
-        return Ok(ServiceStanding::Missing);
-    };
-    let Some(password) = s
-        .keychain_mut()
-        .read(KeychainItem::ServiceCurrent)
-        .map_err(mac_failure)?
-    else {
-        return Ok(ServiceStanding::Drift(slot));
-    };
-    if s.verify_in(&view, slot, &password).map_err(mac_failure)? {
-        Ok(ServiceStanding::Working(slot, password))
-    } else {
-        Ok(ServiceStanding::Drift(slot))
-    }
+    Ok(match s.service_standing().map_err(mac_failure)? {
+        MacStanding::Missing => ServiceStanding::Missing,
+        MacStanding::Drift(slot) => ServiceStanding::Drift(slot),
+        MacStanding::Working(slot, password) => ServiceStanding::Working(slot, password),
+    })
 }

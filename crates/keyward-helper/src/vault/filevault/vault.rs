@@ -117,11 +117,8 @@ impl Vault for MacVault<'_, '_, '_> {
     fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError> {
         let name = short_name(user)?;
         self.s
-            .read_account(&name)
+            .local_uid(&name)
             .map_err(mac_failure)?
-            .and_then(|a| a.unique_id)
-            .and_then(|u| u32::try_from(u.get()).ok())
-            .and_then(|u| Uid::new(u).ok())
             .ok_or_else(|| OpError::Usage(format!("no such user: {user}")))
     }
 
