@@ -301,15 +301,24 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
         Ok(())
     }
 
-    /// Would [`Self::delete_service_account`] be allowed? The service account's slot, if it
-    /// holds a token, and whether another committed holder or an escrowed recovery key remains.
-    pub fn service_account_removable(&mut self) -> Result<(Option<SlotId>, bool), MacError> {
+    /// Uninstall on a Mac: delete the service account (its token's slot, if it holds one),
+    /// refused — a `dry_run` too — unless another committed token holder or an escrowed
+    /// recovery key remains. Users keep their own tokens (macOS would need each user's
+    /// password). Without a token there is nothing of keyward's to delete.
+    pub fn release_service_account(&mut self, dry_run: bool) -> Result<Option<SlotId>, MacError> {
         let name = self.config.service_user.clone();
         let (reg, view) = self.view()?;
-        Ok((
-            view.slot_of(&name),
-            Self::another_way_in(&reg, &view, &name),
-        ))
+        let Some(slot) = view.slot_of(&name) else {
+            return Ok(None);
+        };
+        if !Self::another_way_in(&reg, &view, &name) {
+            return Err(MacError::WouldStrand);
+        }
+        if !dry_run {
+            // It reconciles and checks again before it deletes anything.
+            self.delete_service_account()?;
+        }
+        Ok(Some(slot))
     }
 
     fn another_way_in(reg: &crate::registry::Registry, view: &View, service: &ShortName) -> bool {

@@ -11,7 +11,6 @@ use keyward_core::{
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
-use keyward_macos::MacError;
 
 use super::{mac_failure, out_of_step, recovery, standing, MacVault};
 use crate::error::OpError;
@@ -156,19 +155,11 @@ impl Vault for MacVault<'_, '_, '_> {
         OpError::Failed(format!("{user} holds no keyward right on {}", self.v.name))
     }
 
-    /// Delete the service account, only while another token holder or an escrowed recovery
-    /// key remains. Users keep their own tokens (macOS would need each user's password).
+    /// Delete the service account, only while another way in remains
+    /// (keyward-macos's `release_service_account`).
     fn release(&mut self, dry_run: bool) -> Result<Vec<u32>, OpError> {
-        // delete_service_account reconciles and checks again before it deletes anything.
-        let (slot, allowed) = self.s.service_account_removable().map_err(mac_failure)?;
-        let slots: Vec<u32> = slot.iter().map(|s| s.get()).collect();
-        if !allowed && slot.is_some() {
-            return Err(mac_failure(MacError::WouldStrand));
-        }
-        if !dry_run && slot.is_some() {
-            self.s.delete_service_account().map_err(mac_failure)?;
-        }
-        Ok(slots)
+        let slot = self.s.release_service_account(dry_run);
+        Ok(slot.map_err(mac_failure)?.iter().map(|s| s.get()).collect())
     }
 
     fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
