@@ -5,7 +5,9 @@
 //! atomically, `{"VOLUME":["USER",…]}`) and `keyward verify`, which has no password, reports it
 //! as a `filevault-old-password` finding until a later login finds the two in step again.
 //!
-//! The file is opened through keyward-sys's checked opening: the caller says who must own it.
+//! [`FileVaultStore::note_login_sync`] writes it at a login, [`FileVaultStore::old_password_findings`]
+//! reads it for `verify`. The file is opened through keyward-sys's checked opening: the caller
+//! says who must own it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -80,6 +82,36 @@ impl OutOfStep {
 }
 
 impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
+    /// A token holder macOS just let in as `name` with `password`: does the password also
+    /// unlock FileVault, or did a reset leave FileVault on the old one? What it finds goes in
+    /// `record` (for `volume`), and `why` — the login's record so far — comes back with it
+    /// added. A check that cannot be made is said there too, and the record is left alone; a
+    /// record that cannot be written is the error.
+    pub fn note_login_sync(
+        &mut self,
+        record: &OutOfStep,
+        volume: &str,
+        name: &ShortName,
+        password: &keyward_core::Secret,
+        why: String,
+    ) -> Result<String, MacError> {
+        let sync = match self.login_password_sync(name, password) {
+            Ok(sync) => sync,
+            Err(e) => {
+                return Ok(format!(
+                    "{why}; FileVault's password could not be checked: {e}"
+                ))
+            }
+        };
+        let out = sync == PasswordSync::FileVaultOnOldPassword;
+        record.note(volume, name.as_str(), out)?;
+        Ok(if out {
+            format!("{why}; but {sync}")
+        } else {
+            why
+        })
+    }
+
     /// `keyward verify`'s findings for `volume`: one `filevault-old-password` finding per
     /// token holder whose last login found FileVault on an old password, with the token's slot.
     /// A user who no longer holds a token has no FileVault password to be behind; a record

@@ -10,7 +10,6 @@ use keyward_core::config::{Config, Volume};
 use keyward_core::{Secret, UserName};
 use keyward_macos::login_capture::{decide, holding, Action, Holding};
 use keyward_macos::names::ShortName;
-use keyward_macos::password_sync::PasswordSync;
 
 use keyward_core::store::GrantRequest;
 
@@ -18,10 +17,6 @@ use super::{mac_failure, out_of_step, with_store, MacVault, Store};
 use crate::accounts::{self, Standing};
 use crate::error::OpError;
 use crate::vault::{Vault, VolumeLogin};
-
-fn message(e: OpError) -> String {
-    e.to_string()
-}
 
 /// `user` logged in on the Mac with `password`; `standing` is theirs now (by name). A PAM
 /// password change does nothing here: macOS moves a token to a new password itself when the
@@ -37,7 +32,7 @@ pub(crate) fn login(
     if after_change {
         return Ok(VolumeLogin::Skipped);
     }
-    with_store(c, v, |s| login_on(c, v, s, user, standing, password)).map_err(message)
+    with_store(c, v, |s| login_on(c, v, s, user, standing, password)).map_err(|e| e.to_string())
 }
 
 /// [`login`] on an open store.
@@ -71,25 +66,10 @@ pub(crate) fn login_on(
             VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
         }
         Action::Keep(why) if matches!(standing, Standing::Managed(_)) => {
-            // A token holder macOS just let in: does the password it accepted also unlock
-            // FileVault, or did a reset leave FileVault on the old one?
-            // (A check that cannot be made is said in the record; the login stands.)
-            match s.login_password_sync(&name, password) {
-                Ok(sync) => {
-                    let out = sync == PasswordSync::FileVaultOnOldPassword;
-                    out_of_step(c)
-                        .note(v.name.as_str(), user.as_str(), out)
-                        .map_err(mac_failure)?;
-                    if out {
-                        VolumeLogin::Done(format!("{why}; but {sync}"))
-                    } else {
-                        VolumeLogin::Done(why)
-                    }
-                }
-                Err(e) => VolumeLogin::Done(format!(
-                    "{why}; FileVault's password could not be checked: {e}"
-                )),
-            }
+            // A token holder macOS just let in: is FileVault on the same password?
+            let record = out_of_step(c);
+            let why = s.note_login_sync(&record, v.name.as_str(), &name, password, why);
+            VolumeLogin::Done(why.map_err(mac_failure)?)
         }
         Action::Keep(why) => VolumeLogin::Done(why),
         Action::Revoke { slot, standing } => {
