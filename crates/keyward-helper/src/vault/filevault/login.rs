@@ -1,17 +1,17 @@
-//! A captured login on a Mac (issue 19): what the user holds and what that makes the login do
-//! are keyward-macos's ([`keyward_macos::login_capture`]); the helper judges the user's standing
-//! (its accounts and policy), carries the action out and records what the login found.
+//! A captured login on a Mac (issue 19): what the user holds, what that makes the login do and
+//! whether FileVault is on the password macOS accepted are keyward-macos's
+//! ([`keyward_macos::login_capture`], `FileVaultStore::note_login_sync`); the helper judges the
+//! user's standing (its accounts and policy) and carries the action out.
 //!
-//! The password is never checked here against anything of the system's: sysadminctl
-//! authenticates it itself for the grant and for the removal, so a wrong one changes nothing and
-//! comes back as the operation's error, which the caller records.
+//! The password is not authenticated here: sysadminctl authenticates it itself for the grant
+//! and for the removal, so a wrong one changes nothing and comes back as the operation's error,
+//! which the caller records.
 
 use keyward_core::config::{Config, Volume};
+use keyward_core::store::GrantRequest;
 use keyward_core::{Secret, UserName};
 use keyward_macos::login_capture::{decide, holding, Action, Holding};
 use keyward_macos::names::ShortName;
-
-use keyward_core::store::GrantRequest;
 
 use super::{mac_failure, out_of_step, with_store, MacVault, Store};
 use crate::accounts::{self, Standing};

@@ -1,8 +1,10 @@
 //! The FileVault vault (`kind = "filevault"` in `keyward.toml`): the [`Vault`] of a Mac, over
-//! keyward-macos's [`FileVaultStore`]. The orderings live in keyward-macos; this module owns
-//! what the helper adds around them — one Mac at a time, the root-only registry file, the
-//! service account's standing, the sealed pending recovery key, and the mapping of the
-//! backend's errors onto the helper's.
+//! keyward-macos's [`FileVaultStore`]. The orderings and the Mac's rules live in keyward-macos
+//! (the service account's standing, a login's decision, the pending recovery key's fate, the
+//! out-of-step record); this module owns what the helper adds around them — one Mac at a
+//! time, where its root-only files are, the sealed pending recovery key, the crash points, the
+//! user's standing by the helper's policy, and the mapping of the backend's errors onto the
+//! helper's.
 //!
 //! Compiled only on macOS, or on Linux with the `simulated-mac` test feature, where the store's
 //! seams ([`seams`]) are keyward-macos's simulated Mac.
