@@ -98,6 +98,10 @@ pub enum MacError {
     /// keyward's record of what it manages could not be read or written.
     #[error("keyward's macOS registry: {0}")]
     Registry(String),
+    /// The record of users out of step with FileVault (`out_of_step`) could not be read or
+    /// written.
+    #[error("filevault-out-of-step.json: {0}")]
+    OutOfStepRecord(String),
     /// The keychain failed.
     #[error("keychain: {0}")]
     Keychain(String),

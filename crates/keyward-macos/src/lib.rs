@@ -25,8 +25,10 @@ pub mod inventory;
 pub mod keychain;
 #[cfg(target_os = "macos")]
 pub mod keychain_macos;
+pub mod login_capture;
 pub mod login_right;
 pub mod names;
+pub mod out_of_step;
 pub mod parse;
 pub mod password_sync;
 #[cfg(any(target_os = "macos", test))]

@@ -13,6 +13,16 @@
 //!
 //! Every account holder keeps working throughout, so I1 holds as long as one committed
 //! account holder (the service account) exists, which the rotation requires.
+//!
+//! A pending key that cannot be escrowed any more is *abandoned*: recorded in force and not
+//! escrowed, since FileVault cannot go back. That is its fate when the caller's copy is lost (a
+//! crash between `changerecovery` and the seal), when the seal itself fails
+//! ([`FileVaultStore::rotate_recovery_kept`]), when the copy is older than the caller's limit or
+//! no longer the key ([`FileVaultStore::settle_pending_recovery`]), and on an abort
+//! ([`FileVaultStore::abandon_pending`]). The caller's copy itself (the helper's sealed file)
+//! is the caller's; these take it, or the sealing, as inputs.
+
+use std::time::{Duration, SystemTime};
 
 use keyward_core::token::GrantedBy;
 use keyward_core::token::KeywardToken;
@@ -37,7 +47,80 @@ pub struct PendingRecovery {
     pub key: Secret,
 }
 
+/// What settling a pending key against the caller's copy found.
+#[derive(Debug)]
+pub enum PendingSettled {
+    /// No key is pending.
+    NonePending,
+    /// The key is pending and the caller's copy is still the key in force.
+    Kept(PendingRecovery),
+    /// The pending key in this slot was given up: in force, not escrowed.
+    Abandoned(SlotId),
+}
+
 impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
+    /// The pending recovery key's slot and when it was made, from keyward's registry.
+    pub fn pending_recovery(&mut self) -> Result<Option<(SlotId, SystemTime)>, MacError> {
+        let reg = self.journal.load()?;
+        Ok(reg
+            .entries
+            .iter()
+            .filter(|e| e.token.role == Role::Recovery && e.token.state == TokenState::Pending)
+            .find_map(|e| e.token.keyslot.map(|slot| (slot, e.token.created))))
+    }
+
+    /// Settle the pending key, if any, against the caller's copy `key`: kept while the copy is
+    /// there, no older than `max_age` and still the key FileVault takes; abandoned otherwise.
+    /// No reconcile here: the operations around it run one, and an interrupted intent is never
+    /// `pending`.
+    pub fn settle_pending_recovery(
+        &mut self,
+        key: Option<Secret>,
+        max_age: Duration,
+    ) -> Result<PendingSettled, MacError> {
+        let Some((slot, created)) = self.pending_recovery()? else {
+            return Ok(PendingSettled::NonePending);
+        };
+        let expired = self
+            .now()
+            .duration_since(created)
+            .is_ok_and(|age| age > max_age);
+        match key {
+            Some(key) if !expired && self.verify_slot(slot, &key)? => {
+                Ok(PendingSettled::Kept(PendingRecovery { slot, key }))
+            }
+            _ => {
+                self.abandon_pending_recovery(slot)?;
+                Ok(PendingSettled::Abandoned(slot))
+            }
+        }
+    }
+
+    /// [`Self::rotate_recovery`], then `keep` the new key (the helper seals it) straight
+    /// after. If keeping fails, the key is in force and known to nobody: it is abandoned, and
+    /// `keep`'s error returned. `mac` says a backend error as the caller's.
+    pub fn rotate_recovery_kept<E>(
+        &mut self,
+        keep: impl FnOnce(&Secret) -> Result<(), E>,
+        mac: impl Fn(MacError) -> E,
+    ) -> Result<PendingRecovery, E> {
+        let p = self.rotate_recovery().map_err(&mac)?;
+        if let Err(e) = keep(&p.key) {
+            self.abandon_pending_recovery(p.slot).map_err(mac)?;
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    /// Give up on the pending key, if there is one (an abort): its slot.
+    pub fn abandon_pending(&mut self) -> Result<Option<SlotId>, MacError> {
+        let pending = self.pending_recovery()?;
+        if let Some((slot, _)) = pending {
+            self.abandon_pending_recovery(slot)?;
+        }
+        Ok(pending.map(|(slot, _)| slot))
+    }
+
     /// Make a new personal recovery key (see the module doc for the ordering).
     pub fn rotate_recovery(&mut self) -> Result<PendingRecovery, MacError> {
         self.reconcile_now()?;

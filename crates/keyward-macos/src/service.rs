@@ -46,7 +46,46 @@ pub enum ServicePassword {
     Dropped,
 }
 
+/// Where the service account stands once what a crash interrupted is finished
+/// ([`FileVaultStore::service_standing`]).
+#[derive(Debug)]
+pub enum ServiceStanding {
+    /// It holds no Secure Token.
+    Missing,
+    /// It holds one (this slot) that the keychain's password does not unlock, or the keychain
+    /// has no password for it.
+    Drift(SlotId),
+    /// It holds one (this slot) that the keychain's password (here) unlocks.
+    Working(SlotId, Secret),
+}
+
 impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
+    /// Finish whatever a crash interrupted (reconcile the registry, settle a half-done password
+    /// rotation), then say where the service account stands: its token's slot, and whether the
+    /// keychain's password unlocks it (`diskutil -verify`).
+    pub fn service_standing(&mut self) -> Result<ServiceStanding, MacError> {
+        self.reconcile_now()?;
+        match self.settle_service_password() {
+            // No password to settle against (none current, and `next` does not unlock the
+            // token): the standing below says so.
+            Ok(_) | Err(MacError::NoServicePassword) => {}
+            Err(e) => return Err(e),
+        }
+        let service = self.config.service_user.clone();
+        let (_, view) = self.view()?;
+        let Some(slot) = view.slot_of(&service) else {
+            return Ok(ServiceStanding::Missing);
+        };
+        let Some(password) = self.keychain.read(KeychainItem::ServiceCurrent)? else {
+            return Ok(ServiceStanding::Drift(slot));
+        };
+        Ok(if self.verify_in(&view, slot, &password)? {
+            ServiceStanding::Working(slot, password)
+        } else {
+            ServiceStanding::Drift(slot)
+        })
+    }
+
     fn write(&mut self, inv: &crate::command::Invocation) -> Result<(), MacError> {
         let out = self.exec(inv)?;
         parse::dscl::write(&out).map(drop)
@@ -262,15 +301,24 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
         Ok(())
     }
 
-    /// Would [`Self::delete_service_account`] be allowed? The service account's slot, if it
-    /// holds a token, and whether another committed holder or an escrowed recovery key remains.
-    pub fn service_account_removable(&mut self) -> Result<(Option<SlotId>, bool), MacError> {
+    /// Uninstall on a Mac: delete the service account (its token's slot, if it holds one),
+    /// refused — a `dry_run` too — unless another committed token holder or an escrowed
+    /// recovery key remains. Users keep their own tokens (macOS would need each user's
+    /// password). Without a token there is nothing of keyward's to delete.
+    pub fn release_service_account(&mut self, dry_run: bool) -> Result<Option<SlotId>, MacError> {
         let name = self.config.service_user.clone();
         let (reg, view) = self.view()?;
-        Ok((
-            view.slot_of(&name),
-            Self::another_way_in(&reg, &view, &name),
-        ))
+        let Some(slot) = view.slot_of(&name) else {
+            return Ok(None);
+        };
+        if !Self::another_way_in(&reg, &view, &name) {
+            return Err(MacError::WouldStrand);
+        }
+        if !dry_run {
+            // It reconciles and checks again before it deletes anything.
+            self.delete_service_account()?;
+        }
+        Ok(Some(slot))
     }
 
     fn another_way_in(reg: &crate::registry::Registry, view: &View, service: &ShortName) -> bool {

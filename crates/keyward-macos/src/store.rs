@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use keyward_core::invariants::check_transition;
 use keyward_core::store::{Authority, GrantRequest, ReconcileAction, UnlockStore};
 use keyward_core::token::EscrowRef;
-use keyward_core::{Role, Secret, SlotId, StoreError, VolumeState};
+use keyward_core::{Role, Secret, SlotId, StoreError, Uid, VolumeState};
 
 use crate::build::{diskutil, dscl, fdesetup, sysadminctl};
 use crate::command::Invocation;
@@ -124,6 +124,16 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
     ) -> Result<Option<parse::dscl::AccountRecord>, MacError> {
         let out = self.exec(&dscl::read_account(name))?;
         parse::dscl::read_account(&out)
+    }
+
+    /// The uid (`UniqueID`) of a local account, as keyward's [`Uid`]; `None` for no such
+    /// account, or one whose id is not a uid keyward can hold (none, or negative).
+    pub fn local_uid(&mut self, name: &ShortName) -> Result<Option<Uid>, MacError> {
+        Ok(self
+            .read_account(name)?
+            .and_then(|a| a.unique_id)
+            .and_then(|u| u32::try_from(u.get()).ok())
+            .and_then(|u| Uid::new(u).ok()))
     }
 
     /// Read the Mac: candidate accounts, their token status, crypto UUIDs, the recovery key.

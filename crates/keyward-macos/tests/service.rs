@@ -354,3 +354,30 @@ fn deletion_with_another_holder_and_phantom_deletion() {
     s.delete_service_account().unwrap();
     assert!(s.runner().account("_keyward").is_none());
 }
+
+#[test]
+fn release_refuses_a_dry_run_too_when_it_would_strand_and_deletes_only_for_real() {
+    let mut s = store(FakeMac::typical());
+    assert_eq!(
+        s.release_service_account(false).unwrap(),
+        None,
+        "no account"
+    );
+    let mut s = bootstrapped();
+    let (_, view) = s.view().unwrap();
+    let slot = view.slot_of(&name("_keyward")).unwrap();
+    set_admin_token(&mut s, false);
+    for dry_run in [true, false] {
+        let r = s.release_service_account(dry_run);
+        assert!(matches!(r, Err(MacError::WouldStrand)), "{dry_run}: {r:?}");
+    }
+    set_admin_token(&mut s, true);
+    assert_eq!(s.release_service_account(true).unwrap(), Some(slot));
+    assert!(
+        s.runner().account("_keyward").is_some(),
+        "a dry run deletes nothing"
+    );
+    assert_eq!(s.release_service_account(false).unwrap(), Some(slot));
+    assert!(s.runner().account("_keyward").is_none());
+    assert_eq!(s.release_service_account(false).unwrap(), None, "gone");
+}

@@ -477,3 +477,17 @@ fn orphans_are_removed_and_invariants_hold() {
     assert!(s.state().unwrap().slot(slot).is_none());
     assert!(keyward_core::invariants::check_state(&s.state().unwrap()).is_empty());
 }
+
+#[test]
+fn the_uid_of_a_local_account_and_none_for_an_account_the_mac_does_not_have() {
+    let mut s = store(FakeMac::typical());
+    assert_eq!(
+        s.local_uid(&name("alice")).unwrap().map(|u| u.get()),
+        Some(502)
+    );
+    assert_eq!(
+        s.local_uid(&name("admin")).unwrap().map(|u| u.get()),
+        Some(501)
+    );
+    assert_eq!(s.local_uid(&name("bob")).unwrap(), None);
+}

@@ -1,14 +1,15 @@
 //! The FileVault vault (`kind = "filevault"` in `keyward.toml`): the [`Vault`] of a Mac, over
-//! keyward-macos's [`FileVaultStore`]. The orderings live in keyward-macos; this module owns
-//! what the helper adds around them — one Mac at a time, the root-only registry file, the
-//! service account's standing, the sealed pending recovery key, and the mapping of the
-//! backend's errors onto the helper's.
+//! keyward-macos's [`FileVaultStore`]. The orderings and the Mac's rules live in keyward-macos
+//! (the service account's standing, a login's decision, the pending recovery key's fate, the
+//! out-of-step record); this module owns what the helper adds around them — one Mac at a
+//! time, where its root-only files are, the sealed pending recovery key, the crash points, the
+//! user's standing by the helper's policy, and the mapping of the backend's errors onto the
+//! helper's.
 //!
 //! Compiled only on macOS, or on Linux with the `simulated-mac` test feature, where the store's
 //! seams ([`seams`]) are keyward-macos's simulated Mac.
 
 mod login;
-mod out_of_step;
 mod recovery;
 mod seams;
 #[cfg(all(not(target_os = "macos"), feature = "simulated-mac"))]
@@ -23,8 +24,9 @@ pub(crate) use login::login;
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::VolumeReport;
 use keyward_core::StoreError;
-use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::{ShortName, VolumeOperand};
+use keyward_macos::out_of_step::OutOfStep;
+use keyward_macos::service::ServiceStanding as MacStanding;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
 use super::{ServiceStanding, Vault};
@@ -44,6 +46,11 @@ pub struct MacVault<'c, 's, 'm> {
 /// keyward's record of the rights it manages on this Mac (root-only state, 0600).
 fn registry_path(c: &Config) -> std::path::PathBuf {
     c.state_dir.join("macos-registry.json")
+}
+
+/// The users whose last login found FileVault on an old password (root-only state, 0600).
+fn out_of_step(c: &Config) -> OutOfStep {
+    OutOfStep::new(&c.state_dir, crate::service_secret::state_owner(c).0)
 }
 
 /// Run `f` on the Mac's store; one operation at a time (the helper is the registry's only
@@ -105,30 +112,12 @@ pub(crate) fn mac_failure(e: MacError) -> OpError {
     OpError::Store(StoreError::from(e)).reworded(|_| message)
 }
 
-/// Finish whatever a crash interrupted (reconcile, a half-done password rotation), then say
-/// where the service account stands.
+/// Finish whatever a crash interrupted, then say where the service account stands
+/// (keyward-macos's ordering, in the helper's terms).
 pub(crate) fn standing(s: &mut Store<'_>) -> Result<ServiceStanding, OpError> {
-    s.reconcile_now().map_err(mac_failure)?;
-    match s.settle_service_password() {
-        // No token yet and no password stored: nothing to settle.
-        Ok(_) | Err(MacError::NoServicePassword) => {}
-        Err(e) => return Err(mac_failure(e)),
-    }
-    let service = s.config().service_user.clone();
-    let (_, view) = s.view().map_err(mac_failure)?;
-    let Some(slot) = view.slot_of(&service) else {
-        return Ok(ServiceStanding::Missing);
-    };
-    let Some(password) = s
-        .keychain_mut()
-        .read(KeychainItem::ServiceCurrent)
-        .map_err(mac_failure)?
-    else {
-        return Ok(ServiceStanding::Drift(slot));
-    };
-    if s.verify_in(&view, slot, &password).map_err(mac_failure)? {
-        Ok(ServiceStanding::Working(slot, password))
-    } else {
-        Ok(ServiceStanding::Drift(slot))
-    }
+    Ok(match s.service_standing().map_err(mac_failure)? {
+        MacStanding::Missing => ServiceStanding::Missing,
+        MacStanding::Drift(slot) => ServiceStanding::Drift(slot),
+        MacStanding::Working(slot, password) => ServiceStanding::Working(slot, password),
+    })
 }

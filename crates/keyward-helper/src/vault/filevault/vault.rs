@@ -2,7 +2,7 @@
 //! verify, bootstrap, grant, revoke (refused: macOS needs the holder's own password), uninstall
 //! and the service rotation (repair refused, with the way out).
 
-use keyward_core::ipc::{FindingReport, VerifyReport};
+use keyward_core::ipc::VerifyReport;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{
@@ -10,11 +10,9 @@ use keyward_core::{
 };
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
-use keyward_macos::password_sync::PasswordSync;
 use keyward_macos::service::generate_service_password;
-use keyward_macos::MacError;
 
-use super::{mac_failure, recovery, standing, MacVault};
+use super::{mac_failure, out_of_step, recovery, standing, MacVault};
 use crate::error::OpError;
 use crate::vault::{ServiceStanding, Vault};
 
@@ -118,11 +116,8 @@ impl Vault for MacVault<'_, '_, '_> {
     fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError> {
         let name = short_name(user)?;
         self.s
-            .read_account(&name)
+            .local_uid(&name)
             .map_err(mac_failure)?
-            .and_then(|a| a.unique_id)
-            .and_then(|u| u32::try_from(u.get()).ok())
-            .and_then(|u| Uid::new(u).ok())
             .ok_or_else(|| OpError::Usage(format!("no such user: {user}")))
     }
 
@@ -160,19 +155,11 @@ impl Vault for MacVault<'_, '_, '_> {
         OpError::Failed(format!("{user} holds no keyward right on {}", self.v.name))
     }
 
-    /// Delete the service account, only while another token holder or an escrowed recovery
-    /// key remains. Users keep their own tokens (macOS would need each user's password).
+    /// Delete the service account, only while another way in remains
+    /// (keyward-macos's `release_service_account`).
     fn release(&mut self, dry_run: bool) -> Result<Vec<u32>, OpError> {
-        // delete_service_account reconciles and checks again before it deletes anything.
-        let (slot, allowed) = self.s.service_account_removable().map_err(mac_failure)?;
-        let slots: Vec<u32> = slot.iter().map(|s| s.get()).collect();
-        if !allowed && slot.is_some() {
-            return Err(mac_failure(MacError::WouldStrand));
-        }
-        if !dry_run && slot.is_some() {
-            self.s.delete_service_account().map_err(mac_failure)?;
-        }
-        Ok(slots)
+        let slot = self.s.release_service_account(dry_run);
+        Ok(slot.map_err(mac_failure)?.iter().map(|s| s.get()).collect())
     }
 
     fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
@@ -194,7 +181,7 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
-        recovery::abort(self.s)
+        self.s.abandon_pending().map_err(mac_failure)
     }
 
     /// Does the keychain's service password still unlock the volume?
@@ -211,39 +198,9 @@ impl Vault for MacVault<'_, '_, '_> {
             violations: self.s.report(name.as_str()).violations,
             // The KDF floor is LUKS2's (macOS derives FileVault's keys itself); what a Mac can
             // be found with is a user whose last login showed FileVault on an old password.
-            findings: self.out_of_step_findings(),
+            findings: self
+                .s
+                .old_password_findings(&out_of_step(self.c), name.as_str()),
         }
-    }
-}
-
-impl MacVault<'_, '_, '_> {
-    /// One `filevault-old-password` finding per token holder whose last login found FileVault
-    /// on an old password (`out_of_step`), with the token's slot; a record that cannot be read
-    /// is a finding too, not silence.
-    fn out_of_step_findings(&mut self) -> Vec<FindingReport> {
-        let finding = |user: Option<String>, slot: u32, detail: String| {
-            let kind = keyward_macos::password_sync::FINDING;
-            FindingReport::about(kind, slot, "user", user, "secure-token", detail)
-        };
-        let users = match super::out_of_step::users(self.c, self.v.name.as_str()) {
-            Ok(u) => u,
-            Err(e) => return vec![finding(None, 0, e.to_string())],
-        };
-        let view = self.s.view().ok().map(|(_, view)| view);
-        // A user who no longer holds a token has no FileVault password to be behind.
-        users
-            .into_iter()
-            .filter_map(|user| {
-                let slot = ShortName::parse(&user)
-                    .ok()
-                    .and_then(|n| view.as_ref().and_then(|v| v.slot_of(&n)))?;
-                let detail = PasswordSync::FileVaultOnOldPassword.to_string();
-                Some(finding(
-                    Some(user),
-                    slot.get(),
-                    format!("at their last login, {detail}"),
-                ))
-            })
-            .collect()
     }
 }
