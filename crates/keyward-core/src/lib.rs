@@ -12,6 +12,7 @@
 pub mod access;
 pub mod audit;
 pub mod boot_budget;
+pub mod boot_order;
 pub mod catalog;
 pub mod command;
 pub mod command_journal;
