@@ -2,16 +2,18 @@
 //!
 //! It owns the model of "who can unlock this volume" (slots, tokens, holders), the `Secret`
 //! type, the closed operation catalog with its privilege classes, invariants I1–I3, the
-//! orderings that change keyslots without ever losing a working one, the recovery-key
-//! format, the escrow server's signed receipts and device commands, and (feature `seal`) the
-//! age encryptor the helper escrows recovery keys with. It performs no I/O:
-//! clocks, randomness and devices come in through traits (`SlotBackend`), so everything here
-//! is unit- and property-tested without root.
+//! orderings that change keyslots without ever losing a working one (`orderings`, and
+//! `secret_orderings` for those that also keep a secret at rest), the recovery-key format,
+//! the escrow server's signed receipts and device commands, and (feature `seal`) the age
+//! encryptor the helper escrows recovery keys with. It performs no I/O: clocks, randomness,
+//! stored secrets and devices come in through traits (`SlotBackend`, `secret_orderings::Host`),
+//! so everything here is unit- and property-tested without root.
 #![forbid(unsafe_code)]
 
 pub mod access;
 pub mod audit;
 pub mod boot_budget;
+pub mod boot_order;
 pub mod catalog;
 pub mod command;
 pub mod command_journal;
@@ -40,6 +42,7 @@ pub mod schedule;
 #[cfg(feature = "seal")]
 pub mod seal;
 pub mod secret;
+pub mod secret_orderings;
 pub mod slot_memory;
 pub mod store;
 pub mod token;

@@ -1,7 +1,7 @@
 //! The pending recovery key of each volume, sealed root-only (0600, written atomically) in
 //! `state_dir/pending/<volume>` from before its slot exists until its commit, and beside it
 //! `<volume>.escrow`, what the escrow server is sent for it (ciphertext only). State only: the
-//! rotation's protocol is `ops::recovery`'s.
+//! rotation's protocol is `ops::recovery`'s, its LUKS2 slots' keyward-core's.
 
 use keyward_core::config::Config;
 use keyward_core::{Secret, VolumeName};
@@ -36,13 +36,19 @@ pub fn drop(c: &Config, v: &VolumeName) -> Result<(), OpError> {
     Ok(())
 }
 
-/// Keep a pending key root-only until its commit.
+/// Keep a pending key root-only until its commit (step `recovery-begin.sealed`).
 pub fn seal(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
-    let (uid, gid) = state_owner(c);
-    safe_fs::ensure_dir(&dir(c), uid, gid, 0o700).map_err(io)?;
-    safe_fs::write_atomic(&dir(c), v.as_str(), key.expose(), 0o600).map_err(io)?;
+    write(c, v, key)?;
     failpoint("recovery-begin.sealed");
     Ok(())
+}
+
+/// [`seal`] without its step: for a caller that names the step itself (the LUKS2 protocol,
+/// `keyward_core::secret_orderings::recovery`).
+pub(crate) fn write(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
+    let (uid, gid) = state_owner(c);
+    safe_fs::ensure_dir(&dir(c), uid, gid, 0o700).map_err(io)?;
+    safe_fs::write_atomic(&dir(c), v.as_str(), key.expose(), 0o600).map_err(io)
 }
 
 /// The stored escrow record (JSON), if any.

@@ -10,8 +10,7 @@ use keyward_core::{interrupted, StoreError, UnlockStore};
 use keyward_sys::audit_file::AuditLog;
 
 use crate::vault::luks::{open, LuksVault};
-use crate::vault::luks::{recovery, service};
-use crate::vault::{self, ServiceStanding};
+use crate::vault::{self, ServiceStanding, Vault};
 use crate::{audit, luks};
 
 /// Settle every volume; an audit record for each thing done. Fails only when the audit log
@@ -61,10 +60,9 @@ pub fn settle_all(config: &Config, audit: &mut AuditLog) -> Result<(), String> {
         });
         record("reconcile", done)?;
         let recovered = open(config, v)
-            .and_then(|store| recovery::settle_at_start(&mut LuksVault::new(config, v, store)));
+            .and_then(|store| LuksVault::new(config, v, store).settle_recovery_at_start());
         record("recovery-reconcile", recovered.map_err(|e| e.to_string()))?;
-        let settled = open(config, v)
-            .and_then(|store| service::settle(&mut LuksVault::new(config, v, store)));
+        let settled = open(config, v).and_then(|store| LuksVault::new(config, v, store).service());
         match settled {
             Ok(ServiceStanding::Drift(slot)) => eprintln!(
                 "keyward-helper: {}: the stored service secret opens no service slot ({slot})",

@@ -1,6 +1,9 @@
 //! The operations run against the LUKS2 vault over keyward-core's in-memory keyslot store and
 //! a temporary state directory: no root, no image, no cryptsetup. Crash points (the store's
 //! failpoints), refusals, and the invariants' refusals, each checked by what it leaves behind.
+//! The protocols' own decisions (settling forward or back, expiry, the start-up pass) are
+//! tested in keyward-core (`secret_orderings`, `tests/secret_orderings_props.rs`); these
+//! tests check them through the helper's state files and its errors.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use keyward_core::config::Config;
@@ -9,7 +12,7 @@ use keyward_core::ipc::{ErrorCode, Reply};
 use keyward_core::orderings::SlotStore;
 use keyward_core::store::GrantRequest;
 use keyward_core::token::{Role, TokenState};
-use keyward_core::{recovery_key, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName};
+use keyward_core::{recovery_key, HolderRole, Secret, SlotId, Uid, UserName};
 
 use super::recovery::{check_confirm, commit_pending, pending_or_new};
 use super::{bootstrap_on, grant_on, revoke_on, service_rotate_on};
@@ -174,53 +177,6 @@ fn a_crash_after_the_new_secret_is_written_but_before_its_slot_leaves_the_old_pa
     assert!(matches!(v.service().unwrap(), ServiceStanding::Missing));
     let again = bootstrap_on(&mut v, None, &installer()).unwrap();
     assert!(matches!(again, Reply::Bootstrapped { created: true, .. }));
-}
-
-#[test]
-fn settling_goes_forward_to_a_pending_service_slot_the_next_secret_opens() {
-    let f = fixture();
-    let mut v = bootstrapped(&f);
-    let (old, current) = v.working().unwrap();
-    // An interrupted rotation: `.next` written, its pending slot added, nothing else.
-    let next = keyward_sys::random::service_secret().unwrap();
-    service_secret::store_next(&f.c, &f.c.volumes[0].name, &next).unwrap();
-    let req = GrantRequest {
-        role: Role::Service,
-        pending: true,
-    };
-    let new = v
-        .store
-        .grant(&req, keyward_core::Authority::Service(&current), &next)
-        .unwrap();
-    let ServiceStanding::Working(slot, secret) = v.service().unwrap() else {
-        panic!("not working")
-    };
-    assert_eq!(slot, new);
-    assert!(secret.ct_eq(&next));
-    assert!(
-        stored_secret(&f).unwrap().ct_eq(&next),
-        "the next secret was promoted"
-    );
-    assert_eq!(service_slots(&mut v), vec![(new, TokenState::Active)]);
-    assert!(!service_slots(&mut v).iter().any(|(s, _)| *s == old));
-}
-
-#[test]
-fn settling_goes_back_when_the_next_secret_has_no_slot() {
-    let f = fixture();
-    let mut v = bootstrapped(&f);
-    let (slot, current) = v.working().unwrap();
-    let next = keyward_sys::random::service_secret().unwrap();
-    service_secret::store_next(&f.c, &f.c.volumes[0].name, &next).unwrap();
-    let ServiceStanding::Working(s, secret) = v.service().unwrap() else {
-        panic!("not working")
-    };
-    assert_eq!(s, slot);
-    assert!(secret.ct_eq(&current));
-    assert!(
-        stored_next(&f).is_none(),
-        "the orphaned next secret is dropped"
-    );
 }
 
 #[test]
@@ -434,7 +390,8 @@ fn a_pending_key_whose_sealed_copy_is_lost_is_dropped_with_its_slot() {
 }
 
 #[test]
-fn a_pending_rotation_past_its_age_is_revoked() {
+fn a_pending_rotation_past_the_policys_age_is_revoked() {
+    // The helper's host takes the age from `[policy] pending_max_age_secs`.
     let f = fixture_with("");
     let mut v = bootstrapped(&f);
     let (slot, _) = pending_or_new(&mut v).unwrap();
@@ -548,4 +505,54 @@ fn every_op_error_keeps_its_exit_code_through_rewording() {
 
 fn f_name() -> keyward_core::VolumeName {
     keyward_core::VolumeName::parse("root").unwrap()
+}
+
+#[test]
+fn a_protocol_error_keeps_its_words_and_exit_code_in_the_helper() {
+    use keyward_core::secret_orderings::{ProtocolError, ServiceStanding};
+    use keyward_core::StoreError;
+    let slot = SlotId::new(3).unwrap();
+    let cases: [(ProtocolError<OpError>, ErrorCode, &str); 5] = [
+        (
+            ProtocolError::NothingToRepair(slot),
+            ErrorCode::Refused,
+            "service slot 3 works; nothing to repair (rotate it with `keyward service rotate`)",
+        ),
+        (
+            ProtocolError::NoServiceSlot(f_name()),
+            ErrorCode::Refused,
+            "root has no service slot; run `keyward bootstrap root`",
+        ),
+        (
+            ProtocolError::RepairUnsettled(ServiceStanding::Drift(slot)),
+            ErrorCode::Failed,
+            "after repair the service slot is Drift(SlotId(3)); run `keyward verify`",
+        ),
+        (
+            ProtocolError::EveryWayInIsKeywards(f_name()),
+            ErrorCode::Refused,
+            "root: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first",
+        ),
+        (
+            ProtocolError::Store(StoreError::Busy),
+            ErrorCode::Busy,
+            "the volume is busy: another process is updating its header",
+        ),
+    ];
+    for (e, code, message) in cases {
+        let e = OpError::from(e);
+        assert_eq!((e.code(), e.to_string().as_str()), (code, message));
+    }
+    let io = OpError::io("service secret")(std::io::ErrorKind::NotFound.into());
+    let e = OpError::from(ProtocolError::Host(io));
+    assert!(
+        matches!(
+            e,
+            OpError::Io {
+                what: "service secret",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
 }

@@ -1,15 +1,16 @@
 //! The LUKS2 vault: a keyward keyslot per right, over any [`UnlockStore`] (keyward-luks's
 //! libcryptsetup store in the helper, keyward-core's in-memory one in unit tests), with the
 //! service secret in `service_secret` and a pending recovery key in `pending_key`. The service
-//! slot's life is in [`service`], the recovery slots' in [`recovery`].
+//! slot's life and the recovery slots' are keyward-core's protocols
+//! (`keyward_core::secret_orderings`), run over the store and the helper's state ([`host`]).
 
 pub mod boot_order;
-pub mod recovery;
-pub mod service;
+pub mod host;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{UserReport, VerifyReport, VolumeReport};
 use keyward_core::policy::NoGrant;
+use keyward_core::secret_orderings::{recovery, service, ProtocolError};
 use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{
@@ -17,11 +18,11 @@ use keyward_core::{
     VolumeState,
 };
 
+use self::host::LuksHost;
 use super::{ServiceStanding, Vault};
 use crate::accounts;
 use crate::error::OpError;
-use crate::failpoint::failpoint;
-use crate::{policy_override, service_secret};
+use crate::policy_override;
 
 /// Open `v`'s LUKS2 store, holding its per-volume lock.
 pub fn open(c: &Config, v: &Volume) -> Result<crate::luks::LuksStore, OpError> {
@@ -56,6 +57,20 @@ impl<'c, S: UnlockStore> LuksVault<'c, S> {
     /// The vault of `v`, over `store` (opened and locked by the caller).
     pub fn new(c: &'c Config, v: &'c Volume, store: S) -> Self {
         LuksVault { c, v, store }
+    }
+
+    /// Run one of keyward-core's secret orderings on this volume's store and state.
+    fn run<T>(
+        &mut self,
+        protocol: impl FnOnce(&mut S, &mut LuksHost<'c>) -> Result<T, ProtocolError<OpError>>,
+    ) -> Result<T, OpError> {
+        let mut host = LuksHost::new(self.c, &self.v.name);
+        Ok(protocol(&mut self.store, &mut host)?)
+    }
+
+    /// Start-up: finish a recovery commit a crash cut short; what was done, for the record.
+    pub fn settle_recovery_at_start(&mut self) -> Result<Vec<String>, OpError> {
+        self.run(recovery::settle_at_start)
     }
 
     /// Every user slot with its holder's standing; with `revoke_unmanaged`, the slots of users
@@ -104,7 +119,7 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
     }
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
-        service::settle(self)
+        self.run(service::settle)
     }
 
     fn unusable(&self, standing: &ServiceStanding) -> String {
@@ -138,15 +153,16 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         _: Option<&UserName>,
         passphrase: &Secret,
     ) -> Result<SlotId, OpError> {
-        service::create(self, passphrase)
+        self.run(|s, h| service::create(s, h, passphrase))
     }
 
     fn rotate_service(&mut self, old: SlotId, current: &Secret) -> Result<SlotId, OpError> {
-        service::rotate(self, old, current)
+        self.run(|s, h| service::rotate(s, h, old, current))
     }
 
     fn repair_service(&mut self, passphrase: &Secret) -> Result<(SlotId, SlotId), OpError> {
-        service::repair(self, passphrase)
+        let v = self.v;
+        self.run(|s, h| service::repair(s, h, &v.name, passphrase))
     }
 
     /// One rule for who may hold a user slot, at login, at `grant` and at `verify` (issue 14):
@@ -193,33 +209,17 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
     /// Every keyward slot goes (users and recovery first, the service slot last), but only if
     /// a slot keyward does not manage remains as a way in (I1); otherwise nothing is removed.
     fn release(&mut self, dry_run: bool) -> Result<Vec<u32>, OpError> {
-        let name = &self.v.name;
-        if !dry_run {
-            self.store.reconcile()?;
-        }
-        let ours = invariants::release_order(&self.store.state()?).ok_or_else(|| {
-            OpError::Refused(format!("{name}: every way in is keyward's; removing them would lock the volume. Add another key (cryptsetup luksAddKey) first"))
-        })?;
-        let slots: Vec<u32> = ours.iter().map(|s| s.get()).collect();
-        if dry_run {
-            return Ok(slots);
-        }
-        for slot in &ours {
-            self.store.revoke(*slot)?;
-        }
-        failpoint("release.revoked");
-        let io = OpError::io("service secret");
-        service_secret::discard_next(self.c, name).map_err(io)?;
-        service_secret::forget(self.c, name).map_err(io)?;
-        Ok(slots)
+        let v = self.v;
+        let ours = self.run(|s, h| service::release(s, h, &v.name, dry_run))?;
+        Ok(ours.iter().map(|s| s.get()).collect())
     }
 
     fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
-        recovery::settle_pending(self)
+        self.run(recovery::settle_pending)
     }
 
     fn new_pending_recovery(&mut self, service: &Secret) -> Result<(SlotId, Secret), OpError> {
-        recovery::new_pending(self, service)
+        self.run(|s, h| recovery::new_pending(s, h, service))
     }
 
     fn commit_recovery(
@@ -227,16 +227,16 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         slot: SlotId,
         escrow: Option<EscrowRef>,
     ) -> Result<Vec<SlotId>, OpError> {
-        recovery::commit(self, slot, escrow)
+        self.run(|s, h| recovery::commit(s, h, slot, escrow))
     }
 
     fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
-        recovery::abort(self)
+        self.run(recovery::abort)
     }
 
     fn verify(&mut self) -> VerifyReport {
         let users = self.user_standing();
-        let settled = service::settle(self);
+        let settled = self.service();
         let (service, detail) = self.service_verdict(settled);
         let mut r = VerifyReport {
             users,

@@ -25,16 +25,8 @@ use crate::error::OpError;
 
 pub use keyward_core::login::VolumeLogin;
 
-/// Where a volume's service right stands.
-#[derive(Debug)]
-pub enum ServiceStanding {
-    /// This right works with this stored secret.
-    Working(SlotId, Secret),
-    /// No service right (bootstrap needed).
-    Missing,
-    /// A service right exists, but no stored secret opens it.
-    Drift(SlotId),
-}
+/// Where a volume's service right stands (one type, keyward-core's, for every kind).
+pub use keyward_core::secret_orderings::ServiceStanding;
 
 /// What a volume can do for the operations. Each method finishes what a crash interrupted
 /// before it acts, and words its errors for its kind (a keyslot, a Secure Token).
