@@ -11,11 +11,9 @@ use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{UserReport, VerifyReport, VolumeReport};
 use keyward_core::policy::NoGrant;
 use keyward_core::secret_orderings::{recovery, service, ProtocolError};
-use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
 use keyward_core::{
-    invariants, Authority, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName,
-    VolumeState,
+    invariants, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName,
 };
 
 use self::host::LuksHost;
@@ -114,8 +112,8 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
         &self.v.name
     }
 
-    fn state(&mut self) -> Result<VolumeState, OpError> {
-        Ok(self.store.state()?)
+    fn store(&mut self) -> &mut dyn UnlockStore {
+        &mut self.store
     }
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
@@ -170,36 +168,6 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
     /// so `verify` never finds a holder keyward itself let in and would revoke.
     fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError> {
         grantable(self.c, user)
-    }
-
-    fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
-        Ok(self.store.verify(slot, secret)?)
-    }
-
-    fn rekey(
-        &mut self,
-        slot: SlotId,
-        service: &Secret,
-        secret: &Secret,
-    ) -> Result<SlotId, OpError> {
-        Ok(self
-            .store
-            .rekey(slot, Authority::Service(service), secret)?)
-    }
-
-    fn grant(
-        &mut self,
-        req: &GrantRequest,
-        service: &Secret,
-        password: &Secret,
-    ) -> Result<SlotId, OpError> {
-        Ok(self
-            .store
-            .grant(req, Authority::Service(service), password)?)
-    }
-
-    fn revoke_user(&mut self, _: &UserName, slot: SlotId) -> Result<(), OpError> {
-        Ok(self.store.revoke(slot)?)
     }
 
     fn no_right(&self, user: &UserName) -> OpError {

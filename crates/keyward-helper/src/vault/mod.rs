@@ -19,7 +19,9 @@ use keyward_core::config::{Config, Volume, VolumeKind};
 use keyward_core::ipc::{VerifyReport, VolumeReport};
 use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
-use keyward_core::{Secret, SlotId, Uid, UserName, VolumeName, VolumeState};
+use keyward_core::{
+    Authority, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName, VolumeState,
+};
 
 use crate::error::OpError;
 
@@ -33,8 +35,12 @@ pub use keyward_core::secret_orderings::ServiceStanding;
 pub trait Vault {
     /// The volume's name in the configuration.
     fn name(&self) -> &VolumeName;
+    /// The kind's store, under which the invariants are checked after every change.
+    fn store(&mut self) -> &mut dyn UnlockStore;
     /// Its rights now.
-    fn state(&mut self) -> Result<VolumeState, OpError>;
+    fn state(&mut self) -> Result<VolumeState, OpError> {
+        Ok(self.store().state()?)
+    }
     /// Finish interrupted service work; where the service right stands.
     fn service(&mut self) -> Result<ServiceStanding, OpError>;
     /// Why a service right that is `Missing` or `Drift` cannot be used, and what to do, in the
@@ -78,19 +84,35 @@ pub trait Vault {
     /// The uid `user` may be granted a right as (the kind's own account rules).
     fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError>;
     /// Does `secret` open the right in `slot`?
-    fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError>;
+    fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
+        Ok(self.store().verify(slot, secret)?)
+    }
     /// Move the right in `slot` to `secret`, authorised by the service secret; its new slot.
-    fn rekey(&mut self, slot: SlotId, service: &Secret, secret: &Secret)
-        -> Result<SlotId, OpError>;
+    fn rekey(
+        &mut self,
+        slot: SlotId,
+        service: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, OpError> {
+        Ok(self
+            .store()
+            .rekey(slot, Authority::Service(service), secret)?)
+    }
     /// Grant `req` with `password`, authorised by the service secret.
     fn grant(
         &mut self,
         req: &GrantRequest,
         service: &Secret,
         password: &Secret,
-    ) -> Result<SlotId, OpError>;
+    ) -> Result<SlotId, OpError> {
+        Ok(self
+            .store()
+            .grant(req, Authority::Service(service), password)?)
+    }
     /// Remove `user`'s right in `slot` (or say why the kind cannot).
-    fn revoke_user(&mut self, user: &UserName, slot: SlotId) -> Result<(), OpError>;
+    fn revoke_user(&mut self, _user: &UserName, slot: SlotId) -> Result<(), OpError> {
+        Ok(self.store().revoke(slot)?)
+    }
     /// The error for a user who holds no keyward right here.
     fn no_right(&self, user: &UserName) -> OpError;
     /// Uninstall: remove keyward's rights (only if another way in remains); the slots.

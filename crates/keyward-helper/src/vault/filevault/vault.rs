@@ -3,11 +3,8 @@
 //! and the service rotation (repair refused, with the way out).
 
 use keyward_core::ipc::VerifyReport;
-use keyward_core::store::GrantRequest;
 use keyward_core::token::EscrowRef;
-use keyward_core::{
-    Authority, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName, VolumeState,
-};
+use keyward_core::{Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
 use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
@@ -25,8 +22,8 @@ impl Vault for MacVault<'_, '_, '_> {
         &self.v.name
     }
 
-    fn state(&mut self) -> Result<VolumeState, OpError> {
-        Ok(self.s.state()?)
+    fn store(&mut self) -> &mut dyn UnlockStore {
+        &mut *self.s
     }
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
@@ -123,26 +120,6 @@ impl Vault for MacVault<'_, '_, '_> {
 
     fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
         self.s.verify_slot(slot, secret).map_err(mac_failure)
-    }
-
-    fn rekey(
-        &mut self,
-        slot: SlotId,
-        service: &Secret,
-        secret: &Secret,
-    ) -> Result<SlotId, OpError> {
-        Ok(self.s.rekey(slot, Authority::Service(service), secret)?)
-    }
-
-    /// `-secureTokenOn` with the user's `password`, authorised by the service account, proven
-    /// by `-secureTokenStatus`. sysadminctl refuses a wrong password, so nothing changes then.
-    fn grant(
-        &mut self,
-        req: &GrantRequest,
-        service: &Secret,
-        password: &Secret,
-    ) -> Result<SlotId, OpError> {
-        Ok(self.s.grant(req, Authority::Service(service), password)?)
     }
 
     /// Refused: macOS removes a Secure Token only with its holder's own password
