@@ -8,7 +8,6 @@ use keyward_core::{Secret, VolumeName};
 use keyward_sys::safe_fs;
 
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::service_secret::state_owner;
 
 /// An I/O error on the pending key's state.
@@ -36,16 +35,9 @@ pub fn drop(c: &Config, v: &VolumeName) -> Result<(), OpError> {
     Ok(())
 }
 
-/// Keep a pending key root-only until its commit (step `recovery-begin.sealed`).
+/// Keep a pending key root-only until its commit. The caller names the step that follows
+/// (`recovery-begin.sealed`: `keyward_core::secret_orderings::recovery`, the FileVault vault).
 pub fn seal(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
-    write(c, v, key)?;
-    failpoint("recovery-begin.sealed");
-    Ok(())
-}
-
-/// [`seal`] without its step: for a caller that names the step itself (the LUKS2 protocol,
-/// `keyward_core::secret_orderings::recovery`).
-pub(crate) fn write(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
     let (uid, gid) = state_owner(c);
     safe_fs::ensure_dir(&dir(c), uid, gid, 0o700).map_err(io)?;
     safe_fs::write_atomic(&dir(c), v.as_str(), key.expose(), 0o600).map_err(io)

@@ -23,6 +23,7 @@ use keyward_core::{
     Authority, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName, VolumeState,
 };
 
+use crate::accounts::Standing;
 use crate::error::OpError;
 
 pub use keyward_core::login::VolumeLogin;
@@ -131,6 +132,17 @@ pub trait Vault {
     fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError>;
     /// `keyward verify` of this volume.
     fn verify(&mut self) -> VerifyReport;
+    /// A login on a volume that authenticates the password itself (a Mac's): grant or revoke
+    /// the user's right as the policy says. Elsewhere (LUKS2) a login goes through the system's
+    /// password check first (`login_needs_password_check`) and nothing happens here.
+    fn own_login(
+        &mut self,
+        _user: &UserName,
+        _standing: &Standing,
+        _password: &Secret,
+    ) -> Result<VolumeLogin, OpError> {
+        Ok(VolumeLogin::Skipped)
+    }
 }
 
 /// Run `f` on `v`'s vault, holding whatever that kind of volume needs held (the LUKS2 header
@@ -152,7 +164,6 @@ pub fn with_vault<T>(
 #[cfg(not(any(target_os = "macos", feature = "simulated-mac")))]
 mod filevault {
     use super::*;
-    use crate::accounts::Standing;
 
     fn refused() -> OpError {
         OpError::Refused("not supported on macOS: a kind = \"filevault\" volume needs macOS".into())
@@ -168,21 +179,6 @@ mod filevault {
 
     pub fn status(_: &Config, v: &Volume) -> VolumeReport {
         VolumeReport::failed(v.name.as_str(), refused().to_string())
-    }
-
-    /// Nothing for a FileVault volume to do at a password change; a login says why.
-    pub fn login(
-        _: &Config,
-        _: &Volume,
-        _: &UserName,
-        _: &Standing,
-        _: &Secret,
-        after_change: bool,
-    ) -> Result<VolumeLogin, String> {
-        if after_change {
-            return Ok(VolumeLogin::Skipped);
-        }
-        Err(refused().to_string())
     }
 }
 
@@ -217,8 +213,21 @@ pub fn login_needs_password_check(v: &Volume) -> bool {
 }
 
 /// A login on a volume that authenticates the password itself (a Mac's): grant or revoke the
-/// user's Secure Token as the policy says.
-pub(crate) use filevault::login as own_login;
+/// user's right as the policy says ([`Vault::own_login`]). Nothing at a password change: macOS
+/// moves a token to the new password itself, and a Mac's plugin sends only logins.
+pub fn own_login(
+    c: &Config,
+    v: &Volume,
+    user: &UserName,
+    standing: &Standing,
+    password: &Secret,
+    after_change: bool,
+) -> Result<VolumeLogin, String> {
+    if after_change {
+        return Ok(VolumeLogin::Skipped);
+    }
+    with_vault(c, v, |vault| vault.own_login(user, standing, password)).map_err(|e| e.to_string())
+}
 
 /// A helper built for Linux without the simulated Mac has no FileVault code: a FileVault
 /// volume in its config is refused with a clear error, never served.

@@ -19,8 +19,6 @@ mod steps;
 mod tests;
 mod vault;
 
-pub(crate) use login::login;
-
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::VolumeReport;
 use keyward_core::StoreError;

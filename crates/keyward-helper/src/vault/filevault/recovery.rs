@@ -12,6 +12,7 @@ use keyward_macos::recovery::PendingSettled;
 
 use super::{mac_failure, Store};
 use crate::error::OpError;
+use crate::failpoint::failpoint;
 use crate::pending_key;
 
 /// The pending key and its slot, if the sealed copy is there and still the key in force;
@@ -59,7 +60,11 @@ pub(super) fn new_pending(
     v: &Volume,
     s: &mut Store<'_>,
 ) -> Result<(SlotId, Secret), OpError> {
-    let seal = |key: &Secret| pending_key::seal(c, &v.name, key);
+    let seal = |key: &Secret| {
+        pending_key::seal(c, &v.name, key)?;
+        failpoint("recovery-begin.sealed");
+        Ok(())
+    };
     let p = s.rotate_recovery_kept(seal, mac_failure)?;
     Ok((p.slot, p.key))
 }

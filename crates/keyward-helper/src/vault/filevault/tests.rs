@@ -202,14 +202,13 @@ fn login_as(m: &mut Mac, name: &str, password: &str) -> crate::vault::VolumeLogi
     let journal = StepJournal::new(&m.c.state_dir.join("macos-registry.json"));
     let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     let managed = crate::accounts::Standing::Managed(keyward_core::Uid::new(501).unwrap());
-    super::login::login_on(
-        &m.c,
-        &m.c.volumes[0],
-        &mut store,
-        &user(name),
-        &managed,
-        &pw(password),
-    )
+    let (c, v) = (&m.c, &m.c.volumes[0]);
+    MacVault {
+        c,
+        v,
+        s: &mut store,
+    }
+    .own_login(&user(name), &managed, &pw(password))
     .unwrap()
 }
 

@@ -10,8 +10,9 @@ use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
 
 use super::{mac_failure, out_of_step, recovery, standing, MacVault};
+use crate::accounts::Standing;
 use crate::error::OpError;
-use crate::vault::{ServiceStanding, Vault};
+use crate::vault::{ServiceStanding, Vault, VolumeLogin};
 
 fn short_name(user: &UserName) -> Result<ShortName, OpError> {
     ShortName::parse(user.as_str()).map_err(mac_failure)
@@ -126,6 +127,15 @@ impl Vault for MacVault<'_, '_, '_> {
     /// (`sysadminctl -secureTokenOff USER -password …`), which keyward does not keep.
     fn revoke_user(&mut self, user: &UserName, _: SlotId) -> Result<(), OpError> {
         Err(OpError::Refused(format!("{user}'s Secure Token on {} cannot be removed by keyward: macOS removes a token only with its holder's own password (sysadminctl -secureTokenOff), which keyward does not keep; nothing changed", self.v.name)))
+    }
+
+    fn own_login(
+        &mut self,
+        user: &UserName,
+        standing: &Standing,
+        password: &Secret,
+    ) -> Result<VolumeLogin, OpError> {
+        self.capture_login(user, standing, password)
     }
 
     fn no_right(&self, user: &UserName) -> OpError {

@@ -65,7 +65,7 @@ impl Host for LuksHost<'_> {
 
     fn seal_pending_key(&mut self, key: &Secret) -> Result<(), OpError> {
         // The protocol's step "recovery-begin.sealed" follows.
-        pending_key::write(self.c, self.name, key)
+        pending_key::seal(self.c, self.name, key)
     }
 
     fn drop_pending_key(&mut self) -> Result<(), OpError> {
