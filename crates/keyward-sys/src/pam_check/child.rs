@@ -1,7 +1,9 @@
 //! The PAM check in a child process: the helper's side ([`ask`]) starts `/proc/self/exe
 //! --check-password` with a clean environment; the child's side ([`child_main`]) runs the
 //! `keyward` PAM service in it ([`super::check`]). A module that hangs or crashes (sssd
-//! unreachable, say) never takes the helper with it: at a deadline the child is killed.
+//! unreachable, say) never takes the helper with it: at a deadline the child is killed, and
+//! every process its modules started with it (the child is a subreaper from its start, so a
+//! program pam_exec ran in a session of its own is still found below it: [`process_tree`]).
 //!
 //! One socket pair, the child's stdin, carries both ways: the helper sends `USER\nPASSWORD` in
 //! a zeroizing buffer allocated at its final size and shuts its sending side; the child answers
@@ -13,6 +15,7 @@
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -21,6 +24,7 @@ use keyward_core::{Secret, UserName};
 use zeroize::Zeroizing;
 
 use super::Verdict;
+use crate::process_tree;
 
 /// The argument that makes the helper binary this child.
 pub const CHILD_FLAG: &str = "--check-password";
@@ -40,7 +44,7 @@ pub enum AskError {
     /// The child did not start.
     #[error("starting the PAM check: {0}")]
     Start(std::io::Error),
-    /// The stack took longer than the deadline: the child was killed.
+    /// The stack took longer than the deadline: the child and its processes were killed.
     #[error("the PAM stack did not answer within {} s", .0.as_secs())]
     Deadline(Duration),
     /// The name and password did not reach the child.
@@ -91,6 +95,9 @@ fn ask_with(
         .stdin(Stdio::from(OwnedFd::from(theirs)))
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    // SAFETY: between fork and exec the hook makes one system call (prctl), allocating nothing
+    // and taking no lock: async-signal-safe.
+    unsafe { command.pre_exec(process_tree::become_subreaper) };
     let spawned = command.spawn();
     // The command holds the child's end of the pair: closed here, so the child's exit ends
     // the answer.
@@ -169,9 +176,10 @@ fn read_answer(ours: &mut UnixStream, until: Instant) -> std::io::Result<Vec<u8>
     Ok(answer)
 }
 
-/// Kill the child, then reap it. Best effort: the check has failed already, and that failure
-/// is what the caller reports.
+/// Kill the child and every process below it, then reap it. Best effort: the check has
+/// failed already, and that failure is what the caller reports.
 fn end(child: &mut Child) {
+    let _ = process_tree::kill_descendants(child.id());
     let _ = child.kill();
     let _ = child.wait();
 }

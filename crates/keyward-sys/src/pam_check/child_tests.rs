@@ -18,6 +18,14 @@ fn ask_sh(script: &str, deadline: Duration) -> Result<Verdict, AskError> {
     )
 }
 
+/// Is `pid` gone (no such process, or exited and waiting to be reaped)?
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).map_or(true, |stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
 #[test]
 fn the_childs_input_buffer_never_grows_so_no_unwiped_copy_is_left() {
     for len in [0, 1, 100, MAX_INPUT, MAX_INPUT + 1, 3 * MAX_INPUT] {
@@ -186,4 +194,37 @@ fn an_endless_answer_fails_the_check_without_waiting_for_the_deadline() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// At the deadline the child is killed with every process below it, including one in a
+/// session of its own (as pam_exec runs its programs) and one whose parent exited (it was
+/// re-parented to the child, a subreaper). Seen failing without the subreaper (the orphan
+/// survived) and without the tree kill (both survived).
+#[test]
+fn at_the_deadline_the_child_and_everything_it_started_are_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let at = |f: &str| dir.path().join(f).display().to_string();
+    let script = format!(
+        "setsid sh -c 'echo $$ > {direct}; exec sleep 300' & \
+         sh -c \"setsid sh -c 'echo \\$\\$ > {orphan}; exec sleep 301' &\"; \
+         echo $$ > {me}; sleep 300",
+        direct = at("direct"),
+        orphan = at("orphan"),
+        me = at("me"),
+    );
+    let started = Instant::now();
+    let failed = ask_sh(&script, Duration::from_secs(4)).expect_err("a hung child");
+    assert_eq!(
+        failed.to_string(),
+        "the PAM stack did not answer within 4 s"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    for f in ["me", "direct", "orphan"] {
+        let pid = std::fs::read_to_string(at(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(gone(&pid), "{f} ({}) survived the deadline", pid.trim());
+    }
 }
