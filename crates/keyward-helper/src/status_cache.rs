@@ -1,10 +1,6 @@
-//! The last status report of each LUKS2 volume, kept while its header is byte for byte the
-//! same (issue 18: libcryptsetup's init and load were most of a `keyward status` round trip).
-//! The key is the device's identity (device and inode numbers) and the checksums stored in its
-//! header's two copies, which any metadata write changes — keyward's own, stock cryptsetup's,
-//! a restored header backup. [`keyward_luks::probe::fingerprint`] verifies both copies first,
-//! so a damaged header is never answered from the cache. Only reports of a header that was read
-//! are kept; errors are recomputed every time.
+//! What `keyward status` shows, kept while what it was read from is unchanged (issue 18):
+//! each LUKS2 volume's report while its header is byte for byte the same
+//! ([`keyward_luks::header_cache`]; reports of an error are recomputed every time).
 //!
 //! Also each holder's standing (issue 18): NSS and /etc/shadow were read once per holder per
 //! `status`. A standing is kept while the account files are the same files with the same
@@ -16,7 +12,7 @@
 //! are never kept.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use keyward_core::config::Config;
@@ -25,57 +21,26 @@ use keyward_core::{Uid, UserName};
 
 use crate::ctx::lock;
 
-/// What a report was computed from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Key {
-    dev: u64,
-    ino: u64,
-    checksums: [u8; 64],
-}
-
-/// By volume name and device: a report names its volume.
-static REPORTS: Mutex<BTreeMap<(String, PathBuf), (Key, VolumeReport)>> =
-    Mutex::new(BTreeMap::new());
-
-/// keyward-luks is built for Linux only: elsewhere nothing is cached.
-#[cfg(not(target_os = "linux"))]
-fn key(_device: &Path) -> Option<Key> {
-    None
-}
-
+/// The report for `device`: the kept one if the header is unchanged, else `compute()`'s.
 #[cfg(target_os = "linux")]
-fn key(device: &Path) -> Option<Key> {
-    // The checksums first: a header rewritten between the two reads keys the new content.
-    let checksums = keyward_luks::probe::fingerprint(device).ok()?;
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(device).ok()?;
-    Some(Key {
-        dev: meta.dev(),
-        ino: meta.ino(),
-        checksums,
-    })
-}
-
-/// The report for `device`: the cached one if the header is unchanged, else `compute()`'s.
-/// The key is read before computing, so a header changed while computing is simply a miss
-/// next time.
 pub(crate) fn report(
     volume: &str,
     device: &Path,
     compute: impl FnOnce() -> VolumeReport,
 ) -> VolumeReport {
-    let Some(k) = key(device) else {
-        return compute();
-    };
-    let entry = (volume.to_owned(), device.to_owned());
-    if let Some((_, report)) = lock(&REPORTS).get(&entry).filter(|(kept, _)| *kept == k) {
-        return report.clone();
-    }
-    let report = compute();
-    if report.error.is_none() {
-        lock(&REPORTS).insert(entry, (k, report.clone()));
-    }
-    report
+    static REPORTS: keyward_luks::header_cache::HeaderCache<VolumeReport> =
+        keyward_luks::header_cache::HeaderCache::new();
+    REPORTS.get(volume, device, compute, |r| r.error.is_none())
+}
+
+/// keyward-luks is built for Linux only: elsewhere nothing is kept.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn report(
+    _volume: &str,
+    _device: &Path,
+    compute: impl FnOnce() -> VolumeReport,
+) -> VolumeReport {
+    compute()
 }
 
 /// The account files a standing is read from.

@@ -4,6 +4,7 @@
 //! the orderings themselves live in `keyward_core::orderings`.
 
 mod backend;
+pub mod header_cache;
 mod kdf;
 mod lock;
 pub mod probe;
