@@ -36,8 +36,8 @@ use keyward_sys::{audit_file::AuditLog, daemon, hardening, listen, safe_fs, user
 
 fn main() -> ExitCode {
     #[cfg(target_os = "linux")]
-    if std::env::args().nth(1).as_deref() == Some(password_check::CHILD_FLAG) {
-        return password_check::child_main();
+    if std::env::args().nth(1).as_deref() == Some(keyward_sys::pam_check::CHILD_FLAG) {
+        return keyward_sys::pam_check::child_main();
     }
     match run() {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 mod backend;
 #[cfg(not(target_os = "linux"))]
 mod elsewhere;
+pub mod header_cache;
 #[cfg(target_os = "linux")]
 mod kdf;
 #[cfg(target_os = "linux")]

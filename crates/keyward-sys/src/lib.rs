@@ -13,6 +13,8 @@ pub mod listen;
 #[cfg(target_os = "linux")]
 pub mod pam_check;
 pub mod peer;
+#[cfg(target_os = "linux")]
+pub mod process_tree;
 pub mod random;
 pub mod safe_fs;
 pub mod shadow;

@@ -8,12 +8,15 @@
 //! bring a second bindgen and syn 1 into the root helper's build for them (docs/ARCHITECTURE.md).
 //! The conversation answers exactly one hidden prompt with the password and refuses anything
 //! else (a second password, an OTP, a user-name prompt), so a stack that asks for more than the
-//! password fails closed. The helper runs this in a child process with a deadline, so a module
-//! that hangs or crashes cannot take the helper with it.
+//! password fails closed. The helper runs this in a child process with a deadline ([`child`]),
+//! so a module that hangs or crashes cannot take the helper with it.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 use keyward_core::{Secret, UserName};
+
+pub mod child;
+pub use child::{ask, child_main, AskError, CHILD_FLAG};
 
 const PAM_SUCCESS: c_int = 0;
 const PAM_BUF_ERR: c_int = 5;
@@ -75,7 +78,6 @@ unsafe extern "C" {
 
 /// What the stack said.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Verdict {
     /// `pam_authenticate` and `pam_acct_mgmt` succeeded (or the account only needs a new
     /// password, which the same login goes on to set).
@@ -91,7 +93,7 @@ struct Answer<'a> {
 }
 
 /// Check `password` for `user` with the `keyward` PAM service. Runs the modules in this
-/// process: call it in a child that may be killed (the helper does).
+/// process: call it in a child that may be killed ([`child_main`]; the helper [`ask`]s it).
 pub fn check(user: &UserName, password: &Secret) -> Result<Verdict, String> {
     let service = CString::new(SERVICE).map_err(|e| e.to_string())?;
     let name = CString::new(user.as_str()).map_err(|e| e.to_string())?;

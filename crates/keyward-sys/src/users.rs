@@ -1,4 +1,9 @@
-//! Users and groups through NSS (`getpwnam_r`, `getgrnam_r`).
+//! Users and groups through NSS (`getpwnam_r`, `getgrnam_r`), and what nsswitch.conf says of
+//! their sources: whether an absence can be believed, and whether the local account files
+//! alone answer (then their stamps tell whether any answer may have changed).
+
+use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use keyward_core::{Uid, UserName};
 
@@ -104,24 +109,100 @@ fn sssd_answers() -> bool {
 }
 
 fn absence_is_authoritative_in(nsswitch: &str, database: &str, sssd: impl Fn() -> bool) -> bool {
-    let sources = nsswitch
+    sources(nsswitch, database).all(|s| match s {
+        "files" | "systemd" | "compat" | "mymachines" => true,
+        "sss" => sssd(),
+        _ => false,
+    })
+}
+
+/// The sources nsswitch.conf lists for `database` on every line that names it (glibc's default,
+/// `files`, when none does), without `[STATUS=action]` items and comments.
+fn sources<'a>(nsswitch: &'a str, database: &str) -> impl Iterator<Item = &'a str> + 'a {
+    let listed: Vec<&'a str> = nsswitch
         .lines()
         .map(|l| l.split('#').next().unwrap_or(""))
-        .find_map(|l| {
-            let (db, rest) = l.split_once(':')?;
-            (db.trim() == database).then(|| rest.to_owned())
-        })
-        // glibc's default when the database is not listed.
-        .unwrap_or_else(|| "files".to_owned());
-    sources
-        .split_whitespace()
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(db, _)| db.trim() == database)
+        .flat_map(|(_, rest)| rest.split_whitespace())
         .filter(|s| !s.starts_with('['))
-        .all(|s| match s {
-            "files" | "systemd" | "compat" | "mymachines" => true,
-            "sss" => sssd(),
-            _ => false,
-        })
+        .collect();
+    let default = listed.is_empty().then_some("files");
+    listed.into_iter().chain(default)
 }
+
+/// Whether passwd, group and shadow are answered from local files alone (`files`, `systemd`,
+/// `compat`): a directory (sss, ldap, winbind) changes without touching a file.
+fn files_only(nsswitch: &str) -> bool {
+    ["passwd", "group", "shadow"]
+        .iter()
+        .all(|db| sources(nsswitch, db).all(|s| matches!(s, "files" | "systemd" | "compat")))
+}
+
+/// The files account lookups are answered from when [`files_only`] holds, nsswitch.conf last.
+const ACCOUNT_FILES: [&str; 4] = ["passwd", "group", "shadow", "nsswitch.conf"];
+
+/// One file's identity and content stamps: useradd, usermod, passwd and chpasswd replace or
+/// rewrite the account files, which changes one of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<Self> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        })
+    }
+}
+
+/// The account files' stamps (a missing file stamped as missing). Two equal stamps: no account
+/// lookup can have changed its answer in between.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountsStamp(Vec<Option<FileStamp>>);
+
+/// The stamp of /etc's account files (/etc/passwd, /etc/group, /etc/shadow, /etc/nsswitch.conf),
+/// or `None` when nsswitch.conf lists a source other than local files for passwd, group or
+/// shadow: then no stamp says whether an answer changed.
+pub fn accounts_stamp() -> Option<AccountsStamp> {
+    accounts_stamp_in(Path::new("/etc"))
+}
+
+/// [`accounts_stamp`] of the account files in `etc`. nsswitch.conf is parsed again only when
+/// its own stamp changes.
+fn accounts_stamp_in(etc: &Path) -> Option<AccountsStamp> {
+    static LAST: Mutex<Option<(FileStamp, bool)>> = Mutex::new(None);
+    let stamps: Vec<Option<FileStamp>> = ACCOUNT_FILES
+        .iter()
+        .map(|f| FileStamp::of(&etc.join(f)))
+        .collect();
+    let nsswitch = stamps.last().cloned().flatten();
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    let local = match (last.as_ref(), &nsswitch) {
+        (Some((kept, verdict)), Some(now)) if kept == now => *verdict,
+        _ => {
+            let text = std::fs::read_to_string(etc.join("nsswitch.conf")).unwrap_or_default();
+            let verdict = files_only(&text);
+            *last = nsswitch.map(|now| (now, verdict));
+            verdict
+        }
+    };
+    local.then_some(AccountsStamp(stamps))
+}
+
+#[cfg(test)]
+#[path = "users_tests.rs"]
+mod stamp_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,140 @@
+//! Ending a process together with every process it started, wherever they went: a program run
+//! with `setsid` (as pam_exec runs its programs) is in a session and process group of its own,
+//! so killing a process group misses it. The tree is read from /proc (each process's parent),
+//! so the root must be a child subreaper (`PR_SET_CHILD_SUBREAPER`, [`become_subreaper`]):
+//! then a descendant whose parent dies is re-parented to the root, not to init, and stays in
+//! the tree.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rustix::process::{Pid, Signal};
+
+/// How many times the tree is read again for processes forked while it was being killed.
+const ROUNDS: usize = 50;
+
+/// Make this process a child subreaper: its orphaned descendants become its children. Called
+/// between fork and exec too, so it must stay one system call (async-signal-safe).
+pub fn become_subreaper() -> std::io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))?;
+    Ok(())
+}
+
+/// SIGKILL every live descendant of `root` (not `root` itself), again and again until none is
+/// left alive: one forked while its parent was killed is re-parented to `root` (a subreaper)
+/// and found in the next round. Zombies are dead already; their parent (or init) reaps them.
+/// Returns how many processes were sent SIGKILL.
+pub fn kill_descendants(root: u32) -> std::io::Result<usize> {
+    let mut killed = 0;
+    for _ in 0..ROUNDS {
+        let alive = live_descendants(root, &read_tree()?);
+        if alive.is_empty() {
+            break;
+        }
+        for pid in alive {
+            // Gone since the tree was read: nothing to kill.
+            if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
+                if rustix::process::kill_process(pid, Signal::KILL).is_ok() {
+                    killed += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(killed)
+}
+
+/// One process as /proc shows it: its parent and whether it has not exited yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    parent: u32,
+    alive: bool,
+}
+
+/// Every process's entry, by pid.
+fn read_tree() -> std::io::Result<BTreeMap<u32, Entry>> {
+    let mut tree = BTreeMap::new();
+    for dir in std::fs::read_dir("/proc")? {
+        let Some(pid) = dir?
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process that exited since the directory was listed has no stat file: skip it.
+        if let Some(entry) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .as_deref()
+            .and_then(parse_stat)
+        {
+            tree.insert(pid, entry);
+        }
+    }
+    Ok(tree)
+}
+
+/// `/proc/PID/stat`: `PID (COMM) STATE PPID ...`, where COMM may hold spaces and parentheses,
+/// so the fields are read after the last `)`.
+fn parse_stat(stat: &str) -> Option<Entry> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?;
+    let parent = fields.next()?.parse().ok()?;
+    Some(Entry {
+        parent,
+        alive: !matches!(state, "Z" | "X" | "x"),
+    })
+}
+
+/// The live processes below `root` in `tree` (children, their children, ...).
+fn live_descendants(root: u32, tree: &BTreeMap<u32, Entry>) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut parents = vec![root];
+    while let Some(parent) = parents.pop() {
+        for (&pid, entry) in tree {
+            if entry.parent == parent && pid != root && !found.contains(&pid) {
+                found.push(pid);
+                parents.push(pid);
+            }
+        }
+    }
+    found.retain(|pid| tree.get(pid).is_some_and(|e| e.alive));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stat_line_is_read_after_the_command_name() {
+        let entry = parse_stat("4242 (a (b) c) S 17 4242 4242 0 -1 4194560").expect("parsed");
+        assert_eq!(
+            entry,
+            Entry {
+                parent: 17,
+                alive: true
+            }
+        );
+        assert!(!parse_stat("7 (sleep) Z 1 7").expect("parsed").alive);
+        assert_eq!(parse_stat("7 sleep S 1"), None);
+    }
+
+    #[test]
+    fn descendants_are_found_at_any_depth_and_zombies_left_alone() {
+        let e = |parent, alive| Entry { parent, alive };
+        let tree = BTreeMap::from([
+            (10, e(1, true)),
+            (11, e(10, true)),
+            (12, e(11, true)),
+            (13, e(10, false)),
+            (14, e(13, true)),
+            (20, e(1, true)),
+        ]);
+        let mut found = live_descendants(10, &tree);
+        found.sort_unstable();
+        assert_eq!(found, [11, 12, 14]);
+        assert!(live_descendants(20, &tree).is_empty());
+    }
+}
