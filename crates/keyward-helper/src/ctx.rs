@@ -56,3 +56,15 @@ impl Jobs {
         })
     }
 }
+
+/// Who owns the helper's root-only state files (uid, gid): root; a unit test's temporary state
+/// is whoever runs the test.
+pub fn state_owner(config: &Config) -> (u32, u32) {
+    #[cfg(test)]
+    if let Ok(meta) = std::fs::metadata(&config.state_dir) {
+        use std::os::unix::fs::MetadataExt;
+        return (meta.uid(), meta.gid());
+    }
+    let _ = config;
+    (0, 0)
+}

@@ -8,7 +8,8 @@
 #![forbid(unsafe_code)]
 
 // Layers, each using only those below it (docs/ARCHITECTURE.md draws them):
-// server → dispatch → ops → vault → state (service_secret, pending_key, policy_override),
+// server → dispatch → ops → vault → state (pending_key, policy_override; the service secret:
+// vault/luks/host.rs),
 // accounts, luks, audit, ctx, error.
 mod accounts;
 mod audit;
@@ -24,7 +25,6 @@ mod password_check;
 mod pending_key;
 mod policy_override;
 mod server;
-mod service_secret;
 mod start;
 mod status_cache;
 mod vault;

@@ -7,8 +7,8 @@ use keyward_core::config::Config;
 use keyward_core::{Secret, VolumeName};
 use keyward_sys::safe_fs;
 
+use crate::ctx::state_owner;
 use crate::error::OpError;
-use crate::service_secret::state_owner;
 
 /// An I/O error on the pending key's state.
 pub(crate) fn io(source: std::io::Error) -> OpError {
@@ -27,10 +27,7 @@ pub fn load(c: &Config, v: &VolumeName) -> Result<Option<Secret>, OpError> {
 /// Forget the key and its escrow record.
 pub fn drop(c: &Config, v: &VolumeName) -> Result<(), OpError> {
     for name in [v.to_string(), format!("{v}.escrow")] {
-        match std::fs::remove_file(dir(c).join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
-        }
+        safe_fs::remove_if_present(&dir(c).join(name)).map_err(io)?;
     }
     Ok(())
 }

@@ -184,6 +184,14 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io:
     File::open(dir)?.sync_all()
 }
 
+/// Remove `path`; one that is not there is no error (it is gone either way).
+pub fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Rename `dir/from` to `dir/to` and make it durable.
 pub fn rename_durable(dir: &Path, from: &str, to: &str) -> std::io::Result<()> {
     std::fs::rename(dir.join(from), dir.join(to))?;

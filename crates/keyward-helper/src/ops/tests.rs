@@ -17,9 +17,11 @@ use keyward_core::{recovery_key, HolderRole, Secret, SlotId, Uid, UserName};
 use super::recovery::{check_confirm, commit_pending, pending_or_new};
 use super::{bootstrap_on, grant_on, revoke_on, service_rotate_on};
 use crate::error::OpError;
+use crate::pending_key;
+use crate::vault::luks::host::LuksHost;
 use crate::vault::luks::LuksVault;
 use crate::vault::{ServiceStanding, Vault};
-use crate::{pending_key, service_secret};
+use keyward_core::secret_orderings::Host;
 
 type Store = SlotStore<MemoryBackend>;
 
@@ -103,11 +105,15 @@ fn grant_user(v: &mut LuksVault<'_, Store>, name: &str, password: &[u8]) -> Slot
 }
 
 fn stored_secret(f: &Fixture) -> Option<Secret> {
-    service_secret::load(&f.c, &f.c.volumes[0].name).unwrap()
+    LuksHost::new(&f.c, &f.c.volumes[0].name)
+        .service_secret()
+        .unwrap()
 }
 
 fn stored_next(f: &Fixture) -> Option<Secret> {
-    service_secret::load_next(&f.c, &f.c.volumes[0].name).unwrap()
+    LuksHost::new(&f.c, &f.c.volumes[0].name)
+        .next_service_secret()
+        .unwrap()
 }
 
 #[test]
@@ -160,7 +166,9 @@ fn bootstrap_of_a_luks2_volume_naming_a_holder_is_a_usage_error_and_changes_noth
 fn bootstrap_refuses_to_replace_a_service_slot_no_stored_secret_opens() {
     let f = fixture();
     let mut v = bootstrapped(&f);
-    service_secret::forget(&f.c, &f.c.volumes[0].name).unwrap();
+    LuksHost::new(&f.c, &f.c.volumes[0].name)
+        .forget_service_secret()
+        .unwrap();
     let r = bootstrap_on(&mut v, None, &installer());
     assert_eq!(code(r), ErrorCode::Refused);
     assert_eq!(service_slots(&mut v).len(), 1, "the drifted slot stays");
@@ -300,7 +308,9 @@ fn repair_replaces_a_drifted_service_slot() {
     let f = fixture();
     let mut v = bootstrapped(&f);
     let (stale, _) = v.working().unwrap();
-    service_secret::forget(&f.c, &f.c.volumes[0].name).unwrap();
+    LuksHost::new(&f.c, &f.c.volumes[0].name)
+        .forget_service_secret()
+        .unwrap();
     assert!(matches!(v.service().unwrap(), ServiceStanding::Drift(s) if s == stale));
     let (old, new) = v.repair_service(&installer()).unwrap();
     assert_eq!(old, stale);
@@ -453,7 +463,9 @@ fn verify_says_missing_then_ok_then_drift() {
     let ok = v.verify();
     assert_eq!(ok.service, "ok");
     assert!(ok.violations.is_empty(), "{:?}", ok.violations);
-    service_secret::forget(&f.c, &f.c.volumes[0].name).unwrap();
+    LuksHost::new(&f.c, &f.c.volumes[0].name)
+        .forget_service_secret()
+        .unwrap();
     assert_eq!(v.verify().service, "drift");
 }
 

@@ -48,7 +48,7 @@ fn registry_path(c: &Config) -> std::path::PathBuf {
 
 /// The users whose last login found FileVault on an old password (root-only state, 0600).
 fn out_of_step(c: &Config) -> OutOfStep {
-    OutOfStep::new(&c.state_dir, crate::service_secret::state_owner(c).0)
+    OutOfStep::new(&c.state_dir, crate::ctx::state_owner(c).0)
 }
 
 /// Run `f` on the Mac's store; one operation at a time (the helper is the registry's only

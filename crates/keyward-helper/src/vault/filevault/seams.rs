@@ -44,7 +44,7 @@ mod imp {
         let (mac, keys) = match &mut *sim {
             Some(loaded) => loaded,
             none => {
-                let owner = crate::service_secret::state_owner(c).0;
+                let owner = crate::ctx::state_owner(c).0;
                 none.insert(simulated::load(&c.state_dir, owner)?)
             }
         };

@@ -1,6 +1,8 @@
 //! What keyward-core's secret orderings (`keyward_core::secret_orderings`: the service slot's
-//! and the recovery slots' life) get from the helper on a LUKS2 volume: the service secret
-//! (`service_secret`) and the pending recovery key (`pending_key`) in root-only state, fresh
+//! and the recovery slots' life) get from the helper on a LUKS2 volume: the service secret,
+//! stored root-only (0600, written atomically) in `state_dir/service/<volume>` with
+//! `<volume>.next` holding a new one until the slot it opens is committed — the helper's only
+//! long-lived secret —, the pending recovery key (`pending_key`) in root-only state, fresh
 //! secrets from the kernel, the clock, the policy's pending age, and the crash tests'
 //! failpoints at the protocols' named steps. Their errors become the helper's [`OpError`],
 //! worded as before.
@@ -11,9 +13,12 @@ use keyward_core::config::Config;
 use keyward_core::secret_orderings::{Host, ProtocolError};
 use keyward_core::{Secret, SlotId, VolumeName};
 
+use keyward_sys::safe_fs;
+
+use crate::ctx::state_owner;
 use crate::error::OpError;
 use crate::failpoint::failpoint;
-use crate::{pending_key, service_secret};
+use crate::pending_key;
 
 fn io(source: std::io::Error) -> OpError {
     OpError::io("service secret")(source)
@@ -30,33 +35,46 @@ impl<'c> LuksHost<'c> {
     pub fn new(c: &'c Config, name: &'c VolumeName) -> Self {
         LuksHost { c, name }
     }
+
+    /// The service secrets' directory, and the next secret's name in it.
+    fn service_dir(&self) -> (std::path::PathBuf, String) {
+        (
+            self.c.state_dir.join("service"),
+            format!("{}.next", self.name),
+        )
+    }
 }
 
 impl Host for LuksHost<'_> {
     type Error = OpError;
 
     fn service_secret(&mut self) -> Result<Option<Secret>, OpError> {
-        service_secret::load(self.c, self.name).map_err(io)
+        let path = self.c.service_secret_path(self.name);
+        safe_fs::read_secret(&path, state_owner(self.c).0).map_err(io)
     }
 
     fn next_service_secret(&mut self) -> Result<Option<Secret>, OpError> {
-        service_secret::load_next(self.c, self.name).map_err(io)
+        let (dir, next) = self.service_dir();
+        safe_fs::read_secret(&dir.join(next), state_owner(self.c).0).map_err(io)
     }
 
     fn store_next_service_secret(&mut self, secret: &Secret) -> Result<(), OpError> {
-        service_secret::store_next(self.c, self.name, secret).map_err(io)
+        let (dir, next) = self.service_dir();
+        safe_fs::write_atomic(&dir, &next, secret.expose(), 0o600).map_err(io)
     }
 
     fn promote_next_service_secret(&mut self) -> Result<(), OpError> {
-        service_secret::promote_next(self.c, self.name).map_err(io)
+        let (dir, next) = self.service_dir();
+        safe_fs::rename_durable(&dir, &next, self.name.as_str()).map_err(io)
     }
 
     fn discard_next_service_secret(&mut self) -> Result<(), OpError> {
-        service_secret::discard_next(self.c, self.name).map_err(io)
+        let (dir, next) = self.service_dir();
+        safe_fs::remove_if_present(&dir.join(next)).map_err(io)
     }
 
     fn forget_service_secret(&mut self) -> Result<(), OpError> {
-        service_secret::forget(self.c, self.name).map_err(io)
+        safe_fs::remove_if_present(&self.c.service_secret_path(self.name)).map_err(io)
     }
 
     fn pending_key(&mut self) -> Result<Option<Secret>, OpError> {
