@@ -164,7 +164,7 @@ fn run(args: &[String], flags: Flags) -> Result<serde_json::Value, Failure> {
             let auth = read_secret(&mut input)?;
             let secret = read_secret(&mut input)?;
             let slot = store.grant(&grant(Role::Service), Authority::Holder(&auth), &secret)?;
-            // As the helper does (vault/luks/service.rs): never tried for a typed passphrase.
+            // As the helper does (keyward-core secret_orderings): never tried for a typed passphrase.
             store.ignore_at_boot(slot)?;
             json!({ "slot": slot.get() })
         }
