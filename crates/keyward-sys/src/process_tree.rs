@@ -3,12 +3,14 @@
 //! so killing a process group misses it. The tree is read from /proc (each process's parent),
 //! so the root must be a child subreaper (`PR_SET_CHILD_SUBREAPER`, [`become_subreaper`]):
 //! then a descendant whose parent dies is re-parented to the root, not to init, and stays in
-//! the tree.
+//! the tree. A pid read from /proc may be freed and reused by an unrelated process before the
+//! signal: each process is pinned with a pidfd and checked again before it is killed, so root
+//! never kills a stranger that inherited a descendant's number.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal};
+use rustix::process::{Pid, PidfdFlags, Signal};
 
 /// How many times the tree is read again for processes forked while it was being killed.
 const ROUNDS: usize = 50;
@@ -31,17 +33,35 @@ pub fn kill_descendants(root: u32) -> std::io::Result<usize> {
         if alive.is_empty() {
             break;
         }
-        for pid in alive {
-            // Gone since the tree was read: nothing to kill.
-            if let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) {
-                if rustix::process::kill_process(pid, Signal::KILL).is_ok() {
-                    killed += 1;
-                }
+        for (pid, parent) in alive {
+            if kill_if_still(pid, parent) {
+                killed += 1;
             }
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     Ok(killed)
+}
+
+/// SIGKILL `pid` if it is still the live child of `parent` that the tree showed: the process
+/// is pinned by a pidfd first and its parent read again, so a pid reused in between (the
+/// process exited, another took its number) is left alone. False when nothing was sent.
+fn kill_if_still(pid: u32, parent: u32) -> bool {
+    let Some(id) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    // Gone since the tree was read: nothing to pin, nothing to kill.
+    let Ok(pinned) = rustix::process::pidfd_open(id, PidfdFlags::empty()) else {
+        return false;
+    };
+    let still = read_entry(pid).is_some_and(|e| e.alive && e.parent == parent);
+    still && rustix::process::pidfd_send_signal(&pinned, Signal::KILL).is_ok()
+}
+
+/// `pid`'s entry now, if it exists.
+fn read_entry(pid: u32) -> Option<Entry> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
 }
 
 /// One process as /proc shows it: its parent and whether it has not exited yet.
@@ -63,11 +83,7 @@ fn read_tree() -> std::io::Result<BTreeMap<u32, Entry>> {
             continue;
         };
         // A process that exited since the directory was listed has no stat file: skip it.
-        if let Some(entry) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .as_deref()
-            .and_then(parse_stat)
-        {
+        if let Some(entry) = read_entry(pid) {
             tree.insert(pid, entry);
         }
     }
@@ -87,19 +103,20 @@ fn parse_stat(stat: &str) -> Option<Entry> {
     })
 }
 
-/// The live processes below `root` in `tree` (children, their children, ...).
-fn live_descendants(root: u32, tree: &BTreeMap<u32, Entry>) -> Vec<u32> {
-    let mut found = Vec::new();
+/// The live processes below `root` in `tree` (children, their children, ...), each with its
+/// parent.
+fn live_descendants(root: u32, tree: &BTreeMap<u32, Entry>) -> Vec<(u32, u32)> {
+    let mut found: Vec<(u32, u32)> = Vec::new();
     let mut parents = vec![root];
     while let Some(parent) = parents.pop() {
         for (&pid, entry) in tree {
-            if entry.parent == parent && pid != root && !found.contains(&pid) {
-                found.push(pid);
+            if entry.parent == parent && pid != root && !found.iter().any(|(p, _)| *p == pid) {
+                found.push((pid, parent));
                 parents.push(pid);
             }
         }
     }
-    found.retain(|pid| tree.get(pid).is_some_and(|e| e.alive));
+    found.retain(|(pid, _)| tree.get(pid).is_some_and(|e| e.alive));
     found
 }
 
@@ -134,7 +151,27 @@ mod tests {
         ]);
         let mut found = live_descendants(10, &tree);
         found.sort_unstable();
-        assert_eq!(found, [11, 12, 14]);
+        assert_eq!(found, [(11, 10), (12, 11), (14, 13)]);
         assert!(live_descendants(20, &tree).is_empty());
+    }
+
+    /// A process is killed only while it is still the child of the parent the tree showed:
+    /// a pid that now belongs to another parent's process (reused) is left alone.
+    #[test]
+    fn a_pid_whose_parent_changed_is_never_killed() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let (pid, me) = (child.id(), std::process::id());
+        assert!(
+            !kill_if_still(pid, me + 1),
+            "not the parent the tree showed"
+        );
+        assert!(child.try_wait().expect("wait").is_none(), "left alive");
+        assert!(kill_if_still(pid, me));
+        let status = child.wait().expect("wait");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(9), "{status}");
     }
 }
