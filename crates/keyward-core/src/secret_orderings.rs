@@ -63,16 +63,7 @@ pub trait Host {
     fn failpoint(&mut self, name: &str) -> Result<(), Self::Error>;
 }
 
-/// Where a volume's service right stands.
-#[derive(Debug)]
-pub enum ServiceStanding {
-    /// This right works with this stored secret.
-    Working(SlotId, Secret),
-    /// No service right (bootstrap needed).
-    Missing,
-    /// A service right exists, but no stored secret opens it.
-    Drift(SlotId),
-}
+pub use crate::store::ServiceStanding;
 
 /// Why a protocol stopped. `E` is the [`Host`]'s error.
 #[derive(Debug, thiserror::Error)]

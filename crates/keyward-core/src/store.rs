@@ -176,3 +176,15 @@ pub trait UnlockStore {
         Ok(())
     }
 }
+
+/// Where a volume's service right stands, whatever its kind: a LUKS2 service slot
+/// (`secret_orderings::service::settle`) or a Mac's service account (keyward-macos).
+#[derive(Debug)]
+pub enum ServiceStanding {
+    /// This right works with this stored secret.
+    Working(SlotId, Secret),
+    /// No service right (bootstrap needed).
+    Missing,
+    /// A service right exists, but no stored secret opens it.
+    Drift(SlotId),
+}

@@ -47,17 +47,10 @@ pub enum ServicePassword {
 }
 
 /// Where the service account stands once what a crash interrupted is finished
-/// ([`FileVaultStore::service_standing`]).
-#[derive(Debug)]
-pub enum ServiceStanding {
-    /// It holds no Secure Token.
-    Missing,
-    /// It holds one (this slot) that the keychain's password does not unlock, or the keychain
-    /// has no password for it.
-    Drift(SlotId),
-    /// It holds one (this slot) that the keychain's password (here) unlocks.
-    Working(SlotId, Secret),
-}
+/// ([`FileVaultStore::service_standing`]): `Missing` (no Secure Token), `Drift` (a token the
+/// keychain's password does not unlock, or no password for it), `Working` (a token and the
+/// password that unlocks it). keyward-core's one type for every kind of volume.
+pub use keyward_core::store::ServiceStanding;
 
 impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
     /// Finish whatever a crash interrupted (reconcile the registry, settle a half-done password

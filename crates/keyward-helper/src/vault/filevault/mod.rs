@@ -24,7 +24,6 @@ use keyward_core::ipc::VolumeReport;
 use keyward_core::StoreError;
 use keyward_macos::names::{ShortName, VolumeOperand};
 use keyward_macos::out_of_step::OutOfStep;
-use keyward_macos::service::ServiceStanding as MacStanding;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
 use super::{ServiceStanding, Vault};
@@ -113,9 +112,5 @@ pub(crate) fn mac_failure(e: MacError) -> OpError {
 /// Finish whatever a crash interrupted, then say where the service account stands
 /// (keyward-macos's ordering, in the helper's terms).
 pub(crate) fn standing(s: &mut Store<'_>) -> Result<ServiceStanding, OpError> {
-    Ok(match s.service_standing().map_err(mac_failure)? {
-        MacStanding::Missing => ServiceStanding::Missing,
-        MacStanding::Drift(slot) => ServiceStanding::Drift(slot),
-        MacStanding::Working(slot, password) => ServiceStanding::Working(slot, password),
-    })
+    s.service_standing().map_err(mac_failure)
 }
