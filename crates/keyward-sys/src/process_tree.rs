@@ -50,12 +50,20 @@ fn kill_if_still(pid: u32, parent: u32) -> bool {
     let Some(id) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    // Gone since the tree was read: nothing to pin, nothing to kill.
-    let Ok(pinned) = rustix::process::pidfd_open(id, PidfdFlags::empty()) else {
-        return false;
+    // Gone since the tree was read: nothing to pin, nothing to kill. A kernel before 5.3 has no
+    // pidfds: the parent is checked again all the same, and the signal sent by pid.
+    let pinned = match rustix::process::pidfd_open(id, PidfdFlags::empty()) {
+        Ok(fd) => Some(fd),
+        Err(rustix::io::Errno::NOSYS) => None,
+        Err(_) => return false,
     };
-    let still = read_entry(pid).is_some_and(|e| e.alive && e.parent == parent);
-    still && rustix::process::pidfd_send_signal(&pinned, Signal::KILL).is_ok()
+    if !read_entry(pid).is_some_and(|e| e.alive && e.parent == parent) {
+        return false;
+    }
+    match pinned {
+        Some(fd) => rustix::process::pidfd_send_signal(&fd, Signal::KILL).is_ok(),
+        None => rustix::process::kill_process(id, Signal::KILL).is_ok(),
+    }
 }
 
 /// `pid`'s entry now, if it exists.

@@ -21,6 +21,7 @@ use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_core::{Secret, UserName};
+use rustix::process::{Pid, Signal};
 use zeroize::Zeroizing;
 
 use super::Verdict;
@@ -133,7 +134,10 @@ fn exchange(
         .write_all(&input)
         .and_then(|()| ours.shutdown(std::net::Shutdown::Write));
     drop(input);
-    let answer = read_answer(&mut ours, until).map_err(|e| match e.kind() {
+    // A child that has exited ends the answer too, even if a process a module forked (without
+    // exec) still holds the socket open: its crash is reported as one, not as a timeout.
+    let exited = || matches!(child.try_wait(), Ok(Some(_)));
+    let answer = read_answer(&mut ours, until, exited).map_err(|e| match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
             AskError::Deadline(deadline)
         }
@@ -151,17 +155,24 @@ fn exchange(
     Ok((status, answer))
 }
 
-/// At most [`MAX_VERDICT`] bytes, up to the end of the child's answer; `TimedOut` (or
-/// `WouldBlock`, the socket's own timeout) at `until`.
-fn read_answer(ours: &mut UnixStream, until: Instant) -> std::io::Result<Vec<u8>> {
+/// At most [`MAX_VERDICT`] bytes, up to the end of the child's answer or, once `exited()`
+/// says the child is gone, what it left in the socket; `TimedOut` (or `WouldBlock`, the
+/// socket's own timeout) at `until`.
+fn read_answer(
+    ours: &mut UnixStream,
+    until: Instant,
+    mut exited: impl FnMut() -> bool,
+) -> std::io::Result<Vec<u8>> {
+    const POLL: Duration = Duration::from_millis(100);
     let mut answer = Vec::with_capacity(MAX_VERDICT);
     let mut chunk = [0u8; 512];
+    let mut child_gone = false;
     while answer.len() < MAX_VERDICT {
         let left = until.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
-        ours.set_read_timeout(Some(left))?;
+        ours.set_read_timeout(Some(left.min(POLL)))?;
         let room = chunk.len().min(MAX_VERDICT - answer.len());
         match ours.read(&mut chunk[..room]) {
             // A reset: the child closed its end before reading all it was sent (it refused
@@ -170,6 +181,18 @@ fn read_answer(ours: &mut UnixStream, until: Instant) -> std::io::Result<Vec<u8>
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
             Ok(n) => answer.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                // Nothing more for now: the child gone, what is left was drained; else wait.
+                if child_gone {
+                    break;
+                }
+                child_gone = exited();
+            }
             Err(e) => return Err(e),
         }
     }
@@ -177,9 +200,16 @@ fn read_answer(ours: &mut UnixStream, until: Instant) -> std::io::Result<Vec<u8>
 }
 
 /// Kill the child and every process below it, then reap it. Best effort: the check has
-/// failed already, and that failure is what the caller reports.
+/// failed already, and that failure is what the caller reports. The tree is killed only while
+/// the child is not reaped: until then its pid is its own (a zombie keeps it), after that it
+/// may be a stranger's. The child is stopped first, so it forks nothing while its tree goes.
 fn end(child: &mut Child) {
-    let _ = process_tree::kill_descendants(child.id());
+    if matches!(child.try_wait(), Ok(None)) {
+        if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
+            let _ = rustix::process::kill_process(pid, Signal::STOP);
+        }
+        let _ = process_tree::kill_descendants(child.id());
+    }
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -48,8 +48,12 @@ fn serve_with(
         .shutdown(std::net::Shutdown::Write)
         .expect("shutdown");
     let code = serve(child, ready, check);
-    let answer = read_answer(&mut helper, Instant::now() + Duration::from_secs(10))
-        .expect("reading the answer");
+    let answer = read_answer(
+        &mut helper,
+        Instant::now() + Duration::from_secs(10),
+        || false,
+    )
+    .expect("reading the answer");
     (code, String::from_utf8(answer).expect("text"))
 }
 
@@ -227,4 +231,27 @@ fn at_the_deadline_the_child_and_everything_it_started_are_killed() {
         let pid = std::fs::read_to_string(at(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         assert!(gone(&pid), "{f} ({}) survived the deadline", pid.trim());
     }
+}
+
+/// A child that dies without answering while a process it forked (a module's, without exec)
+/// still holds the socket is reported as the crash it is, at once — not as a timeout at the
+/// deadline, with nothing left to kill.
+#[test]
+fn a_child_that_crashes_is_reported_at_once_though_its_fork_holds_the_socket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let held = dir.path().join("held").display().to_string();
+    // The background sleep keeps the socket (from fd 3: sh gives an asynchronous list
+    // /dev/null as its stdin before any redirection), then the child kills itself.
+    let script = format!("exec 3<&0; sleep 8 0<&3 3<&- & echo $! > {held}; kill -9 $$");
+    let started = Instant::now();
+    let failed = ask_sh(&script, Duration::from_secs(6)).expect_err("a crashed child");
+    let took = started.elapsed();
+    if let Ok(pid) = std::fs::read_to_string(&held) {
+        let _ = Command::new("kill").arg(pid.trim()).status();
+    }
+    assert!(
+        matches!(&failed, AskError::Failed { status, .. } if status.code().is_none()),
+        "{failed}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
 }
