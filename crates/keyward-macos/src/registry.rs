@@ -7,12 +7,11 @@
 //! The helper keeps it in `state_dir/macos-registry.json` (root, 0600, written atomically);
 //! [`MemoryJournal`] serves tests.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use keyward_core::token::KeywardToken;
 use keyward_core::TokenId;
+use keyward_sys::safe_fs;
 use serde_json::{json, Value};
 
 use crate::error::MacError;
@@ -183,18 +182,22 @@ impl<J: Journal + ?Sized> Journal for &mut J {
     }
 }
 
-/// A JSON file: read with `O_NOFOLLOW`; written to `NAME.tmp` (0600, `O_NOFOLLOW`), fsynced,
-/// renamed over `NAME`, directory fsynced. The directory is the helper's root-only state dir.
+/// A JSON file in the helper's root-only state directory, read and written as every such
+/// file is (`keyward_sys::safe_fs`): read without following a link and only if owned by the
+/// state's owner and private (0600), at most 1 MiB; written to a fresh temporary file (0600),
+/// fsynced, renamed over it, directory fsynced.
 #[derive(Debug, Clone)]
 pub struct FileJournal {
     path: PathBuf,
+    owner: u32,
 }
 
 impl FileJournal {
-    /// The registry at `path`.
-    pub fn new(path: &Path) -> Self {
+    /// The registry at `path`, owned by `owner` (root in the helper).
+    pub fn new(path: &Path, owner: u32) -> Self {
         FileJournal {
             path: path.to_owned(),
+            owner,
         }
     }
 }
@@ -205,52 +208,28 @@ fn io(e: std::io::Error) -> MacError {
 
 impl Journal for FileJournal {
     fn load(&mut self) -> Result<Registry, MacError> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&self.path);
-        let file = match file {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Registry::default()),
-            Err(e) => return Err(io(e)),
+        let expect = safe_fs::Expect::private(self.owner);
+        let Some(raw) = safe_fs::read_checked(&self.path, expect, 1 << 20).map_err(io)? else {
+            return Ok(Registry::default());
         };
-        let v: Value = serde_json::from_reader(std::io::BufReader::new(file.take_bounded()))
-            .map_err(|e| MacError::Registry(e.to_string()))?;
+        let v: Value =
+            serde_json::from_slice(&raw).map_err(|e| MacError::Registry(e.to_string()))?;
         Registry::from_json(&v)
     }
 
     fn save(&mut self, registry: &Registry) -> Result<(), MacError> {
-        let tmp = self.path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&tmp)
-            .map_err(io)?;
         let text = serde_json::to_vec_pretty(&registry.to_json())
             .map_err(|e| MacError::Registry(e.to_string()))?;
-        f.write_all(&text).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &self.path).map_err(io)?;
-        if let Some(dir) = self.path.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io)?;
-        }
-        Ok(())
-    }
-}
-
-/// Bounded reads: the registry is small; a huge file is refused rather than read.
-trait TakeBounded {
-    fn take_bounded(self) -> std::io::Take<std::fs::File>;
-}
-
-impl TakeBounded for std::fs::File {
-    fn take_bounded(self) -> std::io::Take<std::fs::File> {
-        std::io::Read::take(self, 1024 * 1024)
+        let (Some(dir), Some(name)) = (
+            self.path.parent(),
+            self.path.file_name().and_then(|n| n.to_str()),
+        ) else {
+            return Err(MacError::Registry(format!(
+                "{}: not a file in a directory",
+                self.path.display()
+            )));
+        };
+        safe_fs::write_atomic(dir, name, &text, 0o600).map_err(io)
     }
 }
 
@@ -310,13 +289,26 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("macos-registry.json");
-        let mut j = FileJournal::new(&path);
+        let me = keyward_sys::hardening::effective_uid();
+        let mut j = FileJournal::new(&path, me);
         assert_eq!(j.load().unwrap(), Registry::default());
         j.save(&sample()).unwrap();
         assert_eq!(j.load().unwrap(), sample());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert!(!dir.path().join("macos-registry.json.tmp").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+        // Readable by others, or another owner's: not the helper's record, refused.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(j.load().is_err(), "a registry others can read is refused");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(
+            FileJournal::new(&path, me + 1).load().is_err(),
+            "another owner's"
+        );
         // A symlink in its place is not followed.
         std::fs::remove_file(&path).unwrap();
         std::os::unix::fs::symlink("/etc/passwd", &path).unwrap();

@@ -69,7 +69,7 @@ pub(crate) fn with_store<T>(
         service_user,
         volume: operand,
     };
-    let journal = steps::StepJournal::new(&registry_path(c));
+    let journal = steps::StepJournal::new(&registry_path(c), crate::ctx::state_owner(c).0);
     seams::with(c, |runner, keys| {
         let mut store = FileVaultStore::new(runner, journal, keys, config);
         f(&mut store)

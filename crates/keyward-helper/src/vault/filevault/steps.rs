@@ -42,9 +42,9 @@ pub(super) fn failpoint(name: &'static str) {
 pub(crate) struct StepJournal(FileJournal);
 
 impl StepJournal {
-    /// The registry at `path`.
-    pub(crate) fn new(path: &std::path::Path) -> Self {
-        StepJournal(FileJournal::new(path))
+    /// The registry at `path`, owned by `owner`.
+    pub(crate) fn new(path: &std::path::Path, owner: u32) -> Self {
+        StepJournal(FileJournal::new(path, owner))
     }
 }
 

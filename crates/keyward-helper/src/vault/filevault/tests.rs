@@ -46,7 +46,10 @@ fn on<T>(m: &mut Mac, f: impl FnOnce(&mut dyn Vault) -> T) -> T {
         service_user: ShortName::parse("_keyward").unwrap(),
         volume: VolumeOperand::parse("/").unwrap(),
     };
-    let journal = StepJournal::new(&m.c.state_dir.join("macos-registry.json"));
+    let journal = StepJournal::new(
+        &m.c.state_dir.join("macos-registry.json"),
+        crate::ctx::state_owner(&m.c).0,
+    );
     let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     let v = &m.c.volumes[0];
     f(&mut MacVault {
@@ -199,7 +202,10 @@ fn login_as(m: &mut Mac, name: &str, password: &str) -> crate::vault::VolumeLogi
         service_user: ShortName::parse("_keyward").unwrap(),
         volume: VolumeOperand::parse("/").unwrap(),
     };
-    let journal = StepJournal::new(&m.c.state_dir.join("macos-registry.json"));
+    let journal = StepJournal::new(
+        &m.c.state_dir.join("macos-registry.json"),
+        crate::ctx::state_owner(&m.c).0,
+    );
     let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     let managed = crate::accounts::Standing::Managed(keyward_core::Uid::new(501).unwrap());
     let (c, v) = (&m.c, &m.c.volumes[0]);
