@@ -1,7 +1,7 @@
 //! The LUKS2 vault: a keyward keyslot per right, over any [`UnlockStore`] (keyward-luks's
 //! libcryptsetup store in the helper, keyward-core's in-memory one in unit tests), with the
-//! service secret in `service_secret` and a pending recovery key in `pending_key`. The service
-//! slot's life and the recovery slots' are keyward-core's protocols
+//! service secret and a pending recovery key in root-only state ([`host`], `pending_key`). The
+//! service slot's life and the recovery slots' are keyward-core's protocols
 //! (`keyward_core::secret_orderings`), run over the store and the helper's state ([`host`]).
 
 pub mod boot_order;
