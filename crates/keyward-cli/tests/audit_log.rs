@@ -23,6 +23,15 @@ fn verify_chain(inst: &Instance) {
         stderr(&out),
         inst.audit_lines().join("\n")
     );
+    // Every record carries the time the log stamped on it as it appended it (RFC 3339, UTC).
+    for line in inst.audit_lines() {
+        let time = serde_json::from_str::<keyward_core::audit::Record>(&line)
+            .unwrap()
+            .time;
+        let b = time.as_bytes();
+        let stamped = b.len() == 20 && b[4] == b'-' && b[10] == b'T' && b[19] == b'Z';
+        assert!(stamped, "a record without its time: {line}");
+    }
 }
 
 fn status_ok(inst: &Instance) {

@@ -114,6 +114,26 @@ pub fn line_hash(line: &str) -> String {
 }
 
 impl Record {
+    /// The one constructor of a record: `op` by a caller (its class label — `admin`, `agent`,
+    /// `refused`, or `helper` for what the helper does by itself — and its kernel uid and pid),
+    /// with `result` (`ok…` or `error:…`). The volume, user and fold count are set by name where
+    /// they apply; the log fills in the sequence number, time and chain as it appends.
+    pub fn new(caller: &str, uid: u32, pid: i32, op: &str, result: &str) -> Record {
+        Record {
+            seq: 0,
+            time: String::new(),
+            prev: String::new(),
+            caller: caller.into(),
+            uid,
+            pid,
+            op: op.into(),
+            volume: None,
+            user: None,
+            result: result.into(),
+            folded: None,
+        }
+    }
+
     /// Serialize as one line (no newline), chained after `head`; returns the new head.
     pub fn chain(mut self, head: &Head) -> (String, Head) {
         self.seq = head.seq + 1;
@@ -318,17 +338,10 @@ mod tests {
 
     fn rec(op: &str, user: Option<&str>) -> Record {
         Record {
-            seq: 0,
             time: "2026-11-22T10:00:00Z".into(),
-            prev: String::new(),
-            caller: "admin".into(),
-            uid: 0,
-            pid: 42,
-            op: op.into(),
             volume: Some("root".into()),
             user: user.map(Into::into),
-            result: "ok".into(),
-            folded: None,
+            ..Record::new("admin", 0, 42, op, "ok")
         }
     }
 

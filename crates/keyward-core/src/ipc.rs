@@ -211,6 +211,27 @@ impl Request {
         })
     }
 
+    /// The server's side of the handshake, for a decoded frame on a connection `greeted` or
+    /// not yet: `Ok(Some(hello))` answers a first frame that is a hello of this version,
+    /// `Ok(None)` lets a request after it through, and `Err` says why the connection is closed
+    /// (a first frame that is no hello of this version, or a second hello).
+    pub fn greeting(&self, greeted: bool) -> Result<Option<Reply>, String> {
+        match (self, greeted) {
+            (Request::Hello { version }, false) if *version == PROTOCOL_VERSION => {
+                Ok(Some(Reply::Hello {
+                    version: PROTOCOL_VERSION,
+                }))
+            }
+            (Request::Hello { version }, false) => Err(format!(
+                "protocol version {version} is not supported (need {PROTOCOL_VERSION})"
+            )),
+            (_, false) | (Request::Hello { .. }, true) => {
+                Err("the first frame must be the only hello".to_owned())
+            }
+            (_, true) => Ok(None),
+        }
+    }
+
     /// The volume named, for the audit trail.
     pub fn volume(&self) -> Option<&VolumeName> {
         match self {
@@ -855,6 +876,30 @@ pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Zeroizing<Vec<u8>>, FrameEr
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_first_frame_must_be_the_only_hello_of_this_version() {
+        let hello = |version| Request::Hello { version };
+        let status = Request::Status { volume: None };
+        assert_eq!(
+            hello(PROTOCOL_VERSION).greeting(false),
+            Ok(Some(Reply::Hello {
+                version: PROTOCOL_VERSION
+            }))
+        );
+        assert_eq!(status.greeting(true), Ok(None));
+        let old = hello(PROTOCOL_VERSION - 1).greeting(false);
+        assert!(
+            old.as_ref().is_err_and(|e| e.contains("is not supported")),
+            "{old:?}"
+        );
+        for (frame, greeted) in [(&status, false), (&hello(PROTOCOL_VERSION), true)] {
+            assert_eq!(
+                frame.greeting(greeted),
+                Err("the first frame must be the only hello".to_owned())
+            );
+        }
+    }
 
     /// Each recovery request maps to the operation of the same name, and that operation keeps
     /// the audit name the audit trail has always used (`recovery-show` for the standalone

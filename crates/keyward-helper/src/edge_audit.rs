@@ -1,62 +1,51 @@
 //! The edge's audit trail: the one record of every request the helper answers or refuses
 //! and of every connection it closes unread, the folding of an untrusted caller's repeats into
 //! one record a minute (the key: `keyward_core::audit::fold_key`), and the room check before
-//! a change. Records are built by `audit`; this module decides which are written.
+//! a change. Records are built by `keyward_core::audit::Record::new`; this module decides which are written.
 
 use keyward_core::access::CallerClass;
-use keyward_core::audit::{fold_key, result_of};
+use keyward_core::audit::{fold_key, result_of, Record};
 use keyward_core::catalog::Operation;
 use keyward_core::ipc::{ErrorCode, Request, Response};
 use keyward_core::{UserName, VolumeName};
 use keyward_sys::peer::Peer;
 
-use crate::audit;
 use crate::ctx::{lock, Ctx};
 
+/// Who a record is about: the caller as far as the kernel said (no class: refused before one
+/// was known), and the volume and user its request named.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Subject<'a> {
+    pub(crate) class: Option<CallerClass>,
+    pub(crate) peer: Option<Peer>,
+    pub(crate) volume: Option<&'a VolumeName>,
+    pub(crate) user: Option<&'a UserName>,
+}
+
+impl<'a> Subject<'a> {
+    /// A classified caller; what its `request`, if any, named.
+    pub(crate) fn of(class: CallerClass, peer: Peer, request: Option<&'a Request>) -> Self {
+        Subject {
+            class: Some(class),
+            peer: Some(peer),
+            volume: request.and_then(Request::volume),
+            user: request.and_then(Request::user),
+        }
+    }
+}
+
 /// Record a connection closed unread (folded like every untrusted caller's refusals).
-pub(crate) fn refuse(ctx: &Ctx, class: Option<CallerClass>, peer: Option<Peer>, why: &str) {
-    let result = format!("error:refused: {why}");
-    match record(
-        ctx,
-        class,
-        peer,
-        "connect",
-        Named::default(),
-        &result,
-        false,
-    ) {
+pub(crate) fn refuse(ctx: &Ctx, s: Subject<'_>, why: &str) {
+    match record(ctx, s, "connect", &format!("error:refused: {why}"), false) {
         Ok(true) => eprintln!("keyward-helper: connection refused: {why}"),
         Ok(false) => {}
         Err(e) => eprintln!("keyward-helper: audit log: {e}"),
     }
 }
 
-/// The volume and user a request named, for its audit record.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Named<'a> {
-    pub(crate) volume: Option<&'a VolumeName>,
-    pub(crate) user: Option<&'a UserName>,
-}
-
-impl<'a> From<&'a Request> for Named<'a> {
-    fn from(r: &'a Request) -> Self {
-        Named {
-            volume: r.volume(),
-            user: r.user(),
-        }
-    }
-}
-
 /// Record a refusal or fault (folded for untrusted callers).
-pub(crate) fn audit(
-    ctx: &Ctx,
-    class: Option<CallerClass>,
-    peer: Option<Peer>,
-    op: &str,
-    named: Named<'_>,
-    result: &str,
-) {
-    if let Err(e) = record(ctx, class, peer, op, named, result, false) {
+pub(crate) fn audit(ctx: &Ctx, s: Subject<'_>, op: &str, result: &str) {
+    if let Err(e) = record(ctx, s, op, result, false) {
         eprintln!("keyward-helper: audit log: {e}");
     }
 }
@@ -66,44 +55,39 @@ pub(crate) fn audit(
 /// reads and refusals never eat into that).
 fn record(
     ctx: &Ctx,
-    class: Option<CallerClass>,
-    peer: Option<Peer>,
+    s: Subject<'_>,
     op: &str,
-    named: Named<'_>,
     result: &str,
     change: bool,
 ) -> std::io::Result<bool> {
+    let uid = s.peer.map(|p| p.uid.get());
     let mut folded = None;
-    if let Some(key) = fold_key(class, peer.map(|p| p.uid.get()), op, result, change) {
+    if let Some(key) = fold_key(s.class, uid, op, result, change) {
         match lock(&ctx.fold).admit(&key, keyward_sys::clock::unix_secs()) {
             None => return Ok(false),
             Some(n) => folded = (n > 0).then_some(n),
         }
     }
-    let who = audit::Who {
-        caller: class.map_or("refused", CallerClass::label),
-        uid: peer.map_or(u32::MAX, |p| p.uid.get()),
-        pid: peer.map_or(0, |p| p.pid),
-    };
-    let entry = audit::record(
-        who,
-        op,
-        named.volume.map(VolumeName::as_str),
-        named.user.map(UserName::as_str),
-        result,
+    let caller = s.class.map_or("refused", CallerClass::label);
+    let pid = s.peer.map_or(0, |p| p.pid);
+    let entry = Record {
+        volume: s.volume.map(ToString::to_string),
+        user: s.user.map(ToString::to_string),
         folded,
-    );
+        ..Record::new(caller, uid.unwrap_or(u32::MAX), pid, op, result)
+    };
     let mut log = lock(&ctx.audit);
     // An untrusted caller's error (a refusal, a forged command) is no change record either.
     let no_change = !change || result.starts_with("error:");
-    if class != Some(CallerClass::Admin) && no_change && log.room_for_untrusted().is_err() {
+    if s.class != Some(CallerClass::Admin) && no_change && log.room_for_untrusted().is_err() {
         return Ok(false);
     }
-    if change {
-        log.append(entry).map(|()| true)
+    let appended = if change {
+        log.append(entry)
     } else {
-        log.append_read(entry).map(|()| true)
-    }
+        log.append_read(entry)
+    };
+    appended.map(|()| true)
 }
 
 /// Is there room in the audit log to record a change? Asked before every state-changing
@@ -117,10 +101,8 @@ pub(crate) fn room_for_change(ctx: &Ctx) -> std::io::Result<()> {
 /// agent's repeated reads are folded into one record a minute.
 pub(crate) fn audit_answer(
     ctx: &Ctx,
-    class: CallerClass,
-    peer: Peer,
+    s: Subject<'_>,
     op: Operation,
-    named: Named<'_>,
     response: Response,
 ) -> Response {
     let result = result_of(&response);
@@ -128,17 +110,9 @@ pub(crate) fn audit_answer(
     // `audit --verify` allows only reads and refusals past the durable head, and a record does
     // not say whether the verify it records revoked anything.
     let change = op.changes_state();
-    match record(
-        ctx,
-        Some(class),
-        Some(peer),
-        op.name(),
-        named,
-        &result,
-        change,
-    ) {
+    match record(ctx, s, op.name(), &result, change) {
         Ok(_) => response,
-        Err(e) if op.changes_state() => {
+        Err(e) if change => {
             eprintln!("keyward-helper: audit log: {e}");
             error(
                 ErrorCode::Failed,

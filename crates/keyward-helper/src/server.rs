@@ -14,7 +14,7 @@ use keyward_sys::frame_io::{self, FrameFault};
 use keyward_sys::peer::{self, Peer};
 
 use crate::ctx::Ctx;
-use crate::edge_audit::{audit, audit_answer, error, refuse, room_for_change, Named};
+use crate::edge_audit::{audit, audit_answer, error, refuse, room_for_change, Subject};
 
 /// At most this many root connections (the CLI, the PAM module) are served at once.
 const MAX_ADMIN_CONNECTIONS: usize = 16;
@@ -59,17 +59,20 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
         let peer = match peer::credentials(&stream) {
             Ok(p) => p,
             Err(e) => {
-                refuse(ctx, None, None, &format!("no peer credentials: {e}"));
+                refuse(
+                    ctx,
+                    Subject::default(),
+                    &format!("no peer credentials: {e}"),
+                );
                 continue;
             }
         };
         let Some(class) = CallerClass::of(peer.uid, Some(ctx.service_uid)) else {
-            refuse(
-                ctx,
-                None,
-                Some(peer),
-                "caller is neither root nor the service user",
-            );
+            let unknown = Subject {
+                peer: Some(peer),
+                ..Subject::default()
+            };
+            refuse(ctx, unknown, "caller is neither root nor the service user");
             continue;
         };
         let max = match class {
@@ -78,7 +81,7 @@ pub fn serve(listener: &UnixListener, ctx: &Arc<Ctx>) {
         };
         if in_service.of(class).fetch_add(1, Ordering::SeqCst) >= max {
             in_service.of(class).fetch_sub(1, Ordering::SeqCst);
-            refuse(ctx, Some(class), Some(peer), "too many connections");
+            refuse(ctx, Subject::of(class, peer, None), "too many connections");
             continue;
         }
         let (ctx, in_service) = (Arc::clone(ctx), Arc::clone(&in_service));
@@ -101,9 +104,9 @@ fn send(stream: &UnixStream, r: &Response) -> Result<(), FrameFault> {
 
 fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
     // A refusal or a bad frame: recorded, answered, and the connection closed (by returning).
-    let refuse = |op: &str, named: Named<'_>, code: ErrorCode, msg: String| {
+    let refuse = |op: &str, request: Option<&Request>, code: ErrorCode, msg: String| {
         let result = format!("error:{code:?}: {msg}");
-        audit(ctx, Some(class), Some(peer), op, named, &result);
+        audit(ctx, Subject::of(class, peer, request), op, &result);
         let _ = send(&stream, &error(code, msg));
     };
     let mut greeted = false;
@@ -122,39 +125,26 @@ fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
                     FrameFault::Io(e) => format!("read: {e}"),
                     FrameFault::Closed => String::new(),
                 };
-                return refuse("frame", Named::default(), ErrorCode::Usage, why);
+                return refuse("frame", None, ErrorCode::Usage, why);
             }
         };
         let request = match ipc::decode_request(&payload) {
             Ok(r) => r,
-            Err(e) => return refuse("frame", Named::default(), ErrorCode::Usage, e.to_string()),
+            Err(e) => return refuse("frame", None, ErrorCode::Usage, e.to_string()),
         };
-        let op = match (&request, greeted) {
-            (Request::Hello { version }, false) if *version == ipc::PROTOCOL_VERSION => {
+        match request.greeting(greeted) {
+            Ok(Some(hello)) => {
                 greeted = true;
-                let hello = Response::Ok(Reply::Hello {
-                    version: ipc::PROTOCOL_VERSION,
-                });
-                if send(&stream, &hello).is_err() {
+                if send(&stream, &Response::Ok(hello)).is_err() {
                     return;
                 }
                 continue;
             }
-            (Request::Hello { version }, false) => {
-                let msg = format!(
-                    "protocol version {version} is not supported (need {})",
-                    ipc::PROTOCOL_VERSION
-                );
-                return refuse("hello", Named::default(), ErrorCode::Usage, msg);
-            }
-            (_, false) | (Request::Hello { .. }, true) => {
-                let msg = "the first frame must be the only hello".to_owned();
-                return refuse("hello", Named::from(&request), ErrorCode::Usage, msg);
-            }
-            (r, true) => match r.operation() {
-                Some(op) => op,
-                None => return,
-            },
+            Ok(None) => {}
+            Err(msg) => return refuse("hello", Some(&request), ErrorCode::Usage, msg),
+        }
+        let Some(op) = request.operation() else {
+            return;
         };
         if !permits(class, op) {
             let msg = format!(
@@ -162,13 +152,13 @@ fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
                 op.name(),
                 class.label()
             );
-            return refuse(op.name(), Named::from(&request), ErrorCode::Refused, msg);
+            return refuse(op.name(), Some(&request), ErrorCode::Refused, msg);
         }
         if op.changes_state() {
             if let Err(e) = room_for_change(ctx) {
                 let msg = format!("nothing was changed: {e}");
                 eprintln!("keyward-helper: {}: {msg}", op.name());
-                return refuse(op.name(), Named::from(&request), ErrorCode::Refused, msg);
+                return refuse(op.name(), Some(&request), ErrorCode::Refused, msg);
             }
         }
         let (volume, user) = (request.volume().cloned(), request.user().cloned());
@@ -176,15 +166,16 @@ fn handle(stream: UnixStream, ctx: &Arc<Ctx>, peer: Peer, class: CallerClass) {
             Ok(reply) => Response::Ok(reply),
             Err(e) => error(e.code(), e.to_string()),
         };
-        let named = Named {
+        let subject = Subject {
             volume: volume.as_ref(),
             user: user.as_ref(),
+            ..Subject::of(class, peer, None)
         };
         // A queued PAM event is audited once, by its job, with its outcome.
         let response = if response == Response::Ok(Reply::Queued) {
             response
         } else {
-            audit_answer(ctx, class, peer, op, named, response)
+            audit_answer(ctx, subject, op, response)
         };
         if send(&stream, &response).is_err() {
             return;

@@ -362,7 +362,9 @@ impl AuditLog {
         self.write_record(record, false)
     }
 
-    fn write_record(&mut self, record: Record, durable: bool) -> std::io::Result<()> {
+    fn write_record(&mut self, mut record: Record, durable: bool) -> std::io::Result<()> {
+        // Stamped here, as it is chained: the records' times follow the chain's order.
+        record.time = crate::clock::now_rfc3339();
         let (line, head) = record.chain(&self.head);
         let mut bytes = line.clone().into_bytes();
         bytes.push(b'\n');

@@ -13,6 +13,7 @@
 
 use std::sync::Arc;
 
+use keyward_core::audit::Record;
 use keyward_core::config::Volume;
 use keyward_core::login::{self, VolumeLogin};
 use keyward_core::login_queue::Event;
@@ -50,13 +51,11 @@ fn work(ctx: &Arc<Ctx>, user: &UserName) {
             Event::Login(password) => ("login-capture", login(ctx, user, &password, false)),
             Event::Change(new) => ("password-change", login(ctx, user, &new, true)),
         };
-        let who = audit::Who {
-            caller: "admin",
-            uid: caller.uid.get(),
-            pid: caller.pid,
-        };
         let result = login::job_result(result, folded);
-        let record = audit::record(who, op, None, Some(user.as_str()), &result, None);
+        let record = Record {
+            user: Some(user.to_string()),
+            ..Record::new("admin", caller.uid.get(), caller.pid, op, &result)
+        };
         if let Err(e) = lock(&ctx.audit).append(record) {
             eprintln!("keyward-helper: audit log: {e}");
         }
@@ -200,14 +199,11 @@ fn on_volume(
                 // Recorded durably before the rekey, so a crash after it and before the job's
                 // own record still leaves the change in the chain; a change that cannot be
                 // recorded is not made.
-                let begun = audit::record(
-                    audit::Who::helper(),
-                    "slot-rekey",
-                    Some(v.name.as_str()),
-                    Some(user.as_str()),
-                    &format!("ok: begun: slot {old} follows {user}'s new password (the job's record follows)"),
-                    None,
-                );
+                let begun = Record {
+                    volume: Some(v.name.to_string()),
+                    user: Some(user.to_string()),
+                    ..audit::event("slot-rekey", &format!("ok: begun: slot {old} follows {user}'s new password (the job's record follows)"))
+                };
                 lock(&ctx.audit)
                     .append(begun)
                     .map_err(|e| OpError::Failed(format!("audit log: {e}")))?;
