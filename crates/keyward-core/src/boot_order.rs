@@ -70,6 +70,17 @@ mod tests {
         store.state().expect("read")
     }
 
+    /// (`VolumeState::user_slot`, which the helper's login and revoke use: tested here over
+    /// the same volumes.)
+    #[test]
+    fn a_users_slot_is_found_by_their_name() {
+        let (mut store, slots) = volume(&["alice", "bob"]);
+        let state = state(&mut store);
+        let bob = Uid::new(1001).expect("uid");
+        assert_eq!(state.user_slot(&name("bob")), Some((slots[1], bob)));
+        assert_eq!(state.user_slot(&name("carol")), None);
+    }
+
     #[test]
     fn the_user_who_logged_in_is_preferred_once() {
         let (mut store, slots) = volume(&["alice", "bob"]);

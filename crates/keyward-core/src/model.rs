@@ -324,6 +324,14 @@ impl VolumeState {
             .collect()
     }
 
+    /// The slot keyward granted `user`, and the uid it was granted to, if they hold one.
+    pub fn user_slot(&self, user: &UserName) -> Option<(SlotId, Uid)> {
+        self.holders().into_iter().find_map(|h| match h.role {
+            HolderRole::User { name, uid } if &name == user => Some((h.slot, uid)),
+            _ => None,
+        })
+    }
+
     /// The lowest slot number that is neither active nor claimed by a keyward token.
     pub fn free_slot(&self) -> Option<SlotId> {
         (0..u32::from(crate::ids::MAX_SLOTS))

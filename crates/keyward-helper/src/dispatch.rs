@@ -71,7 +71,6 @@ pub fn run(ctx: &Arc<Ctx>, request: Request, caller: Caller) -> Result<Reply, Op
         }
         Request::Command { signed } => commands::run(c, &signed),
         Request::Policy => Ok(Reply::Policy(policy_override::report(c))),
-        Request::Hello { .. } => Err(OpError::Usage("unexpected hello".into())),
         _ => Err(OpError::Usage(
             "operation not supported by this helper".into(),
         )),

@@ -18,7 +18,7 @@ use keyward_core::config::Volume;
 use keyward_core::login::{self, VolumeLogin};
 use keyward_core::login_queue::Event;
 use keyward_core::store::GrantRequest;
-use keyward_core::{HolderRole, Secret, Uid, UserName};
+use keyward_core::{Secret, Uid, UserName};
 
 use crate::accounts::{self, Standing};
 use crate::audit;
@@ -123,7 +123,11 @@ fn login(
         .iter()
         .map(|v| {
             let outcome = match (vault::login_needs_password_check(v), &luks2) {
-                (false, _) => vault::own_login(c, v, user, &standing, password, after_change),
+                // Nothing at a password change on a Mac: macOS moves a token to the new
+                // password itself (and a Mac's plugin sends only logins).
+                (false, _) if after_change => Ok(VolumeLogin::Skipped),
+                (false, _) => with_vault(c, v, |vault| vault.own_login(user, &standing, password))
+                    .map_err(|e| e.to_string()),
                 (true, Some(Ok(Some(uid)))) => luks2_login(ctx, v, user, *uid, password),
                 (true, Some(Err(why))) => Ok(VolumeLogin::Refused(why.clone())),
                 (true, Some(Ok(None)) | None) => Ok(VolumeLogin::Skipped),
@@ -179,11 +183,7 @@ fn on_volume(
     password: &Secret,
 ) -> Result<String, String> {
     with_vault(&ctx.config, v, |vault| {
-        let state = vault.state()?;
-        let mine = state.holders().into_iter().find_map(|h| match h.role {
-            HolderRole::User { name, .. } if &name == user => Some(h.slot),
-            _ => None,
-        });
+        let mine = vault.state()?.user_slot(user).map(|(slot, _)| slot);
         if let Some(slot) = mine {
             if lock(&ctx.jobs.opened).opened_last(&v.name, slot, password) {
                 return Ok(format!("slot {slot} works (verified earlier)"));

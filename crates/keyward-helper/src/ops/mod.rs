@@ -13,7 +13,7 @@ pub mod recovery;
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{Reply, VerifyReport, VolumeReport};
 use keyward_core::store::GrantRequest;
-use keyward_core::{HolderRole, Secret, UserName, VolumeName};
+use keyward_core::{Secret, UserName, VolumeName};
 
 use crate::error::OpError;
 use crate::vault::{self, with_vault, ServiceStanding, Vault};
@@ -123,13 +123,9 @@ pub fn grant_on(
 
 /// `keyward revoke`: the user's keyward right goes.
 pub fn revoke_on(vault: &mut dyn Vault, user: &UserName) -> Result<Reply, OpError> {
-    let state = vault.state()?;
-    let slot = state
-        .holders()
-        .into_iter()
-        .find(|h| matches!(&h.role, HolderRole::User { name: n, .. } if n == user))
-        .map(|h| h.slot)
-        .ok_or_else(|| vault.no_right(user))?;
+    let Some((slot, _)) = vault.state()?.user_slot(user) else {
+        return Err(vault.no_right(user));
+    };
     vault.revoke_user(user, slot)?;
     Ok(Reply::Revoked { slot: slot.get() })
 }

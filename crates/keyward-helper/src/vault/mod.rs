@@ -212,30 +212,12 @@ pub fn login_needs_password_check(v: &Volume) -> bool {
     v.kind != VolumeKind::FileVault
 }
 
-/// A login on a volume that authenticates the password itself (a Mac's): grant or revoke the
-/// user's right as the policy says ([`Vault::own_login`]). Nothing at a password change: macOS
-/// moves a token to the new password itself, and a Mac's plugin sends only logins.
-pub fn own_login(
-    c: &Config,
-    v: &Volume,
-    user: &UserName,
-    standing: &Standing,
-    password: &Secret,
-    after_change: bool,
-) -> Result<VolumeLogin, String> {
-    if after_change {
-        return Ok(VolumeLogin::Skipped);
-    }
-    with_vault(c, v, |vault| vault.own_login(user, standing, password)).map_err(|e| e.to_string())
-}
-
 /// A helper built for Linux without the simulated Mac has no FileVault code: a FileVault
 /// volume in its config is refused with a clear error, never served.
 #[cfg(all(test, not(any(target_os = "macos", feature = "simulated-mac"))))]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::accounts::Standing;
     use keyward_core::ipc::ErrorCode;
 
     fn mac_config() -> Config {
@@ -257,14 +239,5 @@ mod tests {
                 .is_some_and(|m| m.contains("needs macOS")),
             "{report:?}"
         );
-        let login = own_login(
-            &c,
-            v,
-            &UserName::parse("alice").unwrap(),
-            &Standing::Deleted,
-            &Secret::copy_from(b"pw"),
-            false,
-        );
-        assert!(login.unwrap_err().contains("needs macOS"));
     }
 }
