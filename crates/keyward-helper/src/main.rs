@@ -113,21 +113,16 @@ fn run() -> Result<(), String> {
     };
     // A clean stop (SIGTERM from systemd or an admin) takes the socket it bound with it, so
     // no stale socket file is left for clients to find. Before any other thread starts.
-    #[cfg(target_os = "linux")]
-    {
-        let bound = self_bound.then(|| config.helper_socket());
-        keyward_sys::stop::on_stop_signal(move || {
-            if let Some(p) = bound {
-                if let Err(e) = std::fs::remove_file(&p) {
-                    eprintln!("keyward-helper: removing {}: {e}", p.display());
-                }
+    let bound = self_bound.then(|| config.helper_socket());
+    keyward_sys::stop::on_stop_signal(move || {
+        if let Some(p) = bound {
+            if let Err(e) = std::fs::remove_file(&p) {
+                eprintln!("keyward-helper: removing {}: {e}", p.display());
             }
-            eprintln!("keyward-helper: stopped");
-        })
-        .map_err(|e| format!("stop signals: {e}"))?;
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = self_bound;
+        }
+        eprintln!("keyward-helper: stopped");
+    })
+    .map_err(|e| format!("stop signals: {e}"))?;
     eprintln!(
         "keyward-helper: serving {}",
         config.helper_socket().display()

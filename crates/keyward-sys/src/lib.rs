@@ -18,7 +18,6 @@ pub mod process_tree;
 pub mod random;
 pub mod safe_fs;
 pub mod shadow;
-#[cfg(target_os = "linux")]
 pub mod stop;
 pub mod syslog;
 pub mod users;
