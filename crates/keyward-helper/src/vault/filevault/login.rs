@@ -12,7 +12,7 @@ use keyward_core::{Secret, UserName};
 use keyward_macos::login_capture::{decide, holding, Action, Holding};
 use keyward_macos::names::ShortName;
 
-use super::{mac_failure, out_of_step, MacVault};
+use super::{out_of_step, MacVault};
 use crate::accounts::{self, Standing};
 use crate::error::OpError;
 use crate::vault::{Vault, VolumeLogin};
@@ -28,11 +28,11 @@ impl MacVault<'_, '_, '_> {
         password: &Secret,
     ) -> Result<VolumeLogin, OpError> {
         let (c, v) = (self.c, self.v);
-        let name = ShortName::parse(user.as_str()).map_err(mac_failure)?;
+        let name = ShortName::parse(user.as_str())?;
         let revoke_unmanaged = crate::policy_override::effective(c).revoke_unmanaged;
         // Finish an interrupted grant or removal before judging what the user holds.
-        super::standing(self.s)?;
-        let (_, view) = self.s.view().map_err(mac_failure)?;
+        self.s.service_standing()?;
+        let (_, view) = self.s.view()?;
         let holding = holding(&view, user, &name);
         let standing = match holding {
             Holding::Keyward { uid, .. } => {
@@ -54,13 +54,11 @@ impl MacVault<'_, '_, '_> {
                 let why = self
                     .s
                     .note_login_sync(&record, v.name.as_str(), &name, password, why);
-                VolumeLogin::Done(why.map_err(mac_failure)?)
+                VolumeLogin::Done(why?)
             }
             Action::Keep(why) => VolumeLogin::Done(why),
             Action::Revoke { slot, standing } => {
-                self.s
-                    .revoke_right(slot, Some(password))
-                    .map_err(mac_failure)?;
+                self.s.revoke_right(slot, Some(password))?;
                 VolumeLogin::Done(format!(
                     "{standing}: revoked its Secure Token (slot {slot}) with the login password"
                 ))

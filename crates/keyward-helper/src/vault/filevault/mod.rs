@@ -26,7 +26,7 @@ use keyward_macos::names::{ShortName, VolumeOperand};
 use keyward_macos::out_of_step::OutOfStep;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
-use super::{ServiceStanding, Vault};
+use super::Vault;
 use crate::error::OpError;
 
 /// The store the helper works on: the seams borrowed from the one Mac, the registry file.
@@ -58,13 +58,12 @@ pub(crate) fn with_store<T>(
     f: impl FnOnce(&mut Store<'_>) -> Result<T, OpError>,
 ) -> Result<T, OpError> {
     let account = v.service_account.as_ref().unwrap_or(&c.service_user);
-    let service_user = ShortName::parse(account.as_str()).map_err(mac_failure)?;
+    let service_user = ShortName::parse(account.as_str())?;
     let operand = v
         .device
         .to_str()
         .ok_or_else(|| MacError::BadName(v.device.display().to_string()))
-        .and_then(VolumeOperand::parse)
-        .map_err(mac_failure)?;
+        .and_then(VolumeOperand::parse)?;
     let config = MacConfig {
         service_user,
         volume: operand,
@@ -73,8 +72,7 @@ pub(crate) fn with_store<T>(
     seams::with(c, |runner, keys| {
         let mut store = FileVaultStore::new(runner, journal, keys, config);
         f(&mut store)
-    })
-    .map_err(mac_failure)?
+    })?
 }
 
 /// Run `f` on the Mac's vault.
@@ -94,23 +92,19 @@ pub fn status(c: &Config, v: &Volume) -> VolumeReport {
 
 /// A backend error as the helper says it: a refused password is `AuthenticationFailed`
 /// (exit 3), what macOS or keyward's safety rules will not do is `Refused` (exit 4).
-pub(crate) fn mac_failure(e: MacError) -> OpError {
-    let refused = matches!(
-        e,
-        MacError::WouldStrand
-            | MacError::NeedsOwnPassword(_)
-            | MacError::Unsupported(_)
-            | MacError::AccountConflict(_)
-    );
-    if refused {
-        return OpError::Refused(e.to_string());
+impl From<MacError> for OpError {
+    fn from(e: MacError) -> Self {
+        let refused = matches!(
+            e,
+            MacError::WouldStrand
+                | MacError::NeedsOwnPassword(_)
+                | MacError::Unsupported(_)
+                | MacError::AccountConflict(_)
+        );
+        if refused {
+            return OpError::Refused(e.to_string());
+        }
+        let message = e.to_string();
+        OpError::Store(StoreError::from(e)).reworded(|_| message)
     }
-    let message = e.to_string();
-    OpError::Store(StoreError::from(e)).reworded(|_| message)
-}
-
-/// Finish whatever a crash interrupted, then say where the service account stands
-/// (keyward-macos's ordering, in the helper's terms).
-pub(crate) fn standing(s: &mut Store<'_>) -> Result<ServiceStanding, OpError> {
-    s.service_standing().map_err(mac_failure)
 }

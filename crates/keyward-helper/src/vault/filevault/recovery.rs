@@ -10,7 +10,7 @@ use keyward_core::config::{Config, Volume};
 use keyward_core::{Secret, SlotId};
 use keyward_macos::recovery::PendingSettled;
 
-use super::{mac_failure, Store};
+use super::Store;
 use crate::error::OpError;
 use crate::failpoint::failpoint;
 use crate::pending_key;
@@ -24,7 +24,7 @@ pub(super) fn settle_pending(
 ) -> Result<Option<(SlotId, Secret)>, OpError> {
     let key = pending_key::load(c, &v.name)?;
     let max = std::time::Duration::from_secs(c.policy.pending_max_age_secs);
-    let slot = match s.settle_pending_recovery(key, max).map_err(mac_failure)? {
+    let slot = match s.settle_pending_recovery(key, max)? {
         PendingSettled::Kept(p) => return Ok(Some((p.slot, p.key))),
         PendingSettled::NonePending => None,
         PendingSettled::Abandoned(slot) => Some(slot),
@@ -44,7 +44,7 @@ pub(super) fn settle_pending(
 /// the service standing, at start-up and before every operation.
 pub(super) fn drop_unpending(c: &Config, v: &Volume, s: &mut Store<'_>) -> Result<(), OpError> {
     let stored = pending_key::load(c, &v.name)?.is_some();
-    if stored && s.pending_recovery().map_err(mac_failure)?.is_none() {
+    if stored && s.pending_recovery()?.is_none() {
         pending_key::drop(c, &v.name)?;
         eprintln!(
             "keyward-helper: {}: deleted a stored recovery key that is no longer pending",
@@ -65,6 +65,6 @@ pub(super) fn new_pending(
         failpoint("recovery-begin.sealed");
         Ok(())
     };
-    let p = s.rotate_recovery_kept(seal, mac_failure)?;
+    let p = s.rotate_recovery_kept(seal, OpError::from)?;
     Ok((p.slot, p.key))
 }

@@ -266,3 +266,26 @@ fn a_login_after_a_reset_finds_filevault_on_the_old_password_until_they_are_in_s
     assert!(!why.contains("does not unlock"), "{why}");
     assert!(old_password_findings(&mut m).is_empty());
 }
+
+#[test]
+fn a_backend_error_keeps_its_words_and_gets_the_exit_code_of_its_kind() {
+    use crate::error::OpError;
+    use keyward_macos::command::Purpose;
+    use keyward_macos::MacError;
+    let cases = [
+        (MacError::WouldStrand, ErrorCode::Refused),
+        (MacError::NeedsOwnPassword("x".into()), ErrorCode::Refused),
+        (MacError::Unsupported("x"), ErrorCode::Refused),
+        (MacError::AccountConflict("x".into()), ErrorCode::Refused),
+        (
+            MacError::AuthenticationFailed(Purpose::TokenOn),
+            ErrorCode::AuthenticationFailed,
+        ),
+        (MacError::NoServicePassword, ErrorCode::Failed),
+    ];
+    for (e, code) in cases {
+        let words = e.to_string();
+        let said = OpError::from(e);
+        assert_eq!((said.code(), said.to_string()), (code, words));
+    }
+}

@@ -9,14 +9,10 @@ use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
 
-use super::{mac_failure, out_of_step, recovery, standing, MacVault};
+use super::{out_of_step, recovery, MacVault};
 use crate::accounts::Standing;
 use crate::error::OpError;
 use crate::vault::{ServiceStanding, Vault, VolumeLogin};
-
-fn short_name(user: &UserName) -> Result<ShortName, OpError> {
-    ShortName::parse(user.as_str()).map_err(mac_failure)
-}
 
 impl Vault for MacVault<'_, '_, '_> {
     fn name(&self) -> &VolumeName {
@@ -28,7 +24,7 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
-        let standing = standing(self.s)?;
+        let standing = self.s.service_standing()?;
         recovery::drop_unpending(self.c, self.v, self.s)?;
         Ok(standing)
     }
@@ -52,7 +48,8 @@ impl Vault for MacVault<'_, '_, '_> {
                 self.v.name, self.v.name
             ))
         })?;
-        short_name(holder).map(drop)
+        ShortName::parse(holder.as_str())?;
+        Ok(())
     }
 
     fn refuse_blind_replace(&self, slot: SlotId) -> OpError {
@@ -67,32 +64,24 @@ impl Vault for MacVault<'_, '_, '_> {
         password: &Secret,
     ) -> Result<SlotId, OpError> {
         let holder = holder
-            .map(short_name)
+            .map(|h| ShortName::parse(h.as_str()))
             .transpose()?
             .ok_or_else(|| OpError::Usage("no Secure Token holder named".into()))?;
         // A password made by an interrupted bootstrap is kept: the account may already have it.
-        let stored = self
-            .s
-            .keychain_mut()
-            .read(KeychainItem::ServiceCurrent)
-            .map_err(mac_failure)?;
+        let stored = self.s.keychain_mut().read(KeychainItem::ServiceCurrent)?;
         let service_password = match stored {
             Some(p) => p,
-            None => generate_service_password().map_err(mac_failure)?,
+            None => generate_service_password()?,
         };
-        self.s
-            .create_service_account(&service_password)
-            .map_err(mac_failure)?;
-        self.s
-            .grant_service_token(&holder, password)
-            .map_err(mac_failure)
+        self.s.create_service_account(&service_password)?;
+        Ok(self.s.grant_service_token(&holder, password)?)
     }
 
     /// The service password changes with the old one; the new one is in the keychain (as
     /// `next`) before the account gets it.
     fn rotate_service(&mut self, _: SlotId, _: &Secret) -> Result<SlotId, OpError> {
-        let new = generate_service_password().map_err(mac_failure)?;
-        self.s.rotate_service_password(&new).map_err(mac_failure)
+        let new = generate_service_password()?;
+        Ok(self.s.rotate_service_password(&new)?)
     }
 
     /// Refused on a Mac, with the way out. A token holder's password is never reset (FileVault
@@ -100,7 +89,7 @@ impl Vault for MacVault<'_, '_, '_> {
     /// deleted by an admin and bootstrapped again.
     fn repair_service(&mut self, _: &Secret) -> Result<(SlotId, SlotId), OpError> {
         let name = &self.v.name;
-        Err(match standing(self.s)? {
+        Err(match self.s.service_standing()? {
             ServiceStanding::Working(slot, _) => OpError::Refused(format!("the service account's token (slot {slot}) works; nothing to repair (rotate it with `keyward service rotate`)")),
             ServiceStanding::Missing => OpError::Refused(format!("{name} has no service token; run `keyward bootstrap {name} --holder ADMIN`")),
             ServiceStanding::Drift(_) => OpError::Refused(format!(
@@ -112,15 +101,14 @@ impl Vault for MacVault<'_, '_, '_> {
 
     /// A Mac's accounts are judged by its own directory (no /etc/shadow there).
     fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError> {
-        let name = short_name(user)?;
+        let name = ShortName::parse(user.as_str())?;
         self.s
-            .local_uid(&name)
-            .map_err(mac_failure)?
+            .local_uid(&name)?
             .ok_or_else(|| OpError::Usage(format!("no such user: {user}")))
     }
 
     fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
-        self.s.verify_slot(slot, secret).map_err(mac_failure)
+        Ok(self.s.verify_slot(slot, secret)?)
     }
 
     /// Refused: macOS removes a Secure Token only with its holder's own password
@@ -145,8 +133,8 @@ impl Vault for MacVault<'_, '_, '_> {
     /// Delete the service account, only while another way in remains
     /// (keyward-macos's `release_service_account`).
     fn release(&mut self, dry_run: bool) -> Result<Vec<u32>, OpError> {
-        let slot = self.s.release_service_account(dry_run);
-        Ok(slot.map_err(mac_failure)?.iter().map(|s| s.get()).collect())
+        let slot = self.s.release_service_account(dry_run)?;
+        Ok(slot.into_iter().map(SlotId::get).collect())
     }
 
     fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
@@ -163,18 +151,18 @@ impl Vault for MacVault<'_, '_, '_> {
         slot: SlotId,
         escrow: Option<EscrowRef>,
     ) -> Result<Vec<SlotId>, OpError> {
-        self.s.commit_recovery(slot, escrow).map_err(mac_failure)?;
+        self.s.commit_recovery(slot, escrow)?;
         Ok(Vec::new())
     }
 
     fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
-        self.s.abandon_pending().map_err(mac_failure)
+        Ok(self.s.abandon_pending()?)
     }
 
     /// Does the keychain's service password still unlock the volume?
     fn verify(&mut self) -> VerifyReport {
         let name = &self.v.name;
-        let settled = standing(self.s);
+        let settled = self.s.service_standing().map_err(OpError::from);
         let (service, detail) = self.service_verdict(settled);
         VerifyReport {
             volume: name.to_string(),
