@@ -63,8 +63,8 @@ pub(super) fn new_pending(
     let seal = |key: &Secret| {
         pending_key::seal(c, &v.name, key)?;
         failpoint("recovery-begin.sealed");
-        Ok(())
+        Ok::<_, OpError>(())
     };
-    let p = s.rotate_recovery_kept(seal, OpError::from)?;
+    let p = s.rotate_recovery_kept(seal)?;
     Ok((p.slot, p.key))
 }
