@@ -5,7 +5,6 @@
 use keyward_core::ipc::VerifyReport;
 use keyward_core::token::EscrowRef;
 use keyward_core::{Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
-use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
 
@@ -57,24 +56,15 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     /// Create the hidden service account (if needed) and give it a Secure Token authorised
-    /// by a current holder's name and password.
+    /// by a current holder's name and password (keyward-macos's `bootstrap_service`).
     fn create_service(
         &mut self,
         holder: Option<&UserName>,
         password: &Secret,
     ) -> Result<SlotId, OpError> {
-        let holder = holder
-            .map(|h| ShortName::parse(h.as_str()))
-            .transpose()?
-            .ok_or_else(|| OpError::Usage("no Secure Token holder named".into()))?;
-        // A password made by an interrupted bootstrap is kept: the account may already have it.
-        let stored = self.s.keychain_mut().read(KeychainItem::ServiceCurrent)?;
-        let service_password = match stored {
-            Some(p) => p,
-            None => generate_service_password()?,
-        };
-        self.s.create_service_account(&service_password)?;
-        Ok(self.s.grant_service_token(&holder, password)?)
+        let holder = holder.ok_or_else(|| OpError::Usage("no Secure Token holder named".into()))?;
+        let holder = ShortName::parse(holder.as_str())?;
+        Ok(self.s.bootstrap_service(&holder, password)?)
     }
 
     /// The service password changes with the old one; the new one is in the keychain (as
