@@ -150,22 +150,18 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     /// Does the keychain's service password still unlock the volume?
+    /// No users: their standing needs a revocation macOS allows only with the user's own
+    /// password.
     fn verify(&mut self) -> VerifyReport {
-        let name = &self.v.name;
+        let name = self.v.name.as_str();
         let settled = self.s.service_standing().map_err(OpError::from);
         let (service, detail) = self.service_verdict(settled);
         VerifyReport {
-            volume: name.to_string(),
-            service: service.into(),
-            detail,
-            // Users' standing needs a revocation macOS allows only with the user's own password.
-            users: Vec::new(),
-            violations: self.s.report(name.as_str()).violations,
+            violations: self.s.report(name).violations,
             // The KDF floor is LUKS2's (macOS derives FileVault's keys itself); what a Mac can
             // be found with is a user whose last login showed FileVault on an old password.
-            findings: self
-                .s
-                .old_password_findings(&out_of_step(self.c), name.as_str()),
+            findings: self.s.old_password_findings(&out_of_step(self.c), name),
+            ..VerifyReport::service(name, service, detail)
         }
     }
 }
