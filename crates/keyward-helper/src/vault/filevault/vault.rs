@@ -8,7 +8,7 @@ use keyward_core::{Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
 use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
 
-use super::{out_of_step, recovery, MacVault};
+use super::{out_of_step, MacVault};
 use crate::accounts::Standing;
 use crate::error::OpError;
 use crate::vault::{ServiceStanding, Vault, VolumeLogin};
@@ -24,7 +24,7 @@ impl Vault for MacVault<'_, '_, '_> {
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
         let standing = self.s.service_standing()?;
-        recovery::drop_unpending(self.c, self.v, self.s)?;
+        self.drop_unpending()?;
         Ok(standing)
     }
 
@@ -128,11 +128,11 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
-        recovery::settle_pending(self.c, self.v, self.s)
+        self.settle_pending()
     }
 
     fn new_pending_recovery(&mut self, _: &Secret) -> Result<(SlotId, Secret), OpError> {
-        recovery::new_pending(self.c, self.v, self.s)
+        self.new_pending()
     }
 
     /// FileVault already retired the previous key when it made this one: nothing else goes.
