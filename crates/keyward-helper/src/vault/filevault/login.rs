@@ -1,6 +1,6 @@
 //! A captured login on a Mac (issue 19): what the user holds, what that makes the login do and
 //! whether FileVault is on the password macOS accepted are keyward-macos's
-//! ([`keyward_macos::login_capture`], `FileVaultStore::note_login_sync`); the helper judges the
+//! (`FileVaultStore::login_action`, `FileVaultStore::note_login_sync`); the helper judges the
 //! user's standing (its accounts and policy) and carries the action out.
 //!
 //! The password is not authenticated here: sysadminctl authenticates it itself for the grant
@@ -9,7 +9,7 @@
 
 use keyward_core::store::GrantRequest;
 use keyward_core::{Secret, UserName};
-use keyward_macos::login_capture::{decide, holding, Action, Holding};
+use keyward_macos::login_capture::Action;
 use keyward_macos::names::ShortName;
 
 use super::{out_of_step, MacVault};
@@ -30,17 +30,11 @@ impl MacVault<'_, '_, '_> {
         let (c, v) = (self.c, self.v);
         let name = ShortName::parse(user.as_str())?;
         let revoke_unmanaged = crate::policy_override::effective(c).revoke_unmanaged;
-        // Finish an interrupted grant or removal before judging what the user holds.
-        self.s.service_standing()?;
-        let (_, view) = self.s.view()?;
-        let holding = holding(&view, user, &name);
-        let standing = match holding {
-            Holding::Keyward { uid, .. } => {
-                accounts::standing(c, user, Some(uid)).map_err(OpError::Failed)?
-            }
-            Holding::Nothing | Holding::Other(_) => standing.clone(),
-        };
-        Ok(match decide(holding, &standing, revoke_unmanaged) {
+        let judge = |uid| accounts::standing(c, user, Some(uid)).map_err(OpError::Failed);
+        let action = self
+            .s
+            .login_action(user, &name, standing, judge, revoke_unmanaged)?;
+        Ok(match action {
             Action::Grant => {
                 let (_, service) = self.working()?;
                 let uid = self.grantee(user)?;
@@ -48,7 +42,7 @@ impl MacVault<'_, '_, '_> {
                 let slot = self.grant(&req, &service, password)?;
                 VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
             }
-            Action::Keep(why) if matches!(standing, Standing::Managed(_)) => {
+            Action::Holds(why) => {
                 // A token holder macOS just let in: is FileVault on the same password?
                 let record = out_of_step(c);
                 let why = self
