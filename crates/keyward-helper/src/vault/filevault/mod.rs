@@ -59,7 +59,7 @@ pub(crate) fn with_store<T>(
 
 /// What `v` names on the Mac (the service account, the volume), and keyward's record of the
 /// rights it manages there (root-only state, 0600).
-pub(super) fn parts(c: &Config, v: &Volume) -> Result<(MacConfig, StepJournal), MacError> {
+fn parts(c: &Config, v: &Volume) -> Result<(MacConfig, StepJournal), MacError> {
     let account = v.service_account.as_ref().unwrap_or(&c.service_user);
     let registry = c.state_dir.join("macos-registry.json");
     let journal = StepJournal::new(&registry, crate::ctx::state_owner(c).0);
