@@ -3,14 +3,21 @@
 //! one from the service account (the grant `keyward grant` makes); a user who holds one needs
 //! nothing; a user the policy no longer manages loses keyward's token — which macOS allows only
 //! with the holder's own password, so only at a login. [`holding`] reads what the user holds
-//! from a [`View`], [`decide`] makes the choice; neither does I/O. The helper judges the
-//! user's standing (its accounts and policy) and carries the action out.
+//! from a [`View`], [`decide`] makes the choice; neither does I/O.
+//! [`FileVaultStore::login_action`] runs them on the Mac once what a crash interrupted is
+//! finished. The helper judges the user's standing (its accounts and policy) and carries the
+//! action out.
 
 use keyward_core::policy::Standing;
 use keyward_core::{HolderRole, SlotId, Uid, UserName};
 
+use crate::error::MacError;
 use crate::inventory::View;
+use crate::keychain::Keychain;
 use crate::names::ShortName;
+use crate::registry::Journal;
+use crate::runner::Runner;
+use crate::store::FileVaultStore;
 
 /// What the user holds on the Mac.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +40,10 @@ pub enum Holding {
 pub enum Action {
     /// Give the user a Secure Token, authorised by the service account.
     Grant,
-    /// Nothing to change; why, for the record.
+    /// A managed user who holds a token: nothing to change (why, for the record). macOS has
+    /// just let them in: is FileVault on the same password (`note_login_sync`)?
+    Holds(String),
+    /// An unmanaged user keeps keyward's token (`revoke_unmanaged` is off); why, for the record.
     Keep(String),
     /// Remove keyward's token with the password at hand.
     Revoke {
@@ -69,10 +79,10 @@ pub fn decide(holding: Holding, standing: &Standing, revoke_unmanaged: bool) -> 
         (Holding::Nothing | Holding::Other(_), false) => {
             Action::NotManaged(format!("not managed ({})", standing.label()))
         }
-        (Holding::Other(slot), true) => Action::Keep(format!(
+        (Holding::Other(slot), true) => Action::Holds(format!(
             "holds a Secure Token keyward did not grant (slot {slot}); nothing to do"
         )),
-        (Holding::Keyward { slot, .. }, true) => Action::Keep(format!(
+        (Holding::Keyward { slot, .. }, true) => Action::Holds(format!(
             "holds its Secure Token (slot {slot}); nothing to do"
         )),
         (Holding::Keyward { slot, .. }, false) if revoke_unmanaged => Action::Revoke {
@@ -83,6 +93,30 @@ pub fn decide(holding: Holding, standing: &Standing, revoke_unmanaged: bool) -> 
             "{}: keeps its Secure Token (slot {slot}) while revoke_unmanaged is off",
             standing.label()
         )),
+    }
+}
+
+impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
+    /// What a login of `user` (short name `name`) does: once what a crash interrupted (a grant,
+    /// a removal) is finished, [`decide`] over what the user holds now. `standing` is the
+    /// user's by name; a token keyward granted is judged by `judge` instead, against the uid it
+    /// was granted to.
+    pub fn login_action<E: From<MacError>>(
+        &mut self,
+        user: &UserName,
+        name: &ShortName,
+        standing: &Standing,
+        judge: impl FnOnce(Uid) -> Result<Standing, E>,
+        revoke_unmanaged: bool,
+    ) -> Result<Action, E> {
+        self.service_standing()?;
+        let (_, view) = self.view()?;
+        let holding = holding(&view, user, name);
+        let standing = match holding {
+            Holding::Keyward { uid, .. } => judge(uid)?,
+            Holding::Nothing | Holding::Other(_) => standing.clone(),
+        };
+        Ok(decide(holding, &standing, revoke_unmanaged))
     }
 }
 
@@ -108,10 +142,10 @@ mod tests {
             uid: uid(502),
         };
         assert!(
-            matches!(decide(held, &managed, true), Action::Keep(s) if s.contains("nothing to do"))
+            matches!(decide(held, &managed, true), Action::Holds(s) if s.contains("nothing to do"))
         );
         let other = decide(Holding::Other(slot(0)), &managed, true);
-        assert!(matches!(other, Action::Keep(s) if s.contains("did not grant")));
+        assert!(matches!(other, Action::Holds(s) if s.contains("did not grant")));
     }
 
     #[test]

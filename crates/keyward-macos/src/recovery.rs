@@ -98,15 +98,14 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
 
     /// [`Self::rotate_recovery`], then `keep` the new key (the helper seals it) straight
     /// after. If keeping fails, the key is in force and known to nobody: it is abandoned, and
-    /// `keep`'s error returned. `mac` says a backend error as the caller's.
-    pub fn rotate_recovery_kept<E>(
+    /// `keep`'s error returned. A backend error is said as the caller's (`E: From<MacError>`).
+    pub fn rotate_recovery_kept<E: From<MacError>>(
         &mut self,
         keep: impl FnOnce(&Secret) -> Result<(), E>,
-        mac: impl Fn(MacError) -> E,
     ) -> Result<PendingRecovery, E> {
-        let p = self.rotate_recovery().map_err(&mac)?;
+        let p = self.rotate_recovery()?;
         if let Err(e) = keep(&p.key) {
-            self.abandon_pending_recovery(p.slot).map_err(mac)?;
+            self.abandon_pending_recovery(p.slot)?;
             return Err(e);
         }
         Ok(p)

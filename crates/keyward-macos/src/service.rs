@@ -183,6 +183,23 @@ impl<R: Runner, J: Journal, K: Keychain> FileVaultStore<R, J, K> {
         )
     }
 
+    /// Bootstrap: create the service account (if needed) and give it a Secure Token authorised
+    /// by `holder` with `holder_password`. A service password already in the keychain (made by
+    /// an interrupted bootstrap: the account may already have it) is kept; otherwise a new one
+    /// is generated.
+    pub fn bootstrap_service(
+        &mut self,
+        holder: &ShortName,
+        holder_password: &Secret,
+    ) -> Result<SlotId, MacError> {
+        let password = match self.keychain.read(KeychainItem::ServiceCurrent)? {
+            Some(p) => p,
+            None => generate_service_password()?,
+        };
+        self.create_service_account(&password)?;
+        self.grant_service_token(holder, holder_password)
+    }
+
     /// Rotate the service password to `new` by a change with the old one.
     pub fn rotate_service_password(&mut self, new: &Secret) -> Result<SlotId, MacError> {
         self.settle_service_password()?;

@@ -3,6 +3,7 @@
 //! a [`Keychain`]); the steps of each operation live in `rights`, `recovery`, `service` and
 //! `reconcile`. It decides nothing about policy (who should hold a token): callers do.
 
+use std::path::Path;
 use std::time::SystemTime;
 
 use keyward_core::invariants::check_transition;
@@ -36,6 +37,20 @@ impl MacConfig {
             service_user,
             volume: VolumeOperand::default(),
         }
+    }
+
+    /// The service account `account` and the volume `device` (a mount point or `diskNsM`) as a
+    /// keyward config names them, each checked as an operand.
+    pub fn parse(account: &str, device: &Path) -> Result<Self, MacError> {
+        let service_user = ShortName::parse(account)?;
+        let volume = device
+            .to_str()
+            .ok_or_else(|| MacError::BadName(device.display().to_string()))
+            .and_then(VolumeOperand::parse)?;
+        Ok(MacConfig {
+            service_user,
+            volume,
+        })
     }
 }
 
@@ -313,5 +328,41 @@ impl<R: Runner, J: Journal, K: Keychain> UnlockStore for FileVaultStore<R, J, K>
 
     fn reconcile(&mut self) -> Result<Vec<ReconcileAction>, StoreError> {
         Ok(self.reconcile_now()?)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    use super::*;
+
+    #[test]
+    fn a_config_names_an_account_and_a_volume_macos_takes_as_operands() {
+        let c = MacConfig::parse("_keyward", Path::new("/System/Volumes/Data")).unwrap();
+        assert_eq!(c.service_user.as_str(), "_keyward");
+        assert_eq!(c.volume.as_str(), "/System/Volumes/Data");
+        assert_eq!(
+            MacConfig::parse("_kw", Path::new("disk3s5"))
+                .unwrap()
+                .volume
+                .as_str(),
+            "disk3s5"
+        );
+        let refused = |account: &str, device: &Path| {
+            MacConfig::parse(account, device).unwrap_err().to_string()
+        };
+        assert_eq!(refused("-x", Path::new("/")), "invalid name or id \"-x\"");
+        assert_eq!(
+            refused("_kw", Path::new("-verify")),
+            "invalid name or id \"-verify\""
+        );
+        let not_utf8 = Path::new(OsStr::from_bytes(b"/Volumes/\xff"));
+        assert_eq!(
+            refused("_kw", not_utf8),
+            "invalid name or id /Volumes/\u{fffd}"
+        );
     }
 }

@@ -5,9 +5,11 @@
 
 mod common;
 
+use keyward_core::policy::Standing;
 use keyward_core::store::{Authority, GrantRequest, UnlockStore};
 use keyward_core::{Uid, UserName};
-use keyward_macos::login_capture::{holding, Holding};
+use keyward_macos::login_capture::{holding, Action, Holding};
+use keyward_macos::MacError;
 
 use common::*;
 
@@ -47,4 +49,48 @@ fn keywards_grant_is_keywards_an_admins_token_is_not_and_no_token_is_nothing() {
         holding(&view, &user("_keyward"), &name("_keyward")),
         Holding::Other(_)
     ));
+}
+
+/// What a login of `who`, managed by name (uid 502), does; `judge` judges keyward's token.
+fn login(
+    s: &mut Store,
+    who: &str,
+    judge: impl FnOnce(Uid) -> Result<Standing, MacError>,
+) -> Action {
+    let managed = Standing::Managed(Uid::new(502).unwrap());
+    s.login_action(&user(who), &name(who), &managed, judge, true)
+        .unwrap()
+}
+
+fn unjudged(_: Uid) -> Result<Standing, MacError> {
+    panic!("no token of keyward's to judge")
+}
+
+#[test]
+fn a_login_judges_keywards_token_against_the_uid_it_was_granted_to_and_any_other_by_name() {
+    let mut s = bootstrapped();
+    assert_eq!(login(&mut s, "alice", unjudged), Action::Grant);
+    assert!(matches!(login(&mut s, "admin", unjudged), Action::Holds(_)));
+
+    let uid = Uid::new(502).unwrap();
+    let slot = s
+        .grant(
+            &GrantRequest::user(user("alice"), uid),
+            Authority::Service(&secret(SERVICE_PW)),
+            &secret("alice-pw"),
+        )
+        .unwrap();
+    let mut judged = None;
+    let gone = login(&mut s, "alice", |granted| {
+        judged = Some(granted);
+        Ok(Standing::UidChanged)
+    });
+    assert_eq!(judged, Some(uid));
+    assert_eq!(
+        gone,
+        Action::Revoke {
+            slot,
+            standing: Standing::UidChanged.label()
+        }
+    );
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use keyward_core::{Role, Secret, TokenState};
 use keyward_macos::recovery::{PendingRecovery, PendingSettled};
+use keyward_macos::MacError;
 
 use common::*;
 
@@ -91,20 +92,20 @@ fn a_pending_key_without_its_copy_too_old_or_not_the_key_is_given_up_in_force() 
 #[test]
 fn a_key_whose_seal_fails_is_given_up_at_once_and_the_seals_error_returned() {
     let mut s = bootstrapped();
-    let r = s.rotate_recovery_kept(|_| Err("disk full"), |e| panic!("{e}"));
-    assert_eq!(r.unwrap_err(), "disk full");
+    let r = s.rotate_recovery_kept(|_| Err(MacError::Keychain("disk full".into())));
+    assert!(
+        matches!(r, Err(MacError::Keychain(ref e)) if e == "disk full"),
+        "{r:?}"
+    );
     assert_eq!(recovery_entries(&mut s), [(TokenState::Active, false)]);
     assert_eq!(s.pending_recovery().unwrap(), None);
 
     let mut sealed = None;
     let p = s
-        .rotate_recovery_kept(
-            |k| {
-                sealed = copy(k);
-                Ok::<_, String>(())
-            },
-            |e| e.to_string(),
-        )
+        .rotate_recovery_kept(|k| {
+            sealed = copy(k);
+            Ok::<_, MacError>(())
+        })
         .unwrap();
     assert!(sealed.unwrap().ct_eq(&p.key), "the seal got the new key");
     assert_eq!(recovery_entries(&mut s), [(TokenState::Pending, false)]);

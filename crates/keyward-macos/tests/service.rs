@@ -12,7 +12,7 @@ use keyward_macos::command::Purpose;
 use keyward_macos::fake::{FakeAccount, FakeMac};
 use keyward_macos::keychain::KeychainItem;
 use keyward_macos::names::ServiceUid;
-use keyward_macos::service::{generate_service_password, ServicePassword};
+use keyward_macos::service::{generate_service_password, ServicePassword, ServiceStanding};
 use keyward_macos::MacError;
 
 use common::*;
@@ -149,6 +149,27 @@ fn a_wrong_holder_password_or_a_phantom_grant_restores_the_tag() {
     assert!(matches!(r, Err(MacError::PhantomSuccess { .. })), "{r:?}");
     assert!(tagged(&s));
     assert!(s.journal_mut().registry.entries.is_empty());
+}
+
+#[test]
+fn a_bootstrap_cut_short_by_a_wrong_holder_password_leaves_its_service_password_to_the_next() {
+    let mut s = store(FakeMac::typical());
+    let r = s.bootstrap_service(&name("admin"), &secret("wrong"));
+    assert!(
+        matches!(r, Err(MacError::NeedsTokenUnlock(Purpose::TokenOn))),
+        "{r:?}"
+    );
+    let made = keychain(&mut s, KeychainItem::ServiceCurrent).unwrap();
+    assert_eq!(made.len(), 64, "a generated password: {made}");
+    let slot = s
+        .bootstrap_service(&name("admin"), &secret("admin-pw"))
+        .unwrap();
+    assert_eq!(keychain(&mut s, KeychainItem::ServiceCurrent), Some(made));
+    assert!(matches!(
+        s.service_standing().unwrap(),
+        ServiceStanding::Working(working, _) if working == slot
+    ));
+    assert_no_secret_in_argv(&s, &["admin-pw"]);
 }
 
 #[test]

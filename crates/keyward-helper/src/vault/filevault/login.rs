@@ -1,6 +1,6 @@
 //! A captured login on a Mac (issue 19): what the user holds, what that makes the login do and
 //! whether FileVault is on the password macOS accepted are keyward-macos's
-//! ([`keyward_macos::login_capture`], `FileVaultStore::note_login_sync`); the helper judges the
+//! (`FileVaultStore::login_action`, `FileVaultStore::note_login_sync`); the helper judges the
 //! user's standing (its accounts and policy) and carries the action out.
 //!
 //! The password is not authenticated here: sysadminctl authenticates it itself for the grant
@@ -9,10 +9,10 @@
 
 use keyward_core::store::GrantRequest;
 use keyward_core::{Secret, UserName};
-use keyward_macos::login_capture::{decide, holding, Action, Holding};
+use keyward_macos::login_capture::Action;
 use keyward_macos::names::ShortName;
 
-use super::{mac_failure, out_of_step, MacVault};
+use super::{out_of_step, MacVault};
 use crate::accounts::{self, Standing};
 use crate::error::OpError;
 use crate::vault::{Vault, VolumeLogin};
@@ -28,19 +28,13 @@ impl MacVault<'_, '_, '_> {
         password: &Secret,
     ) -> Result<VolumeLogin, OpError> {
         let (c, v) = (self.c, self.v);
-        let name = ShortName::parse(user.as_str()).map_err(mac_failure)?;
+        let name = ShortName::parse(user.as_str())?;
         let revoke_unmanaged = crate::policy_override::effective(c).revoke_unmanaged;
-        // Finish an interrupted grant or removal before judging what the user holds.
-        super::standing(self.s)?;
-        let (_, view) = self.s.view().map_err(mac_failure)?;
-        let holding = holding(&view, user, &name);
-        let standing = match holding {
-            Holding::Keyward { uid, .. } => {
-                accounts::standing(c, user, Some(uid)).map_err(OpError::Failed)?
-            }
-            Holding::Nothing | Holding::Other(_) => standing.clone(),
-        };
-        Ok(match decide(holding, &standing, revoke_unmanaged) {
+        let judge = |uid| accounts::standing(c, user, Some(uid)).map_err(OpError::Failed);
+        let action = self
+            .s
+            .login_action(user, &name, standing, judge, revoke_unmanaged)?;
+        Ok(match action {
             Action::Grant => {
                 let (_, service) = self.working()?;
                 let uid = self.grantee(user)?;
@@ -48,19 +42,17 @@ impl MacVault<'_, '_, '_> {
                 let slot = self.grant(&req, &service, password)?;
                 VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
             }
-            Action::Keep(why) if matches!(standing, Standing::Managed(_)) => {
+            Action::Holds(why) => {
                 // A token holder macOS just let in: is FileVault on the same password?
                 let record = out_of_step(c);
                 let why = self
                     .s
                     .note_login_sync(&record, v.name.as_str(), &name, password, why);
-                VolumeLogin::Done(why.map_err(mac_failure)?)
+                VolumeLogin::Done(why?)
             }
             Action::Keep(why) => VolumeLogin::Done(why),
             Action::Revoke { slot, standing } => {
-                self.s
-                    .revoke_right(slot, Some(password))
-                    .map_err(mac_failure)?;
+                self.s.revoke_right(slot, Some(password))?;
                 VolumeLogin::Done(format!(
                     "{standing}: revoked its Secure Token (slot {slot}) with the login password"
                 ))

@@ -22,27 +22,21 @@ mod vault;
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::VolumeReport;
 use keyward_core::StoreError;
-use keyward_macos::names::{ShortName, VolumeOperand};
 use keyward_macos::out_of_step::OutOfStep;
 use keyward_macos::{FileVaultStore, MacConfig, MacError};
 
-use super::{ServiceStanding, Vault};
+use super::Vault;
 use crate::error::OpError;
+use steps::StepJournal;
 
 /// The store the helper works on: the seams borrowed from the one Mac, the registry file.
-pub(crate) type Store<'a> =
-    FileVaultStore<&'a mut seams::Runner, steps::StepJournal, &'a mut seams::Keys>;
+pub(crate) type Store<'a> = FileVaultStore<&'a mut seams::Runner, StepJournal, &'a mut seams::Keys>;
 
 /// A FileVault volume and its store.
 pub struct MacVault<'c, 's, 'm> {
     c: &'c Config,
     v: &'c Volume,
     s: &'s mut Store<'m>,
-}
-
-/// keyward's record of the rights it manages on this Mac (root-only state, 0600).
-fn registry_path(c: &Config) -> std::path::PathBuf {
-    c.state_dir.join("macos-registry.json")
 }
 
 /// The users whose last login found FileVault on an old password (root-only state, 0600).
@@ -57,24 +51,19 @@ pub(crate) fn with_store<T>(
     v: &Volume,
     f: impl FnOnce(&mut Store<'_>) -> Result<T, OpError>,
 ) -> Result<T, OpError> {
-    let account = v.service_account.as_ref().unwrap_or(&c.service_user);
-    let service_user = ShortName::parse(account.as_str()).map_err(mac_failure)?;
-    let operand = v
-        .device
-        .to_str()
-        .ok_or_else(|| MacError::BadName(v.device.display().to_string()))
-        .and_then(VolumeOperand::parse)
-        .map_err(mac_failure)?;
-    let config = MacConfig {
-        service_user,
-        volume: operand,
-    };
-    let journal = steps::StepJournal::new(&registry_path(c), crate::ctx::state_owner(c).0);
+    let (config, journal) = parts(c, v)?;
     seams::with(c, |runner, keys| {
-        let mut store = FileVaultStore::new(runner, journal, keys, config);
-        f(&mut store)
-    })
-    .map_err(mac_failure)?
+        f(&mut FileVaultStore::new(runner, journal, keys, config))
+    })?
+}
+
+/// What `v` names on the Mac (the service account, the volume), and keyward's record of the
+/// rights it manages there (root-only state, 0600).
+fn parts(c: &Config, v: &Volume) -> Result<(MacConfig, StepJournal), MacError> {
+    let account = v.service_account.as_ref().unwrap_or(&c.service_user);
+    let registry = c.state_dir.join("macos-registry.json");
+    let journal = StepJournal::new(&registry, crate::ctx::state_owner(c).0);
+    Ok((MacConfig::parse(account.as_str(), &v.device)?, journal))
 }
 
 /// Run `f` on the Mac's vault.
@@ -94,23 +83,19 @@ pub fn status(c: &Config, v: &Volume) -> VolumeReport {
 
 /// A backend error as the helper says it: a refused password is `AuthenticationFailed`
 /// (exit 3), what macOS or keyward's safety rules will not do is `Refused` (exit 4).
-pub(crate) fn mac_failure(e: MacError) -> OpError {
-    let refused = matches!(
-        e,
-        MacError::WouldStrand
-            | MacError::NeedsOwnPassword(_)
-            | MacError::Unsupported(_)
-            | MacError::AccountConflict(_)
-    );
-    if refused {
-        return OpError::Refused(e.to_string());
+impl From<MacError> for OpError {
+    fn from(e: MacError) -> Self {
+        let refused = matches!(
+            e,
+            MacError::WouldStrand
+                | MacError::NeedsOwnPassword(_)
+                | MacError::Unsupported(_)
+                | MacError::AccountConflict(_)
+        );
+        if refused {
+            return OpError::Refused(e.to_string());
+        }
+        let message = e.to_string();
+        OpError::Store(StoreError::from(e)).reworded(|_| message)
     }
-    let message = e.to_string();
-    OpError::Store(StoreError::from(e)).reworded(|_| message)
-}
-
-/// Finish whatever a crash interrupted, then say where the service account stands
-/// (keyward-macos's ordering, in the helper's terms).
-pub(crate) fn standing(s: &mut Store<'_>) -> Result<ServiceStanding, OpError> {
-    s.service_standing().map_err(mac_failure)
 }

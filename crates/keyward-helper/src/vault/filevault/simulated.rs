@@ -4,13 +4,17 @@
 //! root-only, 0600, for they hold passwords). After every step that changes one of them, that
 //! file is written atomically (temp, fsync, rename, fsync the directory) and then the step's
 //! crash point is passed, so a helper killed anywhere leaves what a real Mac would still have,
-//! and the next helper starts from it. Compiled into test builds only.
+//! and the next helper starts from it. A helper holds one simulated Mac ([`with`], the seams'
+//! stand-in for Apple's tools), loaded from those files the first time it is touched. Compiled
+//! into test builds only.
 //!
 //! The simulated Mac's answers are keyward-macos's, unchanged: this wraps it.
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
+use keyward_core::config::Config;
 use keyward_core::Secret;
 use keyward_macos::command::{Invocation, Purpose};
 use keyward_macos::fake::{persist, FakeMac};
@@ -248,6 +252,28 @@ impl Keychain for SimKeychain {
         }
         Ok(())
     }
+}
+
+/// The simulated Mac and its keychain, read from the state directory the first time the
+/// helper touches them (the typical Mac if there is none yet: an admin holding a token, a
+/// user without one, FileVault on), and saved there after every change.
+static SIM: Mutex<Option<(SimMac, SimKeychain)>> = Mutex::new(None);
+
+/// Run `f` on the helper's one simulated Mac and its keychain, one operation at a time (the
+/// seams' `with` in a `simulated-mac` build).
+pub fn with<T>(
+    c: &Config,
+    f: impl FnOnce(&mut SimMac, &mut SimKeychain) -> T,
+) -> Result<T, MacError> {
+    let mut sim = SIM.lock().unwrap_or_else(PoisonError::into_inner);
+    let (mac, keys) = match &mut *sim {
+        Some(loaded) => loaded,
+        none => none.insert(load(&c.state_dir, crate::ctx::state_owner(c).0)?),
+    };
+    let out = f(mac, keys);
+    // The simulation records every call for its own tests; a long-lived helper drops them.
+    mac.calls.clear();
+    Ok(out)
 }
 
 #[cfg(test)]

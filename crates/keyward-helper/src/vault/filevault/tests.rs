@@ -9,12 +9,10 @@ use keyward_core::ipc::{ErrorCode, Reply};
 use keyward_core::{recovery_key, Secret, UserName};
 use keyward_macos::fake::FakeMac;
 use keyward_macos::keychain::{Keychain, KeychainItem, MemoryKeychain};
-use keyward_macos::names::{ShortName, VolumeOperand};
-use keyward_macos::{FileVaultStore, MacConfig};
+use keyward_macos::FileVaultStore;
 
 use super::simulated::{SimKeychain, SimMac};
-use super::steps::StepJournal;
-use super::MacVault;
+use super::{parts, MacVault};
 use crate::ops::recovery::{check_confirm, commit_pending, pending_or_new};
 use crate::ops::{bootstrap_on, grant_on, revoke_on, service_rotate_on};
 use crate::vault::{ServiceStanding, Vault};
@@ -42,16 +40,9 @@ fn mac() -> Mac {
 
 /// Run `f` on the simulated Mac's vault, as `with_vault` does on a real one.
 fn on<T>(m: &mut Mac, f: impl FnOnce(&mut dyn Vault) -> T) -> T {
-    let config = MacConfig {
-        service_user: ShortName::parse("_keyward").unwrap(),
-        volume: VolumeOperand::parse("/").unwrap(),
-    };
-    let journal = StepJournal::new(
-        &m.c.state_dir.join("macos-registry.json"),
-        crate::ctx::state_owner(&m.c).0,
-    );
-    let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     let v = &m.c.volumes[0];
+    let (config, journal) = parts(&m.c, v).unwrap();
+    let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     f(&mut MacVault {
         c: &m.c,
         v,
@@ -198,24 +189,8 @@ fn a_recovery_key_is_committed_only_with_its_last_group_typed_back() {
 
 /// A login as `name` with `password` on the simulated Mac, by a managed user (uid 501).
 fn login_as(m: &mut Mac, name: &str, password: &str) -> crate::vault::VolumeLogin {
-    let config = MacConfig {
-        service_user: ShortName::parse("_keyward").unwrap(),
-        volume: VolumeOperand::parse("/").unwrap(),
-    };
-    let journal = StepJournal::new(
-        &m.c.state_dir.join("macos-registry.json"),
-        crate::ctx::state_owner(&m.c).0,
-    );
-    let mut store = FileVaultStore::new(&mut m.mac, journal, &mut m.keys, config);
     let managed = crate::accounts::Standing::Managed(keyward_core::Uid::new(501).unwrap());
-    let (c, v) = (&m.c, &m.c.volumes[0]);
-    MacVault {
-        c,
-        v,
-        s: &mut store,
-    }
-    .own_login(&user(name), &managed, &pw(password))
-    .unwrap()
+    on(m, |v| v.own_login(&user(name), &managed, &pw(password))).unwrap()
 }
 
 fn admin(m: &mut Mac) -> &mut keyward_macos::fake::FakeAccount {
@@ -265,4 +240,27 @@ fn a_login_after_a_reset_finds_filevault_on_the_old_password_until_they_are_in_s
     let why = done(login_as(&mut m, "admin", "reset-pw"));
     assert!(!why.contains("does not unlock"), "{why}");
     assert!(old_password_findings(&mut m).is_empty());
+}
+
+#[test]
+fn a_backend_error_keeps_its_words_and_gets_the_exit_code_of_its_kind() {
+    use crate::error::OpError;
+    use keyward_macos::command::Purpose;
+    use keyward_macos::MacError;
+    let cases = [
+        (MacError::WouldStrand, ErrorCode::Refused),
+        (MacError::NeedsOwnPassword("x".into()), ErrorCode::Refused),
+        (MacError::Unsupported("x"), ErrorCode::Refused),
+        (MacError::AccountConflict("x".into()), ErrorCode::Refused),
+        (
+            MacError::AuthenticationFailed(Purpose::TokenOn),
+            ErrorCode::AuthenticationFailed,
+        ),
+        (MacError::NoServicePassword, ErrorCode::Failed),
+    ];
+    for (e, code) in cases {
+        let words = e.to_string();
+        let said = OpError::from(e);
+        assert_eq!((said.code(), said.to_string()), (code, words));
+    }
 }

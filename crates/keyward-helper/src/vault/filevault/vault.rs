@@ -5,18 +5,13 @@
 use keyward_core::ipc::VerifyReport;
 use keyward_core::token::EscrowRef;
 use keyward_core::{Secret, SlotId, Uid, UnlockStore, UserName, VolumeName};
-use keyward_macos::keychain::{Keychain, KeychainItem};
 use keyward_macos::names::ShortName;
 use keyward_macos::service::generate_service_password;
 
-use super::{mac_failure, out_of_step, recovery, standing, MacVault};
+use super::{out_of_step, MacVault};
 use crate::accounts::Standing;
 use crate::error::OpError;
 use crate::vault::{ServiceStanding, Vault, VolumeLogin};
-
-fn short_name(user: &UserName) -> Result<ShortName, OpError> {
-    ShortName::parse(user.as_str()).map_err(mac_failure)
-}
 
 impl Vault for MacVault<'_, '_, '_> {
     fn name(&self) -> &VolumeName {
@@ -28,8 +23,8 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     fn service(&mut self) -> Result<ServiceStanding, OpError> {
-        let standing = standing(self.s)?;
-        recovery::drop_unpending(self.c, self.v, self.s)?;
+        let standing = self.s.service_standing()?;
+        self.drop_unpending()?;
         Ok(standing)
     }
 
@@ -52,7 +47,8 @@ impl Vault for MacVault<'_, '_, '_> {
                 self.v.name, self.v.name
             ))
         })?;
-        short_name(holder).map(drop)
+        ShortName::parse(holder.as_str())?;
+        Ok(())
     }
 
     fn refuse_blind_replace(&self, slot: SlotId) -> OpError {
@@ -60,39 +56,22 @@ impl Vault for MacVault<'_, '_, '_> {
     }
 
     /// Create the hidden service account (if needed) and give it a Secure Token authorised
-    /// by a current holder's name and password.
+    /// by a current holder's name and password (keyward-macos's `bootstrap_service`).
     fn create_service(
         &mut self,
         holder: Option<&UserName>,
         password: &Secret,
     ) -> Result<SlotId, OpError> {
-        let holder = holder
-            .map(short_name)
-            .transpose()?
-            .ok_or_else(|| OpError::Usage("no Secure Token holder named".into()))?;
-        // A password made by an interrupted bootstrap is kept: the account may already have it.
-        let stored = self
-            .s
-            .keychain_mut()
-            .read(KeychainItem::ServiceCurrent)
-            .map_err(mac_failure)?;
-        let service_password = match stored {
-            Some(p) => p,
-            None => generate_service_password().map_err(mac_failure)?,
-        };
-        self.s
-            .create_service_account(&service_password)
-            .map_err(mac_failure)?;
-        self.s
-            .grant_service_token(&holder, password)
-            .map_err(mac_failure)
+        let holder = holder.ok_or_else(|| OpError::Usage("no Secure Token holder named".into()))?;
+        let holder = ShortName::parse(holder.as_str())?;
+        Ok(self.s.bootstrap_service(&holder, password)?)
     }
 
     /// The service password changes with the old one; the new one is in the keychain (as
     /// `next`) before the account gets it.
     fn rotate_service(&mut self, _: SlotId, _: &Secret) -> Result<SlotId, OpError> {
-        let new = generate_service_password().map_err(mac_failure)?;
-        self.s.rotate_service_password(&new).map_err(mac_failure)
+        let new = generate_service_password()?;
+        Ok(self.s.rotate_service_password(&new)?)
     }
 
     /// Refused on a Mac, with the way out. A token holder's password is never reset (FileVault
@@ -100,7 +79,7 @@ impl Vault for MacVault<'_, '_, '_> {
     /// deleted by an admin and bootstrapped again.
     fn repair_service(&mut self, _: &Secret) -> Result<(SlotId, SlotId), OpError> {
         let name = &self.v.name;
-        Err(match standing(self.s)? {
+        Err(match self.s.service_standing()? {
             ServiceStanding::Working(slot, _) => OpError::Refused(format!("the service account's token (slot {slot}) works; nothing to repair (rotate it with `keyward service rotate`)")),
             ServiceStanding::Missing => OpError::Refused(format!("{name} has no service token; run `keyward bootstrap {name} --holder ADMIN`")),
             ServiceStanding::Drift(_) => OpError::Refused(format!(
@@ -112,15 +91,14 @@ impl Vault for MacVault<'_, '_, '_> {
 
     /// A Mac's accounts are judged by its own directory (no /etc/shadow there).
     fn grantee(&mut self, user: &UserName) -> Result<Uid, OpError> {
-        let name = short_name(user)?;
+        let name = ShortName::parse(user.as_str())?;
         self.s
-            .local_uid(&name)
-            .map_err(mac_failure)?
+            .local_uid(&name)?
             .ok_or_else(|| OpError::Usage(format!("no such user: {user}")))
     }
 
     fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
-        self.s.verify_slot(slot, secret).map_err(mac_failure)
+        Ok(self.s.verify_slot(slot, secret)?)
     }
 
     /// Refused: macOS removes a Secure Token only with its holder's own password
@@ -145,16 +123,16 @@ impl Vault for MacVault<'_, '_, '_> {
     /// Delete the service account, only while another way in remains
     /// (keyward-macos's `release_service_account`).
     fn release(&mut self, dry_run: bool) -> Result<Vec<u32>, OpError> {
-        let slot = self.s.release_service_account(dry_run);
-        Ok(slot.map_err(mac_failure)?.iter().map(|s| s.get()).collect())
+        let slot = self.s.release_service_account(dry_run)?;
+        Ok(slot.into_iter().map(SlotId::get).collect())
     }
 
     fn settle_pending_recovery(&mut self) -> Result<Option<(SlotId, Secret)>, OpError> {
-        recovery::settle_pending(self.c, self.v, self.s)
+        self.settle_pending()
     }
 
     fn new_pending_recovery(&mut self, _: &Secret) -> Result<(SlotId, Secret), OpError> {
-        recovery::new_pending(self.c, self.v, self.s)
+        self.new_pending()
     }
 
     /// FileVault already retired the previous key when it made this one: nothing else goes.
@@ -163,31 +141,27 @@ impl Vault for MacVault<'_, '_, '_> {
         slot: SlotId,
         escrow: Option<EscrowRef>,
     ) -> Result<Vec<SlotId>, OpError> {
-        self.s.commit_recovery(slot, escrow).map_err(mac_failure)?;
+        self.s.commit_recovery(slot, escrow)?;
         Ok(Vec::new())
     }
 
     fn abort_recovery(&mut self) -> Result<Option<SlotId>, OpError> {
-        self.s.abandon_pending().map_err(mac_failure)
+        Ok(self.s.abandon_pending()?)
     }
 
     /// Does the keychain's service password still unlock the volume?
+    /// No users: their standing needs a revocation macOS allows only with the user's own
+    /// password.
     fn verify(&mut self) -> VerifyReport {
-        let name = &self.v.name;
-        let settled = standing(self.s);
+        let name = self.v.name.as_str();
+        let settled = self.s.service_standing().map_err(OpError::from);
         let (service, detail) = self.service_verdict(settled);
         VerifyReport {
-            volume: name.to_string(),
-            service: service.into(),
-            detail,
-            // Users' standing needs a revocation macOS allows only with the user's own password.
-            users: Vec::new(),
-            violations: self.s.report(name.as_str()).violations,
+            violations: self.s.report(name).violations,
             // The KDF floor is LUKS2's (macOS derives FileVault's keys itself); what a Mac can
             // be found with is a user whose last login showed FileVault on an old password.
-            findings: self
-                .s
-                .old_password_findings(&out_of_step(self.c), name.as_str()),
+            findings: self.s.old_password_findings(&out_of_step(self.c), name),
+            ..VerifyReport::service(name, service, detail)
         }
     }
 }
