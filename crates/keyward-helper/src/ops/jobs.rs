@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use keyward_core::audit::Record;
-use keyward_core::config::Volume;
+use keyward_core::config::{Config, Volume};
+use keyward_core::ipc::Reply;
 use keyward_core::login::{self, VolumeLogin};
 use keyward_core::login_queue::Event;
 use keyward_core::store::GrantRequest;
@@ -90,34 +91,13 @@ fn login(
         .iter()
         .any(vault::login_needs_password_check)
         .then(|| luks2_gate(user, &standing, admin, password, after_change));
-    let mut done = Vec::new();
-    if admin && !after_change && matches!(luks2, Some(Ok(_))) {
-        // An admin's login bootstraps any volume that has no service slot yet, from a password
-        // that opens an existing slot. The password is used once and not kept.
-        for v in c
-            .volumes
-            .iter()
+    let done = match luks2 {
+        Some(Ok(_)) if admin && !after_change => (c.volumes.iter())
             .filter(|v| vault::login_needs_password_check(v))
-        {
-            match super::on_volume(c, &v.name, |vault| {
-                super::bootstrap_on(vault, None, password)
-            }) {
-                Ok(keyward_core::ipc::Reply::Bootstrapped {
-                    slot,
-                    created: true,
-                }) => {
-                    done.push(format!(
-                        "{}: bootstrapped service slot {slot} at an admin's login",
-                        v.name
-                    ));
-                }
-                Err(message) => {
-                    done.push(format!("{}: no bootstrap: {message}", v.name));
-                }
-                Ok(_) => {}
-            }
-        }
-    }
+            .filter_map(|v| bootstrap_at_login(c, v, password))
+            .collect(),
+        _ => Vec::new(),
+    };
     let outcomes = c
         .volumes
         .iter()
@@ -136,6 +116,22 @@ fn login(
         })
         .collect();
     login::summary(done, outcomes)
+}
+
+/// An admin's login bootstraps a LUKS2 volume that has no service slot yet, from a password
+/// that opens an existing slot (used once, not kept). What was done, if anything.
+fn bootstrap_at_login(c: &Config, v: &Volume, password: &Secret) -> Option<String> {
+    match with_vault(c, v, |vault| super::bootstrap_on(vault, None, password)) {
+        Ok(Reply::Bootstrapped {
+            slot,
+            created: true,
+        }) => Some(format!(
+            "{}: bootstrapped service slot {slot} at an admin's login",
+            v.name
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!("{}: no bootstrap: {e}", v.name)),
+    }
 }
 
 /// May `user` hold a LUKS2 slot (their uid), or only bootstrap as an admin (`None`), with this
