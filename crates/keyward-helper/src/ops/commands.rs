@@ -20,8 +20,8 @@ use keyward_sys::safe_fs;
 
 use super::recovery;
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::policy_override;
+use keyward_sys::failpoint::failpoint;
 
 /// The replay journal, in `state_dir`.
 const JOURNAL: &str = "command-journal.json";

@@ -20,9 +20,9 @@ use keyward_core::{recovery_key, Secret, SlotId, VolumeName};
 use keyward_sys::safe_fs;
 
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::pending_key::{self, io};
 use crate::vault::{with_vault, Vault};
+use keyward_sys::failpoint::failpoint;
 
 /// What the escrow server is sent for a pending key (ciphertext only), kept root-only beside
 /// the key so a repeated begin returns the same rotation.

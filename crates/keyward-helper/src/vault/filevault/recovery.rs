@@ -12,8 +12,8 @@ use keyward_macos::recovery::PendingSettled;
 
 use super::{mac_failure, Store};
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::pending_key;
+use keyward_sys::failpoint::failpoint;
 
 /// The pending key and its slot, if the sealed copy is there and still the key in force;
 /// a pending record without it (or past its age) is given up (in force, not escrowed).
