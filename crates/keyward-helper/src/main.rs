@@ -17,7 +17,6 @@ mod ctx;
 mod dispatch;
 mod edge_audit;
 mod error;
-mod failpoint;
 mod luks;
 mod ops;
 #[cfg(target_os = "linux")]

@@ -40,13 +40,26 @@ pub fn seal(c: &Config, v: &VolumeName, key: &Secret) -> Result<(), OpError> {
     safe_fs::write_atomic(&dir(c), v.as_str(), key.expose(), 0o600).map_err(io)
 }
 
-/// The stored escrow record (JSON), if any.
-pub fn load_escrow(c: &Config, v: &VolumeName) -> Result<Option<Vec<u8>>, OpError> {
-    let path = dir(c).join(format!("{v}.escrow"));
-    safe_fs::read_checked(&path, safe_fs::Expect::private(state_owner(c).0), 1 << 20).map_err(io)
+/// What the escrow server is sent for a pending key (ciphertext only), kept beside the key so
+/// a repeated begin returns the same rotation.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct EscrowRecord {
+    pub(crate) rotation_id: String,
+    pub(crate) ciphertext: Vec<u8>,
+    pub(crate) sha256: String,
 }
 
-/// Store the escrow record (JSON).
-pub fn store_escrow(c: &Config, v: &VolumeName, json: &[u8]) -> Result<(), OpError> {
-    safe_fs::write_atomic(&dir(c), &format!("{v}.escrow"), json, 0o600).map_err(io)
+/// The stored escrow record, if any. One that does not parse counts as none: it is made again
+/// (a fresh seal of the same key, under a new rotation id).
+pub fn load_escrow(c: &Config, v: &VolumeName) -> Result<Option<EscrowRecord>, OpError> {
+    let path = dir(c).join(format!("{v}.escrow"));
+    match safe_fs::read_json(&path, safe_fs::Expect::private(state_owner(c).0), 1 << 20) {
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => Ok(None),
+        read => read.map_err(io),
+    }
+}
+
+/// Store the escrow record.
+pub fn store_escrow(c: &Config, v: &VolumeName, record: &EscrowRecord) -> Result<(), OpError> {
+    safe_fs::write_json(&dir(c), &format!("{v}.escrow"), record, 0o600).map_err(io)
 }

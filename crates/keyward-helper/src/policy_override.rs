@@ -5,26 +5,37 @@
 use keyward_core::config::{Config, Policy};
 use keyward_core::ipc::PolicyReport;
 use keyward_core::policy::PolicyOverride;
+use keyward_core::quote;
 use keyward_sys::safe_fs;
 
+use crate::ctx::state_owner;
 use crate::error::OpError;
 
 const FILE: &str = "policy-override.json";
 
 /// The override in force, if any. A file that cannot be read or parsed is an error: it was
 /// written by a genuine command, so silently ignoring it could undo the server's decision.
-pub fn load(c: &Config) -> Result<Option<PolicyOverride>, String> {
-    let raw = safe_fs::read_checked(&c.state_dir.join(FILE), safe_fs::Expect::private(0), 4096)
-        .map_err(|e| format!("policy override: {e}"))?;
-    raw.map(|b| serde_json::from_slice(&b).map_err(|e| format!("policy override: {e}")))
-        .transpose()
+fn load(c: &Config) -> Result<Option<PolicyOverride>, String> {
+    let expect = safe_fs::Expect::private(state_owner(c).0);
+    safe_fs::read_json(&c.state_dir.join(FILE), expect, 4096)
+        .map_err(|e| format!("policy override: {e}"))
 }
 
-/// Replace the override (durably).
-pub fn store(c: &Config, o: &PolicyOverride) -> Result<(), OpError> {
-    let json = serde_json::to_vec(o).map_err(|e| OpError::Failed(e.to_string()))?;
-    safe_fs::write_atomic(&c.state_dir, FILE, &json, 0o600)
-        .map_err(|e| OpError::Failed(format!("policy override: {e}")))
+/// Replace the override with `new` (durably) and report the policy now in force, unless the
+/// override in force came from a command issued later: commands may arrive out of order.
+pub fn replace(c: &Config, new: &PolicyOverride) -> Result<PolicyReport, OpError> {
+    if let Some(newer) = load(c)
+        .map_err(OpError::Failed)?
+        .filter(|o| o.issued > new.issued)
+    {
+        return Err(OpError::Refused(format!(
+            "superseded by the policy of command {}, issued later; nothing changed",
+            quote(&newer.command_id)
+        )));
+    }
+    safe_fs::write_json(&c.state_dir, FILE, new, 0o600)
+        .map_err(|e| OpError::Failed(format!("policy override: {e}")))?;
+    Ok(report(c))
 }
 
 /// The policy in force and the command that set its override. If the override cannot be

@@ -303,15 +303,7 @@ impl SlotBackend for LuksBackend {
     }
 
     fn failpoint(&mut self, name: &'static str) -> Result<(), StoreError> {
-        #[cfg(feature = "failpoints")]
-        if std::env::var_os("KEYWARD_FAILPOINT").is_some_and(|v| v == name) {
-            // SAFETY: raise(2) with a valid signal number; SIGKILL ends the process at once,
-            // exactly like a power cut from the header's point of view.
-            unsafe {
-                libc::raise(libc::SIGKILL);
-            }
-        }
-        let _ = name;
+        keyward_sys::failpoint::failpoint(name);
         Ok(())
     }
 }

@@ -1,11 +1,12 @@
 //! keyward-sys: every syscall keyward's daemons make outside libcryptsetup, behind small safe
 //! functions: peer credentials, process hardening, files opened without following links and
-//! checked for owner and mode, users and groups, the audit file, and frame I/O on keyward's
-//! sockets. No policy here: callers decide what an owner or mode must be.
+//! checked for owner and mode, users and groups, the audit file, frame I/O on keyward's
+//! sockets, and the crash tests' crash points. No policy here: callers decide what an owner or mode must be.
 
 pub mod audit_file;
 pub mod clock;
 pub mod daemon;
+pub mod failpoint;
 pub mod frame_io;
 pub mod hardening;
 pub mod helper_client;

@@ -3,7 +3,8 @@
 //! type is checked), never inheriting into children (`O_CLOEXEC`), and checked after opening
 //! (`fstat` on the open descriptor, so there is no window between check and use) for type,
 //! link count, owner and mode. Secrets are written atomically: temp file, fsync, rename, fsync
-//! of the directory.
+//! of the directory. The daemons' small JSON state files are read and written the same way
+//! (`read_json`, `write_json`).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -141,6 +142,34 @@ pub fn read_checked(path: &Path, expect: Expect, limit: u64) -> std::io::Result<
         return Err(refused(path, "is too large"));
     }
     Ok(Some(buf))
+}
+
+/// Read a JSON state file of at most `limit` bytes, checked as [`read_checked`]; `Ok(None)` if
+/// it does not exist. One that does not parse as `T` is an [`std::io::ErrorKind::InvalidData`]
+/// error whose message is the parser's (so a caller can tell a damaged file from one it could
+/// not read).
+pub fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    expect: Expect,
+    limit: u64,
+) -> std::io::Result<Option<T>> {
+    let parse = |bytes: Vec<u8>| {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    };
+    read_checked(path, expect, limit)?.map(parse).transpose()
+}
+
+/// Write `value` as JSON to `dir/name` atomically with `mode` ([`write_atomic`]).
+pub fn write_json<T: serde::Serialize + ?Sized>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+    mode: u32,
+) -> std::io::Result<()> {
+    let json = serde_json::to_vec(value)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    write_atomic(dir, name, &json, mode)
 }
 
 /// Read the config file: owned by root and not writable by group or others, or refused.
@@ -300,6 +329,36 @@ mod tests {
             std::fs::read_to_string(&p).expect("read"),
             "one\ntwo\nthree\n"
         );
+    }
+
+    #[test]
+    fn json_state_round_trips_and_a_damaged_file_is_invalid_data() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let me = crate::hardening::effective_uid();
+        let p = d.path().join("state.json");
+        let absent: Option<Vec<u32>> = read_json(&p, Expect::private(me), 64).expect("absent");
+        assert_eq!(absent, None);
+        write_json(d.path(), "state.json", &[1u32, 2, 3], 0o600).expect("write");
+        let m = std::fs::metadata(&p).expect("meta");
+        assert_eq!(m.mode() & 0o777, 0o600);
+        let back: Option<Vec<u32>> = read_json(&p, Expect::private(me), 64).expect("read");
+        assert_eq!(back, Some(vec![1, 2, 3]));
+
+        // Not JSON, truncated JSON (serde_json's own io conversion would say UnexpectedEof),
+        // another shape: all InvalidData, with the parser's words.
+        for damaged in ["not json", "[1, 2", "{\"a\": 1}"] {
+            std::fs::write(&p, damaged).expect("damage");
+            let e = read_json::<Vec<u32>>(&p, Expect::private(me), 64).expect_err(damaged);
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{damaged}: {e}");
+            let parser = serde_json::from_str::<Vec<u32>>(damaged).expect_err(damaged);
+            assert_eq!(e.to_string(), parser.to_string(), "{damaged}");
+        }
+
+        // The file checks still come first: a readable-by-others file is refused, not parsed.
+        std::fs::write(&p, "[1]").expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let e = read_json::<Vec<u32>>(&p, Expect::private(me), 64).expect_err("loose mode");
+        assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
     }
 
     #[test]

@@ -16,11 +16,12 @@ use keyward_core::config::Config;
 use keyward_core::ipc::{CommandOutcome, Reply};
 use keyward_core::policy::PolicyOverride;
 use keyward_core::quote;
+use keyward_sys::failpoint::failpoint;
 use keyward_sys::safe_fs;
 
 use super::recovery;
+use crate::ctx::state_owner;
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::policy_override;
 
 /// The replay journal, in `state_dir`.
@@ -75,23 +76,21 @@ pub fn run(c: &Config, signed: &SignedCommand) -> Result<Reply, OpError> {
 fn record(c: &Config, command: &Command, now: u64) -> Result<(), OpError> {
     let _one = JOURNAL_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     let path = c.state_dir.join(JOURNAL);
-    let io = |e: &dyn std::fmt::Display| OpError::Failed(format!("command journal: {e}"));
-    let mut journal = match safe_fs::read_checked(&path, safe_fs::Expect::private(0), JOURNAL_LIMIT)
-    {
-        Ok(None) => Journal::default(),
-        Ok(Some(bytes)) => serde_json::from_slice(&bytes).map_err(|e| {
-            OpError::Failed(format!(
+    let io = |e: std::io::Error| OpError::Failed(format!("command journal: {e}"));
+    let expect = safe_fs::Expect::private(state_owner(c).0);
+    let mut journal: Journal = safe_fs::read_json(&path, expect, JOURNAL_LIMIT)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => OpError::Failed(format!(
                 "the command journal {} is unreadable ({e}); no command runs until an admin repairs it",
                 path.display()
-            ))
-        })?,
-        Err(e) => return Err(io(&e)),
-    };
+            )),
+            _ => io(e),
+        })?
+        .unwrap_or_default();
     journal
         .record(command, now)
         .map_err(|e| OpError::Refused(e.to_string()))?;
-    let json = serde_json::to_vec(&journal).map_err(|e| OpError::Failed(e.to_string()))?;
-    safe_fs::write_atomic(&c.state_dir, JOURNAL, &json, 0o600).map_err(|e| io(&e))
+    safe_fs::write_json(&c.state_dir, JOURNAL, &journal, 0o600).map_err(io)
 }
 
 /// Carry out a verified, recorded command.
@@ -133,27 +132,70 @@ fn act(c: &Config, command: &Command) -> Result<CommandOutcome, OpError> {
         Action::SetPolicy {
             recovery_rotation_days,
             revoke_unmanaged,
-        } => {
-            let current = policy_override::load(c).map_err(OpError::Failed)?;
-            if let Some(newer) = current.filter(|o| o.issued > command.issued) {
-                return Err(OpError::Refused(format!(
-                    "superseded by the policy of command {}, issued later; nothing changed",
-                    quote(&newer.command_id)
-                )));
-            }
-            policy_override::store(
-                c,
-                &PolicyOverride {
-                    command_id: command.id.clone(),
-                    issued: command.issued,
-                    recovery_rotation_days: *recovery_rotation_days,
-                    revoke_unmanaged: *revoke_unmanaged,
-                },
-            )?;
-            Ok(CommandOutcome::PolicySet(policy_override::report(c)))
-        }
+        } => policy_override::replace(
+            c,
+            &PolicyOverride {
+                command_id: command.id.clone(),
+                issued: command.issued,
+                recovery_rotation_days: *recovery_rotation_days,
+                revoke_unmanaged: *revoke_unmanaged,
+            },
+        )
+        .map(CommandOutcome::PolicySet),
         _ => Err(OpError::Usage(
             "this helper does not know that action".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_damaged_journal_refuses_every_command_and_a_sound_one_records_each_id_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "state_dir = \"{}\"\n[[volume]]\nname = \"root\"\ndevice = \"/dev/null\"\n",
+            dir.path().display()
+        );
+        let c = Config::parse(&text).unwrap();
+        let command = Command {
+            id: "0123456789abcdef".into(),
+            device: "this-device".into(),
+            issued: 1,
+            expires: 1000,
+            action: Action::RotateService {
+                volume: keyward_core::VolumeName::parse("root").unwrap(),
+            },
+        };
+        record(&c, &command, 10).unwrap();
+        let replayed = record(&c, &command, 10).unwrap_err();
+        assert!(matches!(replayed, OpError::Refused(_)), "{replayed:?}");
+
+        let path = c.state_dir.join(JOURNAL);
+        for damaged in ["{\"used\": [", "not json", "[]"] {
+            std::fs::write(&path, damaged).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            let parser = serde_json::from_str::<Journal>(damaged).unwrap_err();
+            let e = record(&c, &command, 10).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "the command journal {} is unreadable ({parser}); no command runs until an admin repairs it",
+                    path.display()
+                )
+            );
+            // Fail closed: not replaced by a fresh journal.
+            assert_eq!(std::fs::read_to_string(&path).unwrap(), damaged);
+        }
+
+        // A journal that cannot be read at all is a plain I/O error, and refuses all the same.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = record(&c, &command, 10).unwrap_err();
+        assert!(e.to_string().starts_with("command journal: "), "{e}");
     }
 }

@@ -25,8 +25,8 @@ use crate::accounts::{self, Standing};
 use crate::audit;
 use crate::ctx::{lock, Caller, Ctx};
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::vault::{self, with_vault};
+use keyward_sys::failpoint::failpoint;
 
 /// Queue `event` for `user`, starting a worker if none runs for them.
 pub fn submit(ctx: &Arc<Ctx>, user: UserName, event: Event, caller: Caller) {

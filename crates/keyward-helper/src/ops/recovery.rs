@@ -17,26 +17,19 @@ use keyward_core::escrow::Receipt;
 use keyward_core::ipc::{Reply, WireSecret};
 use keyward_core::token::EscrowRef;
 use keyward_core::{recovery_key, Secret, SlotId, VolumeName};
+use keyward_sys::failpoint::failpoint;
 use keyward_sys::safe_fs;
 
+use crate::ctx::state_owner;
 use crate::error::OpError;
-use crate::failpoint::failpoint;
-use crate::pending_key::{self, io};
+use crate::pending_key::{self, io, EscrowRecord};
 use crate::vault::{with_vault, Vault};
 
-/// What the escrow server is sent for a pending key (ciphertext only), kept root-only beside
-/// the key so a repeated begin returns the same rotation.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct EscrowMeta {
-    rotation_id: String,
-    ciphertext: Vec<u8>,
-    sha256: String,
-}
-
-fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, OpError> {
-    let stored = pending_key::load_escrow(c, v)?;
-    if let Some(meta) = stored.and_then(|b| serde_json::from_slice::<EscrowMeta>(&b).ok()) {
-        return Ok(meta);
+/// The pending key's escrow record: the stored one, or a fresh seal of `key` to the escrow
+/// server's recipient, stored before it is returned.
+fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowRecord, OpError> {
+    if let Some(stored) = pending_key::load_escrow(c, v)? {
+        return Ok(stored);
     }
     let escrow = escrow_of(c)?;
     let recipient: keyward_core::seal::Recipient = escrow
@@ -47,16 +40,13 @@ fn escrow_meta(c: &Config, v: &VolumeName, key: &Secret) -> Result<EscrowMeta, O
         .map_err(|e| OpError::Failed(format!("getrandom: {e}")))?;
     let ciphertext = keyward_core::seal::seal(&recipient, key.expose(), random)
         .map_err(|e| OpError::Failed(format!("encrypting to the escrow recipient: {e}")))?;
-    let sha256 = keyward_core::hex::sha256(&ciphertext);
     let id = keyward_sys::random::service_secret()?;
-    let rotation_id = String::from_utf8_lossy(&id.expose()[..32]).into_owned();
-    let meta = EscrowMeta {
-        rotation_id,
+    let meta = EscrowRecord {
+        rotation_id: String::from_utf8_lossy(&id.expose()[..32]).into_owned(),
+        sha256: keyward_core::hex::sha256(&ciphertext),
         ciphertext,
-        sha256,
     };
-    let json = serde_json::to_vec(&meta).map_err(|e| OpError::Failed(e.to_string()))?;
-    pending_key::store_escrow(c, v, &json)?;
+    pending_key::store_escrow(c, v, &meta)?;
     failpoint("recovery-escrow.sealed");
     Ok(meta)
 }
@@ -197,7 +187,8 @@ const DEVICE_FILE: &str = "device_id";
 /// Receipts and signed commands must name it.
 pub(crate) fn this_device(c: &Config, escrow: &Escrow) -> Result<String, OpError> {
     let path = c.state_dir.join(DEVICE_FILE);
-    let raw = safe_fs::read_checked(&path, safe_fs::Expect::private(0), 256).map_err(io)?;
+    let raw = safe_fs::read_checked(&path, safe_fs::Expect::private(state_owner(c).0), 256)
+        .map_err(io)?;
     raw.map(|b| String::from_utf8_lossy(&b).trim().to_owned())
         .or_else(|| escrow.device_id.clone())
         .ok_or_else(|| OpError::Failed("this device is not enrolled (run `keyward enroll`)".into()))

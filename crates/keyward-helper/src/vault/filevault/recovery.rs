@@ -11,8 +11,8 @@ use keyward_macos::recovery::PendingSettled;
 
 use super::MacVault;
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::pending_key;
+use keyward_sys::failpoint::failpoint;
 
 impl MacVault<'_, '_, '_> {
     /// The pending key and its slot, if the sealed copy is there and still the key in force;

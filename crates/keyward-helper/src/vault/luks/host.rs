@@ -17,8 +17,8 @@ use keyward_sys::safe_fs;
 
 use crate::ctx::state_owner;
 use crate::error::OpError;
-use crate::failpoint::failpoint;
 use crate::pending_key;
+use keyward_sys::failpoint::failpoint;
 
 fn io(source: std::io::Error) -> OpError {
     OpError::io("service secret")(source)
