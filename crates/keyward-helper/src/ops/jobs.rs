@@ -18,7 +18,6 @@ use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::Reply;
 use keyward_core::login::{self, VolumeLogin};
 use keyward_core::login_queue::Event;
-use keyward_core::store::GrantRequest;
 use keyward_core::{Secret, Uid, UserName};
 
 use crate::accounts::{self, Standing};
@@ -189,7 +188,6 @@ fn on_volume(
                 return Ok(format!("slot {slot} works"));
             }
         }
-        let (_, service) = vault.working()?;
         match mine {
             Some(old) => {
                 // Recorded durably before the rekey, so a crash after it and before the job's
@@ -203,7 +201,7 @@ fn on_volume(
                 lock(&ctx.audit)
                     .append(begun)
                     .map_err(|e| OpError::Failed(format!("audit log: {e}")))?;
-                let new = vault.rekey(old, &service, password)?;
+                let new = vault.rekey(old, password)?;
                 failpoint("login.rekeyed");
                 let mut opened = lock(&ctx.jobs.opened);
                 opened.forget(&v.name, old);
@@ -211,8 +209,7 @@ fn on_volume(
                 Ok(format!("rekeyed slot {old} to slot {new}"))
             }
             None => {
-                let req = GrantRequest::user(user.clone(), uid);
-                let new = vault.grant(&req, &service, password)?;
+                let new = vault.grant_user(user, uid, password)?;
                 lock(&ctx.jobs.opened).remember(&v.name, new, password);
                 Ok(format!("granted slot {new}"))
             }

@@ -12,7 +12,6 @@ pub mod recovery;
 
 use keyward_core::config::{Config, Volume};
 use keyward_core::ipc::{Reply, VerifyReport, VolumeReport};
-use keyward_core::store::GrantRequest;
 use keyward_core::{Secret, UserName, VolumeName};
 
 use crate::error::OpError;
@@ -115,9 +114,7 @@ pub fn grant_on(
     passphrase: &Secret,
 ) -> Result<Reply, OpError> {
     let uid = vault.grantee(user)?;
-    let (_, service) = vault.working()?;
-    let req = GrantRequest::user(user.clone(), uid);
-    let slot = vault.grant(&req, &service, passphrase)?;
+    let slot = vault.grant_user(user, uid, passphrase)?;
     Ok(Reply::Granted { slot: slot.get() })
 }
 

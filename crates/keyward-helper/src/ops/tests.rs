@@ -10,7 +10,6 @@ use keyward_core::config::Config;
 use keyward_core::fake::MemoryBackend;
 use keyward_core::ipc::{ErrorCode, Reply};
 use keyward_core::orderings::SlotStore;
-use keyward_core::store::GrantRequest;
 use keyward_core::token::{Role, TokenState};
 use keyward_core::{recovery_key, HolderRole, Secret, SlotId, Uid, UserName};
 
@@ -98,9 +97,8 @@ fn recovery_slots(v: &mut LuksVault<'_, Store>, state: TokenState) -> Vec<SlotId
 
 /// Grant `name` a slot for `password` through the service secret, as a login does.
 fn grant_user(v: &mut LuksVault<'_, Store>, name: &str, password: &[u8]) -> SlotId {
-    let (_, service) = v.working().unwrap();
-    let req = GrantRequest::user(user(name), Uid::new(1000).unwrap());
-    v.grant(&req, &service, &Secret::copy_from(password))
+    let uid = Uid::new(1000).unwrap();
+    v.grant_user(&user(name), uid, &Secret::copy_from(password))
         .unwrap()
 }
 

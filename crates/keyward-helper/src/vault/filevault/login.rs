@@ -7,7 +7,6 @@
 //! and for the removal, so a wrong one changes nothing and comes back as the operation's error,
 //! which the caller records.
 
-use keyward_core::store::GrantRequest;
 use keyward_core::{Secret, UserName};
 use keyward_macos::login_capture::Action;
 use keyward_macos::names::ShortName;
@@ -36,10 +35,8 @@ impl MacVault<'_, '_, '_> {
             .login_action(user, &name, standing, judge, revoke_unmanaged)?;
         Ok(match action {
             Action::Grant => {
-                let (_, service) = self.working()?;
                 let uid = self.grantee(user)?;
-                let req = GrantRequest::user(user.clone(), uid);
-                let slot = self.grant(&req, &service, password)?;
+                let slot = self.grant_user(user, uid, password)?;
                 VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
             }
             Action::Holds(why) => {
