@@ -10,14 +10,13 @@
 // Layers, each using only those below it (docs/ARCHITECTURE.md draws them):
 // server → dispatch → ops → vault → state (pending_key, policy_override; the service secret:
 // vault/luks/host.rs),
-// accounts, luks, audit, ctx, error.
+// accounts, audit, ctx, error.
 mod accounts;
 mod audit;
 mod ctx;
 mod dispatch;
 mod edge_audit;
 mod error;
-mod luks;
 mod ops;
 #[cfg(target_os = "linux")]
 mod password_check;
@@ -67,7 +66,7 @@ fn run() -> Result<(), String> {
     eprintln!("keyward-helper: WARNING: built with simulated-mac: kind = \"filevault\" volumes are served by a simulated Mac. Tests only!");
     config
         .kdf
-        .check(luks::KDF_BUILD)
+        .check(vault::luks::KDF_BUILD)
         .map_err(|e| e.to_string())?;
     // A shipped build never gets here with danger_fast_kdf (refused just above).
     #[cfg(feature = "test-kdf")]

@@ -9,9 +9,9 @@ use keyward_core::config::{Config, Volume};
 use keyward_core::{interrupted, StoreError, UnlockStore};
 use keyward_sys::audit_file::AuditLog;
 
-use crate::vault::luks::{open, LuksVault};
+use crate::audit;
+use crate::vault::luks::{self, open, LuksVault};
 use crate::vault::{self, ServiceStanding, Vault};
-use crate::{audit, luks};
 
 /// Settle every volume; an audit record for each thing done. Fails only when the audit log
 /// cannot be written (the helper then does not start).

@@ -152,7 +152,8 @@ fn luks2_gate(
     Ok(uid)
 }
 
-/// A login or password change on one LUKS2 volume: the slot, then the boot order.
+/// A login or password change on one LUKS2 volume: grant, heal, or leave alone the user's
+/// slot, then the boot order.
 fn luks2_login(
     ctx: &Ctx,
     v: &Volume,
@@ -160,24 +161,7 @@ fn luks2_login(
     uid: Uid,
     password: &Secret,
 ) -> Result<VolumeLogin, String> {
-    let s = on_volume(ctx, v, user, uid, password)?;
-    Ok(VolumeLogin::Done(
-        match vault::luks::boot_order::after_login(&ctx.config, v, user) {
-            Ok(order) => format!("{s}{order}"),
-            Err(e) => format!("{s}; boot order not changed: {e}"),
-        },
-    ))
-}
-
-/// Grant, heal, or leave alone the user's slot on one volume.
-fn on_volume(
-    ctx: &Ctx,
-    v: &Volume,
-    user: &UserName,
-    uid: Uid,
-    password: &Secret,
-) -> Result<String, String> {
-    with_vault(&ctx.config, v, |vault| {
+    let slot = with_vault(&ctx.config, v, |vault| {
         let mine = vault.state()?.user_slot(user).map(|(slot, _)| slot);
         if let Some(slot) = mine {
             if lock(&ctx.jobs.opened).opened_last(&v.name, slot, password) {
@@ -215,5 +199,8 @@ fn on_volume(
             }
         }
     })
-    .map_err(|e: OpError| e.to_string())
+    .map_err(|e: OpError| e.to_string())?;
+    let order = vault::luks::boot_order::after_login(&ctx.config, v, user)
+        .unwrap_or_else(|e| format!("; boot order not changed: {e}"));
+    Ok(VolumeLogin::Done(format!("{slot}{order}")))
 }

@@ -3,18 +3,23 @@
 //! service secret and a pending recovery key in root-only state ([`host`], `pending_key`). The
 //! service slot's life and the recovery slots' are keyward-core's protocols
 //! (`keyward_core::secret_orderings`), run over the store and the helper's state ([`host`]).
+//! keyward-luks is libcryptsetup on Linux; elsewhere its store is uninhabited and opening one
+//! is a clear error. The one thing about LUKS2 that is the helper's own is which KDF floor
+//! this build judges its slots by ([`KDF_BUILD`]).
 
 pub mod boot_order;
 pub mod host;
 
 use keyward_core::config::{Config, Volume};
-use keyward_core::ipc::{UserReport, VerifyReport, VolumeReport};
+use keyward_core::ipc::{FindingReport, UserReport, VerifyReport, VolumeReport};
+use keyward_core::kdf::{KdfBuild, KdfPolicy};
 use keyward_core::policy::NoGrant;
 use keyward_core::secret_orderings::{recovery, service, ProtocolError};
 use keyward_core::token::EscrowRef;
 use keyward_core::{
-    invariants, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName,
+    invariants, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName, VolumeState,
 };
+pub use keyward_luks::{repair_interrupted_write, LuksStore};
 
 use self::host::LuksHost;
 use super::{ServiceStanding, Vault};
@@ -22,9 +27,23 @@ use crate::accounts;
 use crate::error::OpError;
 use crate::policy_override;
 
+/// Whether this build honours `[kdf] danger_fast_kdf`: only with the `test-kdf` feature (which
+/// `failpoints` turns on). A shipped helper refuses the setting at start, and never lowers the
+/// KDF floor whatever a config says.
+pub const KDF_BUILD: KdfBuild = if cfg!(feature = "test-kdf") {
+    KdfBuild::Test
+} else {
+    KdfBuild::Shipped
+};
+
+/// The `weak-kdf` and boot-budget findings of a LUKS2 volume in this build.
+fn weak_kdfs(kdf: &KdfPolicy, state: &VolumeState) -> Vec<FindingReport> {
+    keyward_luks::kdf_findings(kdf, KDF_BUILD, state)
+}
+
 /// Open `v`'s LUKS2 store, holding its per-volume lock.
-pub fn open(c: &Config, v: &Volume) -> Result<crate::luks::LuksStore, OpError> {
-    Ok(crate::luks::open(&v.device, &c.lock_path(&v.name), c.kdf)?)
+pub fn open(c: &Config, v: &Volume) -> Result<LuksStore, OpError> {
+    Ok(keyward_luks::open(&v.device, &c.lock_path(&v.name), c.kdf)?)
 }
 
 /// Run `f` on `v`'s LUKS2 vault, holding the volume's lock. (No LUKS2 store exists off Linux:
@@ -212,7 +231,7 @@ impl<S: UnlockStore> Vault for LuksVault<'_, S> {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
-            r.findings = crate::luks::weak_kdfs(&self.c.kdf, &state);
+            r.findings = weak_kdfs(&self.c.kdf, &state);
         }
         r
     }
@@ -232,7 +251,7 @@ pub fn status(c: &Config, v: &Volume) -> VolumeReport {
     crate::status_cache::report(v.name.as_str(), &v.device, || {
         match open(c, v).and_then(|mut s| Ok(s.state()?)) {
             Ok(state) => VolumeReport {
-                findings: crate::luks::weak_kdfs(&c.kdf, &state),
+                findings: weak_kdfs(&c.kdf, &state),
                 ..VolumeReport::from_state(v.name.as_str(), &state)
             },
             Err(e) => VolumeReport::failed(v.name.as_str(), e.to_string()),
