@@ -191,18 +191,10 @@ pub fn status(c: &Config, v: &Volume) -> VolumeReport {
     }
 }
 
-/// Start-up on a volume whose store finishes what a crash interrupted by itself (a Mac's):
-/// `Some` with the outcome. A LUKS2 volume (`None`) is settled step by step by `start`, which
-/// puts each step on the record.
-pub fn settle_by_itself(c: &Config, v: &Volume) -> Option<Result<(), OpError>> {
-    (v.kind == VolumeKind::FileVault).then(|| {
-        filevault::with_vault(c, v, |vault| match vault.service()? {
-            ServiceStanding::Drift(slot) => Err(OpError::Failed(format!(
-                "the keychain's service password does not unlock slot {slot}"
-            ))),
-            ServiceStanding::Working(..) | ServiceStanding::Missing => Ok(()),
-        })
-    })
+/// Is `v` settled at start-up step by step, each step on the record (LUKS2: `start`)? A Mac's
+/// store finishes what a crash interrupted by itself, whenever the service standing is read.
+pub fn settles_step_by_step(v: &Volume) -> bool {
+    v.kind == VolumeKind::Luks2
 }
 
 /// Must the system vouch for a login's password before keyward enrolls it on `v`? Yes where a
