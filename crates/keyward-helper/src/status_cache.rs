@@ -1,31 +1,17 @@
-//! What `keyward status` shows, kept while what it was read from is unchanged (issue 18):
-//! each LUKS2 volume's report while its header is byte for byte the same
-//! ([`keyward_luks::header_cache`]; reports of an error are recomputed every time), and each
-//! holder's standing while the account files have the same stamps and the policy is the same
+//! Each holder's standing as `keyward status` shows it, kept while what it was read from is
+//! unchanged (issue 18; a LUKS2 volume's report is kept by `vault::luks::status` while its
+//! header is the same): while the account files have the same stamps and the policy is the same
 //! ([`keyward_sys::users::accounts_stamp`], which gives none while a directory answers: then
 //! every standing is looked up again). Lookup errors (`unknown`) are never kept.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Mutex;
 
 use keyward_core::config::Config;
-use keyward_core::ipc::VolumeReport;
 use keyward_core::{Uid, UserName};
 use keyward_sys::users::{accounts_stamp, AccountsStamp};
 
 use crate::ctx::lock;
-
-/// The report for `device`: the kept one if the header is unchanged, else `compute()`'s.
-pub(crate) fn report(
-    volume: &str,
-    device: &Path,
-    compute: impl FnOnce() -> VolumeReport,
-) -> VolumeReport {
-    static REPORTS: keyward_luks::header_cache::HeaderCache<VolumeReport> =
-        keyward_luks::header_cache::HeaderCache::new();
-    REPORTS.get(volume, device, compute, |r| r.error.is_none())
-}
 
 /// What the kept standings were read from.
 #[derive(Debug, Clone, PartialEq, Eq)]

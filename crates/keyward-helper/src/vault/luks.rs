@@ -19,6 +19,7 @@ use keyward_core::token::EscrowRef;
 use keyward_core::{
     invariants, HolderRole, Secret, SlotId, Uid, UnlockStore, UserName, VolumeName, VolumeState,
 };
+use keyward_luks::header_cache::HeaderCache;
 pub use keyward_luks::{repair_interrupted_write, LuksStore};
 
 use self::host::LuksHost;
@@ -246,15 +247,16 @@ pub fn grantable(c: &Config, user: &UserName) -> Result<Uid, OpError> {
     })
 }
 
-/// `keyward status` of a LUKS2 volume, from the cache while its header is unchanged.
+/// `keyward status` of a LUKS2 volume, kept while its header is byte for byte the same
+/// ([`keyward_luks::header_cache`]); a report of an error is computed again every time.
 pub fn status(c: &Config, v: &Volume) -> VolumeReport {
-    crate::status_cache::report(v.name.as_str(), &v.device, || {
-        match open(c, v).and_then(|mut s| Ok(s.state()?)) {
-            Ok(state) => VolumeReport {
-                findings: weak_kdfs(&c.kdf, &state),
-                ..VolumeReport::from_state(v.name.as_str(), &state)
-            },
-            Err(e) => VolumeReport::failed(v.name.as_str(), e.to_string()),
-        }
-    })
+    static REPORTS: HeaderCache<VolumeReport> = HeaderCache::new();
+    let compute = || match open(c, v).and_then(|mut s| Ok(s.state()?)) {
+        Ok(state) => VolumeReport {
+            findings: weak_kdfs(&c.kdf, &state),
+            ..VolumeReport::from_state(v.name.as_str(), &state)
+        },
+        Err(e) => VolumeReport::failed(v.name.as_str(), e.to_string()),
+    };
+    REPORTS.get(v.name.as_str(), &v.device, compute, |r| r.error.is_none())
 }
