@@ -28,20 +28,16 @@ fn io(source: std::io::Error) -> OpError {
 pub struct LuksHost<'c> {
     c: &'c Config,
     name: &'c VolumeName,
+    /// The service secrets' directory, and the next secret's file name in it.
+    dir: std::path::PathBuf,
+    next: String,
 }
 
 impl<'c> LuksHost<'c> {
     /// The state of volume `name` under `c`.
     pub fn new(c: &'c Config, name: &'c VolumeName) -> Self {
-        LuksHost { c, name }
-    }
-
-    /// The service secrets' directory, and the next secret's name in it.
-    fn service_dir(&self) -> (std::path::PathBuf, String) {
-        (
-            self.c.state_dir.join("service"),
-            format!("{}.next", self.name),
-        )
+        let (dir, next) = (c.state_dir.join("service"), format!("{name}.next"));
+        LuksHost { c, name, dir, next }
     }
 }
 
@@ -54,23 +50,19 @@ impl Host for LuksHost<'_> {
     }
 
     fn next_service_secret(&mut self) -> Result<Option<Secret>, OpError> {
-        let (dir, next) = self.service_dir();
-        safe_fs::read_secret(&dir.join(next), state_owner(self.c).0).map_err(io)
+        safe_fs::read_secret(&self.dir.join(&self.next), state_owner(self.c).0).map_err(io)
     }
 
     fn store_next_service_secret(&mut self, secret: &Secret) -> Result<(), OpError> {
-        let (dir, next) = self.service_dir();
-        safe_fs::write_atomic(&dir, &next, secret.expose(), 0o600).map_err(io)
+        safe_fs::write_atomic(&self.dir, &self.next, secret.expose(), 0o600).map_err(io)
     }
 
     fn promote_next_service_secret(&mut self) -> Result<(), OpError> {
-        let (dir, next) = self.service_dir();
-        safe_fs::rename_durable(&dir, &next, self.name.as_str()).map_err(io)
+        safe_fs::rename_durable(&self.dir, &self.next, self.name.as_str()).map_err(io)
     }
 
     fn discard_next_service_secret(&mut self) -> Result<(), OpError> {
-        let (dir, next) = self.service_dir();
-        safe_fs::remove_if_present(&dir.join(next)).map_err(io)
+        safe_fs::remove_if_present(&self.dir.join(&self.next)).map_err(io)
     }
 
     fn forget_service_secret(&mut self) -> Result<(), OpError> {
