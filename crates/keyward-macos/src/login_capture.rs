@@ -9,7 +9,7 @@
 //! action out.
 
 use keyward_core::policy::Standing;
-use keyward_core::{HolderRole, SlotId, Uid, UserName};
+use keyward_core::{SlotId, Uid, UserName};
 
 use crate::error::MacError;
 use crate::inventory::View;
@@ -59,11 +59,7 @@ pub enum Action {
 /// What `user` (short name `name` on the Mac) holds in `view`: keyward's record of a token it
 /// granted comes first; a token the registry does not record is someone else's.
 pub fn holding(view: &View, user: &UserName, name: &ShortName) -> Holding {
-    let keywards = view.state.holders().into_iter().find_map(|h| match h.role {
-        HolderRole::User { name, uid } if &name == user => Some((h.slot, uid)),
-        _ => None,
-    });
-    match (keywards, view.slot_of(name)) {
+    match (view.state.user_slot(user), view.slot_of(name)) {
         (Some((slot, uid)), _) => Holding::Keyward { slot, uid },
         (None, Some(slot)) => Holding::Other(slot),
         (None, None) => Holding::Nothing,
