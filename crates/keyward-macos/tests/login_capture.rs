@@ -7,7 +7,7 @@ mod common;
 
 use keyward_core::policy::Standing;
 use keyward_core::store::{Authority, GrantRequest, UnlockStore};
-use keyward_core::{Uid, UserName};
+use keyward_core::{SlotId, Uid, UserName};
 use keyward_macos::login_capture::{holding, Action, Holding};
 use keyward_macos::MacError;
 
@@ -31,14 +31,7 @@ fn keywards_grant_is_keywards_an_admins_token_is_not_and_no_token_is_nothing() {
         Holding::Other(admin)
     );
 
-    let uid = Uid::new(502).unwrap();
-    let slot = s
-        .grant(
-            &GrantRequest::user(user("alice"), uid),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let (slot, uid) = grant_alice(&mut s);
     let (_, view) = s.view().unwrap();
     assert_eq!(
         holding(&view, &user("alice"), &name("alice")),
@@ -49,6 +42,19 @@ fn keywards_grant_is_keywards_an_admins_token_is_not_and_no_token_is_nothing() {
         holding(&view, &user("_keyward"), &name("_keyward")),
         Holding::Other(_)
     ));
+}
+
+/// Keyward grants alice (uid 502) a token through the service account; its slot and uid.
+fn grant_alice(s: &mut Store) -> (SlotId, Uid) {
+    let uid = Uid::new(502).unwrap();
+    let slot = s
+        .grant(
+            &GrantRequest::user(user("alice"), uid),
+            Authority::Service(&secret(SERVICE_PW)),
+            &secret("alice-pw"),
+        )
+        .unwrap();
+    (slot, uid)
 }
 
 /// What a login of `who`, managed by name (uid 502), does; `judge` judges keyward's token.
@@ -72,14 +78,7 @@ fn a_login_judges_keywards_token_against_the_uid_it_was_granted_to_and_any_other
     assert_eq!(login(&mut s, "alice", unjudged), Action::Grant);
     assert!(matches!(login(&mut s, "admin", unjudged), Action::Holds(_)));
 
-    let uid = Uid::new(502).unwrap();
-    let slot = s
-        .grant(
-            &GrantRequest::user(user("alice"), uid),
-            Authority::Service(&secret(SERVICE_PW)),
-            &secret("alice-pw"),
-        )
-        .unwrap();
+    let (slot, uid) = grant_alice(&mut s);
     let mut judged = None;
     let gone = login(&mut s, "alice", |granted| {
         judged = Some(granted);
