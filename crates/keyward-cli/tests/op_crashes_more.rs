@@ -284,3 +284,36 @@ fn reconcile_cut_short_after_a_service_rotation() {
         );
     }
 }
+
+/// A password change while the stored service secret opens no slot (drift): nothing can be
+/// rekeyed, so nothing is recorded as begun; the job's record says why, and Alice's slot still
+/// opens with her old password only.
+#[test]
+fn a_password_change_without_a_working_service_secret_begins_nothing() {
+    let (inst, _held) = with_holders("drift");
+    std::fs::write(inst.path("state/service/data"), b"not the service secret").unwrap();
+    change_password(&inst);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let job = loop {
+        let lines = inst.audit_lines();
+        let job = lines
+            .iter()
+            .find(|l| l.contains("\"op\":\"password-change\"") && l.contains(ALICE));
+        if let Some(job) = job {
+            break job.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no password-change record"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(job.contains("does not open service slot"), "{job}");
+    let begun: Vec<String> = (inst.audit_lines().into_iter())
+        .filter(|l| l.contains("\"op\":\"slot-rekey\""))
+        .collect();
+    assert!(begun.is_empty(), "a rekey recorded as begun: {begun:#?}");
+    let mine = user_slots(&status(&inst), ALICE);
+    assert_eq!(mine.len(), 1);
+    assert!(inst.opens(mine[0], OLD.as_bytes()) && !inst.opens(mine[0], NEW.as_bytes()));
+}

@@ -172,6 +172,8 @@ fn luks2_login(
                 return Ok(format!("slot {slot} works"));
             }
         }
+        // Nothing is begun, or recorded as begun, without a working service secret.
+        let (_, service) = vault.working()?;
         match mine {
             Some(old) => {
                 // Recorded durably before the rekey, so a crash after it and before the job's
@@ -185,7 +187,7 @@ fn luks2_login(
                 lock(&ctx.audit)
                     .append(begun)
                     .map_err(|e| OpError::Failed(format!("audit log: {e}")))?;
-                let new = vault.rekey(old, password)?;
+                let new = vault.rekey(old, &service, password)?;
                 failpoint("login.rekeyed");
                 let mut opened = lock(&ctx.jobs.opened);
                 opened.forget(&v.name, old);
@@ -193,7 +195,7 @@ fn luks2_login(
                 Ok(format!("rekeyed slot {old} to slot {new}"))
             }
             None => {
-                let new = vault.grant_user(user, uid, password)?;
+                let new = vault.grant_user(user, uid, &service, password)?;
                 lock(&ctx.jobs.opened).remember(&v.name, new, password);
                 Ok(format!("granted slot {new}"))
             }

@@ -114,7 +114,8 @@ pub fn grant_on(
     passphrase: &Secret,
 ) -> Result<Reply, OpError> {
     let uid = vault.grantee(user)?;
-    let slot = vault.grant_user(user, uid, passphrase)?;
+    let (_, service) = vault.working()?;
+    let slot = vault.grant_user(user, uid, &service, passphrase)?;
     Ok(Reply::Granted { slot: slot.get() })
 }
 

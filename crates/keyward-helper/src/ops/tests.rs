@@ -98,7 +98,8 @@ fn recovery_slots(v: &mut LuksVault<'_, Store>, state: TokenState) -> Vec<SlotId
 /// Grant `name` a slot for `password` through the service secret, as a login does.
 fn grant_user(v: &mut LuksVault<'_, Store>, name: &str, password: &[u8]) -> SlotId {
     let uid = Uid::new(1000).unwrap();
-    v.grant_user(&user(name), uid, &Secret::copy_from(password))
+    let (_, service) = v.working().unwrap();
+    v.grant_user(&user(name), uid, &service, &Secret::copy_from(password))
         .unwrap()
 }
 

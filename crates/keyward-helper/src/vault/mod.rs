@@ -88,27 +88,29 @@ pub trait Vault {
     fn opens(&mut self, slot: SlotId, secret: &Secret) -> Result<bool, OpError> {
         Ok(self.store().verify(slot, secret)?)
     }
-    /// Move the right in `slot` to `secret`, authorised by the working service secret; its
-    /// new slot.
-    fn rekey(&mut self, slot: SlotId, secret: &Secret) -> Result<SlotId, OpError> {
-        let (_, service) = self.working()?;
+    /// Move the right in `slot` to `secret`, authorised by the service secret; its new slot.
+    fn rekey(
+        &mut self,
+        slot: SlotId,
+        service: &Secret,
+        secret: &Secret,
+    ) -> Result<SlotId, OpError> {
         Ok(self
             .store()
-            .rekey(slot, Authority::Service(&service), secret)?)
+            .rekey(slot, Authority::Service(service), secret)?)
     }
-    /// Grant `user` (as `uid`) a right with `password`, authorised by the working service
-    /// secret.
+    /// Grant `user` (as `uid`) a right with `password`, authorised by the service secret.
     fn grant_user(
         &mut self,
         user: &UserName,
         uid: Uid,
+        service: &Secret,
         password: &Secret,
     ) -> Result<SlotId, OpError> {
-        let (_, service) = self.working()?;
         let req = GrantRequest::user(user.clone(), uid);
         Ok(self
             .store()
-            .grant(&req, Authority::Service(&service), password)?)
+            .grant(&req, Authority::Service(service), password)?)
     }
     /// Remove `user`'s right in `slot` (or say why the kind cannot).
     fn revoke_user(&mut self, _user: &UserName, slot: SlotId) -> Result<(), OpError> {

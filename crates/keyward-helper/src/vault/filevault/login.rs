@@ -35,8 +35,9 @@ impl MacVault<'_, '_, '_> {
             .login_action(user, &name, standing, judge, revoke_unmanaged)?;
         Ok(match action {
             Action::Grant => {
+                let (_, service) = self.working()?;
                 let uid = self.grantee(user)?;
-                let slot = self.grant_user(user, uid, password)?;
+                let slot = self.grant_user(user, uid, &service, password)?;
                 VolumeLogin::Done(format!("granted a Secure Token (slot {slot})"))
             }
             Action::Holds(why) => {
