@@ -17,6 +17,15 @@ fn service_slot(s: &mut Store) -> keyward_core::SlotId {
     view.slot_of(&name("_keyward")).unwrap()
 }
 
+/// Where the service account stands is a drift at `slot` (reported, not an error).
+fn assert_drift(s: &mut Store, slot: keyward_core::SlotId) {
+    let r = s.service_standing().unwrap();
+    assert!(
+        matches!(r, ServiceStanding::Drift(at) if at == slot),
+        "{r:?}"
+    );
+}
+
 #[test]
 fn no_service_token_is_missing_even_with_no_password_stored() {
     let mut s = store(FakeMac::typical());
@@ -38,31 +47,19 @@ fn a_token_the_keychains_password_unlocks_works_and_any_other_has_drifted() {
     s.keychain_mut()
         .write(KeychainItem::ServiceCurrent, &wrong)
         .unwrap();
-    let r = s.service_standing().unwrap();
-    assert!(
-        matches!(r, ServiceStanding::Drift(at) if at == slot),
-        "{r:?}"
-    );
+    assert_drift(&mut s, slot);
 
     s.keychain_mut()
         .delete(KeychainItem::ServiceCurrent)
         .unwrap();
-    let r = s.service_standing().unwrap();
-    assert!(
-        matches!(r, ServiceStanding::Drift(at) if at == slot),
-        "{r:?}"
-    );
+    assert_drift(&mut s, slot);
 
     // A `next` that does not unlock the token, and no current password to fall back on:
     // still a drift to report, not an error.
     s.keychain_mut()
         .write(KeychainItem::ServiceNext, &wrong)
         .unwrap();
-    let r = s.service_standing().unwrap();
-    assert!(
-        matches!(r, ServiceStanding::Drift(at) if at == slot),
-        "{r:?}"
-    );
+    assert_drift(&mut s, slot);
 }
 
 #[test]
